@@ -1,0 +1,68 @@
+"""The `betterdepth` command line: a Typer app with one thin module per command.
+
+Command modules import only Typer and the standard library at import time, so
+`betterdepth --help` stays instant; torch and friends load inside the commands.
+Library errors (``BetterDepthError``) become one line on stderr and the exit
+code they carry; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable, TypeVar
+
+import typer
+
+F = TypeVar("F", bound=Callable)
+
+app = typer.Typer(
+    name="betterdepth",
+    help="Batch monocular depth refinement with BetterDepth (diffusion detail over any depth model).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def error_line(message: str) -> None:
+    """Print one error line on stderr."""
+    print(f"betterdepth: error: {message}", file=sys.stderr, flush=True)
+
+
+def handle_errors(fn: F) -> F:
+    """Map library exceptions to a message and an exit code (see README: exit codes)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from betterdepth_cli.core.types import BetterDepthError
+
+        try:
+            return fn(*args, **kwargs)
+        except BetterDepthError as exc:
+            error_line(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            error_line("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _register() -> None:
+    import importlib
+
+    for name in ("refine", "train", "synth", "eval", "export_ply", "info"):
+        try:
+            importlib.import_module(f"betterdepth_cli.cli.{name}")
+        except ModuleNotFoundError as exc:  # a command module not written yet
+            if exc.name != f"betterdepth_cli.cli.{name}":
+                raise
+
+
+def main() -> None:
+    _register()
+    app()
+
+
+_register()

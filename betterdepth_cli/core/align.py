@@ -1,0 +1,92 @@
+"""Least-squares scale and shift alignment (paper eq. 3), batched, in torch.
+
+``fit_scale_shift(pred, target, valid)`` solves
+``argmin_{s,b} sum_valid (s * pred + b - target)^2`` in closed form per sample.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+
+class DegenerateAlignmentWarning(UserWarning):
+    """Alignment had a constant prediction or fewer than two valid pixels."""
+
+
+def fit_scale_shift(
+    pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Closed-form least squares of ``s * pred + b`` to ``target`` over ``valid``.
+
+    Args:
+        pred, target: (B, ...) maps of the same shape.
+        valid: bool (B, ...) mask; all pixels when ``None``.
+    Returns:
+        scale, shift: (B,) float64-accurate results cast to ``pred.dtype``.
+
+    Degenerate samples never give NaN: with fewer than two valid pixels the
+    result is s = 1, b = 0 (or b = target - pred for one pixel); with a constant
+    prediction it is s = 0, b = mean(target). Both raise a
+    :class:`DegenerateAlignmentWarning`.
+    """
+    b = pred.shape[0]
+    p = pred.reshape(b, -1).double()
+    t = target.reshape(b, -1).double()
+    if valid is None:
+        m = torch.ones_like(p)
+    else:
+        m = valid.reshape(b, -1).double()
+    m = m * torch.isfinite(p) * torch.isfinite(t)
+    p = torch.where(m > 0, p, torch.zeros_like(p))
+    t = torch.where(m > 0, t, torch.zeros_like(t))
+    n = m.sum(1)
+    n_safe = n.clamp_min(1.0)
+    mp = (m * p).sum(1) / n_safe
+    mt = (m * t).sum(1) / n_safe
+    dp = (p - mp[:, None]) * m
+    dt = (t - mt[:, None]) * m
+    var = (dp * dp).sum(1)
+    cov = (dp * dt).sum(1)
+    scale_ref = (m * p * p).sum(1).clamp_min(1e-300)
+    constant = var <= 1e-12 * scale_ref
+    few = n < 2
+    scale = torch.where(constant | few, torch.zeros_like(var), cov / var.clamp_min(1e-300))
+    shift = mt - scale * mp
+    # fewer than 2 pixels: identity, or the offset that matches the single pixel
+    one = n == 1
+    scale = torch.where(few, torch.ones_like(scale), scale)
+    shift = torch.where(few, torch.where(one, mt - mp, torch.zeros_like(shift)), shift)
+    if bool((constant | few).any()):
+        idx = torch.nonzero(constant | few).flatten().tolist()
+        warnings.warn(
+            f"degenerate alignment for sample(s) {idx}: constant prediction or fewer than "
+            "2 valid pixels; using a defined fallback",
+            DegenerateAlignmentWarning,
+            stacklevel=2,
+        )
+    return scale.to(pred.dtype), shift.to(pred.dtype)
+
+
+def apply_scale_shift(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``scale * x + shift`` with (B,) parameters broadcast over (B, ...)."""
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    return x * scale.reshape(shape).to(x) + shift.reshape(shape).to(x)
+
+
+def align(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """``pred`` mapped onto ``target`` by the least-squares scale and shift."""
+    s, b = fit_scale_shift(pred, target, valid)
+    return apply_scale_shift(pred, s, b)
+
+
+def depth_to_disparity(depth: torch.Tensor, valid: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """1 / depth over valid positive pixels, 0 elsewhere."""
+    ok = valid & (depth > eps)
+    return torch.where(ok, 1.0 / depth.clamp_min(eps), torch.zeros_like(depth))
+
+
+def disparity_to_depth(disp: torch.Tensor, min_disparity: float = 1e-3) -> torch.Tensor:
+    """1 / max(disparity, min_disparity): the eval protocol's inversion."""
+    return 1.0 / disp.clamp_min(min_disparity)

@@ -1,0 +1,91 @@
+"""Plain data types shared by the core, the IO layer and the commands.
+
+Conventions (see docs/DESIGN.md):
+- images: float32 tensors (B,3,H,W) in [0,1];
+- depth-like maps: float32 (B,1,H,W) with an explicit bool valid mask (B,1,H,W);
+- every map carries its kind, ``"disparity"`` (inverse depth, larger is nearer)
+  or ``"depth"`` (larger is farther), and whether it is metric.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+KINDS = ("disparity", "depth")
+
+
+class BetterDepthError(Exception):
+    """Base class of the errors the command line turns into one-line messages."""
+
+    exit_code = 1
+
+
+class UsageError(BetterDepthError):
+    """A parameter is wrong (sysexits EX_USAGE)."""
+
+    exit_code = 64
+
+
+class InputDataError(BetterDepthError):
+    """An input file exists but cannot be used (sysexits EX_DATAERR)."""
+
+    exit_code = 65
+
+
+class NoInputError(BetterDepthError):
+    """No input was found (sysexits EX_NOINPUT)."""
+
+    exit_code = 66
+
+
+class ModelNotFoundError(BetterDepthError):
+    """A model could not be found locally and cannot be downloaded (EX_UNAVAILABLE)."""
+
+    exit_code = 69
+
+
+class OutputError(BetterDepthError):
+    """An output cannot be created (sysexits EX_CANTCREAT)."""
+
+    exit_code = 73
+
+
+def check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise UsageError(f"`kind` must be one of {', '.join(KINDS)}, got {kind!r}")
+    return kind
+
+
+@dataclass
+class DepthPrediction:
+    """A batch of depth-like maps with their meaning.
+
+    values: (B,1,H,W) float32; valid: (B,1,H,W) bool.
+    """
+
+    values: Any
+    valid: Any
+    kind: str
+    metric: bool = False
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        check_kind(self.kind)
+
+
+@dataclass
+class RefineResult:
+    """What :func:`betterdepth_cli.core.pipeline.refine_batch` returns.
+
+    refined, conditioning, uncertainty: (B,1,H,W) float32 at input size, in the
+    conditioner's units (uncertainty in the same units, ``None`` without ensembling).
+    """
+
+    refined: Any
+    conditioning: Any
+    valid: Any
+    kind: str
+    metric: bool
+    uncertainty: Any = None
+    timings: dict[str, float] = field(default_factory=dict)
