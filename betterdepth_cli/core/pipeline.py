@@ -1,0 +1,187 @@
+"""One function refines a batch: conditioner -> normalise -> encode -> sample ->
+decode -> ensemble -> de-normalise back to the conditioner's units.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+from betterdepth_cli.core.normalize import denormalize, normalize
+from betterdepth_cli.core.sampler import align_members, reduce_members, sample
+from betterdepth_cli.core.types import DepthPrediction, InputDataError, RefineResult, UsageError
+
+MIN_SIDE = 2
+
+
+def processing_size(height: int, width: int, processing_res: int | None) -> tuple[int, int]:
+    """(h, w) with the longest side equal to ``processing_res`` (native when 0/None)."""
+    if not processing_res:
+        return height, width
+    scale = processing_res / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Replicate-pad (B,C,H,W) at the bottom and right to multiples of ``multiple``.
+
+    Returns the padded tensor and the padding (pad_h, pad_w) for :func:`unpad`.
+    """
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x, (0, 0)
+    mode = "replicate" if (h > 1 or ph == 0) and (w > 1 or pw == 0) else "constant"
+    return F.pad(x, (0, pw, 0, ph), mode="replicate" if mode == "replicate" else "constant"), (ph, pw)
+
+
+def unpad(x: torch.Tensor, padding: tuple[int, int]) -> torch.Tensor:
+    """Undo :func:`pad_to_multiple` (minding the ``x[:-0]`` slicing trap)."""
+    ph, pw = padding
+    return x[..., : None if ph == 0 else -ph, : None if pw == 0 else -pw]
+
+
+def resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """Resize (B,C,H,W); antialiased when shrinking; a no-op at the same size."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if mode == "nearest":
+        return F.interpolate(x.float(), size=size, mode="nearest").to(x.dtype)
+    shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    return F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=shrink)
+
+
+def check_images(images: torch.Tensor) -> None:
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise UsageError(f"`images` must be (B,3,H,W), got {tuple(images.shape)}")
+    h, w = images.shape[-2:]
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise InputDataError(f"image is {w} x {h} pixels; need at least {MIN_SIDE} x {MIN_SIDE}")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def refine_batch(
+    images: torch.Tensor,
+    *,
+    conditioner=None,
+    model=None,
+    steps: int | None = None,
+    ensemble: int | None = None,
+    reduction: str | None = None,
+    processing_res: int | None = None,
+    generator: torch.Generator | None = None,
+    keys: list[str] | None = None,
+    prediction: DepthPrediction | None = None,
+    restore_tails: bool = True,
+) -> RefineResult:
+    """Refine a batch of images.
+
+    Args:
+        images: (B,3,H,W) float in [0,1].
+        conditioner: a :class:`~betterdepth_cli.core.conditioners.Conditioner`
+            (not needed when ``prediction`` is given).
+        model: a :class:`~betterdepth_cli.core.refiner.BetterDepthModel`, or ``None``
+            for the conditioner alone.
+        steps, ensemble, reduction, processing_res: ``None`` takes the model card's
+            defaults; ``processing_res=0`` means native resolution.
+        generator: the only source of randomness.
+        keys: file stems (needed by the ``file:`` conditioner).
+        prediction: a precomputed conditioner output to refine.
+        restore_tails: the [-1,1] normalisation clips the 2 % nearest and farthest
+            pixels; add back the conditioner's values beyond that range so the
+            output keeps the full range of the input layout.
+    Returns:
+        :class:`RefineResult` at input size in the conditioner's units.
+    """
+    check_images(images)
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+    b, _, h, w = images.shape
+
+    if prediction is None:
+        if conditioner is None:
+            raise UsageError("refine_batch needs a `conditioner` or a `prediction`")
+        dev = getattr(conditioner, "device", images.device)
+        pred = conditioner.predict(images, keys=keys)
+        _sync(torch.device(dev) if not isinstance(dev, torch.device) else dev)
+    else:
+        pred = prediction
+    timings["conditioner"] = time.perf_counter() - t_start
+    cond_full = pred.values.float()
+    valid_full = pred.valid.bool()
+
+    if model is None:
+        timings["total"] = time.perf_counter() - t_start
+        return RefineResult(cond_full, cond_full, valid_full, pred.kind, pred.metric, None, timings)
+
+    defaults = model.defaults
+    steps = int(steps if steps is not None else defaults["steps"])
+    ensemble = int(ensemble if ensemble is not None else defaults["ensemble"])
+    reduction = reduction or defaults["reduction"]
+    processing_res = defaults["processing_res"] if processing_res is None else processing_res
+    if steps < 1:
+        raise UsageError("`steps` must be >= 1")
+    if ensemble < 1:
+        raise UsageError("`ensemble` must be >= 1")
+    if processing_res is not None and processing_res < 0:
+        raise UsageError("`processing_res` must be >= 0 (0 = native)")
+    if reduction not in ("mean", "median"):
+        raise UsageError(f"`reduction` must be mean or median, got {reduction!r}")
+
+    device, dtype = model.device, model.dtype
+    t0 = time.perf_counter()
+    size = processing_size(h, w, processing_res)
+    img = resize(images.to(device=device, dtype=torch.float32), size)  # [B,3,h,w]
+    cond = resize(cond_full.to(device), size)  # [B,1,h,w]
+    valid = resize(valid_full.to(device), size, mode="nearest")
+    cond_n, lo, hi = normalize(cond, valid)  # [-1,1], (B,), (B,)
+    m = model.pad_multiple
+    img_p, padding = pad_to_multiple(img * 2.0 - 1.0, m)
+    cond_p, _ = pad_to_multiple(cond_n, m)
+    z_image = model.codec.encode_image(img_p.to(dtype))  # [B,Ci,h/f,w/f]
+    z_cond = model.codec.encode_depth(cond_p.to(dtype))  # [B,Cd,h/f,w/f]
+    _sync(device)
+    timings["encode"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    z_image_e = z_image.repeat(ensemble, 1, 1, 1)  # [E*B,...], member-major
+    z_cond_e = z_cond.repeat(ensemble, 1, 1, 1)
+    shape = (ensemble * b, model.codec.depth_channels, *z_image.shape[-2:])
+    z0 = sample(
+        lambda z, t: model.denoise(z_image_e, z_cond_e, z, t),
+        model.scheduler,
+        shape,
+        steps,
+        generator=generator,
+        device=device,
+        dtype=dtype,
+        zero_noise=model.zero_noise,
+    )
+    _sync(device)
+    timings["sample"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    decoded = unpad(model.codec.decode_depth(z0).float(), padding).clamp(-1.0, 1.0)  # [E*B,1,h,w]
+    members = decoded.reshape(ensemble, b, 1, *size)
+    refined_n, spread_n = reduce_members(align_members(members), reduction)
+    refined_n = refined_n.clamp(-1.0, 1.0)
+    refined = resize(denormalize(refined_n, lo, hi), (h, w))
+    uncertainty = None
+    if spread_n is not None:
+        uncertainty = resize(spread_n * ((hi - lo) / 2.0).reshape(-1, 1, 1, 1), (h, w))
+    cond_dev = cond_full.to(device)
+    if restore_tails:
+        shape4 = (-1, 1, 1, 1)
+        excess = cond_dev - torch.minimum(torch.maximum(cond_dev, lo.reshape(shape4)), hi.reshape(shape4))
+        refined = refined + excess
+    _sync(device)
+    timings["decode"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_start
+    return RefineResult(refined, cond_dev, valid_full.to(device), pred.kind, pred.metric, uncertainty, timings)

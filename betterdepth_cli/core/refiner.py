@@ -1,0 +1,327 @@
+"""The BetterDepth model bundle: autoencoder + 12-channel UNet + scheduler + card.
+
+A model is a folder in the diffusers layout::
+
+    unet/            UNet2DConditionModel (config.json + safetensors)
+    vae/             the autoencoder (AutoencoderKL, AutoencoderTiny or SpaceToDepth)
+    scheduler/       DDIMScheduler config (v-prediction, trailing spacing)
+    betterdepth.json the model card: space, normalisation, defaults, provenance
+    text_embedding.safetensors   (only for UNets with cross-attention) the
+                     empty-prompt embedding, so inference needs no text encoder
+
+Local folders and Hugging Face hub ids load through :func:`load_model`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from betterdepth_cli import __version__
+from betterdepth_cli.core.autoencoders import LatentCodec, SpaceToDepthCodec, load_codec, tiny_codec
+from betterdepth_cli.core.sampler import SCHEDULER_CONFIG, make_scheduler
+from betterdepth_cli.core.types import ModelNotFoundError, UsageError
+
+CARD_FILE = "betterdepth.json"
+TEXT_EMBEDDING_FILE = "text_embedding.safetensors"
+CARD_FORMAT = "betterdepth-model/1"
+DEFAULT_MODEL_NAMES = (None, "", "default")
+
+#: Inference defaults when a card does not state them (the paper's fast setting).
+DEFAULTS = {"steps": 2, "ensemble": 1, "reduction": "mean", "processing_res": 768, "conditioner": "builtin"}
+
+
+def default_model_path() -> Path:
+    """Where the embedded default refiner lives inside the package."""
+    return Path(__file__).resolve().parent.parent / "weights" / "refiner"
+
+
+def new_card(**fields: Any) -> dict:
+    card = {
+        "format": CARD_FORMAT,
+        "version": __version__,
+        "depth_conditioning": True,
+        "zero_noise": False,
+        "normalization": {"low": 0.02, "high": 0.98, "clip": True},
+        "space": "the conditioner's (disparity for disparity models, depth for depth models)",
+        "trained_with": {"conditioner": None},
+        "defaults": dict(DEFAULTS),
+    }
+    card.update(fields)
+    return card
+
+
+class BetterDepthModel(nn.Module):
+    """UNet over ``cat[z_image, z_cond, z_t]`` with a pluggable autoencoder."""
+
+    def __init__(
+        self,
+        unet,
+        codec: LatentCodec,
+        scheduler=None,
+        card: dict | None = None,
+        text_embedding: torch.Tensor | None = None,
+    ):
+        super().__init__()
+        self.unet = unet
+        self.codec = codec
+        self.scheduler = scheduler if scheduler is not None else make_scheduler()
+        self.card = new_card() if card is None else card
+        self.card.setdefault("defaults", dict(DEFAULTS))
+        if text_embedding is not None:
+            self.register_buffer("text_embedding", text_embedding, persistent=False)
+        else:
+            self.text_embedding = None
+        expected = codec.image_channels + codec.depth_channels * (2 if self.depth_conditioning else 1)
+        if unet.config.in_channels != expected:
+            raise ValueError(
+                f"UNet has {unet.config.in_channels} input channels, the autoencoder needs {expected}"
+            )
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def depth_conditioning(self) -> bool:
+        return bool(self.card.get("depth_conditioning", True))
+
+    @property
+    def zero_noise(self) -> bool:
+        return bool(self.card.get("zero_noise", False))
+
+    @property
+    def defaults(self) -> dict:
+        return {**DEFAULTS, **self.card.get("defaults", {})}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    @property
+    def pad_multiple(self) -> int:
+        """Input sides must be multiples of this (autoencoder x UNet downsampling)."""
+        n_down = len(self.unet.config.block_out_channels) - 1
+        return self.codec.factor * 2**n_down
+
+    # ------------------------------------------------------------------ network
+    def unet_input(self, z_image: torch.Tensor, z_cond: torch.Tensor, z_t: torch.Tensor) -> torch.Tensor:
+        """cat[z_image, z_cond, z_t] (or cat[z_image, z_t] without depth conditioning)."""
+        if self.depth_conditioning:
+            return torch.cat([z_image, z_cond, z_t], dim=1)  # [B,Ci+2Cd,h,w]
+        return torch.cat([z_image, z_t], dim=1)
+
+    def denoise(
+        self, z_image: torch.Tensor, z_cond: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor | int
+    ) -> torch.Tensor:
+        """The UNet's v-prediction for the noisy depth latent ``z_t`` at timestep ``t``."""
+        x = self.unet_input(z_image, z_cond, z_t)
+        ehs = None
+        if self.text_embedding is not None:
+            ehs = self.text_embedding.to(x.dtype).expand(x.shape[0], -1, -1)
+        if not torch.is_tensor(t) or t.ndim == 0:
+            t = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
+        return self.unet(x, t, encoder_hidden_states=ehs).sample
+
+    # ------------------------------------------------------------------ save / load
+    def save(self, path: str | Path) -> Path:
+        """Write the bundle to ``path`` atomically (a temporary folder, then a rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        try:
+            self.unet.save_pretrained(tmp / "unet")
+            self.codec.save_pretrained(tmp / "vae")
+            self.scheduler.save_pretrained(tmp / "scheduler")
+            if self.text_embedding is not None:
+                from safetensors.torch import save_file
+
+                save_file({"text_embedding": self.text_embedding.detach().cpu().contiguous()}, tmp / TEXT_EMBEDDING_FILE)
+            card = {**self.card, "version": __version__, "autoencoder": self.codec.kind, "latent_factor": self.codec.factor}
+            (tmp / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+            if path.exists():
+                old = path.with_name(f".{path.name}.old-{os.getpid()}")
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return path
+
+    @classmethod
+    def from_folder(cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+        from diffusers import DDIMScheduler, UNet2DConditionModel
+
+        path = Path(path)
+        missing = [p for p in ("unet", "vae", CARD_FILE) if not (path / p).exists()]
+        if missing:
+            raise ModelNotFoundError(f"{path}: not a BetterDepth model folder (missing {', '.join(missing)})")
+        card = json.loads((path / CARD_FILE).read_text())
+        unet = UNet2DConditionModel.from_pretrained(path / "unet", torch_dtype=dtype)
+        codec = load_codec(path / "vae", dtype=dtype)
+        if (path / "scheduler").exists():
+            scheduler = DDIMScheduler.from_pretrained(path / "scheduler")
+        else:
+            scheduler = make_scheduler()
+        text_embedding = None
+        if (path / TEXT_EMBEDDING_FILE).exists():
+            from safetensors.torch import load_file
+
+            text_embedding = load_file(path / TEXT_EMBEDDING_FILE)["text_embedding"].to(dtype)
+        model = cls(unet, codec, scheduler, card, text_embedding)
+        model.card.setdefault("source", str(path))
+        return model.to(device=device, dtype=dtype).eval()
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def tiny(
+        cls,
+        seed: int = 0,
+        codec: str | LatentCodec = "space-to-depth",
+        factor: int = 4,
+        block_out_channels: tuple[int, ...] = (32, 64),
+        layers_per_block: int = 1,
+        depth_conditioning: bool = True,
+        card: dict | None = None,
+    ) -> "BetterDepthModel":
+        """A small randomly initialised model (no attention) for tests and CPU recipes."""
+        from diffusers import UNet2DConditionModel
+
+        c = tiny_codec(codec, factor=factor, seed=seed) if isinstance(codec, str) else codec
+        in_ch = c.image_channels + c.depth_channels * (2 if depth_conditioning else 1)
+        torch.manual_seed(seed)
+        n = len(block_out_channels)
+        unet = UNet2DConditionModel(
+            sample_size=32,
+            in_channels=in_ch,
+            out_channels=c.depth_channels,
+            layers_per_block=layers_per_block,
+            block_out_channels=tuple(block_out_channels),
+            down_block_types=("DownBlock2D",) * n,
+            up_block_types=("UpBlock2D",) * n,
+            mid_block_type="UNetMidBlock2D",
+            norm_num_groups=min(32, min(block_out_channels)),
+        )
+        card = new_card(depth_conditioning=depth_conditioning, **(card or {}))
+        return cls(unet, c, make_scheduler(), card)
+
+    @classmethod
+    def from_stable_diffusion(cls, path_or_id: str, dtype: torch.dtype = torch.float32) -> "BetterDepthModel":
+        """Initialise from a Stable Diffusion folder or hub id (Marigold's recipe).
+
+        conv_in goes from 4 to 12 input channels: its weight is repeated 3 times
+        along input channels and scaled by 1/3, so that equal latent groups give
+        the original UNet's output. The empty-prompt text embedding is computed
+        once and stored, so inference needs no text encoder.
+        """
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+
+        root = resolve_model_path(path_or_id, what="Stable Diffusion model")
+        unet = UNet2DConditionModel.from_pretrained(root / "unet", torch_dtype=dtype)
+        vae = AutoencoderKL.from_pretrained(root / "vae", torch_dtype=dtype)
+        unet = expand_conv_in(unet, groups=3)
+        text_embedding = empty_text_embedding(root, dtype=dtype)
+        sched_cfg = {}
+        sd_sched = root / "scheduler" / "scheduler_config.json"
+        if sd_sched.exists():
+            src = json.loads(sd_sched.read_text())
+            sched_cfg = {k: src[k] for k in ("beta_start", "beta_end", "beta_schedule", "num_train_timesteps") if k in src}
+        from betterdepth_cli.core.autoencoders import KLCodec
+
+        card = new_card(init={"stable_diffusion": str(path_or_id)})
+        card["defaults"] = {**DEFAULTS, "processing_res": 768}
+        return cls(unet, KLCodec(vae), make_scheduler(**sched_cfg), card, text_embedding)
+
+
+def expand_conv_in(unet, groups: int = 3):
+    """Replace ``unet.conv_in`` (C_in -> C_out) by one with ``groups * C_in`` inputs.
+
+    The weight is repeated ``groups`` times along the input channels and scaled
+    by ``1 / groups``; the bias is kept. Updates ``unet.config.in_channels``.
+    """
+    old = unet.conv_in
+    new = nn.Conv2d(
+        old.in_channels * groups, old.out_channels, old.kernel_size, old.stride, old.padding,
+        dtype=old.weight.dtype, device=old.weight.device,
+    )
+    with torch.no_grad():
+        new.weight.copy_(old.weight.repeat(1, groups, 1, 1) / groups)
+        if old.bias is not None:
+            new.bias.copy_(old.bias)
+    unet.conv_in = new
+    unet.register_to_config(in_channels=old.in_channels * groups)
+    return unet
+
+
+def empty_text_embedding(root: Path, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The CLIP text encoder's last hidden state for the empty prompt, (1,L,D)."""
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer")
+    encoder = CLIPTextModel.from_pretrained(root / "text_encoder")
+    ids = tokenizer(
+        "", padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+    with torch.no_grad():
+        return encoder(ids)[0].to(dtype)
+
+
+def resolve_model_path(path_or_id: str | Path, what: str = "model") -> Path:
+    """A local folder as is; otherwise a hub id through the local cache or a download."""
+    p = Path(path_or_id).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise UsageError(f"{p}: a {what} must be a folder")
+        return p
+    text = str(path_or_id)
+    if text.startswith((".", "/", "~")) or text.count("/") != 1:
+        raise ModelNotFoundError(f"{text}: {what} folder not found")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(text))
+    except Exception as exc:  # offline, missing repo, no cache
+        raise ModelNotFoundError(
+            f"{what}: '{text}' is not in the local Hugging Face cache and cannot be downloaded "
+            f"({type(exc).__name__}). On a machine with network run `hf download {text}` "
+            "(set HF_HOME to share the cache), or pass the local folder instead of the id."
+        ) from None
+
+
+def load_model(
+    name: str | Path | None = None, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> BetterDepthModel:
+    """Load a refiner: ``None``/``"default"`` (embedded), a local folder, or a hub id."""
+    if name in DEFAULT_MODEL_NAMES:
+        path = default_model_path()
+        if not (path / CARD_FILE).exists():
+            raise ModelNotFoundError(
+                f"the embedded default model is missing from {path}; reinstall betterdepth "
+                "or pass --model PATH to a BetterDepth model folder"
+            )
+        model = BetterDepthModel.from_folder(path, device=device, dtype=dtype)
+        model.card["source"] = "default"
+        return model
+    return BetterDepthModel.from_folder(resolve_model_path(name, what="BetterDepth model"), device=device, dtype=dtype)
+
+
+__all__ = [
+    "BetterDepthModel",
+    "SpaceToDepthCodec",
+    "expand_conv_in",
+    "load_model",
+    "resolve_model_path",
+    "default_model_path",
+    "SCHEDULER_CONFIG",
+]
