@@ -1,0 +1,269 @@
+"""Output encoders, sidecar, naming plan and atomic writes (betterdepth_cli.io.outputs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pytest
+
+from betterdepth_cli.core.types import InputDataError, NoInputError, OutputError, UsageError
+from betterdepth_cli.io import outputs as bo
+
+
+def _ramp(h: int = 6, w: int = 8) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return (0.12 + 3.28 * rng.random((h, w))).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- png16
+
+
+def test_png16_round_trip_within_one_step(tmp_path):
+    values = _ramp()
+    meta = bo.make_sidecar(kind="disparity", metric=False, source="photos/img.jpg", steps=2, seed=0)
+    side = bo.write_png16(tmp_path / "img.png", values, meta=meta)
+    step = (values.max() - values.min()) / 65535
+    back, meta_back = bo.load_depth_output(tmp_path / "img.png")
+    assert back.dtype == np.float32 and back.shape == values.shape
+    assert np.abs(back - values).max() <= step
+    assert meta_back == side
+    assert meta_back["encoding"]["min"] == pytest.approx(values.min())
+    assert meta_back["encoding"]["max"] == pytest.approx(values.max())
+    assert (meta_back["width"], meta_back["height"]) == (8, 6)
+    assert meta_back["units"] == "relative" and meta_back["format"] == "betterdepth/1"
+
+
+def test_png16_file_is_16_bit_grey_and_uses_full_range(tmp_path):
+    import cv2
+
+    values = np.array([[1.0, 2.0], [3.0, 5.0]], np.float32)
+    bo.write_png16(tmp_path / "a.png", values)
+    codes = cv2.imread(str(tmp_path / "a.png"), cv2.IMREAD_UNCHANGED)
+    assert codes.dtype == np.uint16 and codes.ndim == 2
+    # hand-computed: (v - 1) / 4 * 65535
+    assert codes.tolist() == [[0, 16384], [32768, 65535]]
+
+
+def test_encode_png16_invalid_pixels_get_zero_and_do_not_set_range():
+    values = np.array([[1.0, np.nan], [100.0, 3.0]], np.float32)
+    valid = np.array([[True, True], [False, True]])
+    codes, lo, hi = bo.encode_png16(values, valid)
+    assert (lo, hi) == (1.0, 3.0)
+    assert codes.tolist() == [[0, 0], [0, 65535]]
+
+
+def test_encode_png16_constant_and_empty_maps():
+    codes, lo, hi = bo.encode_png16(np.full((2, 3), 7.0))
+    assert (lo, hi) == (7.0, 7.0) and not codes.any()
+    assert np.all(bo.decode_png16(codes, lo, hi) == 7.0)
+    _, lo, hi = bo.encode_png16(np.full((2, 2), np.inf))
+    assert (lo, hi) == (0.0, 0.0)
+
+
+def test_png_without_sidecar_names_the_json(tmp_path):
+    bo.write_png16(tmp_path / "a.png", _ramp())
+    (tmp_path / "a.json").unlink()
+    with pytest.raises(InputDataError, match=r"a\.json is missing"):
+        bo.load_depth_output(tmp_path / "a.png")
+
+
+def test_load_missing_and_unsupported(tmp_path):
+    with pytest.raises(NoInputError, match="nope.exr: no such file"):
+        bo.load_depth_output(tmp_path / "nope.exr")
+    (tmp_path / "x.txt").write_text("1")
+    with pytest.raises(InputDataError, match="unsupported depth output extension '.txt'"):
+        bo.load_depth_output(tmp_path / "x.txt")
+
+
+def test_sidecar_rejects_foreign_json(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps({"hello": 1}))
+    with pytest.raises(InputDataError, match="not a betterdepth sidecar"):
+        bo.read_sidecar(tmp_path / "a.json")
+    (tmp_path / "b.json").write_text("{not json")
+    with pytest.raises(InputDataError, match="not a readable JSON sidecar"):
+        bo.read_sidecar(tmp_path / "b.json")
+
+
+def test_make_sidecar_units_and_kind():
+    assert bo.make_sidecar(kind="depth", metric=True)["units"] == "metres"
+    assert bo.make_sidecar(kind="disparity", metric=True)["units"] == "1/metres"
+    with pytest.raises(UsageError, match="`kind`"):
+        bo.make_sidecar(kind="height", metric=False)
+
+
+# --------------------------------------------------------------------------- EXR
+
+
+def test_exr_round_trip_exact_with_attributes_and_zip(tmp_path):
+    import OpenEXR
+
+    values = _ramp(5, 7)
+    values[0, 0] = 1e-7  # tiny and odd values survive float32 exactly
+    bo.write_exr(tmp_path / "d.exr", values, kind="depth", metric=True, attrs={"source": "a.jpg"})
+    back, meta = bo.read_exr(tmp_path / "d.exr")
+    assert back.dtype == np.float32 and np.array_equal(back, values)
+    assert meta == {"kind": "depth", "metric": True, "units": "metres", "source": "a.jpg"}
+    header = OpenEXR.File(str(tmp_path / "d.exr")).header()
+    assert header["compression"] == OpenEXR.ZIP_COMPRESSION
+    assert header["betterdepth:kind"] == "depth" and header["betterdepth:metric"] == "true"
+    assert [c.name for c in header["channels"]] == ["Z"]
+
+
+def test_load_depth_output_exr_and_npy_with_sidecar(tmp_path):
+    values = _ramp()
+    bo.write_exr(tmp_path / "a.exr", values, kind="disparity", metric=False)
+    back, meta = bo.load_depth_output(tmp_path / "a.exr")
+    assert np.array_equal(back, values) and meta["kind"] == "disparity" and meta["metric"] is False
+    bo.write_npy(tmp_path / "a.npy", values[None, None])  # (1,1,H,W) is squeezed
+    back, meta = bo.load_depth_output(tmp_path / "a.npy")
+    assert np.array_equal(back, values) and meta == {}
+    bo.write_sidecar(tmp_path / "a.json", bo.make_sidecar(kind="disparity", metric=False))
+    assert bo.load_depth_output(tmp_path / "a.npy")[1]["kind"] == "disparity"
+
+
+def test_read_exr_channel_choice(tmp_path):
+    import OpenEXR
+
+    z = np.full((2, 3), 5.0, np.float32)
+    r = np.ones((2, 3), np.float32)
+    path = str(tmp_path / "nuke.exr")
+    OpenEXR.File({"type": OpenEXR.scanlineimage}, {"R": r, "G": r, "B": r, "depth.Z": z}).write(path)
+    assert np.all(bo.read_exr(path)[0] == 5.0)
+    assert np.all(bo.read_exr(path, channel="R")[0] == 1.0)
+    with pytest.raises(InputDataError, match="no channel 'Q'"):
+        bo.read_exr(path, channel="Q")
+
+
+def test_uncertainty_exr(tmp_path):
+    bo.write_uncertainty(tmp_path / "u.exr", np.zeros((2, 2)), kind="depth", metric=False)
+    values, meta = bo.read_exr(tmp_path / "u.exr")
+    assert values.shape == (2, 2) and meta["content"] == "uncertainty" and meta["units"] == "relative"
+
+
+def test_corrupt_exr_is_input_data_error(tmp_path):
+    (tmp_path / "bad.exr").write_bytes(b"v/1\x01garbage")
+    with pytest.raises(InputDataError, match="bad.exr: not a readable EXR"):
+        bo.read_exr(tmp_path / "bad.exr")
+
+
+# --------------------------------------------------------------------------- preview
+
+
+def test_preview_near_is_warm_for_both_kinds():
+    ramp = np.tile(np.linspace(1.0, 10.0, 50, dtype=np.float32), (4, 1))
+    disp = bo.colorize(ramp, kind="disparity").astype(int)
+    depth = bo.colorize(ramp, kind="depth").astype(int)
+    # disparity: the right (large) end is near -> red; depth: the left (small) end is near -> red
+    assert disp[0, -1, 0] > disp[0, -1, 2] and disp[0, 0, 2] > disp[0, 0, 0]
+    assert depth[0, 0, 0] > depth[0, 0, 2] and depth[0, -1, 2] > depth[0, -1, 0]
+
+
+def test_preview_range_is_robust_and_invalid_is_black():
+    values = np.tile(np.linspace(0.0, 1.0, 100, dtype=np.float32), (2, 1))
+    values[0, 0] = 1e6  # an outlier must not flatten the rest of the map
+    valid = np.ones_like(values, bool)
+    valid[1, 5] = False
+    rgb = bo.colorize(values, valid, kind="disparity")
+    assert rgb[1, 5].tolist() == [0, 0, 0]
+    assert len({tuple(p) for p in rgb[1, 10:90]}) > 40
+
+
+def test_write_preview_jpeg(tmp_path):
+    import cv2
+
+    path = bo.write_preview(tmp_path / "p_preview.jpg", _ramp(16, 16), kind="depth")
+    img = cv2.imread(str(path))
+    assert img.shape == (16, 16, 3)
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def test_atomic_write_leaves_no_temp_file_when_writer_raises(tmp_path):
+    def broken(tmp: str) -> None:
+        Path(tmp).write_bytes(b"half")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        bo.atomic_write(tmp_path / "out.png", broken)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
+    target = tmp_path / "a.json"
+    target.write_text("old")
+
+    def broken(tmp: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OutputError, match="a.json: cannot write output"):
+        bo.atomic_write(target, broken)
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_atomic_write_creates_folders_and_replaces(tmp_path):
+    target = tmp_path / "deep" / "er" / "x.txt"
+    bo.atomic_write_text(target, "one")
+    bo.atomic_write_text(target, "two")
+    assert target.read_text() == "two" and [p.name for p in target.parent.iterdir()] == ["x.txt"]
+
+
+def test_atomic_write_unwritable_folder_is_output_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(OutputError, match="cannot create output"):
+        bo.atomic_write_text(blocker / "x.txt", "a")
+
+
+# --------------------------------------------------------------------------- naming plan
+
+
+def test_output_paths_plain_base(tmp_path):
+    plan = bo.output_paths(tmp_path, PurePosixPath("photos/img"), bo.OUTPUT_FORMATS)
+    rel = {k: v.relative_to(tmp_path).as_posix() for k, v in plan.items()}
+    assert rel == {
+        "png16": "photos/img.png",
+        "sidecar": "photos/img.json",
+        "exr": "photos/img.exr",
+        "npy": "photos/img.npy",
+        "preview": "photos/img_preview.jpg",
+        "uncertainty": "photos/img_uncertainty.exr",
+    }
+
+
+def test_output_paths_frame_numbered_base(tmp_path):
+    plan = bo.output_paths(tmp_path, "clip/clip.0007", ["png16", "exr", "preview", "uncertainty"])
+    rel = {k: v.relative_to(tmp_path).as_posix() for k, v in plan.items()}
+    assert rel == {
+        "png16": "clip/clip.0007.png",
+        "sidecar": "clip/clip.0007.json",
+        "exr": "clip/clip.0007.exr",
+        "preview": "clip/clip_preview.0007.jpg",
+        "uncertainty": "clip/clip_uncertainty.0007.exr",
+    }
+
+
+def test_output_paths_dotted_names_that_are_not_frames(tmp_path):
+    plan = bo.output_paths(tmp_path, "my.photo", ["npy", "preview"])
+    assert plan["npy"].name == "my.photo.npy" and plan["preview"].name == "my.photo_preview.jpg"
+    assert bo.split_frame("shot.1001") == ("shot", "1001")
+    assert bo.split_frame("v1.2.final") == ("v1.2.final", None)
+    assert bo.split_frame(".1001") == (".1001", None)
+
+
+def test_output_paths_rejects_bad_format_and_escaping_relpath(tmp_path):
+    with pytest.raises(UsageError, match="`format` must be among"):
+        bo.output_paths(tmp_path, "a", ["tiff"])
+    with pytest.raises(UsageError, match="inside the output folder"):
+        bo.output_paths(tmp_path, "../a", ["npy"])
+
+
+def test_outputs_exist(tmp_path):
+    plan = bo.output_paths(tmp_path, "a", ["npy", "exr"])
+    assert not bo.outputs_exist(plan)
+    bo.write_npy(plan["npy"], np.zeros((2, 2)))
+    assert not bo.outputs_exist(plan)
+    bo.write_exr(plan["exr"], np.zeros((2, 2)))
+    assert bo.outputs_exist(plan)
