@@ -1,0 +1,481 @@
+"""Depth metrics of the zero-shot protocol and the detail metrics of the paper's Table 4.
+
+Every metric has the signature ``(pred, target, valid) -> float`` on numpy arrays
+of shape (H,W): ``pred`` and ``target`` are DEPTH maps (larger = farther, after
+alignment, Marigold style), ``valid`` is a bool mask. Pixels outside ``valid``
+are ignored whatever they hold (NaN, inf, 0, garbage). A metric over zero valid
+pixels is NaN. ``METRICS`` maps each name to its function, so an evaluation is
+a list of names.
+
+Pixel metrics (fractions, not percent):
+
+- ``abs_rel``  mean |p - g| / g
+- ``sq_rel``   mean (p - g)^2 / g
+- ``rmse``     sqrt(mean (p - g)^2)
+- ``rmse_log`` sqrt(mean (ln p - ln g)^2)
+- ``delta1/2/3`` share of pixels with max(p/g, g/p) < 1.25, 1.25^2, 1.25^3 (strict, as Marigold)
+
+Detail metrics (Table 4). Both are computed on INVERSE depth, i.e. disparity
+``1/depth``: a depth map's discontinuities grow with distance, so on depth the
+far background dominates the edge maps; inverse depth is what the paper's
+models (Depth Anything) predict and what a viewer sees as edges.
+
+- ``dbe_acc``, ``dbe_comp`` (pixels): the depth boundary errors of Koch et al.
+  2018 (iBims-1). Each map's inverse depth is normalised to [0, 1] by its own
+  min and max over valid pixels; edges come from a Canny detector with
+  sigma = sqrt(2) and hysteresis thresholds 0.15 / 0.3 on that normalised map
+  (:func:`canny`, the algorithm of ``skimage.feature.canny``, with the valid
+  mask as its mask). Ground-truth edges come from the same detector on the
+  ground truth unless annotated edges are passed as ``gt_edges``. With the
+  Euclidean distance transforms D_gt, D_pred of the two edge maps and
+  truncation at 10 px:
+  ``dbe_acc = mean of D_gt over predicted edges with D_gt < 10`` and
+  ``dbe_comp = (sum_pred min(D_gt, 10) + sum_gt min(D_pred, 10)) / (n_pred + n_gt)``;
+  both are 10 when no predicted edge lies within 10 px of a GT edge, NaN when
+  the ground truth has no edge (the iBims-1 reference code).
+- ``ep``, ``er``: edge precision and recall of Hu et al. 2019: the gradient
+  magnitude of the 3x3 Sobel operator (weights 1-2-1, unnormalised) on the
+  aligned maps, an edge is a magnitude above ``EDGE_THRESHOLD``; precision is
+  the share of predicted edge pixels that are GT edge pixels, recall the share
+  of GT edge pixels that are predicted edge pixels (within ``tolerance`` px,
+  default 0 = the same pixel, as Hu et al.). Hu et al. threshold metric depth
+  in metres, which makes the threshold depend on the scene's scale; here both
+  maps are the inverse depth normalised by the GROUND TRUTH's min and max over
+  valid pixels (one transform for both, so magnitudes stay comparable), and the
+  default threshold 0.1 marks a jump of 2.5 % of the scene's inverse depth
+  range between neighbouring pixels (Sobel gives 4x a one-pixel step). On the
+  NYUv2 and Middlebury ground truth it keeps 2-7 % of the pixels, the object
+  outlines; 0.05 also fires on sensor noise of flat walls.
+  Only pixels whose 3x3 neighbourhood is valid are scored. NaN when the ground
+  truth has no edge; 0 when it has edges but the prediction has none.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+# Defaults of the detail metrics (the flags of `betterdepth eval` start here).
+CANNY_SIGMA = math.sqrt(2.0)
+CANNY_LOW = 0.15
+CANNY_HIGH = 0.3
+DBE_MAX_DIST = 10.0
+EDGE_THRESHOLD = 0.1
+EDGE_TOLERANCE = 0.0
+
+DEPTH_METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3")
+DETAIL_METRICS = ("dbe_comp", "dbe_acc", "ep", "er")
+ALL_METRICS = DEPTH_METRICS + DETAIL_METRICS
+# metrics where larger is better (the rest: smaller is better)
+HIGHER_IS_BETTER = frozenset({"delta1", "delta2", "delta3", "ep", "er"})
+# metrics the paper reports in percent (the rest: as they are; DBE in pixels)
+PERCENT_METRICS = frozenset({"abs_rel", "delta1", "delta2", "delta3", "ep", "er"})
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check(pred: np.ndarray, target: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    pred = np.asarray(pred)
+    target = np.asarray(target)
+    valid = np.asarray(valid)
+    if pred.ndim != 2 or pred.shape != target.shape or pred.shape != valid.shape:
+        raise ValueError(
+            f"pred, target and valid must be (H,W) arrays of one shape, got "
+            f"{pred.shape}, {target.shape}, {valid.shape}"
+        )
+    if valid.dtype != np.bool_:
+        raise ValueError(f"valid must be a bool array, got {valid.dtype}")
+    return pred, target, valid
+
+
+def _valid_values(pred, target, valid) -> tuple[np.ndarray, np.ndarray]:
+    pred, target, valid = _check(pred, target, valid)
+    return pred[valid].astype(np.float64), target[valid].astype(np.float64)
+
+
+# --------------------------------------------------------------------------- pixel metrics
+
+
+def abs_rel(pred: np.ndarray, target: np.ndarray, valid: np.ndarray) -> float:
+    """Mean absolute relative error ``mean |p - g| / g`` over valid pixels."""
+    p, g = _valid_values(pred, target, valid)
+    return float(np.mean(np.abs(p - g) / g)) if p.size else math.nan
+
+
+def sq_rel(pred: np.ndarray, target: np.ndarray, valid: np.ndarray) -> float:
+    """Mean squared relative error ``mean (p - g)^2 / g`` over valid pixels."""
+    p, g = _valid_values(pred, target, valid)
+    return float(np.mean((p - g) ** 2 / g)) if p.size else math.nan
+
+
+def rmse(pred: np.ndarray, target: np.ndarray, valid: np.ndarray) -> float:
+    """Root mean squared error in the units of the maps."""
+    p, g = _valid_values(pred, target, valid)
+    return float(np.sqrt(np.mean((p - g) ** 2))) if p.size else math.nan
+
+
+def rmse_log(pred: np.ndarray, target: np.ndarray, valid: np.ndarray) -> float:
+    """Root mean squared difference of natural logarithms."""
+    p, g = _valid_values(pred, target, valid)
+    return float(np.sqrt(np.mean((np.log(p) - np.log(g)) ** 2))) if p.size else math.nan
+
+
+def _delta(pred, target, valid, threshold: float) -> float:
+    p, g = _valid_values(pred, target, valid)
+    if not p.size:
+        return math.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.maximum(p / g, g / p)
+    return float(np.mean(ratio < threshold))
+
+
+def delta1(pred: np.ndarray, target: np.ndarray, valid: np.ndarray) -> float:
+    """Share of valid pixels with ``max(p/g, g/p) < 1.25``."""
+    return _delta(pred, target, valid, 1.25)
+
+
+def delta2(pred: np.ndarray, target: np.ndarray, valid: np.ndarray) -> float:
+    """Share of valid pixels with ``max(p/g, g/p) < 1.25^2``."""
+    return _delta(pred, target, valid, 1.25**2)
+
+
+def delta3(pred: np.ndarray, target: np.ndarray, valid: np.ndarray) -> float:
+    """Share of valid pixels with ``max(p/g, g/p) < 1.25^3``."""
+    return _delta(pred, target, valid, 1.25**3)
+
+
+# --------------------------------------------------------------------------- edge detection
+
+
+def _erode(mask: np.ndarray) -> np.ndarray:
+    """3x3 binary erosion with everything outside the image counted as False."""
+    import cv2
+
+    m = mask.astype(np.uint8)
+    return cv2.erode(m, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
+
+
+def _sobel(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unnormalised 3x3 Sobel derivatives (rows, cols) with mirrored borders (``scipy.ndimage.sobel``)."""
+    import cv2
+
+    di = cv2.Sobel(x, cv2.CV_64F, 0, 1, ksize=3, borderType=cv2.BORDER_REFLECT)
+    dj = cv2.Sobel(x, cv2.CV_64F, 1, 0, ksize=3, borderType=cv2.BORDER_REFLECT)
+    return di, dj
+
+
+def canny(
+    image: np.ndarray,
+    sigma: float = CANNY_SIGMA,
+    low_threshold: float = CANNY_LOW,
+    high_threshold: float = CANNY_HIGH,
+    mask: np.ndarray | None = None,
+) -> np.ndarray:
+    """Canny edges with absolute float thresholds, the algorithm of ``skimage.feature.canny``.
+
+    Gaussian smoothing (radius ``int(4 sigma + 0.5)``, zero outside the image,
+    renormalised by the smoothed mask so masked pixels do not bleed in), 3x3
+    Sobel gradients, non-maximum suppression with bilinear interpolation along
+    the gradient, hysteresis (8-connected low-threshold segments that contain a
+    high-threshold pixel). Pixels on the image border or next to a masked pixel
+    are never edges. ``cv2.Canny`` is not used: it takes uint8 images and
+    integer thresholds, so relative thresholds of a [0, 1] map would be lost.
+
+    Args:
+        image: (H,W) float map (typically normalised to [0, 1]).
+        mask: (H,W) bool; pixels outside are ignored whatever they hold.
+    Returns:
+        (H,W) bool edge map.
+    """
+    import cv2
+
+    if low_threshold > high_threshold:
+        raise ValueError("low_threshold must not exceed high_threshold")
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim != 2:
+        raise ValueError(f"canny needs an (H,W) image, got shape {img.shape}")
+    m = np.ones(img.shape, bool) if mask is None else np.asarray(mask, bool)
+    img = np.where(m & np.isfinite(img), img, 0.0)
+    m = m & np.isfinite(np.asarray(image, dtype=np.float64))
+
+    radius = int(4.0 * sigma + 0.5)
+    k = cv2.getGaussianKernel(2 * radius + 1, sigma, cv2.CV_64F)
+    blur = lambda a: cv2.sepFilter2D(a, cv2.CV_64F, k, k, borderType=cv2.BORDER_CONSTANT)  # noqa: E731
+    bleed = blur(m.astype(np.float64)) + np.finfo(np.float64).eps
+    smoothed = blur(img * m) / bleed
+    eroded = _erode(m)
+
+    isob, jsob = _sobel(smoothed)
+    mag = np.hypot(isob, jsob)
+
+    h, w = img.shape
+    cand = eroded & (mag >= low_threshold) & (mag > 0)
+    r, c = np.nonzero(cand)
+    if r.size == 0:
+        return np.zeros((h, w), bool)
+    i = isob[r, c]
+    j = jsob[r, c]
+    m0 = mag[r, c]
+    ai, aj = np.abs(i), np.abs(j)
+    cond1 = ((i >= 0) & (j >= 0)) | ((i <= 0) & (j <= 0))
+    cond2 = ~cond1 & (((i <= 0) & (j >= 0)) | ((i >= 0) & (j <= 0)))
+    # four sectors, with skimage's precedence: cond1 before cond2
+    sa = cond1 & (ai > aj)
+    sb = cond1 & ~(ai > aj)
+    sc = cond2 & (ai < aj)
+    sd = cond2 & ~(ai < aj)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        wgt = np.where(sa | sd, aj / ai, ai / aj)
+    # neighbour offsets (dr, dc) of n1_1, n1_2, n2_1, n2_2 per sector
+    offsets = {
+        "a": ((1, 0), (1, 1), (-1, 0), (-1, -1)),
+        "b": ((0, 1), (1, 1), (0, -1), (-1, -1)),
+        "c": ((0, 1), (-1, 1), (0, -1), (1, -1)),
+        "d": ((-1, 0), (-1, 1), (1, 0), (1, -1)),
+    }
+    n = np.zeros((4, r.size))
+    for key, sel in (("a", sa), ("b", sb), ("c", sc), ("d", sd)):
+        if not sel.any():
+            continue
+        rr, cc = r[sel], c[sel]
+        for slot, (dr, dc) in enumerate(offsets[key]):
+            n[slot, sel] = mag[rr + dr, cc + dc]  # candidates are never on the border
+    c_plus = n[1] * wgt + n[0] * (1.0 - wgt) <= m0
+    c_minus = n[3] * wgt + n[2] * (1.0 - wgt) <= m0
+    keep = c_plus & c_minus
+    low = np.zeros((h, w), bool)
+    low[r[keep], c[keep]] = True
+    high = np.zeros((h, w), bool)
+    high[r[keep], c[keep]] = m0[keep] >= high_threshold
+    count, labels = cv2.connectedComponents(low.astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return low
+    good = np.zeros(count, bool)
+    good[np.unique(labels[high])] = True
+    good[0] = False
+    return good[labels]
+
+
+def distance_to(edges: np.ndarray) -> np.ndarray:
+    """Euclidean distance (pixels) of every pixel to the nearest True pixel of ``edges``.
+
+    (H,W) bool -> (H,W) float64; +inf everywhere when ``edges`` has no True pixel.
+    """
+    import cv2
+
+    if not edges.any():
+        return np.full(edges.shape, np.inf)
+    src = np.where(edges, 0, 1).astype(np.uint8)
+    return cv2.distanceTransform(src, cv2.DIST_L2, cv2.DIST_MASK_PRECISE).astype(np.float64)
+
+
+def normalized_inverse_depth(
+    depth: np.ndarray, valid: np.ndarray, reference: tuple[float, float] | None = None
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """``1/depth`` mapped linearly to [0, 1] by its min and max over valid pixels.
+
+    Args:
+        depth: (H,W) positive depth over ``valid``.
+        valid: (H,W) bool.
+        reference: (min, max) of another map's inverse depth to use instead of
+            this map's own (edge precision/recall normalise both maps by the GT's).
+    Returns:
+        (H,W) float64 map (0 outside ``valid``) and the (min, max) used.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = np.where(valid, 1.0 / np.asarray(depth, np.float64), 0.0)
+    ok = valid & np.isfinite(inv)
+    inv = np.where(ok, inv, 0.0)
+    if reference is None:
+        if not ok.any():
+            return inv, (0.0, 1.0)
+        lo, hi = float(inv[ok].min()), float(inv[ok].max())
+    else:
+        lo, hi = reference
+    span = hi - lo if hi > lo else 1.0
+    return np.where(ok, (inv - lo) / span, 0.0), (lo, hi)
+
+
+def depth_edges(
+    depth: np.ndarray,
+    valid: np.ndarray,
+    sigma: float = CANNY_SIGMA,
+    low_threshold: float = CANNY_LOW,
+    high_threshold: float = CANNY_HIGH,
+) -> np.ndarray:
+    """Canny edges of a depth map's normalised inverse depth over ``valid`` ((H,W) -> (H,W) bool)."""
+    norm, _ = normalized_inverse_depth(depth, valid)
+    return canny(norm, sigma, low_threshold, high_threshold, mask=valid & np.isfinite(depth) & (depth > 0))
+
+
+# --------------------------------------------------------------------------- detail metrics
+
+
+def depth_boundary_errors(
+    pred: np.ndarray,
+    target: np.ndarray,
+    valid: np.ndarray,
+    *,
+    gt_edges: np.ndarray | None = None,
+    sigma: float = CANNY_SIGMA,
+    low_threshold: float = CANNY_LOW,
+    high_threshold: float = CANNY_HIGH,
+    max_dist: float = DBE_MAX_DIST,
+) -> tuple[float, float]:
+    """(dbe_acc, dbe_comp) of Koch et al. 2018, in pixels; see the module docstring.
+
+    Args:
+        pred, target: (H,W) depth; valid: (H,W) bool.
+        gt_edges: (H,W) bool annotated edges; detected on ``target`` when None.
+    """
+    pred, target, valid = _check(pred, target, valid)
+    if gt_edges is None:
+        gt_edges = depth_edges(target, valid, sigma, low_threshold, high_threshold)
+    elif gt_edges.shape != valid.shape:
+        raise ValueError(f"gt_edges must have shape {valid.shape}, got {gt_edges.shape}")
+    gt_edges = np.asarray(gt_edges, bool)
+    if not gt_edges.any():
+        return math.nan, math.nan
+    est = depth_edges(pred, valid, sigma, low_threshold, high_threshold)
+    d_gt = distance_to(gt_edges)
+    d_est = distance_to(est)
+    near = est & (d_gt < max_dist)
+    if not near.any():
+        return float(max_dist), float(max_dist)
+    acc = float(d_gt[near].mean())
+    ch1 = np.minimum(d_gt[est], max_dist).sum()
+    ch2 = np.minimum(d_est[gt_edges], max_dist).sum()
+    comp = float((ch1 + ch2) / (est.sum() + gt_edges.sum()))
+    return acc, comp
+
+
+def sobel_edges(
+    depth: np.ndarray,
+    valid: np.ndarray,
+    threshold: float = EDGE_THRESHOLD,
+    reference: tuple[float, float] | None = None,
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """Sobel-magnitude edges of the normalised inverse depth (Hu et al. 2019).
+
+    Returns:
+        edges (H,W) bool, scored (H,W) bool (pixels whose 3x3 neighbourhood is
+        valid), and the (min, max) normalisation used.
+    """
+    ok = valid & np.isfinite(depth) & (depth > 0)
+    norm, ref = normalized_inverse_depth(depth, ok, reference)
+    di, dj = _sobel(norm)
+    scored = _erode(ok)
+    return (np.hypot(di, dj) > threshold) & scored, scored, ref
+
+
+def edge_precision_recall(
+    pred: np.ndarray,
+    target: np.ndarray,
+    valid: np.ndarray,
+    *,
+    threshold: float = EDGE_THRESHOLD,
+    tolerance: float = EDGE_TOLERANCE,
+) -> tuple[float, float]:
+    """(precision, recall) of Sobel edges of ``pred`` against those of ``target``; see the module docstring."""
+    pred, target, valid = _check(pred, target, valid)
+    ok_gt = valid & np.isfinite(target) & (target > 0)
+    gt, scored_gt, ref = sobel_edges(target, ok_gt, threshold)
+    est, scored_est, _ = sobel_edges(pred, ok_gt, threshold, reference=ref)
+    scored = scored_gt & scored_est
+    gt &= scored
+    est &= scored
+    n_gt, n_est = int(gt.sum()), int(est.sum())
+    if n_gt == 0:
+        return math.nan, math.nan
+    if n_est == 0:
+        return 0.0, 0.0
+    if tolerance <= 0:
+        tp = int((gt & est).sum())
+        return tp / n_est, tp / n_gt
+    precision = float((distance_to(gt)[est] <= tolerance).mean())
+    recall = float((distance_to(est)[gt] <= tolerance).mean())
+    return precision, recall
+
+
+def dbe_acc(pred: np.ndarray, target: np.ndarray, valid: np.ndarray, **options) -> float:
+    """Depth boundary accuracy error (px), Koch et al. 2018; options of :func:`depth_boundary_errors`."""
+    return depth_boundary_errors(pred, target, valid, **options)[0]
+
+
+def dbe_comp(pred: np.ndarray, target: np.ndarray, valid: np.ndarray, **options) -> float:
+    """Depth boundary completeness error (px), Koch et al. 2018; options of :func:`depth_boundary_errors`."""
+    return depth_boundary_errors(pred, target, valid, **options)[1]
+
+
+def ep(pred: np.ndarray, target: np.ndarray, valid: np.ndarray, **options) -> float:
+    """Edge precision (fraction), Hu et al. 2019; options of :func:`edge_precision_recall`."""
+    return edge_precision_recall(pred, target, valid, **options)[0]
+
+
+def er(pred: np.ndarray, target: np.ndarray, valid: np.ndarray, **options) -> float:
+    """Edge recall (fraction), Hu et al. 2019; options of :func:`edge_precision_recall`."""
+    return edge_precision_recall(pred, target, valid, **options)[1]
+
+
+MetricFn = Callable[[np.ndarray, np.ndarray, np.ndarray], float]
+
+METRICS: dict[str, MetricFn] = {
+    "abs_rel": abs_rel,
+    "sq_rel": sq_rel,
+    "rmse": rmse,
+    "rmse_log": rmse_log,
+    "delta1": delta1,
+    "delta2": delta2,
+    "delta3": delta3,
+    "dbe_comp": dbe_comp,
+    "dbe_acc": dbe_acc,
+    "ep": ep,
+    "er": er,
+}
+
+
+def check_metric_names(names) -> tuple[str, ...]:
+    """Validate metric names against :data:`METRICS`; raises ``UsageError`` naming the bad one."""
+    from betterdepth_cli.core.types import UsageError
+
+    out = tuple(names)
+    for name in out:
+        if name not in METRICS:
+            raise UsageError(f"unknown metric {name!r}; valid metrics: {', '.join(METRICS)}")
+    return out
+
+
+def compute_metrics(
+    pred: np.ndarray,
+    target: np.ndarray,
+    valid: np.ndarray,
+    names=ALL_METRICS,
+    *,
+    gt_edges: np.ndarray | None = None,
+    canny_sigma: float = CANNY_SIGMA,
+    canny_low: float = CANNY_LOW,
+    canny_high: float = CANNY_HIGH,
+    dbe_max_dist: float = DBE_MAX_DIST,
+    edge_threshold: float = EDGE_THRESHOLD,
+    edge_tolerance: float = EDGE_TOLERANCE,
+) -> dict[str, float]:
+    """Several metrics of one (H,W) sample at once, sharing the edge maps between DBE and EP/ER pairs.
+
+    ``gt_edges``: annotated or precomputed GT Canny edges (see :func:`depth_edges`),
+    reused when the same GT is scored against several predictions.
+    """
+    names = check_metric_names(names)
+    out: dict[str, float] = {}
+    if any(n in ("dbe_acc", "dbe_comp") for n in names):
+        acc, comp = depth_boundary_errors(
+            pred, target, valid, gt_edges=gt_edges, sigma=canny_sigma,
+            low_threshold=canny_low, high_threshold=canny_high, max_dist=dbe_max_dist,
+        )
+        out["dbe_acc"], out["dbe_comp"] = acc, comp
+    if any(n in ("ep", "er") for n in names):
+        p, r = edge_precision_recall(pred, target, valid, threshold=edge_threshold, tolerance=edge_tolerance)
+        out["ep"], out["er"] = p, r
+    return {n: (out[n] if n in out else METRICS[n](pred, target, valid)) for n in names}
