@@ -1,0 +1,418 @@
+"""Reading input images and precomputed depth maps into numpy.
+
+``read_image(path)`` -> float32 (H,W,3) RGB in [0,1]:
+
+- jpg/jpeg, webp, bmp: decoded by Pillow; EXIF orientation applied
+  (``ImageOps.exif_transpose``); palette, CMYK, grey and alpha converted to RGB.
+- png, tif/tiff: decoded by OpenCV with ``IMREAD_UNCHANGED`` so 16-bit files keep
+  their 16 bits (divided by 65535); the EXIF orientation tag (read with Pillow) is
+  applied with the same eight transforms. Files OpenCV cannot decode go through Pillow.
+- exr, and 32-bit float TIFF: taken as scene-linear RGB, converted with the sRGB
+  transfer function to display values and clipped to [0,1] (negative, NaN and
+  values above 1 are clipped; there is no tone mapping).
+- Grey images are replicated to 3 channels; alpha is dropped (not composited).
+- Images up to :data:`MAX_IMAGE_PIXELS` load (Pillow's default bomb limit of
+  ~89 MP would refuse a 12000 x 8000 plate).
+
+The file's content decides the decoder (a PNG saved as ``.jpg`` still loads);
+the extension must be one of :data:`IMAGE_EXTENSIONS`.
+
+Every failure raises ``InputDataError("<path>: <one reason>")`` (a missing file:
+``NoInputError``): unsupported extension, not a file, permission denied, empty
+file, not an image, corrupt or truncated data, unsupported pixel format, smaller
+than 2 x 2 pixels.
+
+``read_depth_map(path)`` -> (values float32 (H,W), valid bool (H,W)) for
+png (8/16-bit, raw values; our own png16 with its sidecar is decoded), npy, npz,
+exr (``Z`` channel or the first), pfm and tif/tiff. Non-finite and zero pixels
+are invalid and hold 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from betterdepth_cli.core.types import InputDataError, NoInputError
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "tif", "tiff", "exr", "webp", "bmp")
+DEPTH_EXTENSIONS = ("png", "npy", "npz", "exr", "pfm", "tif", "tiff")
+MAX_IMAGE_PIXELS = 1 << 30  # ~1.07 gigapixels, the same cap as OpenCV's default
+MIN_SIZE = 2
+
+_SIGNATURES = {
+    "jpeg": (b"\xff\xd8\xff",),
+    "png": (b"\x89PNG\r\n\x1a\n",),
+    "tiff": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"),
+    "exr": (b"v/1\x01",),
+    "bmp": (b"BM",),
+}
+_CV2_FIRST = ("png", "tiff")  # keep 16-bit and float samples
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _ext(path: Path) -> str:
+    return path.suffix.lower().lstrip(".")
+
+
+def check_extension(path: Path, allowed: tuple[str, ...]) -> str:
+    """The lower-case extension of ``path``, or InputDataError listing ``allowed``."""
+    ext = _ext(path)
+    if ext not in allowed:
+        shown = f"'.{ext}'" if ext else "(none)"
+        raise InputDataError(f"{path}: unsupported extension {shown} (supported: {', '.join(allowed)})")
+    return ext
+
+
+def _read_head(path: Path, n: int = 16) -> bytes:
+    """Check the file can be used and return its first ``n`` bytes."""
+    if not path.exists():
+        raise NoInputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputDataError(f"{path}: not a file")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(n)
+    except PermissionError as exc:
+        raise InputDataError(f"{path}: permission denied") from exc
+    except OSError as exc:
+        raise InputDataError(f"{path}: unreadable ({exc.strerror or exc})") from exc
+    if not head:
+        raise InputDataError(f"{path}: empty file (0 bytes)")
+    return head
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The image format from the first bytes of a file, or None when unrecognised."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    for fmt, sigs in _SIGNATURES.items():
+        if any(head.startswith(sig) for sig in sigs):
+            return fmt
+    return None
+
+
+def _check_size(path: Path, arr: np.ndarray) -> np.ndarray:
+    h, w = arr.shape[:2]
+    if h < MIN_SIZE or w < MIN_SIZE:
+        raise InputDataError(f"{path}: image is {w} x {h} pixels, at least {MIN_SIZE} x {MIN_SIZE} needed")
+    return arr
+
+
+# --------------------------------------------------------------------------- pixel conversions
+
+
+def srgb_from_linear(x: np.ndarray) -> np.ndarray:
+    """sRGB transfer function (IEC 61966-2-1) on linear values, clipped to [0,1] first. float32 in/out."""
+    x = np.clip(np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0).astype(np.float32, copy=False)
+    low = x * np.float32(12.92)
+    high = np.float32(1.055) * np.power(x, np.float32(1 / 2.4)) - np.float32(0.055)
+    return np.where(x <= 0.0031308, low, high).astype(np.float32)
+
+
+def to_float_rgb(arr: np.ndarray, path: Path, linear_float: bool = True) -> np.ndarray:
+    """(H,W), (H,W,1..4) RGB(A) uint8/uint16/float -> float32 (H,W,3) in [0,1].
+
+    Grey is replicated, a 2nd (grey+alpha) or 4th (alpha) channel dropped.
+    Float input is scene-linear when ``linear_float`` (converted to sRGB), else clipped.
+    """
+    if arr.ndim == 3 and arr.shape[2] in (1, 2):
+        arr = arr[..., 0]
+    elif arr.ndim == 3 and arr.shape[2] >= 3:
+        arr = arr[..., :3]
+    elif arr.ndim != 2:
+        raise InputDataError(f"{path}: unsupported image shape {arr.shape}")
+    grey = arr.ndim == 2
+    src = arr[..., None] if grey else arr
+    out = np.empty((arr.shape[0], arr.shape[1], 3), np.float32)
+    if arr.dtype == np.uint8:
+        np.multiply(src, np.float32(1 / 255), out=out, casting="unsafe")
+    elif arr.dtype == np.uint16:
+        np.multiply(src, np.float32(1 / 65535), out=out, casting="unsafe")
+    elif arr.dtype in (np.float16, np.float32, np.float64):
+        out[...] = src
+        out = srgb_from_linear(out) if linear_float else np.clip(np.nan_to_num(out), 0.0, 1.0)
+    else:
+        raise InputDataError(f"{path}: unsupported pixel format {arr.dtype} (expected 8/16-bit or float)")
+    return out
+
+
+def apply_orientation(arr: np.ndarray, orientation: int | None) -> np.ndarray:
+    """Apply an EXIF orientation (1..8) to (H,W[,C]), as ``ImageOps.exif_transpose`` does."""
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: np.swapaxes(a, 0, 1),
+        6: lambda a: np.swapaxes(a, 0, 1)[:, ::-1],
+        7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1],
+        8: lambda a: np.swapaxes(a, 0, 1)[::-1],
+    }
+    op = ops.get(int(orientation or 1))
+    return np.ascontiguousarray(op(arr)) if op else arr
+
+
+# --------------------------------------------------------------------------- decoders
+
+
+def _pil():
+    from PIL import Image
+
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    return Image
+
+
+@contextlib.contextmanager
+def _quiet_cv2():
+    """Silence OpenCV's stderr warnings (e.g. 'PNG input buffer is incomplete') while decoding."""
+    import cv2
+
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        yield cv2
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
+def _cv2_decode(path: Path) -> np.ndarray | None:
+    """Decode with cv2 IMREAD_UNCHANGED (BGR(A) reordered to RGB(A)); None when cv2 cannot."""
+    with _quiet_cv2() as cv2:
+        data = np.fromfile(str(path), dtype=np.uint8)
+        arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        return None
+    if arr.ndim == 3 and arr.shape[2] >= 3:
+        arr = arr[..., [2, 1, 0] + list(range(3, arr.shape[2]))]
+    return arr
+
+
+def _png_exif(path: Path) -> bytes | None:
+    """The raw ``eXIf`` chunk of a PNG, found by skipping over the other chunks (no decoding)."""
+    with open(path, "rb") as f:
+        f.seek(8)
+        while True:
+            header = f.read(8)
+            if len(header) < 8:
+                return None
+            length, ctype = struct.unpack(">I4s", header)
+            if ctype == b"eXIf":
+                return f.read(length)
+            if ctype == b"IEND":
+                return None
+            f.seek(length + 4, os.SEEK_CUR)  # data + CRC
+
+
+def _exif_orientation(path: Path, fmt: str) -> int:
+    """The EXIF orientation tag (1 when absent or unreadable), without decoding pixels.
+
+    Pillow's ``PngImageFile.getexif`` decodes the whole image to find a late
+    ``eXIf`` chunk, so PNG chunks are scanned here instead.
+    """
+    Image = _pil()
+    try:
+        if fmt == "png":
+            raw = _png_exif(path)
+            if not raw:
+                return 1
+            exif = Image.Exif()
+            exif.load(raw)
+            return int(exif.get(0x0112, 1) or 1)
+        with Image.open(path) as im:
+            return int(im.getexif().get(0x0112, 1) or 1)
+    except Exception:  # noqa: BLE001 - orientation is optional metadata
+        return 1
+
+
+def _pil_array(im) -> np.ndarray:
+    """A Pillow image as a numpy array: grey (H,W), RGB (H,W,3), 16-bit or float kept."""
+    mode = im.mode
+    if mode in ("L", "RGB", "F"):
+        return np.asarray(im)
+    if mode.startswith("I;16"):
+        return np.asarray(im).astype(np.uint16)
+    if mode == "I":
+        arr = np.asarray(im)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise ValueError("32-bit integer pixels")
+        return arr.astype(np.uint16)
+    if mode in ("LA", "La", "1"):
+        return np.asarray(im.convert("L"))
+    return np.asarray(im.convert("RGB"))
+
+
+def _pil_decode(path: Path) -> np.ndarray:
+    """Decode with Pillow, EXIF orientation applied."""
+    from PIL import ImageOps, UnidentifiedImageError
+
+    Image = _pil()
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            return _pil_array(im)
+    except UnidentifiedImageError as exc:
+        raise InputDataError(f"{path}: corrupt image data (Pillow cannot identify it)") from exc
+    except Image.DecompressionBombError as exc:
+        raise InputDataError(f"{path}: image larger than {MAX_IMAGE_PIXELS} pixels") from exc
+    except ValueError as exc:
+        raise InputDataError(f"{path}: unsupported pixel format ({exc})") from exc
+    except (OSError, SyntaxError) as exc:
+        raise InputDataError(f"{path}: corrupt or truncated image data ({exc})") from exc
+
+
+def _exr_rgb(path: Path) -> np.ndarray:
+    """An EXR's R,G,B (or Y, or first) channels as float32 (H,W[,3]), linear."""
+    import OpenEXR
+
+    try:
+        channels = OpenEXR.File(str(path), separate_channels=True).channels()
+    except Exception as exc:  # noqa: BLE001 - OpenEXR raises RuntimeError/ValueError
+        raise InputDataError(f"{path}: corrupt or truncated EXR data") from exc
+    if not channels:
+        raise InputDataError(f"{path}: EXR has no channels")
+    if all(c in channels for c in "RGB"):
+        return np.stack([np.asarray(channels[c].pixels, np.float32) for c in "RGB"], axis=-1)
+    name = "Y" if "Y" in channels else next(iter(channels))
+    return np.asarray(channels[name].pixels, np.float32)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image as float32 (H,W,3) RGB in [0,1] (see the module docstring for the rules)."""
+    path = Path(path)
+    check_extension(path, IMAGE_EXTENSIONS)
+    fmt = sniff_format(_read_head(path))
+    if fmt is None:
+        raise InputDataError(f"{path}: not an image (unrecognised file content)")
+    if fmt == "exr":
+        return _check_size(path, to_float_rgb(_exr_rgb(path), path, linear_float=True))
+    arr = _cv2_decode(path) if fmt in _CV2_FIRST else None
+    if arr is not None:
+        arr = apply_orientation(arr, _exif_orientation(path, fmt))
+    else:
+        arr = _pil_decode(path)
+    return _check_size(path, to_float_rgb(arr, path, linear_float=True))
+
+
+# --------------------------------------------------------------------------- depth maps
+
+
+def read_pfm(path: str | os.PathLike) -> np.ndarray:
+    """Read a PFM (Portable Float Map) as float32 (H,W) or (H,W,3), top row first.
+
+    Header: ``PF`` (colour) or ``Pf`` (grey), ``W H``, scale (negative means
+    little-endian); rows are stored bottom-to-top.
+    """
+    path = Path(path)
+    _read_head(path)
+    with open(path, "rb") as f:
+        try:
+            magic = f.readline().strip()
+            dims = f.readline().split()
+            while len(dims) < 2:  # "W\nH\n" is tolerated
+                more = f.readline()
+                if not more:
+                    break
+                dims += more.split()
+            scale = float(f.readline().strip())
+            width, height = int(dims[0]), int(dims[1])
+        except (ValueError, IndexError) as exc:
+            raise InputDataError(f"{path}: not a PFM file (bad header)") from exc
+        if magic not in (b"PF", b"Pf") or width <= 0 or height <= 0:
+            raise InputDataError(f"{path}: not a PFM file (bad header)")
+        channels = 3 if magic == b"PF" else 1
+        count = width * height * channels
+        data = np.frombuffer(f.read(count * 4), dtype="<f4" if scale < 0 else ">f4")
+    if data.size != count:
+        raise InputDataError(f"{path}: truncated PFM data ({data.size} of {count} values)")
+    shape = (height, width, 3) if channels == 3 else (height, width)
+    return np.ascontiguousarray(data.reshape(shape)[::-1]).astype(np.float32)
+
+
+def _single_channel(arr: np.ndarray, path: Path) -> np.ndarray:
+    """(H,W) from (H,W), (H,W,1) or a grey image stored as 3/4 equal channels."""
+    if arr.ndim == 3:
+        if arr.shape[2] == 1 or (arr.shape[2] >= 3 and np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
+            arr = arr[..., 0]
+        elif arr.shape[2] == 2:
+            arr = arr[..., 0]
+        else:
+            raise InputDataError(f"{path}: colour image, expected a single-channel depth map")
+    if arr.ndim != 2:
+        raise InputDataError(f"{path}: expected a (H,W) depth map, got shape {arr.shape}")
+    return arr
+
+
+def _load_numpy(path: Path, ext: str) -> np.ndarray:
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputDataError(f"{path}: not a readable .{ext} file") from exc
+    if ext == "npz":
+        with data:
+            names = list(data.files)
+            pick = next((k for k in ("depth", "disparity", "Z", "pred") if k in names), None)
+            if pick is None and len(names) == 1:
+                pick = names[0]
+            if pick is None:
+                raise InputDataError(f"{path}: .npz holds {', '.join(names) or 'nothing'}; expected one array or 'depth'/'disparity'")
+            data = data[pick]
+    arr = np.asarray(data)
+    while arr.ndim > 2 and arr.shape[0] == 1:
+        arr = arr[0]
+    if not np.issubdtype(arr.dtype, np.number):
+        raise InputDataError(f"{path}: non-numeric array ({arr.dtype})")
+    return arr
+
+
+def read_depth_map(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read a depth-like map: (values float32 (H,W), valid bool (H,W)).
+
+    Values are as stored (a 16-bit PNG of millimetres stays millimetres); a
+    ``.png`` with a betterdepth sidecar ``<base>.json`` is decoded with it.
+    Pixels that are non-finite or exactly 0 are invalid and set to 0.
+    """
+    path = Path(path)
+    ext = check_extension(path, DEPTH_EXTENSIONS)
+    head = _read_head(path)
+    if ext == "exr":
+        from betterdepth_cli.io.outputs import read_exr
+
+        arr = read_exr(path)[0]
+    elif ext == "pfm":
+        arr = read_pfm(path)
+    elif ext in ("npy", "npz"):
+        arr = _load_numpy(path, ext)
+    else:
+        arr = _read_raster_depth(path, head)
+    arr = _check_size(path, _single_channel(np.asarray(arr), path)).astype(np.float32)
+    valid = np.isfinite(arr) & (arr != 0)
+    arr[~valid] = 0.0
+    return arr, valid
+
+
+def _read_raster_depth(path: Path, head: bytes) -> np.ndarray:
+    if sniff_format(head) not in ("png", "tiff"):
+        raise InputDataError(f"{path}: not a PNG or TIFF depth map (unrecognised file content)")
+    sidecar = path.with_suffix(".json")
+    if _ext(path) == "png" and sidecar.is_file():
+        from betterdepth_cli.io.outputs import load_depth_output, read_sidecar
+
+        try:
+            read_sidecar(sidecar)
+        except InputDataError:
+            pass  # an unrelated json next to the map: read raw values
+        else:
+            return load_depth_output(path)[0]
+    arr = _cv2_decode(path)
+    if arr is None:
+        arr = _pil_decode(path)
+    if arr.dtype not in (np.uint8, np.uint16, np.float32, np.float64, np.float16):
+        raise InputDataError(f"{path}: unsupported pixel format {arr.dtype} for a depth map")
+    return arr

@@ -1,0 +1,317 @@
+"""Reading images and depth maps (betterdepth_cli.io.images) on fabricated files."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from betterdepth_cli.core.types import InputDataError, NoInputError
+from betterdepth_cli.io.images import apply_orientation, read_depth_map, read_image, read_pfm, srgb_from_linear
+
+
+def _halves(h: int = 16, w: int = 32) -> np.ndarray:
+    """uint8 RGB (h,w,3): left half red, right half blue."""
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, : w // 2, 0] = 255
+    img[:, w // 2 :, 2] = 255
+    return img
+
+
+def _exif(orientation: int):
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif
+
+
+def _write_cv2(path, arr):
+    import cv2
+
+    assert cv2.imwrite(str(path), arr)
+    return path
+
+
+# --------------------------------------------------------------------------- read_image: formats
+
+
+def test_exif_rotated_jpeg_is_upright(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "rot.jpg"
+    Image.fromarray(_halves()).save(path, quality=95, exif=_exif(6))  # 6: rotate 90 degrees clockwise
+    img = read_image(path)
+    assert img.dtype == np.float32 and img.shape == (32, 16, 3)
+    # clockwise rotation puts the stored left (red) half on top
+    assert img[2, 8, 0] > 0.9 and img[2, 8, 2] < 0.1
+    assert img[-3, 8, 2] > 0.9 and img[-3, 8, 0] < 0.1
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_png_orientation_matches_pillow_exif_transpose(tmp_path, orientation):
+    from PIL import Image, ImageOps
+
+    rng = np.random.default_rng(orientation)
+    arr = rng.integers(0, 256, (3, 5, 3), dtype=np.uint8)
+    path = tmp_path / "o.png"
+    Image.fromarray(arr).save(path, exif=_exif(orientation))
+    with Image.open(path) as im:
+        expected = np.asarray(ImageOps.exif_transpose(im).convert("RGB"), np.float32) / 255
+    np.testing.assert_allclose(read_image(path), expected, atol=1e-7)
+
+
+def test_apply_orientation_identity_and_swap():
+    a = np.arange(6).reshape(2, 3)
+    assert apply_orientation(a, 1) is a and apply_orientation(a, None) is a
+    assert apply_orientation(a, 6).tolist() == [[3, 0], [4, 1], [5, 2]]
+
+
+def test_16_bit_png_keeps_16_bits(tmp_path):
+    codes = np.array([[0, 1, 2], [65533, 65534, 65535]], np.uint16)
+    img = read_image(_write_cv2(tmp_path / "g16.png", codes))
+    assert img.shape == (2, 3, 3)
+    np.testing.assert_allclose(img[..., 0], codes / 65535.0, rtol=0, atol=1e-7)
+    assert img[0, 1, 0] != img[0, 0, 0]  # one 16-bit step apart, not collapsed to 8 bits
+
+
+def test_16_bit_rgb_png_channel_order(tmp_path):
+    bgr = np.zeros((2, 2, 3), np.uint16)
+    bgr[..., 2] = 60000  # red in OpenCV's BGR order
+    bgr[..., 0] = 1000  # blue
+    img = read_image(_write_cv2(tmp_path / "c16.png", bgr))
+    np.testing.assert_allclose(img[0, 0], [60000 / 65535, 0, 1000 / 65535], atol=1e-7)
+
+
+def test_greyscale_is_replicated(tmp_path):
+    from PIL import Image
+
+    grey = np.array([[0, 100], [200, 255]], np.uint8)
+    Image.fromarray(grey, "L").save(tmp_path / "g.png")
+    img = read_image(tmp_path / "g.png")
+    assert img.shape == (2, 2, 3)
+    for c in range(3):
+        np.testing.assert_allclose(img[..., c], grey / 255.0, atol=1e-7)
+
+
+def test_rgba_alpha_is_dropped(tmp_path):
+    from PIL import Image
+
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[..., 0], rgba[..., 1], rgba[..., 2], rgba[..., 3] = 10, 20, 30, 0  # fully transparent
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    np.testing.assert_allclose(read_image(tmp_path / "a.png")[1, 1], np.array([10, 20, 30]) / 255.0, atol=1e-7)
+
+
+@pytest.mark.parametrize("ext", ["webp", "bmp", "tiff"])
+def test_lossless_formats_round_trip(tmp_path, ext):
+    from PIL import Image
+
+    arr = np.random.default_rng(0).integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    path = tmp_path / f"x.{ext}"
+    Image.fromarray(arr).save(path, **({"lossless": True} if ext == "webp" else {}))
+    np.testing.assert_allclose(read_image(path), arr / 255.0, atol=1e-7)
+
+
+def test_content_decides_decoder(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(_halves(4, 4)).save(tmp_path / "really_png.jpg", format="PNG")
+    assert read_image(tmp_path / "really_png.jpg")[0, 0, 0] == 1.0
+
+
+def test_exr_is_linear_converted_to_srgb_and_clipped(tmp_path):
+    import OpenEXR
+
+    lin = np.array([[0.18, 0.0031308], [2.0, -1.0]], np.float32)
+    OpenEXR.File({"type": OpenEXR.scanlineimage}, {"R": lin, "G": lin, "B": np.zeros_like(lin)}).write(str(tmp_path / "l.exr"))
+    img = read_image(tmp_path / "l.exr")
+    # hand-computed sRGB: 1.055 * 0.18 ** (1 / 2.4) - 0.055 = 0.46135; 12.92 * 0.0031308 = 0.04045
+    np.testing.assert_allclose(img[..., 0], [[0.46135, 0.04045], [1.0, 0.0]], atol=1e-4)
+    assert np.all(img[..., 2] == 0.0)
+
+
+def test_float_tiff_is_linear(tmp_path):
+    import cv2
+
+    arr = np.full((2, 2, 3), 0.5, np.float32)
+    assert cv2.imwrite(str(tmp_path / "f.tif"), arr)
+    np.testing.assert_allclose(read_image(tmp_path / "f.tif"), srgb_from_linear(arr), atol=1e-6)
+    assert abs(float(srgb_from_linear(np.float32(0.5))) - 0.735357) < 1e-5
+
+
+def test_very_large_image_loads(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "plate.jpg"
+    Image.new("L", (12000, 8000), 128).save(path, quality=50)
+    start = time.perf_counter()
+    img = read_image(path)
+    assert img.shape == (8000, 12000, 3) and img.dtype == np.float32
+    assert abs(float(img[4000, 6000, 1]) - 128 / 255) < 2 / 255
+    assert time.perf_counter() - start < 20
+
+
+# --------------------------------------------------------------------------- read_image: failures
+
+
+def test_missing_file_is_no_input(tmp_path):
+    with pytest.raises(NoInputError, match="gone.jpg: no such file"):
+        read_image(tmp_path / "gone.jpg")
+
+
+def test_zero_byte_file(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(InputDataError, match=r"empty.png: empty file \(0 bytes\)"):
+        read_image(tmp_path / "empty.png")
+
+
+@pytest.mark.parametrize("ext", ["png", "jpg"])
+def test_truncated_image(tmp_path, ext):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    full = tmp_path / f"full.{ext}"
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(full)
+    data = full.read_bytes()
+    (tmp_path / f"cut.{ext}").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputDataError, match=rf"cut.{ext}: corrupt or truncated"):
+        read_image(tmp_path / f"cut.{ext}")
+
+
+def test_not_an_image(tmp_path):
+    (tmp_path / "notes.jpg").write_text("these are not pixels")
+    with pytest.raises(InputDataError, match=r"notes.jpg: not an image \(unrecognised file content\)"):
+        read_image(tmp_path / "notes.jpg")
+
+
+def test_unsupported_extension(tmp_path):
+    (tmp_path / "anim.gif").write_bytes(b"GIF89a")
+    with pytest.raises(InputDataError, match=r"anim.gif: unsupported extension '.gif' \(supported: jpg"):
+        read_image(tmp_path / "anim.gif")
+
+
+@pytest.mark.parametrize("size", [(1, 1), (5, 1)])
+def test_too_small(tmp_path, size):
+    from PIL import Image
+
+    Image.new("RGB", size).save(tmp_path / "tiny.png")
+    with pytest.raises(InputDataError, match=rf"tiny.png: image is {size[0]} x {size[1]} pixels, at least 2 x 2 needed"):
+        read_image(tmp_path / "tiny.png")
+
+
+def test_folder_is_not_a_file(tmp_path):
+    (tmp_path / "dir.png").mkdir()
+    with pytest.raises(InputDataError, match="dir.png: not a file"):
+        read_image(tmp_path / "dir.png")
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can read any file")
+def test_permission_denied(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "locked.png"
+    Image.new("RGB", (2, 2)).save(path)
+    path.chmod(0)
+    try:
+        with pytest.raises(InputDataError, match="locked.png: permission denied"):
+            read_image(path)
+    finally:
+        path.chmod(0o644)
+
+
+# --------------------------------------------------------------------------- read_depth_map
+
+
+def test_depth_png16_raw_values_and_zero_invalid(tmp_path):
+    mm = np.array([[0, 1500], [65535, 7]], np.uint16)
+    values, valid = read_depth_map(_write_cv2(tmp_path / "d.png", mm))
+    assert values.dtype == np.float32 and values.tolist() == [[0, 1500], [65535, 7]]
+    assert valid.tolist() == [[False, True], [True, True]]
+
+
+def test_depth_png16_with_betterdepth_sidecar_is_decoded(tmp_path):
+    from betterdepth_cli.io.outputs import make_sidecar, write_png16
+
+    values = np.array([[1.0, 2.0], [3.0, 5.0]], np.float32)
+    write_png16(tmp_path / "r.png", values, meta=make_sidecar(kind="disparity", metric=False))
+    back, valid = read_depth_map(tmp_path / "r.png")
+    np.testing.assert_allclose(back, values, atol=4 / 65535)
+    assert valid.all()
+
+
+def test_depth_grey_stored_as_rgb_is_accepted_but_colour_is_not(tmp_path):
+    grey = np.dstack([np.full((2, 2), 9, np.uint8)] * 3)
+    assert read_depth_map(_write_cv2(tmp_path / "g.png", grey))[0].tolist() == [[9, 9], [9, 9]]
+    colour = grey.copy()
+    colour[0, 0, 1] = 1
+    with pytest.raises(InputDataError, match="c.png: colour image, expected a single-channel depth map"):
+        read_depth_map(_write_cv2(tmp_path / "c.png", colour))
+
+
+def test_depth_npy_nonfinite_is_invalid(tmp_path):
+    arr = np.array([[1.5, np.nan], [np.inf, -2.0]], np.float64)
+    np.save(tmp_path / "d.npy", arr[None])  # (1,H,W) is squeezed
+    values, valid = read_depth_map(tmp_path / "d.npy")
+    assert values.dtype == np.float32 and values.tolist() == [[1.5, 0.0], [0.0, -2.0]]
+    assert valid.tolist() == [[True, False], [False, True]]
+
+
+def test_depth_npz_picks_depth_key(tmp_path):
+    np.savez(tmp_path / "d.npz", depth=np.full((2, 3), 4.0), other=np.zeros(5))
+    assert read_depth_map(tmp_path / "d.npz")[0].tolist() == [[4.0] * 3] * 2
+    np.savez(tmp_path / "e.npz", a=np.zeros((2, 2)), b=np.zeros((2, 2)))
+    with pytest.raises(InputDataError, match="e.npz: .npz holds a, b"):
+        read_depth_map(tmp_path / "e.npz")
+
+
+def test_depth_exr_z_channel_or_first(tmp_path):
+    import OpenEXR
+
+    z = np.array([[1.0, 0.0], [2.5, 3.0]], np.float32)
+    OpenEXR.File({"type": OpenEXR.scanlineimage}, {"Z": z}).write(str(tmp_path / "z.exr"))
+    values, valid = read_depth_map(tmp_path / "z.exr")
+    assert values.tolist() == z.tolist() and valid.tolist() == [[True, False], [True, True]]
+    OpenEXR.File({"type": OpenEXR.scanlineimage}, {"disp": z * 2}).write(str(tmp_path / "o.exr"))
+    assert read_depth_map(tmp_path / "o.exr")[0].tolist() == (z * 2).tolist()
+
+
+def test_pfm_little_endian_grey_rows_bottom_to_top(tmp_path):
+    top_first = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], np.float32)
+    body = top_first[::-1].astype("<f4").tobytes()
+    (tmp_path / "g.pfm").write_bytes(b"Pf\n3 2\n-1.0\n" + body)
+    assert read_pfm(tmp_path / "g.pfm").tolist() == top_first.tolist()
+    assert read_depth_map(tmp_path / "g.pfm")[0].tolist() == top_first.tolist()
+
+
+def test_pfm_big_endian_colour(tmp_path):
+    top_first = np.arange(12, dtype=np.float32).reshape(2, 2, 3)
+    body = top_first[::-1].astype(">f4").tobytes()
+    (tmp_path / "c.pfm").write_bytes(b"PF\n2 2\n1.0\n" + body)
+    assert read_pfm(tmp_path / "c.pfm").tolist() == top_first.tolist()
+
+
+def test_pfm_bad_header_and_truncation(tmp_path):
+    (tmp_path / "bad.pfm").write_bytes(b"P6\n2 2\n255\n" + bytes(12))
+    with pytest.raises(InputDataError, match="bad.pfm: not a PFM file"):
+        read_pfm(tmp_path / "bad.pfm")
+    (tmp_path / "cut.pfm").write_bytes(b"Pf\n2 2\n-1.0\n" + bytes(8))
+    with pytest.raises(InputDataError, match=r"cut.pfm: truncated PFM data \(2 of 4 values\)"):
+        read_pfm(tmp_path / "cut.pfm")
+
+
+def test_depth_float_tiff(tmp_path):
+    import cv2
+
+    arr = np.array([[0.25, 7.5], [0.0, 1e3]], np.float32)
+    assert cv2.imwrite(str(tmp_path / "d.tif"), arr)
+    values, valid = read_depth_map(tmp_path / "d.tif")
+    assert values.tolist() == arr.tolist() and valid.tolist() == [[True, True], [False, True]]
+
+
+def test_depth_unsupported_extension(tmp_path):
+    (tmp_path / "d.jpg").write_bytes(b"\xff\xd8\xff")
+    with pytest.raises(InputDataError, match=r"d.jpg: unsupported extension '.jpg' \(supported: png, npy"):
+        read_depth_map(tmp_path / "d.jpg")
