@@ -1,0 +1,149 @@
+"""`betterdepth export-ply`: point clouds (and meshes) from `refine` outputs.
+
+Imports only Typer and the standard library at module level; numpy, cv2 and
+open3d load inside the command.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from betterdepth_cli.cli.app import app, error_line, handle_errors
+
+PARTIAL_FAILURE_EXIT_CODE = 1
+"""Exit code of a batch run with --continue-on-error where some (not all) maps failed."""
+
+HELP = """Turn refined depth maps into normal-coloured point clouds (binary PLY) or meshes.
+
+INPUT is a map written by `refine` (.png with its .json sidecar, .exr, .npy) or a
+folder of them (batch: the tree is mirrored under -o DIR, one file per map).
+
+Intrinsics: --fov or --focal (+ --cx/--cy), else the source image's EXIF focal
+length (--image, or the sidecar's `source` when that file exists), else a
+60 degree horizontal field of view.
+
+Depth: relative disparity (the usual output) has an unknown shift, so its robust
+2-98 % range is spread over --depth-range NEAR,FAR (default 1,10) in inverse depth;
+or give --scale/--shift (value -> scale * value + shift in the map's own space);
+metric maps are used as they are.
+
+Axes: --axes opengl (default; x right, y up, camera looking down -z: Blender,
+Houdini, Nuke, glTF) or opencv (x right, y down, z forward). The camera sits at
+the origin.
+"""
+
+
+@app.command("export-ply", help=HELP, no_args_is_help=True)
+@handle_errors
+def export_ply(
+    input: Annotated[Path, typer.Argument(help="A refine output map (.png+.json, .exr, .npy) or a folder of them.", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (.ply; with --mesh also .obj, .glb) or folder. Default: next to the input.", show_default=False)] = None,
+    image: Annotated[Optional[Path], typer.Option("--image", "-i", help="Source RGB image (folder in batch mode, matched by name) for EXIF focal length and --color rgb.", show_default=False)] = None,
+    fov: Annotated[Optional[float], typer.Option("--fov", help="Horizontal field of view in degrees.", show_default=False)] = None,
+    focal: Annotated[Optional[float], typer.Option("--focal", help="Focal length in pixels of the depth map.", show_default=False)] = None,
+    cx: Annotated[Optional[float], typer.Option("--cx", help="Principal point x in pixels (default: image centre).", show_default=False)] = None,
+    cy: Annotated[Optional[float], typer.Option("--cy", help="Principal point y in pixels (default: image centre).", show_default=False)] = None,
+    sensor_width: Annotated[Optional[float], typer.Option("--sensor-width", help="Sensor width in mm (long side), to use EXIF FocalLength without a 35 mm equivalent.", show_default=False)] = None,
+    depth_range: Annotated[Optional[str], typer.Option("--depth-range", help="NEAR,FAR: where the 2-98 % range of a relative map lands (default 1,10 for relative disparity).", show_default=False)] = None,
+    scale: Annotated[Optional[float], typer.Option("--scale", help="value -> scale * value + shift, in the map's own space (disparity then inverted).", show_default=False)] = None,
+    shift: Annotated[Optional[float], typer.Option("--shift", help="See --scale.", show_default=False)] = None,
+    assume: Annotated[Optional[str], typer.Option("--assume", help="disparity|depth: what a map without sidecar or kind attribute holds (a sidecar-less 16-bit PNG is read as png/65535, relative).", show_default=False)] = None,
+    color: Annotated[str, typer.Option("--color", help="normals ((n+1)/2 in camera space), rgb (needs the image) or depth (turbo, near is warm).")] = "normals",
+    axes: Annotated[str, typer.Option("--axes", help="opengl (y up, -z forward) or opencv (y down, z forward).")] = "opengl",
+    mesh: Annotated[bool, typer.Option("--mesh", help="Write a mesh: grid triangles between valid neighbours, long edges cut.")] = False,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="ply|obj|glb for derived output names (folders, batch); default ply.", show_default=False)] = None,
+    stride: Annotated[int, typer.Option("--stride", help="Keep every N-th pixel in x and y.")] = 1,
+    edge_threshold: Annotated[float, typer.Option("--edge-threshold", help="Drop pixels whose depth jumps by more than this fraction to a neighbour (flying pixels); 0 keeps them.")] = 0.05,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave outputs that already exist (resume a batch).")] = False,
+    continue_on_error: Annotated[bool, typer.Option("--continue-on-error", help="In a batch, report a bad map and go on; the exit code says something failed.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-file lines on stderr.")] = False,
+) -> None:
+    from betterdepth_cli.core.types import BetterDepthError, NoInputError, UsageError
+    from betterdepth_cli.io import pointcloud as pc
+
+    opts = pc.ExportOptions(stride=stride, edge_threshold=edge_threshold, color=color, axes=axes, mesh=mesh).check()
+    ext = _format_ext(fmt)
+    rng = pc.parse_depth_range(depth_range) if depth_range is not None else None
+    if rng is not None and (scale is not None or shift is not None):
+        raise UsageError("`--depth-range` and `--scale`/`--shift` exclude each other; give one")
+    if assume is not None and assume not in pc.ASSUME_KINDS:
+        raise UsageError(f"`--assume` must be one of {', '.join(pc.ASSUME_KINDS)}, got {assume!r}")
+    if fov is not None and focal is not None:
+        raise UsageError("`--fov` and `--focal` exclude each other; give one")
+    if not input.exists():
+        raise NoInputError(f"{input}: no such file or folder")
+    if image is not None and not image.exists():
+        raise NoInputError(f"{image}: no such image or folder (--image)")
+
+    if input.is_dir():
+        if image is not None and not image.is_dir():
+            raise UsageError(f"`--image` must be a folder when INPUT is a folder, got the file {image}")
+        if output is not None and output.suffix.lower() in pc.MESH_EXTS:
+            raise UsageError(f"`--output` must be a folder when INPUT is a folder, got {output}")
+        jobs = pc.plan_batch(input, output if output is not None else input, ext, image)
+    else:
+        if image is not None and image.is_dir():
+            found = pc.match_image(Path(input.name).with_suffix(""), image, pc.image_index(image))
+            img = found
+        else:
+            img = image
+        jobs = [pc.ExportJob(input, _single_output(input, output, ext, fmt), img)]
+
+    kwargs = dict(fov=fov, focal=focal, cx=cx, cy=cy, sensor_width=sensor_width,
+                  depth_range=rng, scale=scale, shift=shift, assume=assume, options=opts)
+    failed = done = skipped = 0
+    last_error: BetterDepthError | None = None
+    for job in jobs:
+        if skip_existing and job.out_path.exists():
+            skipped += 1
+            continue
+        try:
+            if job.image_error is not None:
+                from betterdepth_cli.core.types import InputDataError
+
+                raise InputDataError(job.image_error)
+            summary = pc.export_depth_file(job.map_path, job.out_path, image=job.image, **kwargs)
+        except BetterDepthError as exc:
+            if not continue_on_error or len(jobs) == 1:
+                raise
+            error_line(str(exc))
+            failed += 1
+            last_error = exc
+            continue
+        done += 1
+        if not quiet:
+            what = f"{summary['points']:,} points" + (f", {summary['triangles']:,} triangles" if mesh else "")
+            print(f"wrote {summary['output']} ({what}; {summary['intrinsics']}; {summary['depth']})", file=sys.stderr, flush=True)
+    if len(jobs) > 1 and not quiet:
+        print(f"export-ply: {done} written, {skipped} skipped, {failed} failed", file=sys.stderr, flush=True)
+    if failed:
+        code = last_error.exit_code if (done == 0 and skipped == 0 and last_error is not None) else PARTIAL_FAILURE_EXIT_CODE
+        raise typer.Exit(code)
+
+
+def _format_ext(fmt: str | None) -> str:
+    from betterdepth_cli.core.types import UsageError
+
+    if fmt is None:
+        return ".ply"
+    if fmt.lower().lstrip(".") not in ("ply", "obj", "glb"):
+        raise UsageError(f"`--format` must be one of ply, obj, glb, got {fmt!r}")
+    return "." + fmt.lower().lstrip(".")
+
+
+def _single_output(map_path: Path, output: Path | None, ext: str, fmt: str | None) -> Path:
+    """The output file for one map: -o FILE, -o DIR/<name><ext>, or next to the map."""
+    from betterdepth_cli.core.types import UsageError
+
+    name = map_path.with_suffix("").name + ext
+    if output is None:
+        return map_path.with_name(name)
+    if output.is_dir() or not output.suffix:
+        return output / name
+    if fmt is not None and output.suffix.lower() != ext:
+        raise UsageError(f"`--format {fmt}` disagrees with the output name {output}")
+    return output
