@@ -65,7 +65,7 @@ def sample(
         zero_noise: start from zeros instead of noise (for models fine-tuned
             end-to-end at t = T with a zero input, Garcia et al. 2024).
     Returns:
-        (N,C,h,w) predicted clean latent.
+        (N,C,h,w) predicted clean latent (the last step's ``pred_original_sample``).
     """
     if steps < 1:
         raise ValueError("`steps` must be >= 1")
@@ -77,9 +77,13 @@ def sample(
         gen_device = generator.device if generator is not None else "cpu"
         z = torch.randn(shape, generator=generator, device=gen_device, dtype=torch.float32)
         z = z.to(device=device, dtype=dtype)
-    for t in sched.timesteps:
+    timesteps = list(sched.timesteps)
+    for i, t in enumerate(timesteps):
         v = denoise(z, t)
-        z = sched.step(v, t, z).prev_sample
+        out = sched.step(v, t, z)
+        # the last step returns the predicted clean latent itself: DDIM's
+        # prev_sample at t = -1 would re-add noise of scale sqrt(1 - alpha_0)
+        z = out.pred_original_sample if i == len(timesteps) - 1 else out.prev_sample
     return z
 
 

@@ -1,0 +1,83 @@
+"""Tiny models of the real classes, built from configs for tests (no hub access).
+
+Each ``save_*`` function writes a folder with ``save_pretrained`` that the
+user-facing loaders read back.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+
+def _quiet():
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", message=".*torchvision.*")
+
+
+def tiny_dpt(image_size: int = 64, hybrid: bool = False, seed: int = 0):
+    from transformers import BitConfig, DPTConfig, DPTForDepthEstimation
+
+    _quiet()
+    torch.manual_seed(seed)
+    kwargs = dict(
+        image_size=image_size, patch_size=16, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
+        intermediate_size=128, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[16, 32, 64, 64],
+        fusion_hidden_size=32, head_in_index=-1, readout_type="project",
+    )
+    if hybrid:
+        kwargs.update(
+            is_hybrid=True,
+            backbone_featmap_shape=[1, 64, image_size // 16, image_size // 16],
+            backbone_config=BitConfig(
+                global_padding="same", layer_type="bottleneck", depths=[1, 1, 1], hidden_sizes=[16, 32, 64],
+                embedding_size=16, out_features=["stage1", "stage2", "stage3"],
+                embedding_dynamic_padding=True, num_groups=8,
+            ),
+        )
+    return DPTForDepthEstimation(DPTConfig(**kwargs))
+
+
+def tiny_depth_anything(metric: bool = False, seed: int = 0):
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    _quiet()
+    torch.manual_seed(seed)
+    extra = {"depth_estimation_type": "metric", "max_depth": 20} if metric else {"depth_estimation_type": "relative"}
+    return DepthAnythingForDepthEstimation(
+        DepthAnythingConfig(
+            backbone_config=Dinov2Config(
+                image_size=70, patch_size=14, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                intermediate_size=64, out_indices=[1, 2, 3, 4], apply_layernorm=True, reshape_hidden_states=False,
+            ),
+            reassemble_hidden_size=32, patch_size=14, neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16,
+            head_hidden_size=8, **extra,
+        )
+    )
+
+
+def save_dpt(path: Path, image_size: int = 64, hybrid: bool = False, seed: int = 0) -> Path:
+    """A tiny DPT with the processor settings of Intel/dpt-large (square resize)."""
+    from transformers import DPTImageProcessor
+
+    _quiet()
+    tiny_dpt(image_size, hybrid, seed).save_pretrained(path)
+    DPTImageProcessor(size={"height": image_size, "width": image_size}, keep_aspect_ratio=False).save_pretrained(path)
+    return Path(path)
+
+
+def save_depth_anything(path: Path, metric: bool = False, seed: int = 0) -> Path:
+    """A tiny Depth Anything with the processor settings of the public checkpoints."""
+    from transformers import DPTImageProcessor
+
+    _quiet()
+    tiny_depth_anything(metric, seed).save_pretrained(path)
+    DPTImageProcessor(
+        size={"height": 70, "width": 70}, keep_aspect_ratio=True, ensure_multiple_of=14, do_pad=False,
+        resample=3, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+    ).save_pretrained(path)
+    return Path(path)
