@@ -134,10 +134,12 @@ def _as_mask(valid: Any, shape: tuple[int, int]) -> np.ndarray:
 # --------------------------------------------------------------------------- png16
 
 
-def encode_png16(values: Any, valid: Any = None) -> tuple[np.ndarray, float, float]:
+def encode_png16(values: Any, valid: Any = None, vrange: tuple[float, float] | None = None) -> tuple[np.ndarray, float, float]:
     """Quantise a map to uint16 codes over its valid, finite range.
 
-    values: (H,W) float; valid: (H,W) bool or None.
+    values: (H,W) float; valid: (H,W) bool or None; ``vrange``: a given
+    (min, max) instead of the map's own, e.g. one range for every frame of a
+    shot (values outside it are clipped).
     Returns (codes uint16 (H,W), min, max) with ``value ~= min + (max - min) * code / 65535``;
     the error is at most half a step ``(max - min) / 65535 / 2``. Invalid and
     non-finite pixels get code 0 (they decode to ``min``). A constant map gives
@@ -145,9 +147,14 @@ def encode_png16(values: Any, valid: Any = None) -> tuple[np.ndarray, float, flo
     """
     arr = _as_map(values)
     ok = _as_mask(valid, arr.shape) & np.isfinite(arr)
-    if not ok.any():
+    if vrange is not None:
+        lo, hi = float(vrange[0]), float(vrange[1])
+        if not (np.isfinite(lo) and np.isfinite(hi) and hi >= lo):
+            raise UsageError(f"`vrange` must be finite (min, max) with max >= min, got {vrange!r}")
+    elif not ok.any():
         return np.zeros(arr.shape, np.uint16), 0.0, 0.0
-    lo, hi = float(arr[ok].min()), float(arr[ok].max())
+    else:
+        lo, hi = float(arr[ok].min()), float(arr[ok].max())
     codes = np.zeros(arr.shape, np.uint16)
     if hi > lo:
         scaled = (arr[ok].astype(np.float64) - lo) / (hi - lo) * 65535.0
@@ -171,15 +178,21 @@ def _write_png16_codes(path: PathLike, codes: np.ndarray) -> Path:
     return atomic_write(path, write)
 
 
-def write_png16(path: PathLike, values: Any, valid: Any = None, meta: Mapping[str, Any] | None = None) -> dict:
+def write_png16(
+    path: PathLike,
+    values: Any,
+    valid: Any = None,
+    meta: Mapping[str, Any] | None = None,
+    vrange: tuple[float, float] | None = None,
+) -> dict:
     """Write ``<base>.png`` (16-bit grey) and its sidecar ``<base>.json``.
 
     ``meta`` holds the other sidecar fields (see :func:`make_sidecar`); the
     ``encoding``, ``width`` and ``height`` keys are filled in here.
-    Returns the sidecar dict that was written.
+    ``vrange``: see :func:`encode_png16`. Returns the sidecar dict that was written.
     """
     path = Path(path)
-    codes, lo, hi = encode_png16(values, valid)
+    codes, lo, hi = encode_png16(values, valid, vrange)
     sidecar = dict(meta or {})
     sidecar.setdefault("format", SIDECAR_FORMAT)
     sidecar["encoding"] = {"type": "png16", "min": lo, "max": hi, "formula": PNG16_FORMULA}
@@ -401,13 +414,17 @@ def write_npy(path: PathLike, values: Any) -> Path:
 # --------------------------------------------------------------------------- preview
 
 
-def colorize(values: Any, valid: Any = None, kind: str = "disparity", percentiles=PREVIEW_RANGE) -> np.ndarray:
+def colorize(
+    values: Any, valid: Any = None, kind: str = "disparity", percentiles=PREVIEW_RANGE,
+    vrange: tuple[float, float] | None = None,
+) -> np.ndarray:
     """A coloured preview, near is warm: uint8 RGB (H,W,3).
 
     values: (H,W) in the map's units. The colour range is the 2 % .. 98 %
     quantiles of the valid, finite pixels (clipped outside). ``disparity``:
     high is near (warm); ``depth``: low is near (warm). Colour map: turbo
-    (blue -> green -> yellow -> red). Invalid pixels are black.
+    (blue -> green -> yellow -> red). Invalid pixels are black. ``vrange``: a
+    given colour range (min, max) instead of the quantiles (one range for a shot).
     """
     import cv2
 
@@ -415,7 +432,11 @@ def colorize(values: Any, valid: Any = None, kind: str = "disparity", percentile
     arr = _as_map(values)
     ok = _as_mask(valid, arr.shape) & np.isfinite(arr)
     t = np.zeros(arr.shape, np.float32)
-    if ok.any():
+    if vrange is not None:
+        lo, hi = float(vrange[0]), float(vrange[1])
+        span = hi - lo if hi > lo else 1.0
+        t[ok] = np.clip((arr[ok] - lo) / span, 0.0, 1.0)
+    elif ok.any():
         lo, hi = np.percentile(arr[ok], percentiles)
         span = hi - lo if hi > lo else 1.0
         t[ok] = np.clip((arr[ok] - lo) / span, 0.0, 1.0)
@@ -426,12 +447,15 @@ def colorize(values: Any, valid: Any = None, kind: str = "disparity", percentile
     return rgb
 
 
-def write_preview(path: PathLike, values: Any, valid: Any = None, kind: str = "disparity", quality: int = 90) -> Path:
+def write_preview(
+    path: PathLike, values: Any, valid: Any = None, kind: str = "disparity", quality: int = 90,
+    vrange: tuple[float, float] | None = None,
+) -> Path:
     """Write the coloured preview (see :func:`colorize`) as JPEG (or PNG by extension), atomically."""
     import cv2
 
     path = Path(path)
-    bgr = cv2.cvtColor(colorize(values, valid, kind), cv2.COLOR_RGB2BGR)
+    bgr = cv2.cvtColor(colorize(values, valid, kind, vrange=vrange), cv2.COLOR_RGB2BGR)
     params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if path.suffix.lower() in (".jpg", ".jpeg") else []
     ok, buf = cv2.imencode(path.suffix or ".jpg", bgr, params)
     if not ok:
