@@ -84,7 +84,10 @@ def export_ply(
             raise UsageError(f"`--image` must be a folder when INPUT is a folder, got the file {image}")
         if output is not None and output.suffix.lower() in pc.MESH_EXTS:
             raise UsageError(f"`--output` must be a folder when INPUT is a folder, got {output}")
-        jobs = pc.plan_batch(input, output if output is not None else input, ext, image)
+        jobs, bare = pc.plan_batch(input, output if output is not None else input, ext, image, bare_png=assume is not None)
+        if bare and not quiet:
+            print(f"export-ply: skipping {len(bare)} .png without sidecar (e.g. {bare[0]}); "
+                  "pass --assume disparity|depth to read them", file=sys.stderr, flush=True)
     else:
         if image is not None and image.is_dir():
             found = pc.match_image(Path(input.name).with_suffix(""), image, pc.image_index(image))

@@ -526,36 +526,23 @@ def depth_to_geometry(
 def load_rgb(path: str | Path, width: int, height: int) -> np.ndarray:
     """The source image as (height,width,3) uint8 RGB, at the map's size.
 
-    The image is used as stored; when only its EXIF-rotated view has the map's
-    orientation, that view is used. A different size with the same aspect
-    ratio (within 1 %) is resized (area filter); another aspect is an error.
+    Read like ``refine`` reads its inputs (:func:`betterdepth_cli.io.images.read_image`:
+    EXIF orientation applied, 16-bit and EXR handled). A different size with
+    the same aspect ratio (within 1 %) is resized (area filter); another
+    aspect raises InputDataError.
     """
-    from PIL import Image, ImageOps
+    from betterdepth_cli.io.images import read_image
 
     p = Path(path)
-    try:
-        with Image.open(p) as im:
-            im.load()
-            img = im
-            if _aspect_differs(im.size, (width, height)):
-                turned = ImageOps.exif_transpose(im)
-                if not _aspect_differs(turned.size, (width, height)):
-                    img = turned
-            img = img.convert("RGB")
-    except FileNotFoundError:
-        raise InputDataError(f"{p}: image not found") from None
-    except OSError as exc:
-        raise InputDataError(f"{p}: cannot read the image ({exc})") from None
-    if _aspect_differs(img.size, (width, height)):
-        raise InputDataError(
-            f"{p}: the image is {img.size[0]}x{img.size[1]}, the depth map {width}x{height} (different aspect)"
-        )
-    arr = np.asarray(img, dtype=np.uint8)
-    if img.size != (width, height):
+    img = read_image(p)  # (h,w,3) float32 in [0,1]
+    h, w = img.shape[:2]
+    if _aspect_differs((w, h), (width, height)):
+        raise InputDataError(f"{p}: the image is {w}x{h}, the depth map {width}x{height} (different aspect)")
+    if (w, h) != (width, height):
         import cv2
 
-        arr = cv2.resize(arr, (width, height), interpolation=cv2.INTER_AREA)
-    return arr
+        img = cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
+    return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 def _aspect_differs(a: tuple[int, int], b: tuple[int, int]) -> bool:
@@ -626,25 +613,36 @@ ASSUME_KINDS = ("disparity", "depth")
 def load_map(path: str | Path, assume: str | None = None) -> tuple[np.ndarray, dict]:
     """A ``refine`` output (.png + sidecar, .exr, .npy) as (values (H,W) float32, meta).
 
-    ``meta["kind"]`` and ``meta["metric"]`` are always set on return. A file
-    that does not say what it holds (a PNG without its sidecar, an NPY without
-    one, an EXR without ``betterdepth:kind``) needs ``assume`` ("disparity" or
-    "depth", taken as relative); a sidecar-less 16-bit PNG is then read as
-    ``value = png / 65535``. Without ``assume`` these raise InputDataError.
+    Invalid pixels are NaN. ``meta["kind"]`` and ``meta["metric"]`` are always
+    set on return. A file that does not say what it holds (a PNG without its
+    sidecar, an NPY without one, an EXR without ``betterdepth:kind``, or any
+    other depth file :func:`betterdepth_cli.io.images.read_depth_map` reads:
+    .pfm, .tif, .npz) needs ``assume`` ("disparity" or "depth", taken as
+    relative); its raw stored values are used (a 16-bit PNG: 0..65535) and 0
+    counts as invalid. Without ``assume`` these raise InputDataError.
     """
     from betterdepth_cli.io import outputs
 
     p = Path(path)
     if assume is not None and assume not in ASSUME_KINDS:
         raise UsageError(f"`--assume` must be one of {', '.join(ASSUME_KINDS)}, got {assume!r}")
+    ext = p.suffix.lower()
     side = outputs.sidecar_path(p)
-    if p.suffix.lower() == ".png" and not side.is_file():
+    if (ext == ".png" and not side.is_file()) or ext not in (".png", ".exr", ".npy"):
         if assume is None:
+            if ext == ".png":
+                raise InputDataError(
+                    f"{p}: sidecar {side.name} is missing (needed to decode the 16-bit PNG); "
+                    "pass --assume disparity|depth to use the raw PNG values"
+                )
             raise InputDataError(
-                f"{p}: sidecar {side.name} is missing (needed to decode the 16-bit PNG); "
-                "pass --assume disparity|depth to read it as relative png/65535"
+                f"{p}: not a refine output (.png with sidecar, .exr, .npy); "
+                "pass --assume disparity|depth to use its raw values"
             )
-        values = outputs.read_png16(p).astype(np.float32) / np.float32(65535.0)
+        from betterdepth_cli.io.images import read_depth_map
+
+        values, valid = read_depth_map(p)
+        values = np.where(valid, values, np.float32(np.nan)).astype(np.float32)
         meta: dict = {}
     else:
         values, meta = outputs.load_depth_output(p)
@@ -703,13 +701,16 @@ def export_depth_file(
     K, k_desc = resolve_intrinsics(
         w, h, fov=fov, focal=focal, cx=cx, cy=cy, image=img_path, sensor_width=sensor_width
     )
-    depth, valid, conv = to_depth(
-        values, meta["kind"], metric=meta["metric"], depth_range=depth_range, scale=scale, shift=shift
-    )
     rgb = load_rgb(img_path, w, h) if (opts.color == "rgb" and img_path is not None) else None
     if opts.color == "rgb" and rgb is None:
         raise UsageError(f"{map_path}: `--color rgb` needs the source image: pass `--image`")
-    geom = depth_to_geometry(depth, valid, K, opts, rgb)
+    try:
+        depth, valid, conv = to_depth(
+            values, meta["kind"], metric=meta["metric"], depth_range=depth_range, scale=scale, shift=shift
+        )
+        geom = depth_to_geometry(depth, valid, K, opts, rgb)
+    except InputDataError as exc:  # the math does not know the file name
+        raise InputDataError(f"{map_path}: {exc}") from None
     write_geometry(out, geom)
     return {
         "input": str(map_path),
@@ -745,23 +746,31 @@ def _is_map_file(p: Path) -> bool:
     return not (stem.endswith("_uncertainty") or stem.endswith("_preview"))
 
 
-def find_maps(folder: str | Path) -> list[Path]:
+def find_maps(folder: str | Path, bare_png: bool = False) -> tuple[list[Path], list[Path]]:
     """The depth maps under ``folder`` (recursive), one per output base.
 
     A base written in several formats is read from its EXR, else its NPY, else
-    its PNG. Uncertainty maps, previews and hidden files are skipped.
-    Sorted by relative path.
+    its PNG. Uncertainty maps, previews and hidden files are skipped, and so
+    are PNGs without a sidecar unless ``bare_png`` (they are returned second,
+    so the caller can say so). Both lists are sorted by path.
     """
+    from betterdepth_cli.io.outputs import sidecar_path
+
     root = Path(folder)
     best: dict[Path, Path] = {}
+    bare: list[Path] = []
     for p in sorted(root.rglob("*")):
         if not p.is_file() or not _is_map_file(p) or any(part.startswith(".") for part in p.relative_to(root).parts):
+            continue
+        if p.suffix.lower() == ".png" and not bare_png and not sidecar_path(p).is_file():
+            bare.append(p)
             continue
         base = p.with_suffix("")
         cur = best.get(base)
         if cur is None or MAP_EXTS.index(p.suffix.lower()) < MAP_EXTS.index(cur.suffix.lower()):
             best[base] = p
-    return [best[b] for b in sorted(best)]
+    bare = [b for b in bare if b.with_suffix("") not in best]
+    return [best[b] for b in sorted(best)], bare
 
 
 def image_index(folder: Path) -> dict[str, list[Path]]:
@@ -794,15 +803,25 @@ def match_image(rel_base: Path, image_dir: Path, index: dict[str, list[Path]]) -
 
 
 def plan_batch(
-    input_dir: str | Path, out_dir: str | Path, ext: str = ".ply", image_dir: str | Path | None = None
-) -> list[ExportJob]:
-    """Jobs for every map under ``input_dir``: ``out_dir/<relpath><ext>``, mirroring the tree."""
+    input_dir: str | Path,
+    out_dir: str | Path,
+    ext: str = ".ply",
+    image_dir: str | Path | None = None,
+    bare_png: bool = False,
+) -> tuple[list[ExportJob], list[Path]]:
+    """Jobs for every map under ``input_dir``: ``out_dir/<relpath><ext>``, mirroring the tree.
+
+    Returns (jobs, skipped): ``skipped`` are PNGs without a sidecar left out
+    because ``bare_png`` is false (see :func:`find_maps`). NoInputError when
+    there is no map at all.
+    """
     from betterdepth_cli.core.types import NoInputError
 
     root, out = Path(input_dir), Path(out_dir)
-    maps = find_maps(root)
+    maps, bare = find_maps(root, bare_png)
     if not maps:
-        raise NoInputError(f"{root}: no depth maps (.png with sidecar, .exr, .npy) found")
+        hint = f" ({len(bare)} .png without sidecar: pass --assume disparity|depth to read them)" if bare else ""
+        raise NoInputError(f"{root}: no depth maps (.png with sidecar, .exr, .npy) found{hint}")
     index = image_index(Path(image_dir)) if image_dir is not None else {}
     jobs = []
     for m in maps:
@@ -815,4 +834,4 @@ def plan_batch(
             except InputDataError as exc:
                 err = str(exc)
         jobs.append(ExportJob(m, target, img, err))
-    return jobs
+    return jobs, bare
