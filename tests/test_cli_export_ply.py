@@ -1,0 +1,219 @@
+"""`betterdepth export-ply` through typer's CliRunner: exit codes, messages, files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from betterdepth_cli.cli.app import app
+from betterdepth_cli.io import intrinsics as ki
+from betterdepth_cli.io import outputs
+
+o3d = pytest.importorskip("open3d")
+
+H, W = 12, 16
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, ["export-ply", *map(str, args)])
+
+
+def plane_map(folder: Path, name: str = "img", value: float = 0.5, kind: str = "disparity", metric: bool = True,
+              source: str = "") -> Path:
+    """A constant (fronto-parallel) map written by refine's own png16 writer."""
+    meta = outputs.make_sidecar(kind=kind, metric=metric, source=source)
+    path = folder / f"{name}.png"
+    outputs.write_png16(path, np.full((H, W), value, np.float32), meta=meta)
+    return path
+
+
+def read_points(path: Path):
+    pcd = o3d.io.read_point_cloud(str(path))
+    return np.asarray(pcd.points), np.asarray(pcd.normals), np.asarray(pcd.colors)
+
+
+def test_help_lists_the_options():
+    res = CliRunner().invoke(app, ["export-ply", "--help"])
+    assert res.exit_code == 0
+    for opt in ("--fov", "--focal", "--depth-range", "--scale", "--assume", "--color", "--axes", "--mesh", "--stride",
+                "--edge-threshold"):
+        assert opt in res.stdout
+
+
+def test_metric_plane_default_axes_is_opengl(tmp_path):
+    # metric disparity 0.5 /m -> a plane 2 m in front of the camera; OpenGL: z = -2, normals (0, 0, 1)
+    src = plane_map(tmp_path)
+    res = run(src, "-o", tmp_path / "plane.ply", "--fov", 60)
+    assert res.exit_code == 0, res.stderr
+    assert "wrote" in res.stderr and f"{H * W:,} points" in res.stderr and "--fov 60" in res.stderr
+    pts, nrm, col = read_points(tmp_path / "plane.ply")
+    assert len(pts) == H * W
+    np.testing.assert_allclose(pts[:, 2], -2.0, rtol=1e-5)
+    np.testing.assert_allclose(nrm, np.tile([0, 0, 1], (H * W, 1)), atol=1e-5)
+    np.testing.assert_allclose(col, np.tile([128, 128, 255], (H * W, 1)) / 255, atol=1e-6)
+    # the top image row is up (+y) in OpenGL
+    fx = (W / 2) / np.tan(np.radians(30))
+    assert pts[:, 1].max() == pytest.approx((H - 1) / 2 / fx * 2.0, rel=1e-4)
+
+
+def test_opencv_axes(tmp_path):
+    src = plane_map(tmp_path)
+    res = run(src, "-o", tmp_path / "cv.ply", "--axes", "opencv", "--focal", 20)
+    assert res.exit_code == 0, res.stderr
+    pts, nrm, _ = read_points(tmp_path / "cv.ply")
+    np.testing.assert_allclose(pts[:, 2], 2.0, rtol=1e-5)
+    np.testing.assert_allclose(nrm, np.tile([0, 0, -1], (H * W, 1)), atol=1e-5)
+    # row 0 is at y = (0 - cy) / fx * z = -(5.5 / 20) * 2 = -0.55 (y down)
+    assert pts[:, 1].min() == pytest.approx(-0.55, rel=1e-4)
+
+
+def test_default_output_next_to_the_map_and_stride(tmp_path):
+    src = plane_map(tmp_path)
+    res = run(src, "--stride", 2)
+    assert res.exit_code == 0, res.stderr
+    pts, _, _ = read_points(tmp_path / "img.ply")
+    assert len(pts) == (H // 2) * (W // 2)
+
+
+def test_png_without_sidecar(tmp_path):
+    src = plane_map(tmp_path, "nosc")
+    (tmp_path / "nosc.json").unlink()
+    res = run(src, "-o", tmp_path / "x.ply")
+    assert res.exit_code == 65
+    assert res.stderr == (
+        f"betterdepth: error: {src}: sidecar nosc.json is missing (needed to decode the 16-bit PNG); "
+        "pass --assume disparity|depth to use the raw PNG values\n"
+    )
+    assert not (tmp_path / "x.ply").exists()
+
+
+def test_png_without_sidecar_with_assume(tmp_path):
+    src = tmp_path / "nosc.png"  # a 16-bit PNG from another tool: raw codes, no sidecar
+    codes = (np.arange(H * W).reshape(H, W) * 100 + 100).astype(np.uint16)
+    import cv2
+
+    cv2.imwrite(str(src), codes)
+    res = run(src, "-o", tmp_path / "x.ply", "--assume", "depth", "--scale", 0.001, "--edge-threshold", 0)
+    assert res.exit_code == 0, res.stderr
+    pts, _, _ = read_points(tmp_path / "x.ply")
+    # depth = 0.001 * code: 0.1 m .. (191*100+100)/1000 = 19.2 m, in -z
+    z = -pts[:, 2]
+    assert len(z) == H * W and z.min() == pytest.approx(0.1, rel=1e-5) and z.max() == pytest.approx(19.2, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--fov", "60", "--focal", "100"], 64, "`--fov` and `--focal` exclude each other; give one"),
+        (["--depth-range", "10,1"], 64, "`--depth-range` needs 0 < NEAR < FAR, got 10,1"),
+        (["--depth-range", "1,10", "--scale", "2"], 64, "`--depth-range` and `--scale`/`--shift` exclude each other; give one"),
+        (["--color", "height"], 64, "`--color` must be one of normals, rgb, depth, got 'height'"),
+        (["--axes", "zup"], 64, "`--axes` must be one of opengl, opencv, got 'zup'"),
+        (["--stride", "0"], 64, "`--stride` must be a positive integer, got 0"),
+        (["--assume", "height"], 64, "`--assume` must be one of disparity, depth, got 'height'"),
+    ],
+)
+def test_usage_errors(tmp_path, args, code, message):
+    src = plane_map(tmp_path)
+    res = run(src, "-o", tmp_path / "x.ply", *args)
+    assert res.exit_code == code
+    assert res.stderr == f"betterdepth: error: {message}\n"
+
+
+def test_missing_input_and_wrong_extension(tmp_path):
+    res = run(tmp_path / "nothere.png")
+    assert res.exit_code == 66 and res.stderr == f"betterdepth: error: {tmp_path / 'nothere.png'}: no such file or folder\n"
+    src = plane_map(tmp_path)
+    res = run(src, "-o", tmp_path / "x.obj")
+    assert res.exit_code == 64 and "add --mesh for .obj/.glb" in res.stderr
+    res = run(src, "--color", "rgb")
+    assert res.exit_code == 64 and "needs the source image" in res.stderr
+
+
+@pytest.mark.parametrize("ext", ["obj", "glb", "ply"])
+def test_mesh_outputs(tmp_path, ext):
+    src = plane_map(tmp_path)
+    res = run(src, "--mesh", "-o", tmp_path / f"m.{ext}")
+    assert res.exit_code == 0, res.stderr
+    m = o3d.io.read_triangle_mesh(str(tmp_path / f"m.{ext}"))
+    assert len(m.triangles) == 2 * (H - 1) * (W - 1)
+    assert f"{2 * (H - 1) * (W - 1):,} triangles" in res.stderr
+
+
+def test_exif_focal_from_image(tmp_path):
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[ki.EXIF_IFD] = {ki.TAG_FOCAL_35MM: 24}
+    # 4:3 image 32x24: fx = 24 mm * 40 px diagonal / 43.27 mm = 22.19 px; the map is 16x12: 11.09 px
+    Image.new("RGB", (32, 24), (200, 10, 10)).save(tmp_path / "photo.jpg", exif=exif)
+    src = plane_map(tmp_path, "photo")
+    res = run(src, "--image", tmp_path / "photo.jpg", "--color", "rgb", "--axes", "opencv", "-o", tmp_path / "p.ply")
+    assert res.exit_code == 0, res.stderr
+    assert "EXIF FocalLengthIn35mmFilm 24 mm of photo.jpg (fx 11.1 px" in res.stderr
+    pts, _, col = read_points(tmp_path / "p.ply")
+    fx = 24 * 20 / ki.FULL_FRAME_DIAGONAL_MM
+    assert pts[:, 0].min() == pytest.approx(-(W - 1) / 2 / fx * 2.0, rel=1e-4)
+    # colours are the photo's (JPEG: close to (200, 10, 10))
+    assert np.abs(col * 255 - [200, 10, 10]).max() < 8
+
+
+def test_batch_mirrors_names_matches_images_and_continues(tmp_path):
+    from PIL import Image
+
+    maps, imgs, out = tmp_path / "refined", tmp_path / "photos", tmp_path / "ply"
+    plane_map(maps, "a")
+    plane_map(maps / "shot", "shot.1001")
+    outputs.write_npy(maps / "bad.npy", np.ones((H, W), np.float32))  # no sidecar: does not say what it holds
+    (imgs / "shot").mkdir(parents=True)
+    Image.new("RGB", (W, H), (0, 255, 0)).save(imgs / "a.png")
+    Image.new("RGB", (W, H), (0, 0, 255)).save(imgs / "shot" / "shot.1001.png")
+
+    res = run(maps, "-o", out, "--image", imgs, "--color", "rgb")
+    assert res.exit_code == 65  # stops at the first bad map (a, bad, shot.1001 in order)
+    assert (out / "a.ply").is_file() and not (out / "shot" / "shot.1001.ply").exists()
+
+    res = run(maps, "-o", out, "--image", imgs, "--color", "rgb", "--continue-on-error")
+    assert res.exit_code == 1  # partial failure
+    assert "bad.npy: the file does not say whether it holds disparity or depth" in res.stderr
+    assert "export-ply: 2 written, 0 skipped, 1 failed" in res.stderr
+    _, _, col = read_points(out / "shot" / "shot.1001.ply")
+    np.testing.assert_allclose(col, np.tile([0, 0, 1], (H * W, 1)))
+    _, _, col = read_points(out / "a.ply")
+    np.testing.assert_allclose(col, np.tile([0, 1, 0], (H * W, 1)))
+
+    res = run(maps, "-o", out, "--skip-existing", "--continue-on-error", "--assume", "disparity")
+    assert res.exit_code == 0, res.stderr
+    assert "export-ply: 1 written, 2 skipped, 0 failed" in res.stderr and (out / "bad.ply").is_file()
+
+
+def test_batch_all_failed_keeps_the_error_code(tmp_path):
+    maps = tmp_path / "refined"
+    maps.mkdir()
+    outputs.write_npy(maps / "b1.npy", np.ones((H, W), np.float32))
+    outputs.write_npy(maps / "b2.npy", np.ones((H, W), np.float32))
+    res = run(maps, "-o", tmp_path / "o", "--continue-on-error")
+    assert res.exit_code == 65  # every map failed for the same reason: that reason's code
+    assert res.stderr.count("betterdepth: error:") == 2 and "0 written, 0 skipped, 2 failed" in res.stderr
+
+
+def test_batch_folder_without_maps(tmp_path):
+    (tmp_path / "empty").mkdir()
+    res = run(tmp_path / "empty")
+    assert res.exit_code == 66
+    assert res.stderr == f"betterdepth: error: {tmp_path / 'empty'}: no depth maps (.png with sidecar, .exr, .npy) found\n"
+
+
+def test_relative_disparity_default_range_in_log(tmp_path):
+    path = tmp_path / "rel.exr"
+    yy, xx = np.mgrid[0:H, 0:W]
+    outputs.write_exr(path, (1 + 0.01 * xx).astype(np.float32), kind="disparity", metric=False)
+    res = run(path, "-o", tmp_path / "rel.ply", "--depth-range", "2,4")
+    assert res.exit_code == 0, res.stderr
+    assert "-> depth 4..2 (--depth-range 2,4)" in res.stderr
+    pts, _, _ = read_points(tmp_path / "rel.ply")
+    z = -pts[:, 2]
+    assert z.max() <= 4.0 + 1e-5 and z.min() < 2.0 + 1e-5
