@@ -1,0 +1,564 @@
+"""What ``betterdepth refine`` processes: discovery of images, sequences and videos.
+
+``discover(specs)`` turns the command line's input specs into a list of
+:class:`Source` objects:
+
+- a file: an image (:data:`IMAGE_EXTENSIONS`) or a video (:data:`VIDEO_EXTENSIONS`);
+  any other extension is an error;
+- a folder: its images (``recursive`` descends into subfolders; hidden files and
+  folders are skipped). ``extensions`` narrows or widens the set; videos in
+  folders are only picked up when ``extensions`` names them;
+- a glob (``photos/*.jpg``, ``shots/**/*.exr``): the matching supported files;
+- ``@list.txt``: one spec per line, relative to the list file's folder; blank
+  lines and lines starting with ``#`` are ignored;
+- ``-``: specs read one per line from the ``stdin`` text stream, relative to the
+  current folder;
+- an image sequence ``shot.%04d.png`` / ``shot.####.exr`` (``%d``: no padding):
+  the frames on disk, or those of ``frames`` (``"1001-1100"``, ``"1001-1100x2"``,
+  ``"1,5,10-12"``). Files named ``<name>.<digits>.<ext>`` found in a folder or
+  glob are grouped into a sequence the same way (two or more frames).
+
+Every :class:`Entry` has an output base ``relpath`` (no extension) that mirrors
+the input's path relative to the folder, glob root or list folder the user
+gave (a single file: its stem). Sequence frames keep their real numbers
+(``shot.1001``); video frames are numbered from 0 inside a folder named after
+the video (``clip.mp4`` -> ``clip/clip.0000``, 4 digits or more). ``key`` is the
+file stem used to find precomputed maps (``file:`` conditioner).
+
+A Source is one ``group`` (a shot: a sequence or a video; or a single image),
+lists its entries without decoding anything, and ``read(entries)`` yields
+``(entry, image float32 (H,W,3))``, videos decoded as a stream.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, TextIO
+
+import numpy as np
+
+from betterdepth_cli.core.types import InputDataError, NoInputError, UsageError
+from betterdepth_cli.io.images import IMAGE_EXTENSIONS, read_image, to_float_rgb
+from betterdepth_cli.io.video import VIDEO_EXTENSIONS
+
+SUPPORTED_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
+_SEQ_TOKEN = re.compile(r"%0?(\d*)d|#+")
+_FRAME_NAME = re.compile(r"^(?P<prefix>.+)\.(?P<digits>\d+)$")
+_GLOB_MAGIC = re.compile(r"[*?\[]")
+_FRAME_ITEM = re.compile(r"^(\d+)(?:-(\d+)(?:x(\d+))?)?$")
+
+
+# --------------------------------------------------------------------------- frames and shards
+
+
+def parse_frames(text: str) -> list[int]:
+    """``"1001-1005,1010,1020-1030x5"`` -> sorted unique frame numbers.
+
+    Items are ``N``, ``A-B`` (inclusive) or ``A-BxS`` (every S-th from A).
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise UsageError("`frames` must be like 1001-1100, 1001-1100x2 or 1,5,7; got an empty value")
+    frames: set[int] = set()
+    for item in text.replace(" ", "").split(","):
+        match = _FRAME_ITEM.match(item)
+        if not match:
+            raise UsageError(f"`frames` must be like 1001-1100, 1001-1100x2 or 1,5,7; got {item!r}")
+        start = int(match.group(1))
+        end = int(match.group(2)) if match.group(2) is not None else start
+        step = int(match.group(3)) if match.group(3) is not None else 1
+        if end < start:
+            raise UsageError(f"`frames`: range {item!r} ends before it starts")
+        if step < 1:
+            raise UsageError(f"`frames`: step in {item!r} must be at least 1")
+        frames.update(range(start, end + 1, step))
+    return sorted(frames)
+
+
+def format_frames(frames: Iterable[int]) -> str:
+    """Sorted frame numbers as compact ranges: ``[1, 2, 3, 7]`` -> ``"1-3,7"``."""
+    out: list[str] = []
+    run: list[int] = []
+    for n in sorted(set(frames)):
+        if run and n == run[-1] + 1:
+            run.append(n)
+            continue
+        if run:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [n]
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(out)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"2/8"`` -> ``(2, 8)``: shard i of n, 1-based."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    if not match:
+        raise UsageError(f"`shard` must be i/n (for example 1/4), got {text!r}")
+    i, n = int(match.group(1)), int(match.group(2))
+    _check_shard(i, n)
+    return i, n
+
+
+def _check_shard(i: int, n: int) -> None:
+    if n < 1 or not 1 <= i <= n:
+        raise UsageError(f"`shard` must be i/n with 1 <= i <= n, got {i}/{n}")
+
+
+def shard(items: Sequence[Any], i: int, n: int, key=None) -> list[Any]:
+    """Shard ``i`` of ``n`` (1-based): sort by a stable key, take every n-th from the (i-1)-th.
+
+    The union over i = 1..n is every item exactly once. For Sources the key is
+    ``group``, so a shot (sequence or video) stays whole on one machine and
+    single images are spread one by one. Deterministic across machines.
+    """
+    _check_shard(i, n)
+    key = key or (lambda item: getattr(item, "group", str(item)))
+    return sorted(items, key=key)[i - 1 :: n]
+
+
+# --------------------------------------------------------------------------- entries and sources
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One image to process.
+
+    source: path of the file to read (the video for video frames); frame: the
+    sequence frame number, the 0-based video frame index, or None; relpath:
+    output base without extension; key: file stem for precomputed maps.
+    """
+
+    source: str
+    frame: int | None
+    relpath: PurePosixPath
+    key: str
+
+
+class Source:
+    """One group of inputs: a single image, an image sequence or a video."""
+
+    kind: str = ""
+    group: str = ""
+
+    @property
+    def is_shot(self) -> bool:
+        return self.kind in ("sequence", "video")
+
+    def entries(self) -> list[Entry]:
+        raise NotImplementedError
+
+    def read(self, entries: Iterable[Entry] | None = None) -> Iterator[tuple[Entry, np.ndarray]]:
+        """Yield ``(entry, image float32 (H,W,3) in [0,1])`` for ``entries`` (default: all), in order."""
+        for entry in self._own(entries):
+            yield entry, read_image(entry.source)
+
+    def _own(self, entries: Iterable[Entry] | None) -> list[Entry]:
+        mine = self.entries()
+        if entries is None:
+            return mine
+        known = set(mine)
+        chosen = list(entries)
+        for entry in chosen:
+            if entry not in known:
+                raise UsageError(f"entry {entry.relpath} does not belong to {self.group}")
+        return chosen
+
+    def __len__(self) -> int:
+        return len(self.entries())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.group!r})"
+
+
+@dataclass(repr=False, eq=False)
+class ImageSource(Source):
+    path: Path
+    relpath: PurePosixPath
+    kind: str = "image"
+
+    def __post_init__(self) -> None:
+        self.group = str(self.relpath)
+
+    def entries(self) -> list[Entry]:
+        return [Entry(str(self.path), None, self.relpath, self.path.stem)]
+
+
+@dataclass(repr=False, eq=False)
+class SequenceSource(Source):
+    """Frames of one shot: ``files`` maps frame number -> path; ``selected`` the frames to process.
+
+    ``missing``: frames requested by ``frames`` that are not on disk (for a warning).
+    """
+
+    pattern: str
+    reldir: PurePosixPath
+    files: dict[int, Path]
+    selected: list[int]
+    missing: list[int] = field(default_factory=list)
+    kind: str = "sequence"
+
+    def __post_init__(self) -> None:
+        self.group = str(self.reldir / self.pattern)
+
+    def entries(self) -> list[Entry]:
+        return [
+            Entry(str(self.files[n]), n, self.reldir / self.files[n].stem, self.files[n].stem) for n in self.selected
+        ]
+
+
+@dataclass(repr=False, eq=False)
+class VideoSource(Source):
+    """A video decoded as a stream; frames are 0-based indices; ``frames`` filters them."""
+
+    path: Path
+    relbase: PurePosixPath
+    frames: list[int] | None = None
+    kind: str = "video"
+    _nframes: int | None = None
+    missing: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.group = f"{self.relbase}/"
+
+    @property
+    def nframes(self) -> int:
+        """Frames in the video (counted once, without decoding); InputDataError when 0."""
+        if self._nframes is None:
+            from betterdepth_cli.io.video import count_frames
+
+            count = count_frames(self.path)
+            if count <= 0:
+                raise InputDataError(f"{self.path}: video has no frames")
+            self._nframes = count
+        return self._nframes
+
+    def _indices(self) -> list[int]:
+        n = self.nframes
+        if self.frames is None:
+            return list(range(n))
+        self.missing = [f for f in self.frames if f >= n]
+        return [f for f in self.frames if f < n]
+
+    def entries(self) -> list[Entry]:
+        name = self.relbase.name
+        width = max(4, len(str(self.nframes - 1)))
+        return [
+            Entry(str(self.path), i, self.relbase / f"{name}.{i:0{width}d}", f"{name}.{i:0{width}d}")
+            for i in self._indices()
+        ]
+
+    def read(self, entries: Iterable[Entry] | None = None) -> Iterator[tuple[Entry, np.ndarray]]:
+        """Decode the video once as a stream, yielding the requested frames in frame order."""
+        from betterdepth_cli.io.video import iter_video_frames
+
+        by_frame = {e.frame: e for e in self._own(entries)}
+        for index, frame in iter_video_frames(self.path, by_frame.keys()):
+            yield by_frame[index], to_float_rgb(frame, self.path)
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def _norm_extensions(extensions: Iterable[str] | None) -> tuple[str, ...]:
+    if extensions is None:
+        return IMAGE_EXTENSIONS
+    if isinstance(extensions, str):
+        extensions = extensions.split(",")
+    out: list[str] = []
+    for ext in extensions:
+        ext = ext.strip().lower().lstrip(".")
+        if not ext:
+            continue
+        if ext not in SUPPORTED_EXTENSIONS:
+            raise UsageError(f"`extensions`: {ext!r} is not supported (supported: {', '.join(SUPPORTED_EXTENSIONS)})")
+        if ext not in out:
+            out.append(ext)
+    if not out:
+        raise UsageError("`extensions` is empty")
+    # jpg and jpeg, tif and tiff are the same thing
+    for a, b in (("jpg", "jpeg"), ("tif", "tiff")):
+        if (a in out) != (b in out):
+            out.append(b if a in out else a)
+    return tuple(out)
+
+
+def _abs(path: Path) -> Path:
+    return Path(os.path.abspath(os.path.expanduser(str(path))))
+
+
+def _rel(path: Path, roots: Sequence[Path | None]) -> PurePosixPath:
+    """``path`` (without extension) relative to the first root that contains it, else its stem."""
+    for root in roots:
+        if root is None:
+            continue
+        try:
+            rel = path.relative_to(root)
+        except ValueError:
+            continue
+        if rel.parts:
+            return PurePosixPath(*rel.parts).with_suffix("")
+    return PurePosixPath(path.stem)
+
+
+def _ext(path: Path | str) -> str:
+    return os.path.splitext(str(path))[1].lower().lstrip(".")
+
+
+@dataclass
+class _Ctx:
+    recursive: bool
+    extensions: tuple[str, ...]
+    frames: list[int] | None
+    stdin: TextIO | None
+    sources: list[Source] = field(default_factory=list)
+    seen: set = field(default_factory=set)
+    lists: set = field(default_factory=set)
+    stdin_used: bool = False
+
+    def add(self, identity: Any, source: Source) -> None:
+        if identity not in self.seen:
+            self.seen.add(identity)
+            self.sources.append(source)
+
+
+def discover(
+    specs: Iterable[str | os.PathLike],
+    recursive: bool = False,
+    extensions: Iterable[str] | None = None,
+    frames: str | Iterable[int] | None = None,
+    stdin: TextIO | None = None,
+) -> list[Source]:
+    """Find the inputs of ``refine`` (see the module docstring). Returns Sources in spec order.
+
+    Raises NoInputError for a missing path, an empty folder, a glob or sequence
+    without matches; InputDataError for an unsupported file or a video without
+    frames; UsageError for bad parameters or two inputs mapping to the same
+    output name.
+    """
+    frame_list = parse_frames(frames) if isinstance(frames, str) else (sorted(set(frames)) if frames is not None else None)
+    ctx = _Ctx(bool(recursive), _norm_extensions(extensions), frame_list, stdin)
+    specs = [os.fspath(s) for s in specs]
+    if not specs:
+        raise NoInputError("no input given (files, folders, globs, @list.txt or - for stdin)")
+    cwd = _abs(Path.cwd())
+    for spec in specs:
+        _expand(spec, cwd, None, ctx, top=True)
+    sources = [s for s in ctx.sources if s.entries()]
+    if not sources:
+        wanted = f" in frames {format_frames(frame_list)}" if frame_list else ""
+        raise NoInputError(f"no images found{wanted} in {', '.join(specs)}")
+    _check_collisions(sources)
+    return sources
+
+
+def iter_entries(sources: Iterable[Source]) -> Iterator[Entry]:
+    """All entries of all sources, in order."""
+    for source in sources:
+        yield from source.entries()
+
+
+def _check_collisions(sources: list[Source]) -> None:
+    owner: dict[PurePosixPath, str] = {}
+    for source in sources:
+        for entry in source.entries():
+            previous = owner.setdefault(entry.relpath, entry.source)
+            if previous != entry.source:
+                raise UsageError(
+                    f"inputs {previous} and {entry.source} would both be written as {entry.relpath}; "
+                    "give their common parent folder instead"
+                )
+
+
+def _read_spec_lines(lines: Iterable[str]) -> list[str]:
+    out = []
+    for line in lines:
+        line = line.strip()
+        if line and not line.startswith("#"):
+            out.append(line)
+    return out
+
+
+def _expand(spec: str, base: Path, list_root: Path | None, ctx: _Ctx, top: bool = False) -> None:
+    """Add the sources of one spec; ``base`` resolves relative paths, ``list_root`` anchors relpaths."""
+    if spec == "-":
+        _expand_stdin(base, ctx, top)
+        return
+    if spec.startswith("@") and len(spec) > 1:
+        _expand_list(_abs(base / spec[1:]), ctx)
+        return
+    path = _abs(base / spec)
+    if path.is_dir():
+        _expand_folder(path, [list_root, path], ctx)
+    elif path.exists():
+        _expand_file(path, [list_root, path.parent], ctx, explicit=True)
+    elif _SEQ_TOKEN.search(path.name):
+        _expand_sequence(spec, path, list_root, ctx)
+    elif _GLOB_MAGIC.search(spec):
+        _expand_glob(spec, path, list_root, ctx)
+    else:
+        raise NoInputError(f"{spec}: no such file or folder")
+
+
+def _expand_stdin(base: Path, ctx: _Ctx, top: bool) -> None:
+    if not top:
+        raise UsageError("`-` (paths from stdin) is only allowed on the command line, not inside a list")
+    if ctx.stdin is None:
+        raise UsageError("`-` reads paths from stdin, but no stdin stream was given")
+    if ctx.stdin_used:
+        raise UsageError("`-` (stdin) may be given only once")
+    ctx.stdin_used = True
+    lines = _read_spec_lines(ctx.stdin)
+    if not lines:
+        raise NoInputError("-: no paths on stdin")
+    for line in lines:
+        _expand(line, base, base, ctx)
+
+
+def _expand_list(list_path: Path, ctx: _Ctx) -> None:
+    if not list_path.is_file():
+        raise NoInputError(f"{list_path}: no such list file")
+    if list_path in ctx.lists:
+        return  # already read (a list that includes itself)
+    ctx.lists.add(list_path)
+    try:
+        lines = _read_spec_lines(list_path.read_text(encoding="utf-8").splitlines())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputDataError(f"{list_path}: cannot read the list ({exc})") from exc
+    if not lines:
+        raise NoInputError(f"{list_path}: the list is empty")
+    for line in lines:
+        _expand(line, list_path.parent, list_path.parent, ctx)
+
+
+def _expand_file(path: Path, roots: list[Path | None], ctx: _Ctx, explicit: bool = False) -> None:
+    ext = _ext(path)
+    if ext in IMAGE_EXTENSIONS:
+        ctx.add(("file", os.path.realpath(path)), ImageSource(path, _rel(path, roots)))
+    elif ext in VIDEO_EXTENSIONS:
+        source = VideoSource(path, _rel(path, roots), ctx.frames)
+        entries = source.entries()  # counts frames: unreadable or empty videos fail at discovery
+        if explicit and not entries:
+            raise NoInputError(
+                f"{path}: none of frames {format_frames(ctx.frames or [])} exist "
+                f"(the video has frames 0-{source.nframes - 1})"
+            )
+        ctx.add(("file", os.path.realpath(path)), source)
+    else:
+        shown = f"'.{ext}'" if ext else "(none)"
+        raise InputDataError(f"{path}: unsupported extension {shown} (supported: {', '.join(SUPPORTED_EXTENSIONS)})")
+
+
+def _walk(folder: Path, recursive: bool) -> tuple[list[Path], bool]:
+    """Non-hidden files under ``folder`` (sorted) and whether unsearched subfolders exist."""
+    files: list[Path] = []
+    skipped_dirs = False
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        files.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
+        if not recursive:
+            skipped_dirs = bool(dirnames)
+            break
+    return sorted(files), skipped_dirs
+
+
+def _expand_folder(folder: Path, roots: list[Path | None], ctx: _Ctx) -> None:
+    files, skipped_dirs = _walk(folder, ctx.recursive)
+    chosen = [f for f in files if _ext(f) in ctx.extensions]
+    if not chosen:
+        hint = "; subfolders were not searched (recursive is off)" if skipped_dirs else ""
+        raise NoInputError(f"{folder}: no images found (extensions: {', '.join(ctx.extensions)}){hint}")
+    _add_files(chosen, roots, ctx)
+
+
+def _glob_root(pattern: Path) -> Path:
+    parts = pattern.parts
+    for i, part in enumerate(parts):
+        if _GLOB_MAGIC.search(part):
+            return Path(*parts[:i])
+    return pattern.parent
+
+
+def _expand_glob(spec: str, pattern: Path, list_root: Path | None, ctx: _Ctx) -> None:
+    allowed = ctx.extensions
+    if _ext(pattern) in VIDEO_EXTENSIONS:  # clips/*.mp4 names videos explicitly
+        allowed = allowed + (_ext(pattern),)
+    matches = sorted(Path(p) for p in globlib.glob(str(pattern), recursive=True))
+    files = [p for p in matches if p.is_file() and _ext(p) in allowed and not p.name.startswith(".")]
+    if not files:
+        raise NoInputError(f"{spec}: no images or videos match")
+    _add_files(files, [list_root, _glob_root(pattern)], ctx)
+
+
+def _add_files(files: list[Path], roots: list[Path | None], ctx: _Ctx) -> None:
+    """Group ``name.<digits>.ext`` images into sequences; the rest become images or videos."""
+    groups: dict[tuple[Path, str, str], dict[int, Path]] = {}
+    for f in files:
+        match = _FRAME_NAME.match(f.stem)
+        if match and _ext(f) in IMAGE_EXTENSIONS:
+            frames = groups.setdefault((f.parent, match.group("prefix"), f.suffix), {})
+            frames.setdefault(int(match.group("digits")), f)  # shot.1 beside shot.01: the 2nd stays single
+    grouped = {p for frames in groups.values() if len(frames) > 1 for p in frames.values()}
+    done: set[tuple[Path, str, str]] = set()
+    for f in files:
+        if f not in grouped:
+            _expand_file(f, roots, ctx)
+            continue
+        match = _FRAME_NAME.match(f.stem)
+        gkey = (f.parent, match.group("prefix"), f.suffix)
+        if gkey in done:
+            continue
+        done.add(gkey)
+        frames = groups[gkey]
+        pattern = f"{gkey[1]}.#{gkey[2]}"
+        source = _sequence(pattern, _rel(f.parent / "x", roots).parent, frames, ctx.frames)
+        ctx.add(("seq", os.path.realpath(f.parent), pattern), source)
+
+
+def _sequence(pattern: str, reldir: PurePosixPath, files: dict[int, Path], wanted: list[int] | None) -> SequenceSource:
+    on_disk = sorted(files)
+    if wanted is None:
+        return SequenceSource(pattern, reldir, files, on_disk)
+    return SequenceSource(pattern, reldir, files, [n for n in wanted if n in files], [n for n in wanted if n not in files])
+
+
+def _sequence_regex(name: str) -> tuple[re.Pattern, int]:
+    """``shot.%04d.png`` / ``shot.####.png`` -> (regex with one digits group, padding)."""
+    tokens = list(_SEQ_TOKEN.finditer(name))
+    if len(tokens) != 1:
+        raise UsageError(f"{name}: a sequence pattern needs exactly one %04d or #### frame token")
+    token = tokens[0]
+    text = token.group(0)
+    pad = len(text) if text.startswith("#") else int(token.group(1) or 0)
+    regex = re.compile(re.escape(name[: token.start()]) + r"(\d+)" + re.escape(name[token.end():]) + r"$")
+    return regex, pad
+
+
+def _expand_sequence(spec: str, pattern: Path, list_root: Path | None, ctx: _Ctx) -> None:
+    ext = _ext(pattern)
+    if ext not in IMAGE_EXTENSIONS:
+        raise InputDataError(f"{spec}: unsupported extension '.{ext}' for an image sequence (supported: {', '.join(IMAGE_EXTENSIONS)})")
+    folder = pattern.parent
+    if not folder.is_dir():
+        raise NoInputError(f"{spec}: no such folder {folder}")
+    regex, pad = _sequence_regex(pattern.name)
+    files: dict[int, Path] = {}
+    for name in sorted(os.listdir(folder)):
+        match = regex.match(name)
+        if match and (folder / name).is_file():
+            digits = match.group(1)
+            if digits == (f"{int(digits):0{pad}d}" if pad else str(int(digits))):
+                files[int(digits)] = folder / name
+    if not files:
+        raise NoInputError(f"{spec}: no frames found")
+    source = _sequence(pattern.name, _rel(folder / "x", [list_root, folder]).parent, files, ctx.frames)
+    if not source.selected:
+        raise NoInputError(
+            f"{spec}: none of frames {format_frames(ctx.frames or [])} exist (on disk: {format_frames(files)})"
+        )
+    ctx.add(("seq", os.path.realpath(folder), pattern.name), source)
