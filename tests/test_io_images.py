@@ -315,3 +315,31 @@ def test_depth_unsupported_extension(tmp_path):
     (tmp_path / "d.jpg").write_bytes(b"\xff\xd8\xff")
     with pytest.raises(InputDataError, match=r"d.jpg: unsupported extension '.jpg' \(supported: png, npy"):
         read_depth_map(tmp_path / "d.jpg")
+
+
+# --------------------------------------------------------------------------- real samples (skipped when absent)
+
+
+def _real_dir():
+    root = os.environ.get("BETTERDEPTH_REAL_DATA") or os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "real")
+    if not os.path.isdir(root):
+        pytest.skip("real sample data not available")
+    return root
+
+
+@pytest.mark.real_data
+def test_real_nyu_image_and_millimetre_depth():
+    root = _real_dir()
+    img = read_image(os.path.join(root, "nyuv2", "image_0.png"))
+    assert img.shape == (480, 640, 3) and 0.0 <= img.min() and img.max() <= 1.0
+    values, valid = read_depth_map(os.path.join(root, "nyuv2", "depth_0.png"))
+    assert values.shape == (480, 640) and valid.mean() > 0.9
+    assert 100 < np.median(values[valid]) < 10000  # millimetres, as stored
+
+
+@pytest.mark.real_data
+def test_real_middlebury_disparity_zero_is_invalid():
+    root = _real_dir()
+    values, valid = read_depth_map(os.path.join(root, "middlebury2005", "Art", "disp1.png"))
+    assert 0.5 < valid.mean() < 1.0  # 0 = unknown in this dataset
+    assert np.all(values[~valid] == 0) and values.max() <= 255

@@ -267,3 +267,19 @@ def test_outputs_exist(tmp_path):
     assert not bo.outputs_exist(plan)
     bo.write_exr(plan["exr"], np.zeros((2, 2)))
     assert bo.outputs_exist(plan)
+
+
+def test_encode_png16_shared_vrange_clips_outside():
+    codes, lo, hi = bo.encode_png16(np.array([[0.0, 5.0], [10.0, 20.0]]), vrange=(0.0, 10.0))
+    assert (lo, hi) == (0.0, 10.0)
+    assert codes.tolist() == [[0, 32768], [65535, 65535]]  # 5 / 10 * 65535 = 32767.5 rounds to even 32768
+    with pytest.raises(UsageError, match="`vrange` must be finite"):
+        bo.encode_png16(np.zeros((2, 2)), vrange=(1.0, 0.0))
+
+
+def test_sidecar_keys_follow_the_contract_order(tmp_path):
+    meta = bo.make_sidecar(kind="depth", metric=False, source="a.jpg", seed=3)
+    side = bo.write_png16(tmp_path / "a.png", _ramp(), meta=meta)
+    keys = list(json.loads((tmp_path / "a.json").read_text()))
+    assert keys[:7] == ["format", "kind", "metric", "units", "encoding", "width", "height"]
+    assert keys == list(side) and side["seed"] == 3 and side["source"] == "a.jpg"

@@ -193,13 +193,24 @@ def write_png16(
     """
     path = Path(path)
     codes, lo, hi = encode_png16(values, valid, vrange)
-    sidecar = dict(meta or {})
-    sidecar.setdefault("format", SIDECAR_FORMAT)
-    sidecar["encoding"] = {"type": "png16", "min": lo, "max": hi, "formula": PNG16_FORMULA}
-    sidecar["height"], sidecar["width"] = int(codes.shape[0]), int(codes.shape[1])
+    sidecar = _png16_sidecar(meta or {}, lo, hi, codes.shape)
     _write_png16_codes(path, codes)
     write_sidecar(sidecar_path(path), sidecar)
     return sidecar
+
+
+def _png16_sidecar(meta: Mapping[str, Any], lo: float, hi: float, shape: tuple[int, ...]) -> dict:
+    """``meta`` plus the encoding, width and height, in the contract's key order."""
+    fields = {
+        "format": meta.get("format", SIDECAR_FORMAT),
+        "encoding": {"type": "png16", "min": lo, "max": hi, "formula": PNG16_FORMULA},
+        "width": int(shape[1]),
+        "height": int(shape[0]),
+    }
+    head = ("format", "kind", "metric", "units", "encoding", "width", "height")
+    out = {k: fields[k] if k in fields else meta[k] for k in head if k in fields or k in meta}
+    out.update((k, v) for k, v in meta.items() if k not in out)
+    return out
 
 
 def read_png16(path: PathLike) -> np.ndarray:
