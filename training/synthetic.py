@@ -347,30 +347,32 @@ def merge(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, n
 # --------------------------------------------------------------------------- #
 # textures and shading
 # --------------------------------------------------------------------------- #
-def _hash3(ix: np.ndarray, iy: np.ndarray, iz: np.ndarray, salt: np.ndarray | int = 0) -> np.ndarray:
-    """Deterministic lattice hash -> float in [0,1)."""
-    h = (ix.astype(np.int64) * 73856093) ^ (iy.astype(np.int64) * 19349663) ^ (iz.astype(np.int64) * 83492791)
-    h = h ^ (np.asarray(salt, np.int64) * 2654435761)
-    h = (h ^ (h >> 13)) * 1274126177
-    h = h ^ (h >> 16)
-    return (h & 0xFFFF).astype(np.float32) / 65536.0
+_NOISE_N = 32  # lattice period of the value-noise table (cells)
+_NOISE_TABLE = np.random.default_rng(20240607).random(_NOISE_N ** 3, dtype=np.float32)
 
 
 def value_noise(p: np.ndarray, salt: np.ndarray | int = 0) -> np.ndarray:
-    """3D value noise in [0,1) at points p (N,3) (lattice spacing 1), smoothstep-interpolated."""
+    """3D value noise in [0,1) at points p (N,3) (lattice spacing 1, period 32), smoothstep-interpolated.
+
+    The lattice values come from a fixed table, so the noise is the same on every
+    machine; ``salt`` (scalar or (N,)) shifts the lattice per surface."""
+    N = _NOISE_N
+    p = np.asarray(p, np.float32)
     f = np.floor(p)
-    i = f.astype(np.int64)
     t = p - f
     t = t * t * (3 - 2 * t)
-    out = np.zeros(len(p), np.float32)
-    for dx in (0, 1):
-        wx = t[:, 0] if dx else 1 - t[:, 0]
-        for dy in (0, 1):
-            wy = t[:, 1] if dy else 1 - t[:, 1]
-            for dz in (0, 1):
-                wz = t[:, 2] if dz else 1 - t[:, 2]
-                out += (wx * wy * wz) * _hash3(i[:, 0] + dx, i[:, 1] + dy, i[:, 2] + dz, salt)
-    return out
+    i = f.astype(np.int32) + (np.asarray(salt, np.int32) * np.array([[7], [13], [19]], np.int32)).T
+    x0, y0, z0 = (i[:, 0] & (N - 1)), (i[:, 1] & (N - 1)) * N, (i[:, 2] & (N - 1)) * (N * N)
+    x1, y1, z1 = ((i[:, 0] + 1) & (N - 1)), ((i[:, 1] + 1) & (N - 1)) * N, ((i[:, 2] + 1) & (N - 1)) * (N * N)
+    tab = _NOISE_TABLE
+    tx, ty, tz = t[:, 0], t[:, 1], t[:, 2]
+    a = tab[x0 + y0 + z0] + tx * (tab[x1 + y0 + z0] - tab[x0 + y0 + z0])
+    b = tab[x0 + y1 + z0] + tx * (tab[x1 + y1 + z0] - tab[x0 + y1 + z0])
+    c = tab[x0 + y0 + z1] + tx * (tab[x1 + y0 + z1] - tab[x0 + y0 + z1])
+    d = tab[x0 + y1 + z1] + tx * (tab[x1 + y1 + z1] - tab[x0 + y1 + z1])
+    ab = a + ty * (b - a)
+    cd = c + ty * (d - c)
+    return ab + tz * (cd - ab)
 
 
 def fbm(p: np.ndarray, octaves: int = 3, salt: np.ndarray | int = 0) -> np.ndarray:
@@ -384,56 +386,104 @@ def fbm(p: np.ndarray, octaves: int = 3, salt: np.ndarray | int = 0) -> np.ndarr
     return acc / tot
 
 
+_OTHER_AXES = np.array([[1, 2], [0, 2], [0, 1]])
+
+
 def _plane_coords(p: np.ndarray, n: np.ndarray) -> np.ndarray:
     """2D coordinates (N,2) on the dominant plane of normals n (triplanar projection)."""
     ax = np.argmax(np.abs(n), axis=1)
-    uv = np.empty((len(p), 2), p.dtype)
-    m = ax == 0
-    uv[m] = p[m][:, [1, 2]]
-    m = ax == 1
-    uv[m] = p[m][:, [0, 2]]
-    m = ax == 2
-    uv[m] = p[m][:, [0, 1]]
-    return uv
+    return np.take_along_axis(p, _OTHER_AXES[ax], axis=1)
+
+
+_TEX_N = 256  # texels per side of the tileable noise texture
+_TEX_PER_UNIT = 16.0  # texels per pattern cell (Material.scale metres)
+_NOISE_TEX: np.ndarray | None = None
+
+
+def noise_texture() -> np.ndarray:
+    """A fixed, tileable fractal-noise texture (256,256) float32 in [0,1] (1/f^1.3 amplitude
+    spectrum between 2 and 96 cycles per tile, from a fixed seed: the same everywhere)."""
+    global _NOISE_TEX
+    if _NOISE_TEX is None:
+        n = _TEX_N
+        rng = np.random.default_rng(1234567)
+        spec = np.fft.fft2(rng.standard_normal((n, n)))
+        f = np.fft.fftfreq(n) * n
+        k = np.hypot(f[:, None], f[None, :])
+        amp = np.where((k >= 2) & (k <= 96), np.maximum(k, 1) ** -1.3, 0)
+        x = np.real(np.fft.ifft2(spec * amp))
+        lo, hi = np.percentile(x, [1, 99])
+        _NOISE_TEX = np.clip((x - lo) / (hi - lo), 0, 1).astype(np.float32)
+    return _NOISE_TEX
+
+
+def sample_noise(uv: np.ndarray) -> np.ndarray:
+    """Bilinear samples (N,) of :func:`noise_texture` at pattern coordinates uv (N,2)
+    (16 texels per unit, wrapping every 16 units)."""
+    import cv2
+
+    tex = noise_texture()
+    n = len(uv)
+    if n == 0:
+        return np.zeros(0, np.float32)
+    xy = np.mod(uv * np.float32(_TEX_PER_UNIT), np.float32(_TEX_N)).astype(np.float32)
+    cols = 256
+    rows = -(-n // cols)
+    pad = rows * cols - n
+    mx = np.concatenate([xy[:, 0], np.zeros(pad, np.float32)]).reshape(rows, cols)
+    my = np.concatenate([xy[:, 1], np.zeros(pad, np.float32)]).reshape(rows, cols)
+    out = np.empty((0,), np.float32)
+    chunks = []
+    for r0 in range(0, rows, 16384):  # cv2.remap needs fewer than 32767 rows
+        chunks.append(cv2.remap(tex, mx[r0:r0 + 16384], my[r0:r0 + 16384], cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_WRAP).ravel())
+    out = np.concatenate(chunks)
+    return out[:n]
 
 
 def shade_albedo(p: np.ndarray, n: np.ndarray, mesh_id: np.ndarray, materials: Sequence[Material]) -> np.ndarray:
-    """Albedo (N,3) float32 of hit points p (N,3) with normals n (N,3) on meshes mesh_id (N,)."""
-    c1 = np.array([m.color for m in materials], np.float32)[mesh_id]
-    c2 = np.array([m.color2 for m in materials], np.float32)[mesh_id]
-    out = c1.copy()
-    pat = np.array([PATTERNS.index(m.pattern) for m in materials])[mesh_id]
-    scale = np.array([m.scale for m in materials], np.float32)[mesh_id]
-    offs = np.array([m.offset for m in materials], np.float32)[mesh_id]
-    q = (p + offs) / scale[:, None]
-    for code, name in enumerate(PATTERNS):
-        sel = np.nonzero(pat == code)[0]
-        if name == "flat" or len(sel) == 0:
-            continue
-        qs = q[sel]
+    """Albedo (N,3) float32 of hit points p (N,3) with normals n (N,3) on meshes mesh_id (N,).
+
+    Pattern coordinates are q = (p + offset) / scale; 2D patterns use the
+    dominant-axis plane of q (triplanar); noise is a fixed tileable texture."""
+    C1 = np.array([m.color for m in materials], np.float32).reshape(-1, 3)
+    out = C1[mesh_id]
+    codes = np.array([PATTERNS.index(m.pattern) for m in materials], np.int32)
+    if not codes.any():
+        return out
+    sub = np.nonzero(codes[mesh_id] != 0)[0]
+    if len(sub) == 0:
+        return out
+    C2 = np.array([m.color2 for m in materials], np.float32).reshape(-1, 3)
+    scale = np.array([m.scale for m in materials], np.float32)
+    offs = np.array([m.offset for m in materials], np.float32).reshape(-1, 3)
+    dirs = np.array([m.direction for m in materials], np.float32).reshape(-1, 3)
+    salt = (np.arange(len(materials), dtype=np.float32) * 5.37)[:, None]  # decorrelate noise per surface
+    mid = mesh_id[sub]
+    pat = codes[mid]
+    q = (p[sub] + offs[mid]) / scale[mid, None]
+    uv = _plane_coords(q, n[sub])
+    w = np.zeros(len(sub), np.float32)
+    for code in np.unique(pat):
+        name = PATTERNS[code]
+        sel = np.nonzero(pat == code)[0] if len(np.unique(pat)) > 1 else slice(None)
+        u = uv[sel]
         if name == "checker":
-            uv = np.floor(_plane_coords(qs, n[sel])).astype(np.int64)
-            w = ((uv[:, 0] + uv[:, 1]) & 1).astype(np.float32)
+            w[sel] = (np.floor(u).astype(np.int64).sum(1) & 1).astype(np.float32)
         elif name == "stripes":
-            d = np.array([m.direction for m in materials], np.float32)[mesh_id[sel]]
-            w = (np.mod((qs * d).sum(1), 1.0) < 0.5).astype(np.float32)
+            w[sel] = (np.mod((q[sel] * dirs[mid[sel]]).sum(1), 1.0) < 0.5).astype(np.float32)
         elif name == "noise":
-            w = fbm(qs, 3, mesh_id[sel])
-            w = np.clip((w - 0.5) * 2.2 + 0.5, 0, 1)
+            w[sel] = sample_noise(u + salt[mid[sel]])
         elif name == "grid":
-            uv = np.mod(_plane_coords(qs, n[sel]), 1.0)
-            w = ((uv < 0.06).any(1)).astype(np.float32)
+            w[sel] = (np.mod(u, 1.0) < 0.06).any(1).astype(np.float32)
         elif name == "windows":
-            uv = np.mod(_plane_coords(qs, n[sel]), 1.0)
-            w = ((uv > 0.22) & (uv < 0.78)).all(1).astype(np.float32)
-            w *= (np.abs(n[sel, 2]) < 0.5)  # no windows on roofs
+            f = np.mod(u, 1.0)
+            w[sel] = (((f > 0.22) & (f < 0.78)).all(1) & (np.abs(n[sub][sel][:, 2]) < 0.5)).astype(np.float32)
         elif name == "wood":
-            d = np.array([m.direction for m in materials], np.float32)[mesh_id[sel]]
-            s = (qs * d).sum(1) * 6 + 1.5 * fbm(qs * 2, 2, mesh_id[sel])
-            w = 0.5 + 0.5 * np.sin(2 * np.pi * s)
-        else:  # pragma: no cover
-            continue
-        out[sel] = c1[sel] * (1 - w[:, None]) + c2[sel] * w[:, None]
+            s = (q[sel] * dirs[mid[sel]]).sum(1) * 6 + 1.5 * sample_noise(u * 2 + salt[mid[sel]])
+            w[sel] = 0.5 + 0.5 * np.sin(np.float32(2 * np.pi) * s)
+    c1 = out[sub]
+    out[sub] = c1 + w[:, None] * (C2[mid] - c1)
     return out
 
 
@@ -456,10 +506,25 @@ def render(meshes: Sequence[Mesh], K: np.ndarray, extrinsic: np.ndarray, size: t
     for rays that hit nothing; ``fog`` = distance (m) of exp(-d/fog) haze toward
     the horizon colour. ``nthreads`` 0 = all cores.
 
+    Shading (linear RGB, then gamma): albedo * (ambient * (0.75 + 0.25 n_z) +
+    light.color * max(0, n.l) * unoccluded), n the face normal turned toward the
+    camera; occlusion from one secondary ray per lit pixel toward the light
+    (for a point light only occluders before the light count).
+
     Returns a :class:`SyntheticSample`: depth is planar z (metres), 0 where
-    invalid; valid = finite hit with min_depth < z <= max_depth.
+    invalid; valid = finite hit with min_depth < z <= max_depth;
+    meta["timings_ms"] has the cost of each stage.
     """
     import open3d as o3d
+
+    tic = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        nonlocal tic
+        now = time.perf_counter()
+        timings[name] = round((now - tic) * 1000, 3)
+        tic = now
 
     H, W = int(size[0]), int(size[1])
     if H <= 0 or W <= 0:
@@ -470,79 +535,82 @@ def render(meshes: Sequence[Mesh], K: np.ndarray, extrinsic: np.ndarray, size: t
         raise ValueError(f"`K` must be 3x3 and `extrinsic` 4x4, got {K.shape} and {E.shape}")
     light = light or Light()
 
-    parts, mesh_of_tri, materials, shadow_flag = [], [], [], []
-    for i, m in enumerate(meshes):
-        v = np.asarray(m.vertices, np.float32)
-        t = np.asarray(m.triangles, np.int64)
+    parts, counts, materials = [], [], []
+    for m in meshes:
+        t = np.asarray(m.triangles)
         if len(t) == 0:
             continue
-        parts.append((v, t))
-        mesh_of_tri.append(np.full(len(t), len(materials), np.int32))
+        parts.append((np.asarray(m.vertices, np.float32), t))
+        counts.append(len(t))
         materials.append(m.material)
-        shadow_flag.append(m.casts_shadow)
     V, T = merge(parts)
-    tri_mesh = np.concatenate(mesh_of_tri) if mesh_of_tri else np.zeros(0, np.int32)
+    tri_mesh = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
 
     scene = o3d.t.geometry.RaycastingScene(nthreads=nthreads)
     if len(T):
         scene.add_triangles(o3d.core.Tensor(V), o3d.core.Tensor(T.astype(np.uint32)))
-    rays = o3d.t.geometry.RaycastingScene.create_rays_pinhole(
-        o3d.core.Tensor(K), o3d.core.Tensor(E), W, H)
+    rays = o3d.t.geometry.RaycastingScene.create_rays_pinhole(o3d.core.Tensor(K), o3d.core.Tensor(E), W, H)
+    lap("setup")
     ans = scene.cast_rays(rays, nthreads=nthreads)
     t_hit = ans["t_hit"].numpy()  # (H,W) planar z
-    rays_np = rays.numpy().reshape(-1, 6)
+    lap("cast")
+    dirs = rays.numpy().reshape(-1, 6)[:, 3:]
+    origin = (-E[:3, :3].T @ E[:3, 3]).astype(np.float32)  # camera centre in world
     hit = np.isfinite(t_hit).ravel()
     idx = np.nonzero(hit)[0]
 
     rgb_lin = np.empty((H * W, 3), np.float32)
-    dirs = rays_np[:, 3:]
-    rgb_lin[~hit] = _sky(dirs[~hit], *sky)
+    miss = np.nonzero(~hit)[0]
+    if len(miss):
+        rgb_lin[miss] = _sky(dirs[miss], *sky)
     n_shadowed = 0
     if len(idx):
-        tri = ans["primitive_ids"].numpy().ravel()[idx].astype(np.int64)
+        tri = ans["primitive_ids"].numpy().ravel()[idx]
         mid = tri_mesh[tri]
         t = t_hit.ravel()[idx]
         d = dirs[idx]
-        p = rays_np[idx, :3] + d * t[:, None]
+        p = origin[None] + d * t[:, None]
         n = ans["primitive_normals"].numpy().reshape(-1, 3)[idx]
-        flip = (n * d).sum(1) > 0
-        n[flip] = -n[flip]
+        n *= np.where((n * d).sum(1) > 0, np.float32(-1), np.float32(1))[:, None]
         albedo = shade_albedo(p, n, mid, materials)
+        lap("texture")
         if light.position is None:
             L = np.asarray(light.direction, np.float32)
             L = np.broadcast_to(L / np.linalg.norm(L), p.shape)
-            tfar = np.full(len(p), np.inf, np.float32)
+            dist_l = None
         else:
             Lv = np.asarray(light.position, np.float32)[None] - p
-            tfar = np.linalg.norm(Lv, axis=1)
-            L = Lv / np.maximum(tfar, 1e-9)[:, None]
+            dist_l = np.linalg.norm(Lv, axis=1)
+            L = Lv / np.maximum(dist_l, 1e-9)[:, None]
         kd = np.clip((n * L).sum(1), 0, None)
         if shadows and len(T):
             lit = np.nonzero(kd > 0)[0]
             if len(lit):
-                eps = 1e-4 + 1e-5 * t[lit]
-                origin = p[lit] + n[lit] * eps[:, None]
-                if light.position is None:
-                    srays = np.concatenate([origin, L[lit]], 1).astype(np.float32)
+                eps = (1e-4 + 1e-5 * t[lit])[:, None]
+                o = p[lit] + n[lit] * eps
+                if dist_l is None:
+                    srays = np.concatenate([o, L[lit]], 1)
                     occ = scene.test_occlusions(o3d.core.Tensor(srays), nthreads=nthreads).numpy()
-                else:  # point light: occluders only before the light (direction scaled to distance)
-                    srays = np.concatenate([origin, L[lit] * tfar[lit, None]], 1).astype(np.float32)
+                else:  # point light: direction scaled to the light distance, occluders only for s < 1
+                    srays = np.concatenate([o, L[lit] * dist_l[lit, None]], 1)
                     occ = scene.test_occlusions(o3d.core.Tensor(srays), tfar=0.999, nthreads=nthreads).numpy()
                 kd[lit[occ]] = 0
                 n_shadowed = int(occ.sum())
-        amb = light.ambient * (0.75 + 0.25 * n[:, 2:3])
-        lc = np.asarray(light.color, np.float32)[None]
-        col = albedo * (amb + kd[:, None] * lc)
+        lap("shadow")
+        amb = np.float32(light.ambient) * (np.float32(0.75) + np.float32(0.25) * n[:, 2:3])
+        col = albedo * (amb + kd[:, None] * np.asarray(light.color, np.float32)[None])
         if fog:
             dist = t * np.linalg.norm(d, axis=1)
-            a = np.exp(-dist / fog)[:, None]
+            a = np.exp(-dist / np.float32(fog))[:, None]
             col = col * a + np.asarray(sky[1], np.float32)[None] * (1 - a)
         rgb_lin[idx] = col
-    rgb = np.clip(rgb_lin, 0, 1) ** (1.0 / gamma)
+    rgb = np.clip(rgb_lin, 0, 1) ** np.float32(1.0 / gamma)
     depth = t_hit.astype(np.float32)
     valid = np.isfinite(depth) & (depth > min_depth) & (depth <= max_depth)
-    depth = np.where(valid, depth, 0).astype(np.float32)
-    meta = {"triangles": int(len(T)), "meshes": len(materials), "shadowed_pixels": n_shadowed}
+    depth = np.where(valid, depth, np.float32(0)).astype(np.float32)
+    lap("shade")
+    meta = {"triangles": int(len(T)), "meshes": len(materials), "shadowed_pixels": n_shadowed,
+            "timings_ms": timings}
     return SyntheticSample(rgb.reshape(H, W, 3).astype(np.float32), depth, valid, K, meta)
 
 
