@@ -17,6 +17,8 @@
   the frames on disk, or those of ``frames`` (``"1001-1100"``, ``"1001-1100x2"``,
   ``"1,5,10-12"``). Files named ``<name>.<digits>.<ext>`` found in a folder or
   glob are grouped into a sequence the same way (two or more frames).
+  For videos, ``frames`` selects 0-based frame indices; single images ignore it.
+  Requested frames that do not exist are listed in ``Source.missing``.
 
 Every :class:`Entry` has an output base ``relpath`` (no extension) that mirrors
 the input's path relative to the folder, glob root or list folder the user
