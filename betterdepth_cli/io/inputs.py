@@ -147,6 +147,7 @@ class Source:
 
     kind: str = ""
     group: str = ""
+    missing: Sequence[int] = ()  # requested frames that do not exist (sequences, videos)
 
     @property
     def is_shot(self) -> bool:
