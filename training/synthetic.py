@@ -617,8 +617,10 @@ def render(meshes: Sequence[Mesh], K: np.ndarray, extrinsic: np.ndarray, size: t
 # --------------------------------------------------------------------------- #
 # random scenes
 # --------------------------------------------------------------------------- #
-def _rand_color(rng: np.random.Generator, sat: tuple = (0.1, 0.8), val: tuple = (0.2, 0.9)) -> tuple:
-    h = rng.uniform(0, 1)
+def _rand_color(rng: np.random.Generator, sat: tuple = (0.1, 0.8), val: tuple = (0.2, 0.9),
+                hue: tuple = (0.0, 1.0)) -> tuple:
+    """A random linear RGB colour from HSV ranges (hue in turns, wraps)."""
+    h = rng.uniform(*hue) % 1.0
     s = rng.uniform(*sat)
     v = rng.uniform(*val)
     i = int(h * 6) % 6
@@ -638,6 +640,9 @@ def _rand_material(rng: np.random.Generator, scale: float = 0.3, patterns: Seque
     return Material(color=_rand_color(rng), color2=_rand_color(rng), pattern=pat,
                     scale=float(scale * rng.uniform(0.4, 2.0)), direction=tuple(float(x) for x in d),
                     offset=tuple(float(x) for x in rng.uniform(0, 10, 3)))
+
+
+_LEAF_HUE = (0.17, 0.42)  # yellow-green to green
 
 
 class _Builder:
@@ -676,6 +681,65 @@ def _table(b: _Builder, x: float, y: float, yaw: float, floor: float = 0.0) -> N
     if rng.uniform() < 0.5:  # stretchers between legs: thin rods
         b.add(tubes(p0[[0, 1, 3, 2]] + [0, 0, 0.12], p0[[1, 3, 2, 0]] + [0, 0, 0.12], r * 0.6, sides=4, caps=False),
               b.mat(scale=0.2), "table rods")
+
+
+def _tabletop_clutter(b: _Builder, x: float, y: float, z: float, w: float, d: float, yaw: float) -> None:
+    """Small objects with fine structure on a w x d surface at height z: cups, balls, pencils,
+    rings, a cooling-rack grid, forks (thin tines), a small plant, boxes."""
+    rng = b.rng
+    c, s = math.cos(yaw), math.sin(yaw)
+
+    def spot() -> tuple[float, float]:
+        lx, ly = rng.uniform(-w / 2 + 0.04, w / 2 - 0.04), rng.uniform(-d / 2 + 0.04, d / 2 - 0.04)
+        return x + c * lx - s * ly, y + s * lx + c * ly
+
+    for _ in range(int(rng.integers(4, 14))):
+        k = rng.choice(["cup", "ball", "pencils", "ring", "rack", "fork", "plant", "box"],
+                       p=[0.15, 0.12, 0.15, 0.1, 0.1, 0.12, 0.08, 0.18])
+        px, py = spot()
+        if k == "cup":
+            r, h = rng.uniform(0.03, 0.06), rng.uniform(0.06, 0.14)
+            b.add(tubes([[px, py, z]], [[px, py, z + h]], r, sides=16), b.mat(scale=0.05), "cup")
+            if rng.uniform() < 0.6:  # handle
+                b.add(torus([px + r * 1.3, py, z + h / 2], h * 0.25, 0.006, 16, 6, (0, 1, 0)), b.mat(scale=0.05), "handle")
+        elif k == "ball":
+            r = rng.uniform(0.02, 0.07)
+            b.add(uv_sphere([px, py, z + r], r, 10, 20), b.mat(scale=0.03), "ball")
+        elif k == "pencils":
+            m = int(rng.integers(1, 6))
+            a = rng.uniform(0, np.pi) + rng.normal(0, 0.2, m)
+            L = rng.uniform(0.1, 0.2, m)
+            cx = px + rng.normal(0, 0.03, m)
+            cy = py + rng.normal(0, 0.03, m)
+            r = rng.uniform(0.002, 0.005)
+            p0 = np.c_[cx - np.cos(a) * L / 2, cy - np.sin(a) * L / 2, np.full(m, z + r)]
+            p1 = np.c_[cx + np.cos(a) * L / 2, cy + np.sin(a) * L / 2, np.full(m, z + r)]
+            b.add(tubes(p0, p1, r, sides=5), b.mat(scale=0.02), "pencils")
+        elif k == "ring":
+            R = rng.uniform(0.02, 0.08)
+            b.add(torus([px, py, z + R * rng.uniform(0.1, 1.0)], R, R * rng.uniform(0.05, 0.2), 20, 6,
+                        rng.normal(0, 1, 3)), b.mat(scale=0.05), "ring")
+        elif k == "rack":
+            sz = rng.uniform(0.12, 0.3)
+            h = rng.uniform(0.01, 0.05)
+            _grille(b, [px - sz / 2, py - sz / 2, z + h], [sz, 0, 0], [0, sz, 0], rng.uniform(0.01, 0.03))
+        elif k == "fork":
+            a = rng.uniform(0, 2 * np.pi)
+            e = np.array([math.cos(a), math.sin(a), 0])
+            q = np.array([-e[1], e[0], 0])
+            base = np.array([px, py, z + 0.004])
+            L = rng.uniform(0.1, 0.18)
+            nt = int(rng.integers(2, 5))
+            off = (np.arange(nt) - (nt - 1) / 2) * 0.007
+            tines0 = base + e * L * 0.6 + off[:, None] * q
+            m = Material(color=_rand_color(rng, (0, 0.2), (0.5, 0.9)))
+            b.add(merge([tubes([base], [base + e * L * 0.6], 0.004, sides=4),
+                         tubes(tines0, tines0 + e * L * 0.4, 0.0015, sides=3, caps=False)]), m, "fork")
+        elif k == "plant":
+            _plant(b, px, py, z, rng.uniform(0.3, 0.6))
+        else:
+            sz = rng.uniform(0.03, 0.15, 3)
+            b.add(boxes([[px, py, z + sz[2] / 2]], [sz], [rng.uniform(0, np.pi)]), b.mat(scale=0.05), "box")
 
 
 def _chair(b: _Builder, x: float, y: float, yaw: float) -> None:
@@ -742,9 +806,9 @@ def _plant(b: _Builder, x: float, y: float, z: float, scale: float = 1.0) -> Non
                        spread_deg=40)
     b.add(tubes(s, e, r, sides=3, caps=False), Material(color=_rand_color(rng, (0.4, 0.8), (0.2, 0.5)),
                                                          pattern="flat"), "stems")
-    green = Material(color=_rand_color(rng, (0.5, 0.9), (0.25, 0.7)), color2=_rand_color(rng, (0.5, 0.9), (0.1, 0.4)),
-                     pattern="noise", scale=0.05)
-    b.add(leaves(rng, e, 0.05 * scale, int(rng.integers(80, 400)), 0.04 * scale), green, "leaves")
+    green = Material(color=_rand_color(rng, (0.5, 0.9), (0.25, 0.7), _LEAF_HUE),
+                     color2=_rand_color(rng, (0.5, 0.9), (0.1, 0.4), _LEAF_HUE), pattern="noise", scale=0.05)
+    b.add(leaves(rng, e, 0.05 * scale, int(rng.integers(80, 400)), 0.03 * scale), green, "leaves")
 
 
 def _grille(b: _Builder, corner, eu, ev, cell: float) -> None:
@@ -834,11 +898,37 @@ def indoor_scene(rng: np.random.Generator) -> tuple[list[Mesh], Light, np.ndarra
         p1 = np.array([rng.uniform(0, W), rng.uniform(0, D), rng.uniform(0, H)])
         b.add(polyline_tube(catenary(p0, p1, rng.uniform(0, 0.4), 12), rng.uniform(0.002, 0.01), 4),
               Material(color=_rand_color(rng, (0, 0.4), (0.05, 0.6))), "cable")
-    # look at a random point across the room
-    target = np.array([rng.uniform(0.2, W - 0.2), rng.uniform(0.2, D - 0.2), rng.uniform(0.2, 1.6)])
-    while np.linalg.norm(target[:2] - eye[:2]) < 1.0:
+    for _ in range(int(rng.integers(0, 4))):  # pictures on the walls
+        i = int(rng.integers(0, 4))
+        c0, e = (np.asarray(a, float) for a in walls[i])
+        L = np.linalg.norm(e)
+        inward = np.array([-e[1], e[0], 0]) / L
+        pw, ph = rng.uniform(0.3, 1.2), rng.uniform(0.3, 1.0)
+        cen = c0 + e * rng.uniform(0.2, 0.8) + inward * 0.015 + [0, 0, rng.uniform(1.0, H - 0.6)]
+        yaw = math.atan2(e[1], e[0])
+        b.add(boxes([cen], [[pw, 0.03, ph]], [yaw]), b.mat(scale=0.1, patterns=("noise", "checker", "stripes")),
+              "picture")
+    tabletop = rng.uniform() < 0.3
+    if tabletop:  # close-up of a table covered with small objects
+        q = free_spot(0.8)
+        if q is None:
+            tabletop = False
+    if tabletop:
+        yaw = rng.uniform(0, np.pi)
+        tw, td, th = rng.uniform(0.8, 1.6), rng.uniform(0.6, 1.0), rng.uniform(0.45, 0.8)
+        b.add(boxes([[q[0], q[1], th - 0.015]], [[tw, td, 0.03]], [yaw]),
+              b.mat(scale=0.2, patterns=("wood", "noise", "flat", "checker")), "table top")
+        _tabletop_clutter(b, q[0], q[1], th, tw, td, yaw)
+        a = rng.uniform(0, 2 * np.pi)
+        dist = rng.uniform(0.4, 1.1)
+        eye = np.array([np.clip(q[0] + math.cos(a) * dist, 0.2, W - 0.2), np.clip(q[1] + math.sin(a) * dist, 0.2, D - 0.2),
+                        th + rng.uniform(0.25, 0.8)])
+        target = np.array([q[0] + rng.normal(0, 0.1), q[1] + rng.normal(0, 0.1), th])
+    else:  # look at a random point across the room
         target = np.array([rng.uniform(0.2, W - 0.2), rng.uniform(0.2, D - 0.2), rng.uniform(0.2, 1.6)])
-    if rng.uniform() < 0.35:  # a near object between the camera and the target
+        while np.linalg.norm(target[:2] - eye[:2]) < 1.0:
+            target = np.array([rng.uniform(0.2, W - 0.2), rng.uniform(0.2, D - 0.2), rng.uniform(0.2, 1.6)])
+    if not tabletop and rng.uniform() < 0.35:  # a near object between the camera and the target
         t = rng.uniform(0.35, 0.7)
         near = eye + (target - eye) * t / max(1.0, np.linalg.norm(target - eye)) * rng.uniform(0.6, 1.6)
         near += rng.normal(0, 0.15, 3)
@@ -850,7 +940,7 @@ def indoor_scene(rng: np.random.Generator) -> tuple[list[Mesh], Light, np.ndarra
     lp = np.array([rng.uniform(0.3, W - 0.3), rng.uniform(0.3, D - 0.3), H - 0.15])
     light = Light(position=tuple(lp), color=tuple(float(c) for c in rng.uniform(0.75, 1.0, 3) * rng.uniform(0.9, 1.3)),
                   ambient=float(rng.uniform(0.15, 0.4)))
-    return b.meshes, light, eye, target, {"room": [W, D, H]}
+    return b.meshes, light, eye, target, {"room": [W, D, H], "tabletop": bool(tabletop)}
 
 
 def _tree(b: _Builder, x: float, y: float, height: float) -> None:
@@ -862,10 +952,11 @@ def _tree(b: _Builder, x: float, y: float, height: float) -> None:
                     pattern="noise", scale=0.2)
     b.add(tubes(s, e, r, sides=5, caps=False), bark, "branches")
     tips = e[r < r.max() * 0.5] if (r < r.max() * 0.5).any() else e
-    foliage = Material(color=_rand_color(rng, (0.4, 0.9), (0.2, 0.6)), color2=_rand_color(rng, (0.4, 0.9), (0.1, 0.35)),
+    hue = _LEAF_HUE if rng.uniform() < 0.8 else (-0.05, 0.14)  # green, sometimes autumn
+    foliage = Material(color=_rand_color(rng, (0.4, 0.9), (0.2, 0.6), hue), color2=_rand_color(rng, (0.4, 0.9), (0.1, 0.35), hue),
                        pattern="noise", scale=0.3)
-    n = int(rng.integers(300, 1500))
-    b.add(leaves(rng, tips, height * rng.uniform(0.03, 0.08), n, height * rng.uniform(0.012, 0.03)), foliage, "leaves")
+    n = int(rng.integers(800, 3000) * rng.uniform(0.2, 1.0))  # from bare to dense crowns
+    b.add(leaves(rng, tips, height * rng.uniform(0.04, 0.1), n, height * rng.uniform(0.02, 0.04)), foliage, "leaves")
 
 
 def outdoor_scene(rng: np.random.Generator) -> tuple[list[Mesh], Light, np.ndarray, np.ndarray, dict]:
@@ -877,9 +968,17 @@ def outdoor_scene(rng: np.random.Generator) -> tuple[list[Mesh], Light, np.ndarr
     b.add(quad([-300, -300, 0], [600, 0, 0], [0, 600, 0]), ground, "ground")
     road_w = rng.uniform(6, 14)
     if layout == "street":
-        road = Material(color=_rand_color(rng, (0, 0.1), (0.15, 0.35)), color2=(0.8, 0.8, 0.75), pattern="stripes",
-                        scale=float(rng.uniform(3, 8)), direction=(1.0, 0.0, 0.0))
+        road = Material(color=_rand_color(rng, (0, 0.1), (0.1, 0.3)), color2=_rand_color(rng, (0, 0.1), (0.05, 0.2)),
+                        pattern="noise", scale=float(rng.uniform(0.3, 1.5)))
         b.add(quad([-50, -road_w / 2, 0.005], [400, 0, 0], [0, road_w, 0]), road, "road")
+        paint = Material(color=(0.8, 0.8, 0.75) if rng.uniform() < 0.7 else (0.8, 0.6, 0.1))
+        dash, gap = rng.uniform(2, 5), rng.uniform(3, 9)
+        xs_d = np.arange(-20, 200, dash + gap)
+        marks = [boxes(np.c_[xs_d + dash / 2, np.zeros(len(xs_d)), np.full(len(xs_d), 0.01)],
+                       np.tile([dash, 0.15, 0.01], (len(xs_d), 1)))]
+        for side in (-1, 1):
+            marks.append(boxes([[75, side * (road_w / 2 - 0.3), 0.01]], [[250, 0.12, 0.01]]))
+        b.add(merge(marks), paint, "lane marks")
         for side in (-1, 1):  # kerbs
             b.add(boxes([[150, side * (road_w / 2 + 0.1), 0.07]], [[400, 0.2, 0.14]]), b.mat(scale=0.5), "kerb")
         xs = 0.0
@@ -927,21 +1026,65 @@ def outdoor_scene(rng: np.random.Generator) -> tuple[list[Mesh], Light, np.ndarr
                   Material(color=(0.02, 0.02, 0.02)), "wheels")
         n_trees = int(rng.integers(0, 8))
         side_off = road_w / 2 + 1.5
+        if rng.uniform() < 0.5:  # a row of street trees
+            side = rng.choice([-1, 1])
+            for tx in np.arange(rng.uniform(2, 8), 90, rng.uniform(7, 15)):
+                _tree(b, tx, side * (road_w / 2 + rng.uniform(1.0, 2.0)), rng.uniform(4, 9))
+        for _ in range(int(rng.integers(0, 5))):  # street signs: pole + plate
+            sx, sy = rng.uniform(3, 50), rng.choice([-1, 1]) * (road_w / 2 + rng.uniform(0.4, 1.2))
+            h = rng.uniform(2.0, 3.5)
+            b.add(tubes([[sx, sy, 0]], [[sx, sy, h]], rng.uniform(0.025, 0.05), sides=6), b.mat(scale=0.3), "sign pole")
+            b.add(boxes([[sx, sy, h]], [[0.03, rng.uniform(0.4, 0.9), rng.uniform(0.3, 0.8)]], [rng.uniform(-0.3, 0.3)]),
+                  b.mat(scale=0.1, patterns=("flat", "stripes", "checker")), "sign")
+        if rng.uniform() < 0.5:  # railing along the sidewalk: thin vertical bars
+            side = rng.choice([-1, 1])
+            y0 = side * (road_w / 2 + rng.uniform(0.3, 0.8))
+            x0, x1 = rng.uniform(0, 10), rng.uniform(15, 60)
+            nb = int((x1 - x0) / rng.uniform(0.1, 0.3))
+            xb = np.linspace(x0, x1, nb)
+            h = rng.uniform(0.7, 1.2)
+            m = b.mat(scale=0.3, patterns=("flat",))
+            b.add(merge([tubes(np.c_[xb, np.full(nb, y0), np.zeros(nb)], np.c_[xb, np.full(nb, y0), np.full(nb, h)],
+                               rng.uniform(0.006, 0.02), sides=4, caps=False),
+                         tubes([[x0, y0, h]], [[x1, y0, h]], 0.025, sides=6)]), m, "railing")
     else:
-        n_trees = int(rng.integers(4, 18))
+        n_trees = int(rng.integers(6, 25))
         side_off = 1.0
+        for _ in range(int(rng.integers(2, 12))):  # bushes: dense leaf clutter near the ground
+            bx, by = rng.uniform(2, 40), rng.uniform(-15, 15)
+            r = rng.uniform(0.3, 1.5)
+            cen = np.c_[bx + rng.normal(0, r / 2, 5), by + rng.normal(0, r / 2, 5), np.abs(rng.normal(r / 2, r / 3, 5))]
+            b.add(leaves(rng, cen, r / 3, int(rng.integers(150, 600)), r * rng.uniform(0.06, 0.15)),
+                  Material(color=_rand_color(rng, (0.4, 0.9), (0.15, 0.6), _LEAF_HUE),
+                           color2=_rand_color(rng, (0.4, 0.9), (0.1, 0.4), _LEAF_HUE), pattern="noise", scale=0.3), "bush")
         for _ in range(int(rng.integers(2, 10))):  # rocks: noisy ellipsoids
             cx, cy = rng.uniform(3, 60), rng.uniform(-25, 25)
             r = rng.uniform(0.3, 2.0)
             v, t = uv_sphere([cx, cy, 0], r, 8, 14, radii=(r * rng.uniform(0.7, 1.4), r * rng.uniform(0.7, 1.4), r * 0.7))
             v = v + rng.normal(0, r * 0.08, v.shape).astype(np.float32)
             b.add((v, t), b.mat(scale=0.5, patterns=("noise",)), "rock")
+    if rng.uniform() < 0.6:  # grass blades: thin upright triangles close to the camera
+        nb = int(rng.integers(500, 3000))
+        gx, gy = rng.uniform(1, 18, nb), rng.uniform(-8, 8, nb)
+        if layout == "street":
+            gy = np.sign(gy + 1e-9) * (road_w / 2 + 0.3 + np.abs(gy))
+        hgt = rng.uniform(0.05, 0.5, nb) * rng.uniform(0.5, 1.5)
+        wid = rng.uniform(0.005, 0.03, nb)
+        a = rng.uniform(0, np.pi, nb)
+        lean = rng.normal(0, 0.1, (nb, 2)) * hgt[:, None]
+        base0 = np.c_[gx - np.cos(a) * wid, gy - np.sin(a) * wid, np.zeros(nb)]
+        base1 = np.c_[gx + np.cos(a) * wid, gy + np.sin(a) * wid, np.zeros(nb)]
+        tip = np.c_[gx + lean[:, 0], gy + lean[:, 1], hgt]
+        vg = np.stack([base0, base1, tip], 1).reshape(-1, 3).astype(np.float32)
+        b.add((vg, np.arange(3 * nb, dtype=np.int64).reshape(nb, 3)),
+              Material(color=_rand_color(rng, (0.4, 0.9), (0.25, 0.7), _LEAF_HUE),
+                       color2=_rand_color(rng, (0.3, 0.8), (0.4, 0.8), (0.1, 0.2)), pattern="noise", scale=0.5), "grass")
     for _ in range(n_trees):
-        tx = rng.uniform(4, 90)
+        tx = rng.uniform(3, 80)
         ty = rng.choice([-1, 1]) * rng.uniform(side_off, side_off + 25)
         _tree(b, tx, ty, rng.uniform(3, 12))
-    for _ in range(int(rng.integers(0, 3))):  # fences: posts, rails, pickets or mesh
-        x0, y0 = rng.uniform(2, 40), rng.choice([-1, 1]) * rng.uniform(2, 15)
+    for _ in range(int(rng.integers(0, 4))):  # fences: posts, rails, pickets or mesh
+        x0, y0 = rng.uniform(1, 30), rng.choice([-1, 1]) * rng.uniform(1.5, 12)
         ang = rng.uniform(-0.4, 0.4) + (0 if rng.uniform() < 0.7 else np.pi / 2)
         L = rng.uniform(5, 30)
         e = np.array([math.cos(ang), math.sin(ang), 0]) * L
