@@ -125,6 +125,38 @@ def test_folder_reads_synth_output(tmp_path):
     assert (s["valid"][0].numpy() == ref.valid).all()
 
 
+def test_folder_accepts_the_evaluation_spelling_and_subfolders(tmp_path):
+    root = tmp_path / "ev"
+    rgb = np.full((4, 5, 3), 200, np.uint8)
+    _write_rgb(root / "images" / "room1" / "a.jpg", rgb)
+    (root / "gt" / "room1").mkdir(parents=True)
+    cv2.imwrite(str(root / "gt" / "room1" / "a.png"), np.full((4, 5), 2000, np.uint16))
+    (root / "dataset.toml").write_text('images = "images"\nground_truth = "gt"\nkind = "depth"\nunits = "mm"\n'
+                                       "max_depth = 1.5\n")
+    ds = FolderDataset(root)
+    assert ds.ids == ["room1/a"]
+    s = ds[0]
+    assert s["depth"].max().item() == 0 and not s["valid"].any()  # 2 m > max_depth 1.5
+    (root / "dataset.toml").write_text('[dataset]\nimages = "images"\nground_truth = "gt"\nkind = "disparity"\n'
+                                       "scale = 0.01\ndisparity_scale = 4.0\n")
+    assert FolderDataset(root)[0]["depth"][0, 0, 0].item() == pytest.approx(4.0 / 20.0)
+
+
+def test_synth_output_loads_in_the_evaluation_folder_loader(tmp_path):
+    pytest.importorskip("open3d")
+    ev = pytest.importorskip("betterdepth_cli.evaluation.datasets")
+    from training.synthetic import render_scene, write_dataset
+
+    out = write_dataset(tmp_path / "syn", 2, seed0=8, size=(16, 20), kind="outdoor")
+    loader = ev.FolderDataset(out)
+    entries = loader.entries
+    assert [e.id for e in entries] == ["000000", "000001"]
+    sample = loader.load(entries[1])
+    ref = render_scene(9, (16, 20), "outdoor")
+    np.testing.assert_allclose(sample.gt, ref.depth, atol=1e-6)
+    assert (sample.valid == ref.valid).all()
+
+
 # --------------------------------------------------------------------------- Hypersim
 def _h5(path: Path, arr: np.ndarray) -> None:
     import h5py

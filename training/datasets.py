@@ -8,20 +8,24 @@ Every dataset returns dicts (see :mod:`training.augment`)::
 Invalid depth pixels hold 0. An optional ``transform`` (e.g.
 :class:`training.augment.RandomCropFlip`) is applied to each sample.
 
-Generic folder format (written by ``betterdepth synth``, also read by the
-evaluation ``folder`` dataset)::
+Generic folder format (written by ``betterdepth synth``; the same folder is
+read by ``betterdepth eval --dataset folder``)::
 
     DIR/dataset.toml        [depth] units = "m"|"cm"|"mm", scale = <float>,
                             kind = "depth"|"disparity", invalid_value = 0
     DIR/rgb/<id>.png|.jpg|.jpeg
-    DIR/depth/<id>.png|.npy|.exr    (16-bit PNG, float NPY, EXR channel Z/depth.Z/Y/R)
+    DIR/depth/<id>.png|.npy|.exr|.tif|.pfm   (16-bit PNG, float NPY, EXR channel Z/depth.Z/Y/R)
     DIR/mask/<id>.png               optional, non-zero = valid
 
 A stored value s means ``s * scale`` in ``units`` (depth) or ``1 / units``
 (disparity); metres = that times 1 (m), 0.01 (cm) or 0.001 (mm), inverted for
 disparity. Pixels equal to ``invalid_value``, non-finite or <= 0 are invalid.
-Without a ``dataset.toml``, NPY and EXR depth are read as metres and PNG depth
-is refused (its scale is unknown).
+The evaluation loader's spelling (``[dataset]`` table or top-level ``images``,
+``ground_truth``, ``masks``, ``kind``, ``units``/``scale``, ``invalid``,
+``min_depth``, ``max_depth``, ``disparity_scale``) is accepted too (see
+:func:`read_folder_config`); ids may contain sub-folders. Without a
+``dataset.toml``, NPY and EXR depth are read as metres and other depth files
+are refused (their scale is unknown).
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from betterdepth_cli.core.types import InputDataError, NoInputError, UsageError
 
 UNITS = {"m": 1.0, "cm": 0.01, "mm": 0.001}
 RGB_EXTS = (".png", ".jpg", ".jpeg")
-DEPTH_EXTS = (".png", ".npy", ".exr")
+DEPTH_EXTS = (".png", ".npy", ".exr", ".tif", ".tiff", ".pfm")
 HYPERSIM_FOV_DEG = 60.0  # Hypersim's standard horizontal field of view (1024x768, focal 886.81 px)
 HYPERSIM_SPLIT_CSV = "metadata_images_split_scene_v1.csv"
 
@@ -95,13 +99,13 @@ def read_depth_raw(path: str | os.PathLike) -> np.ndarray:
                 arr = next(iter(ch.values())).pixels
             if arr.ndim == 3:
                 arr = arr[..., 0]
-        elif ext == ".png":
+        elif ext in (".png", ".tif", ".tiff", ".pfm"):
             cv2 = _cv2()
-            arr = cv2.imread(str(p), cv2.IMREAD_ANYDEPTH)
+            arr = cv2.imread(str(p), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
             if arr is None:
-                raise InputDataError(f"{p}: cannot read PNG")
+                raise InputDataError(f"{p}: cannot read {ext[1:].upper()} (missing, truncated or not an image)")
         else:
-            raise InputDataError(f"{p}: unsupported depth extension {ext!r} (use .png, .npy or .exr)")
+            raise InputDataError(f"{p}: unsupported depth extension {ext!r} (use {', '.join(DEPTH_EXTS)})")
     except InputDataError:
         raise
     except FileNotFoundError:
@@ -109,7 +113,7 @@ def read_depth_raw(path: str | os.PathLike) -> np.ndarray:
     except Exception as exc:  # corrupt npy/exr
         raise InputDataError(f"{p}: cannot read depth ({exc})") from None
     arr = np.asarray(arr)
-    if arr.ndim == 3 and arr.shape[-1] == 1:
+    if arr.ndim == 3:  # (H,W,1) or a colour-encoded map: its first channel
         arr = arr[..., 0]
     if arr.ndim != 2:
         raise InputDataError(f"{p}: depth must be a single-channel (H,W) map, got shape {arr.shape}")
@@ -151,49 +155,116 @@ class _Base(Dataset):
 # --------------------------------------------------------------------------- #
 # generic folder
 # --------------------------------------------------------------------------- #
+EVAL_KEYS = ("images", "ground_truth", "kind", "units", "scale", "invalid", "min_depth", "max_depth",
+             "disparity_scale", "masks", "eigen_crop")
+
+
 def read_folder_config(root: str | os.PathLike) -> dict:
-    """The [depth] table of ``root/dataset.toml`` with defaults filled in, or {} if absent."""
+    """``root/dataset.toml`` normalised, or {} when there is none.
+
+    Two spellings are accepted: the ``[depth]`` table (``units``, ``scale``,
+    ``kind``, ``invalid_value``, optional ``min_depth``/``max_depth``; metres =
+    stored x scale x units) and the evaluation ``folder`` keys (top level or a
+    ``[dataset]`` table: ``images``, ``ground_truth``, ``masks``, ``kind``,
+    ``units`` or ``scale`` (scale wins: stored x scale = metres),
+    ``invalid``, ``min_depth``, ``max_depth``, ``disparity_scale``).
+
+    Returns {"images", "ground_truth", "masks" (folder names), "kind",
+    "factor" (stored -> metres, or -> disparity), "disparity_scale" (depth =
+    disparity_scale / disparity), "invalid" (float or None), "min_depth", "max_depth"}.
+    """
     path = Path(root) / "dataset.toml"
     if not path.exists():
         return {}
     try:
-        cfg = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputDataError(f"{path}: not valid TOML ({exc})") from None
-    d = dict(cfg.get("depth", {}))
-    units = d.get("units", "m")
-    if units not in UNITS:
-        raise InputDataError(f"{path}: [depth] units must be one of {', '.join(UNITS)}, got {units!r}")
-    kind = d.get("kind", "depth")
+    ev = raw["dataset"] if isinstance(raw.get("dataset"), dict) else {k: v for k, v in raw.items() if k in EVAL_KEYS}
+    d = raw.get("depth") if isinstance(raw.get("depth"), dict) else None
+
+    def num(table: dict, key: str, default: float | None) -> float | None:
+        v = table.get(key, default)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise InputDataError(f"{path}: `{key}` must be a number, got {v!r}")
+        return float(v)
+
+    src = d if d is not None else ev
+    kind = src.get("kind", "depth")
     if kind not in ("depth", "disparity"):
-        raise InputDataError(f"{path}: [depth] kind must be depth or disparity, got {kind!r}")
-    try:
-        scale = float(d.get("scale", 1.0))
-        invalid = float(d.get("invalid_value", 0))
-    except (TypeError, ValueError):
-        raise InputDataError(f"{path}: [depth] scale and invalid_value must be numbers") from None
-    if not scale > 0:
-        raise InputDataError(f"{path}: [depth] scale must be > 0, got {scale}")
-    return {"units": units, "scale": scale, "kind": kind, "invalid_value": invalid}
+        raise InputDataError(f"{path}: `kind` must be depth or disparity, got {kind!r}")
+    cfg = {"images": str(ev.get("images", "rgb")), "ground_truth": str(ev.get("ground_truth", "depth")),
+           "masks": str(ev.get("masks", "mask")), "kind": kind,
+           "min_depth": num(src, "min_depth", 0.0), "max_depth": num(src, "max_depth", math.inf)}
+    if d is not None:
+        units = d.get("units", "m")
+        if units not in UNITS:
+            raise InputDataError(f"{path}: [depth] units must be one of {', '.join(UNITS)}, got {units!r}")
+        scale = num(d, "scale", 1.0)
+        if not scale > 0:
+            raise InputDataError(f"{path}: [depth] scale must be > 0, got {scale}")
+        cfg["invalid"] = num(d, "invalid_value", 0.0)
+        if kind == "depth":
+            cfg["factor"], cfg["disparity_scale"] = scale * UNITS[units], 1.0
+        else:
+            cfg["factor"], cfg["disparity_scale"] = scale, UNITS[units]
+    else:
+        if "scale" in ev:
+            factor = num(ev, "scale", 1.0)
+        elif "units" in ev:
+            table = UNITS if kind == "depth" else {"px": 1.0, "relative": 1.0, "1/m": 1.0}
+            if ev["units"] not in table:
+                raise InputDataError(f"{path}: `units` for {kind} must be one of {', '.join(table)}, got {ev['units']!r}")
+            factor = table[ev["units"]]
+        else:
+            raise InputDataError(f"{path}: give [depth] units and scale (or `units`/`scale`)")
+        if not factor > 0:
+            raise InputDataError(f"{path}: `scale` must be > 0, got {factor}")
+        cfg["factor"] = factor
+        cfg["invalid"] = num(ev, "invalid", None)
+        cfg["disparity_scale"] = num(ev, "disparity_scale", 1.0)
+    return cfg
 
 
-def decode_depth(stored: np.ndarray, units: str = "m", scale: float = 1.0, kind: str = "depth",
-                 invalid_value: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Stored values (H,W) -> (depth metres (H,W) float64, valid (H,W) bool) per the folder format."""
-    valid = np.isfinite(stored) & (stored != invalid_value)
-    v = stored * scale
+def decode_depth(stored: np.ndarray, kind: str = "depth", factor: float = 1.0, disparity_scale: float = 1.0,
+                 invalid: float | None = 0.0, min_depth: float = 0.0, max_depth: float = math.inf,
+                 **_: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Stored values (H,W) -> (depth metres (H,W) float64, valid (H,W) bool).
+
+    depth = stored x factor (kind depth) or disparity_scale / (stored x factor)
+    (kind disparity); invalid: stored == invalid, non-finite, <= 0, or outside
+    (min_depth, max_depth]."""
+    valid = np.isfinite(stored)
+    if invalid is not None:
+        valid &= stored != invalid
+    v = np.where(valid, stored * factor, 0.0)
     valid &= v > 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        if kind == "disparity":
-            depth = UNITS[units] / v
-        else:
-            depth = v * UNITS[units]
-    valid &= np.isfinite(depth)
+        depth = disparity_scale / v if kind == "disparity" else v
+    valid &= np.isfinite(depth) & (depth > min_depth) & (depth <= max_depth)
     return np.where(valid, depth, 0.0), valid
 
 
+_DEFAULT_CFG = {"images": "rgb", "ground_truth": "depth", "masks": "mask", "kind": "depth", "factor": 1.0,
+                "disparity_scale": 1.0, "invalid": 0.0, "min_depth": 0.0, "max_depth": math.inf}
+
+
+def _files_by_stem(folder: Path, exts: tuple[str, ...]) -> dict[str, Path]:
+    """relative posix stem -> file, for files under folder (recursive) with one of exts."""
+    out: dict[str, Path] = {}
+    if not folder.is_dir():
+        return out
+    for p in sorted(folder.rglob("*")):
+        if p.suffix.lower() in exts and not p.name.startswith(".") and p.is_file():
+            out.setdefault(p.relative_to(folder).with_suffix("").as_posix(), p)
+    return out
+
+
 class FolderDataset(_Base):
-    """The generic folder format (module doc). ``ids`` restricts to those stems."""
+    """The generic folder format (module doc); sub-folders are allowed, ids are the
+    relative stems (``a/b/img``). ``ids`` restricts to those stems."""
 
     def __init__(self, root: str | os.PathLike, transform: Callable[[dict], dict] | None = None,
                  ids: Sequence[str] | None = None):
@@ -202,24 +273,23 @@ class FolderDataset(_Base):
         if not self.root.is_dir():
             raise NoInputError(f"{self.root}: dataset folder not found")
         self.config = read_folder_config(self.root)
-        rgb_dir, depth_dir = self.root / "rgb", self.root / "depth"
+        cfg = self.config or _DEFAULT_CFG
+        rgb_dir, depth_dir = self.root / cfg["images"], self.root / cfg["ground_truth"]
         if not rgb_dir.is_dir() or not depth_dir.is_dir():
-            raise NoInputError(f"{self.root}: expected rgb/ and depth/ sub-folders")
-        depth_by_id: dict[str, Path] = {}
-        for p in sorted(depth_dir.iterdir()):
-            if p.suffix.lower() in DEPTH_EXTS and not p.name.startswith("."):
-                depth_by_id.setdefault(p.stem, p)
-        items = []
-        for p in sorted(rgb_dir.iterdir()):
-            if p.suffix.lower() in RGB_EXTS and not p.name.startswith(".") and p.stem in depth_by_id:
-                items.append((p.stem, p, depth_by_id[p.stem]))
+            raise NoInputError(f"{self.root}: expected {cfg['images']}/ and {cfg['ground_truth']}/ sub-folders")
+        depth_by_id = _files_by_stem(depth_dir, DEPTH_EXTS)
+        masks = _files_by_stem(self.root / cfg["masks"], (".png",) + DEPTH_EXTS)
+        items = [(sid, p, depth_by_id[sid], masks.get(sid)) for sid, p in _files_by_stem(rgb_dir, RGB_EXTS).items()
+                 if sid in depth_by_id]
         if ids is not None:
             want = set(ids)
             items = [it for it in items if it[0] in want]
         if not items:
-            raise NoInputError(f"{self.root}: no rgb/<id> with a matching depth/<id>.png|.npy|.exr")
-        if not self.config and any(it[2].suffix.lower() == ".png" for it in items):
-            raise InputDataError(f"{self.root / 'dataset.toml'}: missing; PNG depth needs [depth] units and scale")
+            raise NoInputError(f"{self.root}: no {cfg['images']}/<id> with a matching "
+                               f"{cfg['ground_truth']}/<id>{'|'.join(DEPTH_EXTS)}")
+        if not self.config and any(it[2].suffix.lower() not in (".npy", ".exr") for it in items):
+            raise InputDataError(f"{self.root / 'dataset.toml'}: missing; PNG/TIFF/PFM depth needs "
+                                 "[depth] units and scale")
         self.items = items
 
     @property
@@ -227,17 +297,10 @@ class FolderDataset(_Base):
         return [it[0] for it in self.items]
 
     def load(self, index: int) -> dict:
-        sid, rgb_path, depth_path = self.items[index]
-        cfg = self.config or {"units": "m", "scale": 1.0, "kind": "depth", "invalid_value": 0.0}
-        depth, valid = decode_depth(read_depth_raw(depth_path), **cfg)
-        mask_path = self.root / "mask" / f"{sid}.png"
-        if mask_path.exists():
-            cv2 = _cv2()
-            m = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)
-            if m is None:
-                raise InputDataError(f"{mask_path}: cannot read mask")
-            if m.ndim == 3:
-                m = m[..., 0]
+        sid, rgb_path, depth_path, mask_path = self.items[index]
+        depth, valid = decode_depth(read_depth_raw(depth_path), **(self.config or _DEFAULT_CFG))
+        if mask_path is not None:
+            m = read_depth_raw(mask_path)
             if m.shape != depth.shape:
                 raise InputDataError(f"{mask_path}: mask size {m.shape} differs from depth {depth.shape}")
             valid &= m > 0

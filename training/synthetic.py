@@ -1197,11 +1197,19 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
     return bio.getvalue()
 
 
-def dataset_toml(depth_format: str, scale: float, extra: dict) -> str:
-    """The ``dataset.toml`` text of the generic folder format."""
-    lines = ["# generic RGB-D folder (betterdepth): rgb/<id>.png, depth/<id>.<ext>, optional mask/<id>.png",
+def dataset_toml(depth_format: str, scale: float, extra: dict, max_depth: float | None = None) -> str:
+    """The ``dataset.toml`` text of the generic folder format.
+
+    ``[depth]`` is read by :mod:`training.datasets`; ``[dataset]`` spells the same
+    for the evaluation ``folder`` loader (``betterdepth eval --dataset folder``)."""
+    lines = ["# generic RGB-D folder (betterdepth): rgb/<id>.png, depth/<id>.<ext>, meta/<id>.json",
+             "# metres = stored * scale; stored 0 = invalid (sky, beyond range)",
              "[depth]", 'units = "m"', f"scale = {scale!r}", 'kind = "depth"', "invalid_value = 0",
-             f'format = "{depth_format}"', "", "[source]"]
+             f'format = "{depth_format}"', "", "[dataset]", 'images = "rgb"', 'ground_truth = "depth"',
+             'kind = "depth"', f"scale = {scale!r}", "invalid = 0"]
+    if max_depth is not None:
+        lines.append(f"max_depth = {float(max_depth)!r}")
+    lines += ["", "[source]"]
     for k, v in extra.items():
         lines.append(f"{k} = {json.dumps(v)}")
     return "\n".join(lines) + "\n"
@@ -1260,7 +1268,8 @@ def write_dataset(out_dir: str | os.PathLike, n: int, seed0: int = 0, size: tupl
         (out / sub).mkdir(parents=True, exist_ok=True)
     scale = 1.0 if depth_format == "npy" else (0.001 if kind == "indoor" else 0.002)
     toml = dataset_toml(depth_format, scale, {"generator": "betterdepth training.synthetic", "seed0": int(seed0),
-                                               "n": int(n), "size": [int(size[0]), int(size[1])], "kind": kind})
+                                               "n": int(n), "size": [int(size[0]), int(size[1])], "kind": kind},
+                        max_depth=INDOOR_MAX_DEPTH if kind == "indoor" else OUTDOOR_MAX_DEPTH)
     _atomic_write_bytes(out / "dataset.toml", toml.encode())
     jobs = [(str(out), i, int(seed0) + i, tuple(size), kind, depth_format, scale) for i in range(n)]
     done = 0
