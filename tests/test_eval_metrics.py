@@ -196,3 +196,20 @@ def test_edge_threshold_on_gt_normalised_inverse_depth():
     assert M.edge_precision_recall(weaker, gt, v, threshold=0.05) == (1.0, 1.0)
     flat = np.full(gt.shape, 2.0, np.float32)
     assert all(math.isnan(x) for x in M.edge_precision_recall(gt, flat, v))
+
+
+def test_compute_metrics_equals_the_registry_functions_and_reuses_gt_edges():
+    rng = np.random.default_rng(5)
+    gt = step_depth(h=40, w=48, col=20, ramp=False).astype(np.float64) * rng.uniform(0.95, 1.05, (40, 48))
+    pred = step_depth(h=40, w=48, col=22).astype(np.float64) * rng.uniform(0.9, 1.1, (40, 48))
+    valid = rng.uniform(size=gt.shape) > 0.1
+    opts = dict(edge_threshold=0.05, edge_tolerance=1.0)
+    together = M.compute_metrics(pred, gt, valid, **opts)
+    cached = M.compute_metrics(pred, gt, valid, target_edges=M.prepare_target_edges(gt, valid, **opts), **opts)
+    assert together == cached
+    one_by_one = {n: f(pred, gt, valid) for n, f in M.METRICS.items() if n not in ("ep", "er")}
+    one_by_one["ep"] = M.ep(pred, gt, valid, threshold=0.05, tolerance=1.0)
+    one_by_one["er"] = M.er(pred, gt, valid, threshold=0.05, tolerance=1.0)
+    for n in M.ALL_METRICS:
+        assert together[n] == pytest.approx(one_by_one[n], rel=1e-12, nan_ok=True), n
+    assert 0 < together["ep"] <= 1 and 0 < together["dbe_acc"] < 10

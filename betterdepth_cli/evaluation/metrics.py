@@ -53,6 +53,7 @@ models (Depth Anything) predict and what a viewer sees as edges.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -70,6 +71,11 @@ DETAIL_METRICS = ("dbe_comp", "dbe_acc", "ep", "er")
 ALL_METRICS = DEPTH_METRICS + DETAIL_METRICS
 # metrics where larger is better (the rest: smaller is better)
 HIGHER_IS_BETTER = frozenset({"delta1", "delta2", "delta3", "ep", "er"})
+UNITS = {
+    "abs_rel": "fraction", "sq_rel": "depth unit", "rmse": "depth unit", "rmse_log": "log depth",
+    "delta1": "fraction", "delta2": "fraction", "delta3": "fraction",
+    "dbe_comp": "px", "dbe_acc": "px", "ep": "fraction", "er": "fraction",
+}
 # metrics the paper reports in percent (the rest: as they are; DBE in pixels)
 PERCENT_METRICS = frozenset({"abs_rel", "delta1", "delta2", "delta3", "ep", "er"})
 
@@ -159,11 +165,12 @@ def _erode(mask: np.ndarray) -> np.ndarray:
 
 
 def _sobel(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unnormalised 3x3 Sobel derivatives (rows, cols) with mirrored borders (``scipy.ndimage.sobel``)."""
+    """Unnormalised 3x3 Sobel derivatives (rows, cols) with mirrored borders (``scipy.ndimage.sobel``), in x's float type."""
     import cv2
 
-    di = cv2.Sobel(x, cv2.CV_64F, 0, 1, ksize=3, borderType=cv2.BORDER_REFLECT)
-    dj = cv2.Sobel(x, cv2.CV_64F, 1, 0, ksize=3, borderType=cv2.BORDER_REFLECT)
+    depth = cv2.CV_32F if x.dtype == np.float32 else cv2.CV_64F
+    di = cv2.Sobel(x, depth, 0, 1, ksize=3, borderType=cv2.BORDER_REFLECT)
+    dj = cv2.Sobel(x, depth, 1, 0, ksize=3, borderType=cv2.BORDER_REFLECT)
     return di, dj
 
 
@@ -181,8 +188,10 @@ def canny(
     Sobel gradients, non-maximum suppression with bilinear interpolation along
     the gradient, hysteresis (8-connected low-threshold segments that contain a
     high-threshold pixel). Pixels on the image border or next to a masked pixel
-    are never edges. ``cv2.Canny`` is not used: it takes uint8 images and
-    integer thresholds, so relative thresholds of a [0, 1] map would be lost.
+    are never edges. Computed in float64; it gives the edges of
+    ``skimage.feature.canny`` on float64 input (up to float ties). ``cv2.Canny``
+    is not used: it takes uint8 images and integer thresholds, so relative
+    thresholds of a [0, 1] map would be lost.
 
     Args:
         image: (H,W) float map (typically normalised to [0, 1]).
@@ -194,18 +203,20 @@ def canny(
 
     if low_threshold > high_threshold:
         raise ValueError("low_threshold must not exceed high_threshold")
-    img = np.asarray(image, dtype=np.float64)
+    ftype = np.float64
+    img = np.asarray(image, dtype=ftype)
     if img.ndim != 2:
         raise ValueError(f"canny needs an (H,W) image, got shape {img.shape}")
     m = np.ones(img.shape, bool) if mask is None else np.asarray(mask, bool)
-    img = np.where(m & np.isfinite(img), img, 0.0)
-    m = m & np.isfinite(np.asarray(image, dtype=np.float64))
+    m = m & np.isfinite(img)
+    img = np.where(m, img, ftype(0))
 
+    depth = cv2.CV_32F if ftype == np.float32 else cv2.CV_64F
     radius = int(4.0 * sigma + 0.5)
-    k = cv2.getGaussianKernel(2 * radius + 1, sigma, cv2.CV_64F)
-    blur = lambda a: cv2.sepFilter2D(a, cv2.CV_64F, k, k, borderType=cv2.BORDER_CONSTANT)  # noqa: E731
-    bleed = blur(m.astype(np.float64)) + np.finfo(np.float64).eps
-    smoothed = blur(img * m) / bleed
+    k = cv2.getGaussianKernel(2 * radius + 1, sigma, depth)
+    blur = lambda a: cv2.sepFilter2D(a, depth, k, k, borderType=cv2.BORDER_CONSTANT)  # noqa: E731
+    bleed = blur(m.astype(ftype)) + np.finfo(ftype).eps
+    smoothed = blur(img) / bleed
     eroded = _erode(m)
 
     isob, jsob = _sobel(smoothed)
@@ -213,48 +224,35 @@ def canny(
 
     h, w = img.shape
     cand = eroded & (mag >= low_threshold) & (mag > 0)
-    r, c = np.nonzero(cand)
-    if r.size == 0:
+    idx = np.flatnonzero(cand)
+    if idx.size == 0:
         return np.zeros((h, w), bool)
-    i = isob[r, c]
-    j = jsob[r, c]
-    m0 = mag[r, c]
+    flat = mag.ravel()
+    i = isob.ravel()[idx]
+    j = jsob.ravel()[idx]
+    m0 = flat[idx]
     ai, aj = np.abs(i), np.abs(j)
     cond1 = ((i >= 0) & (j >= 0)) | ((i <= 0) & (j <= 0))
-    cond2 = ~cond1 & (((i <= 0) & (j >= 0)) | ((i >= 0) & (j <= 0)))
-    # four sectors, with skimage's precedence: cond1 before cond2
-    sa = cond1 & (ai > aj)
-    sb = cond1 & ~(ai > aj)
-    sc = cond2 & (ai < aj)
-    sd = cond2 & ~(ai < aj)
+    # four sectors a, b, c, d with skimage's precedence: cond1 (a: |i| > |j|, else b) before
+    # the rest (c: |i| < |j|, else d)
+    sector = np.where(cond1, np.where(ai > aj, 0, 1), np.where(ai < aj, 2, 3))
     with np.errstate(divide="ignore", invalid="ignore"):
-        wgt = np.where(sa | sd, aj / ai, ai / aj)
-    # neighbour offsets (dr, dc) of n1_1, n1_2, n2_1, n2_2 per sector
-    offsets = {
-        "a": ((1, 0), (1, 1), (-1, 0), (-1, -1)),
-        "b": ((0, 1), (1, 1), (0, -1), (-1, -1)),
-        "c": ((0, 1), (-1, 1), (0, -1), (1, -1)),
-        "d": ((-1, 0), (-1, 1), (1, 0), (1, -1)),
-    }
-    n = np.zeros((4, r.size))
-    for key, sel in (("a", sa), ("b", sb), ("c", sc), ("d", sd)):
-        if not sel.any():
-            continue
-        rr, cc = r[sel], c[sel]
-        for slot, (dr, dc) in enumerate(offsets[key]):
-            n[slot, sel] = mag[rr + dr, cc + dc]  # candidates are never on the border
-    c_plus = n[1] * wgt + n[0] * (1.0 - wgt) <= m0
-    c_minus = n[3] * wgt + n[2] * (1.0 - wgt) <= m0
-    keep = c_plus & c_minus
-    low = np.zeros((h, w), bool)
-    low[r[keep], c[keep]] = True
-    high = np.zeros((h, w), bool)
-    high[r[keep], c[keep]] = m0[keep] >= high_threshold
+        wgt = np.where((sector == 0) | (sector == 3), aj / ai, ai / aj)
+    # flat offsets of the neighbours n1_1, n1_2, n2_1, n2_2 per sector (candidates are never on the border)
+    table = np.array(
+        [[w, w + 1, -w, -w - 1], [1, w + 1, -1, -w - 1], [1, 1 - w, -1, w - 1], [-w, 1 - w, w, w - 1]], np.intp
+    )
+    n = np.take(flat, idx[:, None] + table[sector])  # [N,4]
+    keep = (n[:, 1] * wgt + n[:, 0] * (1.0 - wgt) <= m0) & (n[:, 3] * wgt + n[:, 2] * (1.0 - wgt) <= m0)
+    kept = idx[keep]
+    low = np.zeros(h * w, bool)
+    low[kept] = True
+    low = low.reshape(h, w)
     count, labels = cv2.connectedComponents(low.astype(np.uint8), connectivity=8)
     if count <= 1:
         return low
     good = np.zeros(count, bool)
-    good[np.unique(labels[high])] = True
+    good[labels.ravel()[kept[m0[keep] >= high_threshold]]] = True
     good[0] = False
     return good[labels]
 
@@ -307,8 +305,9 @@ def depth_edges(
     high_threshold: float = CANNY_HIGH,
 ) -> np.ndarray:
     """Canny edges of a depth map's normalised inverse depth over ``valid`` ((H,W) -> (H,W) bool)."""
-    norm, _ = normalized_inverse_depth(depth, valid)
-    return canny(norm, sigma, low_threshold, high_threshold, mask=valid & np.isfinite(depth) & (depth > 0))
+    ok = _positive(depth, valid)
+    norm, _ = normalized_inverse_depth(depth, ok)
+    return canny(norm, sigma, low_threshold, high_threshold, mask=ok)
 
 
 # --------------------------------------------------------------------------- detail metrics
@@ -320,6 +319,7 @@ def depth_boundary_errors(
     valid: np.ndarray,
     *,
     gt_edges: np.ndarray | None = None,
+    gt_dist: np.ndarray | None = None,
     sigma: float = CANNY_SIGMA,
     low_threshold: float = CANNY_LOW,
     high_threshold: float = CANNY_HIGH,
@@ -330,17 +330,19 @@ def depth_boundary_errors(
     Args:
         pred, target: (H,W) depth; valid: (H,W) bool.
         gt_edges: (H,W) bool annotated edges; detected on ``target`` when None.
+        gt_dist: :func:`distance_to` of ``gt_edges`` when already computed.
     """
     pred, target, valid = _check(pred, target, valid)
     if gt_edges is None:
         gt_edges = depth_edges(target, valid, sigma, low_threshold, high_threshold)
+        gt_dist = None
     elif gt_edges.shape != valid.shape:
         raise ValueError(f"gt_edges must have shape {valid.shape}, got {gt_edges.shape}")
     gt_edges = np.asarray(gt_edges, bool)
     if not gt_edges.any():
         return math.nan, math.nan
     est = depth_edges(pred, valid, sigma, low_threshold, high_threshold)
-    d_gt = distance_to(gt_edges)
+    d_gt = distance_to(gt_edges) if gt_dist is None else gt_dist
     d_est = distance_to(est)
     near = est & (d_gt < max_dist)
     if not near.any():
@@ -364,7 +366,7 @@ def sobel_edges(
         edges (H,W) bool, scored (H,W) bool (pixels whose 3x3 neighbourhood is
         valid), and the (min, max) normalisation used.
     """
-    ok = valid & np.isfinite(depth) & (depth > 0)
+    ok = _positive(depth, valid)
     norm, ref = normalized_inverse_depth(depth, ok, reference)
     di, dj = _sobel(norm)
     scored = _erode(ok)
@@ -378,15 +380,22 @@ def edge_precision_recall(
     *,
     threshold: float = EDGE_THRESHOLD,
     tolerance: float = EDGE_TOLERANCE,
+    gt_sobel: tuple[np.ndarray, np.ndarray, tuple[float, float]] | None = None,
 ) -> tuple[float, float]:
-    """(precision, recall) of Sobel edges of ``pred`` against those of ``target``; see the module docstring."""
+    """(precision, recall) of Sobel edges of ``pred`` against those of ``target``; see the module docstring.
+
+    ``gt_sobel``: :func:`sobel_edges` of the target (over its positive valid
+    pixels) when already computed at this ``threshold``.
+    """
     pred, target, valid = _check(pred, target, valid)
-    ok_gt = valid & np.isfinite(target) & (target > 0)
-    gt, scored_gt, ref = sobel_edges(target, ok_gt, threshold)
+    ok_gt = _positive(target, valid)
+    if gt_sobel is None:
+        gt_sobel = sobel_edges(target, ok_gt, threshold)
+    gt, scored_gt, ref = gt_sobel
     est, scored_est, _ = sobel_edges(pred, ok_gt, threshold, reference=ref)
     scored = scored_gt & scored_est
-    gt &= scored
-    est &= scored
+    gt = gt & scored
+    est = est & scored
     n_gt, n_est = int(gt.sum()), int(est.sum())
     if n_gt == 0:
         return math.nan, math.nan
@@ -398,6 +407,11 @@ def edge_precision_recall(
     precision = float((distance_to(gt)[est] <= tolerance).mean())
     recall = float((distance_to(est)[gt] <= tolerance).mean())
     return precision, recall
+
+
+def _positive(depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return valid & np.isfinite(depth) & (depth > 0)
 
 
 def dbe_acc(pred: np.ndarray, target: np.ndarray, valid: np.ndarray, **options) -> float:
@@ -448,8 +462,17 @@ def check_metric_names(names) -> tuple[str, ...]:
     return out
 
 
-def compute_metrics(
-    pred: np.ndarray,
+@dataclass
+class TargetEdges:
+    """What the detail metrics derive from the ground truth alone, computed once per sample
+    (:func:`prepare_target_edges`) and reused for every prediction scored against it."""
+
+    boundary: np.ndarray | None = None  # (H,W) bool GT Canny (or annotated) edges
+    boundary_dist: np.ndarray | None = None  # (H,W) distance to them
+    sobel: tuple[np.ndarray, np.ndarray, tuple[float, float]] | None = None  # sobel_edges() of the GT
+
+
+def prepare_target_edges(
     target: np.ndarray,
     valid: np.ndarray,
     names=ALL_METRICS,
@@ -458,24 +481,88 @@ def compute_metrics(
     canny_sigma: float = CANNY_SIGMA,
     canny_low: float = CANNY_LOW,
     canny_high: float = CANNY_HIGH,
+    edge_threshold: float = EDGE_THRESHOLD,
+    **_unused,
+) -> TargetEdges:
+    """GT edge maps (and their distance transform) for the detail metrics among ``names``.
+
+    ``gt_edges``: annotated boundaries to use instead of Canny on the target.
+    Takes the keyword options of :func:`compute_metrics` (extra ones are ignored).
+    """
+    out = TargetEdges()
+    if any(n in ("dbe_acc", "dbe_comp") for n in names):
+        edges = depth_edges(target, valid, canny_sigma, canny_low, canny_high) if gt_edges is None else np.asarray(gt_edges, bool)
+        out.boundary = edges
+        out.boundary_dist = distance_to(edges) if edges.any() else None
+    if any(n in ("ep", "er") for n in names):
+        out.sobel = sobel_edges(target, _positive(target, valid), edge_threshold)
+    return out
+
+
+def _pixel_metrics(p: np.ndarray, g: np.ndarray, names) -> dict[str, float]:
+    """The pixel metrics among ``names`` from the valid values ``p``, ``g`` (1-D float64)."""
+    out: dict[str, float] = {}
+    if p.size == 0:
+        return {n: math.nan for n in names}
+    diff = p - g
+    if "abs_rel" in names:
+        out["abs_rel"] = float(np.mean(np.abs(diff) / g))
+    if "sq_rel" in names:
+        out["sq_rel"] = float(np.mean(diff * diff / g))
+    if "rmse" in names:
+        out["rmse"] = float(np.sqrt(np.mean(diff * diff)))
+    if "rmse_log" in names:
+        out["rmse_log"] = float(np.sqrt(np.mean((np.log(p) - np.log(g)) ** 2)))
+    if any(n.startswith("delta") for n in names):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.maximum(p / g, g / p)
+        for k, n in ((1, "delta1"), (2, "delta2"), (3, "delta3")):
+            if n in names:
+                out[n] = float(np.mean(ratio < 1.25**k))
+    return out
+
+
+def compute_metrics(
+    pred: np.ndarray,
+    target: np.ndarray,
+    valid: np.ndarray,
+    names=ALL_METRICS,
+    *,
+    gt_edges: np.ndarray | None = None,
+    target_edges: TargetEdges | None = None,
+    canny_sigma: float = CANNY_SIGMA,
+    canny_low: float = CANNY_LOW,
+    canny_high: float = CANNY_HIGH,
     dbe_max_dist: float = DBE_MAX_DIST,
     edge_threshold: float = EDGE_THRESHOLD,
     edge_tolerance: float = EDGE_TOLERANCE,
 ) -> dict[str, float]:
-    """Several metrics of one (H,W) sample at once, sharing the edge maps between DBE and EP/ER pairs.
+    """Several metrics of one (H,W) sample at once, the same values as the functions of :data:`METRICS`.
 
-    ``gt_edges``: annotated or precomputed GT Canny edges (see :func:`depth_edges`),
-    reused when the same GT is scored against several predictions.
+    Shares work: the valid values between pixel metrics, the edge maps between
+    the DBE pair and the EP/ER pair. ``gt_edges`` are annotated GT boundaries;
+    ``target_edges`` (:func:`prepare_target_edges` with the same options) are
+    reused when one ground truth is scored against several predictions.
     """
     names = check_metric_names(names)
-    out: dict[str, float] = {}
+    pred, target, valid = _check(pred, target, valid)
+    p = pred[valid].astype(np.float64)
+    g = target[valid].astype(np.float64)
+    out = _pixel_metrics(p, g, names)
+    opts = dict(canny_sigma=canny_sigma, canny_low=canny_low, canny_high=canny_high, edge_threshold=edge_threshold)
+    if target_edges is None and any(n in DETAIL_METRICS for n in names):
+        target_edges = prepare_target_edges(target, valid, names, gt_edges=gt_edges, **opts)
     if any(n in ("dbe_acc", "dbe_comp") for n in names):
+        assert target_edges is not None and target_edges.boundary is not None
         acc, comp = depth_boundary_errors(
-            pred, target, valid, gt_edges=gt_edges, sigma=canny_sigma,
-            low_threshold=canny_low, high_threshold=canny_high, max_dist=dbe_max_dist,
+            pred, target, valid, gt_edges=target_edges.boundary, gt_dist=target_edges.boundary_dist,
+            sigma=canny_sigma, low_threshold=canny_low, high_threshold=canny_high, max_dist=dbe_max_dist,
         )
         out["dbe_acc"], out["dbe_comp"] = acc, comp
     if any(n in ("ep", "er") for n in names):
-        p, r = edge_precision_recall(pred, target, valid, threshold=edge_threshold, tolerance=edge_tolerance)
-        out["ep"], out["er"] = p, r
-    return {n: (out[n] if n in out else METRICS[n](pred, target, valid)) for n in names}
+        assert target_edges is not None and target_edges.sobel is not None
+        pr, rc = edge_precision_recall(
+            pred, target, valid, threshold=edge_threshold, tolerance=edge_tolerance, gt_sobel=target_edges.sobel
+        )
+        out["ep"], out["er"] = pr, rc
+    return {n: out[n] for n in names}

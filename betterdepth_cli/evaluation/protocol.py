@@ -164,18 +164,13 @@ def align_prediction(
         with np.errstate(divide="ignore"):
             target = np.where(gt_ok, 1.0 / np.where(gt_ok, g, 1.0), 0.0)
         fit_mask = gt_ok & finite & (p > 0)
-        s, b = fit_scale_shift(
-            torch.from_numpy(np.where(finite, p, 0.0))[None], torch.from_numpy(target)[None],
-            torch.from_numpy(fit_mask)[None],
-        )
+        # only the fitted pixels go to the aligner: (1,N) without a mask
+        s, b = fit_scale_shift(torch.from_numpy(p[fit_mask])[None], torch.from_numpy(target[fit_mask])[None])
         scale, shift, space = float(s[0]), float(b[0]), "disparity"
         aligned = scale * p + shift
     else:
         fit_mask = gt_ok & finite
-        s, b = fit_scale_shift(
-            torch.from_numpy(np.where(finite, p, 0.0))[None], torch.from_numpy(np.where(gt_ok, g, 0.0))[None],
-            torch.from_numpy(fit_mask)[None],
-        )
+        s, b = fit_scale_shift(torch.from_numpy(p[fit_mask])[None], torch.from_numpy(g[fit_mask])[None])
         scale, shift, space = float(s[0]), float(b[0]), "depth"
         aligned = scale * p + shift
     if pred_kind == "disparity":
@@ -209,17 +204,21 @@ def evaluate_sample(
     metrics=M.ALL_METRICS,
     alignment: str = "auto",
     gt_edges: np.ndarray | None = None,
+    target_edges: M.TargetEdges | None = None,
     **metric_options,
 ) -> SampleScore:
     """Align one (H,W) prediction to the ground truth, clip it to the range and score it.
 
     ``valid`` must already hold the dataset's range and crop (the loaders do
     that); ``metric_options`` go to :func:`betterdepth_cli.evaluation.metrics.compute_metrics`
-    (edge thresholds and the like); ``gt_edges`` are annotated or cached GT
-    Canny edges.
+    (edge thresholds and the like); ``gt_edges`` are annotated GT boundaries;
+    ``target_edges`` (:func:`~betterdepth_cli.evaluation.metrics.prepare_target_edges`)
+    reuse the GT's edge maps across predictions of the same sample.
     """
     al = align_prediction(
         pred, pred_kind, gt_depth, valid, alignment=alignment, min_depth=min_depth, max_depth=max_depth
     )
-    scores = M.compute_metrics(al.depth, gt_depth, valid, metrics, gt_edges=gt_edges, **metric_options)
+    scores = M.compute_metrics(
+        al.depth, gt_depth, valid, metrics, gt_edges=gt_edges, target_edges=target_edges, **metric_options
+    )
     return SampleScore(metrics=scores, alignment=al, metric_options=dict(metric_options))
