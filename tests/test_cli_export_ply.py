@@ -36,11 +36,17 @@ def read_points(path: Path):
 
 
 def test_help_lists_the_options():
-    res = CliRunner().invoke(app, ["export-ply", "--help"])
+    res = CliRunner().invoke(app, ["export-ply", "--help"], env={"COLUMNS": "250"})
     assert res.exit_code == 0
     for opt in ("--fov", "--focal", "--depth-range", "--scale", "--assume", "--color", "--axes", "--mesh", "--stride",
                 "--edge-threshold"):
         assert opt in res.stdout
+    # the defaults the help states are the library's
+    from betterdepth_cli.io import pointcloud as pc
+
+    flat = " ".join(res.stdout.split())
+    assert f"(default {pc.DEFAULT_EDGE_THRESHOLD:g})" in flat and f"{ki.DEFAULT_FOV_DEG:g} degree" in flat
+    assert "--depth-range NEAR,FAR (default {:g},{:g})".format(*pc.DEFAULT_DEPTH_RANGE) in flat
 
 
 def test_metric_plane_default_axes_is_opengl(tmp_path):

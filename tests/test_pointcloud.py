@@ -486,3 +486,17 @@ def test_middlebury_disparity_to_point_cloud(tmp_path):
     assert len(back.points) == s["points"] > 50_000
     z = -np.asarray(back.points)[:, 2]
     assert 1.0 < np.median(z) < 2.9
+
+
+def test_fast_pinhole_normals_match_the_general_cross_product():
+    # depth_to_geometry uses a 4-difference shortcut; it must equal normals_from_points on any depth
+    rng = np.random.default_rng(0)
+    h, w = 17, 23
+    depth = (2.0 + rng.random((h, w))).astype(np.float32)
+    valid = rng.random((h, w)) > 0.2
+    K = ki.intrinsics_from_focal(w, h, 20.0, cx=9.0, cy=7.5)
+    n_ref, ok_ref = pc.normals_from_points(pc.backproject(depth, K), valid)
+    xs, ys = pc._ray_slopes(depth.shape, K)
+    (nx, ny, nz), ok = pc._pinhole_normal_planes(pc.backproject_planes(depth, K), xs, ys, valid)
+    np.testing.assert_array_equal(ok, ok_ref)
+    np.testing.assert_allclose(np.stack([nx, ny, nz], -1)[ok], n_ref[ok], atol=2e-5)

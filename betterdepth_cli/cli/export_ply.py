@@ -51,13 +51,13 @@ def export_ply(
     depth_range: Annotated[Optional[str], typer.Option("--depth-range", help="NEAR,FAR: where the 2-98 % range of a relative map lands (default 1,10 for relative disparity).", show_default=False)] = None,
     scale: Annotated[Optional[float], typer.Option("--scale", help="value -> scale * value + shift, in the map's own space (disparity then inverted).", show_default=False)] = None,
     shift: Annotated[Optional[float], typer.Option("--shift", help="See --scale.", show_default=False)] = None,
-    assume: Annotated[Optional[str], typer.Option("--assume", help="disparity|depth: what a map without sidecar or kind attribute holds (a sidecar-less 16-bit PNG is read as png/65535, relative).", show_default=False)] = None,
+    assume: Annotated[Optional[str], typer.Option("--assume", help="disparity|depth: what a map without sidecar or kind attribute holds (taken as relative; a sidecar-less PNG gives its raw values, 0 = invalid).", show_default=False)] = None,
     color: Annotated[str, typer.Option("--color", help="normals ((n+1)/2 in camera space), rgb (needs the image) or depth (turbo, near is warm).")] = "normals",
     axes: Annotated[str, typer.Option("--axes", help="opengl (y up, -z forward) or opencv (y down, z forward).")] = "opengl",
     mesh: Annotated[bool, typer.Option("--mesh", help="Write a mesh: grid triangles between valid neighbours, long edges cut.")] = False,
     fmt: Annotated[Optional[str], typer.Option("--format", help="ply|obj|glb for derived output names (folders, batch); default ply.", show_default=False)] = None,
     stride: Annotated[int, typer.Option("--stride", help="Keep every N-th pixel in x and y.")] = 1,
-    edge_threshold: Annotated[float, typer.Option("--edge-threshold", help="Drop pixels whose depth jumps by more than this fraction to a neighbour (flying pixels); 0 keeps them.")] = 0.05,
+    edge_threshold: Annotated[Optional[float], typer.Option("--edge-threshold", help="Drop pixels whose depth jumps by more than this fraction to a neighbour (flying pixels); 0 keeps them (default 0.05).", show_default=False)] = None,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave outputs that already exist (resume a batch).")] = False,
     continue_on_error: Annotated[bool, typer.Option("--continue-on-error", help="In a batch, report a bad map and go on; the exit code says something failed.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-file lines on stderr.")] = False,
@@ -65,6 +65,8 @@ def export_ply(
     from betterdepth_cli.core.types import BetterDepthError, NoInputError, UsageError
     from betterdepth_cli.io import pointcloud as pc
 
+    if edge_threshold is None:
+        edge_threshold = pc.DEFAULT_EDGE_THRESHOLD
     opts = pc.ExportOptions(stride=stride, edge_threshold=edge_threshold, color=color, axes=axes, mesh=mesh).check()
     ext = _format_ext(fmt)
     rng = pc.parse_depth_range(depth_range) if depth_range is not None else None

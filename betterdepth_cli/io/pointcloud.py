@@ -223,11 +223,17 @@ def backproject(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
 def backproject_planes(depth: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Like :func:`backproject` but returns the X, Y, Z planes, each (H,W) float32."""
     z = np.asarray(depth, dtype=np.float32)
-    h, w = z.shape
-    fx, fy, cx, cy = float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])
-    xs = ((np.arange(w, dtype=np.float64) - cx) / fx).astype(np.float32)  # (W,)
-    ys = ((np.arange(h, dtype=np.float64) - cy) / fy).astype(np.float32)  # (H,)
+    xs, ys = _ray_slopes(z.shape, K)
     return z * xs[None, :], z * ys[:, None], z
+
+
+def _ray_slopes(shape: tuple[int, int], K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(u - cx) / fx per column (W,) and (v - cy) / fy per row (H,), float32."""
+    h, w = shape
+    fx, fy, cx, cy = float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])
+    xs = ((np.arange(w, dtype=np.float64) - cx) / fx).astype(np.float32)
+    ys = ((np.arange(h, dtype=np.float64) - cy) / fy).astype(np.float32)
+    return xs, ys
 
 
 def edge_mask(depth: np.ndarray, valid: np.ndarray, threshold: float) -> np.ndarray:
@@ -318,10 +324,88 @@ def _normal_planes(planes, valid: np.ndarray):
     facing = nx * planes[0] + ny * planes[1] + nz * planes[2]
     inv = np.zeros_like(norm)
     np.divide(np.float32(1.0), norm, out=inv, where=ok)
-    inv[facing > 0] *= -1.0  # orient towards the camera
+    np.negative(facing, out=facing)
+    np.copysign(inv, facing, out=inv)  # orient towards the camera: n . p < 0
     nx *= inv
     ny *= inv
     nz *= inv
+    return (nx, ny, nz), ok
+
+
+def _tangent_plane(q: np.ndarray, pair: np.ndarray, axis: int, scratch: np.ndarray) -> np.ndarray:
+    """Sum of the valid forward and backward differences of q (H,W) along ``axis``.
+
+    pair: float32 1/0 for each neighbouring pair (the shape of ``np.diff(q, axis)``);
+    scratch: a buffer of that shape. Returns a new (H,W) float32 array.
+    """
+    if axis == 1:
+        np.subtract(q[:, 1:], q[:, :-1], out=scratch)
+    else:
+        np.subtract(q[1:, :], q[:-1, :], out=scratch)
+    scratch *= pair
+    t = np.empty_like(q)
+    if axis == 1:
+        t[:, :-1] = scratch
+        t[:, -1] = 0.0
+        t[:, 1:] += scratch
+    else:
+        t[:-1, :] = scratch
+        t[-1, :] = 0.0
+        t[1:, :] += scratch
+    return t
+
+
+def _pinhole_normal_planes(planes, xs: np.ndarray, ys: np.ndarray, valid: np.ndarray):
+    """:func:`normals_from_points` for a back-projected grid, with fewer passes.
+
+    planes: X, Y, Z (H,W) from :func:`backproject_planes` with slopes xs (W,),
+    ys (H,). Because Y = ys * Z is constant in ys along a row and X = xs * Z
+    along a column, the row tangent's y is ys * (its z) and the column
+    tangent's x is xs * (its z), exactly, so four difference planes give the
+    same cross product as six. Returns ((nx, ny, nz) unit, OpenCV frame; only
+    meaningful where ok), ok (H,W) bool.
+    """
+    X, Y, Z = planes
+    h, w = Z.shape
+    rx, ry = xs[None, :], ys[:, None]
+    pair_u = (valid[:, 1:] & valid[:, :-1]).astype(np.float32)
+    pair_v = (valid[1:, :] & valid[:-1, :]).astype(np.float32)
+    su = np.empty((h, max(w - 1, 0)), np.float32)
+    sv = np.empty((max(h - 1, 0), w), np.float32)
+    A = _tangent_plane(X, pair_u, 1, su)  # du = (A, ry * B, B)
+    B = _tangent_plane(Z, pair_u, 1, su)
+    C = _tangent_plane(Y, pair_v, 0, sv)  # dv = (rx * D, C, D)
+    D = _tangent_plane(Z, pair_v, 0, sv)
+    del su, sv, pair_u, pair_v
+    # n = dv x du = (C*B - D*ry*B, D*A - rx*D*B, rx*D*ry*B - C*A)
+    E = B * rx  # rx * B
+    F = D * ry  # ry * D
+    nz = E * F
+    T = A * C
+    nz -= T
+    np.subtract(C, F, out=F)
+    nx = np.multiply(B, F, out=F)  # B * (C - ry*D)
+    np.subtract(A, E, out=E)
+    ny = np.multiply(D, E, out=E)  # D * (A - rx*B)
+    # |n| in T, facing sign (n . p / Z = nx*rx + ny*ry + nz) in A
+    np.multiply(nx, nx, out=T)
+    np.multiply(ny, ny, out=B)
+    T += B
+    np.multiply(nz, nz, out=B)
+    T += B
+    np.sqrt(T, out=T)
+    ok = valid & (T > 0) & np.isfinite(T)
+    np.multiply(nx, rx, out=A)
+    np.multiply(ny, ry, out=C)
+    A += C
+    A += nz
+    np.negative(A, out=A)
+    with np.errstate(divide="ignore", invalid="ignore"):  # no normal there: never read (ok is False)
+        np.divide(np.float32(1.0), T, out=T)
+        np.copysign(T, A, out=T)  # orient towards the camera
+        nx *= T
+        ny *= T
+        nz *= T
     return (nx, ny, nz), ok
 
 
@@ -380,10 +464,20 @@ def normal_colors(normals_cv: np.ndarray) -> np.ndarray:
     n_gl = (nx, -ny, -nz) is the normal in the OpenGL camera frame, so a
     surface facing the camera, n_cv = (0, 0, -1), is (128, 128, 255).
     """
-    n = np.asarray(normals_cv, dtype=np.float32)
-    sign = np.array([1.0, -1.0, -1.0], dtype=np.float32)
-    rgb = (n * sign + 1.0) * 127.5 + 0.5
-    return np.clip(rgb, 0, 255).astype(np.uint8)
+    n = np.asarray(normals_cv, dtype=np.float32).reshape(-1, 3)
+    rgb = np.empty(n.shape, dtype=np.uint8)
+    tmp = np.empty(n.shape[0], dtype=np.float32)
+    for k, sign in enumerate((1.0, -1.0, -1.0)):  # column by column: numpy is slow on a length-3 inner axis
+        _normal_channel(n[:, k], sign, tmp, rgb[:, k])
+    return rgb
+
+
+def _normal_channel(nk: np.ndarray, sign: float, tmp: np.ndarray, out: np.ndarray) -> None:
+    """out (N,) uint8 = round((sign * nk + 1) * 127.5), clipped to [0, 255]; tmp (N,) float32 scratch."""
+    np.multiply(nk, np.float32(127.5 * sign), out=tmp)
+    tmp += np.float32(128.0)  # + 127.5 and + 0.5 for rounding
+    np.clip(tmp, 0.0, 255.0, out=tmp)
+    out[...] = tmp  # float -> uint8 truncates: round half up
 
 
 def depth_colors(depth: np.ndarray) -> np.ndarray:
@@ -478,22 +572,29 @@ def depth_to_geometry(
         Kg = stride_intrinsics(K, s)
     else:
         Kg = np.asarray(K, dtype=np.float64)
-    planes = backproject_planes(z, Kg)
-    normals, has_n = _normal_planes(planes, v)
+    xs, ys = _ray_slopes(z.shape, Kg)
+    planes = (z * xs[None, :], z * ys[:, None], z)  # X, Y, Z (H,W), OpenCV frame
+    normals, has_n = _pinhole_normal_planes(planes, xs, ys, v)
     keep = has_n
     n_out = int(keep.sum())
     if n_out == 0:
         raise InputDataError("no point is left after removing invalid and edge pixels")
+    # gather column by column (numpy is slow on a length-3 inner axis), turning axes on the way
+    flip = np.float32(-1.0 if opts.axes == "opengl" else 1.0)
     pts = np.empty((n_out, 3), dtype=np.float32)
     nrm = np.empty((n_out, 3), dtype=np.float32)
-    for k in range(3):
-        pts[:, k] = planes[k][keep]
-        nrm[:, k] = normals[k][keep]
-    if opts.color == "normals":
-        colors = normal_colors(nrm)
-    elif opts.color == "depth":
-        colors = depth_colors(pts[:, 2])
-    else:
+    colors = np.empty((n_out, 3), dtype=np.uint8)
+    tmp = np.empty(n_out, dtype=np.float32)
+    for k, sign in enumerate((np.float32(1.0), flip, flip)):
+        np.multiply(planes[k][keep], sign, out=pts[:, k])
+        nk = normals[k][keep]  # OpenCV frame
+        np.multiply(nk, sign, out=nrm[:, k])
+        if opts.color == "normals":
+            _normal_channel(nk, 1.0 if k == 0 else -1.0, tmp, colors[:, k])
+    del tmp
+    if opts.color == "depth":
+        colors = depth_colors(planes[2][keep])
+    elif opts.color == "rgb":
         if rgb is None:
             raise UsageError("`--color rgb` needs the source image: pass `--image`")
         img = np.asarray(rgb)
@@ -506,9 +607,6 @@ def depth_to_geometry(
         remap = np.full(keep.size, -1, dtype=np.int64)
         remap[np.flatnonzero(keep.reshape(-1))] = np.arange(n_out, dtype=np.int64)
         triangles = remap[tri]
-    if opts.axes == "opengl":
-        pts[:, 1:] *= -1.0
-        nrm[:, 1:] *= -1.0
     info = {
         "valid_pixels": n_valid,
         "edge_pixels_removed": n_valid - n_after_edges,
