@@ -75,6 +75,18 @@ def test_plane_depth_is_planar_not_euclidean_for_a_posed_camera():
     np.testing.assert_allclose(s.depth, 10.0, atol=1e-4)
 
 
+def test_open3d_mesh_is_accepted():
+    import open3d as o3d
+
+    box = o3d.geometry.TriangleMesh.create_box(1.0, 1.0, 1.0).translate((-0.5, -0.5, 2.0))  # front face at z = 2
+    K = np.array([[20.0, 0, 8], [0, 20.0, 8], [0, 0, 1]])
+    s = render([Mesh.from_open3d(box)], K, np.eye(4), (16, 16))
+    assert s.depth[8, 8] == pytest.approx(2.0, abs=1e-6)
+    tbox = o3d.t.geometry.TriangleMesh.from_legacy(box)
+    s2 = render([Mesh.from_open3d(tbox)], K, np.eye(4), (16, 16))
+    np.testing.assert_array_equal(s.depth, s2.depth)
+
+
 def _sphere_planar_depth(u: int, v: int, f: float, cx: float, cy: float, D: float, r: float) -> float:
     """Ray d = ((u+.5-cx)/f, (v+.5-cy)/f, 1) from the origin against the sphere |x - (0,0,D)| = r.
     t solves |t d|^2 - 2 t D d_z + D^2 - r^2 = 0; planar z = t * d_z = t."""
@@ -188,6 +200,10 @@ def test_write_dataset_npy_is_exact_and_resumable(tmp_path):
     assert (out / "depth" / "000001.npy").stat().st_mtime_ns == mtime
     assert (out / "depth" / "000003.npy").exists()
     assert not list(out.rglob("*.tmp*"))
+    import json
+
+    meta = json.loads((out / "meta" / "000002.json").read_text())
+    assert meta["seed"] == 9 and len(meta["K"]) == 3 and "timings_ms" not in meta
 
 
 def test_write_dataset_png16_round_trip(tmp_path):

@@ -1245,7 +1245,7 @@ def _write_one(args: tuple) -> str:
         dbytes = _encode_png(np.clip(q, 0, 65535).astype(np.uint16))
     _atomic_write_bytes(dpath, dbytes)
     _atomic_write_bytes(rpath, _encode_png(rgb8))
-    meta = {"id": sid, **s.meta}
+    meta = {"id": sid, **{k: v for k, v in s.meta.items() if k != "timings_ms"}}  # no run-dependent values
     _atomic_write_bytes(out / "meta" / f"{sid}.json", json.dumps(meta).encode())
     return sid
 
