@@ -172,6 +172,28 @@ def test_point_light_shadow_stops_at_the_light():
     np.testing.assert_array_equal(on.rgb, off.rgb)
 
 
+def test_supersampling_antialiases_rgb_but_keeps_centre_depth():
+    a = render_scene(21, (24, 32), "indoor", supersample=1)
+    b = render_scene(21, (24, 32), "indoor", supersample=3)
+    np.testing.assert_allclose(a.depth, b.depth, rtol=1e-6)  # same centre rays up to float rounding
+    np.testing.assert_array_equal(a.valid, b.valid)
+    assert a.rgb.shape == b.rgb.shape and not np.array_equal(a.rgb, b.rgb)
+    # a plane covering x/z >= -0.02 at z = 3, lit by ambient only (light behind it): linear value
+    # 1 * (0.75 + 0.25 * n_z) = 0.5 with n_z = -1 (turned to the camera); sky black
+    v, t = quad([-0.06, -50, 3], [100, 0, 0], [0, 100, 0])
+    K = np.array([[10.0, 0, 2.5], [0, 10.0, 2.5], [0, 0, 1]])
+    kw = dict(light=Light(direction=(0, 0, 1), ambient=1.0), sky=((0, 0, 0), (0, 0, 0)), shadows=False)
+    s1 = render([Mesh(v, t, Material(color=(1, 1, 1)))], K, np.eye(4), (5, 5), **kw)
+    s3 = render([Mesh(v, t, Material(color=(1, 1, 1)))], K, np.eye(4), (5, 5), supersample=3, **kw)
+    assert s1.rgb[2, 3, 0] ** 2.2 == pytest.approx(0.5, abs=1e-5)
+    # pixel column 2 has sub-ray columns at x/z = -1/30, 0, +1/30: two of three hit
+    assert s3.rgb[2, 2, 0] ** 2.2 == pytest.approx(0.5 * 2 / 3, abs=1e-4)
+    assert s3.rgb[2, 3, 0] ** 2.2 == pytest.approx(0.5, abs=1e-5)
+    assert s1.valid[2, 2] and s3.valid[2, 2] and not s1.valid[2, 1]
+    with pytest.raises(ValueError, match="`supersample`"):
+        render_scene(0, 16, supersample=2)
+
+
 def test_material_rejects_unknown_pattern():
     with pytest.raises(ValueError, match="`pattern`"):
         Material(pattern="plaid")

@@ -509,14 +509,17 @@ def _sky(dirs_world: np.ndarray, zenith, horizon) -> np.ndarray:
 def render(meshes: Sequence[Mesh], K: np.ndarray, extrinsic: np.ndarray, size: tuple[int, int],
            light: Light | None = None, shadows: bool = True, max_depth: float = math.inf,
            min_depth: float = MIN_DEPTH, sky: tuple = ((0.35, 0.55, 0.9), (0.8, 0.85, 0.9)),
-           fog: float | None = None, gamma: float = 2.2, nthreads: int = 0) -> SyntheticSample:
+           fog: float | None = None, gamma: float = 2.2, nthreads: int = 0,
+           supersample: int = 1) -> SyntheticSample:
     """Ray-cast ``meshes`` from a pinhole camera.
 
     K (3,3) pixel intrinsics (open3d pixel-centre convention, see module doc);
     extrinsic (4,4) world-to-camera (OpenCV axes); size (H,W). ``light`` defaults
     to a directional light from above. ``sky`` = (zenith, horizon) linear colours
     for rays that hit nothing; ``fog`` = distance (m) of exp(-d/fog) haze toward
-    the horizon colour. ``nthreads`` 0 = all cores.
+    the horizon colour. ``nthreads`` 0 = all cores. ``supersample`` (odd s):
+    s x s rays per pixel, RGB averaged in linear light (anti-aliased), depth and
+    valid from the sub-ray through the pixel centre (point-sampled, exact).
 
     Shading (linear RGB, then gamma): albedo * (ambient * (0.75 + 0.25 n_z) +
     light.color * max(0, n.l) * unoccluded), n the face normal turned toward the
@@ -546,6 +549,12 @@ def render(meshes: Sequence[Mesh], K: np.ndarray, extrinsic: np.ndarray, size: t
     if K.shape != (3, 3) or E.shape != (4, 4):
         raise ValueError(f"`K` must be 3x3 and `extrinsic` 4x4, got {K.shape} and {E.shape}")
     light = light or Light()
+    ss = int(supersample)
+    if ss < 1 or ss % 2 == 0:
+        raise ValueError(f"`supersample` must be an odd integer >= 1, got {supersample}")
+    K_rays = K.copy()
+    K_rays[:2] *= ss  # pixel-centre convention: sub-pixel (u*ss + (ss-1)/2) has the pixel's centre ray
+    Hs, Ws = H * ss, W * ss
 
     parts, counts, materials = [], [], []
     for m in meshes:
@@ -561,7 +570,7 @@ def render(meshes: Sequence[Mesh], K: np.ndarray, extrinsic: np.ndarray, size: t
     scene = o3d.t.geometry.RaycastingScene(nthreads=nthreads)
     if len(T):
         scene.add_triangles(o3d.core.Tensor(V), o3d.core.Tensor(T.astype(np.uint32)))
-    rays = o3d.t.geometry.RaycastingScene.create_rays_pinhole(o3d.core.Tensor(K), o3d.core.Tensor(E), W, H)
+    rays = o3d.t.geometry.RaycastingScene.create_rays_pinhole(o3d.core.Tensor(K_rays), o3d.core.Tensor(E), Ws, Hs)
     lap("setup")
     ans = scene.cast_rays(rays, nthreads=nthreads)
     t_hit = ans["t_hit"].numpy()  # (H,W) planar z
@@ -571,7 +580,7 @@ def render(meshes: Sequence[Mesh], K: np.ndarray, extrinsic: np.ndarray, size: t
     hit = np.isfinite(t_hit).ravel()
     idx = np.nonzero(hit)[0]
 
-    rgb_lin = np.empty((H * W, 3), np.float32)
+    rgb_lin = np.empty((Hs * Ws, 3), np.float32)
     miss = np.nonzero(~hit)[0]
     if len(miss):
         rgb_lin[miss] = _sky(dirs[miss], *sky)
@@ -616,7 +625,12 @@ def render(meshes: Sequence[Mesh], K: np.ndarray, extrinsic: np.ndarray, size: t
             a = np.exp(-dist / np.float32(fog))[:, None]
             col = col * a + np.asarray(sky[1], np.float32)[None] * (1 - a)
         rgb_lin[idx] = col
-    rgb = np.clip(rgb_lin, 0, 1) ** np.float32(1.0 / gamma)
+    rgb_lin = np.clip(rgb_lin, 0, 1).reshape(Hs, Ws, 3)
+    if ss > 1:
+        rgb_lin = rgb_lin.reshape(H, ss, W, ss, 3).mean(axis=(1, 3))
+        c = (ss - 1) // 2
+        t_hit = t_hit[c::ss, c::ss]
+    rgb = rgb_lin ** np.float32(1.0 / gamma)
     depth = t_hit.astype(np.float32)
     valid = np.isfinite(depth) & (depth > min_depth) & (depth <= max_depth)
     depth = np.where(valid, depth, np.float32(0)).astype(np.float32)
@@ -1138,10 +1152,12 @@ def outdoor_scene(rng: np.random.Generator) -> tuple[list[Mesh], Light, np.ndarr
 
 
 def render_scene(seed: int, size: tuple[int, int] | int = (256, 256), kind: str = "mixed",
-                 nthreads: int = 0) -> SyntheticSample:
+                 nthreads: int = 0, supersample: int = 1) -> SyntheticSample:
     """Build and render the random scene of ``seed``; the same seed gives the same bytes.
 
     size: (H, W) or an int for a square image. kind: indoor | outdoor | mixed.
+    supersample: odd rays-per-pixel side for anti-aliased RGB (depth stays
+    point-sampled at pixel centres, identical to supersample=1).
     Returns a :class:`SyntheticSample` (see module doc).
     """
     if kind not in SCENE_KINDS:
@@ -1165,7 +1181,8 @@ def render_scene(seed: int, size: tuple[int, int] | int = (256, 256), kind: str 
     hfov = float(rng.uniform(45, 90))
     K = intrinsics_from_fov(W, H, hfov, cx=W / 2 + rng.uniform(-0.02, 0.02) * W, cy=H / 2 + rng.uniform(-0.02, 0.02) * H)
     E = look_at(eye, target, roll_deg=float(rng.normal(0, 3)))
-    s = render(meshes, K, E, (H, W), light=light, max_depth=max_depth, sky=sky, fog=fog, nthreads=nthreads)
+    s = render(meshes, K, E, (H, W), light=light, max_depth=max_depth, sky=sky, fog=fog, nthreads=nthreads,
+               supersample=supersample)
     # sensor-like grain and exposure (seeded), then quantisation happens at write time
     gain = rng.uniform(0.85, 1.15)
     noise = rng.normal(0, rng.uniform(0.0, 0.015), s.rgb.shape).astype(np.float32)
@@ -1228,14 +1245,14 @@ def dataset_toml(depth_format: str, scale: float, extra: dict, max_depth: float 
 
 
 def _write_one(args: tuple) -> str:
-    out_dir, i, seed, size, kind, depth_format, scale = args
+    out_dir, i, seed, size, kind, depth_format, scale, supersample = args
     out = Path(out_dir)
     sid = f"{i:06d}"
     dpath = out / "depth" / f"{sid}.{'npy' if depth_format == 'npy' else 'png'}"
     rpath = out / "rgb" / f"{sid}.png"
     if dpath.exists() and rpath.exists() and (out / "meta" / f"{sid}.json").exists():
         return sid  # resume: already written
-    s = render_scene(seed, size, kind, nthreads=1)
+    s = render_scene(seed, size, kind, nthreads=1, supersample=supersample)
     rgb8 = np.round(s.rgb * 255).astype(np.uint8)
     if depth_format == "npy":
         dbytes = _npy_bytes(np.where(s.valid, s.depth, 0).astype(np.float32))
@@ -1251,7 +1268,7 @@ def _write_one(args: tuple) -> str:
 
 
 def write_dataset(out_dir: str | os.PathLike, n: int, seed0: int = 0, size: tuple[int, int] | int = (256, 256),
-                  kind: str = "mixed", workers: int = 1, depth_format: str = "npy",
+                  kind: str = "mixed", workers: int = 1, depth_format: str = "npy", supersample: int = 1,
                   progress: Callable[[int, int], None] | None = None) -> Path:
     """Render scenes seed0 .. seed0+n-1 into the generic folder format.
 
@@ -1260,7 +1277,8 @@ def write_dataset(out_dir: str | os.PathLike, n: int, seed0: int = 0, size: tupl
     0.001 m for indoor, 0.002 m otherwise, 0 = invalid), ``meta/<id>.json``
     (seed, K, extrinsic, scene kind). ids are ``%06d`` of the index. Existing
     complete samples are kept (an interrupted run resumes). ``workers`` > 1
-    renders in processes (each ray caster single-threaded). ``progress(done, n)``
+    renders in processes (each ray caster single-threaded). ``supersample`` (odd)
+    anti-aliases RGB with s x s rays per pixel (depth unchanged). ``progress(done, n)``
     is called after each sample. Returns the output folder.
 
     NPY is the default: 256 KiB per 256x256 sample, exact; png16 is ~3x smaller.
@@ -1273,6 +1291,8 @@ def write_dataset(out_dir: str | os.PathLike, n: int, seed0: int = 0, size: tupl
         raise ValueError(f"`depth_format` must be one of {', '.join(DEPTH_FORMATS)}, got {depth_format!r}")
     if workers < 1:
         raise ValueError(f"`workers` must be >= 1, got {workers}")
+    if supersample < 1 or supersample % 2 == 0:
+        raise ValueError(f"`supersample` must be an odd integer >= 1, got {supersample}")
     if isinstance(size, int):
         size = (size, size)
     out = Path(out_dir)
@@ -1280,10 +1300,11 @@ def write_dataset(out_dir: str | os.PathLike, n: int, seed0: int = 0, size: tupl
         (out / sub).mkdir(parents=True, exist_ok=True)
     scale = 1.0 if depth_format == "npy" else (0.001 if kind == "indoor" else 0.002)
     toml = dataset_toml(depth_format, scale, {"generator": "betterdepth training.synthetic", "seed0": int(seed0),
-                                               "n": int(n), "size": [int(size[0]), int(size[1])], "kind": kind},
+                                               "n": int(n), "size": [int(size[0]), int(size[1])], "kind": kind,
+                                               "supersample": int(supersample)},
                         max_depth=INDOOR_MAX_DEPTH if kind == "indoor" else OUTDOOR_MAX_DEPTH)
     _atomic_write_bytes(out / "dataset.toml", toml.encode())
-    jobs = [(str(out), i, int(seed0) + i, tuple(size), kind, depth_format, scale) for i in range(n)]
+    jobs = [(str(out), i, int(seed0) + i, tuple(size), kind, depth_format, scale, int(supersample)) for i in range(n)]
     done = 0
     if workers == 1:
         for j in jobs:
