@@ -500,3 +500,38 @@ def test_fast_pinhole_normals_match_the_general_cross_product():
     (nx, ny, nz), ok = pc._pinhole_normal_planes(pc.backproject_planes(depth, K), xs, ys, valid)
     np.testing.assert_array_equal(ok, ok_ref)
     np.testing.assert_allclose(np.stack([nx, ny, nz], -1)[ok], n_ref[ok], atol=2e-5)
+
+
+def test_decimated_normals_do_not_reach_across_gaps():
+    # W=7, stride 3: grid columns 0, 3 (2 m) and 6 (4 m); full-res edge removal drops columns 4 and 5 only,
+    # so column 6's only row neighbour on the grid is column 3, across the gap: it must get no normal
+    depth = np.full((7, 7), 4.0, np.float32)
+    depth[:, :5] = 2.0
+    K = ki.intrinsics_from_fov(7, 7, 60.0)
+    g = pc.depth_to_geometry(depth, np.ones(depth.shape, bool), K, pc.ExportOptions(axes="opencv", stride=3))
+    assert len(g.points) == 2 * 3 and np.all(g.points[:, 2] == 2.0)
+    np.testing.assert_allclose(g.normals, np.tile([0, 0, -1], (6, 1)), atol=1e-6)
+
+
+def test_mesh_has_no_loose_vertices():
+    # a rough surface: some triangles are cut (diagonal spreads), their lone corners must leave the mesh
+    rng = np.random.default_rng(1)
+    depth = (2.0 * (1 + 0.03 * rng.standard_normal((20, 20)))).astype(np.float32)
+    K = ki.intrinsics_from_fov(20, 20, 60.0)
+    opts = pc.ExportOptions(axes="opencv", edge_threshold=0.08)
+    cloud = pc.depth_to_geometry(depth, np.ones(depth.shape, bool), K, opts)
+    opts.mesh = True
+    mesh = pc.depth_to_geometry(depth, np.ones(depth.shape, bool), K, opts)
+    assert len(mesh.points) < len(cloud.points)
+    assert np.array_equal(np.unique(mesh.triangles), np.arange(len(mesh.points)))
+    # every mesh vertex is one of the cloud's points, with the same normal
+    lookup = {tuple(p): i for i, p in enumerate(cloud.points.tolist())}
+    idx = np.array([lookup[tuple(p)] for p in mesh.points.tolist()])
+    np.testing.assert_array_equal(mesh.normals, cloud.normals[idx])
+    z = mesh.points[:, 2][mesh.triangles]
+    assert np.all(z.max(1) <= 1.08 * z.min(1) * (1 + 1e-6))
+    with pytest.raises(InputDataError, match="no triangle"):
+        one = np.zeros((4, 4), bool)
+        one[1:3, 1] = True
+        one[1, 2] = True
+        pc.depth_to_geometry(np.ones((4, 4), np.float32), one, K[:], pc.ExportOptions(mesh=True))

@@ -14,8 +14,9 @@ import typer
 
 from betterdepth_cli.cli.app import app, error_line, handle_errors
 
-PARTIAL_FAILURE_EXIT_CODE = 1
-"""Exit code of a batch run with --continue-on-error where some (not all) maps failed."""
+PARTIAL_FAILURE_EXIT_CODE = 3
+"""Exit code of a batch run with --continue-on-error where some (not all) maps failed (as `refine`).
+When every map failed, the exit code is that of the last error (65 for bad data)."""
 
 HELP = """Turn refined depth maps into normal-coloured point clouds (binary PLY) or meshes.
 
@@ -59,7 +60,7 @@ def export_ply(
     stride: Annotated[int, typer.Option("--stride", help="Keep every N-th pixel in x and y.")] = 1,
     edge_threshold: Annotated[Optional[float], typer.Option("--edge-threshold", help="Drop pixels whose depth jumps by more than this fraction to a neighbour (flying pixels); 0 keeps them (default 0.05).", show_default=False)] = None,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave outputs that already exist (resume a batch).")] = False,
-    continue_on_error: Annotated[bool, typer.Option("--continue-on-error", help="In a batch, report a bad map and go on; the exit code says something failed.")] = False,
+    continue_on_error: Annotated[bool, typer.Option("--continue-on-error", help="In a batch, report a bad map and go on (exit code 3 if some failed).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-file lines on stderr.")] = False,
 ) -> None:
     from betterdepth_cli.core.types import BetterDepthError, NoInputError, UsageError

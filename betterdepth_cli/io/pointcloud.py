@@ -355,21 +355,29 @@ def _tangent_plane(q: np.ndarray, pair: np.ndarray, axis: int, scratch: np.ndarr
     return t
 
 
-def _pinhole_normal_planes(planes, xs: np.ndarray, ys: np.ndarray, valid: np.ndarray):
+def _pinhole_normal_planes(planes, xs: np.ndarray, ys: np.ndarray, valid: np.ndarray, max_jump: float = 0.0):
     """:func:`normals_from_points` for a back-projected grid, with fewer passes.
 
     planes: X, Y, Z (H,W) from :func:`backproject_planes` with slopes xs (W,),
     ys (H,). Because Y = ys * Z is constant in ys along a row and X = xs * Z
     along a column, the row tangent's y is ys * (its z) and the column
     tangent's x is xs * (its z), exactly, so four difference planes give the
-    same cross product as six. Returns ((nx, ny, nz) unit, OpenCV frame; only
-    meaningful where ok), ok (H,W) bool.
+    same cross product as six. ``max_jump > 0``: neighbours whose depths differ
+    by more than ``max_jump * min`` are not used (a decimated grid steps over
+    the gaps that full-resolution edge removal left). Returns ((nx, ny, nz)
+    unit, OpenCV frame; only meaningful where ok), ok (H,W) bool.
     """
     X, Y, Z = planes
     h, w = Z.shape
     rx, ry = xs[None, :], ys[:, None]
-    pair_u = (valid[:, 1:] & valid[:, :-1]).astype(np.float32)
-    pair_v = (valid[1:, :] & valid[:-1, :]).astype(np.float32)
+    pair_u = valid[:, 1:] & valid[:, :-1]
+    pair_v = valid[1:, :] & valid[:-1, :]
+    if max_jump > 0:
+        t = np.float32(max_jump)
+        pair_u &= np.abs(Z[:, 1:] - Z[:, :-1]) <= t * np.minimum(Z[:, 1:], Z[:, :-1])
+        pair_v &= np.abs(Z[1:, :] - Z[:-1, :]) <= t * np.minimum(Z[1:, :], Z[:-1, :])
+    pair_u = pair_u.astype(np.float32)
+    pair_v = pair_v.astype(np.float32)
     su = np.empty((h, max(w - 1, 0)), np.float32)
     sv = np.empty((max(h - 1, 0), w), np.float32)
     A = _tangent_plane(X, pair_u, 1, su)  # du = (A, ry * B, B)
@@ -547,10 +555,12 @@ def depth_to_geometry(
 
     Steps: flying pixels (:func:`edge_mask`, at full resolution) and invalid
     pixels are dropped; the grid is decimated by ``stride``; points are
-    back-projected with K; normals come from the (decimated) grid; points that
-    have no valid neighbour (so no normal) are dropped; colours; with
+    back-projected with K; normals come from the (decimated) grid, using only
+    neighbours within ``edge_threshold * stride`` relative depth; points that
+    have no such neighbour along a row or a column (so no normal) are dropped; colours; with
     ``options.mesh`` the grid is triangulated with long edges cut at
-    ``edge_threshold * stride`` (the relative jump allowed per grid step).
+    ``edge_threshold * stride`` (the relative jump allowed per grid step) and
+    vertices that end up in no triangle are dropped.
 
     Args:
         depth: (H,W) planar depth; valid: (H,W) bool; K: (3,3) for (H,W).
@@ -574,7 +584,8 @@ def depth_to_geometry(
         Kg = np.asarray(K, dtype=np.float64)
     xs, ys = _ray_slopes(z.shape, Kg)
     planes = (z * xs[None, :], z * ys[:, None], z)  # X, Y, Z (H,W), OpenCV frame
-    normals, has_n = _pinhole_normal_planes(planes, xs, ys, v)
+    # at stride 1 edge removal already left no jump above the threshold between valid neighbours
+    normals, has_n = _pinhole_normal_planes(planes, xs, ys, v, opts.edge_threshold * s if s > 1 else 0.0)
     keep = has_n
     n_out = int(keep.sum())
     if n_out == 0:
@@ -607,6 +618,15 @@ def depth_to_geometry(
         remap = np.full(keep.size, -1, dtype=np.int64)
         remap[np.flatnonzero(keep.reshape(-1))] = np.arange(n_out, dtype=np.int64)
         triangles = remap[tri]
+        used = np.zeros(n_out, dtype=bool)
+        used[triangles.reshape(-1)] = True
+        if len(triangles) == 0:
+            raise InputDataError("no triangle could be formed (too few neighbouring valid pixels)")
+        if not used.all():  # a mesh carries no loose vertices (pixels with no triangle)
+            new_index = np.cumsum(used, dtype=np.int64) - 1
+            triangles = new_index[triangles]
+            pts, nrm, colors = pts[used], nrm[used], colors[used]
+            n_out = int(used.sum())
     info = {
         "valid_pixels": n_valid,
         "edge_pixels_removed": n_valid - n_after_edges,
