@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from betterdepth_cli.core.types import InputDataError, OutputError, UsageError, check_kind
+from betterdepth_cli.io.images import IMAGE_EXTENSIONS
 from betterdepth_cli.io.intrinsics import (  # noqa: F401 (re-exported for callers of this module)
     DEFAULT_FOV_DEG,
     intrinsics_from_focal,
@@ -842,7 +843,7 @@ def export_depth_file(
 
 # --------------------------------------------------------------------------- batch planning
 MAP_EXTS = (".exr", ".npy", ".png")  # preference when one base has several: float first
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".exr", ".heic")
+IMAGE_EXTS = tuple("." + e for e in IMAGE_EXTENSIONS)  # what io.images.read_image (and refine) reads
 
 
 @dataclass
