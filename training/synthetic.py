@@ -982,7 +982,9 @@ def _tree(b: _Builder, x: float, y: float, height: float) -> None:
     foliage = Material(color=_rand_color(rng, (0.4, 0.9), (0.2, 0.6), hue), color2=_rand_color(rng, (0.4, 0.9), (0.1, 0.35), hue),
                        pattern="noise", scale=0.3)
     n = int(rng.integers(800, 3000) * rng.uniform(0.2, 1.0))  # from bare to dense crowns
-    b.add(leaves(rng, tips, height * rng.uniform(0.04, 0.1), n, height * rng.uniform(0.02, 0.04)), foliage, "leaves")
+    lod = min(1.0, max(0.25, 25.0 / max(math.hypot(x, y), 1e-3)))  # far trees: fewer, larger leaves (same cover)
+    b.add(leaves(rng, tips, height * rng.uniform(0.04, 0.1), max(1, int(n * lod)),
+                 height * rng.uniform(0.02, 0.04) / math.sqrt(lod)), foliage, "leaves")
 
 
 def outdoor_scene(rng: np.random.Generator) -> tuple[list[Mesh], Light, np.ndarray, np.ndarray, dict]:
@@ -1324,16 +1326,22 @@ def write_dataset(out_dir: str | os.PathLike, n: int, seed0: int = 0, size: tupl
     return out
 
 
-def benchmark(n: int = 20, size: int = 256, kind: str = "mixed", nthreads: int = 1) -> float:
-    """Mean milliseconds per scene (build + render) over seeds 0..n-1."""
-    render_scene(0, size, kind, nthreads=nthreads)  # warm-up (imports)
-    t0 = time.perf_counter()
+def benchmark(n: int = 20, size: int = 256, kind: str = "mixed", nthreads: int = 1) -> dict:
+    """Per-scene cost (build + render) over seeds 0..n-1: {"wall_ms", "cpu_ms", stage means}."""
+    render_scene(0, size, kind, nthreads=nthreads)  # warm-up (imports, noise texture)
+    stages: dict[str, float] = {}
+    t0, c0 = time.perf_counter(), time.process_time()
     for s in range(n):
-        render_scene(s, size, kind, nthreads=nthreads)
-    return (time.perf_counter() - t0) / n * 1000
+        for k, v in render_scene(s, size, kind, nthreads=nthreads).meta["timings_ms"].items():
+            stages[k] = stages.get(k, 0.0) + v / n
+    return {"wall_ms": (time.perf_counter() - t0) / n * 1000, "cpu_ms": (time.process_time() - c0) / n * 1000,
+            **{k: round(v, 1) for k, v in stages.items()}}
 
 
-if __name__ == "__main__":  # python -m training.synthetic [n] : timing
+if __name__ == "__main__":  # python -m training.synthetic [n] [size]: timing on one thread
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+    size = int(sys.argv[2]) if len(sys.argv) > 2 else 256
     for k in SCENE_KINDS:
-        print(f"{k}: {benchmark(n, 256, k):.1f} ms per 256x256 scene (1 thread)")
+        r = benchmark(n, size, k)
+        print(f"{k}: {r.pop('wall_ms'):.1f} ms wall, {r.pop('cpu_ms'):.1f} ms CPU per {size}x{size} scene "
+              f"(1 thread); render stages ms: {r}")
