@@ -1,0 +1,193 @@
+"""`betterdepth eval` end to end through typer's CliRunner: tiny real models, fabricated and real data."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import real_data_dir
+from typer.testing import CliRunner
+
+from betterdepth_cli.cli.app import app
+from betterdepth_cli.evaluation.metrics import ALL_METRICS
+
+H, W = 48, 64
+
+
+def run(*args):
+    return CliRunner().invoke(app, ["eval", *map(str, args)])
+
+
+def make_nyu(root: Path, n: int = 3) -> list[tuple[str, np.ndarray]]:
+    """Marigold's NYUv2 layout: test/<scene>/rgb_XXXX.png + depth_XXXX.png (uint16 mm). Returns (id, depth m)."""
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(1, n + 1):
+        scene = root / "test" / f"room_{i:04d}"
+        scene.mkdir(parents=True)
+        rgb = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+        assert cv2.imwrite(str(scene / f"rgb_{i:04d}.png"), rgb)
+        # a depth step 1.5 m | 3 m with the column between at 2 m (the mean inverse depth): one
+        # Canny edge without float ties, so float32 predictions find exactly the same edge
+        mm = np.full((H, W), 1500, np.uint16)
+        mm[:, W // 2 + 1 :] = 3000
+        mm[:, W // 2] = 2000
+        mm[0, :] = 0  # no data
+        assert cv2.imwrite(str(scene / f"depth_{i:04d}.png"), mm)
+        out.append((f"test/room_{i:04d}/rgb_{i:04d}", mm / 1000.0))
+    return out
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_help_lists_the_protocol_flags():
+    res = CliRunner().invoke(app, ["eval", "--help"], env={"COLUMNS": "250"})
+    assert res.exit_code == 0
+    for flag in ("--dataset", "--data-root", "--split-file", "--limit", "--conditioner", "--model", "--no-refine",
+                 "--compare", "--save-predictions", "--output", "--csv", "--edge-threshold", "--dataset-option"):
+        assert flag in res.output, flag
+
+
+def test_perfect_file_predictions_score_perfectly(tmp_path):
+    """Precomputed disparity (1/gt - 0.3) / 2 through the file: conditioner: the protocol must undo it exactly."""
+    samples = make_nyu(tmp_path / "nyu")
+    pred_dir = tmp_path / "preds"
+    for sid, depth in samples:
+        disp = np.where(depth > 0, (1.0 / np.maximum(depth, 1e-9) - 0.3) / 2.0, 0.5).astype(np.float32)
+        (pred_dir / sid).parent.mkdir(parents=True, exist_ok=True)
+        np.save(pred_dir / f"{sid}.npy", disp)
+    out = tmp_path / "r.json"
+    res = run("--dataset", "nyuv2", "--data-root", tmp_path / "nyu", "--conditioner", f"file:{pred_dir}?kind=disparity",
+              "--no-refine", "--output", out, "--device", "cpu", "--dataset-option", "eigen_crop=false")
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    m = data["metrics"]["conditioner"]
+    assert m["abs_rel"] == pytest.approx(0.0, abs=1e-6)
+    assert m["rmse"] == pytest.approx(0.0, abs=1e-5)
+    assert m["delta1"] == 1.0
+    assert m["dbe_acc"] == pytest.approx(0.0, abs=1e-6) and m["dbe_comp"] == pytest.approx(0.0, abs=1e-6)
+    assert m["ep"] == 1.0 and m["er"] == 1.0
+    assert data["conditioner"]["kind"] == "disparity" and data["model"] is None
+    rows = read_csv(tmp_path / "r_per_sample.csv")
+    assert [r["id"] for r in rows] == [s for s, _ in samples]
+    assert all(float(r["scale"]) == pytest.approx(2.0, rel=1e-4) and float(r["shift"]) == pytest.approx(0.3, rel=1e-4)
+               for r in rows)
+    assert "abs_rel %" in res.stdout and "100.00" in res.stdout
+
+
+def test_compare_with_tiny_models_writes_json_and_csv(tmp_path, tiny_dpt_dir, tiny_model_dir):
+    make_nyu(tmp_path / "nyu")
+    out = tmp_path / "out" / "results.json"
+    out.parent.mkdir()
+    csv_path = tmp_path / "per_sample.csv"
+    preds = tmp_path / "raw"
+    res = run("--dataset", "nyuv2", "--data-root", tmp_path / "nyu", "--conditioner", f"hf:{tiny_dpt_dir}",
+              "--model", tiny_model_dir, "--compare", "--steps", "2", "--ensemble", "1", "--processing-res", "64",
+              "--seed", "3", "--batch-size", "2", "--output", out, "--csv", csv_path, "--save-predictions", preds,
+              "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert data["format"] == "betterdepth-eval/1"
+    assert data["samples"] == 3 and data["dataset"]["name"] == "nyuv2"
+    assert set(data["metrics"]) == {"conditioner", "refined"}
+    for variant in ("conditioner", "refined"):
+        assert set(data["metrics"][variant]) == set(ALL_METRICS)
+        assert 0.0 <= data["metrics"][variant]["delta1"] <= 1.0
+    assert set(data["improvement"]) == set(ALL_METRICS)
+    assert data["settings"] == {"conditioner": f"hf:{tiny_dpt_dir}", "steps": 2, "ensemble": 1, "reduction": "mean",
+                                "processing_res": 64, "seed": 3, "device": "cpu", "dtype": "fp32", "batch_size": 2}
+    assert {"torch", "numpy", "python", "diffusers", "transformers"} <= set(data["versions"])
+    spi = data["seconds_per_image"]
+    assert set(spi) == {"load", "conditioner", "encode", "sample", "decode", "score", "total"}
+    assert spi["total"] == pytest.approx(sum(v for k, v in spi.items() if k != "total"), rel=1e-6)
+    rows = read_csv(csv_path)
+    assert len(rows) == 6 and [r["variant"] for r in rows[:2]] == ["conditioner", "refined"]
+    assert set(ALL_METRICS) <= set(rows[0])
+    # the raw predictions are the conditioner's and the refiner's outputs at image size
+    saved = sorted(p.relative_to(preds).as_posix() for p in preds.rglob("*.npy"))
+    assert saved == sorted(f"{v}/test/room_{i:04d}/rgb_{i:04d}.npy" for v in ("conditioner", "refined") for i in (1, 2, 3))
+    arr = np.load(preds / "refined/test/room_0001/rgb_0001.npy")
+    assert arr.shape == (H, W) and arr.dtype == np.float32
+    assert json.loads((preds / "refined/test/room_0001/rgb_0001.json").read_text())["kind"] == "disparity"
+    assert "change" in res.stdout and "better by" in res.stdout
+
+    # anyone can re-score the saved predictions: the same numbers come back
+    again = tmp_path / "again.json"
+    res = run("--dataset", "nyuv2", "--data-root", tmp_path / "nyu", "--conditioner",
+              f"file:{preds / 'refined'}?kind=disparity", "--no-refine", "--output", again, "--device", "cpu", "-q")
+    assert res.exit_code == 0, res.output
+    rescored = json.loads(again.read_text())["metrics"]["conditioner"]
+    for name in ALL_METRICS:
+        assert rescored[name] == pytest.approx(data["metrics"]["refined"][name], rel=1e-5, abs=1e-9), name
+
+
+def test_usage_and_data_errors(tmp_path):
+    make_nyu(tmp_path / "nyu", n=1)
+    root = tmp_path / "nyu"
+    res = run("--dataset", "nyuv2", "--data-root", tmp_path / "missing", "--no-refine", "--device", "cpu")
+    assert res.exit_code == 66
+    assert "nyuv2: data root" in res.stderr and "does not exist" in res.stderr
+    res = run("--dataset", "nyu", "--data-root", root, "--no-refine", "--device", "cpu")
+    assert res.exit_code == 64 and "unknown dataset 'nyu'; valid datasets: nyuv2" in res.stderr
+    res = run("--dataset", "nyuv2", "--data-root", root, "--no-refine", "--compare", "--device", "cpu")
+    assert res.exit_code == 64 and "--compare" in res.stderr
+    res = run("--dataset", "nyuv2", "--data-root", root, "--no-refine", "--dataset-option", "eigen", "--device", "cpu")
+    assert res.exit_code == 64 and "`--dataset-option` must be KEY=VALUE" in res.stderr
+    res = run("--dataset", "nyuv2", "--data-root", root, "--no-refine", "--metrics", "abs_rel,absrel", "--device", "cpu")
+    assert res.exit_code == 64 and "unknown metric 'absrel'" in res.stderr
+    res = run("--dataset", "nyuv2", "--data-root", root, "--no-refine", "--output", tmp_path / "nope" / "r.json",
+              "--device", "cpu")
+    assert res.exit_code == 73 and "does not exist" in res.stderr
+    res = run("--data-root", root)
+    assert res.exit_code == 64 and "`--dataset` is required" in res.stderr
+    (root / "test/room_0001/depth_0001.png").unlink()
+    split = tmp_path / "split.txt"
+    split.write_text("test/room_0001/rgb_0001.png test/room_0001/depth_0001.png\n")
+    res = run("--dataset", "nyuv2", "--data-root", root, "--split-file", split, "--no-refine", "--device", "cpu")
+    assert res.exit_code == 65
+    assert "depth_0001.png (line 1 of" in res.stderr and "not found, expected" in res.stderr
+
+
+def test_config_file_supplies_options(tmp_path):
+    samples = make_nyu(tmp_path / "nyu", n=1)
+    pred_dir = tmp_path / "preds"
+    sid, depth = samples[0]
+    (pred_dir / sid).parent.mkdir(parents=True)
+    np.save(pred_dir / f"{sid}.npy", (1.5 * depth + 0.2).astype(np.float32))
+    cfg = tmp_path / "eval.toml"
+    cfg.write_text(f'[eval]\ndataset = "nyuv2"\ndata-root = "{tmp_path / "nyu"}"\nno-refine = true\n'
+                   f'conditioner = "file:{pred_dir}?kind=depth"\nmetrics = ["abs_rel", "delta1"]\ndevice = "cpu"\n')
+    out = tmp_path / "r.json"
+    res = run("--config", cfg, "--output", out)
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert set(data["metrics"]["conditioner"]) == {"abs_rel", "delta1"}
+    assert data["metrics"]["conditioner"]["abs_rel"] == pytest.approx(0.0, abs=1e-6)  # depth-space fit undoes 1.5x + 0.2
+    assert data["protocol"]["alignment_space"] == "depth"
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("name,folder", [("middlebury", "middlebury2005"), ("nyuv2", "nyuv2")])
+def test_real_samples_end_to_end(tmp_path, tiny_dpt_dir, tiny_model_dir, name, folder):
+    root = real_data_dir() / folder
+    if not root.is_dir():
+        pytest.skip(f"real data not found in {root}")
+    out = tmp_path / "r.json"
+    res = run("--dataset", name, "--data-root", root, "--limit", "2", "--conditioner", f"hf:{tiny_dpt_dir}",
+              "--model", tiny_model_dir, "--compare", "--processing-res", "64", "--output", out, "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert data["samples"] == 2 and data["dataset"]["root"] == str(root)
+    for variant in ("conditioner", "refined"):
+        m = data["metrics"][variant]
+        assert 0.0 < m["abs_rel"] < 1.0 and 0.0 < m["delta1"] <= 1.0
+        assert 0.0 <= m["dbe_acc"] <= 10.0
+    rows = read_csv(tmp_path / "r_per_sample.csv")
+    assert len(rows) == 4 and all(float(r["seconds_total"]) > 0 for r in rows)
