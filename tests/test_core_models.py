@@ -198,21 +198,46 @@ def test_load_model_errors_name_what_to_do(tmp_path):
 
 
 # ------------------------------------------------------------------ conditioners
+def _smooth_images(b, h, w):
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    chans = [0.5 + 0.4 * torch.sin(6 * xx + 3 * c) * torch.cos(4 * yy) for c in range(3)]
+    return torch.stack(chans)[None].repeat(b, 1, 1, 1)
+
+
 def test_hf_conditioner_from_local_folder(dpt_dir):
     cond = get_conditioner(f"hf:{dpt_dir}")
     images = torch.rand(2, 3, 37, 53, generator=torch.Generator().manual_seed(0))
     pred = cond.predict(images)
     assert pred.values.shape == (2, 1, 37, 53) and pred.kind == "disparity" and not pred.metric
     assert pred.valid.all()
-    # the adapter equals the model run through its own processor by hand
+    # the adapter's torch preprocessing replays the model's own processor
     from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
     proc = AutoImageProcessor.from_pretrained(dpt_dir)
+    smooth = _smooth_images(2, 37, 53)
+    ref_in = proc(images=smooth, return_tensors="pt", do_rescale=False)["pixel_values"]
+    ours = cond.preprocess(smooth)
+    assert ours.shape == ref_in.shape
+    assert (ours - ref_in).abs().mean() < 0.01  # PIL (8-bit) vs torch bicubic only
+    ours = cond.preprocess(images)
     model = AutoModelForDepthEstimation.from_pretrained(dpt_dir).eval()
     with torch.no_grad():
-        out = model(**proc(images=images, return_tensors="pt", do_rescale=False))
+        out = model(pixel_values=ours)
     ref = proc.post_process_depth_estimation(out, target_sizes=[(37, 53)] * 2)
     torch.testing.assert_close(pred.values[1, 0], ref[1]["predicted_depth"], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("size,expected", [((480, 640), (70, 98)), ((37, 53), (42, 70)), ((640, 480), (98, 70))])
+def test_depth_anything_preprocess_sizes_match_the_processor(size, expected, tmp_path_factory):
+    path = save_depth_anything(tmp_path_factory.mktemp("da"))
+    cond = get_conditioner(f"hf:{path}")
+    images = _smooth_images(1, *size)
+    from transformers import AutoImageProcessor
+
+    ref = AutoImageProcessor.from_pretrained(path)(images=images, return_tensors="pt", do_rescale=False)["pixel_values"]
+    ours = cond.preprocess(images)
+    assert tuple(ours.shape[-2:]) == tuple(ref.shape[-2:]) == expected
+    assert (ours - ref).abs().mean() < 0.02
 
 
 def test_metric_depth_anything_reports_metric_depth(tmp_path):

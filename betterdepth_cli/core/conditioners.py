@@ -20,6 +20,7 @@ New adapters register with :func:`register` (one decorator) or one entry in
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -115,20 +116,75 @@ class HFConditioner(Conditioner):
         self.model.to(device=self.device, dtype=self.dtype)
         return self
 
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) [0,1] -> the model's ``pixel_values``.
+
+        DPT-family processors (DPT, MiDaS, Depth Anything v1/v2) are replayed in
+        torch from their own configuration (size, keep_aspect_ratio,
+        ensure_multiple_of, bicubic resampling, mean/std, padding), on the
+        model's device; any other processor is called as is.
+        """
+        p = self.processor
+        if type(p).__name__.startswith("DPTImageProcessor"):
+            return dpt_preprocess(images.to(self.device, torch.float32), p).to(self.dtype)
+        inputs = p(images=images.float().cpu(), return_tensors="pt", do_rescale=False)
+        return inputs["pixel_values"].to(self.device, self.dtype)
+
     @torch.no_grad()
     def predict(self, images: torch.Tensor, keys: list[str] | None = None) -> DepthPrediction:
         b, _, h, w = images.shape
-        inputs = self.processor(images=images.float().cpu(), return_tensors="pt", do_rescale=False)
-        pixel_values = inputs["pixel_values"].to(self.device, self.dtype)
-        outputs = self.model(pixel_values=pixel_values)
+        outputs = self.model(pixel_values=self.preprocess(images))
         depth = outputs.predicted_depth.float()  # [B,h',w']
-        outputs.predicted_depth = depth
-        post = self.processor.post_process_depth_estimation(outputs, target_sizes=[(h, w)] * b)
-        values = torch.stack([p["predicted_depth"] for p in post]).reshape(b, 1, h, w).float()
+        # the processors' post-processing: bicubic to the input size, batched
+        values = torch.nn.functional.interpolate(depth[:, None], size=(h, w), mode="bicubic", align_corners=False)
         valid = torch.isfinite(values)
         if self.kind == "depth":
             valid &= values > 0
         return DepthPrediction(values=values, valid=valid, kind=self.kind, metric=self.metric, source=self.name)
+
+
+def _constrain_to_multiple_of(val: float, multiple: int) -> int:
+    x = round(val / multiple) * multiple
+    return int(x if x >= 0 else math.ceil(val / multiple) * multiple)
+
+
+def dpt_resize_size(height: int, width: int, size: dict, keep_aspect_ratio: bool, multiple: int) -> tuple[int, int]:
+    """transformers' DPT ``get_resize_output_image_size``: the size the processor resizes to."""
+    scale_h, scale_w = size["height"] / height, size["width"] / width
+    if keep_aspect_ratio:
+        if abs(1 - scale_w) < abs(1 - scale_h):
+            scale_h = scale_w
+        else:
+            scale_w = scale_h
+    return _constrain_to_multiple_of(scale_h * height, multiple), _constrain_to_multiple_of(scale_w * width, multiple)
+
+
+def dpt_preprocess(images: torch.Tensor, processor) -> torch.Tensor:
+    """Replay a DPT-family image processor on a (B,3,H,W) [0,1] tensor."""
+    import torch.nn.functional as F
+
+    x = images
+    h, w = x.shape[-2:]
+    if getattr(processor, "do_resize", True):
+        size = processor.size
+        size = {"height": size["height"], "width": size["width"]} if "height" in size else {
+            "height": size["shortest_edge"], "width": size["shortest_edge"]}
+        nh, nw = dpt_resize_size(h, w, size, bool(getattr(processor, "keep_aspect_ratio", False)),
+                                 int(getattr(processor, "ensure_multiple_of", 1) or 1))
+        resample = int(getattr(processor, "resample", 3))
+        mode = {0: "nearest", 2: "bilinear", 3: "bicubic"}.get(resample, "bicubic")
+        if (nh, nw) != (h, w):
+            kwargs = {} if mode == "nearest" else {"align_corners": False, "antialias": nh < h or nw < w}
+            x = F.interpolate(x, size=(nh, nw), mode=mode, **kwargs).clamp(0.0, 1.0)
+    if getattr(processor, "do_normalize", True):
+        mean = torch.tensor(processor.image_mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(processor.image_std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        x = (x - mean) / std
+    divisor = getattr(processor, "size_divisor", None)
+    if getattr(processor, "do_pad", False) and divisor:
+        ph, pw = (-x.shape[-2]) % divisor, (-x.shape[-1]) % divisor
+        x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+    return x
 
 
 class FileConditioner(Conditioner):

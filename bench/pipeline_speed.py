@@ -1,0 +1,89 @@
+"""Pipeline overhead over the raw network forwards (issue: core library).
+
+Refines 512 px images with tiny models (a tiny DPT conditioner through its
+transformers processor, the tiny space-to-depth refiner) and compares the whole
+`refine_batch` time to the sum of the raw forwards it has to run: conditioner
+model forward + autoencoder encodes + UNet x steps + decode, on the same inputs.
+
+    python bench/pipeline_speed.py [--size 512] [--steps 2] [--repeats 5]
+
+Prints the time per stage and, last, the ratio pipeline / raw forwards
+(target <= 1.10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+
+    from tiny_models import save_dpt
+
+    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.core.pipeline import refine_batch
+    from betterdepth_cli.core.refiner import BetterDepthModel
+
+    tmp = Path(tempfile.mkdtemp())
+    cond = get_conditioner(f"hf:{save_dpt(tmp / 'dpt', image_size=256)}")
+    model = BetterDepthModel.tiny(seed=0).eval()
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(args.batch, 3, args.size, args.size, generator=g)
+    res = args.size
+
+    def pipeline():
+        return refine_batch(images, conditioner=cond, model=model, steps=args.steps, ensemble=1,
+                            processing_res=res, generator=torch.Generator().manual_seed(0))
+
+    # the raw forwards on identical inputs, prepared outside the timing
+    proc_inputs = cond.processor(images=images, return_tensors="pt", do_rescale=False)["pixel_values"]
+    x = images * 2 - 1
+    d = torch.rand(args.batch, 1, res, res) * 2 - 1
+    z_i, z_c = model.codec.encode_image(x), model.codec.encode_depth(d)
+    z = torch.randn_like(z_c)
+
+    @torch.no_grad()
+    def raw():
+        cond.model(pixel_values=proc_inputs)
+        model.codec.encode_image(x)
+        model.codec.encode_depth(d)
+        for _ in range(args.steps):
+            model.denoise(z_i, z_c, z, 999)
+        model.codec.decode_depth(z)
+
+    with torch.no_grad():
+        pipeline(), raw()  # warm-up
+        ratios, stages = [], []
+        for _ in range(args.repeats):  # interleaved so machine noise hits both alike
+            t0 = time.perf_counter()
+            out = pipeline()
+            t_pipe = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            raw()
+            t_raw = time.perf_counter() - t0
+            ratios.append(t_pipe / t_raw)
+            stages.append(out.timings)
+    for k in stages[0]:
+        print(f"{k:12s} {statistics.median(s[k] for s in stages) * 1000:8.1f} ms")
+    print(f"images {args.batch} x {args.size}px, steps {args.steps}")
+    print(f"pipeline / raw forwards: {statistics.median(ratios):.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""Train the small feed-forward conditioner embedded as ``builtin``.
+
+A Depth-Anything-class model from ``transformers`` (DINOv2 backbone + DPT
+head) at a small config, trained from scratch on procedural scenes with a
+scale-and-shift-invariant loss in disparity space. It plays the role Depth
+Anything plays in the paper: a robust global layout with over-smoothed detail
+(its input is resized to ``input_size`` pixels on the short side).
+
+Pixels without a hit (sky) or beyond the generator's range count as disparity
+0, as Depth Anything predicts for the sky.
+
+    python -m training.conditioner --recipe training/recipes/default-conditioner.toml --output runs/cond
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from betterdepth_cli.core.align import fit_scale_shift
+
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
+
+DEFAULTS = {
+    "data": {"train": "", "val": "", "crop": 160},
+    "model": {"hidden_size": 96, "num_hidden_layers": 4, "num_attention_heads": 3, "intermediate_size": 192,
+              "neck_hidden_sizes": [24, 48, 96, 96], "fusion_hidden_size": 32, "head_hidden_size": 16,
+              "input_size": 140},
+    "train": {"steps": 3000, "batch_size": 16, "lr": 3e-4, "weight_decay": 1e-4, "warmup": 100, "seed": 0,
+              "checkpoint_every": 250, "log_every": 25, "threads": 0},
+}
+
+
+def build_model(cfg: dict):
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    size = int(cfg["input_size"])
+    backbone = Dinov2Config(
+        image_size=size, patch_size=14, hidden_size=cfg["hidden_size"], num_hidden_layers=cfg["num_hidden_layers"],
+        num_attention_heads=cfg["num_attention_heads"], intermediate_size=cfg["intermediate_size"],
+        out_indices=list(range(1, cfg["num_hidden_layers"] + 1))[-4:], apply_layernorm=True,
+        reshape_hidden_states=False,
+    )
+    config = DepthAnythingConfig(
+        backbone_config=backbone, reassemble_hidden_size=cfg["hidden_size"], patch_size=14,
+        neck_hidden_sizes=list(cfg["neck_hidden_sizes"]), fusion_hidden_size=cfg["fusion_hidden_size"],
+        head_hidden_size=cfg["head_hidden_size"], depth_estimation_type="relative",
+    )
+    return DepthAnythingForDepthEstimation(config)
+
+
+def build_processor(input_size: int):
+    """The image processor saved beside the model (Depth Anything's settings, smaller size)."""
+    from transformers import DPTImageProcessor
+
+    return DPTImageProcessor(
+        size={"height": input_size, "width": input_size}, keep_aspect_ratio=True, ensure_multiple_of=14,
+        do_pad=False, resample=3, image_mean=list(IMAGE_MEAN), image_std=list(IMAGE_STD),
+    )
+
+
+def ssi_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Scale-and-shift-invariant L1: least-squares align ``pred`` to ``target``, mean |error|.
+
+    pred, target: (B,1,H,W); weight: bool (B,1,H,W) of supervised pixels.
+    """
+    s, b = fit_scale_shift(pred, target, weight)
+    aligned = pred * s.view(-1, 1, 1, 1) + b.view(-1, 1, 1, 1)
+    w = weight.float()
+    return ((aligned - target).abs() * w).sum() / w.sum().clamp_min(1.0)
+
+
+def disparity_target(depth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """GT disparity scaled to [0, 1] per image by its 98 % quantile; invalid (sky, far) -> 0."""
+    disp = torch.where(valid, 1.0 / depth.clamp_min(1e-3), torch.zeros_like(depth))
+    out = []
+    for d, v in zip(disp, valid):
+        vals = d[v]
+        hi = torch.quantile(vals, 0.98) if vals.numel() > 0 else torch.tensor(1.0)
+        out.append((d / hi.clamp_min(1e-6)).clamp(0, 1.5))
+    return torch.stack(out)
+
+
+def load_split(root: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A generic-folder dataset into memory: rgb uint8 (N,3,H,W), depth (N,1,H,W), valid."""
+    from training.datasets import FolderDataset
+
+    ds = FolderDataset(root)
+    rgb, depth, valid = [], [], []
+    for i in range(len(ds)):
+        s = ds[i]
+        rgb.append((s["rgb"] * 255).round().to(torch.uint8))
+        depth.append(s["depth"].float())
+        valid.append(s["valid"])
+    return torch.stack(rgb), torch.stack(depth), torch.stack(valid)
+
+
+def model_input(rgb: torch.Tensor, size: int) -> torch.Tensor:
+    """(B,3,H,W) [0,1] -> the model's normalised square input (training crops are square)."""
+    x = F.interpolate(rgb, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+    mean = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def random_batch(data, batch: int, crop: int, g: torch.Generator):
+    rgb, depth, valid = data
+    n, _, h, w = rgb.shape
+    idx = torch.randint(0, n, (batch,), generator=g)
+    tops = torch.randint(0, h - crop + 1, (batch,), generator=g)
+    lefts = torch.randint(0, w - crop + 1, (batch,), generator=g)
+    flips = torch.rand(batch, generator=g) < 0.5
+    out = [[], [], []]
+    for i, t, l, f in zip(idx.tolist(), tops.tolist(), lefts.tolist(), flips.tolist()):
+        parts = [x[i, :, t : t + crop, l : l + crop] for x in (rgb, depth, valid)]
+        if f:
+            parts = [p.flip(-1) for p in parts]
+        for o, p in zip(out, parts):
+            o.append(p)
+    return torch.stack(out[0]).float() / 255.0, torch.stack(out[1]), torch.stack(out[2])
+
+
+def evaluate(model, data, input_size: int, batch: int = 16) -> dict:
+    """AbsRel and delta1 of the aligned disparity, in depth, over valid pixels (eval protocol)."""
+    rgb, depth, valid = data
+    rels, d1s = [], []
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(rgb), batch):
+            x = rgb[i : i + batch].float() / 255.0
+            pred = model(pixel_values=model_input(x, input_size)).predicted_depth[:, None]
+            pred = F.interpolate(pred, size=x.shape[-2:], mode="bicubic", align_corners=False)
+            d, v = depth[i : i + batch], valid[i : i + batch]
+            disp = torch.where(v, 1.0 / d.clamp_min(1e-3), torch.zeros_like(d))
+            s, b = fit_scale_shift(pred, disp, v)
+            aligned = (pred * s.view(-1, 1, 1, 1) + b.view(-1, 1, 1, 1)).clamp_min(1e-3)
+            pd = 1.0 / aligned
+            for j in range(len(d)):
+                m = v[j]
+                g, p = d[j][m], pd[j][m]
+                rels.append(((p - g).abs() / g).mean().item())
+                d1s.append((torch.maximum(p / g, g / p) < 1.25).float().mean().item())
+    model.train()
+    return {"abs_rel": float(np.mean(rels)), "delta1": float(np.mean(d1s))}
+
+
+def train(recipe: dict, output: Path, resume: bool = False, log=print) -> Path:
+    cfg = {k: {**DEFAULTS[k], **recipe.get(k, {})} for k in DEFAULTS}
+    tr, mc = cfg["train"], cfg["model"]
+    if tr["threads"]:
+        torch.set_num_threads(int(tr["threads"]))
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "recipe.json").write_text(json.dumps(cfg, indent=2))
+    torch.manual_seed(tr["seed"])
+    model = build_model(mc)
+    opt = torch.optim.AdamW(model.parameters(), lr=tr["lr"], weight_decay=tr["weight_decay"])
+    total = int(tr["steps"])
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / tr["warmup"]) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+    )
+    g = torch.Generator().manual_seed(tr["seed"])
+    step = 0
+    ckpt = output / "checkpoint.pt"
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        g.set_state(state["gen"])
+        torch.set_rng_state(state["torch_rng"])
+        step = state["step"]
+        log(f"resumed from step {step}")
+    train_data = load_split(cfg["data"]["train"])
+    val_data = load_split(cfg["data"]["val"]) if cfg["data"]["val"] else None
+    log(f"training {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params on {len(train_data[0])} scenes")
+    metrics_file = (output / "metrics.jsonl").open("a")
+    t0 = time.time()
+    model.train()
+    while step < total:
+        rgb, depth, valid = random_batch(train_data, tr["batch_size"], cfg["data"]["crop"], g)
+        target = disparity_target(depth, valid)
+        pred = model(pixel_values=model_input(rgb, mc["input_size"])).predicted_depth[:, None]
+        pred = F.interpolate(pred, size=target.shape[-2:], mode="bilinear", align_corners=False)
+        loss = ssi_loss(pred, target, torch.ones_like(valid))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        step += 1
+        if step % tr["log_every"] == 0:
+            rec = {"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0], "seconds": time.time() - t0}
+            log(json.dumps(rec))
+            metrics_file.write(json.dumps(rec) + "\n")
+            metrics_file.flush()
+        if step % tr["checkpoint_every"] == 0 or step == total:
+            if val_data is not None:
+                rec = {"step": step, "val": evaluate(model, val_data, mc["input_size"])}
+                log(json.dumps(rec))
+                metrics_file.write(json.dumps(rec) + "\n")
+            tmp = ckpt.with_suffix(".tmp")
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                        "gen": g.get_state(), "torch_rng": torch.get_rng_state(), "step": step}, tmp)
+            tmp.replace(ckpt)
+    final = output / "final"
+    model.save_pretrained(final)
+    build_processor(mc["input_size"]).save_pretrained(final)
+    log(f"saved {final}")
+    return final
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipe", required=True)
+    ap.add_argument("--output", required=True)
+    ap.add_argument("--resume", action="store_true")
+    args = ap.parse_args(argv)
+    recipe = tomllib.loads(Path(args.recipe).read_text())
+    train(recipe, Path(args.output), args.resume, log=lambda m: print(m, file=sys.stderr, flush=True))
+
+
+if __name__ == "__main__":
+    main()
