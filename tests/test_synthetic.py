@@ -228,6 +228,21 @@ def test_write_dataset_npy_is_exact_and_resumable(tmp_path):
     assert meta["seed"] == 9 and len(meta["K"]) == 3 and "timings_ms" not in meta
 
 
+def test_write_dataset_refuses_a_folder_with_other_settings(tmp_path):
+    from betterdepth_cli.core.types import OutputError
+
+    out = write_dataset(tmp_path / "ds", 1, seed0=0, size=(16, 16), kind="indoor")
+    write_dataset(out, 2, seed0=0, size=(16, 16), kind="indoor")  # same settings: extends
+    with pytest.raises(OutputError, match=r"other settings \(seed0, kind: seed0=0, kind='indoor'\)"):
+        write_dataset(out, 2, seed0=5, size=(16, 16), kind="outdoor")
+    with pytest.raises(OutputError, match="depth_format"):
+        write_dataset(out, 2, seed0=0, size=(16, 16), kind="indoor", depth_format="png16")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x.txt").write_text("x")
+    with pytest.raises(OutputError, match="not empty"):
+        write_dataset(tmp_path / "other", 1, size=16)
+
+
 def test_write_dataset_png16_round_trip(tmp_path):
     import cv2
 
@@ -273,3 +288,10 @@ def test_cli_synth_bad_kind_exits_64(tmp_path):
     res = _invoke(["-n", "1", "-o", str(tmp_path / "x"), "--kind", "space"])
     assert res.exit_code == 64
     assert "`--kind` must be one of" in res.stderr
+
+
+def test_cli_synth_other_settings_exit_73(tmp_path):
+    assert _invoke(["-n", "1", "-o", str(tmp_path / "d"), "--size", "16", "-q"]).exit_code == 0
+    res = _invoke(["-n", "1", "-o", str(tmp_path / "d"), "--size", "20", "-q"])
+    assert res.exit_code == 73
+    assert res.stderr.startswith("betterdepth: error: ") and "other settings (size" in res.stderr

@@ -1269,6 +1269,35 @@ def _write_one(args: tuple) -> str:
     return sid
 
 
+def _check_same_recipe(out: Path, source: dict, depth_format: str) -> None:
+    """Refuse to resume into a folder written with other settings (stale samples would mix in)."""
+    import tomllib
+
+    from betterdepth_cli.core.types import OutputError
+
+    path = out / "dataset.toml"
+    if not path.exists():
+        if out.is_dir() and any(out.iterdir()):
+            raise OutputError(f"{out}: folder is not empty and has no dataset.toml; use an empty or new folder")
+        return
+    try:
+        cfg = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        raise OutputError(f"{path}: exists but is not a synthetic dataset description; use another folder") from None
+    old = cfg.get("source", {})
+    old_format = cfg.get("depth", {}).get("format")
+    if old.get("generator") != source["generator"]:
+        raise OutputError(f"{out}: holds a dataset not written by `betterdepth synth`; use another folder")
+    diff = [k for k in ("seed0", "size", "kind", "supersample") if old.get(k, 1 if k == "supersample" else None)
+            != source[k]]
+    if old_format != depth_format:
+        diff.append("depth_format")
+    if diff:
+        raise OutputError(f"{out}: was written with other settings ({', '.join(diff)}: "
+                          + ", ".join(f"{k}={old.get(k, old_format if k == 'depth_format' else None)!r}"
+                                      for k in diff) + "); use another folder or the same settings")
+
+
 def write_dataset(out_dir: str | os.PathLike, n: int, seed0: int = 0, size: tuple[int, int] | int = (256, 256),
                   kind: str = "mixed", workers: int = 1, depth_format: str = "npy", supersample: int = 1,
                   progress: Callable[[int, int], None] | None = None) -> Path:
@@ -1298,12 +1327,13 @@ def write_dataset(out_dir: str | os.PathLike, n: int, seed0: int = 0, size: tupl
     if isinstance(size, int):
         size = (size, size)
     out = Path(out_dir)
+    source = {"generator": "betterdepth training.synthetic", "seed0": int(seed0), "n": int(n),
+              "size": [int(size[0]), int(size[1])], "kind": kind, "supersample": int(supersample)}
+    _check_same_recipe(out, source, depth_format)
     for sub in ("rgb", "depth", "meta"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     scale = 1.0 if depth_format == "npy" else (0.001 if kind == "indoor" else 0.002)
-    toml = dataset_toml(depth_format, scale, {"generator": "betterdepth training.synthetic", "seed0": int(seed0),
-                                               "n": int(n), "size": [int(size[0]), int(size[1])], "kind": kind,
-                                               "supersample": int(supersample)},
+    toml = dataset_toml(depth_format, scale, source,
                         max_depth=INDOOR_MAX_DEPTH if kind == "indoor" else OUTDOOR_MAX_DEPTH)
     _atomic_write_bytes(out / "dataset.toml", toml.encode())
     jobs = [(str(out), i, int(seed0) + i, tuple(size), kind, depth_format, scale, int(supersample)) for i in range(n)]

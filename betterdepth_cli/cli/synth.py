@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -41,7 +41,7 @@ def synth(
         int, typer.Option("--supersample", min=1, help="Odd rays per pixel side for anti-aliased RGB (3 = 9 rays; "
                           "depth stays point-sampled at pixel centres).")
     ] = 1,
-    quiet: Annotated[Optional[bool], typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
     """Render procedural RGB-D scenes (open3d ray casting) in the generic folder format.
 
@@ -77,6 +77,8 @@ def synth(
     try:
         write_dataset(out, n, seed0=seed, size=hw, kind=kind, workers=workers, depth_format=depth_format,
                       supersample=supersample, progress=progress)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     except PermissionError as exc:
         raise OutputError(f"{out}: cannot write ({exc.strerror})") from None
     except OSError as exc:
