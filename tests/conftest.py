@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny real models saved to folders and loaded back through user-facing code.
+
+Session-scoped and built once: a tiny DPT conditioner (64 x 64 processor, the
+DPT classes of Intel/dpt-large) and a tiny BetterDepth refiner bundle. Add new
+fixtures below; do not change what these build (other tests rely on them).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+
+
+def real_data_dir() -> Path:
+    """``$BETTERDEPTH_REAL_DATA`` or ``<repo>/../shared/data/real``."""
+    env = os.environ.get("BETTERDEPTH_REAL_DATA")
+    return Path(env) if env else TESTS.parent.parent / "shared" / "data" / "real"
+
+
+@pytest.fixture(scope="session")
+def tiny_dpt_dir(tmp_path_factory) -> Path:
+    """A tiny DPTForDepthEstimation (image_size 64) + DPTImageProcessor(64 x 64, no aspect keeping)."""
+    import torch
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    path = tmp_path_factory.mktemp("tiny-dpt") / "dpt"
+    torch.manual_seed(0)
+    config = DPTConfig(
+        image_size=64, patch_size=16, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
+        intermediate_size=128, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[16, 32, 64, 64],
+        fusion_hidden_size=32, head_in_index=-1, readout_type="project",
+    )
+    DPTForDepthEstimation(config).save_pretrained(path)
+    DPTImageProcessor(size={"height": 64, "width": 64}, keep_aspect_ratio=False).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random BetterDepth bundle (space-to-depth codec, no attention), seed 0."""
+    from betterdepth_cli.core.refiner import BetterDepthModel
+
+    path = tmp_path_factory.mktemp("tiny-refiner") / "model"
+    BetterDepthModel.tiny(seed=0).save(path)
+    return path
