@@ -198,13 +198,37 @@ def quad(corner, edge_u, edge_v) -> tuple[np.ndarray, np.ndarray]:
     return v.astype(np.float32), np.array([[0, 1, 2], [0, 2, 3]], np.int64)
 
 
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cross product of (N,3) arrays (np.cross is slow on small arrays)."""
+    return np.stack([a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1], a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2],
+                     a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]], 1)
+
+
 def _perp_frame(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Unit vectors u, v perpendicular to the rows of a (N,3)."""
-    an = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    an = a / np.maximum(np.sqrt((a * a).sum(1, keepdims=True)), 1e-12)
     helper = np.where(np.abs(an[:, 2:3]) < 0.9, np.array([[0.0, 0, 1]]), np.array([[1.0, 0, 0]]))
-    u = np.cross(an, helper)
-    u /= np.linalg.norm(u, axis=1, keepdims=True)
-    return u, np.cross(an, u)
+    u = _cross(an, helper)
+    u /= np.sqrt((u * u).sum(1, keepdims=True))
+    return u, _cross(an, u)
+
+
+_TUBE_TOPOLOGY: dict = {}
+
+
+def _tube_topology(sides: int, caps: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cos (S,), sin (S,), triangles (M,3)) of one tube with ``sides`` sides, cached."""
+    key = (sides, caps)
+    if key not in _TUBE_TOPOLOGY:
+        th = 2 * np.pi * np.arange(sides) / sides
+        i = np.arange(sides)
+        j = (i + 1) % sides
+        tri = [np.stack([i, j, sides + i], 1), np.stack([j, sides + j, sides + i], 1)]
+        if caps:
+            c0, c1 = 2 * sides, 2 * sides + 1
+            tri += [np.stack([np.full(sides, c0), j, i], 1), np.stack([np.full(sides, c1), sides + i, sides + j], 1)]
+        _TUBE_TOPOLOGY[key] = (np.cos(th), np.sin(th), np.concatenate(tri, 0))
+    return _TUBE_TOPOLOGY[key]
 
 
 def tubes(p0, p1, radii, sides: int = 6, caps: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -214,19 +238,13 @@ def tubes(p0, p1, radii, sides: int = 6, caps: bool = True) -> tuple[np.ndarray,
     n = len(p0)
     r = np.broadcast_to(np.asarray(radii, np.float64), (n,))
     u, w = _perp_frame(p1 - p0)
-    th = 2 * np.pi * np.arange(sides) / sides
-    ring = np.cos(th)[None, :, None] * u[:, None, :] + np.sin(th)[None, :, None] * w[:, None, :]  # (N,S,3)
+    cos, sin, t1 = _tube_topology(sides, caps)
+    ring = cos[None, :, None] * u[:, None, :] + sin[None, :, None] * w[:, None, :]  # (N,S,3)
     ring = ring * r[:, None, None]
     parts = [p0[:, None] + ring, p1[:, None] + ring]
-    i = np.arange(sides)
-    j = (i + 1) % sides
-    tri = [np.stack([i, j, sides + i], 1), np.stack([j, sides + j, sides + i], 1)]
     if caps:
         parts += [p0[:, None], p1[:, None]]
-        c0, c1 = 2 * sides, 2 * sides + 1
-        tri += [np.stack([np.full(sides, c0), j, i], 1), np.stack([np.full(sides, c1), sides + i, sides + j], 1)]
     v = np.concatenate(parts, 1)  # (N, V1, 3)
-    t1 = np.concatenate(tri, 0)
     t = t1[None] + v.shape[1] * np.arange(n)[:, None, None]
     return v.reshape(-1, 3).astype(np.float32), t.reshape(-1, 3)
 
@@ -1035,13 +1053,16 @@ def outdoor_scene(rng: np.random.Generator) -> tuple[list[Mesh], Light, np.ndarr
                             np.tile([0.1, 1.6, 0.1], (len(px), 1))), pm, "crossarms")
                 wm = Material(color=_rand_color(rng, (0, 0.2), (0.02, 0.2)))
                 nw = int(rng.integers(1, 4))
-                parts = []
+                seg0, seg1, rad = [], [], []
                 for k in range(len(px) - 1):
                     for j in range(nw):
                         off = (j - (nw - 1) / 2) * 0.5
-                        parts.append(polyline_tube(catenary([px[k], py + off, ph - 0.45], [px[k + 1], py + off, ph - 0.45],
-                                                            rng.uniform(0.2, 1.0), 16), rng.uniform(0.01, 0.025), 4))
-                b.add(merge(parts), wm, "wires")
+                        pts = catenary([px[k], py + off, ph - 0.45], [px[k + 1], py + off, ph - 0.45],
+                                       rng.uniform(0.2, 1.0), 16)
+                        seg0.append(pts[:-1]), seg1.append(pts[1:]), rad.append(np.full(15, rng.uniform(0.01, 0.025)))
+                if seg0:  # all spans in one vectorised tube call
+                    b.add(tubes(np.concatenate(seg0), np.concatenate(seg1), np.concatenate(rad), sides=4, caps=False),
+                          wm, "wires")
         for _ in range(int(rng.integers(0, 6))):  # cars
             cx, cy = rng.uniform(3, 80), rng.uniform(-road_w / 2 + 1.2, road_w / 2 - 1.2)
             L, Wc = rng.uniform(3.5, 5), rng.uniform(1.6, 2.0)
