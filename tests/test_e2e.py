@@ -1,0 +1,54 @@
+"""The end-to-end fine-tuning objective on hand-built tensors."""
+
+import torch
+
+from betterdepth_cli.core.refiner import BetterDepthModel
+from training.e2e import decoded_prediction, e2e_loss
+from training.objective import ObjectiveSettings
+
+
+def test_decoded_prediction_is_minus_scaled_v_at_the_last_timestep():
+    model = BetterDepthModel.tiny(seed=0)
+    a = model.scheduler.alphas_cumprod[999]
+    z_x, z_c = torch.randn(1, 48, 4, 4), torch.randn(1, 16, 4, 4)
+    v = torch.randn(1, 16, 4, 4)
+    out = decoded_prediction(model, z_x, z_c, denoise=lambda zx, zc, zt, t: v)
+    assert out.shape == (1, 1, 16, 16)
+    torch.testing.assert_close(out, model.codec.decode_depth(-(1 - a).sqrt() * v))
+
+
+def test_e2e_loss_is_zero_for_a_perfect_prediction_and_ignores_masked_pixels():
+    model = BetterDepthModel.tiny(seed=0)
+    depth = torch.linspace(1, 4, 32 * 32).reshape(1, 1, 32, 32)
+    valid = torch.ones_like(depth, dtype=torch.bool)
+    valid[..., :8, :8] = False
+    rgb = torch.rand(1, 3, 32, 32)
+    cond = 1.0 / depth  # a perfect disparity conditioner
+    a = model.scheduler.alphas_cumprod[999]
+    settings = ObjectiveSettings()
+    # an oracle denoiser whose decoded prediction is exactly the normalised GT on valid pixels
+    from training.objective import gt_to_space, prepare_maps
+
+    gt, gv = gt_to_space(depth, valid, "disparity")
+    maps = prepare_maps(cond, torch.ones_like(valid), gt, gv)
+    target = maps.gt.clone()
+    target[~valid] = 5.0  # garbage where the GT is invalid: must not count
+    v_star = -model.codec.encode_depth(target) / (1 - a).sqrt()
+    out = e2e_loss(model, rgb, cond, torch.ones_like(valid), depth, valid, "disparity", settings,
+                   denoise=lambda zx, zc, zt, t: v_star)
+    assert out.loss.item() < 1e-6
+    assert out.gamma.item() == 32 * 32 - 64
+    # a constant error of 0.1 on every valid pixel gives an L1 loss of 0.1
+    v_off = -model.codec.encode_depth(target + 0.1) / (1 - a).sqrt()
+    out = e2e_loss(model, rgb, cond, torch.ones_like(valid), depth, valid, "disparity", settings,
+                   denoise=lambda zx, zc, zt, t: v_off)
+    assert abs(out.loss.item() - 0.1) < 1e-5
+
+
+def test_e2e_loss_trains_the_unet():
+    model = BetterDepthModel.tiny(seed=0)
+    depth = torch.linspace(1, 4, 32 * 32).reshape(1, 1, 32, 32)
+    valid = torch.ones_like(depth, dtype=torch.bool)
+    out = e2e_loss(model, torch.rand(1, 3, 32, 32), 1.0 / depth, valid, depth, valid, "disparity")
+    out.loss.backward()
+    assert model.unet.conv_in.weight.grad.abs().sum() > 0
