@@ -1,0 +1,108 @@
+"""`betterdepth eval` speed on the real samples (issue 5): loading, inference, scoring.
+
+Runs the evaluation runner (what ``betterdepth eval`` calls after start-up) on
+the real NYUv2 (5 images, 640x480) and Middlebury 2005 (6 scenes, ~695x555)
+samples of ``$BETTERDEPTH_REAL_DATA`` (default ``<repo>/../shared/data/real``),
+with the embedded default refiner and conditioner when the package ships them,
+else a tiny random refiner (``BetterDepthModel.tiny(seed=0)``) over a tiny DPT
+conditioner (64x64 input) built from configs. A one-image warm-up run is
+discarded. Seconds per sample are split into
+
+- load: reading and decoding the RGB and the ground truth,
+- inference: conditioner + encode + sample + decode (the pipeline's timings),
+- score: alignment and all 11 metrics (AbsRel ... delta3, DBE_comp/acc, EP/ER).
+
+    python bench/eval_speed.py [--compare] [--processing-res N] [--device cpu]
+
+Prints a line per dataset and, last, the share of scoring in the total
+(the target: under 10 %).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def real_data() -> Path:
+    env = os.environ.get("BETTERDEPTH_REAL_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data" / "real"
+
+
+def models(tmp: Path) -> tuple[str | None, str, str]:
+    """(model spec, conditioner spec, description): the shipped defaults, else tiny ones."""
+    from betterdepth_cli.core.conditioners import builtin_conditioner_path
+    from betterdepth_cli.core.refiner import CARD_FILE, BetterDepthModel, default_model_path
+
+    if (default_model_path() / CARD_FILE).exists() and (builtin_conditioner_path() / "config.json").exists():
+        return None, "builtin", "embedded default refiner + builtin conditioner"
+    import torch
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    torch.manual_seed(0)
+    cfg = DPTConfig(
+        image_size=64, patch_size=16, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
+        intermediate_size=128, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[16, 32, 64, 64],
+        fusion_hidden_size=32, head_in_index=-1, readout_type="project",
+    )
+    DPTForDepthEstimation(cfg).save_pretrained(tmp / "dpt")
+    DPTImageProcessor(size={"height": 64, "width": 64}, keep_aspect_ratio=False).save_pretrained(tmp / "dpt")
+    BetterDepthModel.tiny(seed=0).save(tmp / "model")
+    return str(tmp / "model"), f"hf:{tmp / 'dpt'}", "tiny random refiner (BetterDepthModel.tiny) + tiny DPT (64x64)"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--compare", action="store_true", help="score the conditioner and the refined output")
+    ap.add_argument("--processing-res", type=int, default=None, help="refiner resolution (default: the model card's)")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+
+    import torch
+
+    from betterdepth_cli.evaluation.runner import EvalConfig, run_evaluation
+
+    root = real_data()
+    sets = [("nyuv2", root / "nyuv2"), ("middlebury", root / "middlebury2005")]
+    sets = [(n, p) for n, p in sets if p.is_dir()]
+    if not sets:
+        sys.exit(f"no real samples under {root} (set BETTERDEPTH_REAL_DATA)")
+    with tempfile.TemporaryDirectory() as tmp:
+        model, cond, what = models(Path(tmp))
+        print(f"models: {what}; torch threads {torch.get_num_threads()}; device {args.device}")
+
+        def config(name: str, path: Path, limit: int | None) -> EvalConfig:
+            return EvalConfig(dataset=name, data_root=str(path), limit=limit, conditioner=cond, model=model,
+                              compare=args.compare, processing_res=args.processing_res, device=args.device)
+
+        run_evaluation(config(*sets[0], limit=1))  # warm-up, discarded
+        totals = {"load": 0.0, "inference": 0.0, "score": 0.0}
+        n_all = 0
+        for name, path in sets:
+            r = run_evaluation(config(name, path, None))
+            spi = r.seconds_per_image
+            n = r.to_json()["samples"]
+            inference = sum(spi[k] for k in ("conditioner", "encode", "sample", "decode"))
+            total = spi["load"] + inference + spi["score"]
+            for k, v in (("load", spi["load"]), ("inference", inference), ("score", spi["score"])):
+                totals[k] += v * n
+            n_all += n
+            res = r.settings.get("processing_res")
+            print(f"{name:10s} {n} samples, processing_res {res}: load {spi['load']:.3f} s  inference {inference:.3f} s  "
+                  f"score {spi['score']:.3f} s  total {total:.3f} s per sample  (score {100 * spi['score'] / total:.1f} %)")
+        total = sum(totals.values())
+        print(f"all        {n_all} samples: load {totals['load'] / n_all:.3f} s  inference {totals['inference'] / n_all:.3f} s  "
+              f"score {totals['score'] / n_all:.3f} s per sample")
+        print(f"scoring share: {100 * totals['score'] / total:.1f} % of {total / n_all:.3f} s per sample (target < 10 %)")
+
+
+if __name__ == "__main__":
+    main()
