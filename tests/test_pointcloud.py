@@ -535,3 +535,19 @@ def test_mesh_has_no_loose_vertices():
         one[1:3, 1] = True
         one[1, 2] = True
         pc.depth_to_geometry(np.ones((4, 4), np.float32), one, K[:], pc.ExportOptions(mesh=True))
+
+
+@pytest.mark.parametrize("band, workers", [(5, 1), (4, 3), (1000, 2)])
+def test_banded_normals_equal_one_piece(band, workers):
+    rng = np.random.default_rng(2)
+    h, w = 23, 11
+    depth = (2.0 + rng.random((h, w))).astype(np.float32)
+    valid = rng.random((h, w)) > 0.15
+    K = ki.intrinsics_from_focal(w, h, 15.0)
+    xs, ys = pc._ray_slopes(depth.shape, K)
+    planes = pc.backproject_planes(depth, K)
+    (rx, ry, rz), rok = pc._pinhole_normal_planes(planes, xs, ys, valid, 0.3)
+    (bx, by, bz), bok = pc._pinhole_normals_banded(planes, xs, ys, valid, 0.3, band=band, workers=workers)
+    np.testing.assert_array_equal(bok, rok)
+    for r, b in ((rx, bx), (ry, by), (rz, bz)):
+        np.testing.assert_array_equal(b[rok], r[rok])

@@ -418,6 +418,46 @@ def _pinhole_normal_planes(planes, xs: np.ndarray, ys: np.ndarray, valid: np.nda
     return (nx, ny, nz), ok
 
 
+NORMAL_BAND_ROWS = 32
+"""Rows per band of the banded normal computation (cache-sized; bands run on threads)."""
+
+
+def _pinhole_normals_banded(planes, xs, ys, valid, max_jump: float = 0.0, band: int = NORMAL_BAND_ROWS,
+                            workers: int | None = None):
+    """:func:`_pinhole_normal_planes` over bands of rows, on a thread pool.
+
+    Each band is computed with one halo row above and below, so every row sees
+    exactly the neighbours it would see in one piece: the result is identical.
+    Small bands keep the ~20 temporary planes in cache; numpy releases the GIL,
+    so bands run in parallel on several cores.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    Z = planes[2]
+    h, w = Z.shape
+    out = tuple(np.empty((h, w), np.float32) for _ in range(3))
+    ok = np.empty((h, w), bool)
+
+    def work(r0: int) -> None:
+        r1 = min(r0 + band, h)
+        a, b = max(r0 - 1, 0), min(r1 + 1, h)
+        n, okb = _pinhole_normal_planes(tuple(p[a:b] for p in planes), xs, ys[a:b], valid[a:b], max_jump)
+        for o, nk in zip(out, n):
+            o[r0:r1] = nk[r0 - a:r1 - a]
+        ok[r0:r1] = okb[r0 - a:r1 - a]
+
+    starts = range(0, h, band)
+    if workers is None:
+        workers = min(4, os.cpu_count() or 1)
+    if workers <= 1 or len(starts) <= 1:
+        for r0 in starts:
+            work(r0)
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(work, starts))
+    return out, ok
+
+
 def grid_triangles(valid: np.ndarray, depth: np.ndarray | None = None, threshold: float = 0.0) -> np.ndarray:
     """Triangulate a (H,W) grid: two triangles per quad of valid pixels.
 
@@ -586,7 +626,7 @@ def depth_to_geometry(
     xs, ys = _ray_slopes(z.shape, Kg)
     planes = (z * xs[None, :], z * ys[:, None], z)  # X, Y, Z (H,W), OpenCV frame
     # at stride 1 edge removal already left no jump above the threshold between valid neighbours
-    normals, has_n = _pinhole_normal_planes(planes, xs, ys, v, opts.edge_threshold * s if s > 1 else 0.0)
+    normals, has_n = _pinhole_normals_banded(planes, xs, ys, v, opts.edge_threshold * s if s > 1 else 0.0)
     keep = has_n
     n_out = int(keep.sum())
     if n_out == 0:
