@@ -435,6 +435,15 @@ def test_exif_of_sidecar_source_is_used(tmp_path, monkeypatch):
     p = write_disparity_png(tmp_path, "cam", np.linspace(1, 2, 2400, dtype=np.float32).reshape(40, 60), source="cam.jpg")
     s = pc.export_depth_file(p, tmp_path / "cam.ply")
     assert "FocalLengthIn35mmFilm 36" in s["intrinsics"] and s["fx"] == pytest.approx(60.0)
+    # a video frame's source is the video: not an image, so the default field of view applies
+    (tmp_path / "clip.mp4").write_bytes(b"\x00" * 64)
+    p2 = write_disparity_png(tmp_path, "clip.0003", np.linspace(1, 2, 2400, dtype=np.float32).reshape(40, 60),
+                             source="clip.mp4")
+    s2 = pc.export_depth_file(p2, tmp_path / "clip.0003.ply")
+    assert s2["image"] is None and s2["intrinsics"].startswith("default 60 deg")
+    # an image Pillow cannot open has no EXIF to read (it is not an error)
+    (tmp_path / "plate.exr").write_bytes(b"v/1\x01" + b"\x00" * 60)
+    assert ki.exif_focal(tmp_path / "plate.exr") is None
 
 
 def test_batch_plan_mirrors_names_and_matches_images(tmp_path):

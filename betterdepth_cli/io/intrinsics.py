@@ -104,7 +104,8 @@ def exif_focal(path: str | Path, sensor_width_mm: float | None = None) -> ExifFo
 
     Reads ``FocalLengthIn35mmFilm``, else ``FocalLength`` with ``sensor_width_mm``
     (the long side of the sensor) or ``FocalPlaneXResolution``. Zero or missing
-    tags count as absent. An unreadable image raises :class:`InputDataError`.
+    tags count as absent, and so does a file Pillow cannot open (EXR, a video);
+    a missing file raises :class:`InputDataError`.
     """
     from PIL import Image
 
@@ -116,8 +117,8 @@ def exif_focal(path: str | Path, sensor_width_mm: float | None = None) -> ExifFo
             ifd = dict(exif.get_ifd(EXIF_IFD)) if exif else {}
     except FileNotFoundError:
         raise InputDataError(f"{p}: image not found") from None
-    except OSError as exc:
-        raise InputDataError(f"{p}: cannot read the image ({exc})") from None
+    except (OSError, ValueError, SyntaxError):  # not a format Pillow reads (EXR, video...): no EXIF to use
+        return None
     tags = dict(exif or {})
     tags.update(ifd)  # some writers put Exif tags in IFD0
     long_px = max(width, height)

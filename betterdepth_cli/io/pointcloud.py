@@ -820,9 +820,12 @@ def load_map(path: str | Path, assume: str | None = None) -> tuple[np.ndarray, d
 
 
 def source_image(meta: dict, cwd: str | Path | None = None) -> Path | None:
-    """The sidecar's ``source`` image when it exists (absolute, or relative to ``cwd``)."""
+    """The sidecar's ``source`` image when it exists (absolute, or relative to ``cwd``).
+
+    Only still images count (a video frame's source is the video: ``None``).
+    """
     src = meta.get("source")
-    if not src or not isinstance(src, str):
+    if not src or not isinstance(src, str) or Path(src).suffix.lower() not in IMAGE_EXTS:
         return None
     p = Path(src)
     if not p.is_absolute():
