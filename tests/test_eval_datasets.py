@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import math
-import os
 import tarfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from conftest import real_data_dir
 
 from betterdepth_cli.core.types import InputDataError, NoInputError, UsageError
 from betterdepth_cli.evaluation import datasets as D
 from betterdepth_cli.evaluation import protocol as P
 
-REAL = Path(os.environ.get("BETTERDEPTH_REAL_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"))
+REAL = real_data_dir()
 
 
 def write_rgb(path: Path, rgb_u8: np.ndarray) -> None:

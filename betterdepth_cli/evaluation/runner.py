@@ -298,8 +298,8 @@ def run_evaluation(
         except OSError as exc:
             raise OutputError(f"--save-predictions {save_root}: cannot create the folder ({exc.strerror})") from None
 
-    generator = torch.Generator(device=config.device if str(config.device).startswith("cuda") else "cpu")
-    generator.manual_seed(int(config.seed))
+    # a CPU generator, like `refine`: the same seed draws the same noise on every device
+    generator = torch.Generator().manual_seed(int(config.seed))
     metric_opts = config.metric_options()
     variants = config.variants()
     rows: list[dict[str, Any]] = []
@@ -364,6 +364,7 @@ def run_evaluation(
             if progress is not None:
                 progress(done, total, sample.id)
 
+    dataset.root.close()
     means: dict[str, dict[str, float]] = {}
     counts: dict[str, dict[str, int]] = {}
     for variant in variants:
