@@ -92,11 +92,9 @@ def export_ply(
             print(f"export-ply: skipping {len(bare)} .png without sidecar (e.g. {bare[0]}); "
                   "pass --assume disparity|depth to read them", file=sys.stderr, flush=True)
     else:
-        if image is not None and image.is_dir():
-            found = pc.match_image(Path(input.name).with_suffix(""), image, pc.image_index(image))
-            img = found
-        else:
-            img = image
+        img = image
+        if image is not None and image.is_dir():  # a folder of photos: the one named like the map
+            img = pc.match_image(Path(input.name).with_suffix(""), image, pc.image_index(image))
         jobs = [pc.ExportJob(input, _single_output(input, output, ext, fmt), img)]
 
     kwargs = dict(fov=fov, focal=focal, cx=cx, cy=cy, sensor_width=sensor_width,
