@@ -354,13 +354,14 @@ class Summary:
 
 
 def exit_code(summary: Summary, continue_on_error: bool) -> int:
-    """0 all done; 130 interrupted; 65 every input failed or the first bad input
-    halted the batch; 3 some inputs failed under ``continue_on_error``."""
+    """0 all done; 130 interrupted; 65 every input failed (none processed now or
+    skipped as done before) or the first bad input halted the batch; 3 some
+    inputs failed under ``continue_on_error``."""
     if summary.interrupted:
         return EXIT_INTERRUPTED
     if summary.failed == 0:
         return EXIT_OK
-    if summary.processed == 0 or not continue_on_error:
+    if summary.processed + summary.skipped == 0 or not continue_on_error:
         return EXIT_DATAERR
     return EXIT_PARTIAL
 

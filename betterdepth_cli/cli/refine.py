@@ -347,6 +347,8 @@ def refine(
     report.info(f"refine: {summary_line}")
     if plan.todo == 0:
         report.info("nothing to do: every output exists (use --overwrite to redo them)")
+        done = batch.Summary(total=plan.total, skipped=plan.skipped, failed=len(discover_failures))
+        report.info(done.line())
         raise typer.Exit(batch.EXIT_OK if not discover_failures else batch.EXIT_PARTIAL)
 
     report.info(f"loading {what} on {device_name} {dtype_name}")
