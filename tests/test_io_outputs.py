@@ -283,3 +283,17 @@ def test_sidecar_keys_follow_the_contract_order(tmp_path):
     keys = list(json.loads((tmp_path / "a.json").read_text()))
     assert keys[:7] == ["format", "kind", "metric", "units", "encoding", "width", "height"]
     assert keys == list(side) and side["seed"] == 3 and side["source"] == "a.jpg"
+
+
+def test_atomic_write_follows_the_umask_not_mkstemp_0600(tmp_path):
+    import os
+    import stat
+
+    from betterdepth_cli.io.outputs import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "a.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

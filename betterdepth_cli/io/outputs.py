@@ -67,6 +67,7 @@ def atomic_write(path: PathLike, writer: Callable[[str], Any]) -> Path:
         raise OutputError(f"{path}: cannot create output ({exc.strerror or exc})") from exc
     try:
         writer(tmp)
+        os.chmod(tmp, _default_file_mode())  # mkstemp makes 0600; outputs follow the umask
         os.replace(tmp, path)
     except OSError as exc:
         _remove_quietly(tmp)
@@ -75,6 +76,13 @@ def atomic_write(path: PathLike, writer: Callable[[str], Any]) -> Path:
         _remove_quietly(tmp)
         raise
     return path
+
+
+def _default_file_mode() -> int:
+    """0666 minus the process umask, as a plain ``open()`` would create."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _remove_quietly(path: str) -> None:
