@@ -1268,14 +1268,14 @@ def dataset_toml(depth_format: str, scale: float, extra: dict, max_depth: float 
 
 
 def _write_one(args: tuple) -> str:
-    out_dir, i, seed, size, kind, depth_format, scale, supersample = args
+    out_dir, i, seed, size, kind, depth_format, scale, supersample, nthreads = args
     out = Path(out_dir)
     sid = f"{i:06d}"
     dpath = out / "depth" / f"{sid}.{'npy' if depth_format == 'npy' else 'png'}"
     rpath = out / "rgb" / f"{sid}.png"
     if dpath.exists() and rpath.exists() and (out / "meta" / f"{sid}.json").exists():
         return sid  # resume: already written
-    s = render_scene(seed, size, kind, nthreads=1, supersample=supersample)
+    s = render_scene(seed, size, kind, nthreads=nthreads, supersample=supersample)
     rgb8 = np.round(s.rgb * 255).astype(np.uint8)
     if depth_format == "npy":
         dbytes = _npy_bytes(np.where(s.valid, s.depth, 0).astype(np.float32))
@@ -1328,8 +1328,9 @@ def write_dataset(out_dir: str | os.PathLike, n: int, seed0: int = 0, size: tupl
     (float32 metres, 0 = invalid; exact) or ``depth/<id>.png`` (uint16, scale
     0.001 m for indoor, 0.002 m otherwise, 0 = invalid), ``meta/<id>.json``
     (seed, K, extrinsic, scene kind). ids are ``%06d`` of the index. Existing
-    complete samples are kept (an interrupted run resumes). ``workers`` > 1
-    renders in processes (each ray caster single-threaded). ``supersample`` (odd)
+    complete samples are kept (an interrupted run resumes; a folder written with
+    other settings is refused). ``workers`` > 1 renders in processes (each ray
+    caster single-threaded); the files are the same whatever ``workers`` is. ``supersample`` (odd)
     anti-aliases RGB with s x s rays per pixel (depth unchanged). ``progress(done, n)``
     is called after each sample. Returns the output folder.
 
@@ -1357,7 +1358,9 @@ def write_dataset(out_dir: str | os.PathLike, n: int, seed0: int = 0, size: tupl
     toml = dataset_toml(depth_format, scale, source,
                         max_depth=INDOOR_MAX_DEPTH if kind == "indoor" else OUTDOOR_MAX_DEPTH)
     _atomic_write_bytes(out / "dataset.toml", toml.encode())
-    jobs = [(str(out), i, int(seed0) + i, tuple(size), kind, depth_format, scale, int(supersample)) for i in range(n)]
+    nthreads = 0 if workers == 1 else 1  # one process: all cores for ray casting; else one each
+    jobs = [(str(out), i, int(seed0) + i, tuple(size), kind, depth_format, scale, int(supersample), nthreads)
+            for i in range(n)]
     done = 0
     if workers == 1:
         for j in jobs:
