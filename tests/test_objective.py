@@ -230,15 +230,15 @@ def test_training_loss_backpropagates_into_the_unet_only(depth_conditioning):
     assert again.loss.item() == out.loss.item()
 
 
-def test_precomputed_latents_give_the_same_loss():
+def test_precomputed_image_latent_gives_the_same_loss():
     from betterdepth_cli.core.refiner import BetterDepthModel
 
     model = BetterDepthModel.tiny(seed=0, factor=4, block_out_channels=(8, 16))
     rgb, cond, cv, depth, valid = _batch(1)
     gt, ok = gt_to_space(depth, valid, "disparity")
-    lat = encode_latents(model.codec, rgb, prepare_maps(cond, cv, gt, ok))
+    z_x, _, _ = encode_latents(model.codec, rgb, prepare_maps(cond, cv, gt, ok))
     a = training_loss(model, rgb, cond, cv, depth, valid, "disparity", torch.Generator().manual_seed(2))
-    b = training_loss(model, rgb, cond, cv, depth, valid, "disparity", torch.Generator().manual_seed(2), latents=lat)
+    b = training_loss(model, rgb, cond, cv, depth, valid, "disparity", torch.Generator().manual_seed(2), z_image=z_x)
     assert a.loss.item() == b.loss.item()
 
 

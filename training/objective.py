@@ -166,7 +166,13 @@ def loss_mask(maps: PreparedMaps, latent_factor: int, settings: ObjectiveSetting
 
 
 @torch.no_grad()
-def encode_latents(codec, rgb: torch.Tensor, maps: PreparedMaps, dtype: torch.dtype | None = None):
+def encode_latents(
+    codec,
+    rgb: torch.Tensor,
+    maps: PreparedMaps,
+    dtype: torch.dtype | None = None,
+    z_image: torch.Tensor | None = None,
+):
     """Frozen-codec latents of the image, the conditioning and the label.
 
     Args:
@@ -175,12 +181,16 @@ def encode_latents(codec, rgb: torch.Tensor, maps: PreparedMaps, dtype: torch.dt
         maps: the prepared maps; invalid GT pixels are filled with the aligned
             conditioning before encoding.
         dtype: the codec's compute dtype (default: float32).
+        z_image: the image latent when already known (the latent cache).
     Returns:
         z_x (B,Ci,h,w), z_c (B,Cd,h,w), z_0 (B,Cd,h,w), float32.
     """
     dtype = dtype or torch.float32
     gt_filled = torch.where(maps.valid, maps.gt, maps.cond)
-    z_x = codec.encode_image((rgb * 2.0 - 1.0).to(dtype)).float()
+    if z_image is not None:
+        z_x = z_image.float()
+    else:
+        z_x = codec.encode_image((rgb * 2.0 - 1.0).to(dtype)).float()
     z_c = codec.encode_depth(maps.cond.to(dtype)).float()
     z_0 = codec.encode_depth(gt_filled.to(dtype)).float()
     return z_x, z_c, z_0
@@ -242,7 +252,7 @@ def training_loss(
     generator: torch.Generator | None,
     settings: ObjectiveSettings = ObjectiveSettings(),
     denoise: Callable | None = None,
-    latents: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    z_image: torch.Tensor | None = None,
     codec_dtype: torch.dtype | None = None,
 ) -> LossOutput:
     """The full BetterDepth loss of one batch.
@@ -258,7 +268,7 @@ def training_loss(
         settings: the ablation switches and patch parameters.
         denoise: ``denoise(z_x, z_c, z_t, t) -> v_hat`` (default ``model.denoise``;
             the trainer passes the accelerate-wrapped UNet's).
-        latents: precomputed ``(z_x, z_c, z_0)`` (the latent cache); computed when None.
+        z_image: the precomputed image latent ``z_x`` (the latent cache); encoded when None.
         codec_dtype: dtype the frozen codec runs in.
     Returns:
         :class:`LossOutput`.
@@ -266,9 +276,7 @@ def training_loss(
     gt, gt_valid = gt_to_space(depth, depth_valid, kind)
     maps = prepare_maps(cond.float(), cond_valid, gt, gt_valid, prealign=settings.prealign)
     mask = loss_mask(maps, model.codec.factor, settings)  # [B,1,h,w]
-    if latents is None:
-        latents = encode_latents(model.codec, rgb, maps, dtype=codec_dtype)
-    z_x, z_c, z_0 = latents
+    z_x, z_c, z_0 = encode_latents(model.codec, rgb, maps, dtype=codec_dtype, z_image=z_image)
     t, eps = sample_timesteps_and_noise(z_0, model.scheduler.config.num_train_timesteps, generator)
     z_t, v = v_target(model.scheduler, z_0, eps, t)
     denoise = denoise or model.denoise

@@ -1,0 +1,891 @@
+"""The BetterDepth training loop on Hugging Face accelerate.
+
+:func:`train` runs a :class:`~training.config.Recipe` into an output folder::
+
+    OUT/config.toml          the resolved recipe (flags and --set applied); a valid recipe
+    OUT/metrics.jsonl        one JSON object per step ({"type": "train", ...}) and per validation
+    OUT/checkpoints/step-NNNNNN/   accelerate state (UNet, optimizer, LR scheduler, grad scaler,
+                             python/numpy/torch RNG per process, EMA) + trainer_state.json
+    OUT/model/               the final model bundle (``load_model(OUT/model)``)
+
+What makes a resumed run identical to an uninterrupted one: every random draw
+is a pure function of (seed, optimizer step, micro-step, process): the samples
+of a micro-batch (:class:`BatchPlan`), their crops and flips, and the
+timesteps and noise of the loss; the rest of the state (weights, Adam moments,
+LR schedule, grad scaler, global RNGs, EMA) is in the checkpoint.
+
+Only the UNet trains; the codec is frozen. The conditioner runs once per
+sample through :class:`~training.cache.PredictionCache`; crops and flips are
+applied afterwards to the cached full-size prediction. Batches draw all their
+samples from one source (Marigold's mixing), chosen per micro-batch by the
+sources' weights, so sources of different sizes never meet in one batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from betterdepth_cli.core.types import UsageError
+from training.config import Recipe, dump_recipe
+from training.objective import ObjectiveSettings, training_loss
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "trainer_state.json"
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.toml"
+MODEL_DIR = "model"
+
+#: Recipe keys that may change between a checkpoint and a resumed run.
+RESUME_MUTABLE = (
+    "name", "output", "train.max_steps", "train.log_every", "train.checkpoint_every",
+    "train.checkpoints_total_limit", "data.num_workers", "data.cache_dir", "data.cache_predictions",
+    "data.cache_latents", "conditioner.device",
+)
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def seed_from(*parts: int) -> int:
+    """A 63-bit seed from integers (numpy's SeedSequence: well mixed, platform independent)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+# --------------------------------------------------------------------------- learning rate
+
+
+def lr_factor(step: int, total: int, warmup: int = 0, schedule: str = "constant", min_ratio: float = 0.0) -> float:
+    """Multiplier of the base lr before optimizer step ``step`` (0-based).
+
+    Linear warm-up over ``warmup`` steps (from 1/warmup to 1), then ``schedule``
+    over the remaining steps down to ``min_ratio``: constant, linear, cosine or
+    exponential (``min_ratio ** progress``).
+    """
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    span = max(1, total - warmup)
+    progress = min(1.0, max(0.0, (step - warmup) / span))
+    if schedule == "constant":
+        return 1.0
+    if schedule == "linear":
+        return 1.0 - (1.0 - min_ratio) * progress
+    if schedule == "cosine":
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "exponential":
+        return min_ratio**progress
+    raise ValueError(f"unknown schedule {schedule!r}")
+
+
+# --------------------------------------------------------------------------- data
+
+
+class _Sources(torch.utils.data.Dataset):
+    """Several datasets addressed by (source, index) pairs."""
+
+    def __init__(self, datasets: Sequence):
+        self.datasets = list(datasets)
+
+    def __len__(self) -> int:
+        return sum(len(d) for d in self.datasets)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        k, i = key
+        item = self.datasets[k][i]
+        return {**item, "source": k, "index": i}
+
+
+def _collate_list(items: list) -> list:
+    return items
+
+
+class BatchPlan:
+    """Which samples each micro-batch holds, as a pure function of (seed, micro-batch, process).
+
+    Micro-batch ``g`` (global, ``step * accumulation + micro``) draws its source
+    from ``weights`` (the same on every process), then the next ``batch_size``
+    items of that source's stream for this process; a source's stream is its
+    epochs, each a seeded permutation, shared by the processes without overlap.
+    """
+
+    def __init__(self, sizes: Sequence[int], weights: Sequence[float], batch_size: int, num_processes: int, seed: int):
+        if any(n < 1 for n in sizes):
+            raise UsageError("every training source must hold at least one sample")
+        w = np.asarray(weights, np.float64)
+        if w.sum() <= 0:
+            raise UsageError("the training sources' weights must not all be 0")
+        self.sizes = list(sizes)
+        self.probs = w / w.sum()
+        self.batch_size = batch_size
+        self.num_processes = num_processes
+        self.seed = seed
+        self._counts: list[np.ndarray] = [np.zeros(len(sizes), np.int64)]  # counts before micro-batch g
+        self._choices: list[int] = []
+        self._perm: dict[tuple[int, int], torch.Tensor] = {}
+
+    def source(self, g: int) -> int:
+        while len(self._choices) <= g:
+            j = len(self._choices)
+            if len(self.sizes) == 1:
+                k = 0
+            else:
+                k = int(np.random.default_rng(seed_from(self.seed, 1, j)).choice(len(self.sizes), p=self.probs))
+            self._choices.append(k)
+            c = self._counts[-1].copy()
+            c[k] += 1
+            self._counts.append(c)
+        return self._choices[g]
+
+    def _permutation(self, k: int, epoch: int) -> torch.Tensor:
+        key = (k, epoch)
+        if key not in self._perm:
+            if len(self._perm) > 8:
+                self._perm.clear()
+            gen = torch.Generator().manual_seed(seed_from(self.seed, 2, k, epoch))
+            self._perm[key] = torch.randperm(self.sizes[k], generator=gen)
+        return self._perm[key]
+
+    def batch(self, g: int, process: int) -> list[tuple[int, int]]:
+        """(source, index) of each sample of micro-batch ``g`` on process ``process``."""
+        k = self.source(g)
+        c = int(self._counts[g][k])  # earlier micro-batches from source k
+        n = self.sizes[k]
+        base = (c * self.num_processes + process) * self.batch_size
+        out = []
+        for j in range(self.batch_size):
+            pos = base + j
+            out.append((k, int(self._permutation(k, pos // n)[pos % n])))
+        return out
+
+
+class _PlanSampler:
+    def __init__(self, plan: BatchPlan, start: int, process: int):
+        self.plan, self.start, self.process = plan, start, process
+
+    def __iter__(self):
+        g = self.start
+        while True:
+            yield self.plan.batch(g, self.process)
+            g += 1
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    from betterdepth_cli.core.pipeline import resize
+
+    if mode == "nearest":
+        return torch.nn.functional.interpolate(x[None].float(), size=size, mode="nearest-exact")[0].to(x.dtype)
+    return resize(x[None].float(), size)[0]
+
+
+def transform_sample(
+    maps: dict[str, torch.Tensor],
+    *,
+    processing_res: int,
+    crop: Sequence[int],
+    multiple: int,
+    random_crop: bool,
+    hflip: bool,
+    generator: torch.Generator,
+) -> dict[str, torch.Tensor]:
+    """Resize, crop and flip the maps of one sample together.
+
+    Args:
+        maps: ``rgb`` (3,H,W), ``depth`` (1,H,W), ``valid`` (1,H,W) bool, ``cond`` (1,H,W),
+            ``cond_valid`` (1,H,W) bool.
+        processing_res: longest side after resizing (0 = keep); RGB and the
+            conditioning bilinear, depth and masks nearest.
+        crop: (h, w), multiples of ``multiple``; empty: the largest multiples of
+            ``multiple`` that fit. Images smaller than the crop are padded (invalid).
+        random_crop: random window position from ``generator`` (else centred).
+        hflip: mirror with probability 1/2 (one draw from ``generator``).
+    Returns:
+        the transformed maps, same keys.
+    """
+    from betterdepth_cli.core.pipeline import processing_size
+
+    H, W = maps["rgb"].shape[-2:]
+    out = dict(maps)
+    if processing_res:
+        size = processing_size(H, W, processing_res)
+        if size != (H, W):
+            for key in ("rgb", "cond"):
+                out[key] = _resize(out[key], size, "bilinear")
+            for key in ("depth", "valid", "cond_valid"):
+                out[key] = _resize(out[key], size, "nearest")
+            H, W = size
+    if crop:
+        ch, cw = int(crop[0]), int(crop[1])
+        if ch % multiple or cw % multiple:
+            raise UsageError(f"[data] crop {list(crop)} must be multiples of {multiple} for this model")
+    else:
+        ch, cw = max(multiple, H // multiple * multiple), max(multiple, W // multiple * multiple)
+    ph, pw = max(0, ch - H), max(0, cw - W)
+    if ph or pw:
+        for key, x in out.items():
+            out[key] = torch.nn.functional.pad(x.float(), (0, pw, 0, ph)).to(x.dtype)
+        H, W = H + ph, W + pw
+    if random_crop:
+        top = int(torch.randint(0, H - ch + 1, (1,), generator=generator))
+        left = int(torch.randint(0, W - cw + 1, (1,), generator=generator))
+    else:
+        top, left = (H - ch) // 2, (W - cw) // 2
+    out = {k: v[..., top : top + ch, left : left + cw] for k, v in out.items()}
+    if hflip and bool(torch.rand((1,), generator=generator) < 0.5):
+        out = {k: torch.flip(v, dims=[-1]) for k, v in out.items()}
+    return out
+
+
+def build_dataset(spec: dict, cache_dir: Path, log: Callable[[str], None] | None = None):
+    """One dataset from a data spec (see :mod:`training.config`)."""
+    from training.datasets import FolderDataset, HypersimDataset, VirtualKITTI2Dataset
+
+    spec = dict(spec)
+    kind = spec.pop("type")
+    spec.pop("weight", None)
+    try:
+        if kind == "synthetic":
+            from training.synthetic import write_dataset
+
+            n, size = int(spec["n"]), int(spec["size"])
+            seed, skind = int(spec.get("seed", 0)), str(spec.get("kind", "mixed"))
+            folder = cache_dir / "synthetic" / f"n{n}-s{size}-seed{seed}-{skind}"
+            complete = folder / ".complete"
+            if not complete.exists():
+                if log:
+                    log(f"rendering {n} synthetic {size}x{size} scenes (seed {seed}) into {folder}")
+                write_dataset(folder, n, seed0=seed, size=size, kind=skind, workers=int(spec.get("workers", 1)))
+                complete.write_text("ok\n")
+            return FolderDataset(folder)
+        root = spec.pop("root")
+        if kind == "folder":
+            return FolderDataset(root, **spec)
+        if kind == "hypersim":
+            return HypersimDataset(root, **spec)
+        if kind == "vkitti2":
+            return VirtualKITTI2Dataset(root, **spec)
+    except TypeError as exc:
+        raise UsageError(f"[data] {kind} dataset: {exc}") from None
+    raise UsageError(f"[data] unknown dataset type {kind!r}")
+
+
+# --------------------------------------------------------------------------- model
+
+
+def build_model(recipe: Recipe, log: Callable[[str], None] | None = None):
+    """The model to train: tiny config, Stable Diffusion, or an existing BetterDepth folder."""
+    from betterdepth_cli.core.refiner import CARD_FILE, BetterDepthModel, load_model, resolve_model_path
+
+    m, dc = recipe.model, recipe.objective.depth_conditioning
+    if m.init == "tiny":
+        return BetterDepthModel.tiny(
+            seed=recipe.train.seed, codec=m.codec, factor=m.factor, block_out_channels=tuple(m.block_out_channels),
+            layers_per_block=m.layers_per_block, depth_conditioning=dc,
+        )
+    path = Path(m.init).expanduser()
+    if path.is_dir() and (path / CARD_FILE).exists():
+        model = load_model(path)
+        if model.depth_conditioning != dc:
+            raise UsageError(
+                f"[model] init {m.init}: that model was trained with depth_conditioning={model.depth_conditioning}, "
+                f"the recipe asks for {dc}"
+            )
+        model.card.setdefault("init", {})["betterdepth"] = str(path)
+        return model.train()
+    if path.is_dir() and not (path / "unet").is_dir():
+        raise UsageError(f"[model] init {m.init}: neither a BetterDepth model (no {CARD_FILE}) nor a Stable Diffusion folder (no unet/)")
+    root = resolve_model_path(m.init, what="Stable Diffusion model")
+    model = BetterDepthModel.from_stable_diffusion(str(root))
+    model.card.setdefault("init", {})["stable_diffusion"] = m.init
+    if not dc:
+        model = _without_depth_conditioning(model)
+    return model
+
+
+def _without_depth_conditioning(model):
+    """A Stable Diffusion init with conv_in over cat[z_x, z_t] (2 groups, weight / 2) instead of 3."""
+    from torch import nn
+
+    from betterdepth_cli.core.refiner import BetterDepthModel
+
+    unet = model.unet
+    old = unet.conv_in
+    c = model.codec.depth_channels
+    w4 = old.weight[:, :c] * 3.0  # the SD weight (expand_conv_in divided by 3)
+    new = nn.Conv2d(2 * c, old.out_channels, old.kernel_size, old.stride, old.padding, dtype=old.weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(torch.cat([w4, w4], dim=1) / 2.0)
+        if old.bias is not None:
+            new.bias.copy_(old.bias)
+    unet.conv_in = new
+    unet.register_to_config(in_channels=2 * c)
+    card = {**model.card, "depth_conditioning": False}
+    return BetterDepthModel(unet, model.codec, model.scheduler, card, model.text_embedding)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def list_checkpoints(output: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Complete checkpoints of a run as (step, folder), oldest first."""
+    root = Path(output) / CHECKPOINTS
+    out = []
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.is_dir() and p.name.startswith("step-") and (p / STATE_FILE).exists():
+                try:
+                    out.append((int(p.name[5:]), p))
+                except ValueError:
+                    continue
+    return sorted(out)
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and k in ("model", "conditioner", "data", "objective", "train", "optim", "ema", "validation"):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _check_resume_compatible(saved: dict, recipe: Recipe, where: Path) -> None:
+    a, b = _flat(saved), _flat(recipe.to_dict())
+    diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in RESUME_MUTABLE
+            and not k.startswith("validation.")]
+    if diff:
+        k = diff[0]
+        raise UsageError(
+            f"--resume: {where} was trained with {k} = {a.get(k)!r}, this run has {b.get(k)!r} "
+            f"({len(diff)} setting(s) differ); use the same recipe or another --output"
+        )
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns (on every process)."""
+
+    output: Path
+    model_path: Path | None
+    step: int
+    resumed_from: int
+    losses: list[float] = field(default_factory=list)  # mean training loss of each step this run made
+    conditioner_calls: int = 0  # samples the conditioner ran on (this process)
+    cache_hits: int = 0
+    validation: list[dict] = field(default_factory=list)
+    timings: list[dict] = field(default_factory=list)  # per step: total, data, unet seconds
+    main_process: bool = True
+
+
+# --------------------------------------------------------------------------- the trainer
+
+
+class Trainer:
+    """One training run. Use :func:`train`; the methods are public for the benchmark."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        output: str | os.PathLike,
+        resume: bool = False,
+        log: Callable[[str], None] | None = None,
+        conditioner=None,
+    ):
+        from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration
+
+        self.recipe = recipe
+        self.output = Path(output)
+        self.resume = resume
+        t = recipe.train
+        try:
+            self.accelerator = Accelerator(
+                mixed_precision=t.mixed_precision,
+                gradient_accumulation_steps=t.gradient_accumulation_steps,
+                step_scheduler_with_optimizer=False,
+                project_config=ProjectConfiguration(project_dir=str(self.output)),
+            )
+        except ValueError as exc:
+            raise UsageError(f"[train] mixed_precision = {t.mixed_precision!r}: {exc}".splitlines()[0]) from None
+        acc = self.accelerator
+        self._log = log or _stderr
+        self.device = acc.device
+        self.process = acc.process_index
+        self.num_processes = acc.num_processes
+        self._check_output()
+        if acc.is_main_process:
+            self.output.mkdir(parents=True, exist_ok=True)
+        acc.wait_for_everyone()
+
+        torch.manual_seed(t.seed)
+        np.random.seed(t.seed % 2**32)
+        import random
+
+        random.seed(t.seed)
+
+        # model: only the UNet trains
+        self.model = build_model(recipe, self.log)
+        self.model.to(self.device)
+        self.model.codec.requires_grad_(False).eval()
+        self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(t.mixed_precision, torch.float32)
+        if any(True for _ in self.model.codec.parameters()):
+            self.model.codec.to(self.weight_dtype)
+        self.codec_dtype = self.weight_dtype if any(True for _ in self.model.codec.parameters()) else torch.float32
+        self.unet = self.model.unet
+        self.unet.train()
+        if t.gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+        self.multiple = self.model.pad_multiple
+        self.settings = ObjectiveSettings(
+            prealign=recipe.objective.prealign, patch_mask=recipe.objective.patch_mask,
+            patch_size=recipe.objective.patch_size, eta=recipe.objective.eta,
+        )
+
+        # conditioner and its cache
+        from training.cache import LatentCache, PredictionCache, conditioner_id
+
+        self.cache_dir = recipe.cache_dir()
+        if conditioner is None:
+            from betterdepth_cli.core.conditioners import get_conditioner
+
+            conditioner = get_conditioner(recipe.conditioner.name, device=recipe.conditioner.device or self.device)
+        self.conditioner = conditioner
+        self.pred_cache = PredictionCache(
+            conditioner, self.cache_dir if recipe.data.cache_predictions else None,
+            conditioner_id(conditioner, recipe.conditioner.name),
+        )
+        self.kind, self.metric = conditioner.kind, bool(conditioner.metric)
+        d = recipe.data
+        deterministic = not d.hflip and not d.random_crop
+        self.latent_cache = None
+        if d.cache_latents and deterministic and self.model.codec.kind != "space-to-depth":
+            self.latent_cache = LatentCache(self.model.codec, self.cache_dir, dtype=self.codec_dtype)
+
+        # data
+        self.train_sources, self.val_samples = self._build_data()
+        sizes = [len(ds) for ds, _ in self.train_sources]
+        self.plan = BatchPlan(sizes, [w for _, w in self.train_sources], t.batch_size, self.num_processes, t.seed)
+
+        # optimizer, schedule, accelerate
+        o = recipe.optim
+        opt_cls = torch.optim.AdamW if o.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = opt_cls(
+            self.unet.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay
+        )
+        total, warm, sched, mr = t.max_steps, o.warmup_steps, o.schedule, o.min_lr_ratio
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, total, warm, sched, mr)
+        )
+        self.wrapped, self.optimizer, self.lr_scheduler = acc.prepare(self.unet, self.optimizer, self.lr_scheduler)
+        self.ema = None
+        if recipe.ema.enabled:
+            from diffusers.training_utils import EMAModel
+
+            self.ema = EMAModel(self.unet.parameters(), decay=recipe.ema.decay, model_cls=type(self.unet),
+                                model_config=self.unet.config)
+            self.ema.to(self.device)
+            acc.register_for_checkpointing(self.ema)
+
+        self.step = 0
+        self.resumed_from = 0
+        if resume:
+            self._load_latest()
+        self.result = TrainResult(self.output, None, self.step, self.resumed_from, main_process=acc.is_main_process)
+
+    # ------------------------------------------------------------------ helpers
+    def log(self, message: str) -> None:
+        if getattr(self, "accelerator", None) is None or self.accelerator.is_main_process:
+            self._log(message)
+
+    def _check_output(self) -> None:
+        if self.resume:
+            return
+        if list_checkpoints(self.output) or (self.output / MODEL_DIR).exists():
+            raise UsageError(
+                f"{self.output}: holds a previous run (checkpoints or model/); pass --resume to continue it "
+                "or choose another --output"
+            )
+
+    def _build_data(self):
+        r = self.recipe
+        specs = r.train_sources()
+        datasets = []
+        with self.accelerator.main_process_first():
+            for spec in specs:
+                datasets.append((build_dataset(spec, self.cache_dir, self.log), float(spec.get("weight", 1.0))))
+            val_specs = r.validation_sources()
+            val_sets = [build_dataset(s, self.cache_dir, self.log) for s in val_specs]
+        if not val_sets and r.validation.holdout > 0:
+            first, w = datasets[0]
+            n = len(first)
+            if r.validation.holdout >= n:
+                raise UsageError(f"[validation] holdout = {r.validation.holdout} leaves no training samples (the first source has {n})")
+            datasets[0] = (torch.utils.data.Subset(first, range(n - r.validation.holdout)), w)
+            val_sets = [torch.utils.data.Subset(first, range(n - r.validation.holdout, n))]
+        val = []
+        for ds in val_sets:
+            for i in range(len(ds)):
+                if len(val) >= r.validation.max_samples:
+                    break
+                val.append(ds[i])
+        return datasets, val
+
+    def _loader(self, start_micro: int):
+        nw = self.recipe.data.num_workers
+        return iter(
+            torch.utils.data.DataLoader(
+                _Sources([ds for ds, _ in self.train_sources]),
+                batch_sampler=_PlanSampler(self.plan, start_micro, self.process),
+                collate_fn=_collate_list,
+                num_workers=nw,
+                prefetch_factor=2 if nw else None,
+            )
+        )
+
+    # ------------------------------------------------------------------ batches
+    def make_batch(self, items: list[dict], g: int) -> dict[str, torch.Tensor]:
+        """Full-size samples -> cached predictions -> crops/flips -> stacked tensors on the device."""
+        d = self.recipe.data
+        preds = self.pred_cache.predict(items)
+        out: dict[str, list] = {k: [] for k in ("rgb", "depth", "valid", "cond", "cond_valid")}
+        for j, (item, (cv, cm)) in enumerate(zip(items, preds)):
+            gen = torch.Generator().manual_seed(seed_from(self.recipe.train.seed, 3, g, self.process, j))
+            maps = transform_sample(
+                {"rgb": item["rgb"], "depth": item["depth"], "valid": item["valid"], "cond": cv, "cond_valid": cm},
+                processing_res=d.processing_res, crop=d.crop, multiple=self.multiple,
+                random_crop=d.random_crop, hflip=d.hflip, generator=gen,
+            )
+            for k in out:
+                out[k].append(maps[k])
+        shapes = {tuple(x.shape[-2:]) for x in out["rgb"]}
+        if len(shapes) > 1:
+            ids = ", ".join(str(it.get("id")) for it in items)
+            raise UsageError(
+                f"samples of one batch have different sizes {sorted(shapes)} ({ids}); set [data] crop = [h, w] "
+                "or processing_res so that they match"
+            )
+        batch = {k: torch.stack(v).to(self.device) for k, v in out.items()}
+        return batch
+
+    def denoise(self, z_x, z_c, z_t, t):
+        """v-prediction through the accelerate-wrapped UNet (DDP, autocast)."""
+        x = self.model.unet_input(z_x, z_c, z_t)  # [B,Ci+2Cd,h,w]
+        ehs = None
+        if self.model.text_embedding is not None:
+            ehs = self.model.text_embedding.to(x.dtype).expand(x.shape[0], -1, -1)
+        return self.wrapped(x, t, encoder_hidden_states=ehs).sample
+
+    def loss(self, batch: dict[str, torch.Tensor], g: int, timing: dict | None = None):
+        """The objective on one prepared micro-batch (noise from (seed, g, process))."""
+        gen = torch.Generator().manual_seed(seed_from(self.recipe.train.seed, 4, g, self.process))
+        z_image = self.latent_cache.encode(batch["rgb"]) if self.latent_cache is not None else None
+
+        def timed_denoise(*args):
+            t0 = time.perf_counter()
+            v = self.denoise(*args)
+            if timing is not None:
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                timing["unet"] = timing.get("unet", 0.0) + time.perf_counter() - t0
+            return v
+
+        return training_loss(
+            self.model, batch["rgb"], batch["cond"], batch["cond_valid"], batch["depth"], batch["valid"],
+            self.kind, gen, self.settings, denoise=timed_denoise, z_image=z_image, codec_dtype=self.codec_dtype,
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+    def _load_latest(self) -> None:
+        ckpts = list_checkpoints(self.output)
+        if not ckpts:
+            self.log(f"--resume: no checkpoint in {self.output / CHECKPOINTS}; starting from step 0")
+            return
+        step, folder = ckpts[-1]
+        state = json.loads((folder / STATE_FILE).read_text())
+        _check_resume_compatible(state.get("recipe", {}), self.recipe, folder)
+        self.accelerator.load_state(str(folder))
+        self.step = self.resumed_from = int(state["step"])
+        if self.accelerator.is_main_process:
+            self._truncate_metrics(self.step)
+        self.log(f"resumed from {folder} (step {self.step})")
+
+    def _truncate_metrics(self, step: int) -> None:
+        path = self.output / METRICS_FILE
+        if not path.exists():
+            return
+        keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        os.replace(tmp, path)
+
+    def save_checkpoint(self) -> Path:
+        acc = self.accelerator
+        root = self.output / CHECKPOINTS
+        final = root / f"step-{self.step:06d}"
+        tmp = root / f".tmp-step-{self.step:06d}"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            state = {"step": self.step, "recipe": self.recipe.to_dict(), "time": time.time()}
+            (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            limit = self.recipe.train.checkpoints_total_limit
+            if limit:
+                for _, old in list_checkpoints(self.output)[:-limit]:
+                    shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+        self.log(f"checkpoint {final}")
+        return final
+
+    def _metrics(self, record: dict) -> None:
+        if self.accelerator.is_main_process:
+            with open(self.output / METRICS_FILE, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    # ------------------------------------------------------------------ validation
+    @torch.no_grad()
+    def validate(self) -> dict | None:
+        """AbsRel and delta1 (aligned in the conditioner's space) of the conditioner and the refiner."""
+        if not self.val_samples:
+            return None
+        if not self.accelerator.is_main_process:
+            self.accelerator.wait_for_everyone()
+            return None
+        from betterdepth_cli.core.pipeline import refine_batch
+        from betterdepth_cli.core.types import DepthPrediction
+        from betterdepth_cli.evaluation.protocol import evaluate_sample
+
+        v = self.recipe.validation
+        res = v.processing_res or self.recipe.data.processing_res
+        params = list(self.unet.parameters())
+        if self.ema is not None and self.recipe.ema.use_for_final:
+            self.ema.store(params)
+            self.ema.copy_to(params)
+        self.unet.eval()
+        scores: dict[str, list[dict]] = {"conditioner": [], **{f"refiner_{s}": [] for s in v.steps}}
+        t0 = time.perf_counter()
+        try:
+            for sample in self.val_samples:
+                (values, valid_c), = self.pred_cache.predict([sample])
+                gt = sample["depth"][0].numpy().astype(np.float64)
+                gv = sample["valid"][0].numpy() & (gt >= v.min_depth) & (gt <= v.max_depth)
+                if not gv.any():
+                    continue
+
+                def score(pred: torch.Tensor) -> dict:
+                    return evaluate_sample(
+                        pred.cpu().numpy(), self.kind, gt, gv, min_depth=v.min_depth, max_depth=v.max_depth,
+                        metrics=("abs_rel", "delta1"),
+                    ).metrics
+
+                scores["conditioner"].append(score(values[0]))
+                pred = DepthPrediction(values[None], valid_c[None], self.kind, self.metric, self.recipe.conditioner.name)
+                for s in v.steps:
+                    out = refine_batch(
+                        sample["rgb"][None].to(self.device), prediction=pred, model=self.model, steps=s, ensemble=1,
+                        processing_res=res, generator=torch.Generator().manual_seed(v.seed),
+                    )
+                    scores[f"refiner_{s}"].append(score(out.refined[0, 0].float()))
+        finally:
+            self.unet.train()
+            if self.ema is not None and self.recipe.ema.use_for_final:
+                self.ema.restore(params)
+        summary = {
+            name: {m: float(np.nanmean([r[m] for r in rows])) for m in ("abs_rel", "delta1")}
+            for name, rows in scores.items() if rows
+        }
+        record = {"type": "val", "step": self.step, "samples": len(scores["conditioner"]),
+                  "seconds": round(time.perf_counter() - t0, 3), **summary}
+        self._metrics(record)
+        parts = [f"{name.replace('refiner_', 'refiner ') + (' step' if name.startswith('refiner') else '')}: "
+                 f"AbsRel {100 * s['abs_rel']:.2f}% delta1 {100 * s['delta1']:.2f}%" for name, s in summary.items()]
+        self.log(f"val step {self.step} ({record['samples']} samples) | " + " | ".join(parts))
+        self.result.validation.append(record)
+        self.accelerator.wait_for_everyone()
+        return record
+
+    # ------------------------------------------------------------------ loop
+    def train_step(self, loader) -> tuple[float, dict]:
+        """One optimizer step over ``gradient_accumulation_steps`` micro-batches."""
+        acc, t = self.accelerator, self.recipe.train
+        timing: dict[str, float] = {}
+        t_start = time.perf_counter()
+        losses, kept = [], []
+        for micro in range(t.gradient_accumulation_steps):
+            g = self.step * t.gradient_accumulation_steps + micro
+            t0 = time.perf_counter()
+            batch = self.make_batch(next(loader), g)
+            timing["data"] = timing.get("data", 0.0) + time.perf_counter() - t0
+            with acc.accumulate(self.wrapped):
+                out = self.loss(batch, g, timing)
+                t0 = time.perf_counter()
+                acc.backward(out.loss)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                timing["unet"] = timing.get("unet", 0.0) + time.perf_counter() - t0
+                if acc.sync_gradients and self.recipe.optim.max_grad_norm > 0:
+                    acc.clip_grad_norm_(self.wrapped.parameters(), self.recipe.optim.max_grad_norm)
+                self.optimizer.step()
+                if acc.sync_gradients:
+                    self.lr_scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            losses.append(out.loss.detach())
+            kept.append(out.kept)
+        self.step += 1
+        if self.ema is not None:
+            self.ema.step(self.unet.parameters())
+        loss = acc.reduce(torch.stack(losses).mean().to(self.device), reduction="mean")
+        timing["total"] = time.perf_counter() - t_start
+        return float(loss), {"kept": float(np.mean(kept)), **timing}
+
+    def run(self) -> TrainResult:
+        r, acc = self.recipe, self.accelerator
+        t = r.train
+        if acc.is_main_process:
+            header = f"resolved recipe of this run ({r.name}); rerun with: betterdepth train --recipe {self.output / CONFIG_FILE}"
+            tmp = self.output / f".{CONFIG_FILE}.tmp"
+            tmp.write_text(dump_recipe(r, header))
+            os.replace(tmp, self.output / CONFIG_FILE)
+        eff = t.batch_size * t.gradient_accumulation_steps * self.num_processes
+        self.log(
+            f"training {r.name}: {t.max_steps} steps from step {self.step}, batch {t.batch_size} x {t.gradient_accumulation_steps} "
+            f"accumulation x {self.num_processes} process(es) = {eff}, {sum(len(d) for d, _ in self.train_sources)} "
+            f"training samples, conditioner {r.conditioner.name} ({self.kind}), device {self.device}, "
+            f"prealign={r.objective.prealign} patch_mask={r.objective.patch_mask} "
+            f"depth_conditioning={r.objective.depth_conditioning}"
+        )
+        loader = self._loader(self.step * t.gradient_accumulation_steps) if self.step < t.max_steps else None
+        window: list[float] = []
+        while self.step < t.max_steps:
+            loss, info = self.train_step(loader)
+            lr = float(self.lr_scheduler.get_last_lr()[0])
+            self.result.losses.append(loss)
+            self.result.timings.append({k: info[k] for k in ("total", "data", "unet") if k in info})
+            window.append(loss)
+            self._metrics({"type": "train", "step": self.step, "loss": loss, "lr": lr, "kept": round(info["kept"], 4),
+                           "seconds": round(info["total"], 4), "data_seconds": round(info.get("data", 0.0), 4),
+                           "unet_seconds": round(info.get("unet", 0.0), 4)})
+            if self.step % t.log_every == 0 or self.step == t.max_steps:
+                self.log(f"step {self.step}/{t.max_steps} loss {np.mean(window):.4f} lr {lr:.2e} "
+                         f"{info['total']:.2f} s/step kept {info['kept']:.2f}")
+                window = []
+            if t.checkpoint_every and self.step % t.checkpoint_every == 0:
+                self.save_checkpoint()
+            if r.validation.every and self.step % r.validation.every == 0 and self.step < t.max_steps:
+                self.validate()
+        del loader
+        self.validate()
+        self.result.model_path = self.save_model()
+        self.result.step = self.step
+        self.result.conditioner_calls = self.pred_cache.calls
+        self.result.cache_hits = self.pred_cache.hits
+        self._metrics({"type": "end", "step": self.step, "conditioner_calls": self.pred_cache.calls,
+                       "cache_hits": self.pred_cache.hits, "model": str(self.result.model_path)})
+        return self.result
+
+    def save_model(self) -> Path:
+        """Write the final bundle to OUT/model (EMA weights when enabled) with its card."""
+        acc, r = self.accelerator, self.recipe
+        acc.wait_for_everyone()
+        path = self.output / MODEL_DIR
+        if acc.is_main_process:
+            import copy
+
+            unet = acc.unwrap_model(self.wrapped)
+            if self.ema is not None and r.ema.use_for_final:
+                unet = copy.deepcopy(unet)
+                self.ema.copy_to(unet.parameters())
+            from betterdepth_cli.core.refiner import BetterDepthModel
+
+            card = copy.deepcopy(self.model.card)
+            card["depth_conditioning"] = r.objective.depth_conditioning
+            card["trained_with"] = {
+                "conditioner": r.conditioner.name,
+                "kind": self.kind,
+                "metric": self.metric,
+                "data": r.train_sources(),
+                "steps": self.step,
+                "recipe": r.name,
+                "effective_batch": r.train.batch_size * r.train.gradient_accumulation_steps * self.num_processes,
+                "flags": {
+                    "depth_conditioning": r.objective.depth_conditioning,
+                    "prealign": r.objective.prealign,
+                    "patch_mask": r.objective.patch_mask,
+                    "patch_size": r.objective.patch_size,
+                    "eta": r.objective.eta,
+                },
+                "config": r.to_dict(),
+            }
+            defaults = dict(card.get("defaults", {}))
+            defaults["conditioner"] = r.conditioner.name
+            res = r.model.processing_res or r.data.processing_res
+            if res:
+                defaults["processing_res"] = res
+            elif r.model.init == "tiny":
+                defaults["processing_res"] = 0
+            card["defaults"] = defaults
+            codec = self.model.codec.to(torch.float32)
+            bundle = BetterDepthModel(unet, codec, self.model.scheduler, card, self.model.text_embedding)
+            bundle.save(path)
+            codec.to(self.codec_dtype)
+            self.log(f"model saved to {path}")
+        acc.wait_for_everyone()
+        return path
+
+    def close(self) -> None:
+        from accelerate.state import AcceleratorState, GradientState
+
+        self.accelerator.wait_for_everyone()
+        self.accelerator.free_memory()
+        if self.num_processes == 1:
+            AcceleratorState._reset_state()
+            GradientState._reset_state()
+
+
+def train(
+    recipe: Recipe,
+    output: str | os.PathLike,
+    resume: bool = False,
+    log: Callable[[str], None] | None = None,
+    conditioner=None,
+) -> TrainResult:
+    """Train a BetterDepth refiner as the recipe says; see the module docstring.
+
+    Args:
+        recipe: the resolved :class:`~training.config.Recipe`.
+        output: the run folder.
+        resume: continue from the newest checkpoint in ``output`` (start fresh when there is none).
+        log: where console lines go (default: stderr, main process only).
+        conditioner: an already loaded conditioner instead of ``recipe.conditioner.name``.
+    Returns:
+        :class:`TrainResult`.
+    """
+    trainer = Trainer(recipe, output, resume=resume, log=log, conditioner=conditioner)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()
+
+
+__all__ = ["train", "Trainer", "TrainResult", "BatchPlan", "lr_factor", "transform_sample", "build_model",
+           "build_dataset", "list_checkpoints", "seed_from"]
