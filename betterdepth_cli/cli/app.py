@@ -18,11 +18,29 @@ F = TypeVar("F", bound=Callable)
 
 app = typer.Typer(
     name="betterdepth",
-    help="Batch monocular depth refinement with BetterDepth (diffusion detail over any depth model).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from betterdepth_cli import __version__
+
+        print(f"betterdepth {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Batch monocular depth refinement with BetterDepth (diffusion detail over any depth model).
+
+    Exit codes: 0 done; 3 some inputs failed (--continue-on-error); 64 usage error;
+    65 bad input data; 66 no input; 69 model unavailable; 73 cannot write output; 130 interrupted.
+    """
 
 
 def error_line(message: str) -> None:
