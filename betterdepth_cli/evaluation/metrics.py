@@ -220,7 +220,7 @@ def canny(
     eroded = _erode(m)
 
     isob, jsob = _sobel(smoothed)
-    mag = np.hypot(isob, jsob)
+    mag = cv2.magnitude(isob, jsob)  # sqrt(i^2 + j^2), as skimage
 
     h, w = img.shape
     cand = eroded & (mag >= low_threshold) & (mag > 0)
@@ -283,18 +283,23 @@ def normalized_inverse_depth(
     Returns:
         (H,W) float64 map (0 outside ``valid``) and the (min, max) used.
     """
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inv = np.where(valid, 1.0 / np.asarray(depth, np.float64), 0.0)
+    d = np.asarray(depth, np.float64)
+    inv = np.zeros(d.shape)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        np.divide(1.0, d, out=inv, where=valid & (d != 0))
     ok = valid & np.isfinite(inv)
-    inv = np.where(ok, inv, 0.0)
     if reference is None:
         if not ok.any():
-            return inv, (0.0, 1.0)
-        lo, hi = float(inv[ok].min()), float(inv[ok].max())
+            return np.zeros(d.shape), (0.0, 1.0)
+        lo = float(np.min(inv, where=ok, initial=np.inf))
+        hi = float(np.max(inv, where=ok, initial=-np.inf))
     else:
         lo, hi = reference
     span = hi - lo if hi > lo else 1.0
-    return np.where(ok, (inv - lo) / span, 0.0), (lo, hi)
+    norm = inv - lo
+    norm /= span
+    norm[~ok] = 0.0
+    return norm, (lo, hi)
 
 
 def depth_edges(
@@ -366,11 +371,13 @@ def sobel_edges(
         edges (H,W) bool, scored (H,W) bool (pixels whose 3x3 neighbourhood is
         valid), and the (min, max) normalisation used.
     """
+    import cv2
+
     ok = _positive(depth, valid)
     norm, ref = normalized_inverse_depth(depth, ok, reference)
     di, dj = _sobel(norm)
     scored = _erode(ok)
-    return (np.hypot(di, dj) > threshold) & scored, scored, ref
+    return (cv2.magnitude(di, dj) > threshold) & scored, scored, ref
 
 
 def edge_precision_recall(
