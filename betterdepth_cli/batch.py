@@ -245,6 +245,20 @@ def _inside(path: Path | None, folder: Path) -> bool:
     return path is not None and (path == folder or folder in path.parents)
 
 
+def _is_our_output(path: Path) -> bool:
+    """A file ``refine`` wrote: a preview/uncertainty map, or a map with a betterdepth sidecar."""
+    from betterdepth_cli.io.outputs import split_frame
+
+    stem, _ = split_frame(path.stem)
+    if stem.endswith(("_preview", "_uncertainty")):
+        return True
+    side = path.with_suffix(".json")
+    try:
+        return side.is_file() and '"betterdepth/' in side.read_text(encoding="utf-8", errors="replace")[:200]
+    except OSError:
+        return False
+
+
 def preview_video_path(out_dir: Path, relpath: str) -> Path:
     """``<out>/clip/clip.0000`` -> ``<out>/clip/clip_preview.mp4``."""
     from betterdepth_cli.io.outputs import split_frame
@@ -258,9 +272,9 @@ def plan_run(sources: Sequence[Any], settings: RefineSettings) -> Plan:
     """Map every input to its output files and decide what to skip.
 
     Refuses (UsageError) an output path equal to an input path and two inputs
-    writing the same output. Inputs inside the output folder (earlier results
-    found by a recursive search) are left out. Raises NoInputError when nothing
-    is left.
+    writing the same output. Earlier results found inside the output folder
+    (by a recursive search of a folder that holds it) are left out. Raises
+    NoInputError when nothing is left.
     """
     from betterdepth_cli.io.outputs import output_paths, outputs_exist
 
@@ -277,6 +291,9 @@ def plan_run(sources: Sequence[Any], settings: RefineSettings) -> Plan:
         for entry in entries:
             outs = output_paths(out_dir, entry.relpath, settings.formats)
             src = _resolved(getattr(entry, "source", None))
+            if src is not None and _inside(src, out_res) and _is_our_output(src):
+                excluded += 1
+                continue
             for p in outs.values():
                 pr = _resolved(p)
                 if src is not None and pr == src:
@@ -284,9 +301,6 @@ def plan_run(sources: Sequence[Any], settings: RefineSettings) -> Plan:
                 if pr in owners and owners[pr] != str(entry.source) + str(entry.frame):
                     raise UsageError(f"{entry.source} and {owners[pr].rstrip('None')} would both write {p}; rename one")
                 owners[pr] = str(entry.source) + str(entry.frame)
-            if src is not None and _inside(src, out_res):
-                excluded += 1
-                continue
             items.append(Item(entry=entry, outputs=outs, group=gkey, index=index))
             index += 1
         if not items:
@@ -451,6 +465,7 @@ class _Engine:
             self.held_bytes += arr.nbytes
             return arr
         if self.spill_dir is None:
+            self.s.out_dir.mkdir(parents=True, exist_ok=True)
             self.spill_dir = Path(tempfile.mkdtemp(prefix=".betterdepth-spill-", dir=self.s.out_dir))
         fd, name = tempfile.mkstemp(suffix=".npy", dir=self.spill_dir)
         with os.fdopen(fd, "wb") as f:

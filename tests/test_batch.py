@@ -1,0 +1,325 @@
+"""The batch engine (betterdepth_cli.batch) and the shared CLI options, without the CLI."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from betterdepth_cli import batch
+from betterdepth_cli.batch import RefineSettings, Summary, exit_code, plan_run
+from betterdepth_cli.cli import options as o
+from betterdepth_cli.core.types import NoInputError, OutputError, UsageError
+from betterdepth_cli.io.inputs import ImageSource, discover
+from betterdepth_cli.io.outputs import load_depth_output
+
+
+def _png(path: Path, h: int = 24, w: int = 32, seed: int = 0) -> Path:
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = (np.random.default_rng(seed).random((h, w, 3)) * 255).astype(np.uint8)
+    assert cv2.imwrite(str(path), img)
+    return path
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_dpt_dir, tiny_model_dir):
+    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.core.refiner import load_model
+
+    return get_conditioner(f"hf:{tiny_dpt_dir}"), load_model(tiny_model_dir)
+
+
+def _settings(out: Path, **kw) -> RefineSettings:
+    base = dict(out_dir=out, formats=("png16", "npy"), conditioner="tiny", model="tiny", steps=1, processing_res=32)
+    return RefineSettings(**{**base, **kw})
+
+
+def _run(sources, settings, loaded, **kw):
+    cond, model = loaded
+    return batch.run(plan_run(sources, settings), settings, cond, model, **kw)
+
+
+# --------------------------------------------------------------------------- exit codes
+
+
+@pytest.mark.parametrize(
+    "counts, cont, code",
+    [
+        (dict(processed=3), False, 0),
+        (dict(processed=0, skipped=3), False, 0),
+        (dict(processed=2, failed=1), True, 3),
+        (dict(processed=2, failed=1), False, 65),  # the first bad input halted the batch
+        (dict(processed=0, failed=2), True, 65),  # every input failed
+        (dict(processed=0, skipped=1, failed=1), True, 3),  # done earlier counts as done
+        (dict(processed=1, interrupted=True), True, 130),
+    ],
+)
+def test_exit_code_table(counts, cont, code):
+    assert exit_code(Summary(**counts), cont) == code
+
+
+def test_summary_line_rate():
+    s = Summary(processed=10, skipped=2, failed=1, seconds=4.0)
+    assert s.images_per_second == 2.5
+    assert s.line() == "done: 10 processed, 2 skipped, 1 failed in 4.0 s (2.50 images/s)"
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(batch_size=0), "`--batch-size` must be >= 1"),
+        (dict(steps=0), "`--steps` must be >= 1"),
+        (dict(ensemble=0), "`--ensemble` must be >= 1"),
+        (dict(processing_res=-1), "`--processing-res` must be >= 0"),
+        (dict(reduction="max"), "`--reduction` must be mean or median"),
+        (dict(formats=("png16", "gif")), "`format` must be among"),
+        (dict(formats=("uncertainty",)), "--ensemble 2 or more"),
+        (dict(formats=("uncertainty",), ensemble=2, refine=False), "no --no-refine"),
+    ],
+)
+def test_settings_are_checked(tmp_path, kw, message):
+    with pytest.raises(UsageError, match=message.replace("(", r"\(")):
+        _settings(tmp_path, **kw)
+
+
+def test_sidecar_fields_without_refinement(tmp_path):
+    fields = _settings(tmp_path, refine=False).sidecar_fields()
+    assert fields["model"] is None and fields["steps"] is None and fields["refined"] is False
+
+
+# --------------------------------------------------------------------------- plan
+
+
+def test_plan_skips_existing_and_redoes_a_shot_whole(tmp_path):
+    src = tmp_path / "in"
+    _png(src / "a.png")
+    _png(src / "b.png")
+    for f in (1, 2, 3):
+        _png(src / f"s.{f:04d}.png", seed=f)
+    out = tmp_path / "out"
+    settings = _settings(out, formats=("png16",))
+    plan = plan_run(discover([src]), settings)
+    assert (plan.total, plan.todo, plan.skipped) == (5, 5, 0)
+    assert [g.is_shot for g in plan.groups] == [False, False, True]
+    # a.png done; one frame of the shot done: the shot is redone whole (one range)
+    for name in ("a.png", "a.json", "s.0002.png", "s.0002.json"):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(b"x")
+    plan = plan_run(discover([src]), settings)
+    assert (plan.total, plan.todo, plan.skipped) == (5, 4, 1)
+    assert [it.key for it in plan.groups[2].todo] == ["s.0001", "s.0002", "s.0003"]
+    for f in (1, 3):
+        (out / f"s.{f:04d}.png").write_bytes(b"x")
+        (out / f"s.{f:04d}.json").write_bytes(b"x")
+    plan = plan_run(discover([src]), settings)
+    assert plan.groups[2].todo == [] and plan.todo == 1
+    assert plan_run(discover([src]), _settings(out, formats=("png16",), overwrite=True)).todo == 5
+    lines = list(plan.describe())
+    assert len(lines) == 5 and sum(ln.endswith("(exists, skip)") for ln in lines) == 4
+
+
+def test_plan_refuses_output_over_input(tmp_path):
+    img = _png(tmp_path / "img.png")
+    with pytest.raises(UsageError, match="would overwrite this input"):
+        plan_run(discover([img]), _settings(tmp_path, formats=("png16",)))
+    # npy output beside a png input is fine
+    assert plan_run(discover([img]), _settings(tmp_path, formats=("npy",))).todo == 1
+
+
+def test_plan_leaves_out_earlier_results_inside_the_output_folder(tmp_path, loaded):
+    src = tmp_path / "photos"
+    _png(src / "a.png")
+    settings = _settings(src / "depth", formats=("png16", "preview"))
+    _run(discover([src], recursive=True), settings, loaded)
+    assert sorted(p.name for p in (src / "depth").iterdir()) == ["a.json", "a.png", "a_preview.jpg"]
+    plan = plan_run(discover([src], recursive=True), settings)  # finds depth/a.png and depth/a_preview.jpg
+    assert plan.excluded == 2 and [it.key for g in plan.groups for it in g.items] == ["a"]
+    with pytest.raises(NoInputError, match="inside the output folder"):
+        plan_run(discover([src / "depth"]), settings)
+    # a plain image in the output folder is an input like any other
+    assert plan_run(discover([src / "a.png"]), _settings(src, formats=("npy",))).todo == 1
+
+
+def test_preview_video_path():
+    assert batch.preview_video_path(Path("out"), "clip/clip.0000") == Path("out/clip/clip_preview.mp4")
+
+
+def test_check_output_dir(tmp_path):
+    batch.check_output_dir(tmp_path / "new" / "deep")
+    assert (tmp_path / "new" / "deep").is_dir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="not writable"):
+        batch.check_output_dir(tmp_path / "file" / "out")
+
+
+def test_read_card(tmp_path, tiny_model_dir):
+    card = batch.read_card(str(tiny_model_dir))
+    assert card["defaults"]["steps"] >= 1
+    assert batch.read_card(str(tmp_path / "nothing")) is None
+
+
+# --------------------------------------------------------------------------- engine
+
+
+class _Recording(ImageSource):
+    """A real image source that notes which thread decodes it."""
+
+    threads: list[str] = []
+
+    def read(self, entries=None):
+        for entry, image in super().read(entries):
+            _Recording.threads.append(threading.current_thread().name)
+            yield entry, image
+
+
+def test_reads_and_writes_run_in_background_threads(tmp_path, loaded):
+    from pathlib import PurePosixPath
+
+    sources = [_Recording(_png(tmp_path / f"i{i}.png", seed=i), PurePosixPath(f"i{i}")) for i in range(3)]
+    _Recording.threads = []
+    writers = []
+    summary = _run(sources, _settings(tmp_path / "o"), loaded,
+                   on_item=lambda status, item, msg: writers.append((status, threading.current_thread().name)))  # fmt: skip
+    assert summary.processed == 3 and summary.failed == 0
+    assert _Recording.threads == ["betterdepth-read"] * 3
+    assert writers == [("done", "betterdepth-write")] * 3
+    assert threading.current_thread().name not in _Recording.threads
+    assert set(summary.timings) >= {"conditioner", "sample", "total"}
+
+
+def test_result_does_not_depend_on_the_images_before_it(tmp_path, loaded):
+    a, b = _png(tmp_path / "a.png", seed=1), _png(tmp_path / "b.png", seed=2)
+    _run(discover([a, b]), _settings(tmp_path / "both", formats=("npy",)), loaded)
+    _run(discover([b]), _settings(tmp_path / "one", formats=("npy",)), loaded)
+    np.testing.assert_array_equal(np.load(tmp_path / "both" / "b.npy"), np.load(tmp_path / "one" / "b.npy"))
+
+
+def test_batches_of_mixed_sizes(tmp_path, loaded):
+    src = tmp_path / "in"
+    sizes = {"a": (24, 32), "b": (24, 32), "c": (16, 40), "d": (24, 32), "e": (24, 32)}
+    for name, (h, w) in sizes.items():
+        _png(src / f"{name}.png", h, w, seed=ord(name))
+    summary = _run(discover([src]), _settings(tmp_path / "o", batch_size=3), loaded)
+    assert summary.processed == 5
+    for name, (h, w) in sizes.items():
+        assert np.load(tmp_path / "o" / f"{name}.npy").shape == (h, w)
+
+
+def test_shot_spilled_to_disk_gives_the_same_files(tmp_path, loaded):
+    src = tmp_path / "seq"
+    for f in range(1, 5):
+        _png(src / f"shot.{f:03d}.png", seed=f)
+    kw = dict(formats=("png16", "preview"))
+    _run(discover([src]), _settings(tmp_path / "mem", **kw), loaded)
+    _run(discover([src]), _settings(tmp_path / "disk", spill_bytes=0, **kw), loaded)
+    for f in range(1, 5):
+        a = (tmp_path / "mem" / f"shot.{f:03d}.png").read_bytes()
+        assert a == (tmp_path / "disk" / f"shot.{f:03d}.png").read_bytes()
+    assert not [p for p in (tmp_path / "disk").iterdir() if p.name.startswith(".")]  # spill folder removed
+    metas = [load_depth_output(tmp_path / "disk" / f"shot.{f:03d}.png")[1] for f in range(1, 5)]
+    assert len({(m["encoding"]["min"], m["encoding"]["max"]) for m in metas}) == 1
+
+
+def test_failures_counted_under_continue_on_error(tmp_path, loaded):
+    src = tmp_path / "in"
+    _png(src / "a.png")
+    (src / "b.png").write_bytes(b"")
+    _png(src / "c.png", seed=3)
+    failed = []
+    summary = _run(discover([src]), _settings(tmp_path / "o", continue_on_error=True), loaded,
+                   on_item=lambda status, item, msg: status == "failed" and failed.append(msg))  # fmt: skip
+    assert (summary.processed, summary.failed) == (2, 1)
+    assert len(failed) == 1 and failed[0].endswith("b.png: empty file (0 bytes)")
+    assert summary.failures == [(batch.display_path(src / "b.png"), failed[0])]
+    assert exit_code(summary, True) == 3
+
+
+def test_output_error_stops_the_run(tmp_path, loaded):
+    img = _png(tmp_path / "in" / "a.png")
+    (tmp_path / "o" / "a.npy").mkdir(parents=True)  # a folder where the file should go
+    with pytest.raises(OutputError, match="a.npy"):
+        _run(discover([img]), _settings(tmp_path / "o", formats=("npy",)), loaded)
+    assert not [p for p in (tmp_path / "o").iterdir() if p.name.startswith(".")]
+
+
+# --------------------------------------------------------------------------- options
+
+
+@pytest.mark.parametrize("text, expected", [(None, "auto"), ("CPU", "cpu"), ("cuda:1", "cuda:1"), ("mps", "mps")])
+def test_parse_device(text, expected):
+    assert o.parse_device(text) == expected
+
+
+@pytest.mark.parametrize("text", ["gpu", "cpu:0", "cuda:x", "mps:1", ""])
+def test_parse_device_rejects(text):
+    with pytest.raises(UsageError, match="`--device` must be auto, cpu, cuda, cuda:N or mps"):
+        o.parse_device(text or "bogus")
+
+
+def test_resolve_device_on_this_machine():
+    import torch
+
+    assert o.resolve_device("cpu") == "cpu"
+    assert o.resolve_device("auto") in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="CUDA is not available"):
+            o.resolve_device("cuda:0")
+
+
+def test_dtypes():
+    import torch
+
+    assert [o.parse_dtype(t) for t in (None, "FP16", "bfloat16", "half")] == ["fp32", "fp16", "bf16", "fp16"]
+    assert o.torch_dtype("bf16") is torch.bfloat16
+    with pytest.raises(UsageError, match="fp32, fp16 or bf16"):
+        o.parse_dtype("int8")
+    with pytest.raises(UsageError, match="needs a GPU"):
+        o.check_dtype_for_device("fp16", "cpu")
+    o.check_dtype_for_device("fp16", "cuda")
+
+
+def test_config_round_trip_and_precedence(tmp_path):
+    schema = {"steps": int, "format": (list, str), "device": str, "overwrite": bool, "inputs": (list, str)}
+    text = o.dump_toml({"steps": 4, "format": ["png16", "exr"], "device": 'a"b', "overwrite": True, "inputs": None},
+                       header="made by a test\nline two", section="refine")  # fmt: skip
+    assert text.startswith("# made by a test\n# line two\n[refine]\n")
+    path = tmp_path / "c.toml"
+    path.write_text("steps = 1\ndevice = \"cpu\"\n[eval]\nsteps = 99\n" + text.split("[refine]\n")[0] + "")
+    assert o.load_config(path, schema, section="refine") == {"steps": 1, "device": "cpu"}
+    path.write_text(text)
+    cfg = o.load_config(path, schema, section="refine")
+    assert cfg == {"steps": 4, "format": ["png16", "exr"], "device": 'a"b', "overwrite": True}
+    merged = o.merge_options({"steps": None, "device": "cuda"}, cfg, {"steps": 2, "seed": 0})
+    assert merged == {"steps": 4, "seed": 0, "format": ["png16", "exr"], "device": "cuda", "overwrite": True}
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("steps = true\n", "`steps` must be int"),
+        ("overwrite = 1\n", "`overwrite` must be bool"),
+        ("bogus-key = 1\n", "unknown key 'bogus-key'"),
+        ("steps = = 2\n", "not valid TOML"),
+    ],
+)
+def test_config_errors(tmp_path, text, message):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(UsageError, match=message):
+        o.load_config(path, {"steps": int, "overwrite": bool})
+    with pytest.raises(UsageError, match="file not found"):
+        o.load_config(tmp_path / "none.toml", {"steps": int})
+
+
+def test_split_list():
+    assert o.split_list("png16, exr,,npy", "format") == ["png16", "exr", "npy"]
+    assert o.split_list(["a", " b "], "x") == ["a", "b"] and o.split_list(None, "x") == []
+    with pytest.raises(UsageError, match="comma-separated"):
+        o.split_list([1, 2], "format")
