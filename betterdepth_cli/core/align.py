@@ -34,23 +34,21 @@ def fit_scale_shift(
     b = pred.shape[0]
     p = pred.reshape(b, -1).double()
     t = target.reshape(b, -1).double()
-    if valid is None:
-        m = torch.ones_like(p)
-    else:
-        m = valid.reshape(b, -1).double()
-    m = m * torch.isfinite(p) * torch.isfinite(t)
-    p = torch.where(m > 0, p, torch.zeros_like(p))
-    t = torch.where(m > 0, t, torch.zeros_like(t))
+    ok = torch.isfinite(p) & torch.isfinite(t)
+    if valid is not None:
+        ok &= valid.reshape(b, -1).bool()
+    m = ok.double()
+    p = torch.where(ok, p, 0.0)
+    t = torch.where(ok, t, 0.0)
+    # one pass per moment: n, sum p, sum t, sum p^2, sum p t
     n = m.sum(1)
+    sp, st = p.sum(1), t.sum(1)
+    spp, spt = (p * p).sum(1), (p * t).sum(1)
     n_safe = n.clamp_min(1.0)
-    mp = (m * p).sum(1) / n_safe
-    mt = (m * t).sum(1) / n_safe
-    dp = (p - mp[:, None]) * m
-    dt = (t - mt[:, None]) * m
-    var = (dp * dp).sum(1)
-    cov = (dp * dt).sum(1)
-    scale_ref = (m * p * p).sum(1).clamp_min(1e-300)
-    constant = var <= 1e-12 * scale_ref
+    mp, mt = sp / n_safe, st / n_safe
+    var = spp - sp * mp
+    cov = spt - sp * mt
+    constant = var <= 1e-12 * spp.clamp_min(1e-300)
     few = n < 2
     scale = torch.where(constant | few, torch.zeros_like(var), cov / var.clamp_min(1e-300))
     shift = mt - scale * mp

@@ -95,6 +95,7 @@ class HFConditioner(Conditioner):
 
         self.name = name
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()  # no "Loading weights" bars on stderr in batch jobs
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.processor = AutoImageProcessor.from_pretrained(path)

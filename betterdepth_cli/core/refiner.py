@@ -162,6 +162,9 @@ class BetterDepthModel(nn.Module):
     @classmethod
     def from_folder(cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         from diffusers import DDIMScheduler, UNet2DConditionModel
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.disable_progress_bar()
 
         path = Path(path)
         missing = [p for p in ("unet", "vae", CARD_FILE) if not (path / p).exists()]
