@@ -364,6 +364,10 @@ def test_existing_run_needs_resume_and_bad_data_is_a_usage_error(run_a, tiny_dpt
                       train={"max_steps": 1, "checkpoint_every": 0}, validation={"holdout": 0})
     with pytest.raises(UsageError, match="multiples of 8"):
         train(recipe_from_dict(bad), tmp_path / "bad", log=lambda m: None)
+    if not torch.cuda.is_available():
+        fp16 = recipe_from_dict(apply_overrides(recipe.to_dict(), {"train.mixed_precision": "fp16"}))
+        with pytest.raises(UsageError, match="fp16' needs a GPU"):
+            train(fp16, tmp_path / "fp16", log=lambda m: None)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -399,7 +403,6 @@ def test_cli_train_end_to_end(tiny_dpt_dir, scenes, tmp_path):
 # --------------------------------------------------------------------------- distributed
 
 
-@pytest.mark.slow
 def test_two_cpu_processes_train_and_save_a_loadable_bundle(tiny_dpt_dir, scenes, tmp_path):
     """`accelerate launch` with 2 processes over gloo on the CPU (torchrun launcher + ACCELERATE_USE_CPU;
     accelerate's `--cpu --num_processes 2` alone starts ONE process unless MPI is set up)."""

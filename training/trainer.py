@@ -412,6 +412,7 @@ class Trainer:
         self.recipe = recipe
         self.output = Path(output)
         self.resume = resume
+        self._log = log or _stderr
         t = recipe.train
         try:
             self.accelerator = Accelerator(
@@ -422,8 +423,17 @@ class Trainer:
             )
         except ValueError as exc:
             raise UsageError(f"[train] mixed_precision = {t.mixed_precision!r}: {exc}".splitlines()[0]) from None
+        try:
+            self._setup(conditioner)
+        except BaseException:
+            self._reset_accelerate_state()
+            raise
+
+    def _setup(self, conditioner) -> None:
+        recipe, t, resume = self.recipe, self.recipe.train, self.resume
         acc = self.accelerator
-        self._log = log or _stderr
+        if acc.device.type == "cpu" and t.mixed_precision == "fp16":
+            raise UsageError("[train] mixed_precision = 'fp16' needs a GPU; on the CPU use 'bf16' or 'no'")
         self.device = acc.device
         self.process = acc.process_index
         self.num_processes = acc.num_processes
@@ -701,10 +711,11 @@ class Trainer:
                 scores["conditioner"].append(score(values[0]))
                 pred = DepthPrediction(values[None], valid_c[None], self.kind, self.metric, self.recipe.conditioner.name)
                 for s in v.steps:
-                    out = refine_batch(
-                        sample["rgb"][None].to(self.device), prediction=pred, model=self.model, steps=s, ensemble=1,
-                        processing_res=res, generator=torch.Generator().manual_seed(v.seed),
-                    )
+                    with self.accelerator.autocast():  # the frozen codec may be in fp16/bf16
+                        out = refine_batch(
+                            sample["rgb"][None].to(self.device), prediction=pred, model=self.model, steps=s,
+                            ensemble=1, processing_res=res, generator=torch.Generator().manual_seed(v.seed),
+                        )
                     scores[f"refiner_{s}"].append(score(out.refined[0, 0].float()))
         finally:
             self.unet.train()
@@ -762,6 +773,8 @@ class Trainer:
         r, acc = self.recipe, self.accelerator
         t = r.train
         if acc.is_main_process:
+            if self.resumed_from == 0 and (self.output / METRICS_FILE).exists():
+                (self.output / METRICS_FILE).unlink()  # a fresh run starts a fresh log
             header = f"resolved recipe of this run ({r.name}); rerun with: betterdepth train --recipe {self.output / CONFIG_FILE}"
             tmp = self.output / f".{CONFIG_FILE}.tmp"
             tmp.write_text(dump_recipe(r, header))
@@ -853,11 +866,15 @@ class Trainer:
         return path
 
     def close(self) -> None:
-        from accelerate.state import AcceleratorState, GradientState
-
+        """Release the accelerator (a later run in this process may use other settings)."""
         self.accelerator.wait_for_everyone()
         self.accelerator.free_memory()
-        if self.num_processes == 1:
+        self._reset_accelerate_state()
+
+    def _reset_accelerate_state(self) -> None:
+        from accelerate.state import AcceleratorState, GradientState
+
+        if self.accelerator.num_processes == 1:
             AcceleratorState._reset_state()
             GradientState._reset_state()
 
