@@ -480,7 +480,11 @@ def test_subprocess_plain_progress_and_summary(tmp_path, tree, models):
     assert "\x1b[" not in err  # no terminal escapes in a log file
 
 
-def test_ctrl_c_exits_130_without_partial_files_and_resumes(tmp_path, models):
+@pytest.mark.parametrize(
+    "sig, code, word",
+    [(signal.SIGINT, 130, "interrupted"), pytest.param(signal.SIGTERM, 143, "terminated", marks=pytest.mark.slow)],
+)
+def test_ctrl_c_exits_130_without_partial_files_and_resumes(tmp_path, models, sig, code, word):
     src = tmp_path / "in"
     for i in range(24):
         _write_png(src / f"m{i:03d}.png", 64, 64, seed=i)
@@ -489,10 +493,10 @@ def test_ctrl_c_exits_130_without_partial_files_and_resumes(tmp_path, models):
     deadline = time.time() + 150
     while time.time() < deadline and len(list(out.glob("*.exr"))) < 2:
         time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "interrupted" in err and "Traceback" not in err
+    assert proc.returncode == code, err
+    assert word in err and "Traceback" not in err
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary or partial file
     for p in out.glob("*.png"):  # every file there is whole and readable
         assert load_depth_output(p)[0].shape == (64, 64)
@@ -500,6 +504,8 @@ def test_ctrl_c_exits_130_without_partial_files_and_resumes(tmp_path, models):
         assert read_exr(p)[0].shape == (64, 64)
     complete = [p.stem for p in out.glob("*.png") if (out / f"{p.stem}.exr").is_file()]
     assert 0 < len(complete) < 24
+    if sig == signal.SIGTERM:
+        return
     res = refine([src, "-o", out, *models, "--format", "png16,exr"])  # rerun: resumes
     assert res.exit_code == 0
     assert f"{24 - len(complete)} processed, {len(complete)} skipped, 0 failed" in res.stderr

@@ -7,12 +7,15 @@ to the batch engine (``betterdepth_cli.batch``), rendering progress on stderr.
 Exit codes: 0 all done; 3 some inputs failed under --continue-on-error;
 64 usage error; 65 bad input (the first one halts the batch without
 --continue-on-error) or every input failed; 66 no input found; 69 model not
-found; 73 output not writable; 130 interrupted.
+found; 73 output not writable; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -169,6 +172,27 @@ def _discover(inputs: list[str], opts: dict, continue_on_error: bool, report: _R
             raise InputDataError(f"no usable input ({len(failures)} failed)")
         raise NoInputError("no input found")
     return sources, failures
+
+
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a farm scheduler sees after preempting a job
+
+
+@contextlib.contextmanager
+def _on_sigterm(flag: list):
+    """Turn SIGTERM (farm preemption) into the same clean stop as Ctrl-C while the batch runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        flag.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _quiet_hf() -> None:
@@ -363,13 +387,14 @@ def refine(
     report.total = plan.todo
     runner = batch.Runner(plan, settings, cond, mdl, on_item=report.item, log=report.info)
     summary = runner.summary
+    terminated = []
     try:
-        with report:
+        with report, _on_sigterm(terminated):
             runner.run()
     except KeyboardInterrupt:
         report.info(summary.line())
-        error_line("interrupted; rerun the same command to resume")
-        raise typer.Exit(batch.EXIT_INTERRUPTED) from None
+        error_line(f"{'terminated' if terminated else 'interrupted'}; rerun the same command to resume")
+        raise typer.Exit(EXIT_TERMINATED if terminated else batch.EXIT_INTERRUPTED) from None
     summary.failed += len(discover_failures)
     report.info(summary.line())
     code = batch.exit_code(summary, settings.continue_on_error)
