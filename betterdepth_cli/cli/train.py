@@ -21,7 +21,7 @@ def train(
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in the run folder.")] = False,
     max_steps: Annotated[
-        Optional[int], typer.Option("--max-steps", min=0, help="Optimizer steps (overrides [train] max_steps).",
+        Optional[int], typer.Option("--max-steps", min=0, help="Optimizer steps (overrides train.max_steps).",
                                     show_default=False)
     ] = None,
     init: Annotated[
@@ -30,11 +30,11 @@ def train(
                      show_default=False),
     ] = None,
     conditioner: Annotated[
-        Optional[str], typer.Option("--conditioner", "-c", help="Conditioner (overrides [conditioner] name).",
+        Optional[str], typer.Option("--conditioner", "-c", help="Conditioner (overrides conditioner.name).",
                                     show_default=False)
     ] = None,
     no_depth_conditioning: Annotated[
-        bool, typer.Option("--no-depth-conditioning", help="Ablation: UNet input cat[z_image, z_t] (Marigold-style).")
+        bool, typer.Option("--no-depth-conditioning", help="Ablation: the UNet sees the image and the noisy depth only (Marigold-style).")
     ] = False,
     no_prealign: Annotated[bool, typer.Option("--no-prealign", help="Ablation: no global pre-alignment.")] = False,
     no_patch_mask: Annotated[bool, typer.Option("--no-patch-mask", help="Ablation: no local patch masking.")] = False,
