@@ -222,7 +222,14 @@ def _write_run_config(path: Path, values: dict, device: str, dtype: str) -> None
     atomic_write_text(path, dump_toml(values, header=header))
 
 
-@app.command()
+EPILOG = (
+    "Exit codes: 0 all done; 3 some inputs failed (--continue-on-error); 64 usage error; 65 bad input "
+    "(or every input failed); 66 no input found; 69 model not found; 73 output not writable; "
+    "130 interrupted; 143 terminated. Rerun the same command to resume."
+)
+
+
+@app.command(epilog=EPILOG)
 @handle_errors
 def refine(
     inputs: Annotated[
