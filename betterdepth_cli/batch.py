@@ -467,6 +467,7 @@ class _Engine:
         if self.spill_dir is None:
             self.s.out_dir.mkdir(parents=True, exist_ok=True)
             self.spill_dir = Path(tempfile.mkdtemp(prefix=".betterdepth-spill-", dir=self.s.out_dir))
+            self.log(f"shot frames past {self.s.spill_bytes / 2**20:.0f} MiB are kept in {self.spill_dir} until the shot ends")
         fd, name = tempfile.mkstemp(suffix=".npy", dir=self.spill_dir)
         with os.fdopen(fd, "wb") as f:
             np.save(f, arr, allow_pickle=False)
