@@ -79,8 +79,14 @@ def _register() -> None:
 
 
 def main() -> None:
+    """Console entry point: Typer/Click usage errors (exit 2) become sysexits EX_USAGE (64)."""
     _register()
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        if exc.code == 2:
+            raise SystemExit(64) from None
+        raise
 
 
 _register()
