@@ -361,3 +361,16 @@ def test_pipeline_output_stays_in_the_conditioner_units(tiny_model):
     assert plain.refined.min() >= lo - 1e-4 and plain.refined.max() <= hi + 1e-4
     excess = values - values.clamp(lo, hi)
     torch.testing.assert_close(res.refined - plain.refined, excess, atol=1e-4, rtol=0)
+
+
+def test_large_plates_reach_the_conditioner_downscaled(dpt_dir, monkeypatch):
+    import betterdepth_cli.core.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "CONDITIONER_MAX_SIDE", 40)
+    cond = get_conditioner(f"hf:{dpt_dir}")
+    seen = []
+    original = cond.predict
+    cond.predict = lambda images, keys=None: (seen.append(tuple(images.shape[-2:])), original(images, keys))[1]
+    res = refine_batch(torch.rand(1, 3, 60, 100), conditioner=cond, model=None)
+    assert seen == [(24, 40)]
+    assert res.refined.shape == (1, 1, 60, 100) and torch.isfinite(res.refined).all()

@@ -14,6 +14,10 @@ from betterdepth_cli.core.sampler import align_members, reduce_members, sample
 from betterdepth_cli.core.types import DepthPrediction, InputDataError, RefineResult, UsageError
 
 MIN_SIDE = 2
+#: Feed-forward models resize their input to a few hundred pixels; plates larger
+#: than this are shrunk before the conditioner (its map is resized back), so a
+#: 12000 x 8000 plate costs no full-size preprocessing.
+CONDITIONER_MAX_SIDE = 2048
 
 
 def processing_size(height: int, width: int, processing_res: int | None) -> tuple[int, int]:
@@ -59,6 +63,18 @@ def check_images(images: torch.Tensor) -> None:
     h, w = images.shape[-2:]
     if h < MIN_SIDE or w < MIN_SIDE:
         raise InputDataError(f"image is {w} x {h} pixels; need at least {MIN_SIDE} x {MIN_SIDE}")
+
+
+def _predict_bounded(conditioner, images: torch.Tensor, keys) -> DepthPrediction:
+    """``conditioner.predict`` on a copy no larger than :data:`CONDITIONER_MAX_SIDE`, at input size."""
+    h, w = images.shape[-2:]
+    if getattr(conditioner, "needs_keys", False) or max(h, w) <= CONDITIONER_MAX_SIDE:
+        return conditioner.predict(images, keys=keys)
+    small = resize(images, processing_size(h, w, CONDITIONER_MAX_SIDE))
+    pred = conditioner.predict(small, keys=keys)
+    values = F.interpolate(pred.values, size=(h, w), mode="bicubic", align_corners=False)
+    valid = resize(pred.valid, (h, w), mode="nearest").bool() & torch.isfinite(values)
+    return DepthPrediction(values=values, valid=valid, kind=pred.kind, metric=pred.metric, source=pred.source)
 
 
 def _sync(device: torch.device) -> None:
@@ -109,7 +125,7 @@ def refine_batch(
         if conditioner is None:
             raise UsageError("refine_batch needs a `conditioner` or a `prediction`")
         dev = getattr(conditioner, "device", images.device)
-        pred = conditioner.predict(images, keys=keys)
+        pred = _predict_bounded(conditioner, images, keys)
         _sync(torch.device(dev) if not isinstance(dev, torch.device) else dev)
     else:
         pred = prediction
