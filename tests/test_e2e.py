@@ -52,3 +52,28 @@ def test_e2e_loss_trains_the_unet():
     out = e2e_loss(model, torch.rand(1, 3, 32, 32), 1.0 / depth, valid, depth, valid, "disparity")
     out.loss.backward()
     assert model.unet.conv_in.weight.grad.abs().sum() > 0
+
+
+def test_e2e_mode_trains_and_saves_a_zero_noise_one_step_model(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny_models import save_dpt
+
+    from betterdepth_cli.core.refiner import load_model
+    from training.config import load_recipe
+    from training.trainer import train
+
+    cond = save_dpt(tmp_path / "dpt")
+    recipe_path = tmp_path / "r.toml"
+    recipe_path.write_text(
+        'name = "e2e"\n[model]\ninit = "tiny"\n[conditioner]\nname = "hf:' + str(cond) + '"\n'
+        "[data]\nsynthetic = {n = 4, size = 32, seed = 0}\ncache_dir = \"" + str(tmp_path / "cache") + "\"\n"
+        '[objective]\nmode = "e2e"\n[train]\nbatch_size = 2\nmax_steps = 3\ncheckpoint_every = 0\nlog_every = 1\n'
+        "[optim]\nlr = 1e-3\n"
+    )
+    result = train(load_recipe(recipe_path), tmp_path / "out", log=lambda m: None)
+    model = load_model(tmp_path / "out" / "model")
+    assert model.zero_noise and model.defaults["steps"] == 1
+    assert model.card["trained_with"]["flags"]["mode"] == "e2e"

@@ -87,6 +87,8 @@ class ObjectiveSection:
     patch_mask: bool = True  # local patch masking (eq. 4-5)
     patch_size: int = 8  # w
     eta: float = 0.1  # per-pixel tolerance in [-1, 1] units
+    mode: str = "diffusion"  # diffusion (the paper's v-loss) | e2e (one step from zero noise, pixel loss; Garcia et al. 2024)
+    e2e_loss: str = "l1"  # e2e only: l1 | mse
 
 
 @dataclass
@@ -259,6 +261,8 @@ def _check_values(r: Recipe, where: str) -> None:
     need(0 < r.ema.decay < 1, "ema.decay", "in (0, 1)", r.ema.decay)
     need(ob.patch_size >= 1, "objective.patch_size", ">= 1", ob.patch_size)
     need(ob.eta >= 0, "objective.eta", ">= 0", ob.eta)
+    need(ob.mode in ("diffusion", "e2e"), "objective.mode", "diffusion or e2e", ob.mode)
+    need(ob.e2e_loss in ("l1", "mse"), "objective.e2e_loss", "l1 or mse", ob.e2e_loss)
     need(d.processing_res >= 0, "data.processing_res", ">= 0", d.processing_res)
     need(d.crop == [] or (len(d.crop) == 2 and all(isinstance(c, int) and c >= 1 for c in d.crop)),
          "data.crop", "[] or [height, width] in pixels", d.crop)

@@ -450,6 +450,9 @@ class Trainer:
 
         # model: only the UNet trains
         self.model = build_model(recipe, self.log)
+        if recipe.objective.mode == "e2e":  # validation and the saved card sample as trained
+            self.model.card["zero_noise"] = True
+            self.model.card.setdefault("defaults", {})["steps"] = 1
         self.model.to(self.device)
         self.model.codec.requires_grad_(False).eval()
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(t.mixed_precision, torch.float32)
@@ -614,6 +617,14 @@ class Trainer:
                 timing["unet"] = timing.get("unet", 0.0) + time.perf_counter() - t0
             return v
 
+        if self.recipe.objective.mode == "e2e":
+            from training.e2e import e2e_loss
+
+            return e2e_loss(
+                self.model, batch["rgb"], batch["cond"], batch["cond_valid"], batch["depth"], batch["valid"],
+                self.kind, self.settings, denoise=timed_denoise, z_image=z_image, codec_dtype=self.codec_dtype,
+                loss=self.recipe.objective.e2e_loss,
+            )
         return training_loss(
             self.model, batch["rgb"], batch["cond"], batch["cond_valid"], batch["depth"], batch["valid"],
             self.kind, gen, self.settings, denoise=timed_denoise, z_image=z_image, codec_dtype=self.codec_dtype,
@@ -846,6 +857,7 @@ class Trainer:
                     "patch_mask": r.objective.patch_mask,
                     "patch_size": r.objective.patch_size,
                     "eta": r.objective.eta,
+                    "mode": r.objective.mode,
                 },
                 "config": r.to_dict(),
             }
