@@ -69,15 +69,31 @@ def build_processor(input_size: int):
     )
 
 
-def ssi_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Scale-and-shift-invariant L1: least-squares align ``pred`` to ``target``, mean |error|.
+def _median_scale_normalise(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(x - median) / mean|x - median| per image over ``weight`` (MiDaS); keeps the sign."""
+    out = []
+    for xi, wi in zip(x, weight):
+        vals = xi[wi]
+        if vals.numel() == 0:
+            out.append(xi * 0)
+            continue
+        med = vals.median()
+        scale = (vals - med).abs().mean().clamp_min(1e-6)
+        out.append((xi - med) / scale)
+    return torch.stack(out)
 
-    pred, target: (B,1,H,W); weight: bool (B,1,H,W) of supervised pixels.
+
+def ssi_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Scale-and-shift-invariant L1 (MiDaS): both maps shifted by their median and
+    scaled by their mean absolute deviation, then mean |difference|.
+
+    Unlike a least-squares fit, this cannot flip the sign: an inverted
+    prediction is penalised. pred, target: (B,1,H,W); weight: bool (B,1,H,W).
     """
-    s, b = fit_scale_shift(pred, target, weight)
-    aligned = pred * s.view(-1, 1, 1, 1) + b.view(-1, 1, 1, 1)
+    p = _median_scale_normalise(pred, weight)
+    t = _median_scale_normalise(target, weight)
     w = weight.float()
-    return ((aligned - target).abs() * w).sum() / w.sum().clamp_min(1.0)
+    return ((p - t).abs() * w).sum() / w.sum().clamp_min(1.0)
 
 
 def disparity_target(depth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -133,7 +149,7 @@ def random_batch(data, batch: int, crop: int, g: torch.Generator):
 def evaluate(model, data, input_size: int, batch: int = 16) -> dict:
     """AbsRel and delta1 of the aligned disparity, in depth, over valid pixels (eval protocol)."""
     rgb, depth, valid = data
-    rels, d1s = [], []
+    rels, d1s, signs = [], [], []
     model.eval()
     with torch.no_grad():
         for i in range(0, len(rgb), batch):
@@ -143,6 +159,7 @@ def evaluate(model, data, input_size: int, batch: int = 16) -> dict:
             d, v = depth[i : i + batch], valid[i : i + batch]
             disp = torch.where(v, 1.0 / d.clamp_min(1e-3), torch.zeros_like(d))
             s, b = fit_scale_shift(pred, disp, v)
+            signs.extend((s > 0).float().tolist())
             aligned = (pred * s.view(-1, 1, 1, 1) + b.view(-1, 1, 1, 1)).clamp_min(1e-3)
             pd = 1.0 / aligned
             for j in range(len(d)):
@@ -151,7 +168,7 @@ def evaluate(model, data, input_size: int, batch: int = 16) -> dict:
                 rels.append(((p - g).abs() / g).mean().item())
                 d1s.append((torch.maximum(p / g, g / p) < 1.25).float().mean().item())
     model.train()
-    return {"abs_rel": float(np.mean(rels)), "delta1": float(np.mean(d1s))}
+    return {"abs_rel": float(np.mean(rels)), "delta1": float(np.mean(d1s)), "positive_scale": float(np.mean(signs))}
 
 
 def train(recipe: dict, output: Path, resume: bool = False, log=print) -> Path:

@@ -1,0 +1,41 @@
+"""The builtin conditioner's trainer: its loss by hand, and a saved model loads as a conditioner."""
+
+import torch
+
+from training.conditioner import build_model, build_processor, disparity_target, ssi_loss
+
+
+def test_ssi_loss_ignores_positive_scale_and_shift_but_not_inversion():
+    target = torch.arange(16.0).reshape(1, 1, 4, 4)
+    w = torch.ones_like(target, dtype=torch.bool)
+    assert ssi_loss(2 * target + 3, target, w).item() < 1e-6
+    # inverted: (x - med) / mad flips sign, so the loss is 2 * mean |t_n| = 2
+    assert abs(ssi_loss(-target, target, w).item() - 2.0) < 1e-5
+    # masked pixels do not count, whatever they hold
+    pred = (2 * target + 3).clone()
+    pred[..., 0, 0] = 1e6
+    w2 = w.clone()
+    w2[..., 0, 0] = False
+    assert ssi_loss(pred, target, w2).item() < 1e-6
+
+
+def test_disparity_target_scales_by_the_98th_percentile_and_zeroes_sky():
+    depth = torch.tensor([[[[1.0, 2.0], [4.0, 0.0]]]])
+    valid = depth > 0
+    t = disparity_target(depth, valid)
+    q98 = torch.quantile(torch.tensor([1.0, 0.5, 0.25]), 0.98)
+    torch.testing.assert_close(t[0, 0, 0], torch.tensor([1.0, 0.5]) / q98)
+    assert t[0, 0, 1, 1].item() == 0.0
+
+
+def test_trained_model_folder_loads_as_a_conditioner(tmp_path):
+    from betterdepth_cli.core.conditioners import get_conditioner
+
+    cfg = {"hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2, "intermediate_size": 64,
+           "neck_hidden_sizes": [8, 16, 32, 32], "fusion_hidden_size": 16, "head_hidden_size": 8, "input_size": 56}
+    build_model(cfg).save_pretrained(tmp_path / "c")
+    build_processor(56).save_pretrained(tmp_path / "c")
+    cond = get_conditioner(f"hf:{tmp_path / 'c'}")
+    pred = cond.predict(torch.rand(1, 3, 30, 40))
+    assert pred.values.shape == (1, 1, 30, 40) and pred.kind == "disparity"
+    assert cond.preprocess(torch.rand(1, 3, 30, 40)).shape[-2:] == (42, 56)  # keep_aspect_ratio scales as little as possible
