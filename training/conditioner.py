@@ -69,31 +69,24 @@ def build_processor(input_size: int):
     )
 
 
-def _median_scale_normalise(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """(x - median) / mean|x - median| per image over ``weight`` (MiDaS); keeps the sign."""
-    out = []
-    for xi, wi in zip(x, weight):
-        vals = xi[wi]
-        if vals.numel() == 0:
-            out.append(xi * 0)
-            continue
-        med = vals.median()
-        scale = (vals - med).abs().mean().clamp_min(1e-6)
-        out.append((xi - med) / scale)
-    return torch.stack(out)
-
-
 def ssi_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Scale-and-shift-invariant L1 (MiDaS): both maps shifted by their median and
-    scaled by their mean absolute deviation, then mean |difference|.
+    """Scale-and-shift-invariant L1 with a positive scale.
 
-    Unlike a least-squares fit, this cannot flip the sign: an inverted
-    prediction is penalised. pred, target: (B,1,H,W); weight: bool (B,1,H,W).
+    The closed-form least-squares scale and shift (eq. 3) of ``pred`` to
+    ``target`` are computed without gradient and the scale is clamped to be
+    positive (the shift refitted), so an inverted prediction is penalised
+    instead of being aligned by a negative scale. Mean |error| over ``weight``.
+    pred, target: (B,1,H,W); weight: bool (B,1,H,W).
     """
-    p = _median_scale_normalise(pred, weight)
-    t = _median_scale_normalise(target, weight)
+    with torch.no_grad():
+        s, _ = fit_scale_shift(pred, target, weight)
+        s = s.clamp_min(1e-3)
+        w = weight.float()
+        n = w.sum((1, 2, 3)).clamp_min(1.0)
+        b = ((target - s.view(-1, 1, 1, 1) * pred) * w).sum((1, 2, 3)) / n
+    aligned = pred * s.view(-1, 1, 1, 1) + b.view(-1, 1, 1, 1)
     w = weight.float()
-    return ((p - t).abs() * w).sum() / w.sum().clamp_min(1.0)
+    return ((aligned - target).abs() * w).sum() / w.sum().clamp_min(1.0)
 
 
 def disparity_target(depth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
