@@ -27,21 +27,9 @@ def real_data_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_dpt_dir(tmp_path_factory) -> Path:
     """A tiny DPTForDepthEstimation (image_size 64) + DPTImageProcessor(64 x 64, no aspect keeping)."""
-    import torch
-    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
-    from transformers.utils import logging
+    from tiny_models import save_dpt
 
-    logging.set_verbosity_error()
-    path = tmp_path_factory.mktemp("tiny-dpt") / "dpt"
-    torch.manual_seed(0)
-    config = DPTConfig(
-        image_size=64, patch_size=16, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
-        intermediate_size=128, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[16, 32, 64, 64],
-        fusion_hidden_size=32, head_in_index=-1, readout_type="project",
-    )
-    DPTForDepthEstimation(config).save_pretrained(path)
-    DPTImageProcessor(size={"height": 64, "width": 64}, keep_aspect_ratio=False).save_pretrained(path)
-    return path
+    return save_dpt(tmp_path_factory.mktemp("tiny-dpt") / "dpt")
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from betterdepth_cli.core.sampler import (
 from betterdepth_cli.core.types import DepthPrediction, InputDataError, ModelNotFoundError, UsageError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_models import save_depth_anything, save_dpt, tiny_dpt  # noqa: E402
+from tiny_models import save_depth_anything, save_dpt, save_fake_stable_diffusion, tiny_dpt  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -133,35 +133,8 @@ def test_expanded_conv_in_reproduces_four_channel_unet():
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
-def _fake_stable_diffusion(root: Path) -> Path:
-    """A tiny Stable Diffusion folder in the diffusers layout (cross-attention UNet, CLIP text)."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    torch.manual_seed(0)
-    UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=8,
-    ).save_pretrained(root / "unet")
-    AutoencoderKL(
-        latent_channels=4, down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(32, 32), layers_per_block=1,
-    ).save_pretrained(root / "vae")
-    CLIPTextModel(CLIPTextConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                                 vocab_size=1000, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1)).save_pretrained(root / "text_encoder")
-    tok = root / "tokenizer"
-    tok.mkdir()
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2, "b</w>": 3}
-    (tok / "vocab.json").write_text(json.dumps(vocab))
-    (tok / "merges.txt").write_text("#version: 0.2\n")
-    CLIPTokenizer(str(tok / "vocab.json"), str(tok / "merges.txt"), model_max_length=77).save_pretrained(tok)
-    DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).save_pretrained(root / "scheduler")
-    return root
-
-
 def test_init_from_stable_diffusion_saves_and_loads(tmp_path):
-    sd = _fake_stable_diffusion(tmp_path / "sd")
+    sd = save_fake_stable_diffusion(tmp_path / "sd")
     model = BetterDepthModel.from_stable_diffusion(str(sd))
     assert model.unet.config.in_channels == 12
     assert model.text_embedding.shape == (1, 77, 32)

@@ -324,12 +324,12 @@ def test_ablation_switches_reach_the_model_and_the_card(tiny_dpt_dir, scenes, tm
 
 
 def test_stable_diffusion_init_trains_with_the_kl_codec(tiny_dpt_dir, scenes, tmp_path):
-    from test_core_models import _fake_stable_diffusion
+    from tiny_models import save_fake_stable_diffusion
 
     from betterdepth_cli.core.refiner import load_model
     from training.trainer import build_model, train
 
-    sd = _fake_stable_diffusion(tmp_path / "sd")
+    sd = save_fake_stable_diffusion(tmp_path / "sd")
     raw = tiny_recipe(tiny_dpt_dir, scenes, tmp_path / "cache", model={"init": str(sd)},
                       data={"hflip": False, "random_crop": False},
                       train={"max_steps": 2, "checkpoint_every": 0}, validation={"holdout": 0, "every": 0})

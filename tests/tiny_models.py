@@ -6,6 +6,7 @@ user-facing loaders read back.
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -81,3 +82,32 @@ def save_depth_anything(path: Path, metric: bool = False, seed: int = 0) -> Path
         resample=3, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
     ).save_pretrained(path)
     return Path(path)
+
+
+def save_fake_stable_diffusion(root: Path) -> Path:
+    """A tiny Stable Diffusion folder in the diffusers layout (cross-attention UNet, CLIP text)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    _quiet()
+    root = Path(root)
+    torch.manual_seed(0)
+    UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=8,
+    ).save_pretrained(root / "unet")
+    AutoencoderKL(
+        latent_channels=4, down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(32, 32), layers_per_block=1,
+    ).save_pretrained(root / "vae")
+    CLIPTextModel(CLIPTextConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                                 vocab_size=1000, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1)).save_pretrained(root / "text_encoder")
+    tok = root / "tokenizer"
+    tok.mkdir()
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2, "b</w>": 3}
+    (tok / "vocab.json").write_text(json.dumps(vocab))
+    (tok / "merges.txt").write_text("#version: 0.2\n")
+    CLIPTokenizer(str(tok / "vocab.json"), str(tok / "merges.txt"), model_max_length=77).save_pretrained(tok)
+    DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).save_pretrained(root / "scheduler")
+    return root
