@@ -19,6 +19,7 @@ from betterdepth_cli.cli.options import (
     DtypeOpt,
     EnsembleOpt,
     ModelOpt,
+    NoRefineOpt,
     ProcessingResOpt,
     QuietOpt,
     ReductionOpt,
@@ -140,8 +141,7 @@ def eval_command(
     ] = None,
     conditioner: ConditionerOpt = None,
     model: ModelOpt = None,
-    no_refine: Annotated[Optional[bool], typer.Option("--no-refine", help="Score the conditioner alone (no refiner).",
-                                                      show_default=False)] = None,
+    no_refine: NoRefineOpt = None,
     compare: Annotated[Optional[bool], typer.Option("--compare", help="Score the conditioner and the refined output from "
                                                     "one pass and print the improvement (the paper's Table 3).",
                                                     show_default=False)] = None,

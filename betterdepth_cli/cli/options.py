@@ -37,6 +37,10 @@ ModelOpt = Annotated[
     typer.Option("--model", "-m", help="Refiner: a BetterDepth model folder or hub id. Default: the embedded model.",
                  show_default=False),
 ]
+NoRefineOpt = Annotated[
+    Optional[bool],
+    typer.Option("--no-refine", help="The conditioner alone, no diffusion refinement (for comparison).", show_default=False),
+]
 StepsOpt = Annotated[
     Optional[int], typer.Option("--steps", help="Denoising steps. Default: the model card's.", show_default=False)
 ]

@@ -31,6 +31,7 @@ from betterdepth_cli.cli.options import (
     DtypeOpt,
     EnsembleOpt,
     ModelOpt,
+    NoRefineOpt,
     ProcessingResOpt,
     QuietOpt,
     ReductionOpt,
@@ -249,8 +250,7 @@ def refine(
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     batch_size: BatchSizeOpt = None,
-    no_refine: Annotated[Optional[bool], typer.Option("--no-refine", help="Conditioner only, no diffusion refinement (for comparison).",
-                                                      show_default=False)] = None,
+    no_refine: NoRefineOpt = None,
     fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="Comma-separated outputs: png16 (16-bit PNG + JSON sidecar), "
                                                "exr, npy, preview, uncertainty. Default: png16.", show_default=False)] = None,
     config: ConfigOpt = None,
