@@ -28,6 +28,8 @@ import torch.nn.functional as F
 
 from betterdepth_cli.core.align import fit_scale_shift
 
+POSITIVE_MARGIN = 0.05  # keep the head's pre-activation above this
+POSITIVITY_WEIGHT = 1.0
 IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
 
@@ -56,7 +58,10 @@ def build_model(cfg: dict):
         neck_hidden_sizes=list(cfg["neck_hidden_sizes"]), fusion_hidden_size=cfg["fusion_hidden_size"],
         head_hidden_size=cfg["head_hidden_size"], depth_estimation_type="relative",
     )
-    return DepthAnythingForDepthEstimation(config)
+    model = DepthAnythingForDepthEstimation(config)
+    with torch.no_grad():  # start the final ReLU in its linear range (a dead ReLU never recovers)
+        model.head.conv3.bias.fill_(1.0)
+    return model
 
 
 def build_processor(input_size: int):
@@ -194,14 +199,19 @@ def train(recipe: dict, output: Path, resume: bool = False, log=print) -> Path:
     val_data = load_split(cfg["data"]["val"]) if cfg["data"]["val"] else None
     log(f"training {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params on {len(train_data[0])} scenes")
     metrics_file = (output / "metrics.jsonl").open("a")
+    # The head ends in a ReLU: train on its input (conv3's output), and keep that
+    # input positive, so the ReLU cannot die and is the identity at inference.
+    captured: dict[str, torch.Tensor] = {}
+    model.head.conv3.register_forward_hook(lambda _m, _i, out: captured.__setitem__("pre", out))
     t0 = time.time()
     model.train()
     while step < total:
         rgb, depth, valid = random_batch(train_data, tr["batch_size"], cfg["data"]["crop"], g)
         target = disparity_target(depth, valid)
-        pred = model(pixel_values=model_input(rgb, mc["input_size"])).predicted_depth[:, None]
-        pred = F.interpolate(pred, size=target.shape[-2:], mode="bilinear", align_corners=False)
-        loss = ssi_loss(pred, target, torch.ones_like(valid))
+        model(pixel_values=model_input(rgb, mc["input_size"]))
+        pre = captured["pre"]  # [B,1,h,w] before the final ReLU
+        pred = F.interpolate(pre, size=target.shape[-2:], mode="bilinear", align_corners=False)
+        loss = ssi_loss(pred, target, torch.ones_like(valid)) + POSITIVITY_WEIGHT * F.relu(POSITIVE_MARGIN - pre).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -1,0 +1,49 @@
+"""The embedded default model: it loads offline, runs, and reproduces its model card."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from betterdepth_cli.core.conditioners import builtin_conditioner_path
+from betterdepth_cli.core.refiner import default_model_path, load_model
+
+CARD = default_model_path() / "betterdepth.json"
+
+
+def test_default_weights_ship_in_the_package_and_stay_small():
+    assert CARD.exists(), "the embedded default refiner is missing from betterdepth_cli/weights/refiner"
+    assert (builtin_conditioner_path() / "config.json").exists()
+    weights = default_model_path().parent
+    total = sum(p.stat().st_size for p in weights.rglob("*") if p.is_file())
+    assert total <= 25 * 2**20, f"weights are {total / 2**20:.1f} MiB, the budget is 25 MiB"
+
+
+def test_default_model_reproduces_its_card_on_the_fixed_test_set():
+    from training.model_card import test_set_metrics
+
+    card = json.loads(CARD.read_text())
+    expected = card["metrics"]["test_set"]
+    measured = test_set_metrics()
+    for variant in ("conditioner", "refined"):
+        for key in ("abs_rel", "delta1"):
+            assert measured[variant][key] == pytest.approx(expected[variant][key], rel=0.02, abs=2e-3), (variant, key)
+
+
+def test_refine_runs_offline_on_the_default_model(tmp_path):
+    from PIL import Image
+
+    img = tmp_path / "in" / "a.png"
+    img.parent.mkdir()
+    Image.fromarray((torch.rand(37, 53, 3) * 255).byte().numpy()).save(img)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-hf-home")}
+    out = subprocess.run([sys.executable, "-m", "betterdepth_cli", "refine", str(img.parent), "-o", str(tmp_path / "out"),
+                          "-q"], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    sidecar = json.loads((tmp_path / "out" / "a.json").read_text())
+    assert sidecar["conditioner"] == "builtin" and sidecar["model"] == "default" and sidecar["kind"] == "disparity"
+    model = load_model()
+    assert model.defaults["conditioner"] == "builtin"
