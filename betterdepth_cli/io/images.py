@@ -70,22 +70,32 @@ def check_extension(path: Path, allowed: tuple[str, ...]) -> str:
     return ext
 
 
-def _read_head(path: Path, n: int = 16) -> bytes:
-    """Check the file can be used and return its first ``n`` bytes."""
+def check_file(path: Path, allow_empty: bool = False) -> None:
+    """The checks every reader of an input file makes first, each failure one line naming ``path``.
+
+    Missing: NoInputError; not a regular file, not readable, or empty (unless
+    ``allow_empty``): InputDataError.
+    """
     if not path.exists():
         raise NoInputError(f"{path}: no such file")
     if not path.is_file():
         raise InputDataError(f"{path}: not a file")
+    if not os.access(path, os.R_OK):
+        raise InputDataError(f"{path}: permission denied")
+    if not allow_empty and path.stat().st_size == 0:
+        raise InputDataError(f"{path}: empty file (0 bytes)")
+
+
+def _read_head(path: Path, n: int = 16) -> bytes:
+    """Check the file can be used and return its first ``n`` bytes."""
+    check_file(path)
     try:
         with open(path, "rb") as f:
-            head = f.read(n)
+            return f.read(n)
     except PermissionError as exc:
         raise InputDataError(f"{path}: permission denied") from exc
     except OSError as exc:
         raise InputDataError(f"{path}: unreadable ({exc.strerror or exc})") from exc
-    if not head:
-        raise InputDataError(f"{path}: empty file (0 bytes)")
-    return head
 
 
 def sniff_format(head: bytes) -> str | None:

@@ -17,7 +17,7 @@ part, e.g. ``shot.1001``):
 Every file is written atomically: into a hidden temporary file in the target
 folder, then renamed over the target with :func:`os.replace`.
 
-numpy is the only import at module level; cv2 and OpenEXR are imported in the
+numpy is the only third-party import at module level; cv2 and OpenEXR are imported in the
 functions that need them.
 """
 
@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from betterdepth_cli.core.types import InputDataError, NoInputError, OutputError, UsageError, check_kind
+from betterdepth_cli.core.types import InputDataError, OutputError, UsageError, check_kind
+from betterdepth_cli.io.images import check_file
 
 SIDECAR_FORMAT = "betterdepth/1"
 PNG16_FORMULA = "value = min + (max - min) * png / 65535"
@@ -226,7 +227,7 @@ def read_png16(path: PathLike) -> np.ndarray:
     import cv2
 
     path = Path(path)
-    _check_readable(path)
+    check_file(path, allow_empty=True)
     codes = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if codes is None:
         raise InputDataError(f"{path}: not a readable PNG")
@@ -373,7 +374,7 @@ def read_exr(path: PathLike, channel: str | None = None) -> tuple[np.ndarray, di
     import OpenEXR
 
     path = Path(path)
-    _check_readable(path)
+    check_file(path, allow_empty=True)
     try:
         exr = OpenEXR.File(str(path), separate_channels=True)
         header = exr.header()
@@ -562,15 +563,6 @@ def outputs_exist(plan: Mapping[str, Path]) -> bool:
 # --------------------------------------------------------------------------- reading back
 
 
-def _check_readable(path: Path) -> None:
-    if not path.exists():
-        raise NoInputError(f"{path}: no such file")
-    if not path.is_file():
-        raise InputDataError(f"{path}: not a file")
-    if not os.access(path, os.R_OK):
-        raise InputDataError(f"{path}: permission denied")
-
-
 def load_depth_output(path: PathLike) -> tuple[np.ndarray, dict]:
     """Read a map written by ``refine``: (values float32 (H,W), meta dict).
 
@@ -584,7 +576,7 @@ def load_depth_output(path: PathLike) -> tuple[np.ndarray, dict]:
     ext = path.suffix.lower()
     if ext not in (".png", ".exr", ".npy"):
         raise InputDataError(f"{path}: unsupported depth output extension {ext or '(none)'!r} (expected .png, .exr, .npy)")
-    _check_readable(path)
+    check_file(path, allow_empty=True)
     side = sidecar_path(path)
     if ext == ".png":
         if not side.is_file():

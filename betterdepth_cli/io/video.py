@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from betterdepth_cli.core.types import InputDataError, NoInputError
+from betterdepth_cli.core.types import InputDataError
+from betterdepth_cli.io.images import check_file
 
 VIDEO_EXTENSIONS = ("mp4", "mov", "mkv", "avi", "webm")
 _READ_PARAMS = ["-map", "0:v:0", "-fps_mode", "passthrough"]
@@ -33,17 +34,6 @@ class VideoInfo:
     fps: float
     width: int
     height: int
-
-
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise NoInputError(f"{path}: no such file")
-    if not path.is_file():
-        raise InputDataError(f"{path}: not a file")
-    if not os.access(path, os.R_OK):
-        raise InputDataError(f"{path}: permission denied")
-    if path.stat().st_size == 0:
-        raise InputDataError(f"{path}: empty file (0 bytes)")
 
 
 def _ffmpeg_reason(text: str) -> str:
@@ -61,7 +51,7 @@ def count_frames(path: str | os.PathLike) -> int:
     import imageio_ffmpeg
 
     path = Path(path)
-    _check_file(path)
+    check_file(path)
     cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", str(path),
            "-map", "0:v:0", "-c", "copy", "-f", "null", "-"]  # fmt: skip
     proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False)
@@ -108,7 +98,7 @@ def iter_video_frames(path: str | os.PathLike, indices: Collection[int] | None =
     video ends before a wanted frame.
     """
     path = Path(path)
-    _check_file(path)
+    check_file(path)
     wanted = None if indices is None else set(indices)
     last = max(wanted) if wanted else None
     if wanted is not None and not wanted:
