@@ -1,0 +1,282 @@
+"""bench/reproduce.py's pure parts: the planner, recipe overrides, the classical conditioner, the report."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import reproduce_lib as L  # noqa: E402
+
+QUICK = L.BUDGETS["quick"]
+FULL = L.BUDGETS["full"]
+
+
+# --------------------------------------------------------------------------- planner
+
+
+def _flags(run):
+    return (run.depth_conditioning, run.prealign, run.patch_mask)
+
+
+def test_ablation_plans_four_runs_with_the_paper_switches():
+    p = L.plan_experiment("ablation", QUICK)
+    assert [r.name for r in p["runs"]] == ["nocond", "cond", "cond-prealign", "full"]
+    assert [_flags(r) for r in p["runs"]] == [(False, False, False), (True, False, False), (True, True, False),
+                                              (True, True, True)]
+    assert {(r.steps, r.patch_size, r.eta, r.train_size) for r in p["runs"]} == {(150, 8, 0.1, None)}
+    assert p["needs"] == []
+    # every run on every dataset, main conditioner, the table's inference setting
+    assert len(p["evals"]) == 4 * 3
+    assert {(e.conditioner, e.steps, e.ensemble, e.reduction) for e in p["evals"]} == {("main", 10, 1, "mean")}
+    limits = {e.dataset: e.limit for e in p["evals"]}
+    assert limits == {"synthetic": 16, "middlebury": None, "nyuv2": None}
+    assert list(p["rows"].values()) == ["nocond", "cond", "cond-prealign", "full"]
+
+
+def test_plug_reuses_the_full_refiner_over_three_conditioners():
+    p = L.plan_experiment("plug", QUICK, datasets=["synthetic", "nyuv2"])
+    assert [r.name for r in p["runs"]] == ["full"]
+    assert p["needs"] == ["dpt", "classical"]
+    assert sorted((e.conditioner, e.dataset) for e in p["evals"]) == sorted(
+        (c, d) for c in ("main", "dpt", "classical") for d in ("synthetic", "nyuv2"))
+    assert {e.run for e in p["evals"]} == {"full"}
+
+
+def test_steps_sweep_and_ensembles():
+    p = L.plan_experiment("steps", QUICK, datasets=["synthetic", "middlebury"])
+    syn = [e for e in p["evals"] if e.dataset == "synthetic"]
+    assert [e.steps for e in syn if e.ensemble == 1] == [1, 2, 4, 10, 50]
+    ens = [(e.ensemble, e.reduction) for e in syn if e.steps == QUICK.fig7_ensemble_steps]
+    # (1, mean) at 10 steps is the sweep's 10-step point, planned once
+    assert ens == [(1, "mean"), (3, "mean"), (3, "median"), (10, "mean"), (10, "median")]
+    assert {e.limit for e in syn} == {QUICK.fig7_samples}
+    assert {e.limit for e in p["evals"] if e.dataset == "middlebury"} == {None}
+    assert len(p["evals"]) == 2 * (5 + 4)
+
+
+def test_size_runs_use_subsets_of_the_same_recipe():
+    p = L.plan_experiment("size", QUICK)
+    assert [(r.name, r.train_size) for r in p["runs"]] == [("full-n100", 100), ("full-n400", 400), ("full", None)]
+    assert all(_flags(r) == (True, True, True) and r.steps == QUICK.steps for r in p["runs"])
+
+
+def test_hparams_at_a_reduced_budget_get_their_own_reference():
+    p = L.plan_experiment("hparams", FULL)
+    got = [(r.name, r.patch_size, r.eta, r.steps) for r in p["runs"]]
+    assert got == [("full-s1000", 8, 0.1, 1000), ("full-w16-s1000", 16, 0.1, 1000), ("full-w32-s1000", 32, 0.1, 1000),
+                   ("full-eta0.05-s1000", 8, 0.05, 1000), ("full-eta0.2-s1000", 8, 0.2, 1000)]
+    assert list(p["rows"]) == ["w = 8, eta = 0.1", "w = 16, eta = 0.1", "w = 32, eta = 0.1", "w = 8, eta = 0.05",
+                               "w = 8, eta = 0.2"]
+    # at the quick budget the reference is the shared full run
+    assert L.plan_experiment("hparams", QUICK)["runs"][0].name == "full"
+
+
+def test_plan_deduplicates_runs_and_evals_across_experiments():
+    p = L.plan(L.EXPERIMENTS, QUICK)
+    names = [r.name for r in p["runs"]]
+    assert names == ["nocond", "cond", "cond-prealign", "full", "full-n100", "full-n400", "full-w16", "full-w32",
+                     "full-eta0.05", "full-eta0.2"]
+    keys = [e.key for e in p["evals"]]
+    assert len(keys) == len(set(keys))
+    # the full refiner's standard evaluation is shared by ablation, plug and size
+    assert keys.count("full__main__nyuv2__s10-e1-mean__nall") == 1
+    assert len(L.plan(L.EXPERIMENTS, FULL)["runs"]) == 6 + 5
+
+
+def test_make_run_names_and_normalises_unused_switches():
+    r = L.make_run(QUICK, depth_conditioning=False, patch_size=16, eta=0.2)
+    assert (r.name, r.prealign, r.patch_mask, r.patch_size, r.eta) == ("nocond", False, False, 8, 0.1)
+    assert L.make_run(QUICK, prealign=False).name == "cond-mask"
+    assert L.make_run(QUICK, train_size=400, steps=75).name == "full-n400-s75"
+
+
+def test_parse_only():
+    assert L.parse_only(None) == list(L.EXPERIMENTS)
+    assert L.parse_only("steps, ablation") == ["ablation", "steps"]
+    with pytest.raises(ValueError, match="unknown experiment 'table9'"):
+        L.parse_only("ablation,table9")
+
+
+def test_run_overrides_make_a_valid_recipe():
+    from training.config import load_recipe
+
+    run = L.make_run(QUICK, prealign=False, patch_mask=False, train_size=3)
+    ids = [f"{i:06d}" for i in range(10)]
+    ov = L.run_overrides(run, QUICK, train_root="/data/train", conditioner="hf:/c", cache_dir="/tmp/c", train_ids=ids)
+    recipe = load_recipe(ROOT / "training" / "recipes" / "reproduce-refiner.toml", ov)
+    ob = recipe.objective
+    assert (ob.depth_conditioning, ob.prealign, ob.patch_mask, ob.patch_size, ob.eta) == (True, False, False, 8, 0.1)
+    assert recipe.train_sources() == [{"type": "folder", "root": "/data/train", "ids": ["000000", "000001", "000002"]}]
+    assert (recipe.train.max_steps, recipe.train.batch_size, recipe.optim.warmup_steps) == (150, 8, 15)
+    assert recipe.conditioner.name == "hf:/c" and recipe.data.cache_dir == "/tmp/c"
+    assert recipe.validation_sources() == []
+    assert recipe.model.block_out_channels == [32, 64, 128]
+    with pytest.raises(ValueError, match="needs 3 training scenes"):
+        L.run_overrides(run, QUICK, train_root="/d", conditioner="c", cache_dir="/c", train_ids=ids[:2])
+
+
+# --------------------------------------------------------------------------- classical conditioner
+
+
+def _fit(x, y, mask):
+    a = np.stack([x[mask], np.ones(mask.sum())], 1)
+    return np.linalg.lstsq(a, y[mask], rcond=None)[0]
+
+
+def test_blur_affine_recovers_the_known_affine_on_smooth_ground_truth():
+    yy, xx = np.mgrid[0:48, 0:64].astype(np.float64)
+    gt = 0.5 + 0.01 * xx + 0.02 * yy  # linear: a Gaussian blur keeps it away from the borders
+    m = L.blur_affine(gt, np.ones_like(gt, bool), sigma=2.0, scale=0.5, shift=0.3)
+    inner = np.zeros_like(gt, bool)
+    inner[8:-8, 8:-8] = True
+    s, b = _fit(gt, m.astype(np.float64), inner)
+    assert s == pytest.approx(0.5, abs=1e-4) and b == pytest.approx(0.3, abs=1e-4)
+    # and the map's least-squares alignment back to the GT inverts it: 1/0.5, -0.3/0.5
+    s2, b2 = _fit(m.astype(np.float64), gt, inner)
+    assert s2 == pytest.approx(2.0, abs=1e-3) and b2 == pytest.approx(-0.6, abs=1e-3)
+
+
+def test_blur_affine_without_blur_is_exactly_affine_and_zero_fills():
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(0.1, 2.0, (16, 20))
+    known = rng.uniform(size=gt.shape) > 0.3
+    m = L.blur_affine(gt, known, sigma=0.0, scale=2.0, shift=-0.5, fill="zero")
+    np.testing.assert_allclose(m[known], 2.0 * gt[known] - 0.5, atol=1e-6)  # float32 output
+    np.testing.assert_allclose(m[~known], -0.5)  # disparity 0 (sky), then the shift
+    s, b = _fit(gt, m.astype(np.float64), known)
+    assert (s, b) == (pytest.approx(2.0, abs=1e-5), pytest.approx(-0.5, abs=1e-5))
+
+
+def test_blur_affine_blurs_edges_and_inpaints_holes():
+    step = np.zeros((32, 32))
+    step[:, 16:] = 1.0
+    m = L.blur_affine(step, np.ones_like(step, bool), sigma=2.0, scale=1.0, shift=0.0)
+    assert 0.05 < m[10, 15] < 0.5 < m[10, 16] < 0.95  # the edge is now a ramp
+    hole = np.ones((32, 32), bool)
+    hole[10:20, 10:20] = False
+    flat = np.full((32, 32), 3.0)
+    flat[~hole] = 1e6  # unknown values must not leak in
+    m = L.blur_affine(flat, hole, sigma=1.0, scale=1.0, shift=0.0, fill="inpaint")
+    assert np.isfinite(m).all()
+    np.testing.assert_allclose(m, 3.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="scale"):
+        L.blur_affine(flat, hole, 1.0, -1.0, 0.0)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _metrics(abs_rel, delta1, dbe_comp=3.0, dbe_acc=2.0, ep=0.3, er=0.2):
+    return {"abs_rel": abs_rel, "delta1": delta1, "dbe_comp": dbe_comp, "dbe_acc": dbe_acc, "ep": ep, "er": er}
+
+
+def _eval(run, cond, dataset, steps, ens, red, refined, conditioner=None, seconds=0.5):
+    return {"run": run, "conditioner": cond, "dataset": dataset, "steps": steps, "ensemble": ens, "reduction": red,
+            "limit": None, "samples": 5,
+            "metrics": {"conditioner": conditioner or _metrics(0.08, 0.93, 5.0), "refined": refined},
+            "seconds_per_image": {"conditioner": 0.02, "refiner": seconds, "refined_total": seconds + 0.02}}
+
+
+def _run(name, **kw):
+    base = {"name": name, "depth_conditioning": True, "prealign": True, "patch_mask": True, "patch_size": 8,
+            "eta": 0.1, "train_size": None, "steps": 150, "train_seconds": 60.0, "seconds_per_step": 0.4,
+            "final_loss": 0.05, "kept": 0.75}
+    return {**base, **kw}
+
+
+@pytest.fixture()
+def results():
+    b = L.jsonable(replace(QUICK, fig7_steps=(1, 2, 50), fig7_ensembles=(1, 10), fig7_ensemble_steps=2))
+    ablation = {
+        "rows": {"no depth conditioning (Marigold-style)": "nocond", "+ depth conditioning": "cond",
+                 "+ global pre-alignment": "cond-prealign", "+ local patch masking (full)": "full"},
+        "runs": {"nocond": _run("nocond", kept=1.0), "full": _run("full")},
+        "evals": [_eval("nocond", "main", "nyuv2", 10, 1, "mean", _metrics(0.061, 0.90)),
+                  _eval("cond", "main", "nyuv2", 10, 1, "mean", _metrics(0.052, 0.92)),
+                  _eval("cond-prealign", "main", "nyuv2", 10, 1, "mean", _metrics(0.047, 0.95)),
+                  _eval("full", "main", "nyuv2", 10, 1, "mean", _metrics(0.042, 0.97, 2.5))],
+    }
+    plug = {"rows": {"main": "full", "dpt": "full", "classical": "full"},
+            "evals": [_eval("full", "main", "nyuv2", 10, 1, "mean", _metrics(0.042, 0.97)),
+                      _eval("full", "dpt", "nyuv2", 10, 1, "mean", _metrics(0.12, 0.85),
+                            conditioner=_metrics(0.10, 0.88)),
+                      _eval("full", "classical", "nyuv2", 10, 1, "mean", _metrics(0.03, 0.98, 4.0, 2.0, 0.3, 0.6),
+                            conditioner=_metrics(0.01, 0.99, 6.0, 5.0, 0.4, 0.1))]}
+    steps = {"rows": {"full": "full"},
+             "evals": [_eval("full", "main", "nyuv2", 1, 1, "mean", _metrics(0.05, 0.950)),
+                       _eval("full", "main", "nyuv2", 2, 1, "mean", _metrics(0.045, 0.965), seconds=0.1),
+                       _eval("full", "main", "nyuv2", 50, 1, "mean", _metrics(0.044, 0.968), seconds=2.0),
+                       _eval("full", "main", "nyuv2", 2, 10, "mean", _metrics(0.043, 0.97)),
+                       _eval("full", "main", "nyuv2", 2, 10, "median", _metrics(0.0435, 0.97))]}
+    size = {"rows": {"100 scenes": "full-n100", "all scenes": "full"},
+            "runs": {"full-n100": _run("full-n100", train_size=100)},
+            "evals": [_eval("full-n100", "main", "nyuv2", 10, 1, "mean", _metrics(0.040, 0.97)),
+                      _eval("full", "main", "nyuv2", 10, 1, "mean", _metrics(0.042, 0.97))]}
+    hparams = {"rows": {"w = 8, eta = 0.1": "full", "w = 16, eta = 0.1": "full-w16"},
+               "evals": [_eval("full", "main", "nyuv2", 10, 1, "mean", _metrics(0.042, 0.97)),
+                         _eval("full-w16", "main", "nyuv2", 10, 1, "mean", _metrics(0.05, 0.96))]}
+    return {"format": L.RESULTS_FORMAT, "command": "python bench/reproduce.py --quick", "git": {"commit": "abc123"},
+            "budget": b, "seconds": 600, "finished": "2025-01-01T00:00:00+00:00",
+            "machine": {"description": "2 CPU cores"},
+            "conditioners": {"main": {"spec": "builtin"},
+                             "dpt": {"spec": "hf:/x", "architecture": "DPTForDepthEstimation", "params_m": 1.2,
+                                     "steps": 300, "data": {"kind": "indoor", "scenes": 400, "seed0": 5000000}}},
+            "experiments": {"ablation": ablation, "plug": plug, "steps": steps, "size": size, "hparams": hparams}}
+
+
+def test_report_renders_every_table_from_the_json(results):
+    text = L.render_report(results)
+    assert "commit: `abc123`" in text and "`python bench/reproduce.py --quick`" in text
+    # Table 5: conditioner row then the four refiners, percent with 2 decimals, DBE in px, the paper's column
+    assert "| conditioner alone | 8.00 | 93.00 | 5.00 | 2.00 | 30.00 | 20.00 | 0.020 | – |" in text
+    assert "| + local patch masking (full) | 4.20 | 97.00 | 2.50 | 2.00 | 30.00 | 20.00 | 0.520 | 4.2 |" in text
+    assert "| no depth conditioning (Marigold-style) | 6.10 | 90.00 |" in text
+    assert "| `nocond` | 150 | all | 0.0500 | 100.0 | 0.400 | 60 |" in text
+    # Table 3: alone and refined rows per conditioner
+    assert "| dpt alone | 10.00 | 88.00 |" in text and "| dpt + refiner | 12.00 | 85.00 |" in text
+    assert "| classical + refiner | 3.00 | 98.00 | 4.00 | 2.00 | 30.00 | 60.00 | 0.520 |" in text
+    assert "DPTForDepthEstimation, 1.2 M parameters, 300 training steps, 400 indoor scenes" in text
+    # Fig. 7: steps rows with seconds, ensembles with reductions
+    assert "| 50 | 4.40 | 96.80 | 3.00 | 2.00 | 30.00 | 20.00 | 2.020 |" in text
+    assert "| 10 | median | 4.35 | 97.00 |" in text
+    # size and hparams tables
+    assert "| 100 scenes | 4.00 | 97.00 | 3.00 | 2.00 | 30.00 | 20.00 | 8.00 |" in text
+    assert "| w = 16, eta = 0.1 | 5.00 | 96.00 |" in text
+
+
+def test_report_claims_are_computed_verdicts(results):
+    got = {c["claim"].split(":")[0]: c for c in L.claims(results)}
+    assert got["Table 5"]["verdict"] == "holds"
+    assert "nyuv2: 6.10 -> 5.20 -> 4.70 -> 4.20 (monotone)" in got["Table 5"]["evidence"]
+    assert got["Tables 1/4"]["verdict"] == "holds"
+    assert got["Table 3"]["verdict"] == "does not hold"  # dpt 10.00 -> 12.00
+    assert "dpt/nyuv2: 10.00 -> 12.00" in got["Table 3"]["evidence"]
+    assert "classical" not in got["Table 3"]["evidence"]  # judged on detail, below
+    assert got["Detail recovery (Sec. 3.2)"]["verdict"] == "holds"  # DBE_acc 5 -> 2, ER 10 -> 60 (EP worse)
+    assert got["Detail recovery (Sec. 3.2)"]["evidence"] == (
+        "nyuv2: better on dbe_acc, er of dbe_acc, ep, er; AbsRel 1.00 -> 3.00")
+    assert got["Fig. 7"]["verdict"] == "holds"  # 96.5 vs 96.8
+    assert got["Table A5"]["verdict"] == "holds"  # mean 4.30 <= median 4.35
+    assert got["Table 2"]["verdict"] == "does not hold"  # 100 scenes beat all
+    assert got["Appendix F"]["verdict"] == "holds"
+    # the ablation turns partial when one step goes the wrong way
+    results["experiments"]["ablation"]["evals"][2]["metrics"]["refined"]["abs_rel"] = 0.055
+    got = {c["claim"].split(":")[0]: c for c in L.claims(results)}
+    assert got["Table 5"]["verdict"] == "does not hold"
+    assert "(full best, not monotone)" in got["Table 5"]["evidence"]
+
+
+def test_report_keeps_the_hand_written_discussion(results):
+    text = L.render_report(results, "The numbers disagree because the budget is tiny.")
+    assert L.extract_discussion(text) == "The numbers disagree because the budget is tiny."
+    again = L.render_report(results, L.extract_discussion(text))
+    assert again == text
+    assert L.extract_discussion(L.render_report(results)) == ""
+    assert L.extract_discussion("no markers") == ""
