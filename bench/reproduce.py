@@ -295,11 +295,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-root", default=str(ROOT / "data" / "synth-val"), help="held-out scenes (folder format)")
     ap.add_argument("--real-data", default=None, help="real samples (default $BETTERDEPTH_REAL_DATA or ../shared/data/real)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: $OMP_NUM_THREADS or torch's default)")
-    ap.add_argument("--report", default=str(ROOT / "docs" / "RESULTS.md"), help="Markdown report to (re)write; '' = none")
+    ap.add_argument("--report", default=None,
+                    help="Markdown report to (re)write (default docs/RESULTS.md; OUT/RESULTS.md with --smoke); '' = none")
     ap.add_argument("--report-only", action="store_true", help="only render --report from --results")
     ap.add_argument("--results", default=None, help="results JSON for --report-only (default OUT/results.json)")
     args = ap.parse_args(argv)
     out = Path(args.out)
+    if args.report is None:
+        args.report = str(out / "RESULTS.md" if args.smoke else ROOT / "docs" / "RESULTS.md")
 
     if args.report_only:
         src = Path(args.results) if args.results else out / "results.json"

@@ -412,13 +412,23 @@ def build_dpt(cfg: dict):
     from transformers import DPTConfig, DPTForDepthEstimation
 
     n = int(cfg["num_hidden_layers"])
-    return DPTForDepthEstimation(DPTConfig(
+    import torch
+
+    model = DPTForDepthEstimation(DPTConfig(
         image_size=int(cfg["image_size"]), patch_size=int(cfg["patch_size"]), hidden_size=int(cfg["hidden_size"]),
         num_hidden_layers=n, num_attention_heads=int(cfg["num_attention_heads"]),
         intermediate_size=int(cfg["intermediate_size"]), backbone_out_indices=list(range(n))[-4:],
         neck_hidden_sizes=list(cfg["neck_hidden_sizes"]), fusion_hidden_size=int(cfg["fusion_hidden_size"]),
         head_in_index=-1, readout_type="project",
     ))
+    with torch.no_grad():  # start the final ReLU in its linear range, as training.conditioner does
+        _final_conv(model).bias.fill_(1.0)
+    return model
+
+
+def _final_conv(model):
+    """The 1x1 convolution before the DPT head's final ReLU."""
+    return model.head.head[-2]
 
 
 def train_dpt_conditioner(recipe: dict, train_root: Path, val_root: Path | None, output: Path,
@@ -431,7 +441,8 @@ def train_dpt_conditioner(recipe: dict, train_root: Path, val_root: Path | None,
     import torch
     import torch.nn.functional as F
 
-    from training.conditioner import disparity_target, evaluate, load_split, model_input, random_batch, ssi_loss
+    from training.conditioner import (POSITIVE_MARGIN, POSITIVITY_WEIGHT, disparity_target, evaluate, load_split,
+                                      model_input, random_batch, ssi_loss)
 
     final = output / "final"
     summary_path = output / "summary.json"
@@ -450,15 +461,19 @@ def train_dpt_conditioner(recipe: dict, train_root: Path, val_root: Path | None,
     size = int(mc["image_size"])
     log(f"DPT conditioner: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, {len(data[0])} "
         f"{dc.get('kind', '')} scenes, {total} steps")
+    # like training.conditioner: train on the final ReLU's input and keep it positive (a dead ReLU never recovers)
+    captured: dict[str, torch.Tensor] = {}
+    hook = _final_conv(model).register_forward_hook(lambda _m, _i, o: captured.__setitem__("pre", o))
     t0 = time.perf_counter()
     losses = []
     model.train()
     for step in range(1, total + 1):
         rgb, depth, valid = random_batch(data, int(tr["batch_size"]), int(dc["crop"]), g)
         target = disparity_target(depth, valid)
-        pred = model(pixel_values=model_input(rgb, size)).predicted_depth[:, None]
-        pred = F.interpolate(pred, size=target.shape[-2:], mode="bilinear", align_corners=False)
-        loss = ssi_loss(pred, target, torch.ones_like(valid))
+        model(pixel_values=model_input(rgb, size))
+        pre = captured["pre"]  # [B,1,h,w] before the final ReLU
+        pred = F.interpolate(pre, size=target.shape[-2:], mode="bilinear", align_corners=False)
+        loss = ssi_loss(pred, target, torch.ones_like(valid)) + POSITIVITY_WEIGHT * F.relu(POSITIVE_MARGIN - pre).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -468,6 +483,7 @@ def train_dpt_conditioner(recipe: dict, train_root: Path, val_root: Path | None,
         if step % int(tr.get("log_every", 50)) == 0 or step == total:
             log(f"DPT conditioner step {step}/{total} loss {np.mean(losses[-50:]):.4f}")
     seconds = time.perf_counter() - t0
+    hook.remove()
     val = evaluate(model, load_split(str(val_root)), size) if val_root is not None else None
     model.eval()
     tmp = output / ".final.tmp"
