@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 
 from betterdepth_cli.core.types import InputDataError, NoInputError
-from betterdepth_cli.io.images import apply_orientation, read_depth_map, read_image, read_pfm, srgb_from_linear
+from betterdepth_cli.io.images import (
+    apply_orientation,
+    decode_pfm,
+    decode_rgb,
+    decode_uint16_map,
+    read_depth_map,
+    read_image,
+    read_pfm,
+    srgb_from_linear,
+)
 
 
 def _halves(h: int = 16, w: int = 32) -> np.ndarray:
@@ -300,6 +309,31 @@ def test_pfm_bad_header_and_truncation(tmp_path):
     (tmp_path / "cut.pfm").write_bytes(b"Pf\n2 2\n-1.0\n" + bytes(8))
     with pytest.raises(InputDataError, match=r"cut.pfm: truncated PFM data \(2 of 4 values\)"):
         read_pfm(tmp_path / "cut.pfm")
+
+
+def test_decode_pfm_bytes_comments_split_size_and_partial_value():
+    top_first = np.array([[1.5, -2.0], [0.25, 8.0]], np.float32)
+    body = top_first[::-1].astype("<f4").tobytes()
+    for header in (b"Pf\n2 2\n-1.0\n", b"Pf\n# made by hand\n2\n2\n-1.0\n"):
+        assert decode_pfm(header + body, "m.tar:d.pfm").tolist() == top_first.tolist()
+    with pytest.raises(InputDataError, match=r"m.tar:d.pfm: truncated PFM data \(3 of 4 values\)"):
+        decode_pfm(b"Pf\n2 2\n-1.0\n" + body[:14], "m.tar:d.pfm")  # 3.5 values
+
+
+def test_decode_uint16_map_and_rgb_from_bytes():
+    import cv2
+
+    codes = np.array([[0, 1000], [65535, 7]], np.uint16)
+    png = cv2.imencode(".png", codes)[1].tobytes()
+    assert decode_uint16_map(png, "a.tar:d.png", "mm").tolist() == codes.tolist()
+    grey8 = cv2.imencode(".png", codes.astype(np.uint8))[1].tobytes()
+    with pytest.raises(InputDataError, match=r"a.tar:g.png: expected a 16-bit single-channel PNG \(mm\), got uint8"):
+        decode_uint16_map(grey8, "a.tar:g.png", "mm")
+    bgr = np.array([[[0, 0, 255], [255, 0, 0]]] * 2, np.uint8)  # red, blue
+    rgb = decode_rgb(cv2.imencode(".png", bgr)[1].tobytes(), "a.tar:c.png")
+    assert rgb.dtype == np.float32 and rgb[0].tolist() == [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+    with pytest.raises(InputDataError, match=r"a.tar:x.png: cannot decode image"):
+        decode_rgb(b"\x89PNG\r\n\x1a\n junk", "a.tar:x.png")
 
 
 def test_depth_float_tiff(tmp_path):

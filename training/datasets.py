@@ -42,6 +42,7 @@ import torch
 from torch.utils.data import Dataset
 
 from betterdepth_cli.core.types import InputDataError, NoInputError, UsageError
+from betterdepth_cli.io.images import decode_pfm, decode_raster, decode_rgb, decode_uint16_map, load_npy, read_file
 
 UNITS = {"m": 1.0, "cm": 0.01, "mm": 0.001}
 RGB_EXTS = (".png", ".jpg", ".jpeg")
@@ -53,38 +54,19 @@ HYPERSIM_SPLIT_CSV = "metadata_images_split_scene_v1.csv"
 # --------------------------------------------------------------------------- #
 # file reading helpers
 # --------------------------------------------------------------------------- #
-def _cv2():
-    os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
-    import cv2
-
-    return cv2
-
-
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """An 8- or 16-bit image file -> (H,W,3) float32 in [0,1] (grey is repeated, alpha dropped)."""
-    cv2 = _cv2()
-    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if arr is None:
-        raise InputDataError(f"{path}: cannot read image (missing, truncated or not an image)")
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    elif arr.shape[2] == 4:
-        arr = arr[..., :3]
-    arr = arr[..., ::-1]  # BGR -> RGB
-    if arr.dtype == np.uint8:
-        return arr.astype(np.float32) / 255.0
-    if arr.dtype == np.uint16:
-        return arr.astype(np.float32) / 65535.0
-    raise InputDataError(f"{path}: unsupported RGB sample type {arr.dtype}")
+    p = Path(path)
+    return decode_rgb(read_file(p), str(p))
 
 
 def read_depth_raw(path: str | os.PathLike) -> np.ndarray:
-    """A depth-like file (.png 16/8-bit, .npy, .exr) -> (H,W) float64 stored values."""
+    """A depth-like file (.png 16/8-bit, .tif, .npy, .exr, .pfm) -> (H,W) float64 stored values (first channel)."""
     p = Path(path)
     ext = p.suffix.lower()
     try:
         if ext == ".npy":
-            arr = np.load(p, allow_pickle=False)
+            arr = load_npy(p, str(p))
         elif ext == ".exr":
             import OpenEXR
 
@@ -99,14 +81,13 @@ def read_depth_raw(path: str | os.PathLike) -> np.ndarray:
                 arr = next(iter(ch.values())).pixels
             if arr.ndim == 3:
                 arr = arr[..., 0]
-        elif ext in (".png", ".tif", ".tiff", ".pfm"):
-            cv2 = _cv2()
-            arr = cv2.imread(str(p), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
-            if arr is None:
-                raise InputDataError(f"{p}: cannot read {ext[1:].upper()} (missing, truncated or not an image)")
+        elif ext == ".pfm":
+            arr = decode_pfm(read_file(p), str(p))
+        elif ext in (".png", ".tif", ".tiff"):
+            arr = decode_raster(read_file(p), str(p))
         else:
             raise InputDataError(f"{p}: unsupported depth extension {ext!r} (use {', '.join(DEPTH_EXTS)})")
-    except InputDataError:
+    except (InputDataError, NoInputError):
         raise
     except FileNotFoundError:
         raise InputDataError(f"{p}: file not found") from None
@@ -481,12 +462,7 @@ class VirtualKITTI2Dataset(_Base):
 
     def load(self, index: int) -> dict:
         sid, rgb_path, depth_path = self.items[index]
-        cv2 = _cv2()
-        raw = cv2.imread(str(depth_path), cv2.IMREAD_ANYDEPTH)
-        if raw is None:
-            raise InputDataError(f"{depth_path}: cannot read depth PNG")
-        if raw.dtype != np.uint16:
-            raise InputDataError(f"{depth_path}: expected 16-bit depth in centimetres, got {raw.dtype}")
+        raw = decode_uint16_map(read_file(depth_path), str(depth_path), "depth in centimetres")
         depth = raw.astype(np.float64) / 100.0
         valid = (raw < 65535) & (depth > 1e-5) & (depth <= self.max_depth)
         return to_sample(read_rgb(rgb_path), depth, valid, sid)

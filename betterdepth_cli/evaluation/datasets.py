@@ -60,6 +60,7 @@ import numpy as np
 
 from betterdepth_cli.core.types import InputDataError, NoInputError, UsageError
 from betterdepth_cli.evaluation import protocol as P
+from betterdepth_cli.io.images import decode_pfm, decode_raster, decode_rgb, decode_uint16_map, load_npy
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -207,71 +208,7 @@ class DataRoot:
             self._tar = None
 
 
-# --------------------------------------------------------------------------- decoders
-
-
-def decode_image(data: bytes, where: str) -> np.ndarray:
-    """Any image cv2 reads, unchanged (uint8/uint16/float; (H,W) or (H,W,C) in BGR order)."""
-    import cv2
-
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
-    if arr is None:
-        raise InputDataError(f"cannot decode image {where}")
-    return arr
-
-
-def to_rgb(arr: np.ndarray, where: str) -> np.ndarray:
-    """uint8/uint16/float BGR(A) or grey -> (H,W,3) float32 RGB in [0,1]."""
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    elif arr.ndim == 3 and arr.shape[2] == 4:
-        arr = arr[:, :, :3]
-    elif not (arr.ndim == 3 and arr.shape[2] == 3):
-        raise InputDataError(f"{where}: expected an RGB image, got shape {arr.shape}")
-    arr = arr[:, :, ::-1]
-    if arr.dtype == np.uint8:
-        out = arr.astype(np.float32) / 255.0
-    elif arr.dtype == np.uint16:
-        out = arr.astype(np.float32) / 65535.0
-    else:
-        out = np.clip(arr.astype(np.float32), 0.0, 1.0)
-    return np.ascontiguousarray(out)
-
-
-def read_pfm(data: bytes, where: str) -> np.ndarray:
-    """A PFM file (``Pf`` grey or ``PF`` colour, first channel) -> (H,W) float32, top row first."""
-    try:
-        buf = io.BytesIO(data)
-        tag = buf.readline().strip()
-        if tag not in (b"Pf", b"PF"):
-            raise ValueError(f"bad PFM tag {tag!r}")
-        line = buf.readline()
-        while line.startswith(b"#"):
-            line = buf.readline()
-        w, h = (int(t) for t in line.split())
-        scale = float(buf.readline().strip())
-        channels = 3 if tag == b"PF" else 1
-        dtype = "<f4" if scale < 0 else ">f4"
-        raw = np.frombuffer(buf.read(), dtype=dtype, count=w * h * channels)
-        arr = raw.reshape(h, w, channels)[::-1, :, 0]
-    except ValueError as exc:
-        raise InputDataError(f"{where}: not a valid PFM file ({exc})") from None
-    return np.ascontiguousarray(arr.astype(np.float32))
-
-
-def read_npy(data: bytes, where: str) -> np.ndarray:
-    try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputDataError(f"{where}: not a valid .npy file ({exc})") from None
-
-
-def _uint16_map(arr: np.ndarray, where: str, what: str) -> np.ndarray:
-    if arr.ndim == 3:
-        arr = arr[:, :, 0]
-    if arr.dtype != np.uint16:
-        raise InputDataError(f"{where}: expected a 16-bit single-channel PNG ({what}), got {arr.dtype}")
-    return arr
+# --------------------------------------------------------------------------- checks
 
 
 def _same_size(rgb: np.ndarray, gt: np.ndarray, rgb_where: str, gt_where: str) -> None:
@@ -380,7 +317,8 @@ class DatasetLoader:
             yield self.load(entry)
 
     def read_rgb(self, rel: str) -> np.ndarray:
-        return to_rgb(decode_image(self.root.read(rel), self.root.where(rel)), self.root.where(rel))
+        """The image ``rel`` as float32 (H,W,3) RGB in [0,1]."""
+        return decode_rgb(self.root.read(rel), self.root.where(rel))
 
     def range_valid(self, depth: np.ndarray) -> np.ndarray:
         return P.range_mask(depth, self.min_depth, self.max_depth)
@@ -445,7 +383,7 @@ class NYUv2Dataset(DatasetLoader):
         rgb_rel, gt_rel = entry.files[:2]
         rgb = self.read_rgb(rgb_rel)
         where = self.root.where(gt_rel)
-        mm = _uint16_map(decode_image(self.root.read(gt_rel), where), where, "depth in millimetres")
+        mm = decode_uint16_map(self.root.read(gt_rel), where, "depth in millimetres")
         _same_size(rgb, mm, self.root.where(rgb_rel), where)
         depth = mm.astype(np.float32) / 1000.0
         valid = self.range_valid(depth)
@@ -498,7 +436,7 @@ class KITTIDataset(DatasetLoader):
         rgb_rel, gt_rel = entry.files[:2]
         rgb = self.read_rgb(rgb_rel)
         where = self.root.where(gt_rel)
-        raw = _uint16_map(decode_image(self.root.read(gt_rel), where), where, "depth x 256")
+        raw = decode_uint16_map(self.root.read(gt_rel), where, "depth x 256")
         _same_size(rgb, raw, self.root.where(rgb_rel), where)
         depth = raw.astype(np.float32) / 256.0
         if self.opts["kb_crop"]:
@@ -581,7 +519,7 @@ class ScanNetDataset(DatasetLoader):
         rgb_rel, gt_rel = entry.files[:2]
         rgb = self.read_rgb(rgb_rel)
         where = self.root.where(gt_rel)
-        mm = _uint16_map(decode_image(self.root.read(gt_rel), where), where, "depth in millimetres")
+        mm = decode_uint16_map(self.root.read(gt_rel), where, "depth in millimetres")
         meta: dict[str, Any] = {"files": list(entry.files)}
         if rgb.shape[:2] != mm.shape:
             meta["rgb_resized_from"] = [rgb.shape[1], rgb.shape[0]]
@@ -626,8 +564,8 @@ class DIODEDataset(DatasetLoader):
     def load(self, entry: Entry) -> Sample:
         rgb_rel, gt_rel, mask_rel = entry.files[:3]
         rgb = self.read_rgb(rgb_rel)
-        depth = np.squeeze(read_npy(self.root.read(gt_rel), self.root.where(gt_rel))).astype(np.float32)
-        mask = np.squeeze(read_npy(self.root.read(mask_rel), self.root.where(mask_rel)))
+        depth = np.squeeze(load_npy(io.BytesIO(self.root.read(gt_rel)), self.root.where(gt_rel))).astype(np.float32)
+        mask = np.squeeze(load_npy(io.BytesIO(self.root.read(mask_rel)), self.root.where(mask_rel)))
         _same_size(rgb, depth, self.root.where(rgb_rel), self.root.where(gt_rel))
         if mask.shape != depth.shape:
             raise InputDataError(f"{self.root.where(mask_rel)}: mask shape {mask.shape} differs from depth {depth.shape}")
@@ -697,14 +635,15 @@ class MiddleburyDataset(DatasetLoader):
         rgb = self.read_rgb(rgb_rel)
         where = self.root.where(disp_rel)
         if disp_rel.endswith(".pfm"):
-            d = read_pfm(self.root.read(disp_rel), where)
+            d = decode_pfm(self.root.read(disp_rel), where)
+            d = d[:, :, 0] if d.ndim == 3 else d
             calib = parse_middlebury_calib(self.root.read(calib_rel).decode(errors="replace"), self.root.where(calib_rel))
             known = np.isfinite(d) & (d > 0)
             disp = np.where(known, d + calib["doffs"], 0.0).astype(np.float32)
             scale = calib["focal"] * calib["baseline_mm"] / 1000.0
             meta = {"release": "2014", **calib}
         else:
-            raw = decode_image(self.root.read(disp_rel), where)
+            raw = decode_raster(self.root.read(disp_rel), where)
             if raw.ndim == 3:
                 raw = raw[:, :, 0]
             if raw.dtype != np.uint8:
@@ -858,9 +797,9 @@ class FolderDataset(DatasetLoader):
         where = self.root.where(rel)
         low = rel.lower()
         if low.endswith(".npy"):
-            arr = read_npy(self.root.read(rel), where)
+            arr = load_npy(io.BytesIO(self.root.read(rel)), where)
         elif low.endswith(".pfm"):
-            arr = read_pfm(self.root.read(rel), where)
+            arr = decode_pfm(self.root.read(rel), where)
         elif low.endswith(".exr"):
             from betterdepth_cli.io.outputs import read_exr
 
@@ -871,7 +810,7 @@ class FolderDataset(DatasetLoader):
                 if tmp:
                     os.unlink(path)
         else:
-            arr = decode_image(self.root.read(rel), where)
+            arr = decode_raster(self.root.read(rel), where)
         arr = np.squeeze(np.asarray(arr))
         if arr.ndim == 3:
             arr = arr[:, :, 0]

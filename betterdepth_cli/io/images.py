@@ -26,11 +26,17 @@ than 2 x 2 pixels.
 png (8/16-bit, raw values; our own png16 with its sidecar is decoded), npy, npz,
 exr (``Z`` channel or the first), pfm and tif/tiff. Non-finite and zero pixels
 are invalid and hold 0.
+
+The bytes-level readers (``decode_rgb``, ``decode_raster``, ``decode_uint16_map``,
+``decode_pfm``, ``load_npy``) take a file's bytes and a name for errors, so the
+evaluation datasets read tar members with them and the training datasets
+decode files the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import struct
 from pathlib import Path
@@ -126,7 +132,7 @@ def srgb_from_linear(x: np.ndarray) -> np.ndarray:
     return np.where(x <= 0.0031308, low, high).astype(np.float32)
 
 
-def to_float_rgb(arr: np.ndarray, path: Path, linear_float: bool = True) -> np.ndarray:
+def to_float_rgb(arr: np.ndarray, path: Path | str, linear_float: bool = True) -> np.ndarray:
     """(H,W), (H,W,1..4) RGB(A) uint8/uint16/float -> float32 (H,W,3) in [0,1].
 
     Grey is replicated, a 2nd (grey+alpha) or 4th (alpha) channel dropped.
@@ -192,16 +198,25 @@ def _quiet_cv2():
         cv2.utils.logging.setLogLevel(level)
 
 
-def _cv2_decode(path: Path) -> np.ndarray | None:
-    """Decode with cv2 IMREAD_UNCHANGED (BGR(A) reordered to RGB(A)); None when cv2 cannot."""
-    with _quiet_cv2() as cv2:
-        data = np.fromfile(str(path), dtype=np.uint8)
-        arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if arr is None:
+def _imdecode(data) -> np.ndarray | None:
+    """cv2 IMREAD_UNCHANGED of encoded bytes: the stored samples in OpenCV's BGR(A) order; None when cv2 cannot."""
+    if not len(data):
         return None
+    with _quiet_cv2() as cv2:
+        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+
+
+def bgr_to_rgb(arr: np.ndarray) -> np.ndarray:
+    """(H,W,C>=3) BGR(A) as OpenCV decodes it -> RGB(A); grey (H,W) is returned as is."""
     if arr.ndim == 3 and arr.shape[2] >= 3:
         arr = arr[..., [2, 1, 0] + list(range(3, arr.shape[2]))]
     return arr
+
+
+def _cv2_decode(path: Path) -> np.ndarray | None:
+    """Decode with cv2 IMREAD_UNCHANGED (BGR(A) reordered to RGB(A)); None when cv2 cannot."""
+    arr = _imdecode(np.fromfile(str(path), dtype=np.uint8))
+    return None if arr is None else bgr_to_rgb(arr)
 
 
 def _png_exif(path: Path) -> bytes | None:
@@ -314,35 +329,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def read_pfm(path: str | os.PathLike) -> np.ndarray:
-    """Read a PFM (Portable Float Map) as float32 (H,W) or (H,W,3), top row first.
-
-    Header: ``PF`` (colour) or ``Pf`` (grey), ``W H``, scale (negative means
-    little-endian); rows are stored bottom-to-top.
-    """
+    """Read a PFM (Portable Float Map) as float32 (H,W) or (H,W,3), top row first (see :func:`decode_pfm`)."""
     path = Path(path)
-    _read_head(path)
-    with open(path, "rb") as f:
-        try:
-            magic = f.readline().strip()
-            dims = f.readline().split()
-            while len(dims) < 2:  # "W\nH\n" is tolerated
-                more = f.readline()
-                if not more:
-                    break
-                dims += more.split()
-            scale = float(f.readline().strip())
-            width, height = int(dims[0]), int(dims[1])
-        except (ValueError, IndexError) as exc:
-            raise InputDataError(f"{path}: not a PFM file (bad header)") from exc
-        if magic not in (b"PF", b"Pf") or width <= 0 or height <= 0:
-            raise InputDataError(f"{path}: not a PFM file (bad header)")
-        channels = 3 if magic == b"PF" else 1
-        count = width * height * channels
-        data = np.frombuffer(f.read(count * 4), dtype="<f4" if scale < 0 else ">f4")
-    if data.size != count:
-        raise InputDataError(f"{path}: truncated PFM data ({data.size} of {count} values)")
-    shape = (height, width, 3) if channels == 3 else (height, width)
-    return np.ascontiguousarray(data.reshape(shape)[::-1]).astype(np.float32)
+    return decode_pfm(read_file(path), str(path))
 
 
 def _single_channel(arr: np.ndarray, path: Path) -> np.ndarray:
@@ -360,10 +349,7 @@ def _single_channel(arr: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _load_numpy(path: Path, ext: str) -> np.ndarray:
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputDataError(f"{path}: not a readable .{ext} file") from exc
+    data = load_npy(path, str(path), ext)
     if ext == "npz":
         with data:
             names = list(data.files)
@@ -426,3 +412,95 @@ def _read_raster_depth(path: Path, head: bytes) -> np.ndarray:
     if arr.dtype not in (np.uint8, np.uint16, np.float32, np.float64, np.float16):
         raise InputDataError(f"{path}: unsupported pixel format {arr.dtype} for a depth map")
     return arr
+
+
+# --------------------------------------------------------------------------- bytes-level readers
+# Dataset files (members of a tar archive have no path) and the path readers above
+# share these; each error names ``where`` (a path or ``archive.tar:member``).
+
+
+def read_file(path: Path) -> bytes:
+    """The whole file after :func:`check_file` (an unreadable file is an InputDataError naming it)."""
+    check_file(path)
+    try:
+        return path.read_bytes()
+    except PermissionError as exc:
+        raise InputDataError(f"{path}: permission denied") from exc
+    except OSError as exc:
+        raise InputDataError(f"{path}: unreadable ({exc.strerror or exc})") from exc
+
+
+def decode_raster(data: bytes, where: str) -> np.ndarray:
+    """PNG/JPEG/TIFF/... bytes -> the stored samples as OpenCV decodes them unchanged.
+
+    uint8/uint16/float, (H,W) or (H,W,C) in OpenCV's BGR(A) order; no EXIF
+    orientation. InputDataError when OpenCV cannot decode them.
+    """
+    arr = _imdecode(data)
+    if arr is None:
+        raise InputDataError(f"{where}: cannot decode image (truncated or not an image)")
+    return arr
+
+
+def decode_rgb(data: bytes, where: str) -> np.ndarray:
+    """Image bytes -> float32 (H,W,3) RGB in [0,1] (:func:`to_float_rgb`; float samples clipped, not linearised)."""
+    return to_float_rgb(bgr_to_rgb(decode_raster(data, where)), where, linear_float=False)
+
+
+def decode_uint16_map(data: bytes, where: str, what: str) -> np.ndarray:
+    """A 16-bit PNG of ground-truth codes (``what`` says their meaning, for errors) -> uint16 (H,W).
+
+    A colour file gives its first channel as OpenCV orders them.
+    """
+    arr = decode_raster(data, where)
+    if arr.ndim == 3:
+        arr = arr[:, :, 0]
+    if arr.dtype != np.uint16:
+        raise InputDataError(f"{where}: expected a 16-bit single-channel PNG ({what}), got {arr.dtype}")
+    return arr
+
+
+def decode_pfm(data: bytes, where: str) -> np.ndarray:
+    """PFM (Portable Float Map) bytes -> float32 (H,W) (``Pf``) or (H,W,3) (``PF``), top row first.
+
+    Header: ``PF`` or ``Pf``, ``W H`` (on one line or two; ``#`` comment lines
+    before it are skipped), scale (negative means little-endian); rows are
+    stored bottom-to-top.
+    """
+    buf = io.BytesIO(data)
+    try:
+        magic = buf.readline().strip()
+        line = buf.readline()
+        while line.startswith(b"#"):
+            line = buf.readline()
+        dims = line.split()
+        while len(dims) < 2:  # "W\nH\n" is tolerated
+            more = buf.readline()
+            if not more:
+                break
+            dims += more.split()
+        scale = float(buf.readline().strip())
+        width, height = int(dims[0]), int(dims[1])
+    except (ValueError, IndexError) as exc:
+        raise InputDataError(f"{where}: not a PFM file (bad header)") from exc
+    if magic not in (b"PF", b"Pf") or width <= 0 or height <= 0:
+        raise InputDataError(f"{where}: not a PFM file (bad header)")
+    channels = 3 if magic == b"PF" else 1
+    count = width * height * channels
+    raw = buf.read(count * 4)
+    values = np.frombuffer(raw[: len(raw) // 4 * 4], dtype="<f4" if scale < 0 else ">f4")
+    if values.size != count:
+        raise InputDataError(f"{where}: truncated PFM data ({values.size} of {count} values)")
+    shape = (height, width, 3) if channels == 3 else (height, width)
+    return np.ascontiguousarray(values.reshape(shape)[::-1]).astype(np.float32)
+
+
+def load_npy(source, where: str, ext: str = "npy"):
+    """``np.load`` without pickles of a path or file object (``io.BytesIO(data)``): an array, or an NpzFile.
+
+    InputDataError naming ``where`` when it is not a readable .npy/.npz file.
+    """
+    try:
+        return np.load(source, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputDataError(f"{where}: not a readable .{ext} file ({exc})") from exc
