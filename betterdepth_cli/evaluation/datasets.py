@@ -320,6 +320,23 @@ class DatasetLoader:
         """The image ``rel`` as float32 (H,W,3) RGB in [0,1]."""
         return decode_rgb(self.root.read(rel), self.root.where(rel))
 
+    def read_png16_sample(
+        self, entry: Entry, divisor: float, what: str, same_size: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, str]:
+        """The image and the 16-bit PNG ground truth of ``entry.files[:2]``.
+
+        Returns (rgb (H,W,3) float32 in [0,1], depth (H,W) float32 = codes / ``divisor``,
+        where the ground truth is, for messages). ``what`` names the codes in errors;
+        with ``same_size`` a ground truth of another size than the image is an error.
+        """
+        rgb_rel, gt_rel = entry.files[:2]
+        rgb = self.read_rgb(rgb_rel)
+        where = self.root.where(gt_rel)
+        codes = decode_uint16_map(self.root.read(gt_rel), where, what)
+        if same_size:
+            _same_size(rgb, codes, self.root.where(rgb_rel), where)
+        return rgb, codes.astype(np.float32) / divisor, where
+
     def range_valid(self, depth: np.ndarray) -> np.ndarray:
         return P.range_mask(depth, self.min_depth, self.max_depth)
 
@@ -380,12 +397,7 @@ class NYUv2Dataset(DatasetLoader):
         return Entry(_stem(rgb), (rgb, gt))
 
     def load(self, entry: Entry) -> Sample:
-        rgb_rel, gt_rel = entry.files[:2]
-        rgb = self.read_rgb(rgb_rel)
-        where = self.root.where(gt_rel)
-        mm = decode_uint16_map(self.root.read(gt_rel), where, "depth in millimetres")
-        _same_size(rgb, mm, self.root.where(rgb_rel), where)
-        depth = mm.astype(np.float32) / 1000.0
+        rgb, depth, _ = self.read_png16_sample(entry, 1000.0, "depth in millimetres")
         valid = self.range_valid(depth)
         if self.opts["eigen_crop"]:
             valid &= P.nyu_eigen_mask(depth.shape)
@@ -433,12 +445,7 @@ class KITTIDataset(DatasetLoader):
         return Entry(_stem(cols[0]), (cols[0], cols[1]))
 
     def load(self, entry: Entry) -> Sample:
-        rgb_rel, gt_rel = entry.files[:2]
-        rgb = self.read_rgb(rgb_rel)
-        where = self.root.where(gt_rel)
-        raw = decode_uint16_map(self.root.read(gt_rel), where, "depth x 256")
-        _same_size(rgb, raw, self.root.where(rgb_rel), where)
-        depth = raw.astype(np.float32) / 256.0
+        rgb, depth, where = self.read_png16_sample(entry, 256.0, "depth x 256")
         if self.opts["kb_crop"]:
             try:
                 rgb, depth = P.kb_crop(rgb), P.kb_crop(depth)
@@ -516,15 +523,11 @@ class ScanNetDataset(DatasetLoader):
     def load(self, entry: Entry) -> Sample:
         import cv2
 
-        rgb_rel, gt_rel = entry.files[:2]
-        rgb = self.read_rgb(rgb_rel)
-        where = self.root.where(gt_rel)
-        mm = decode_uint16_map(self.root.read(gt_rel), where, "depth in millimetres")
+        rgb, depth, _ = self.read_png16_sample(entry, 1000.0, "depth in millimetres", same_size=False)
         meta: dict[str, Any] = {"files": list(entry.files)}
-        if rgb.shape[:2] != mm.shape:
+        if rgb.shape[:2] != depth.shape:
             meta["rgb_resized_from"] = [rgb.shape[1], rgb.shape[0]]
-            rgb = cv2.resize(rgb, (mm.shape[1], mm.shape[0]), interpolation=cv2.INTER_AREA)
-        depth = mm.astype(np.float32) / 1000.0
+            rgb = cv2.resize(rgb, (depth.shape[1], depth.shape[0]), interpolation=cv2.INTER_AREA)
         return Sample(entry.id, rgb, depth, "depth", self.range_valid(depth), meta=meta)
 
 
