@@ -28,6 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # tiny_models
 
 
 def real_data() -> Path:
@@ -42,19 +43,9 @@ def models(tmp: Path) -> tuple[str | None, str, str]:
 
     if (default_model_path() / CARD_FILE).exists() and (builtin_conditioner_path() / "config.json").exists():
         return None, "builtin", "embedded default refiner + builtin conditioner"
-    import torch
-    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
-    from transformers.utils import logging
+    from tiny_models import save_dpt
 
-    logging.set_verbosity_error()
-    torch.manual_seed(0)
-    cfg = DPTConfig(
-        image_size=64, patch_size=16, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
-        intermediate_size=128, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[16, 32, 64, 64],
-        fusion_hidden_size=32, head_in_index=-1, readout_type="project",
-    )
-    DPTForDepthEstimation(cfg).save_pretrained(tmp / "dpt")
-    DPTImageProcessor(size={"height": 64, "width": 64}, keep_aspect_ratio=False).save_pretrained(tmp / "dpt")
+    save_dpt(tmp / "dpt")  # the tests' tiny DPT (64 x 64 processor), seed 0
     BetterDepthModel.tiny(seed=0).save(tmp / "model")
     return str(tmp / "model"), f"hf:{tmp / 'dpt'}", "tiny random refiner (BetterDepthModel.tiny) + tiny DPT (64x64)"
 

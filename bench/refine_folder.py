@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tiny_models
 
 
 def make_images(folder: Path, n: int, size: int) -> list[Path]:
@@ -44,23 +47,14 @@ def make_images(folder: Path, n: int, size: int) -> list[Path]:
 
 
 def make_models(folder: Path, device: str):
-    import torch
-    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+    from tiny_models import save_dpt
     from transformers.utils import logging
 
     from betterdepth_cli.core.conditioners import get_conditioner
     from betterdepth_cli.core.refiner import BetterDepthModel, load_model
 
-    logging.set_verbosity_error()
     logging.disable_progress_bar()
-    torch.manual_seed(0)
-    config = DPTConfig(
-        image_size=64, patch_size=16, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
-        intermediate_size=128, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[16, 32, 64, 64],
-        fusion_hidden_size=32, head_in_index=-1, readout_type="project",
-    )
-    DPTForDepthEstimation(config).save_pretrained(folder / "dpt")
-    DPTImageProcessor(size={"height": 64, "width": 64}, keep_aspect_ratio=False).save_pretrained(folder / "dpt")
+    save_dpt(folder / "dpt")  # the tests' tiny DPT (64 x 64 processor), seed 0
     BetterDepthModel.tiny(seed=0).save(folder / "model")
     return get_conditioner(f"hf:{folder / 'dpt'}", device=device), load_model(folder / "model", device=device)
 
