@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from betterdepth_cli.core.mask import patch_mask
-from training.objective import LossOutput, ObjectiveSettings, encode_latents, gt_to_space, prepare_maps
+from training.objective import LossOutput, ObjectiveSettings, prepare_batch
 
 LOSSES = ("l1", "mse")
 
@@ -56,12 +56,11 @@ def e2e_loss(
     """
     if loss not in LOSSES:
         raise ValueError(f"`loss` must be one of {', '.join(LOSSES)}, got {loss!r}")
-    gt, gt_valid = gt_to_space(depth, depth_valid, kind)
-    maps = prepare_maps(cond.float(), cond_valid, gt, gt_valid, prealign=settings.prealign)
+    maps, z_x, z_c, _ = prepare_batch(model, rgb, cond, cond_valid, depth, depth_valid, kind, settings,
+                                      z_image=z_image, codec_dtype=codec_dtype)
     mask = maps.valid
     if settings.patch_mask:
         mask = mask & patch_mask(maps.cond, maps.gt, maps.valid, settings.patch_size, settings.eta)
-    z_x, z_c, _ = encode_latents(model.codec, rgb, maps, dtype=codec_dtype, z_image=z_image)
     pred = decoded_prediction(model, z_x, z_c, denoise).float()  # [B,1,H,W]
     err = pred - maps.gt
     err = err.abs() if loss == "l1" else err * err

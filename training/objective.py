@@ -196,6 +196,30 @@ def encode_latents(
     return z_x, z_c, z_0
 
 
+def prepare_batch(
+    model,
+    rgb: torch.Tensor,
+    cond: torch.Tensor,
+    cond_valid: torch.Tensor,
+    depth: torch.Tensor,
+    depth_valid: torch.Tensor,
+    kind: str,
+    settings: ObjectiveSettings = ObjectiveSettings(),
+    z_image: torch.Tensor | None = None,
+    codec_dtype: torch.dtype | None = None,
+) -> tuple[PreparedMaps, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Steps 1-3 and 5, shared by :func:`training_loss` and the end-to-end loss.
+
+    The GT in the conditioner's space, both maps normalised (and pre-aligned when
+    ``settings.prealign``), then the frozen-codec latents. Arguments as
+    :func:`training_loss`. Returns (maps, z_x (B,Ci,h,w), z_c (B,Cd,h,w), z_0 (B,Cd,h,w)).
+    """
+    gt, gt_valid = gt_to_space(depth, depth_valid, kind)
+    maps = prepare_maps(cond.float(), cond_valid, gt, gt_valid, prealign=settings.prealign)
+    z_x, z_c, z_0 = encode_latents(model.codec, rgb, maps, dtype=codec_dtype, z_image=z_image)
+    return maps, z_x, z_c, z_0
+
+
 def sample_timesteps_and_noise(
     z_0: torch.Tensor, num_train_timesteps: int, generator: torch.Generator | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -273,10 +297,9 @@ def training_loss(
     Returns:
         :class:`LossOutput`.
     """
-    gt, gt_valid = gt_to_space(depth, depth_valid, kind)
-    maps = prepare_maps(cond.float(), cond_valid, gt, gt_valid, prealign=settings.prealign)
+    maps, z_x, z_c, z_0 = prepare_batch(model, rgb, cond, cond_valid, depth, depth_valid, kind, settings,
+                                        z_image=z_image, codec_dtype=codec_dtype)
     mask = loss_mask(maps, model.codec.factor, settings)  # [B,1,h,w]
-    z_x, z_c, z_0 = encode_latents(model.codec, rgb, maps, dtype=codec_dtype, z_image=z_image)
     t, eps = sample_timesteps_and_noise(z_0, model.scheduler.config.num_train_timesteps, generator)
     z_t, v = v_target(model.scheduler, z_0, eps, t)
     denoise = denoise or model.denoise
@@ -295,6 +318,7 @@ __all__ = [
     "prepare_maps",
     "loss_mask",
     "encode_latents",
+    "prepare_batch",
     "sample_timesteps_and_noise",
     "v_target",
     "masked_v_loss",
