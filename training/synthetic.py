@@ -706,19 +706,27 @@ class _Builder:
         return _rand_material(self.rng, **kw)
 
 
+def _corners(x: float, y: float, hx: float, hy: float, yaw: float) -> np.ndarray:
+    """(4,2) the corners (+-hx, +-hy) of a rectangle centred at (x, y) turned by ``yaw``.
+
+    Order (-,-), (-,+), (+,-), (+,+) in the rectangle's own axes (legs and uprights).
+    """
+    c, s = math.cos(yaw), math.sin(yaw)
+    out = []
+    for sx in (-1, 1):
+        for sy in (-1, 1):
+            lx, ly = sx * hx, sy * hy
+            out.append([x + c * lx - s * ly, y + s * lx + c * ly])
+    return np.array(out)
+
+
 def _table(b: _Builder, x: float, y: float, yaw: float, floor: float = 0.0) -> None:
     rng = b.rng
     w, d, h = rng.uniform(0.6, 1.6), rng.uniform(0.5, 1.0), rng.uniform(0.45, 0.8)
     top = rng.uniform(0.02, 0.05)
-    c, s = math.cos(yaw), math.sin(yaw)
     b.add(boxes([[x, y, floor + h - top / 2]], [[w, d, top]], [yaw]), b.mat(scale=0.3), "table top")
     r = rng.uniform(0.012, 0.03)
-    legs = []
-    for sx in (-1, 1):
-        for sy in (-1, 1):
-            lx, ly = sx * (w / 2 - 0.05), sy * (d / 2 - 0.05)
-            legs.append([x + c * lx - s * ly, y + s * lx + c * ly])
-    legs = np.array(legs)
+    legs = _corners(x, y, w / 2 - 0.05, d / 2 - 0.05, yaw)
     p0 = np.c_[legs, np.full(4, floor)]
     p1 = np.c_[legs, np.full(4, floor + h - top)]
     b.add(tubes(p0, p1, r, sides=6), b.mat(scale=0.2), "table legs")
@@ -789,15 +797,9 @@ def _tabletop_clutter(b: _Builder, x: float, y: float, z: float, w: float, d: fl
 def _chair(b: _Builder, x: float, y: float, yaw: float) -> None:
     rng = b.rng
     w, h = rng.uniform(0.38, 0.5), rng.uniform(0.4, 0.5)
-    c, s = math.cos(yaw), math.sin(yaw)
     m = b.mat(scale=0.2)
     b.add(boxes([[x, y, h]], [[w, w, 0.04]], [yaw]), m, "seat")
-    pts = []
-    for sx in (-1, 1):
-        for sy in (-1, 1):
-            lx, ly = sx * (w / 2 - 0.03), sy * (w / 2 - 0.03)
-            pts.append([x + c * lx - s * ly, y + s * lx + c * ly])
-    pts = np.array(pts)
+    pts = _corners(x, y, w / 2 - 0.03, w / 2 - 0.03, yaw)
     r = rng.uniform(0.01, 0.02)
     b.add(tubes(np.c_[pts, np.zeros(4)], np.c_[pts, np.full(4, h)], r, sides=5), m, "chair legs")
     back = pts[[2, 3]]  # +x side... two back posts
@@ -824,12 +826,7 @@ def _shelf(b: _Builder, x: float, y: float, yaw: float) -> None:
     zs = np.linspace(0.05, h, n)
     b.add(boxes(np.c_[np.full(n, x), np.full(n, y), zs], np.tile([w, d, 0.025], (n, 1)), np.full(n, yaw)), m, "shelves")
     # four thin uprights
-    pts = []
-    for sx in (-1, 1):
-        for sy in (-1, 1):
-            lx, ly = sx * w / 2, sy * d / 2
-            pts.append([x + c * lx - s * ly, y + s * lx + c * ly])
-    pts = np.array(pts)
+    pts = _corners(x, y, w / 2, d / 2, yaw)
     b.add(tubes(np.c_[pts, np.zeros(4)], np.c_[pts, np.full(4, h)], rng.uniform(0.008, 0.02), sides=4), m, "uprights")
     # clutter on shelves: small boxes and spheres
     k = int(rng.integers(2, 10))
