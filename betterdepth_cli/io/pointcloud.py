@@ -164,22 +164,10 @@ def to_depth(
         flag = f"{'' if depth_range is not None else 'default '}--depth-range {near:g},{far:g}"
         params = {"near": near, "far": far, "q02": lo, "q98": hi}
         if kind == "disparity":
-            inv_far, inv_near = 1.0 / far, 1.0 / near
-            if hi - lo <= 1e-12 * max(abs(hi), abs(lo), 1.0):
-                inv = np.full_like(v, np.float32(0.5 * (inv_far + inv_near)))
-            else:
-                k = (inv_near - inv_far) / (hi - lo)
-                inv = (v - np.float32(lo)) * np.float32(k) + np.float32(inv_far)
-                np.maximum(inv, np.float32(inv_far), out=inv)
-            depth = _inverse(inv, ok)
+            depth = _inverse(_map_range(v, lo, hi, 1.0 / far, 1.0 / near), ok)
             desc = f"disparity 2-98 % range {lo:.4g}..{hi:.4g} -> depth {far:g}..{near:g} ({flag})"
         else:
-            if hi - lo <= 1e-12 * max(abs(hi), abs(lo), 1.0):
-                depth = np.full_like(v, np.float32(0.5 * (near + far)))
-            else:
-                k = (far - near) / (hi - lo)
-                depth = (v - np.float32(lo)) * np.float32(k) + np.float32(near)
-                np.maximum(depth, np.float32(near), out=depth)
+            depth = _map_range(v, lo, hi, near, far)
             desc = f"depth 2-98 % range {lo:.4g}..{hi:.4g} -> depth {near:g}..{far:g} ({flag})"
         conv = DepthConversion("depth-range", desc, params)
     elif kind == "disparity":  # metric disparity: 1/metres
@@ -197,6 +185,18 @@ def to_depth(
     if not out_valid.any():
         raise InputDataError(f"no pixel has a positive depth after the mapping ({conv.description})")
     return depth, out_valid, conv
+
+
+def _map_range(v: np.ndarray, lo: float, hi: float, a: float, b: float) -> np.ndarray:
+    """Map [lo, hi] of ``v`` (H,W) float32 linearly onto [a, b], values below ``a`` raised to ``a``.
+
+    An empty range (a constant map) gives ``(a + b) / 2`` everywhere. float32 (H,W).
+    """
+    if hi - lo <= 1e-12 * max(abs(hi), abs(lo), 1.0):
+        return np.full_like(v, np.float32(0.5 * (a + b)))
+    out = (v - np.float32(lo)) * np.float32((b - a) / (hi - lo)) + np.float32(a)
+    np.maximum(out, np.float32(a), out=out)
+    return out
 
 
 def _inverse(inv: np.ndarray, ok: np.ndarray) -> np.ndarray:
