@@ -271,7 +271,7 @@ def test_final_bundle_loads_and_refines(run_a, tiny_dpt_dir):
     assert card["trained_with"]["conditioner"] == f"hf:{tiny_dpt_dir}"
     assert card["trained_with"]["steps"] == 6 and card["trained_with"]["recipe"] == "test"
     assert card["trained_with"]["flags"] == {"depth_conditioning": True, "prealign": True, "patch_mask": True,
-                                             "patch_size": 8, "eta": 0.1}
+                                             "patch_size": 8, "eta": 0.1, "mode": "diffusion"}
     assert card["defaults"]["conditioner"] == f"hf:{tiny_dpt_dir}"
     images = torch.rand(2, 3, 24, 40, generator=torch.Generator().manual_seed(0))
     res = refine_batch(images, conditioner=get_conditioner(f"hf:{tiny_dpt_dir}"), model=model, steps=2,
