@@ -1,8 +1,8 @@
 """The paper's claims reproduced in miniature with the project's own train and eval (issue 8).
 
-    python bench/reproduce.py [--quick] [--out runs/reproduce] [--only ablation,plug,steps,size,hparams]
+    python bench/reproduce.py [--quick] [--out runs/reproduce-<mode>] [--only ablation,plug,steps,size,hparams]
                               [--conditioner NAME] [--threads N]
-    python bench/reproduce.py --report-only [--results runs/reproduce/results.json] [--report docs/RESULTS.md]
+    python bench/reproduce.py --report-only [--results runs/reproduce-full/results.json] [--report docs/RESULTS.md]
 
 Experiments (each a function of the budget, planned by ``reproduce_lib.plan``):
 
@@ -224,10 +224,13 @@ def train_run(run: L.RunSpec, budget: L.Budget, args, out: Path, log: Log) -> di
     run_dir = out / "runs" / run.name
     card = run_dir / "model" / "betterdepth.json"
     if card.exists():
-        trained = (json.loads(card.read_text()).get("trained_with") or {}).get("conditioner")
-        if trained != args.conditioner:
-            raise SystemExit(f"{run_dir}: trained with conditioner {trained!r}, this run uses {args.conditioner!r}; "
-                             "choose another --out")
+        tw = json.loads(card.read_text()).get("trained_with") or {}
+        have = {"conditioner": tw.get("conditioner"), "steps": tw.get("steps"), **(tw.get("flags") or {})}
+        want = {"conditioner": args.conditioner, "steps": run.steps, **run.flags()}
+        diff = [k for k in want if have.get(k) != want[k]]
+        if diff:
+            raise SystemExit(f"{run_dir}: that model was trained with {diff[0]} = {have.get(diff[0])!r}, this run "
+                             f"wants {want[diff[0]]!r}; choose another --out")
         log(f"run {run.name}: model exists, skipped")
         return L.run_summary(run_dir, run)
     train_ids = None
@@ -288,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
     ap.add_argument("--quick", action="store_true", help="the small budget (about 20 min on 2 idle cores)")
     ap.add_argument("--smoke", action="store_true", help="a few steps of everything (checks the plumbing)")
-    ap.add_argument("--out", default=str(ROOT / "runs" / "reproduce"), help="output folder (resumable)")
+    ap.add_argument("--out", default=None, help="output folder, resumable (default runs/reproduce-<mode>)")
     ap.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(L.EXPERIMENTS)}")
     ap.add_argument("--conditioner", default="builtin", help="the main conditioner (any --conditioner name)")
     ap.add_argument("--train-root", default=str(ROOT / "data" / "synth-train"), help="training scenes (folder format)")
@@ -300,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report-only", action="store_true", help="only render --report from --results")
     ap.add_argument("--results", default=None, help="results JSON for --report-only (default OUT/results.json)")
     args = ap.parse_args(argv)
-    out = Path(args.out)
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    out = Path(args.out or ROOT / "runs" / f"reproduce-{mode}")
     if args.report is None:
         args.report = str(out / "RESULTS.md" if args.smoke else ROOT / "docs" / "RESULTS.md")
 
@@ -320,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         experiments = L.parse_only(args.only)
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
-    budget = L.BUDGETS["smoke" if args.smoke else "quick" if args.quick else "full"]
+    budget = L.BUDGETS[mode]
     out.mkdir(parents=True, exist_ok=True)
     log = Log(out / "reproduce.log")
     import torch
