@@ -253,7 +253,8 @@ def evaluate(spec: L.EvalSpec, datasets: dict, conditioners: dict, out: Path, lo
 
     model_dir = out / "runs" / spec.run / "model"
     cond = conditioner_spec(spec.conditioner, spec.dataset, conditioners, out)
-    stamp = {"model_mtime_ns": (model_dir / "betterdepth.json").stat().st_mtime_ns, "conditioner": cond}
+    stamp = {"model_mtime_ns": (model_dir / "betterdepth.json").stat().st_mtime_ns, "conditioner": cond,
+             "record": 2}  # bump when the record's fields change
     path = out / "evals" / f"{spec.key}.json"
     if path.exists():
         old = json.loads(path.read_text())

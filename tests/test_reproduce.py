@@ -27,17 +27,23 @@ def _flags(run):
 
 def test_ablation_plans_four_runs_with_the_paper_switches():
     p = L.plan_experiment("ablation", QUICK)
-    assert [r.name for r in p["runs"]] == ["nocond", "cond", "cond-prealign", "full"]
+    assert [r.name for r in p["runs"]] == ["nocond", "cond", "cond-prealign", "full", "nocond-seed1", "full-seed1"]
     assert [_flags(r) for r in p["runs"]] == [(False, False, False), (True, False, False), (True, True, False),
-                                              (True, True, True)]
+                                              (True, True, True), (False, False, False), (True, True, True)]
+    assert [r.seed for r in p["runs"]] == [0, 0, 0, 0, 1, 1]
     assert {(r.steps, r.patch_size, r.eta, r.train_size) for r in p["runs"]} == {(150, 8, 0.1, None)}
     assert p["needs"] == []
+    assert p["replicates"] == {"no depth conditioning (Marigold-style), seed 1": "nocond-seed1",
+                               "+ local patch masking (full), seed 1": "full-seed1"}
+    assert [r.name for r in L.plan_experiment("ablation", replace(QUICK, replicate_seed=None))["runs"]] == [
+        "nocond", "cond", "cond-prealign", "full"]
     # every run on every dataset, main conditioner, the table's inference setting
-    assert len(p["evals"]) == 4 * 3
+    assert len(p["evals"]) == 6 * 3
     assert {(e.conditioner, e.steps, e.ensemble, e.reduction) for e in p["evals"]} == {("main", 10, 1, "mean")}
     limits = {e.dataset: e.limit for e in p["evals"]}
     assert limits == {"synthetic": 16, "middlebury": None, "nyuv2": None}
     assert list(p["rows"].values()) == ["nocond", "cond", "cond-prealign", "full"]
+    assert L.run_overrides(p["runs"][-1], QUICK, train_root="t", conditioner="c", cache_dir="d")["train.seed"] == 1
 
 
 def test_plug_reuses_the_full_refiner_over_three_conditioners():
@@ -81,13 +87,13 @@ def test_hparams_at_a_reduced_budget_get_their_own_reference():
 def test_plan_deduplicates_runs_and_evals_across_experiments():
     p = L.plan(L.EXPERIMENTS, QUICK)
     names = [r.name for r in p["runs"]]
-    assert names == ["nocond", "cond", "cond-prealign", "full", "full-n100", "full-n400", "full-w16", "full-w32",
-                     "full-eta0.05", "full-eta0.2"]
+    assert names == ["nocond", "cond", "cond-prealign", "full", "nocond-seed1", "full-seed1", "full-n100", "full-n400",
+                     "full-w16", "full-w32", "full-eta0.05", "full-eta0.2"]
     keys = [e.key for e in p["evals"]]
     assert len(keys) == len(set(keys))
     # the full refiner's standard evaluation is shared by ablation, plug and size
     assert keys.count("full__main__nyuv2__s10-e1-mean__nall") == 1
-    assert len(L.plan(L.EXPERIMENTS, FULL)["runs"]) == 6 + 5
+    assert len(L.plan(L.EXPERIMENTS, FULL)["runs"]) == 8 + 5
 
 
 def test_make_run_names_and_normalises_unused_switches():
@@ -95,6 +101,7 @@ def test_make_run_names_and_normalises_unused_switches():
     assert (r.name, r.prealign, r.patch_mask, r.patch_size, r.eta) == ("nocond", False, False, 8, 0.1)
     assert L.make_run(QUICK, prealign=False).name == "cond-mask"
     assert L.make_run(QUICK, train_size=400, steps=75).name == "full-n400-s75"
+    assert L.make_run(QUICK, depth_conditioning=False, seed=2).name == "nocond-seed2"
 
 
 def test_parse_only():
@@ -177,11 +184,14 @@ def _metrics(abs_rel, delta1, dbe_comp=3.0, dbe_acc=2.0, ep=0.3, er=0.2):
     return {"abs_rel": abs_rel, "delta1": delta1, "dbe_comp": dbe_comp, "dbe_acc": dbe_acc, "ep": ep, "er": er}
 
 
-def _eval(run, cond, dataset, steps, ens, red, refined, conditioner=None, seconds=0.5):
-    return {"run": run, "conditioner": cond, "dataset": dataset, "steps": steps, "ensemble": ens, "reduction": red,
-            "limit": None, "samples": 5,
-            "metrics": {"conditioner": conditioner or _metrics(0.08, 0.93, 5.0), "refined": refined},
-            "seconds_per_image": {"conditioner": 0.02, "refiner": seconds, "refined_total": seconds + 0.02}}
+def _eval(run, cond, dataset, steps, ens, red, refined, conditioner=None, seconds=0.5, per_image=None):
+    out = {"run": run, "conditioner": cond, "dataset": dataset, "steps": steps, "ensemble": ens, "reduction": red,
+           "limit": None, "samples": 5,
+           "metrics": {"conditioner": conditioner or _metrics(0.08, 0.93, 5.0), "refined": refined},
+           "seconds_per_image": {"conditioner": 0.02, "refiner": seconds, "refined_total": seconds + 0.02}}
+    if per_image is not None:  # {variant: [abs_rel per image]} over images a, b, c
+        out["per_image"] = {"ids": ["a", "b", "c"], **{v: {"abs_rel": x} for v, x in per_image.items()}}
+    return out
 
 
 def _run(name, **kw):
@@ -197,11 +207,15 @@ def results():
     ablation = {
         "rows": {"no depth conditioning (Marigold-style)": "nocond", "+ depth conditioning": "cond",
                  "+ global pre-alignment": "cond-prealign", "+ local patch masking (full)": "full"},
-        "runs": {"nocond": _run("nocond", kept=1.0), "full": _run("full")},
-        "evals": [_eval("nocond", "main", "nyuv2", 10, 1, "mean", _metrics(0.061, 0.90)),
+        "replicates": {"no depth conditioning (Marigold-style), seed 1": "nocond-seed1"},
+        "runs": {"nocond": _run("nocond", kept=1.0), "full": _run("full"), "nocond-seed1": _run("nocond-seed1", seed=1)},
+        "evals": [_eval("nocond", "main", "nyuv2", 10, 1, "mean", _metrics(0.061, 0.90),
+                        per_image={"refined": [0.05, 0.06, 0.073], "conditioner": [0.07, 0.08, 0.09]}),
                   _eval("cond", "main", "nyuv2", 10, 1, "mean", _metrics(0.052, 0.92)),
                   _eval("cond-prealign", "main", "nyuv2", 10, 1, "mean", _metrics(0.047, 0.95)),
-                  _eval("full", "main", "nyuv2", 10, 1, "mean", _metrics(0.042, 0.97, 2.5))],
+                  _eval("full", "main", "nyuv2", 10, 1, "mean", _metrics(0.042, 0.97, 2.5, 1.5, 0.35, 0.3),
+                        per_image={"refined": [0.04, 0.04, 0.046], "conditioner": [0.07, 0.08, 0.09]}),
+                  _eval("nocond-seed1", "main", "nyuv2", 10, 1, "mean", _metrics(0.063, 0.90))],
     }
     plug = {"rows": {"main": "full", "dpt": "full", "classical": "full"},
             "evals": [_eval("full", "main", "nyuv2", 10, 1, "mean", _metrics(0.042, 0.97)),
@@ -236,9 +250,11 @@ def test_report_renders_every_table_from_the_json(results):
     assert "commit: `abc123`" in text and "`python bench/reproduce.py --quick`" in text
     # Table 5: conditioner row then the four refiners, percent with 2 decimals, DBE in px, the paper's column
     assert "| conditioner alone | 8.00 | 93.00 | 5.00 | 2.00 | 30.00 | 20.00 | 0.020 | – |" in text
-    assert "| + local patch masking (full) | 4.20 | 97.00 | 2.50 | 2.00 | 30.00 | 20.00 | 0.520 | 4.2 |" in text
+    assert "| + local patch masking (full) | 4.20 | 97.00 | 2.50 | 1.50 | 35.00 | 30.00 | 0.520 | 4.2 |" in text
     assert "| no depth conditioning (Marigold-style) | 6.10 | 90.00 |" in text
-    assert "| `nocond` | 150 | all | 0.0500 | 100.0 | 0.400 | 60 |" in text
+    assert "| `nocond` | 0 | 150 | all | 0.0500 | 100.0 | 0.400 | 60 |" in text
+    assert "| no depth conditioning (Marigold-style), seed 1 | 6.30 | 90.00 |" in text
+    assert "| `nocond-seed1` | 1 | 150 |" in text
     # Table 3: alone and refined rows per conditioner
     assert "| dpt alone | 10.00 | 88.00 |" in text and "| dpt + refiner | 12.00 | 85.00 |" in text
     assert "| classical + refiner | 3.00 | 98.00 | 4.00 | 2.00 | 30.00 | 60.00 | 0.520 |" in text
@@ -254,23 +270,45 @@ def test_report_renders_every_table_from_the_json(results):
 def test_report_claims_are_computed_verdicts(results):
     got = {c["claim"].split(":")[0]: c for c in L.claims(results)}
     assert got["Table 5"]["verdict"] == "holds"
-    assert "nyuv2: 6.10 -> 5.20 -> 4.70 -> 4.20 (monotone)" in got["Table 5"]["evidence"]
+    # full - nocond per image: -0.01, -0.02, -0.027 -> mean -1.90 pts, sample SE 0.49 pts
+    assert got["Table 5"]["evidence"] == ("nyuv2: 6.10 -> 5.20 -> 4.70 -> 4.20 (monotone) "
+                                          "(full - nocond -1.90 ± 0.49 pts, 3/3 images better); seed 1: 6.30")
     assert got["Tables 1/4"]["verdict"] == "holds"
+    assert got["Tables 1/4"]["evidence"] == ("nyuv2: AbsRel 8.00 -> 4.20 (Δ -3.80 ± 0.42 pts, 3/3 images better), "
+                                             "δ1 93.00 -> 97.00")
+    assert got["Table 4"]["verdict"] == "holds"  # F1 24.00 -> 32.31, EP up, DBE_acc down
+    assert got["Table 4"]["evidence"] == ("nyuv2: edge F1 24.00 -> 32.31 (EP 30.00 -> 35.00, ER 20.00 -> 30.00), "
+                                          "DBE_acc 2.00 -> 1.50 px")
     assert got["Table 3"]["verdict"] == "does not hold"  # dpt 10.00 -> 12.00
-    assert "dpt/nyuv2: 10.00 -> 12.00" in got["Table 3"]["evidence"]
-    assert "classical" not in got["Table 3"]["evidence"]  # judged on detail, below
-    assert got["Detail recovery (Sec. 3.2)"]["verdict"] == "holds"  # DBE_acc 5 -> 2, ER 10 -> 60 (EP worse)
+    assert got["Table 3"]["evidence"] == "dpt/nyuv2: AbsRel 10.00 -> 12.00, δ1 88.00 -> 85.00"
+    # more recall but less precision is not detail: F1 16 -> 40 yet EP 40 -> 30
+    assert got["Detail recovery (Sec. 3.2)"]["verdict"] == "does not hold"
     assert got["Detail recovery (Sec. 3.2)"]["evidence"] == (
-        "nyuv2: better on dbe_acc, er of dbe_acc, ep, er; AbsRel 1.00 -> 3.00")
+        "nyuv2: edge F1 16.00 -> 40.00 (EP 40.00 -> 30.00, ER 10.00 -> 60.00), DBE_acc 5.00 -> 2.00 px; "
+        "AbsRel 1.00 -> 3.00")
     assert got["Fig. 7"]["verdict"] == "holds"  # 96.5 vs 96.8
+    assert got["Sec. 4.3"]["verdict"] == "holds"
+    assert got["Sec. 4.3"]["evidence"] == "nyuv2: δ1 96.50 with 1 member, 97.00 with 10 (0.120 vs 0.520 s/image)"
     assert got["Table A5"]["verdict"] == "holds"  # mean 4.30 <= median 4.35
     assert got["Table 2"]["verdict"] == "does not hold"  # 100 scenes beat all
     assert got["Appendix F"]["verdict"] == "holds"
+    assert got["Appendix F"]["evidence"] == "nyuv2: best w = 8, eta = 0.1 (4.20 %), worst w = 16, eta = 0.1 (5.00 %)"
     # the ablation turns partial when one step goes the wrong way
     results["experiments"]["ablation"]["evals"][2]["metrics"]["refined"]["abs_rel"] = 0.055
     got = {c["claim"].split(":")[0]: c for c in L.claims(results)}
     assert got["Table 5"]["verdict"] == "does not hold"
     assert "(full best, not monotone)" in got["Table 5"]["evidence"]
+
+
+def test_paired_diff_and_edge_f1():
+    a = {"per_image": {"ids": ["x", "y", "z"], "refined": {"delta1": [0.9, 0.8, None]}}}
+    b = {"per_image": {"ids": ["z", "y", "x"], "refined": {"delta1": [0.5, 0.9, 0.95]}}}
+    p = L.paired_diff(a, b, "delta1")  # z is missing in a: pairs x (+0.05) and y (+0.1)
+    assert p["n"] == 2 and p["better"] == 2
+    assert p["mean"] == pytest.approx(0.075) and p["se"] == pytest.approx(0.025)
+    assert L.paired_diff(a, {"metrics": {}}, "delta1") is None
+    assert L.edge_f1({"ep": 0.5, "er": 0.25}) == pytest.approx(1 / 3)
+    assert L.edge_f1({"ep": 0.0, "er": 0.0}) == 0.0 and L.edge_f1({}) is None
 
 
 def test_report_keeps_the_hand_written_discussion(results):
@@ -304,10 +342,12 @@ def test_smoke_run_trains_evaluates_reports_and_resumes(tmp_path, tiny_dpt_dir):
     assert list(res["experiments"]) == ["ablation", "plug", "size"]
     assert list(res["datasets"]) == ["synthetic"]
     abl = res["experiments"]["ablation"]
-    assert sorted(abl["runs"]) == ["cond", "cond-prealign", "full", "nocond"]
+    assert sorted(abl["runs"]) == ["cond", "cond-prealign", "full", "full-seed1", "nocond", "nocond-seed1"]
+    assert abl["runs"]["full-seed1"]["seed"] == 1
     assert abl["runs"]["nocond"]["depth_conditioning"] is False and abl["runs"]["full"]["kept"] <= 1.0
     assert {e["dataset"] for e in abl["evals"]} == {"synthetic"}
     assert all(set(e["metrics"]) == {"conditioner", "refined"} for e in abl["evals"])
+    assert all(len(e["per_image"]["ids"]) == len(e["per_image"]["refined"]["abs_rel"]) == 2 for e in abl["evals"])
     plug = res["experiments"]["plug"]
     assert {e["conditioner"] for e in plug["evals"]} == {"main", "dpt", "classical"}
     assert res["conditioners"]["dpt"]["architecture"] == "DPTForDepthEstimation"
@@ -318,7 +358,7 @@ def test_smoke_run_trains_evaluates_reports_and_resumes(tmp_path, tiny_dpt_dir):
     report.write_text(text.replace("(not written yet)", "kept"))
     assert reproduce.main(argv) == 0
     log = (out / "reproduce.log").read_text().split("plan:")[-1]
-    assert log.count("model exists, skipped") == 5 and "eval " not in log
+    assert log.count("model exists, skipped") == 7 and "eval " not in log
     assert L.extract_discussion(report.read_text()) == "kept"
     # --report-only renders the same tables from the JSON
     assert reproduce.main(["--report-only", "--out", str(out), "--report", str(tmp_path / "again.md")]) == 0
