@@ -47,7 +47,7 @@ def test_set_metrics() -> dict[str, dict[str, float]]:
         res = refine_batch(rgb, conditioner=cond, model=model, generator=torch.Generator().manual_seed(0))
         for variant, pred in (("conditioner", res.conditioning), ("refined", res.refined)):
             m = evaluate_sample(pred[0, 0].cpu().numpy(), res.kind, s.depth, s.valid, min_depth=1e-3, max_depth=80.0)
-            rows[variant].append(m)
+            rows[variant].append(m.metrics)
     return {v: {k: float(np.mean([r[k] for r in rs])) for k in METRICS} for v, rs in rows.items()}
 
 
@@ -56,7 +56,7 @@ def eval_means(dataset: str, root: str, limit: int | None = None) -> dict:
 
     result = run_evaluation(EvalConfig(dataset=dataset, data_root=root, limit=limit, compare=True))
     out = {v: {k: result.means[v][k] for k in METRICS if k in result.means[v]} for v in result.means}
-    out["samples"] = len(result.rows)
+    out["samples"] = len({r["sample"] for r in result.rows}) if result.rows and "sample" in result.rows[0] else len(result.rows) // max(1, len(result.means))
     out["seconds_per_image"] = result.seconds_per_image
     return out
 
