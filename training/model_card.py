@@ -56,7 +56,7 @@ def eval_means(dataset: str, root: str, limit: int | None = None) -> dict:
 
     result = run_evaluation(EvalConfig(dataset=dataset, data_root=root, limit=limit, compare=True))
     out = {v: {k: result.means[v][k] for k in METRICS if k in result.means[v]} for v in result.means}
-    out["samples"] = len({r["sample"] for r in result.rows}) if result.rows and "sample" in result.rows[0] else len(result.rows) // max(1, len(result.means))
+    out["samples"] = len({r["id"] for r in result.rows})
     out["seconds_per_image"] = result.seconds_per_image
     return out
 
