@@ -81,6 +81,33 @@ def seconds_640x480(repeats: int = 5) -> float:
     return statistics.median(times)
 
 
+def gate_lines(metrics: dict) -> list[str]:
+    """Plain pass/fail lines for the default-model gates, from the measured means."""
+    def better(block, key, lower=True):
+        c, r = block["conditioner"][key], block["refined"][key]
+        return (r < c) if lower else (r > c)
+
+    out = []
+    syn = metrics.get("synthetic")
+    if syn:
+        for key, lower in (("abs_rel", True), ("dbe_comp", True), ("ep", False), ("er", False)):
+            verdict = "PASS" if better(syn, key, lower) else "FAIL"
+            out.append(f"- {verdict}: synthetic held-out, refined beats the conditioner on {key}"
+                       f" ({syn['refined'][key]:.4f} vs {syn['conditioner'][key]:.4f})")
+    mb = metrics.get("middlebury")
+    if mb:
+        for key, lower in (("dbe_comp", True), ("er", False)):
+            verdict = "PASS" if better(mb, key, lower) else "FAIL"
+            out.append(f"- {verdict}: Middlebury, refined beats the conditioner on {key}"
+                       f" ({mb['refined'][key]:.4f} vs {mb['conditioner'][key]:.4f})")
+        rel = mb["refined"]["abs_rel"] / mb["conditioner"]["abs_rel"] - 1
+        out.append(f"- {'PASS' if rel <= 0.05 else 'FAIL'}: Middlebury AbsRel within +5 % of the conditioner ({rel:+.1%})")
+    sec = metrics.get("seconds_640x480")
+    if sec is not None:
+        out.append(f"- {'PASS' if sec < 1.0 else 'FAIL'}: 640 x 480 under 1 s ({sec:.3f} s on 2 CPU cores)")
+    return out
+
+
 def render_card(card: dict, metrics: dict) -> str:
     def table(block: dict) -> list[str]:
         lines = ["| | AbsRel | delta1 | DBE_comp | DBE_acc | EP | ER |", "|---|---|---|---|---|---|---|"]
@@ -140,6 +167,10 @@ def render_card(card: dict, metrics: dict) -> str:
         " on 2 CPU cores (`python bench/default_speed.py`).",
         "",
         "AbsRel and delta1 in fractions; DBE in pixels; EP/ER are edge precision and recall (fractions).",
+        "",
+        "## Success gates of the issue (measured above)",
+        "",
+        *gate_lines(metrics),
         "",
         "## Limits, plainly",
         "",
