@@ -132,7 +132,8 @@ def render_card(card: dict, metrics: dict) -> str:
         f"  space-to-depth autoencoder (factor {card.get('latent_factor')}), trained with the paper's objective",
         "  (global pre-alignment, local patch masking w = 8, eta = 0.1, masked v-loss;",
         "  `training/recipes/default-refiner.toml`) then fine-tuned end to end",
-        "  (`training/recipes/default-refiner-e2e.toml`); conditioned on `builtin`.",
+        "  (`training/recipes/default-refiner-e2e.toml`); conditioned on `builtin`. The shipped stage 1 ran",
+        "  1250 of a planned 3000 steps (cosine schedule for 3000, stopped for time); stage 2 ran 1500 steps.",
         "",
         f"Defaults: conditioner `{d.get('conditioner')}`, steps {d.get('steps')}, ensemble {d.get('ensemble')},"
         f" processing resolution {d.get('processing_res')}, zero-noise start {card.get('zero_noise')}.",
