@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     budget_json = L.jsonable(budget)
     experiments_json = {}
     for name, ep in p["experiments"].items():
-        exp = {"experiment": name, "budget": budget_json, "rows": ep["rows"],
+        exp = {"experiment": name, "budget": budget_json, "rows": ep["rows"], "replicates": ep.get("replicates", {}),
                "runs": {r.name: runs[r.name] for r in ep["runs"]},
                "evals": [{k: v for k, v in evals[e.key].items() if k != "stamp"} for e in ep["evals"]]}
         _atomic_json(out / f"{name}.json", exp)

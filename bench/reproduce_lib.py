@@ -1006,6 +1006,19 @@ def claims(results: dict) -> list[dict[str, Any]]:
     return out
 
 
+def compute_seconds(results: dict) -> float:
+    """Training (every run once), evaluation (every evaluation once) and DPT-conditioner seconds in the results."""
+    runs, evals = {}, {}
+    for exp in results.get("experiments", {}).values():
+        for name, r in exp.get("runs", {}).items():
+            runs[name] = float(r.get("train_seconds") or 0.0)
+        for e in exp.get("evals", []):
+            evals[e.get("key") or (e["run"], e["conditioner"], e["dataset"], e["steps"], e["ensemble"],
+                                   e["reduction"], e.get("limit"))] = float(e.get("wall_seconds") or 0.0)
+    dpt = float((results.get("conditioners", {}).get("dpt") or {}).get("seconds") or 0.0)
+    return sum(runs.values()) + sum(evals.values()) + dpt
+
+
 def render_report(results: dict, discussion: str = "") -> str:
     """docs/RESULTS.md from ``results.json``: provenance, claims, one section per experiment.
 
@@ -1021,7 +1034,9 @@ def render_report(results: dict, discussion: str = "") -> str:
              "## Provenance", "",
              f"- command: `{results.get('command', '?')}`",
              f"- commit: `{git.get('commit', '?')}`" + (" (with uncommitted changes)" if git.get("dirty") else ""),
-             f"- finished: {results.get('finished', '?')}; wall time {results.get('seconds', 0) / 60:.1f} min",
+             f"- finished: {results.get('finished', '?')}; this invocation {results.get('seconds', 0) / 60:.1f} min; "
+             f"compute behind the numbers (training and evaluation, whichever invocation did it) "
+             f"{compute_seconds(results) / 60:.1f} min",
              f"- machine: {results.get('machine', {}).get('description', '?')}",
              f"- mode `{b['mode']}`: refiners {b['steps']} steps x batch {b['batch_size']} "
              f"(w / eta sweep {b.get('hparam_steps') or b['steps']} steps), training sizes "

@@ -248,6 +248,8 @@ def results():
 def test_report_renders_every_table_from_the_json(results):
     text = L.render_report(results)
     assert "commit: `abc123`" in text and "`python bench/reproduce.py --quick`" in text
+    # compute: runs 60 + 60 + 60 + 60 s (nocond, full, nocond-seed1, full-n100) + evals without wall time
+    assert "this invocation 10.0 min; compute behind the numbers (training and evaluation, whichever invocation did it) 4.0 min" in text
     # Table 5: conditioner row then the four refiners, percent with 2 decimals, DBE in px, the paper's column
     assert "| conditioner alone | 8.00 | 93.00 | 5.00 | 2.00 | 30.00 | 20.00 | 0.020 | – |" in text
     assert "| + local patch masking (full) | 4.20 | 97.00 | 2.50 | 1.50 | 35.00 | 30.00 | 0.520 | 4.2 |" in text
