@@ -90,6 +90,10 @@ def _atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _mtime(path: Path) -> int | None:
+    return path.stat().st_mtime_ns if path.exists() else None
+
+
 def git_info() -> dict:
     def git(*args: str) -> str:
         try:
@@ -354,8 +358,11 @@ def main(argv: list[str] | None = None) -> int:
     if "classical" in p["needs"]:
         conditioners["classical"] = prepare_classical(datasets, budget, out, log)
 
+    before = {r.name for r in p["runs"] if (out / "runs" / r.name / "model" / "betterdepth.json").exists()}
     runs = {r.name: train_run(r, budget, args, out, log) for r in p["runs"]}
+    mtimes = {e.key: _mtime(out / "evals" / f"{e.key}.json") for e in p["evals"]}
     evals = {e.key: evaluate(e, datasets, conditioners, out, log) for e in p["evals"]}
+    computed = sum(_mtime(out / "evals" / f"{e.key}.json") != mtimes[e.key] for e in p["evals"])
 
     budget_json = L.jsonable(budget)
     experiments_json = {}
@@ -368,15 +375,25 @@ def main(argv: list[str] | None = None) -> int:
 
     results_path = out / "results.json"
     merged = dict(experiments_json)
+    history: list = []
     if results_path.exists():
         old = json.loads(results_path.read_text())
         if old.get("budget") == budget_json:  # keep experiments of an earlier --only run at the same budget
             merged = {**old.get("experiments", {}), **experiments_json}
             merged = {k: merged[k] for k in L.EXPERIMENTS if k in merged}
+            history = old.get("invocations", [])
+    git = git_info()
+    history = history + [{
+        "command": command, "commit": git["commit"], "dirty": git["dirty"],
+        "started": started.isoformat(timespec="seconds"), "seconds": round(time.perf_counter() - t_start, 1),
+        "experiments": experiments, "trained": [n for n in runs if n not in before], "evaluated": computed,
+        "threads": torch.get_num_threads(), "load_start": round(load_start[0], 2), "load_end": round(os.getloadavg()[0], 2),
+    }]
     results = {
         "format": L.RESULTS_FORMAT,
         "command": command,
-        "git": git_info(),
+        "git": git,
+        "invocations": history,
         "mode": budget.mode,
         "budget": budget_json,
         "started": started.isoformat(timespec="seconds"),

@@ -1006,6 +1006,18 @@ def claims(results: dict) -> list[dict[str, Any]]:
     return out
 
 
+def _invocation_lines(history: list[dict]) -> list[str]:
+    out = []
+    for i, h in enumerate(history, 1):
+        trained = h.get("trained") or []
+        out.append(f"- invocation {i}: {h.get('started', '?')}, commit `{str(h.get('commit', '?'))[:12]}`"
+                   + (" (dirty)" if h.get("dirty") else "") + f", {float(h.get('seconds', 0)) / 60:.1f} min, trained "
+                   f"{len(trained)} refiner(s){' (' + ', '.join(trained) + ')' if trained else ''}, ran "
+                   f"{h.get('evaluated', 0)} evaluation(s), {h.get('threads', '?')} thread(s), load average "
+                   f"{h.get('load_start', '?')} -> {h.get('load_end', '?')}")
+    return out
+
+
 def compute_seconds(results: dict) -> float:
     """Training (every run once), evaluation (every evaluation once) and DPT-conditioner seconds in the results."""
     runs, evals = {}, {}
@@ -1038,6 +1050,7 @@ def render_report(results: dict, discussion: str = "") -> str:
              f"compute behind the numbers (training and evaluation, whichever invocation did it) "
              f"{compute_seconds(results) / 60:.1f} min",
              f"- machine: {results.get('machine', {}).get('description', '?')}",
+             *_invocation_lines(results.get("invocations", [])),
              f"- mode `{b['mode']}`: refiners {b['steps']} steps x batch {b['batch_size']} "
              f"(w / eta sweep {b.get('hparam_steps') or b['steps']} steps), training sizes "
              f"{', '.join('all' if s is None else str(s) for s in b['sizes'])}; tables at {b['eval_steps']} "

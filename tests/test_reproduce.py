@@ -239,6 +239,9 @@ def results():
     return {"format": L.RESULTS_FORMAT, "command": "python bench/reproduce.py --quick", "git": {"commit": "abc123"},
             "budget": b, "seconds": 600, "finished": "2025-01-01T00:00:00+00:00",
             "machine": {"description": "2 CPU cores"},
+            "invocations": [{"started": "2025-01-01T00:00:00+00:00", "commit": "abc123", "seconds": 540.0,
+                             "trained": ["nocond", "full"], "evaluated": 7, "threads": 1, "load_start": 2.5,
+                             "load_end": 2.0}],
             "conditioners": {"main": {"spec": "builtin"},
                              "dpt": {"spec": "hf:/x", "architecture": "DPTForDepthEstimation", "params_m": 1.2,
                                      "steps": 300, "data": {"kind": "indoor", "scenes": 400, "seed0": 5000000}}},
@@ -248,6 +251,8 @@ def results():
 def test_report_renders_every_table_from_the_json(results):
     text = L.render_report(results)
     assert "commit: `abc123`" in text and "`python bench/reproduce.py --quick`" in text
+    assert ("- invocation 1: 2025-01-01T00:00:00+00:00, commit `abc123`, 9.0 min, trained 2 refiner(s) (nocond, full), "
+            "ran 7 evaluation(s), 1 thread(s), load average 2.5 -> 2.0") in text
     # compute: runs 60 + 60 + 60 + 60 s (nocond, full, nocond-seed1, full-n100) + evals without wall time
     assert "this invocation 10.0 min; compute behind the numbers (training and evaluation, whichever invocation did it) 4.0 min" in text
     # Table 5: conditioner row then the four refiners, percent with 2 decimals, DBE in px, the paper's column
@@ -361,6 +366,10 @@ def test_smoke_run_trains_evaluates_reports_and_resumes(tmp_path, tiny_dpt_dir):
     assert reproduce.main(argv) == 0
     log = (out / "reproduce.log").read_text().split("plan:")[-1]
     assert log.count("model exists, skipped") == 7 and "eval " not in log
+    inv = json.loads((out / "results.json").read_text())["invocations"]
+    # 6 ablation evaluations, plug's dpt and classical (its main one is the ablation's full), size's full-n4
+    assert len(inv) == 2 and len(inv[0]["trained"]) == 7 and inv[0]["evaluated"] == 6 + 2 + 1
+    assert inv[1]["trained"] == [] and inv[1]["evaluated"] == 0
     assert L.extract_discussion(report.read_text()) == "kept"
     # --report-only renders the same tables from the JSON
     assert reproduce.main(["--report-only", "--out", str(out), "--report", str(tmp_path / "again.md")]) == 0
