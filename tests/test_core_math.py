@@ -166,3 +166,13 @@ def test_core_imports_neither_typer_nor_rich():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_normaliser_quantiles_of_large_maps_use_a_strided_subset_close_to_exact():
+    from betterdepth_cli.core.normalize import QUANTILE_SAMPLES, masked_quantiles
+
+    x = torch.rand(1, 1, 512, 512, generator=torch.Generator().manual_seed(0))
+    assert x.numel() > QUANTILE_SAMPLES
+    lo, hi = masked_quantiles(x, torch.ones_like(x, dtype=torch.bool))
+    exact = torch.quantile(x.flatten(), torch.tensor([0.02, 0.98]))
+    assert abs(lo.item() - exact[0].item()) < 2e-3 and abs(hi.item() - exact[1].item()) < 2e-3
