@@ -33,11 +33,15 @@ training run each), ``evals/<key>.json``, ``<experiment>.json``,
 ``reproduce.log``; the report goes to ``--report`` (docs/RESULTS.md), keeping
 its hand-written discussion block.
 
-Budgets (``reproduce_lib.BUDGETS``): ``--quick`` trains 10 refiners of 150
-steps (batch 8) and a 300-step DPT and evaluates on 16 synthetic scenes: about
-20 minutes on 2 idle cores. The full mode trains 6 refiners of 2000 steps and
-5 of 1000 (the w / eta sweep) and a 1500-step DPT, and evaluates on 200
-synthetic scenes: about 3 to 4 hours on 2 idle cores (a background run).
+Budgets (``reproduce_lib.BUDGETS``): ``--quick`` trains 12 refiners of 150
+steps (batch 8; the ablation's end points twice, seeds 0 and 1) and a 300-step
+DPT, and evaluates on 16 synthetic scenes: 17 minutes measured on this 2-core
+machine with one torch thread under nice (docs/results/quick.json). The full
+mode trains 8 refiners of 2000 steps and 5 of 1000 (the w / eta sweep) and a
+1500-step DPT, and evaluates on 200 synthetic scenes: about 2 to 3 hours on 2
+idle cores, estimated from the quick run's step and image times (a background
+run; it resumes where it stopped). ``--smoke`` runs a few steps of everything
+(about a minute) to check the plumbing.
 """
 
 from __future__ import annotations
@@ -294,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
-    ap.add_argument("--quick", action="store_true", help="the small budget (about 20 min on 2 idle cores)")
+    ap.add_argument("--quick", action="store_true", help="the small budget (about 17 min on this 2-core machine)")
     ap.add_argument("--smoke", action="store_true", help="a few steps of everything (checks the plumbing)")
     ap.add_argument("--out", default=None, help="output folder, resumable (default runs/reproduce-<mode>)")
     ap.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(L.EXPERIMENTS)}")
