@@ -190,7 +190,8 @@ def prepare_dpt(budget: L.Budget, args, out: Path, log: Log) -> dict:
         (data_dir / ".complete").write_text("ok\n")
     output = out / "conditioners" / f"dpt-{d['kind']}-{budget.cond_steps}"
     summary = L.train_dpt_conditioner(recipe, data_dir, Path(args.val_root), output, log=log)
-    log(f"DPT conditioner ready: {summary['path']} (val on mixed held-out scenes: {summary.get('val_synthetic_mixed')})")
+    log(f"DPT conditioner ready: {summary['path']} "
+        f"(val on mixed held-out scenes: {summary.get('val_synthetic_mixed')})")
     return {"spec": f"hf:{summary['path']}", **summary}
 
 
@@ -297,7 +298,8 @@ def write_report(results: dict, report: Path, log: Log | None = None) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n", 2)[2])
     ap.add_argument("--quick", action="store_true", help="the small budget (about 17 min on this 2-core machine)")
     ap.add_argument("--smoke", action="store_true", help="a few steps of everything (checks the plumbing)")
     ap.add_argument("--out", default=None, help="output folder, resumable (default runs/reproduce-<mode>)")
@@ -305,10 +307,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--conditioner", default="builtin", help="the main conditioner (any --conditioner name)")
     ap.add_argument("--train-root", default=str(ROOT / "data" / "synth-train"), help="training scenes (folder format)")
     ap.add_argument("--val-root", default=str(ROOT / "data" / "synth-val"), help="held-out scenes (folder format)")
-    ap.add_argument("--real-data", default=None, help="real samples (default $BETTERDEPTH_REAL_DATA or ../shared/data/real)")
+    ap.add_argument("--real-data", default=None,
+                    help="real samples (default $BETTERDEPTH_REAL_DATA or ../shared/data/real)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: $OMP_NUM_THREADS or torch's default)")
     ap.add_argument("--report", default=None,
-                    help="Markdown report to (re)write (default docs/RESULTS.md; OUT/RESULTS.md with --smoke); '' = none")
+                    help="Markdown report to (re)write (default docs/RESULTS.md; OUT/RESULTS.md with --smoke); "
+                         "'' = none")
     ap.add_argument("--report-only", action="store_true", help="only render --report from --results")
     ap.add_argument("--results", default=None, help="results JSON for --report-only (default OUT/results.json)")
     args = ap.parse_args(argv)
@@ -391,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": command, "commit": git["commit"], "dirty": git["dirty"],
         "started": started.isoformat(timespec="seconds"), "seconds": round(time.perf_counter() - t_start, 1),
         "experiments": experiments, "trained": [n for n in runs if n not in before], "evaluated": computed,
-        "threads": torch.get_num_threads(), "load_start": round(load_start[0], 2), "load_end": round(os.getloadavg()[0], 2),
+        "threads": torch.get_num_threads(), "load_start": round(load_start[0], 2),
+        "load_end": round(os.getloadavg()[0], 2),
     }]
     results = {
         "format": L.RESULTS_FORMAT,

@@ -286,7 +286,8 @@ def parse_only(text: str | None) -> list[str]:
     names = [t.strip() for t in text.split(",") if t.strip()]
     bad = [n for n in names if n not in EXPERIMENTS]
     if bad or not names:
-        raise ValueError(f"--only: unknown experiment {bad[0] if bad else text!r}; choose from {', '.join(EXPERIMENTS)}")
+        raise ValueError(f"--only: unknown experiment {bad[0] if bad else text!r}; "
+                         f"choose from {', '.join(EXPERIMENTS)}")
     return [e for e in EXPERIMENTS if e in names]
 
 
@@ -616,13 +617,14 @@ def _exp_datasets(exp: dict) -> list[str]:
     return [d for d in DATASETS if d in seen]
 
 
-def _std(exp: dict, budget: dict) -> tuple[int, int]:
+def _std(budget: dict) -> tuple[int, int]:
+    """The tables' inference setting: (steps, ensemble members)."""
     return int(budget["eval_steps"]), int(budget["eval_ensemble"])
 
 
 def render_ablation(exp: dict, budget: dict) -> list[str]:
     idx = _index(exp["evals"])
-    steps, ens = _std(exp, budget)
+    steps, ens = _std(budget)
     out = ["## Table 5: ablation of the training objective", "",
            f"Four refiners, identical budget ({budget['steps']} steps x batch {budget['batch_size']}), seeds and data; "
            f"inference {steps} DDIM step(s), ensemble {ens}. Paper: NYUv2 AbsRel "
@@ -666,12 +668,13 @@ def _training_table(exp: dict, names: list[str]) -> list[str]:
         return []
     return ["Training runs (loss: mean of the last fifth of the steps; kept: share of latent cells the "
             "patch mask and the GT-valid mask keep):", "",
-            *_table(["run", "seed", "steps", "scenes", "final loss", "kept %", "s / step (median)", "train s"], rows), ""]
+            *_table(["run", "seed", "steps", "scenes", "final loss", "kept %", "s / step (median)", "train s"], rows),
+            ""]
 
 
 def render_plug(exp: dict, budget: dict, conditioners: dict) -> list[str]:
     idx = _index(exp["evals"])
-    steps, ens = _std(exp, budget)
+    steps, ens = _std(budget)
     run = exp["rows"]["main"]
     p = PAPER["plug_nyuv2"]
     out = ["## Table 3: plug-and-play over conditioners the refiner never saw", "",
@@ -753,7 +756,7 @@ def render_steps(exp: dict, budget: dict) -> list[str]:
 
 def render_rows(title: str, intro: str, exp: dict, budget: dict) -> list[str]:
     idx = _index(exp["evals"])
-    steps, ens = _std(exp, budget)
+    steps, ens = _std(budget)
     out = [title, "", intro, ""]
     for d in _exp_datasets(exp):
         out += [f"**{DATASET_TITLES[d]}**", ""]
@@ -828,7 +831,8 @@ def _detail(c: dict, r: dict) -> tuple[bool, str]:
     if fc is None or fr is None or c.get("dbe_acc") is None or r.get("dbe_acc") is None:
         return False, "no edge metrics"
     ok = fr > fc and r["ep"] >= c["ep"] and r["dbe_acc"] <= c["dbe_acc"]
-    note = " (the conditioner's map has no detected edges: DBE capped at 10 px)" if c["ep"] == 0 and c["er"] == 0 else ""
+    no_edges = c["ep"] == 0 and c["er"] == 0
+    note = " (the conditioner's map has no detected edges: DBE capped at 10 px)" if no_edges else ""
     return ok, (f"edge F1 {_pct(fc)} -> {_pct(fr)} (EP {_pct(c['ep'])} -> {_pct(r['ep'])}, ER {_pct(c['er'])} -> "
                 f"{_pct(r['er'])}), DBE_acc {c['dbe_acc']:.2f} -> {r['dbe_acc']:.2f} px{note}")
 
@@ -993,8 +997,8 @@ def claims(results: dict) -> list[dict[str, Any]]:
         ok = n = 0
         ev = []
         for d in _exp_datasets(exp):
-            vals = {lbl: (_get(exp, r, "main", d, steps, ens) or {}).get("metrics", {}).get("refined", {}).get("abs_rel")
-                    for lbl, r in rows.items()}
+            found = {lbl: _get(exp, r, "main", d, steps, ens) for lbl, r in rows.items()}
+            vals = {lbl: (e or {}).get("metrics", {}).get("refined", {}).get("abs_rel") for lbl, e in found.items()}
             vals = {k: v for k, v in vals.items() if v is not None}
             if not vals or ref is None:
                 continue
@@ -1068,7 +1072,8 @@ def render_report(results: dict, discussion: str = "") -> str:
     cl = claims(results)
     if cl:
         lines += ["## The paper's claims against these numbers", ""]
-        lines += _table(["claim", "measured here", "verdict"], [[c["claim"], c["evidence"] or "–", c["verdict"]] for c in cl])
+        lines += _table(["claim", "measured here", "verdict"],
+                        [[c["claim"], c["evidence"] or "–", c["verdict"]] for c in cl])
         lines.append("")
     lines += ["## Discussion", "", DISCUSSION_START, discussion.strip() or "(not written yet)", DISCUSSION_END, ""]
     conds = results.get("conditioners", {})

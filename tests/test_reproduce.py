@@ -208,7 +208,8 @@ def results():
         "rows": {"no depth conditioning (Marigold-style)": "nocond", "+ depth conditioning": "cond",
                  "+ global pre-alignment": "cond-prealign", "+ local patch masking (full)": "full"},
         "replicates": {"no depth conditioning (Marigold-style), seed 1": "nocond-seed1"},
-        "runs": {"nocond": _run("nocond", kept=1.0), "full": _run("full"), "nocond-seed1": _run("nocond-seed1", seed=1)},
+        "runs": {"nocond": _run("nocond", kept=1.0), "full": _run("full"),
+                 "nocond-seed1": _run("nocond-seed1", seed=1)},
         "evals": [_eval("nocond", "main", "nyuv2", 10, 1, "mean", _metrics(0.061, 0.90),
                         per_image={"refined": [0.05, 0.06, 0.073], "conditioner": [0.07, 0.08, 0.09]}),
                   _eval("cond", "main", "nyuv2", 10, 1, "mean", _metrics(0.052, 0.92)),
@@ -254,7 +255,8 @@ def test_report_renders_every_table_from_the_json(results):
     assert ("- invocation 1: 2025-01-01T00:00:00+00:00, commit `abc123`, 9.0 min, trained 2 refiner(s) (nocond, full), "
             "ran 7 evaluation(s), 1 thread(s), load average 2.5 -> 2.0") in text
     # compute: runs 60 + 60 + 60 + 60 s (nocond, full, nocond-seed1, full-n100) + evals without wall time
-    assert "this invocation 10.0 min; compute behind the numbers (training and evaluation, whichever invocation did it) 4.0 min" in text
+    assert ("this invocation 10.0 min; compute behind the numbers (training and evaluation, whichever invocation "
+            "did it) 4.0 min") in text
     # Table 5: conditioner row then the four refiners, percent with 2 decimals, DBE in px, the paper's column
     assert "| conditioner alone | 8.00 | 93.00 | 5.00 | 2.00 | 30.00 | 20.00 | 0.020 | – |" in text
     assert "| + local patch masking (full) | 4.20 | 97.00 | 2.50 | 1.50 | 35.00 | 30.00 | 0.520 | 4.2 |" in text
