@@ -1102,20 +1102,5 @@ def extract_discussion(text: str) -> str:
     return "" if body == "(not written yet)" else body
 
 
-def jsonable(obj: Any) -> Any:
-    """JSON-safe copy: dataclasses and tuples to dicts/lists, NaN/inf to None, Paths to str."""
-    if hasattr(obj, "__dataclass_fields__"):
-        return jsonable(asdict(obj))
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
+from betterdepth_cli.evaluation.runner import jsonable  # noqa: E402,F401  (one JSON-safe converter)
 

@@ -147,7 +147,7 @@ class EvalResult:
     def to_json(self) -> dict[str, Any]:
         cfg = asdict(self.config)
         cfg["metrics"] = list(self.config.metrics)
-        return _clean(
+        return jsonable(
             {
                 "format": RESULTS_FORMAT,
                 "dataset": self.dataset,
@@ -200,12 +200,16 @@ def _fmt(v: Any) -> Any:
     return v
 
 
-def _clean(obj: Any) -> Any:
-    """JSON-safe: NaN/inf -> None, numpy scalars -> Python, Paths -> str."""
+def jsonable(obj: Any) -> Any:
+    """JSON-safe copy: dataclasses -> dicts, tuples -> lists, NaN/inf -> None, numpy scalars -> Python, Paths -> str."""
+    if hasattr(obj, "__dataclass_fields__") and not isinstance(obj, type):
+        from dataclasses import asdict
+
+        return jsonable(asdict(obj))
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, (np.floating, float)):
         f = float(obj)
         return f if math.isfinite(f) else None
