@@ -456,10 +456,9 @@ def train_dpt_conditioner(recipe: dict, train_root: Path, val_root: Path | None,
     Returns ``{"path", "steps", "seconds", "val": {abs_rel, delta1, ...}}``.
     """
     import torch
-    import torch.nn.functional as F
 
-    from training.conditioner import (POSITIVE_MARGIN, POSITIVITY_WEIGHT, disparity_target, evaluate, load_split,
-                                      model_input, random_batch, ssi_loss)
+    from training.conditioner import (capture_pre_activation, evaluate, load_split, make_optimizer, random_batch,
+                                      train_step)
 
     final = output / "final"
     summary_path = output / "summary.json"
@@ -469,38 +468,25 @@ def train_dpt_conditioner(recipe: dict, train_root: Path, val_root: Path | None,
     output.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(int(tr["seed"]))
     model = build_dpt(mc)
-    opt = torch.optim.AdamW(model.parameters(), lr=float(tr["lr"]), weight_decay=float(tr["weight_decay"]))
-    total, warm = int(tr["steps"]), max(1, int(tr["warmup"]))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    total = int(tr["steps"])
+    opt, sched = make_optimizer(model, float(tr["lr"]), float(tr["weight_decay"]), int(tr["warmup"]), total)
     g = torch.Generator().manual_seed(int(tr["seed"]))
     data = load_split(str(train_root))
     size = int(mc["image_size"])
     log(f"DPT conditioner: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, {len(data[0])} "
         f"{dc.get('kind', '')} scenes, {total} steps")
-    # like training.conditioner: train on the final ReLU's input and keep it positive (a dead ReLU never recovers)
-    captured: dict[str, torch.Tensor] = {}
-    hook = _final_conv(model).register_forward_hook(lambda _m, _i, o: captured.__setitem__("pre", o))
+    # as training.conditioner: train on the final ReLU's input and keep it positive (a dead ReLU never recovers)
+    captured = capture_pre_activation(_final_conv(model))
     t0 = time.perf_counter()
     losses = []
     model.train()
     for step in range(1, total + 1):
-        rgb, depth, valid = random_batch(data, int(tr["batch_size"]), int(dc["crop"]), g)
-        target = disparity_target(depth, valid)
-        model(pixel_values=model_input(rgb, size))
-        pre = captured["pre"]  # [B,1,h,w] before the final ReLU
-        pred = F.interpolate(pre, size=target.shape[-2:], mode="bilinear", align_corners=False)
-        loss = ssi_loss(pred, target, torch.ones_like(valid)) + POSITIVITY_WEIGHT * F.relu(POSITIVE_MARGIN - pre).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        batch = random_batch(data, int(tr["batch_size"]), int(dc["crop"]), g)
+        loss = train_step(model, opt, sched, captured, batch, size)
         losses.append(float(loss.detach()))
         if step % int(tr.get("log_every", 50)) == 0 or step == total:
             log(f"DPT conditioner step {step}/{total} loss {np.mean(losses[-50:]):.4f}")
     seconds = time.perf_counter() - t0
-    hook.remove()
     val = evaluate(model, load_split(str(val_root)), size) if val_root is not None else None
     model.eval()
     tmp = output / ".final.tmp"

@@ -30,6 +30,7 @@ from betterdepth_cli.core.align import fit_scale_shift
 
 POSITIVE_MARGIN = 0.05  # keep the head's pre-activation above this
 POSITIVITY_WEIGHT = 1.0
+VAL_MIN_DEPTH, VAL_MAX_DEPTH = 1e-3, 80.0  # the generator's range
 IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
 
@@ -145,7 +146,11 @@ def random_batch(data, batch: int, crop: int, g: torch.Generator):
 
 
 def evaluate(model, data, input_size: int, batch: int = 16) -> dict:
-    """AbsRel and delta1 of the aligned disparity, in depth, over valid pixels (eval protocol)."""
+    """AbsRel and delta1 with the eval protocol (``evaluation.protocol.evaluate_sample``:
+    least squares in disparity space, 1e-3..80 m), plus the share of images whose
+    fitted scale is positive (an inverted model scores 0)."""
+    from betterdepth_cli.evaluation.protocol import evaluate_sample
+
     rgb, depth, valid = data
     rels, d1s, signs = [], [], []
     model.eval()
@@ -156,17 +161,52 @@ def evaluate(model, data, input_size: int, batch: int = 16) -> dict:
             pred = F.interpolate(pred, size=x.shape[-2:], mode="bicubic", align_corners=False)
             d, v = depth[i : i + batch], valid[i : i + batch]
             disp = torch.where(v, 1.0 / d.clamp_min(1e-3), torch.zeros_like(d))
-            s, b = fit_scale_shift(pred, disp, v)
+            s, _ = fit_scale_shift(pred, disp, v)
             signs.extend((s > 0).float().tolist())
-            aligned = (pred * s.view(-1, 1, 1, 1) + b.view(-1, 1, 1, 1)).clamp_min(1e-3)
-            pd = 1.0 / aligned
             for j in range(len(d)):
-                m = v[j]
-                g, p = d[j][m], pd[j][m]
-                rels.append(((p - g).abs() / g).mean().item())
-                d1s.append((torch.maximum(p / g, g / p) < 1.25).float().mean().item())
+                score = evaluate_sample(pred[j, 0].numpy(), "disparity", d[j, 0].numpy(), v[j, 0].numpy(),
+                                        min_depth=VAL_MIN_DEPTH, max_depth=VAL_MAX_DEPTH, metrics=("abs_rel", "delta1"))
+                rels.append(score.metrics["abs_rel"])
+                d1s.append(score.metrics["delta1"])
     model.train()
-    return {"abs_rel": float(np.mean(rels)), "delta1": float(np.mean(d1s)), "positive_scale": float(np.mean(signs))}
+    return {"abs_rel": float(np.nanmean(rels)), "delta1": float(np.nanmean(d1s)), "positive_scale": float(np.mean(signs))}
+
+
+def make_optimizer(model, lr: float, weight_decay: float, warmup: int, total: int):
+    """AdamW with a linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+    warm = max(1, int(warmup))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+    )
+    return opt, sched
+
+
+def capture_pre_activation(final_conv) -> dict[str, torch.Tensor]:
+    """Keep the output of the head's last convolution (the final ReLU's input) in ``["pre"]``.
+
+    Training on it, kept positive by :func:`train_step`, means the ReLU cannot
+    die and is the identity at inference.
+    """
+    captured: dict[str, torch.Tensor] = {}
+    final_conv.register_forward_hook(lambda _m, _i, out: captured.__setitem__("pre", out))
+    return captured
+
+
+def train_step(model, opt, sched, captured: dict, batch, input_size: int) -> torch.Tensor:
+    """One optimizer step of the SSI disparity loss on ``batch`` = (rgb [0,1], depth, valid)."""
+    rgb, depth, valid = batch
+    target = disparity_target(depth, valid)
+    model(pixel_values=model_input(rgb, input_size))
+    pre = captured["pre"]  # [B,1,h,w] before the final ReLU
+    pred = F.interpolate(pre, size=target.shape[-2:], mode="bilinear", align_corners=False)
+    loss = ssi_loss(pred, target, torch.ones_like(valid)) + POSITIVITY_WEIGHT * F.relu(POSITIVE_MARGIN - pre).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    return loss.detach()
 
 
 def train(recipe: dict, output: Path, resume: bool = False, log=print) -> Path:
@@ -178,11 +218,8 @@ def train(recipe: dict, output: Path, resume: bool = False, log=print) -> Path:
     (output / "recipe.json").write_text(json.dumps(cfg, indent=2))
     torch.manual_seed(tr["seed"])
     model = build_model(mc)
-    opt = torch.optim.AdamW(model.parameters(), lr=tr["lr"], weight_decay=tr["weight_decay"])
     total = int(tr["steps"])
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / tr["warmup"]) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
-    )
+    opt, sched = make_optimizer(model, tr["lr"], tr["weight_decay"], tr["warmup"], total)
     g = torch.Generator().manual_seed(tr["seed"])
     step = 0
     ckpt = output / "checkpoint.pt"
@@ -199,24 +236,12 @@ def train(recipe: dict, output: Path, resume: bool = False, log=print) -> Path:
     val_data = load_split(cfg["data"]["val"]) if cfg["data"]["val"] else None
     log(f"training {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params on {len(train_data[0])} scenes")
     metrics_file = (output / "metrics.jsonl").open("a")
-    # The head ends in a ReLU: train on its input (conv3's output), and keep that
-    # input positive, so the ReLU cannot die and is the identity at inference.
-    captured: dict[str, torch.Tensor] = {}
-    model.head.conv3.register_forward_hook(lambda _m, _i, out: captured.__setitem__("pre", out))
+    captured = capture_pre_activation(model.head.conv3)
     t0 = time.time()
     model.train()
     while step < total:
-        rgb, depth, valid = random_batch(train_data, tr["batch_size"], cfg["data"]["crop"], g)
-        target = disparity_target(depth, valid)
-        model(pixel_values=model_input(rgb, mc["input_size"]))
-        pre = captured["pre"]  # [B,1,h,w] before the final ReLU
-        pred = F.interpolate(pre, size=target.shape[-2:], mode="bilinear", align_corners=False)
-        loss = ssi_loss(pred, target, torch.ones_like(valid)) + POSITIVITY_WEIGHT * F.relu(POSITIVE_MARGIN - pre).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        batch = random_batch(train_data, tr["batch_size"], cfg["data"]["crop"], g)
+        loss = train_step(model, opt, sched, captured, batch, mc["input_size"])
         step += 1
         if step % tr["log_every"] == 0:
             rec = {"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0], "seconds": time.time() - t0}
