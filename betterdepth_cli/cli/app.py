@@ -80,7 +80,6 @@ def _register() -> None:
 
 def main() -> None:
     """Console entry point: Typer/Click usage errors (exit 2) become sysexits EX_USAGE (64)."""
-    _register()
     try:
         app()
     except SystemExit as exc:

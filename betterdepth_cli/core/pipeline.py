@@ -37,8 +37,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
     ph, pw = (-h) % multiple, (-w) % multiple
     if ph == 0 and pw == 0:
         return x, (0, 0)
-    mode = "replicate" if (h > 1 or ph == 0) and (w > 1 or pw == 0) else "constant"
-    return F.pad(x, (0, pw, 0, ph), mode="replicate" if mode == "replicate" else "constant"), (ph, pw)
+    return F.pad(x, (0, pw, 0, ph), mode="replicate"), (ph, pw)
 
 
 def unpad(x: torch.Tensor, padding: tuple[int, int]) -> torch.Tensor:
@@ -126,7 +125,7 @@ def refine_batch(
             raise UsageError("refine_batch needs a `conditioner` or a `prediction`")
         dev = getattr(conditioner, "device", images.device)
         pred = _predict_bounded(conditioner, images, keys)
-        _sync(torch.device(dev) if not isinstance(dev, torch.device) else dev)
+        _sync(torch.device(dev))
     else:
         pred = prediction
     timings["conditioner"] = time.perf_counter() - t_start
