@@ -595,6 +595,16 @@ def _better(metric: str, new: float, old: float) -> bool:
     return new > old if metric in HIGHER_IS_BETTER else new < old
 
 
+def _refined_abs_rel_series(exp: dict, order: list, steps, ens):
+    """Per dataset of ``exp``: (dataset, evaluations of the rows in ``order``, their refined
+    AbsRel), for the datasets where every row has been evaluated."""
+    for d in _exp_datasets(exp):
+        es = [_get(exp, r, "main", d, steps, ens) for r in order]
+        vals = [(e or {}).get("metrics", {}).get("refined", {}).get("abs_rel") for e in es]
+        if not any(v is None for v in vals):
+            yield d, es, vals
+
+
 def _exp_datasets(exp: dict) -> list[str]:
     seen = []
     for e in exp.get("evals", []):
@@ -844,11 +854,7 @@ def claims(results: dict) -> list[dict[str, Any]]:
         reps = exp.get("replicates", {})
         ok = n = 0
         ev = []
-        for d in _exp_datasets(exp):
-            es = [_get(exp, r, "main", d, steps, ens) for r in order]
-            vals = [(e or {}).get("metrics", {}).get("refined", {}).get("abs_rel") for e in es]
-            if any(v is None for v in vals):
-                continue
+        for d, es, vals in _refined_abs_rel_series(exp, order, steps, ens):
             n += 1
             mono = all(vals[i + 1] < vals[i] for i in range(len(vals) - 1))
             ok += mono
@@ -965,11 +971,7 @@ def claims(results: dict) -> list[dict[str, Any]]:
         order = list(exp["rows"].values())
         ok = n = 0
         ev = []
-        for d in _exp_datasets(exp):
-            es = [_get(exp, r, "main", d, steps, ens) for r in order]
-            vals = [(e or {}).get("metrics", {}).get("refined", {}).get("abs_rel") for e in es]
-            if any(v is None for v in vals):
-                continue
+        for d, es, vals in _refined_abs_rel_series(exp, order, steps, ens):
             n += 1
             ok += vals[-1] <= min(vals)
             ev.append(f"{d}: " + " -> ".join(_pct(v) for v in vals)
