@@ -19,6 +19,12 @@ _MIN_RANGE = 1e-6
 QUANTILE_SAMPLES = 65_536
 
 
+def _subsample(values: torch.Tensor) -> torch.Tensor:
+    """Every k-th value along the last dim, so that at most :data:`QUANTILE_SAMPLES` remain."""
+    n = values.shape[-1]
+    return values if n <= QUANTILE_SAMPLES else values[..., :: -(-n // QUANTILE_SAMPLES)]
+
+
 def masked_quantiles(
     x: torch.Tensor, valid: torch.Tensor, low: float = LOW_QUANTILE, high: float = HIGH_QUANTILE
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,16 +43,13 @@ def masked_quantiles(
     hi = torch.ones(b, dtype=flat.dtype, device=flat.device)
     if bool(mask.all()):
         q = torch.tensor([low, high], dtype=flat.dtype, device=flat.device)
-        if flat.shape[1] > QUANTILE_SAMPLES:
-            flat = flat[:, :: -(-flat.shape[1] // QUANTILE_SAMPLES)]
-        qs = torch.quantile(flat, q, dim=1)  # [2,B]
+        qs = torch.quantile(_subsample(flat), q, dim=1)  # [2,B]
         return qs[0], qs[1]
     for i in range(b):
         vals = flat[i][mask[i]]
         if vals.numel() == 0:
             continue
-        if vals.numel() > QUANTILE_SAMPLES:
-            vals = vals[:: -(-vals.numel() // QUANTILE_SAMPLES)]
+        vals = _subsample(vals)
         q = torch.quantile(vals, torch.tensor([low, high], dtype=vals.dtype, device=vals.device))
         lo[i], hi[i] = q[0], q[1]
     return lo, hi
