@@ -77,3 +77,44 @@ def test_e2e_mode_trains_and_saves_a_zero_noise_one_step_model(tmp_path):
     model = load_model(tmp_path / "out" / "model")
     assert model.zero_noise and model.defaults["steps"] == 1
     assert model.card["trained_with"]["flags"]["mode"] == "e2e"
+
+
+def test_gradient_matching_loss_by_hand():
+    from training.e2e import gradient_matching_loss
+
+    gt = torch.zeros(1, 1, 4, 4)
+    valid = torch.ones_like(gt, dtype=torch.bool)
+    ramp = 0.1 * torch.arange(4.0).reshape(1, 1, 1, 4).expand(1, 1, 4, 4)
+    # scale 0: 12 x-differences of 0.1 and 12 y-differences of 0 -> 1.2 / 24 = 0.05
+    assert abs(gradient_matching_loss(ramp, gt, valid, scales=1).item() - 0.05) < 1e-7
+    # scale 1 (stride 2, 2 x 2 pixels): 2 x-differences of 0.2, 2 y-differences of 0 -> 0.1; mean 0.075
+    assert abs(gradient_matching_loss(ramp, gt, valid, scales=2).item() - 0.075) < 1e-7
+    # a constant offset has no gradient error
+    assert gradient_matching_loss(gt + 3.0, gt, valid, scales=3).item() == 0.0
+    # a difference touching an invalid pixel does not count: a spike there is ignored
+    spike = gt.clone()
+    spike[..., 1, 1] = 9.0
+    hole = valid.clone()
+    hole[..., 1, 1] = False
+    assert gradient_matching_loss(spike, gt, hole, scales=1).item() == 0.0
+    assert gradient_matching_loss(spike, gt, valid, scales=1).item() > 1.0
+
+
+def test_e2e_loss_adds_the_weighted_gradient_term():
+    model = BetterDepthModel.tiny(seed=0)
+    depth = torch.linspace(1, 4, 32 * 32).reshape(1, 1, 32, 32)
+    valid = torch.ones_like(depth, dtype=torch.bool)
+    rgb = torch.rand(1, 3, 32, 32)
+    v = torch.randn(1, 16, 8, 8)
+    kw = dict(denoise=lambda zx, zc, zt, t: v)
+    base = e2e_loss(model, rgb, 1.0 / depth, valid, depth, valid, "disparity", **kw).loss
+    with_grad = e2e_loss(model, rgb, 1.0 / depth, valid, depth, valid, "disparity", gradient_weight=0.5, **kw).loss
+    from training.e2e import gradient_matching_loss
+    from training.objective import gt_to_space, prepare_maps
+
+    gt, gv = gt_to_space(depth, valid, "disparity")
+    maps = prepare_maps(1.0 / depth, valid, gt, gv)
+    a = model.scheduler.alphas_cumprod[999]
+    pred = model.codec.decode_depth(-(1 - a).sqrt() * v)
+    expected = gradient_matching_loss(pred, maps.gt, maps.valid, 4)
+    torch.testing.assert_close(with_grad - base, 0.5 * expected)

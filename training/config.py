@@ -89,6 +89,8 @@ class ObjectiveSection:
     eta: float = 0.1  # per-pixel tolerance in [-1, 1] units
     mode: str = "diffusion"  # diffusion (the paper's v-loss) | e2e (one step from zero noise, pixel loss; Garcia et al. 2024)
     e2e_loss: str = "l1"  # e2e only: l1 | mse
+    e2e_gradient_weight: float = 0.0  # e2e only: weight of a multi-scale gradient-matching term (not in the paper)
+    e2e_gradient_scales: int = 4  # e2e only: dyadic scales of that term
 
 
 @dataclass
@@ -263,6 +265,8 @@ def _check_values(r: Recipe, where: str) -> None:
     need(ob.eta >= 0, "objective.eta", ">= 0", ob.eta)
     need(ob.mode in ("diffusion", "e2e"), "objective.mode", "diffusion or e2e", ob.mode)
     need(ob.e2e_loss in ("l1", "mse"), "objective.e2e_loss", "l1 or mse", ob.e2e_loss)
+    need(ob.e2e_gradient_weight >= 0, "objective.e2e_gradient_weight", "a number >= 0", ob.e2e_gradient_weight)
+    need(ob.e2e_gradient_scales >= 1, "objective.e2e_gradient_scales", "an integer >= 1", ob.e2e_gradient_scales)
     need(d.processing_res >= 0, "data.processing_res", ">= 0", d.processing_res)
     need(d.crop == [] or (len(d.crop) == 2 and all(isinstance(c, int) and c >= 1 for c in d.crop)),
          "data.crop", "[] or [height, width] in pixels", d.crop)

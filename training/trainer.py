@@ -623,7 +623,8 @@ class Trainer:
             return e2e_loss(
                 self.model, batch["rgb"], batch["cond"], batch["cond_valid"], batch["depth"], batch["valid"],
                 self.kind, self.settings, denoise=timed_denoise, z_image=z_image, codec_dtype=self.codec_dtype,
-                loss=self.recipe.objective.e2e_loss,
+                loss=self.recipe.objective.e2e_loss, gradient_weight=self.recipe.objective.e2e_gradient_weight,
+                gradient_scales=self.recipe.objective.e2e_gradient_scales,
             )
         return training_loss(
             self.model, batch["rgb"], batch["cond"], batch["cond_valid"], batch["depth"], batch["valid"],
