@@ -34,16 +34,20 @@ def fit_scale_shift(
     b = pred.shape[0]
     p = pred.reshape(b, -1).double()
     t = target.reshape(b, -1).double()
-    ok = torch.isfinite(p) & torch.isfinite(t)
-    if valid is not None:
-        ok &= valid.reshape(b, -1).bool()
-    m = ok.double()
-    p = torch.where(ok, p, 0.0)
-    t = torch.where(ok, t, 0.0)
-    # one pass per moment: n, sum p, sum t, sum p^2, sum p t
-    n = m.sum(1)
     sp, st = p.sum(1), t.sum(1)
-    spp, spt = (p * p).sum(1), (p * t).sum(1)
+    if valid is None and bool(torch.isfinite(sp).all() & torch.isfinite(st).all()):
+        # finite sums: no NaN or inf anywhere, every pixel counts (the common case, no masking passes)
+        n = torch.full_like(sp, float(p.shape[1]))
+    else:
+        ok = torch.isfinite(p) & torch.isfinite(t)
+        if valid is not None:
+            ok &= valid.reshape(b, -1).bool()
+        p = torch.where(ok, p, 0.0)
+        t = torch.where(ok, t, 0.0)
+        n = ok.sum(1).double()
+        sp, st = p.sum(1), t.sum(1)
+    # the second moments as dot products (no temporaries)
+    spp, spt = torch.linalg.vecdot(p, p), torch.linalg.vecdot(p, t)
     n_safe = n.clamp_min(1.0)
     mp, mt = sp / n_safe, st / n_safe
     var = spp - sp * mp

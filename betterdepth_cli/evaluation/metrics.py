@@ -209,8 +209,14 @@ def canny(
         raise ValueError(f"canny needs an (H,W) image, got shape {img.shape}")
     m = np.ones(img.shape, bool) if mask is None else np.asarray(mask, bool)
     m = m & np.isfinite(img)
-    img = np.where(m, img, ftype(0))
+    return _canny_clean(np.where(m, img, ftype(0)), m, sigma, low_threshold, high_threshold)
 
+
+def _canny_clean(img: np.ndarray, m: np.ndarray, sigma: float, low_threshold: float, high_threshold: float) -> np.ndarray:
+    """:func:`canny` of a float64 ``img`` that is finite everywhere and 0 outside the bool mask ``m``."""
+    import cv2
+
+    ftype = np.float64
     depth = cv2.CV_32F if ftype == np.float32 else cv2.CV_64F
     radius = int(4.0 * sigma + 0.5)
     k = cv2.getGaussianKernel(2 * radius + 1, sigma, depth)
@@ -310,9 +316,11 @@ def depth_edges(
     high_threshold: float = CANNY_HIGH,
 ) -> np.ndarray:
     """Canny edges of a depth map's normalised inverse depth over ``valid`` ((H,W) -> (H,W) bool)."""
+    if low_threshold > high_threshold:
+        raise ValueError("low_threshold must not exceed high_threshold")
     ok = _positive(depth, valid)
-    norm, _ = normalized_inverse_depth(depth, ok)
-    return canny(norm, sigma, low_threshold, high_threshold, mask=ok)
+    norm, _ = normalized_inverse_depth(depth, ok)  # finite, 0 outside ok
+    return _canny_clean(norm, ok, sigma, low_threshold, high_threshold)
 
 
 # --------------------------------------------------------------------------- detail metrics

@@ -155,29 +155,30 @@ def align_prediction(
     g = np.asarray(gt_depth, np.float64)
     if p.shape != g.shape or p.shape != valid.shape:
         raise ValueError(f"prediction {p.shape}, ground truth {g.shape} and mask {valid.shape} differ in shape")
-    finite = np.isfinite(p)
-    gt_ok = valid & np.isfinite(g) & (g > 0)
+    with np.errstate(invalid="ignore"):
+        gt_ok = valid & (g > 0) & (g < np.inf)  # NaN compares False
     if alignment == "none":
         scale, shift, space = 1.0, 0.0, "none"
-        aligned = p
-    elif pred_kind == "disparity":
-        with np.errstate(divide="ignore"):
-            target = np.where(gt_ok, 1.0 / np.where(gt_ok, g, 1.0), 0.0)
-        fit_mask = gt_ok & finite & (p > 0)
-        # only the fitted pixels go to the aligner: (1,N) without a mask
-        s, b = fit_scale_shift(torch.from_numpy(p[fit_mask])[None], torch.from_numpy(target[fit_mask])[None])
-        scale, shift, space = float(s[0]), float(b[0]), "disparity"
-        aligned = scale * p + shift
+        aligned = p.copy()
     else:
-        fit_mask = gt_ok & finite
-        s, b = fit_scale_shift(torch.from_numpy(p[fit_mask])[None], torch.from_numpy(g[fit_mask])[None])
-        scale, shift, space = float(s[0]), float(b[0]), "depth"
-        aligned = scale * p + shift
+        with np.errstate(invalid="ignore"):
+            fit_mask = gt_ok & (p > 0) & (p < np.inf) if pred_kind == "disparity" else gt_ok & np.isfinite(p)
+        # only the fitted pixels go to the aligner: (1,N) without a mask
+        pf, gf = p[fit_mask], g[fit_mask]
+        target = 1.0 / gf if pred_kind == "disparity" else gf
+        s, b = fit_scale_shift(torch.from_numpy(pf)[None], torch.from_numpy(target)[None])
+        scale, shift, space = float(s[0]), float(b[0]), pred_kind
+        aligned = p * scale
+        aligned += shift
     if pred_kind == "disparity":
-        aligned = 1.0 / np.maximum(np.where(np.isfinite(aligned), aligned, min_disparity), min_disparity)
-    aligned = np.where(np.isfinite(aligned), aligned, max_depth if np.isfinite(max_depth) else MIN_EVAL_DEPTH)
-    aligned = np.clip(aligned, min_depth, max_depth)
-    aligned = np.maximum(aligned, MIN_EVAL_DEPTH)
+        # non-finite or too small disparities become min_disparity, i.e. far
+        aligned[aligned == np.inf] = min_disparity
+        np.fmax(aligned, min_disparity, out=aligned)  # fmax also replaces NaN
+        np.divide(1.0, aligned, out=aligned)
+    elif not np.isfinite(aligned).all():
+        aligned[~np.isfinite(aligned)] = max_depth if np.isfinite(max_depth) else MIN_EVAL_DEPTH
+    np.clip(aligned, min_depth, max_depth, out=aligned)
+    np.maximum(aligned, MIN_EVAL_DEPTH, out=aligned)
     return Alignment(depth=aligned, scale=scale, shift=shift, space=space)
 
 
