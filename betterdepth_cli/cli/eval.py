@@ -36,7 +36,7 @@ CONFIG_SCHEMA: dict[str, type | tuple] = {
     "reduction": str, "processing_res": int, "seed": int, "device": str, "dtype": str, "batch_size": int,
     "alignment": str, "metrics": (str, list), "edge_threshold": (int, float), "edge_tolerance": (int, float),
     "canny_sigma": (int, float), "canny_low": (int, float), "canny_high": (int, float),
-    "dbe_max_dist": (int, float), "save_predictions": str, "output": str, "csv": str,
+    "dbe_max_dist": (int, float), "save_predictions": str, "output": str, "csv": str, "score_workers": int,
 }
 
 
@@ -105,7 +105,7 @@ def render_table(result, console) -> None:
     console.print(table)
     spi = result.seconds_per_image
     stages = ", ".join(f"{k} {spi[k]:.3f}" for k in ("load", "conditioner", "encode", "sample", "decode", "score"))
-    console.print(f"seconds per image: {stages}; total {spi['total']:.3f}")
+    console.print(f"seconds per image: {stages} (waited for {spi['score_wait']:.3f}); total {spi['total']:.3f}")
     skipped = {
         n: result.counts[v][n]
         for v in result.variants
@@ -181,6 +181,9 @@ def eval_command(
                                                    "seconds per image by stage) to this JSON file.", show_default=False)] = None,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Per-sample metrics CSV (default with --output: "
                                                      "<output stem>_per_sample.csv).", show_default=False)] = None,
+    score_workers: Annotated[Optional[int], typer.Option("--score-workers", help="1: score on a worker thread while "
+                                                         "the next images infer (default); 0: score inline.",
+                                                         show_default=False)] = None,
     config: ConfigOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -210,14 +213,14 @@ def eval_command(
         "alignment": alignment, "metrics": metrics, "edge_threshold": edge_threshold,
         "edge_tolerance": edge_tolerance, "canny_sigma": canny_sigma, "canny_low": canny_low,
         "canny_high": canny_high, "dbe_max_dist": dbe_max_dist, "save_predictions": save_predictions,
-        "output": output, "csv": csv_path,
+        "output": output, "csv": csv_path, "score_workers": score_workers,
     }
     cfg = load_config(config, CONFIG_SCHEMA, section="eval") if config else {}
     defaults = {
         "no_refine": False, "compare": False, "seed": 0, "device": "auto", "dtype": "fp32", "batch_size": 1,
         "alignment": "auto", "metrics": list(M.ALL_METRICS), "edge_threshold": M.EDGE_THRESHOLD,
         "edge_tolerance": M.EDGE_TOLERANCE, "canny_sigma": M.CANNY_SIGMA, "canny_low": M.CANNY_LOW,
-        "canny_high": M.CANNY_HIGH, "dbe_max_dist": M.DBE_MAX_DIST,
+        "canny_high": M.CANNY_HIGH, "dbe_max_dist": M.DBE_MAX_DIST, "score_workers": 1,
     }
     o = merge_options(flags, cfg, defaults)
     if not o.get("dataset"):
@@ -249,6 +252,7 @@ def eval_command(
         dbe_max_dist=float(o["dbe_max_dist"]), edge_threshold=float(o["edge_threshold"]),
         edge_tolerance=float(o["edge_tolerance"]),
         save_predictions=None if o.get("save_predictions") is None else str(o["save_predictions"]),
+        score_workers=int(o["score_workers"]),
     )
     ev.validate()
     for path, what in ((out_json, "--output"), (out_csv, "--csv")):

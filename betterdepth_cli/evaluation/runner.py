@@ -12,7 +12,16 @@ once from ``seed``, so the same seed, batch size and device give the same
 numbers. Seconds per image are measured by stage: ``load`` (reading and
 decoding), ``conditioner``, ``encode``, ``sample``, ``decode`` (the pipeline's
 own timings, a batch's time shared equally by its images), ``score``
-(alignment and metrics) and ``total``.
+(alignment and metrics), ``score_wait`` and ``total``.
+
+Scoring (NumPy and OpenCV, which release the GIL) runs on one worker thread
+while the main thread loads and infers the next samples (``score_workers=1``,
+the default; at most :data:`SCORE_QUEUE` samples wait to be scored).
+``score`` is the time the worker spent on a sample; ``score_wait`` the time the
+main loop stood waiting for it, the part of scoring not hidden behind
+inference. ``total`` = load + inference + score_wait, the sample's share of
+the wall clock. ``score_workers=0`` scores inline (then ``score_wait`` =
+``score``).
 """
 
 from __future__ import annotations
@@ -36,7 +45,9 @@ from betterdepth_cli.evaluation.datasets import DatasetLoader, Sample, get_datas
 
 RESULTS_FORMAT = "betterdepth-eval/1"
 VARIANTS = ("conditioner", "refined")
-STAGES = ("load", "conditioner", "encode", "sample", "decode", "score", "total")
+STAGES = ("load", "conditioner", "encode", "sample", "decode", "score", "score_wait", "total")
+# scored samples in flight on the scoring thread before the main loop waits for the oldest
+SCORE_QUEUE = 2
 
 
 @dataclass
@@ -75,6 +86,7 @@ class EvalConfig:
     edge_threshold: float = M.EDGE_THRESHOLD
     edge_tolerance: float = M.EDGE_TOLERANCE
     save_predictions: str | None = None
+    score_workers: int = 1
 
     def variants(self) -> tuple[str, ...]:
         if self.compare:
@@ -96,6 +108,8 @@ class EvalConfig:
             raise UsageError("`--compare` scores the conditioner and the refined output: it needs a refiner, not --no-refine")
         if self.batch_size < 1:
             raise UsageError(f"`batch_size` must be >= 1, got {self.batch_size}")
+        if self.score_workers not in (0, 1):
+            raise UsageError(f"`score_workers` must be 0 (inline) or 1 (a scoring thread), got {self.score_workers}")
         if self.alignment not in P.ALIGNMENTS:
             raise UsageError(f"`alignment` must be one of {', '.join(P.ALIGNMENTS)}, got {self.alignment!r}")
         M.check_metric_names(self.metrics)
@@ -314,59 +328,93 @@ def run_evaluation(
     done = 0
     total = len(dataset)
 
-    for batch in _batches(dataset, config.batch_size, load_times):
-        images = torch.from_numpy(np.stack([s.rgb for s in batch])).permute(0, 3, 1, 2).contiguous()  # [B,3,H,W]
-        res = refine_batch(
-            images,
-            conditioner=conditioner,
-            model=model,
-            steps=settings.get("steps"),
-            ensemble=settings.get("ensemble"),
-            reduction=settings.get("reduction"),
-            processing_res=settings.get("processing_res"),
-            generator=generator,
-            keys=[s.id for s in batch],
-        )
-        kind, metric_flag = res.kind, bool(res.metric)
-        n = len(batch)
-        outputs = {
-            "refined": res.refined.detach().float().cpu().numpy()[:, 0],
-            "conditioner": res.conditioning.detach().float().cpu().numpy()[:, 0],
+    def score_job(sample: Sample, kind: str, preds: dict[str, np.ndarray]) -> tuple[dict[str, P.SampleScore], float]:
+        t0 = time.perf_counter()
+        gt = sample.depth()
+        target_edges = M.prepare_target_edges(gt, sample.valid, config.metrics, **metric_opts)
+        scores = {
+            variant: P.evaluate_sample(
+                pred, kind, gt, sample.valid, min_depth=dataset.min_depth, max_depth=dataset.max_depth,
+                metrics=config.metrics, alignment=config.alignment, target_edges=target_edges, **metric_opts,
+            )
+            for variant, pred in preds.items()
         }
-        pred_valid = res.valid.detach().cpu().numpy()[:, 0]
-        per_image = {s: res.timings.get(s, 0.0) / n for s in ("conditioner", "encode", "sample", "decode")}
-        for i, sample in enumerate(batch):
-            if save_root is not None:
-                for variant in variants:
-                    _save_prediction(save_root, variant, sample.id, outputs[variant][i], {
-                        "kind": res.kind, "metric": bool(res.metric), "variant": variant, "sample": sample.id,
-                        "conditioner": cond_spec, "model": None if model is None else model.card.get("source"),
-                        **{k: v for k, v in settings.items() if k != "conditioner"}, "seed": config.seed,
-                        "note": "raw prediction at the image's size, before alignment",
-                    })
+        return scores, time.perf_counter() - t0
+
+    def finish(job, scored, waited: float | None = None) -> None:
+        nonlocal done
+        sample, timing = job
+        scores, seconds = scored
+        timing = {**timing, "score": seconds, "score_wait": seconds if waited is None else waited}
+        timing["total"] = sum(v for k, v in timing.items() if k != "score")
+        for k, v in timing.items():
+            stage_sums[k] += v
+        for variant in variants:
+            sc = scores[variant]
+            row = {"id": sample.id, "variant": variant, **sc.metrics,
+                   "scale": sc.alignment.scale, "shift": sc.alignment.shift}
+            row.update({f"seconds_{k}": v for k, v in timing.items()})
+            rows.append(row)
+        done += 1
+        if progress is not None:
+            progress(done, total, sample.id)
+
+    def drain(keep: int) -> None:
+        """Finish scored samples in order until at most ``keep`` are in flight (waiting counts as score_wait)."""
+        while len(pending) > keep or (pending and pending[0][1].done()):
+            job, future = pending.popleft()
             t0 = time.perf_counter()
-            gt = sample.depth()
-            target_edges = M.prepare_target_edges(gt, sample.valid, config.metrics, **metric_opts)
-            scores = {}
-            for variant in variants:
-                pred = np.where(pred_valid[i], outputs[variant][i], np.nan)
-                scores[variant] = P.evaluate_sample(
-                    pred, res.kind, gt, sample.valid, min_depth=dataset.min_depth, max_depth=dataset.max_depth,
-                    metrics=config.metrics, alignment=config.alignment, target_edges=target_edges, **metric_opts,
-                )
-            timing = {"load": load_times.pop(sample.id, 0.0), **per_image, "score": time.perf_counter() - t0}
-            timing["total"] = sum(timing.values())
-            for k, v in timing.items():
-                stage_sums[k] += v
-            for variant in variants:
-                sc = scores[variant]
-                row = {"id": sample.id, "variant": variant, **sc.metrics,
-                       "scale": sc.alignment.scale, "shift": sc.alignment.shift}
-                row.update({f"seconds_{k}": v for k, v in timing.items()})
-                rows.append(row)
-            done += 1
-            if progress is not None:
-                progress(done, total, sample.id)
+            scored = future.result()
+            finish(job, scored, waited=time.perf_counter() - t0)
+
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="betterdepth-score") if config.score_workers else None
+    pending: deque = deque()
+    try:
+        for batch in _batches(dataset, config.batch_size, load_times):
+            images = torch.from_numpy(np.stack([s.rgb for s in batch])).permute(0, 3, 1, 2).contiguous()  # [B,3,H,W]
+            res = refine_batch(
+                images,
+                conditioner=conditioner,
+                model=model,
+                steps=settings.get("steps"),
+                ensemble=settings.get("ensemble"),
+                reduction=settings.get("reduction"),
+                processing_res=settings.get("processing_res"),
+                generator=generator,
+                keys=[s.id for s in batch],
+            )
+            kind, metric_flag = res.kind, bool(res.metric)
+            n = len(batch)
+            outputs = {
+                "refined": res.refined.detach().float().cpu().numpy()[:, 0],
+                "conditioner": res.conditioning.detach().float().cpu().numpy()[:, 0],
+            }
+            pred_valid = res.valid.detach().cpu().numpy()[:, 0]
+            per_image = {s: res.timings.get(s, 0.0) / n for s in ("conditioner", "encode", "sample", "decode")}
+            for i, sample in enumerate(batch):
+                if save_root is not None:
+                    for variant in variants:
+                        _save_prediction(save_root, variant, sample.id, outputs[variant][i], {
+                            "kind": res.kind, "metric": bool(res.metric), "variant": variant, "sample": sample.id,
+                            "conditioner": cond_spec, "model": None if model is None else model.card.get("source"),
+                            **{k: v for k, v in settings.items() if k != "conditioner"}, "seed": config.seed,
+                            "note": "raw prediction at the image's size, before alignment",
+                        })
+                timing = {"load": load_times.pop(sample.id, 0.0), **per_image}
+                preds = {v: np.where(pred_valid[i], outputs[v][i], np.nan) for v in variants}
+                job = (sample, timing)
+                if pool is None:
+                    finish(job, score_job(sample, res.kind, preds))
+                else:
+                    pending.append((job, pool.submit(score_job, sample, res.kind, preds)))
+                    drain(SCORE_QUEUE)
+        drain(0)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
 
     dataset.root.close()
     means: dict[str, dict[str, float]] = {}
