@@ -48,14 +48,15 @@ def build_model(cfg: dict):
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
     size = int(cfg["input_size"])
+    patch = int(cfg.get("patch_size", 14))
     backbone = Dinov2Config(
-        image_size=size, patch_size=14, hidden_size=cfg["hidden_size"], num_hidden_layers=cfg["num_hidden_layers"],
+        image_size=size, patch_size=patch, hidden_size=cfg["hidden_size"], num_hidden_layers=cfg["num_hidden_layers"],
         num_attention_heads=cfg["num_attention_heads"], intermediate_size=cfg["intermediate_size"],
         out_indices=list(range(1, cfg["num_hidden_layers"] + 1))[-4:], apply_layernorm=True,
         reshape_hidden_states=False,
     )
     config = DepthAnythingConfig(
-        backbone_config=backbone, reassemble_hidden_size=cfg["hidden_size"], patch_size=14,
+        backbone_config=backbone, reassemble_hidden_size=cfg["hidden_size"], patch_size=patch,
         neck_hidden_sizes=list(cfg["neck_hidden_sizes"]), fusion_hidden_size=cfg["fusion_hidden_size"],
         head_hidden_size=cfg["head_hidden_size"], depth_estimation_type="relative",
     )
@@ -65,12 +66,12 @@ def build_model(cfg: dict):
     return model
 
 
-def build_processor(input_size: int):
+def build_processor(input_size: int, patch_size: int = 14):
     """The image processor saved beside the model (Depth Anything's settings, smaller size)."""
     from transformers import DPTImageProcessor
 
     return DPTImageProcessor(
-        size={"height": input_size, "width": input_size}, keep_aspect_ratio=True, ensure_multiple_of=14,
+        size={"height": input_size, "width": input_size}, keep_aspect_ratio=True, ensure_multiple_of=patch_size,
         do_pad=False, resample=3, image_mean=list(IMAGE_MEAN), image_std=list(IMAGE_STD),
     )
 
@@ -259,7 +260,7 @@ def train(recipe: dict, output: Path, resume: bool = False, log=print) -> Path:
             tmp.replace(ckpt)
     final = output / "final"
     model.save_pretrained(final)
-    build_processor(mc["input_size"]).save_pretrained(final)
+    build_processor(mc["input_size"], int(mc.get("patch_size", 14))).save_pretrained(final)
     log(f"saved {final}")
     return final
 

@@ -212,18 +212,43 @@ def canny(
     return _canny_clean(np.where(m, img, ftype(0)), m, sigma, low_threshold, high_threshold)
 
 
-def _canny_clean(img: np.ndarray, m: np.ndarray, sigma: float, low_threshold: float, high_threshold: float) -> np.ndarray:
-    """:func:`canny` of a float64 ``img`` that is finite everywhere and 0 outside the bool mask ``m``."""
+@dataclass
+class _MaskTerms:
+    """What Canny and the Sobel edges derive from a mask alone (shared by maps over one mask)."""
+
+    mask: np.ndarray  # (H,W) bool
+    sigma: float
+    bleed: np.ndarray  # Gaussian-smoothed mask (+ eps)
+    eroded: np.ndarray  # 3x3 erosion: pixels whose neighbourhood is inside the mask
+
+
+def _gaussian(sigma: float):
     import cv2
 
-    ftype = np.float64
-    depth = cv2.CV_32F if ftype == np.float32 else cv2.CV_64F
     radius = int(4.0 * sigma + 0.5)
-    k = cv2.getGaussianKernel(2 * radius + 1, sigma, depth)
-    blur = lambda a: cv2.sepFilter2D(a, depth, k, k, borderType=cv2.BORDER_CONSTANT)  # noqa: E731
-    bleed = blur(m.astype(ftype)) + np.finfo(ftype).eps
-    smoothed = blur(img) / bleed
-    eroded = _erode(m)
+    k = cv2.getGaussianKernel(2 * radius + 1, sigma, cv2.CV_64F)
+    return lambda a: cv2.sepFilter2D(a, cv2.CV_64F, k, k, borderType=cv2.BORDER_CONSTANT)
+
+
+def _mask_terms(m: np.ndarray, sigma: float, cached: _MaskTerms | None = None) -> _MaskTerms:
+    """:class:`_MaskTerms` of ``m``; ``cached`` is returned instead when it holds the same mask and sigma."""
+    if cached is not None and cached.sigma == sigma and np.array_equal(cached.mask, m):
+        return cached
+    bleed = _gaussian(sigma)(m.astype(np.float64)) + np.finfo(np.float64).eps
+    return _MaskTerms(mask=m, sigma=sigma, bleed=bleed, eroded=_erode(m))
+
+
+def _canny_clean(
+    img: np.ndarray, m: np.ndarray, sigma: float, low_threshold: float, high_threshold: float,
+    terms: _MaskTerms | None = None,
+) -> np.ndarray:
+    """:func:`canny` of a float64 ``img`` that is finite everywhere and 0 outside the bool mask ``m``
+    (``terms``: :func:`_mask_terms` of ``m`` when already computed)."""
+    import cv2
+
+    terms = _mask_terms(m, sigma, terms)
+    smoothed = _gaussian(sigma)(img) / terms.bleed
+    eroded = terms.eroded
 
     isob, jsob = _sobel(smoothed)
     mag = cv2.magnitude(isob, jsob)  # sqrt(i^2 + j^2), as skimage
@@ -276,6 +301,38 @@ def distance_to(edges: np.ndarray) -> np.ndarray:
     return cv2.distanceTransform(src, cv2.DIST_L2, cv2.DIST_MASK_PRECISE).astype(np.float64)
 
 
+@dataclass
+class _InverseDepth:
+    """A depth map's inverse over its usable pixels: ``inv`` (finite, 0 outside ``ok``), ``ok`` and its (min, max)."""
+
+    inv: np.ndarray
+    ok: np.ndarray
+    lo: float
+    hi: float
+
+    def normalized(self, reference: tuple[float, float] | None = None) -> tuple[np.ndarray, tuple[float, float]]:
+        """``inv`` mapped linearly to [0, 1] by its own (min, max) or by ``reference``; 0 outside ``ok``."""
+        lo, hi = (self.lo, self.hi) if reference is None else reference
+        span = hi - lo if hi > lo else 1.0
+        norm = self.inv - lo
+        norm /= span
+        norm[~self.ok] = 0.0
+        return norm, (lo, hi)
+
+
+def _inverse_depth(depth: np.ndarray, valid: np.ndarray) -> _InverseDepth:
+    d = np.asarray(depth, np.float64)
+    inv = np.zeros(d.shape)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        np.divide(1.0, d, out=inv, where=valid & (d != 0))
+    ok = valid & np.isfinite(inv)
+    if not ok.any():
+        return _InverseDepth(inv=np.zeros(d.shape), ok=ok, lo=0.0, hi=1.0)
+    lo = float(np.min(inv, where=ok, initial=np.inf))
+    hi = float(np.max(inv, where=ok, initial=-np.inf))
+    return _InverseDepth(inv=inv, ok=ok, lo=lo, hi=hi)
+
+
 def normalized_inverse_depth(
     depth: np.ndarray, valid: np.ndarray, reference: tuple[float, float] | None = None
 ) -> tuple[np.ndarray, tuple[float, float]]:
@@ -289,23 +346,10 @@ def normalized_inverse_depth(
     Returns:
         (H,W) float64 map (0 outside ``valid``) and the (min, max) used.
     """
-    d = np.asarray(depth, np.float64)
-    inv = np.zeros(d.shape)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        np.divide(1.0, d, out=inv, where=valid & (d != 0))
-    ok = valid & np.isfinite(inv)
-    if reference is None:
-        if not ok.any():
-            return np.zeros(d.shape), (0.0, 1.0)
-        lo = float(np.min(inv, where=ok, initial=np.inf))
-        hi = float(np.max(inv, where=ok, initial=-np.inf))
-    else:
-        lo, hi = reference
-    span = hi - lo if hi > lo else 1.0
-    norm = inv - lo
-    norm /= span
-    norm[~ok] = 0.0
-    return norm, (lo, hi)
+    inv = _inverse_depth(depth, valid)
+    if reference is None and not inv.ok.any():
+        return np.zeros(inv.inv.shape), (0.0, 1.0)
+    return inv.normalized(reference)
 
 
 def depth_edges(
@@ -318,9 +362,16 @@ def depth_edges(
     """Canny edges of a depth map's normalised inverse depth over ``valid`` ((H,W) -> (H,W) bool)."""
     if low_threshold > high_threshold:
         raise ValueError("low_threshold must not exceed high_threshold")
-    ok = _positive(depth, valid)
-    norm, _ = normalized_inverse_depth(depth, ok)  # finite, 0 outside ok
-    return _canny_clean(norm, ok, sigma, low_threshold, high_threshold)
+    return _depth_edges(_inverse_depth(depth, _positive(depth, valid)), sigma, low_threshold, high_threshold)[0]
+
+
+def _depth_edges(
+    inv: _InverseDepth, sigma: float, low_threshold: float, high_threshold: float, terms: _MaskTerms | None = None
+) -> tuple[np.ndarray, _MaskTerms]:
+    """:func:`depth_edges` of an :class:`_InverseDepth`, and the mask terms it used."""
+    terms = _mask_terms(inv.ok, sigma, terms)
+    norm, _ = inv.normalized()  # finite, 0 outside ok
+    return _canny_clean(norm, inv.ok, sigma, low_threshold, high_threshold, terms), terms
 
 
 # --------------------------------------------------------------------------- detail metrics
@@ -355,11 +406,18 @@ def depth_boundary_errors(
     if not gt_edges.any():
         return math.nan, math.nan
     est = depth_edges(pred, valid, sigma, low_threshold, high_threshold)
+    return _boundary_errors(est, gt_edges, gt_dist, max_dist)
+
+
+def _boundary_errors(
+    est: np.ndarray, gt_edges: np.ndarray, gt_dist: np.ndarray | None, max_dist: float
+) -> tuple[float, float]:
+    """(dbe_acc, dbe_comp) from the predicted and the (non-empty) GT edge maps."""
     d_gt = distance_to(gt_edges) if gt_dist is None else gt_dist
-    d_est = distance_to(est)
     near = est & (d_gt < max_dist)
     if not near.any():
         return float(max_dist), float(max_dist)
+    d_est = distance_to(est)
     acc = float(d_gt[near].mean())
     ch1 = np.minimum(d_gt[est], max_dist).sum()
     ch2 = np.minimum(d_est[gt_edges], max_dist).sum()
@@ -367,24 +425,38 @@ def depth_boundary_errors(
     return acc, comp
 
 
+SobelEdges = tuple[np.ndarray, np.ndarray, tuple[float, float]]  # edges, scored pixels, (min, max) used
+
+
 def sobel_edges(
     depth: np.ndarray,
     valid: np.ndarray,
     threshold: float = EDGE_THRESHOLD,
     reference: tuple[float, float] | None = None,
-) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+) -> SobelEdges:
     """Sobel-magnitude edges of the normalised inverse depth (Hu et al. 2019).
 
     Returns:
         edges (H,W) bool, scored (H,W) bool (pixels whose 3x3 neighbourhood is
         valid), and the (min, max) normalisation used.
     """
+    return _sobel_edges(_inverse_depth(depth, _positive(depth, valid)), threshold, reference)
+
+
+def _sobel_edges(
+    inv: _InverseDepth, threshold: float, reference: tuple[float, float] | None = None,
+    terms: _MaskTerms | None = None,
+) -> SobelEdges:
+    """:func:`sobel_edges` of an :class:`_InverseDepth` (``terms``: mask terms of ``inv.ok``, if at hand)."""
     import cv2
 
-    ok = _positive(depth, valid)
-    norm, ref = normalized_inverse_depth(depth, ok, reference)
+    if reference is None and not inv.ok.any():
+        norm, ref = np.zeros(inv.inv.shape), (0.0, 1.0)
+    else:
+        norm, ref = inv.normalized(reference)
     di, dj = _sobel(norm)
-    scored = _erode(ok)
+    same = terms is not None and np.array_equal(terms.mask, inv.ok)
+    scored = terms.eroded if same else _erode(inv.ok)
     return (cv2.magnitude(di, dj) > threshold) & scored, scored, ref
 
 
@@ -395,7 +467,7 @@ def edge_precision_recall(
     *,
     threshold: float = EDGE_THRESHOLD,
     tolerance: float = EDGE_TOLERANCE,
-    gt_sobel: tuple[np.ndarray, np.ndarray, tuple[float, float]] | None = None,
+    gt_sobel: SobelEdges | None = None,
 ) -> tuple[float, float]:
     """(precision, recall) of Sobel edges of ``pred`` against those of ``target``; see the module docstring.
 
@@ -406,8 +478,14 @@ def edge_precision_recall(
     ok_gt = _positive(target, valid)
     if gt_sobel is None:
         gt_sobel = sobel_edges(target, ok_gt, threshold)
-    gt, scored_gt, ref = gt_sobel
-    est, scored_est, _ = sobel_edges(pred, ok_gt, threshold, reference=ref)
+    est = sobel_edges(pred, ok_gt, threshold, reference=gt_sobel[2])
+    return _precision_recall(gt_sobel, est, tolerance)
+
+
+def _precision_recall(gt_sobel: SobelEdges, est_sobel: SobelEdges, tolerance: float) -> tuple[float, float]:
+    """(precision, recall) from the Sobel edges of the GT and of the prediction (normalised alike)."""
+    gt, scored_gt, _ = gt_sobel
+    est, scored_est, _ = est_sobel
     scored = scored_gt & scored_est
     gt = gt & scored
     est = est & scored
@@ -484,7 +562,8 @@ class TargetEdges:
 
     boundary: np.ndarray | None = None  # (H,W) bool GT Canny (or annotated) edges
     boundary_dist: np.ndarray | None = None  # (H,W) distance to them
-    sobel: tuple[np.ndarray, np.ndarray, tuple[float, float]] | None = None  # sobel_edges() of the GT
+    sobel: SobelEdges | None = None  # sobel_edges() of the GT
+    terms: _MaskTerms | None = None  # mask terms of the GT's usable pixels (predictions over the same mask reuse them)
 
 
 def prepare_target_edges(
@@ -504,13 +583,19 @@ def prepare_target_edges(
     ``gt_edges``: annotated boundaries to use instead of Canny on the target.
     Takes the keyword options of :func:`compute_metrics` (extra ones are ignored).
     """
+    if canny_low > canny_high:
+        raise ValueError("low_threshold must not exceed high_threshold")
     out = TargetEdges()
+    inv = _inverse_depth(target, _positive(target, valid))  # the GT's inverse depth, for Canny and Sobel alike
     if any(n in ("dbe_acc", "dbe_comp") for n in names):
-        edges = depth_edges(target, valid, canny_sigma, canny_low, canny_high) if gt_edges is None else np.asarray(gt_edges, bool)
+        if gt_edges is None:
+            edges, out.terms = _depth_edges(inv, canny_sigma, canny_low, canny_high)
+        else:
+            edges = np.asarray(gt_edges, bool)
         out.boundary = edges
         out.boundary_dist = distance_to(edges) if edges.any() else None
     if any(n in ("ep", "er") for n in names):
-        out.sobel = sobel_edges(target, _positive(target, valid), edge_threshold)
+        out.sobel = _sobel_edges(inv, edge_threshold, terms=out.terms)
     return out
 
 
@@ -567,17 +652,25 @@ def compute_metrics(
     opts = dict(canny_sigma=canny_sigma, canny_low=canny_low, canny_high=canny_high, edge_threshold=edge_threshold)
     if target_edges is None and any(n in DETAIL_METRICS for n in names):
         target_edges = prepare_target_edges(target, valid, names, gt_edges=gt_edges, **opts)
+    if not any(n in DETAIL_METRICS for n in names):
+        return {n: out[n] for n in names}
+    assert target_edges is not None
+    inv = _inverse_depth(pred, _positive(pred, valid))  # the prediction's inverse depth, computed once
+    terms = target_edges.terms
     if any(n in ("dbe_acc", "dbe_comp") for n in names):
-        assert target_edges is not None and target_edges.boundary is not None
-        acc, comp = depth_boundary_errors(
-            pred, target, valid, gt_edges=target_edges.boundary, gt_dist=target_edges.boundary_dist,
-            sigma=canny_sigma, low_threshold=canny_low, high_threshold=canny_high, max_dist=dbe_max_dist,
-        )
+        assert target_edges.boundary is not None
+        if not target_edges.boundary.any():
+            acc = comp = math.nan
+        else:
+            est, terms = _depth_edges(inv, canny_sigma, canny_low, canny_high, terms)
+            acc, comp = _boundary_errors(est, target_edges.boundary, target_edges.boundary_dist, dbe_max_dist)
         out["dbe_acc"], out["dbe_comp"] = acc, comp
     if any(n in ("ep", "er") for n in names):
-        assert target_edges is not None and target_edges.sobel is not None
-        pr, rc = edge_precision_recall(
-            pred, target, valid, threshold=edge_threshold, tolerance=edge_tolerance, gt_sobel=target_edges.sobel
-        )
-        out["ep"], out["er"] = pr, rc
+        assert target_edges.sobel is not None
+        # the prediction's Sobel edges over the GT's usable pixels, normalised by the GT's range
+        ok_gt = _positive(target, valid)
+        if (inv.ok & ~ok_gt).any():
+            inv = _inverse_depth(pred, _positive(pred, ok_gt))
+        est_sobel = _sobel_edges(inv, edge_threshold, target_edges.sobel[2], terms)
+        out["ep"], out["er"] = _precision_recall(target_edges.sobel, est_sobel, edge_tolerance)
     return {n: out[n] for n in names}

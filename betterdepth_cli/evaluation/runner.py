@@ -290,7 +290,10 @@ def run_evaluation(
     from betterdepth_cli.core.refiner import DEFAULTS, load_model
     from betterdepth_cli.core.types import OutputError
 
+    from betterdepth_cli.core.memory import keep_freed_memory
+
     config.validate()
+    keep_freed_memory()  # scoring allocates megapixel temporaries: reuse them instead of faulting pages in
     t_wall = time.perf_counter()
     dataset = get_dataset(
         config.dataset, config.data_root, split_file=config.split_file, limit=config.limit, **config.dataset_options
