@@ -39,3 +39,22 @@ def test_trained_model_folder_loads_as_a_conditioner(tmp_path):
     pred = cond.predict(torch.rand(1, 3, 30, 40))
     assert pred.values.shape == (1, 1, 30, 40) and pred.kind == "disparity"
     assert cond.preprocess(torch.rand(1, 3, 30, 40)).shape[-2:] == (42, 56)  # keep_aspect_ratio scales as little as possible
+
+
+def test_patch_size_sets_the_token_grid_and_the_processor_multiple(tmp_path):
+    from betterdepth_cli.core.conditioners import get_conditioner
+
+    cfg = {"hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2, "intermediate_size": 64,
+           "neck_hidden_sizes": [8, 16, 32, 32], "fusion_hidden_size": 16, "head_hidden_size": 8, "input_size": 56,
+           "patch_size": 7}
+    model = build_model(cfg)
+    assert model.config.patch_size == 7 and model.config.backbone_config.patch_size == 7
+    model.save_pretrained(tmp_path / "c")
+    build_processor(56, 7).save_pretrained(tmp_path / "c")
+    cond = get_conditioner(f"hf:{tmp_path / 'c'}")
+    # 30 x 40 scaled to 56 on the long side keeps 42 x 56: both multiples of 7 (and of 14)
+    assert cond.preprocess(torch.rand(1, 3, 30, 40)).shape[-2:] == (42, 56)
+    # 25 x 40 -> 35 x 56: a multiple of 7, not of 14
+    assert cond.preprocess(torch.rand(1, 3, 25, 40)).shape[-2:] == (35, 56)
+    pred = cond.predict(torch.rand(1, 3, 25, 40))
+    assert pred.values.shape == (1, 1, 25, 40)
