@@ -130,8 +130,11 @@ def test_compare_with_tiny_models_writes_json_and_csv(tmp_path, tiny_dpt_dir, ti
 
 
 def test_scoring_thread_gives_the_inline_results_in_order(tmp_path, tiny_dpt_dir, tiny_model_dir):
+    import torch
+
     make_nyu(tmp_path / "nyu", n=4)
     csvs = {}
+    threads = torch.get_num_threads()
     for workers in ("0", "1"):
         out = tmp_path / f"r{workers}.json"
         res = run("--dataset", "nyuv2", "--data-root", tmp_path / "nyu", "--conditioner", f"hf:{tiny_dpt_dir}",
@@ -139,6 +142,7 @@ def test_scoring_thread_gives_the_inline_results_in_order(tmp_path, tiny_dpt_dir
                   "--score-workers", workers, "--output", out, "--device", "cpu")
         assert res.exit_code == 0, res.output
         csvs[workers] = read_csv(tmp_path / f"r{workers}_per_sample.csv")
+        assert torch.get_num_threads() == threads  # the scoring thread's core is given back to torch
     inline, threaded = csvs["0"], csvs["1"]
     assert [(r["id"], r["variant"]) for r in threaded] == [(r["id"], r["variant"]) for r in inline]
     assert len(inline) == 8

@@ -21,7 +21,8 @@ the default; at most :data:`SCORE_QUEUE` samples wait to be scored).
 main loop stood waiting for it, the part of scoring not hidden behind
 inference. ``total`` = load + inference + score_wait, the sample's share of
 the wall clock. ``score_workers=0`` scores inline (then ``score_wait`` =
-``score``).
+``score``). On the CPU the scoring thread gets one of torch's threads for the
+length of the run (oversubscribed OpenMP workers stall each other).
 """
 
 from __future__ import annotations
@@ -375,6 +376,10 @@ def run_evaluation(
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="betterdepth-score") if config.score_workers else None
     pending: deque = deque()
+    torch_threads = torch.get_num_threads()
+    if pool is not None and str(config.device).startswith("cpu") and torch_threads > 1:
+        # leave a core to the scoring thread: oversubscribed OpenMP workers stall each other
+        torch.set_num_threads(torch_threads - 1)
     try:
         for batch in _batches(dataset, config.batch_size, load_times):
             images = torch.from_numpy(np.stack([s.rgb for s in batch])).permute(0, 3, 1, 2).contiguous()  # [B,3,H,W]
@@ -418,6 +423,7 @@ def run_evaluation(
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+        torch.set_num_threads(torch_threads)
 
     dataset.root.close()
     means: dict[str, dict[str, float]] = {}
