@@ -216,3 +216,12 @@ def test_real_samples_end_to_end(tmp_path, tiny_dpt_dir, tiny_model_dir, name, f
         assert 0.0 <= m["dbe_acc"] <= 10.0
     rows = read_csv(tmp_path / "r_per_sample.csv")
     assert len(rows) == 4 and all(float(r["seconds_total"]) > 0 for r in rows)
+
+
+def test_scoring_thread_default_rule():
+    from betterdepth_cli.evaluation.runner import scoring_thread_default
+
+    assert scoring_thread_default(on_cpu=False, torch_threads=2, cores=2) == 1  # GPU inference: always overlap
+    assert scoring_thread_default(on_cpu=True, torch_threads=1, cores=2) == 1  # a core is idle
+    assert scoring_thread_default(on_cpu=True, torch_threads=2, cores=2) == 0  # torch fills both cores
+    assert scoring_thread_default(on_cpu=True, torch_threads=16, cores=16) == 1  # one core of many

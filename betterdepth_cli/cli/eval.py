@@ -182,7 +182,8 @@ def eval_command(
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Per-sample metrics CSV (default with --output: "
                                                      "<output stem>_per_sample.csv).", show_default=False)] = None,
     score_workers: Annotated[Optional[int], typer.Option("--score-workers", help="1: score on a worker thread while "
-                                                         "the next images infer (default); 0: score inline.",
+                                                         "the next images infer; 0: score inline. Default: the thread, "
+                                                         "except on a CPU of <= 2 cores that torch already fills.",
                                                          show_default=False)] = None,
     config: ConfigOpt = None,
     quiet: QuietOpt = False,
@@ -220,7 +221,7 @@ def eval_command(
         "no_refine": False, "compare": False, "seed": 0, "device": "auto", "dtype": "fp32", "batch_size": 1,
         "alignment": "auto", "metrics": list(M.ALL_METRICS), "edge_threshold": M.EDGE_THRESHOLD,
         "edge_tolerance": M.EDGE_TOLERANCE, "canny_sigma": M.CANNY_SIGMA, "canny_low": M.CANNY_LOW,
-        "canny_high": M.CANNY_HIGH, "dbe_max_dist": M.DBE_MAX_DIST, "score_workers": 1,
+        "canny_high": M.CANNY_HIGH, "dbe_max_dist": M.DBE_MAX_DIST,
     }
     o = merge_options(flags, cfg, defaults)
     if not o.get("dataset"):
@@ -252,7 +253,7 @@ def eval_command(
         dbe_max_dist=float(o["dbe_max_dist"]), edge_threshold=float(o["edge_threshold"]),
         edge_tolerance=float(o["edge_tolerance"]),
         save_predictions=None if o.get("save_predictions") is None else str(o["save_predictions"]),
-        score_workers=int(o["score_workers"]),
+        score_workers=None if o.get("score_workers") is None else int(o["score_workers"]),
     )
     ev.validate()
     for path, what in ((out_json, "--output"), (out_csv, "--csv")):

@@ -15,8 +15,10 @@ own timings, a batch's time shared equally by its images), ``score``
 (alignment and metrics), ``score_wait`` and ``total``.
 
 Scoring (NumPy and OpenCV, which release the GIL) runs on one worker thread
-while the main thread loads and infers the next samples (``score_workers=1``,
-the default; at most :data:`SCORE_QUEUE` samples wait to be scored).
+while the main thread loads and infers the next samples (``score_workers=1``;
+at most :data:`SCORE_QUEUE` samples wait to be scored). The default (``None``)
+picks the thread except on a CPU of at most 2 cores that torch already fills
+(:func:`scoring_thread_default`).
 ``score`` is the time the worker spent on a sample; ``score_wait`` the time the
 main loop stood waiting for it, the part of scoring not hidden behind
 inference. ``total`` = load + inference + score_wait, the sample's share of
@@ -31,6 +33,7 @@ import csv
 import io
 import json
 import math
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -87,7 +90,7 @@ class EvalConfig:
     edge_threshold: float = M.EDGE_THRESHOLD
     edge_tolerance: float = M.EDGE_TOLERANCE
     save_predictions: str | None = None
-    score_workers: int = 1
+    score_workers: int | None = None  # None: auto (see the module docstring); 0 inline; 1 a scoring thread
 
     def variants(self) -> tuple[str, ...]:
         if self.compare:
@@ -109,7 +112,7 @@ class EvalConfig:
             raise UsageError("`--compare` scores the conditioner and the refined output: it needs a refiner, not --no-refine")
         if self.batch_size < 1:
             raise UsageError(f"`batch_size` must be >= 1, got {self.batch_size}")
-        if self.score_workers not in (0, 1):
+        if self.score_workers not in (None, 0, 1):
             raise UsageError(f"`score_workers` must be 0 (inline) or 1 (a scoring thread), got {self.score_workers}")
         if self.alignment not in P.ALIGNMENTS:
             raise UsageError(f"`alignment` must be one of {', '.join(P.ALIGNMENTS)}, got {self.alignment!r}")
@@ -267,6 +270,18 @@ def _batches(dataset: DatasetLoader, batch_size: int, timings: dict[str, float])
         yield batch
 
 
+def scoring_thread_default(on_cpu: bool, torch_threads: int, cores: int) -> int:
+    """1 (score on a thread) unless inference runs on a CPU of at most 2 cores that torch already fills.
+
+    Measured on 2 cores (bench/eval_speed.py): with torch on 1 thread the scoring
+    thread cut the wall time per sample by 20 %; with torch on both cores,
+    giving one up to scoring made it 14 % slower than scoring inline.
+    """
+    if not on_cpu or torch_threads < cores or cores >= 4:
+        return 1
+    return 0
+
+
 def _save_prediction(root: Path, variant: str, sample_id: str, values: np.ndarray, meta: dict) -> None:
     from betterdepth_cli.io.outputs import atomic_write_text, write_npy
 
@@ -374,10 +389,14 @@ def run_evaluation(
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="betterdepth-score") if config.score_workers else None
-    pending: deque = deque()
+    on_cpu = str(config.device).startswith("cpu")
     torch_threads = torch.get_num_threads()
-    if pool is not None and str(config.device).startswith("cpu") and torch_threads > 1:
+    workers = config.score_workers
+    if workers is None:
+        workers = scoring_thread_default(on_cpu, torch_threads, os.cpu_count() or 1)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="betterdepth-score") if workers else None
+    pending: deque = deque()
+    if pool is not None and on_cpu and torch_threads > 1 and torch_threads >= (os.cpu_count() or 1):
         # leave a core to the scoring thread: oversubscribed OpenMP workers stall each other
         torch.set_num_threads(torch_threads - 1)
     try:
