@@ -201,15 +201,13 @@ def canny(
     """
     import cv2
 
-    if low_threshold > high_threshold:
-        raise ValueError("low_threshold must not exceed high_threshold")
     ftype = np.float64
     img = np.asarray(image, dtype=ftype)
     if img.ndim != 2:
         raise ValueError(f"canny needs an (H,W) image, got shape {img.shape}")
     m = np.ones(img.shape, bool) if mask is None else np.asarray(mask, bool)
     m = m & np.isfinite(img)
-    return _canny_clean(np.where(m, img, ftype(0)), m, sigma, low_threshold, high_threshold)
+    return _canny_clean(np.where(m, img, ftype(0)), _mask_terms(m, sigma), low_threshold, high_threshold)
 
 
 @dataclass
@@ -238,16 +236,14 @@ def _mask_terms(m: np.ndarray, sigma: float, cached: _MaskTerms | None = None) -
     return _MaskTerms(mask=m, sigma=sigma, bleed=bleed, eroded=_erode(m))
 
 
-def _canny_clean(
-    img: np.ndarray, m: np.ndarray, sigma: float, low_threshold: float, high_threshold: float,
-    terms: _MaskTerms | None = None,
-) -> np.ndarray:
-    """:func:`canny` of a float64 ``img`` that is finite everywhere and 0 outside the bool mask ``m``
-    (``terms``: :func:`_mask_terms` of ``m`` when already computed)."""
+def _canny_clean(img: np.ndarray, terms: _MaskTerms, low_threshold: float, high_threshold: float) -> np.ndarray:
+    """:func:`canny` of a float64 ``img`` that is finite everywhere and 0 outside ``terms.mask``,
+    smoothed with ``terms.sigma``."""
     import cv2
 
-    terms = _mask_terms(m, sigma, terms)
-    smoothed = _gaussian(sigma)(img) / terms.bleed
+    if low_threshold > high_threshold:
+        raise ValueError("low_threshold must not exceed high_threshold")
+    smoothed = _gaussian(terms.sigma)(img) / terms.bleed
     eroded = terms.eroded
 
     isob, jsob = _sobel(smoothed)
@@ -346,10 +342,7 @@ def normalized_inverse_depth(
     Returns:
         (H,W) float64 map (0 outside ``valid``) and the (min, max) used.
     """
-    inv = _inverse_depth(depth, valid)
-    if reference is None and not inv.ok.any():
-        return np.zeros(inv.inv.shape), (0.0, 1.0)
-    return inv.normalized(reference)
+    return _inverse_depth(depth, valid).normalized(reference)
 
 
 def depth_edges(
@@ -360,8 +353,6 @@ def depth_edges(
     high_threshold: float = CANNY_HIGH,
 ) -> np.ndarray:
     """Canny edges of a depth map's normalised inverse depth over ``valid`` ((H,W) -> (H,W) bool)."""
-    if low_threshold > high_threshold:
-        raise ValueError("low_threshold must not exceed high_threshold")
     return _depth_edges(_inverse_depth(depth, _positive(depth, valid)), sigma, low_threshold, high_threshold)[0]
 
 
@@ -371,7 +362,7 @@ def _depth_edges(
     """:func:`depth_edges` of an :class:`_InverseDepth`, and the mask terms it used."""
     terms = _mask_terms(inv.ok, sigma, terms)
     norm, _ = inv.normalized()  # finite, 0 outside ok
-    return _canny_clean(norm, inv.ok, sigma, low_threshold, high_threshold, terms), terms
+    return _canny_clean(norm, terms, low_threshold, high_threshold), terms
 
 
 # --------------------------------------------------------------------------- detail metrics
@@ -450,10 +441,7 @@ def _sobel_edges(
     """:func:`sobel_edges` of an :class:`_InverseDepth` (``terms``: mask terms of ``inv.ok``, if at hand)."""
     import cv2
 
-    if reference is None and not inv.ok.any():
-        norm, ref = np.zeros(inv.inv.shape), (0.0, 1.0)
-    else:
-        norm, ref = inv.normalized(reference)
+    norm, ref = inv.normalized(reference)
     di, dj = _sobel(norm)
     same = terms is not None and np.array_equal(terms.mask, inv.ok)
     scored = terms.eroded if same else _erode(inv.ok)
@@ -583,8 +571,6 @@ def prepare_target_edges(
     ``gt_edges``: annotated boundaries to use instead of Canny on the target.
     Takes the keyword options of :func:`compute_metrics` (extra ones are ignored).
     """
-    if canny_low > canny_high:
-        raise ValueError("low_threshold must not exceed high_threshold")
     out = TargetEdges()
     inv = _inverse_depth(target, _positive(target, valid))  # the GT's inverse depth, for Canny and Sobel alike
     if any(n in ("dbe_acc", "dbe_comp") for n in names):

@@ -23,8 +23,9 @@ picks the thread except on a CPU of at most 2 cores that torch already fills
 main loop stood waiting for it, the part of scoring not hidden behind
 inference. ``total`` = load + inference + score_wait, the sample's share of
 the wall clock. ``score_workers=0`` scores inline (then ``score_wait`` =
-``score``). On the CPU the scoring thread gets one of torch's threads for the
-length of the run (oversubscribed OpenMP workers stall each other).
+``score``). On a CPU whose cores torch's threads fill, the scoring thread gets
+one of them for the length of the run (oversubscribed OpenMP workers stall
+each other).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ import math
 import os
 import platform
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -304,9 +307,8 @@ def run_evaluation(
     from betterdepth_cli.core.conditioners import get_conditioner
     from betterdepth_cli.core.pipeline import refine_batch
     from betterdepth_cli.core.refiner import DEFAULTS, load_model
-    from betterdepth_cli.core.types import OutputError
-
     from betterdepth_cli.core.memory import keep_freed_memory
+    from betterdepth_cli.core.types import OutputError
 
     config.validate()
     keep_freed_memory()  # scoring allocates megapixel temporaries: reuse them instead of faulting pages in
@@ -386,17 +388,14 @@ def run_evaluation(
             scored = future.result()
             finish(job, scored, waited=time.perf_counter() - t0)
 
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
     on_cpu = str(config.device).startswith("cpu")
-    torch_threads = torch.get_num_threads()
+    torch_threads, cores = torch.get_num_threads(), os.cpu_count() or 1
     workers = config.score_workers
     if workers is None:
-        workers = scoring_thread_default(on_cpu, torch_threads, os.cpu_count() or 1)
+        workers = scoring_thread_default(on_cpu, torch_threads, cores)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="betterdepth-score") if workers else None
     pending: deque = deque()
-    if pool is not None and on_cpu and torch_threads > 1 and torch_threads >= (os.cpu_count() or 1):
+    if pool is not None and on_cpu and torch_threads > 1 and torch_threads >= cores:
         # leave a core to the scoring thread: oversubscribed OpenMP workers stall each other
         torch.set_num_threads(torch_threads - 1)
     try:
