@@ -165,6 +165,31 @@ def test_canny_matches_skimage_when_available():
         ref = feature.canny(img, sigma=math.sqrt(2), low_threshold=0.15, high_threshold=0.3, mask=m)
         ours = M.canny(img, mask=m)
         assert (ref != ours).sum() <= 2  # float rounding at ties only
+        # float32 in: both compute in float32 (the detail metrics run this path)
+        ref32 = feature.canny(img.astype(np.float32), sigma=math.sqrt(2), low_threshold=0.15, high_threshold=0.3, mask=m)
+        ours32 = M.canny(img.astype(np.float32), mask=m)
+        assert (ref32 != ours32).sum() <= 2
+
+
+def test_edge_distances_exact_and_truncated():
+    src = np.zeros((20, 30), bool)
+    dst = np.zeros((20, 30), bool)
+    src[2, 3] = src[10, 20] = src[19, 0] = True
+    dst[5, 7] = dst[10, 26] = True
+    # row-major order of src: (2,3) -> (5,7) is 5 (3-4-5); (10,20) -> (10,26) is 6; (19,0) -> (5,7) is sqrt(245)
+    d = M.edge_distances(src, dst)
+    assert d == pytest.approx([5.0, 6.0, math.sqrt(14**2 + 7**2)], abs=1e-12)
+    # truncation: max_dist itself and beyond are inf
+    assert M.edge_distances(src, dst, max_dist=6.0).tolist() == [5.0, math.inf, math.inf]
+    assert np.isinf(M.edge_distances(src, np.zeros_like(dst))).all()
+    assert M.edge_distances(np.zeros_like(src), dst).shape == (0,)
+
+
+def test_metric_values_are_python_floats():
+    gt = step_depth(h=24, w=32, col=16)
+    pred = step_depth(h=24, w=32, col=17) * 1.1
+    values = M.compute_metrics(pred, gt, np.ones(gt.shape, bool))
+    assert all(type(v) is float for v in values.values()), {k: type(v) for k, v in values.items()}
 
 
 # ----------------------------------------------------------------- EP / ER

@@ -47,6 +47,20 @@ def test_depth_alignment_recovers_scale_and_shift():
     assert score.metrics["dbe_acc"] == pytest.approx(0.0, abs=1e-9)
 
 
+def test_fit_scale_shift_values_exact_and_degenerate():
+    from betterdepth_cli.core.align import DegenerateAlignmentWarning
+
+    rng = np.random.default_rng(4)
+    x = rng.uniform(0.1, 3.0, 1000)
+    s, b = P.fit_scale_shift_values(x, 2.5 * x - 0.75)
+    assert s == pytest.approx(2.5, abs=1e-12) and b == pytest.approx(-0.75, abs=1e-12)
+    with pytest.warns(DegenerateAlignmentWarning):
+        s, b = P.fit_scale_shift_values(np.full(5, 2.0), np.arange(5.0))  # constant prediction: s = 0, b = mean
+    assert (s, b) == (0.0, 2.0)
+    with pytest.warns(DegenerateAlignmentWarning):
+        assert P.fit_scale_shift_values(np.array([1.0]), np.array([4.0])) == (1.0, 3.0)  # one pixel: the offset
+
+
 def test_disparity_fit_ignores_non_positive_predictions():
     # Marigold fits only where the prediction is positive: outliers at <= 0 do not bend the fit
     gt, valid = gt_and_mask(2)

@@ -48,6 +48,22 @@ def fit_scale_shift(
         sp, st = p.sum(1), t.sum(1)
     # the second moments as dot products (no temporaries)
     spp, spt = torch.linalg.vecdot(p, p), torch.linalg.vecdot(p, t)
+    scale, shift = scale_shift_from_moments(n, sp, st, spp, spt, stacklevel=2)
+    return scale.to(pred.dtype), shift.to(pred.dtype)
+
+
+def scale_shift_from_moments(
+    n: torch.Tensor, sp: torch.Tensor, st: torch.Tensor, spp: torch.Tensor, spt: torch.Tensor, stacklevel: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The closed form of :func:`fit_scale_shift` from the per-sample sums over valid pixels.
+
+    Args:
+        n: pixel count; sp, st: sums of pred and target; spp: sum of pred^2;
+            spt: sum of pred * target. All (B,) float64.
+        stacklevel: the frame the degenerate-case warning names, counted from the caller (1).
+    Returns:
+        scale, shift: (B,) float64, with the degenerate cases of :func:`fit_scale_shift`.
+    """
     n_safe = n.clamp_min(1.0)
     mp, mt = sp / n_safe, st / n_safe
     var = spp - sp * mp
@@ -66,9 +82,9 @@ def fit_scale_shift(
             f"degenerate alignment for sample(s) {idx}: constant prediction or fewer than "
             "2 valid pixels; using a defined fallback",
             DegenerateAlignmentWarning,
-            stacklevel=2,
+            stacklevel=stacklevel + 1,
         )
-    return scale.to(pred.dtype), shift.to(pred.dtype)
+    return scale, shift
 
 
 def apply_scale_shift(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:

@@ -123,6 +123,23 @@ class Alignment:
     space: str
 
 
+def fit_scale_shift_values(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """Least-squares ``s * pred + b ~ target`` over 1-D float64 arrays of the fitted pixels.
+
+    The sums are taken in numpy on one thread (no BLAS or torch threads that
+    would spin beside inference) and solved by the core aligner's closed form
+    (:func:`betterdepth_cli.core.align.scale_shift_from_moments`), degenerate
+    cases included.
+    """
+    import torch
+
+    from betterdepth_cli.core.align import scale_shift_from_moments
+
+    moments = (float(pred.size), pred.sum(), target.sum(), M.dot(pred, pred), M.dot(pred, target))
+    s, b = scale_shift_from_moments(*(torch.tensor([float(m)], dtype=torch.float64) for m in moments), stacklevel=2)
+    return float(s[0]), float(b[0])
+
+
 def align_prediction(
     pred: np.ndarray,
     pred_kind: str,
@@ -143,16 +160,12 @@ def align_prediction(
         alignment: "auto" (least squares in the prediction's space) or "none"
             (a metric prediction used as it is; disparity is inverted).
     """
-    import torch
-
-    from betterdepth_cli.core.align import fit_scale_shift
-
     if pred_kind not in ("disparity", "depth"):
         raise ValueError(f"pred_kind must be 'disparity' or 'depth', got {pred_kind!r}")
     if alignment not in ALIGNMENTS:
         raise ValueError(f"alignment must be one of {', '.join(ALIGNMENTS)}, got {alignment!r}")
     p = np.asarray(pred, np.float64)
-    g = np.asarray(gt_depth, np.float64)
+    g = np.asarray(gt_depth)  # compared in its own type; the fitted values are taken in float64
     if p.shape != g.shape or p.shape != valid.shape:
         raise ValueError(f"prediction {p.shape}, ground truth {g.shape} and mask {valid.shape} differ in shape")
     with np.errstate(invalid="ignore"):
@@ -163,11 +176,10 @@ def align_prediction(
     else:
         with np.errstate(invalid="ignore"):
             fit_mask = gt_ok & (p > 0) & (p < np.inf) if pred_kind == "disparity" else gt_ok & np.isfinite(p)
-        # only the fitted pixels go to the aligner: (1,N) without a mask
-        pf, gf = p[fit_mask], g[fit_mask]
-        target = 1.0 / gf if pred_kind == "disparity" else gf
-        s, b = fit_scale_shift(torch.from_numpy(pf)[None], torch.from_numpy(target)[None])
-        scale, shift, space = float(s[0]), float(b[0]), pred_kind
+        pf, gf = p[fit_mask], g[fit_mask].astype(np.float64, copy=False)
+        target = np.divide(1.0, gf, out=gf) if pred_kind == "disparity" else gf
+        scale, shift = fit_scale_shift_values(pf, target)
+        space = pred_kind
         aligned = p * scale
         aligned += shift
     if pred_kind == "disparity":
@@ -177,8 +189,8 @@ def align_prediction(
         np.divide(1.0, aligned, out=aligned)
     elif not np.isfinite(aligned).all():
         aligned[~np.isfinite(aligned)] = max_depth if np.isfinite(max_depth) else MIN_EVAL_DEPTH
-    np.clip(aligned, min_depth, max_depth, out=aligned)
-    np.maximum(aligned, MIN_EVAL_DEPTH, out=aligned)
+    # the dataset's range, and never below MIN_EVAL_DEPTH (one pass: clip to min_depth..max_depth, then >= MIN)
+    np.clip(aligned, max(min_depth, MIN_EVAL_DEPTH), max(max_depth, MIN_EVAL_DEPTH), out=aligned)
     return Alignment(depth=aligned, scale=scale, shift=shift, space=space)
 
 
