@@ -13,11 +13,13 @@ discarded. Seconds per sample are split into
 - score: alignment and all 11 metrics (AbsRel ... delta3, DBE_comp/acc, EP/ER),
 
 twice in one run: scoring inline (``score_workers=0``: the loop waits for all
-of it) and on the runner's scoring thread (the default: scoring overlaps the
-next samples' loading and inference, and only the time the loop waits for it,
-``score_wait``, adds to the wall clock).
+of it) and on the runner's scoring thread (scoring overlaps the next samples'
+loading and inference, and only the time the loop waits for it,
+``score_wait``, adds to the wall clock). The two modes alternate ``--repeat``
+times (default 3) and the figures are means over all passes: inference time on
+a shared machine swings by 20-30 % from one pass to the next.
 
-    python bench/eval_speed.py [--compare] [--processing-res N] [--device cpu]
+    python bench/eval_speed.py [--compare] [--processing-res N] [--device cpu] [--repeat N]
 
 Prints a line per mode and dataset, the scoring CPU time and its share of the
 inline total, the wall time per sample of both modes, the share of scoring in
@@ -28,6 +30,7 @@ the wall clock with the scoring thread and, last, that share in the mode
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import tempfile
@@ -62,6 +65,7 @@ def main() -> None:
     ap.add_argument("--compare", action="store_true", help="score the conditioner and the refined output")
     ap.add_argument("--processing-res", type=int, default=None, help="refiner resolution (default: the model card's)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeat", type=int, default=3, help="passes per mode over the samples, alternating (default 3)")
     args = ap.parse_args()
 
     import torch
@@ -83,23 +87,23 @@ def main() -> None:
                               score_workers=workers)
 
         run_evaluation(config(*sets[0], limit=1, workers=0))  # warm-up, discarded
-        report = {}
-        for workers, mode in ((0, "inline"), (1, "scoring thread")):
-            totals = dict.fromkeys(("load", "inference", "score", "score_wait", "wall"), 0.0)
-            n_all = 0
-            for name, path in sets:
+        modes = ((0, "inline"), (1, "scoring thread"))
+        keys = ("load", "inference", "score", "score_wait", "wall")
+        totals = {mode: dict.fromkeys(keys, 0.0) for _, mode in modes}
+        counts = dict.fromkeys(totals, 0)
+        for _ in range(max(1, args.repeat)):
+            for (workers, mode), (name, path) in itertools.product(modes, sets):
                 r = run_evaluation(config(name, path, None, workers))
                 spi = r.seconds_per_image
                 n = r.to_json()["samples"]
                 inference = sum(spi[k] for k in ("conditioner", "encode", "sample", "decode"))
-                for k, v in (("load", spi["load"]), ("inference", inference), ("score", spi["score"]),
-                             ("score_wait", spi["score_wait"]), ("wall", spi["total"])):
-                    totals[k] += v * n
-                n_all += n
+                for k, v in zip(keys, (spi["load"], inference, spi["score"], spi["score_wait"], spi["total"])):
+                    totals[mode][k] += v * n
+                counts[mode] += n
                 print(f"{mode:14s} {name:10s} {n} samples, processing_res {r.settings.get('processing_res')}: "
                       f"load {spi['load']:.3f} s  inference {inference:.3f} s  score {spi['score']:.3f} s "
                       f"(waited {spi['score_wait']:.3f} s)  total {spi['total']:.3f} s per sample")
-            report[mode] = {k: v / n_all for k, v in totals.items()}
+        report = {mode: {k: v / counts[mode] for k, v in t.items()} for mode, t in totals.items()}
         inline, threaded = report["inline"], report["scoring thread"]
         print(f"scoring CPU time: {1000 * inline['score']:.1f} ms per sample inline, {1000 * threaded['score']:.1f} ms "
               f"on the thread; share of the inline total: {100 * inline['score'] / inline['wall']:.1f} %")
