@@ -171,11 +171,11 @@ def _pixel_metrics(p: np.ndarray, g: np.ndarray, names) -> dict[str, float]:
         if any(k in names for k in ("abs_rel", "sq_rel", "rmse")):
             d = p - g
             if "rmse" in names:
-                out["rmse"] = math.sqrt(float(dot(d, d)) / n)
+                out["rmse"] = math.sqrt(dot(d, d) / n)
             if "abs_rel" in names or "sq_rel" in names:
                 rel = d / g
                 if "sq_rel" in names:
-                    out["sq_rel"] = float(dot(d, rel)) / n
+                    out["sq_rel"] = dot(d, rel) / n
                 if "abs_rel" in names:
                     out["abs_rel"] = float(np.abs(rel, out=rel).sum()) / n
         if any(k == "rmse_log" or k.startswith("delta") for k in names):
@@ -186,7 +186,7 @@ def _pixel_metrics(p: np.ndarray, g: np.ndarray, names) -> dict[str, float]:
                     out[name] = float(np.count_nonzero((r < t) & (r > 1.0 / t))) / n
             if "rmse_log" in names:
                 lr = np.log(r, out=r)
-                out["rmse_log"] = math.sqrt(float(dot(lr, lr)) / n)
+                out["rmse_log"] = math.sqrt(dot(lr, lr) / n)
     return out
 
 
@@ -256,7 +256,7 @@ class _MaskTerms:
     eroded: np.ndarray  # 3x3 erosion: pixels whose neighbourhood is inside the mask
 
 
-def _gaussian(sigma: float, dtype=np.float64):
+def _gaussian(sigma: float, dtype):
     """Gaussian smoothing of radius ``int(4 sigma + 0.5)``, zero outside the image, computed in ``dtype``."""
     import cv2
 
