@@ -112,13 +112,21 @@ def load_split(root: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     from training.datasets import FolderDataset
 
     ds = FolderDataset(root)
-    rgb, depth, valid = [], [], []
-    for i in range(len(ds)):
-        s = ds[i]
-        rgb.append((s["rgb"] * 255).round().to(torch.uint8))
-        depth.append(s["depth"].float())
-        valid.append(s["valid"])
-    return torch.stack(rgb), torch.stack(depth), torch.stack(valid)
+    first = ds[0]
+    # filled in place: lists of per-scene tensors then torch.stack held the data twice and left the
+    # heap fragmented (20000 scenes of 192 px took 23 GB resident instead of 6)
+    n = len(ds)
+    rgb = torch.empty((n, *first["rgb"].shape), dtype=torch.uint8)
+    depth = torch.empty((n, *first["depth"].shape), dtype=torch.float32)
+    valid = torch.empty((n, *first["valid"].shape), dtype=torch.bool)
+    for i in range(n):
+        s = first if i == 0 else ds[i]
+        if s["rgb"].shape != rgb.shape[1:]:
+            raise ValueError(f"{root}: scene {i} is {tuple(s['rgb'].shape[-2:])}, the first is {tuple(rgb.shape[-2:])}")
+        rgb[i] = (s["rgb"] * 255).round()
+        depth[i] = s["depth"]
+        valid[i] = s["valid"]
+    return rgb, depth, valid
 
 
 def model_input(rgb: torch.Tensor, size: int) -> torch.Tensor:
