@@ -109,9 +109,9 @@ def main() -> None:
               f"on the thread; share of the inline total: {100 * inline['score'] / inline['wall']:.1f} %")
         print(f"wall per sample: inline {inline['wall']:.3f} s, with the scoring thread {threaded['wall']:.3f} s "
               f"(ratio {threaded['wall'] / inline['wall']:.3f})")
-        from betterdepth_cli.evaluation.runner import scoring_thread_default
+        from betterdepth_cli.evaluation.runner import default_score_workers
 
-        auto = scoring_thread_default(args.device == "cpu", torch.get_num_threads(), os.cpu_count() or 1)
+        auto = default_score_workers(args.device)
         print(f"`betterdepth eval` here would default to: {'the scoring thread' if auto else 'inline scoring'} "
               f"(torch threads {torch.get_num_threads()}, {os.cpu_count()} cores)")
         print(f"scoring share of the wall clock with the scoring thread: "

@@ -285,6 +285,13 @@ def scoring_thread_default(on_cpu: bool, torch_threads: int, cores: int) -> int:
     return 0
 
 
+def default_score_workers(device: str) -> int:
+    """:func:`scoring_thread_default` for inference on ``device`` with torch's current thread count here."""
+    import torch
+
+    return scoring_thread_default(str(device).startswith("cpu"), torch.get_num_threads(), os.cpu_count() or 1)
+
+
 def _save_prediction(root: Path, variant: str, sample_id: str, values: np.ndarray, meta: dict) -> None:
     from betterdepth_cli.io.outputs import atomic_write_text, write_npy
 
@@ -390,9 +397,7 @@ def run_evaluation(
 
     on_cpu = str(config.device).startswith("cpu")
     torch_threads, cores = torch.get_num_threads(), os.cpu_count() or 1
-    workers = config.score_workers
-    if workers is None:
-        workers = scoring_thread_default(on_cpu, torch_threads, cores)
+    workers = default_score_workers(config.device) if config.score_workers is None else config.score_workers
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="betterdepth-score") if workers else None
     pending: deque = deque()
     if pool is not None and on_cpu and torch_threads > 1 and torch_threads >= cores:
