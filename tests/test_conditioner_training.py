@@ -58,3 +58,55 @@ def test_patch_size_sets_the_token_grid_and_the_processor_multiple(tmp_path):
     assert cond.preprocess(torch.rand(1, 3, 25, 40)).shape[-2:] == (35, 56)
     pred = cond.predict(torch.rand(1, 3, 25, 40))
     assert pred.values.shape == (1, 1, 25, 40)
+
+
+def test_training_device_names():
+    import pytest
+
+    from training.conditioner import training_device
+
+    assert training_device("cpu") == torch.device("cpu")
+    assert training_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            training_device("cuda")
+
+
+def _tiny_recipe(root, steps, minutes):
+    return {
+        "data": {"train": str(root), "val": "", "crop": 28},
+        "model": {"hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2, "intermediate_size": 64,
+                  "neck_hidden_sizes": [8, 16, 32, 32], "fusion_hidden_size": 16, "head_hidden_size": 8,
+                  "input_size": 28, "patch_size": 7},
+        "train": {"steps": steps, "batch_size": 2, "checkpoint_every": 100, "log_every": 1, "threads": 1,
+                  "device": "cpu", "max_minutes": minutes, "warmup": 1},
+    }
+
+
+def test_max_minutes_stops_at_a_checkpoint_and_resume_finishes(tmp_path):
+    import json
+
+    import numpy as np
+
+    from training.conditioner import train
+
+    root = tmp_path / "scenes"
+    (root / "rgb").mkdir(parents=True)
+    (root / "depth").mkdir()
+    import cv2
+
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        cv2.imwrite(str(root / "rgb" / f"{i}.png"), rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+        np.save(root / "depth" / f"{i}.npy", rng.uniform(1, 5, (32, 32)).astype(np.float32))
+    out = tmp_path / "run"
+    # a deadline already passed: one step, then a checkpoint and no final model
+    assert train(_tiny_recipe(root, 3, 1e-9), out, log=lambda m: None) == out
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 1
+    assert not (out / "final").exists()
+    # resumed without a deadline: steps 2 and 3, then the final model
+    final = train(_tiny_recipe(root, 3, 0), out, resume=True, log=lambda m: None)
+    assert final == out / "final" and (final / "model.safetensors").exists()
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 3

@@ -10,6 +10,11 @@ Pixels without a hit (sky) or beyond the generator's range count as disparity
 0, as Depth Anything predicts for the sky.
 
     python -m training.conditioner --recipe training/recipes/default-conditioner.toml --output runs/cond
+
+``[train] device`` ("auto": CUDA when available) places the model and the
+whole training set on that device; ``[train] max_minutes`` ends a run at a
+checkpoint after that much wall time (``--resume`` continues it), for machines
+lent by the slot.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ DEFAULTS = {
               "neck_hidden_sizes": [24, 48, 96, 96], "fusion_hidden_size": 32, "head_hidden_size": 16,
               "input_size": 140},
     "train": {"steps": 3000, "batch_size": 16, "lr": 3e-4, "weight_decay": 1e-4, "warmup": 100, "seed": 0,
-              "checkpoint_every": 250, "log_every": 25, "threads": 0},
+              "checkpoint_every": 250, "log_every": 25, "threads": 0, "device": "auto", "max_minutes": 0},
 }
 
 
@@ -132,8 +137,8 @@ def load_split(root: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def model_input(rgb: torch.Tensor, size: int) -> torch.Tensor:
     """(B,3,H,W) [0,1] -> the model's normalised square input (training crops are square)."""
     x = F.interpolate(rgb, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
-    mean = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGE_MEAN, device=rgb.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGE_STD, device=rgb.device).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
@@ -161,13 +166,14 @@ def evaluate(model, data, input_size: int, batch: int = 16) -> dict:
     from betterdepth_cli.evaluation.protocol import evaluate_sample
 
     rgb, depth, valid = data
+    device = next(model.parameters()).device
     rels, d1s, signs = [], [], []
     model.eval()
     with torch.no_grad():
         for i in range(0, len(rgb), batch):
-            x = rgb[i : i + batch].float() / 255.0
+            x = rgb[i : i + batch].to(device).float() / 255.0
             pred = model(pixel_values=model_input(x, input_size)).predicted_depth[:, None]
-            pred = F.interpolate(pred, size=x.shape[-2:], mode="bicubic", align_corners=False)
+            pred = F.interpolate(pred, size=x.shape[-2:], mode="bicubic", align_corners=False).cpu()
             d, v = depth[i : i + batch], valid[i : i + batch]
             disp = torch.where(v, 1.0 / d.clamp_min(1e-3), torch.zeros_like(d))
             s, _ = fit_scale_shift(pred, disp, v)
@@ -218,32 +224,50 @@ def train_step(model, opt, sched, captured: dict, batch, input_size: int) -> tor
     return loss.detach()
 
 
+def training_device(name: str) -> torch.device:
+    """``[train] device``: "auto" (CUDA when available, else the CPU), "cpu", "cuda", "cuda:N"."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"[train] device = {name!r}, but this torch sees no CUDA device")
+    return device
+
+
 def train(recipe: dict, output: Path, resume: bool = False, log=print) -> Path:
+    """Train (or resume) a conditioner run in ``output``; returns its ``final`` model folder.
+
+    ``[train] max_minutes`` (0 = no limit) ends the run early at a checkpoint once that much
+    wall time has passed in this invocation; ``--resume`` continues it.
+    """
     cfg = {k: {**DEFAULTS[k], **recipe.get(k, {})} for k in DEFAULTS}
     tr, mc = cfg["train"], cfg["model"]
     if tr["threads"]:
         torch.set_num_threads(int(tr["threads"]))
+    device = training_device(str(tr["device"]))
     output.mkdir(parents=True, exist_ok=True)
     (output / "recipe.json").write_text(json.dumps(cfg, indent=2))
     torch.manual_seed(tr["seed"])
-    model = build_model(mc)
+    model = build_model(mc).to(device)
     total = int(tr["steps"])
     opt, sched = make_optimizer(model, tr["lr"], tr["weight_decay"], tr["warmup"], total)
     g = torch.Generator().manual_seed(tr["seed"])
     step = 0
     ckpt = output / "checkpoint.pt"
     if resume and ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+        state = torch.load(ckpt, weights_only=False, map_location=device)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         g.set_state(state["gen"])
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())
         step = state["step"]
         log(f"resumed from step {step}")
-    train_data = load_split(cfg["data"]["train"])
+    train_data = tuple(x.to(device) for x in load_split(cfg["data"]["train"]))
     val_data = load_split(cfg["data"]["val"]) if cfg["data"]["val"] else None
-    log(f"training {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params on {len(train_data[0])} scenes")
+    log(f"training {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params on {len(train_data[0])} scenes"
+        f" ({device})")
+    deadline = time.time() + 60 * float(tr["max_minutes"]) if tr["max_minutes"] else math.inf
     metrics_file = (output / "metrics.jsonl").open("a")
     captured = capture_pre_activation(model.head.conv3)
     t0 = time.time()
@@ -257,7 +281,8 @@ def train(recipe: dict, output: Path, resume: bool = False, log=print) -> Path:
             log(json.dumps(rec))
             metrics_file.write(json.dumps(rec) + "\n")
             metrics_file.flush()
-        if step % tr["checkpoint_every"] == 0 or step == total:
+        out_of_time = time.time() > deadline
+        if step % tr["checkpoint_every"] == 0 or step == total or out_of_time:
             if val_data is not None:
                 rec = {"step": step, "val": evaluate(model, val_data, mc["input_size"])}
                 log(json.dumps(rec))
@@ -266,6 +291,9 @@ def train(recipe: dict, output: Path, resume: bool = False, log=print) -> Path:
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                         "gen": g.get_state(), "torch_rng": torch.get_rng_state(), "step": step}, tmp)
             tmp.replace(ckpt)
+        if out_of_time and step < total:
+            log(f"stopped at step {step} of {total}: [train] max_minutes = {tr['max_minutes']} reached (--resume continues)")
+            return output
     final = output / "final"
     model.save_pretrained(final)
     build_processor(mc["input_size"], int(mc.get("patch_size", 14))).save_pretrained(final)
