@@ -1,0 +1,51 @@
+"""training.simulated_conditioner: GT disparity, dense, blurred and warped; read back as a file: conditioner."""
+
+import numpy as np
+import torch
+
+from training.simulated_conditioner import simulated_disparity, write_maps
+
+
+def test_no_blur_no_warp_is_the_disparity_with_sky_filled():
+    depth = np.array([[1.0, 2.0], [4.0, 0.0]])
+    valid = depth > 0
+    d = simulated_disparity(depth, valid, sigma=0, warp=0, rng=np.random.default_rng(0))
+    # 1/z where valid; the sky gets half the smallest valid disparity (0.25 / 2)
+    np.testing.assert_allclose(d, [[1.0, 0.5], [0.25, 0.125]], rtol=1e-6)
+    assert d.dtype == np.float32
+
+
+def test_blur_keeps_a_constant_map_and_the_warp_stays_within_its_amplitude():
+    depth = np.full((20, 30), 2.0)
+    valid = np.ones_like(depth, bool)
+    blurred = simulated_disparity(depth, valid, sigma=3, warp=0, rng=np.random.default_rng(0))
+    np.testing.assert_allclose(blurred, 0.5, rtol=1e-6)
+    warped = simulated_disparity(depth, valid, sigma=3, warp=0.1, rng=np.random.default_rng(1))
+    assert np.all(warped >= 0.5 * 0.9 - 1e-6) and np.all(warped <= 0.5 * 1.1 + 1e-6)
+    assert warped.std() > 1e-3  # the warp does vary over the image
+
+
+def test_blur_softens_a_step():
+    depth = np.where(np.arange(40)[None, :] < 20, 1.0, 2.0).repeat(10, 0)
+    d = simulated_disparity(depth, depth > 0, sigma=2, warp=0, rng=np.random.default_rng(0))
+    assert abs(d[5, 0] - 1.0) < 1e-4  # far from the step: unchanged
+    assert 0.5 < d[5, 19] < 1.0 and 0.5 < d[5, 20] < 1.0  # at the step: in between
+
+
+def test_maps_load_through_the_file_conditioner(tmp_path):
+    import cv2
+
+    from betterdepth_cli.core.conditioners import get_conditioner
+
+    root = tmp_path / "scenes"
+    (root / "rgb").mkdir(parents=True)
+    (root / "depth").mkdir()
+    (root / "dataset.toml").write_text('images = "rgb"\nground_truth = "depth"\nkind = "depth"\nunits = "m"\n')
+    for i in range(2):
+        cv2.imwrite(str(root / "rgb" / f"s{i}.png"), np.zeros((12, 16, 3), np.uint8))
+        np.save(root / "depth" / f"s{i}.npy", np.full((12, 16), 2.0 + i, np.float32))
+    assert write_maps("folder", str(root), str(tmp_path / "maps"), sigma=0, warp=0) == 2
+    cond = get_conditioner(f"file:{tmp_path / 'maps'}?kind=disparity")
+    pred = cond.predict(torch.zeros(2, 3, 12, 16), keys=["s0", "s1"])
+    assert pred.kind == "disparity"
+    torch.testing.assert_close(pred.values[:, 0, 0, 0], torch.tensor([0.5, 1 / 3]))
