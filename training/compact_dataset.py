@@ -51,37 +51,42 @@ def dataset_toml(min_depth: float, source: str, quality: int) -> str:
 _OPEN: dict = {}  # src -> FolderDataset, one per process
 
 
-def _convert(job: tuple[str, str, str, int, float]) -> None:
+def _convert(job: tuple[str, int, str, int, float]) -> None:
     import cv2
 
+    from betterdepth_cli.io.outputs import atomic_write_bytes
     from training.datasets import FolderDataset
 
-    src, sid_index, dst, quality, min_depth = job
+    src, index, dst, quality, min_depth = job
     ds = _OPEN.get(src) or _OPEN.setdefault(src, FolderDataset(src))
-    s = ds[int(sid_index)]
-    sid = ds.ids[int(sid_index)]
+    s = ds[index]
+    sid = ds.ids[index]
     rgb = (s["rgb"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     q = encode_disparity(s["depth"][0].numpy(), s["valid"][0].numpy(), min_depth)
-    out = Path(dst)
-    (out / "rgb" / sid).parent.mkdir(parents=True, exist_ok=True)
-    (out / "depth" / sid).parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out / "rgb" / f"{sid}.jpg"), rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality]):
-        raise OSError(f"{out / 'rgb' / sid}.jpg: could not write")
-    if not cv2.imwrite(str(out / "depth" / f"{sid}.png"), q, [cv2.IMWRITE_PNG_COMPRESSION, 9]):
-        raise OSError(f"{out / 'depth' / sid}.png: could not write")
+    outputs = (
+        (Path(dst) / "rgb" / f"{sid}.jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality]),
+        (Path(dst) / "depth" / f"{sid}.png", q, [cv2.IMWRITE_PNG_COMPRESSION, 9]),
+    )
+    for path, arr, params in outputs:
+        ok, data = cv2.imencode(path.suffix, arr, params)
+        if not ok:
+            raise OSError(f"{path}: could not encode")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data.tobytes())
 
 
 def compact(src: str, dst: str, start: int = 0, count: int | None = None, quality: int = 90,
             min_depth: float = 0.1, workers: int = 1) -> int:
-    """Re-encode scenes ``start .. start+count`` of ``src`` into ``dst``; returns how many."""
+    """Re-encode scenes ``start .. start+count`` of ``src`` into ``dst`` (atomic writes); returns how many."""
+    from betterdepth_cli.io.outputs import atomic_write_text
     from training.datasets import FolderDataset
 
     n = len(FolderDataset(src))
     stop = n if count is None else min(n, start + count)
     out = Path(dst)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "dataset.toml").write_text(dataset_toml(min_depth, str(src), quality))
-    jobs = [(str(src), str(i), str(out), quality, min_depth) for i in range(start, stop)]
+    atomic_write_text(out / "dataset.toml", dataset_toml(min_depth, str(src), quality))
+    jobs = [(str(src), i, str(out), quality, min_depth) for i in range(start, stop)]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             list(pool.map(_convert, jobs, chunksize=64))

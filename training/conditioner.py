@@ -238,7 +238,8 @@ def train(recipe: dict, output: Path, resume: bool = False, log=print) -> Path:
     """Train (or resume) a conditioner run in ``output``; returns its ``final`` model folder.
 
     ``[train] max_minutes`` (0 = no limit) ends the run early at a checkpoint once that much
-    wall time has passed in this invocation; ``--resume`` continues it.
+    wall time has passed in this invocation, and then returns ``output`` itself (no final model
+    yet); ``--resume`` continues it.
     """
     cfg = {k: {**DEFAULTS[k], **recipe.get(k, {})} for k in DEFAULTS}
     tr, mc = cfg["train"], cfg["model"]
