@@ -426,10 +426,12 @@ def dpt_processor(input_size: int):
 
 def build_dpt(cfg: dict):
     """A DPTForDepthEstimation (ViT backbone, DPT head) from the recipe's [model] table."""
+    import torch
     from transformers import DPTConfig, DPTForDepthEstimation
 
+    from training.conditioner import final_conv
+
     n = int(cfg["num_hidden_layers"])
-    import torch
 
     model = DPTForDepthEstimation(DPTConfig(
         image_size=int(cfg["image_size"]), patch_size=int(cfg["patch_size"]), hidden_size=int(cfg["hidden_size"]),
@@ -439,13 +441,8 @@ def build_dpt(cfg: dict):
         head_in_index=-1, readout_type="project",
     ))
     with torch.no_grad():  # start the final ReLU in its linear range, as training.conditioner does
-        _final_conv(model).bias.fill_(1.0)
+        final_conv(model).bias.fill_(1.0)
     return model
-
-
-def _final_conv(model):
-    """The 1x1 convolution before the DPT head's final ReLU."""
-    return model.head.head[-2]
 
 
 def train_dpt_conditioner(recipe: dict, train_root: Path, val_root: Path | None, output: Path,
@@ -457,7 +454,8 @@ def train_dpt_conditioner(recipe: dict, train_root: Path, val_root: Path | None,
     """
     import torch
 
-    from training.conditioner import (capture_pre_activation, evaluate, load_split, make_optimizer, random_batch,
+    from training.conditioner import (capture_pre_activation, evaluate, final_conv, load_split, make_optimizer,
+                                      random_batch,
                                       train_step)
 
     final = output / "final"
@@ -476,7 +474,7 @@ def train_dpt_conditioner(recipe: dict, train_root: Path, val_root: Path | None,
     log(f"DPT conditioner: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, {len(data[0])} "
         f"{dc.get('kind', '')} scenes, {total} steps")
     # as training.conditioner: train on the final ReLU's input and keep it positive (a dead ReLU never recovers)
-    captured = capture_pre_activation(_final_conv(model))
+    captured = capture_pre_activation(final_conv(model))
     t0 = time.perf_counter()
     losses = []
     model.train()

@@ -72,33 +72,36 @@ def test_training_device_names():
             training_device("cuda")
 
 
-def _tiny_recipe(root, steps, minutes):
+def _tiny_recipe(root, steps, minutes, model=None):
     return {
-        "data": {"train": str(root), "val": "", "crop": 28},
-        "model": {"hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2, "intermediate_size": 64,
-                  "neck_hidden_sizes": [8, 16, 32, 32], "fusion_hidden_size": 16, "head_hidden_size": 8,
-                  "input_size": 28, "patch_size": 7},
+        "data": {"train": str(root), "val": "", "crop": 28 if model is None else 32},
+        "model": model or {"hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2, "intermediate_size": 64,
+                           "neck_hidden_sizes": [8, 16, 32, 32], "fusion_hidden_size": 16, "head_hidden_size": 8,
+                           "input_size": 28, "patch_size": 7},
         "train": {"steps": steps, "batch_size": 2, "checkpoint_every": 100, "log_every": 1, "threads": 1,
                   "device": "cpu", "max_minutes": minutes, "warmup": 1},
     }
 
 
-def test_max_minutes_stops_at_a_checkpoint_and_resume_finishes(tmp_path):
-    import json
-
+def _random_scenes(root):
+    import cv2
     import numpy as np
 
-    from training.conditioner import train
-
-    root = tmp_path / "scenes"
     (root / "rgb").mkdir(parents=True)
     (root / "depth").mkdir()
-    import cv2
-
     rng = np.random.default_rng(0)
     for i in range(2):
         cv2.imwrite(str(root / "rgb" / f"{i}.png"), rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
         np.save(root / "depth" / f"{i}.npy", rng.uniform(1, 5, (32, 32)).astype(np.float32))
+    return root
+
+
+def test_max_minutes_stops_at_a_checkpoint_and_resume_finishes(tmp_path):
+    import json
+
+    from training.conditioner import train
+
+    root = _random_scenes(tmp_path / "scenes")
     out = tmp_path / "run"
     # a deadline already passed: one step, then a checkpoint and no final model
     assert train(_tiny_recipe(root, 3, 1e-9), out, log=lambda m: None) == out
@@ -110,3 +113,33 @@ def test_max_minutes_stops_at_a_checkpoint_and_resume_finishes(tmp_path):
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
     assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 3
+
+
+HYBRID = {"arch": "dpt-hybrid", "hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2,
+          "intermediate_size": 64, "bit_hidden_sizes": [8, 16, 32], "neck_hidden_sizes": [8, 16, 32, 32],
+          "fusion_hidden_size": 16, "head_hidden_size": 8, "input_size": 32}
+
+
+def test_dpt_hybrid_trains_and_its_folder_loads_as_a_conditioner(tmp_path):
+    import pytest
+    from transformers import DPTForDepthEstimation
+
+    from betterdepth_cli.core.conditioners import get_conditioner
+    from training.conditioner import final_conv, train
+
+    model = build_model(HYBRID)
+    assert isinstance(model, DPTForDepthEstimation) and model.config.is_hybrid
+    # the head's last convolution, before its final ReLU, starts in the ReLU's linear range
+    assert isinstance(model.head.head[-1], torch.nn.ReLU)
+    assert torch.all(final_conv(model).bias == 1.0)
+    final = train(_tiny_recipe(_random_scenes(tmp_path / "scenes"), 2, 0, HYBRID), tmp_path / "run", log=lambda m: None)
+    assert (final / "model.safetensors").exists()
+    cond = get_conditioner(f"hf:{final}")
+    # transformers' hybrid embeddings take only the configured size: every image goes in square
+    assert cond.preprocess(torch.rand(1, 3, 30, 40)).shape[-2:] == (32, 32)
+    pred = cond.predict(torch.rand(1, 3, 30, 40))
+    assert pred.values.shape == (1, 1, 30, 40) and pred.kind == "disparity"
+    with pytest.raises(ValueError, match="arch"):
+        build_model({**HYBRID, "arch": "resnet"})
+    with pytest.raises(ValueError, match="multiple of 16"):
+        build_model({**HYBRID, "input_size": 40})

@@ -50,6 +50,22 @@ DEFAULTS = {
 
 
 def build_model(cfg: dict):
+    """The conditioner of ``[model]``: ``arch = "depth-anything"`` (default: DINOv2 backbone + DPT
+    head) or ``"dpt-hybrid"`` (DPT-Hybrid, as MiDaS v3 hybrid: a BiT ResNet stem whose stride-4 and
+    stride-8 features feed the DPT neck directly, a ViT over its stride-16 features)."""
+    arch = cfg.get("arch", "depth-anything")
+    if arch == "depth-anything":
+        model = _build_depth_anything(cfg)
+    elif arch == "dpt-hybrid":
+        model = _build_dpt_hybrid(cfg)
+    else:
+        raise ValueError(f"[model] arch must be 'depth-anything' or 'dpt-hybrid', got {arch!r}")
+    with torch.no_grad():  # start the final ReLU in its linear range (a dead ReLU never recovers)
+        final_conv(model).bias.fill_(1.0)
+    return model
+
+
+def _build_depth_anything(cfg: dict):
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
     size = int(cfg["input_size"])
@@ -65,18 +81,50 @@ def build_model(cfg: dict):
         neck_hidden_sizes=list(cfg["neck_hidden_sizes"]), fusion_hidden_size=cfg["fusion_hidden_size"],
         head_hidden_size=cfg["head_hidden_size"], depth_estimation_type="relative",
     )
-    model = DepthAnythingForDepthEstimation(config)
-    with torch.no_grad():  # start the final ReLU in its linear range (a dead ReLU never recovers)
-        model.head.conv3.bias.fill_(1.0)
-    return model
+    return DepthAnythingForDepthEstimation(config)
 
 
-def build_processor(input_size: int, patch_size: int = 14):
-    """The image processor saved beside the model (Depth Anything's settings, smaller size)."""
+def _build_dpt_hybrid(cfg: dict):
+    from transformers import BitConfig, DPTConfig, DPTForDepthEstimation
+
+    size = int(cfg["input_size"])
+    bit_sizes = list(cfg.get("bit_hidden_sizes", [32, 64, 128]))
+    neck = list(cfg["neck_hidden_sizes"])
+    if len(bit_sizes) != 3 or len(neck) != 4 or neck[:2] != bit_sizes[:2]:
+        raise ValueError("dpt-hybrid: bit_hidden_sizes has 3 stages and neck_hidden_sizes 4, the first two equal")
+    if size % 16:
+        raise ValueError(f"dpt-hybrid: input_size must be a multiple of 16, got {size}")
+    backbone = BitConfig(
+        global_padding="same", layer_type="bottleneck", depths=list(cfg.get("bit_depths", [1, 1, 2])),
+        hidden_sizes=bit_sizes, embedding_size=int(cfg.get("bit_embedding_size", 16)),
+        out_features=["stage1", "stage2", "stage3"], num_groups=int(cfg.get("bit_groups", 8)),
+    )
+    config = DPTConfig(
+        is_hybrid=True, backbone_config=backbone, image_size=size, patch_size=16, hidden_size=cfg["hidden_size"],
+        num_hidden_layers=cfg["num_hidden_layers"], num_attention_heads=cfg["num_attention_heads"],
+        intermediate_size=cfg["intermediate_size"], backbone_out_indices=list(range(cfg["num_hidden_layers"]))[-4:],
+        neck_hidden_sizes=neck, reassemble_factors=[1, 1, 1, 0.5], fusion_hidden_size=cfg["fusion_hidden_size"],
+        head_in_index=-1, readout_type="project", backbone_featmap_shape=[1, bit_sizes[-1], size // 16, size // 16],
+    )
+    return DPTForDepthEstimation(config)
+
+
+def final_conv(model) -> torch.nn.Conv2d:
+    """The head's last convolution (its output goes through the final ReLU)."""
+    head = model.head
+    return head.conv3 if hasattr(head, "conv3") else head.head[-2]
+
+
+def build_processor(input_size: int, patch_size: int = 14, keep_aspect_ratio: bool = True):
+    """The image processor saved beside the model (Depth Anything's settings, smaller size).
+
+    ``keep_aspect_ratio=False`` resizes every image to the square ``input_size`` (DPT-Hybrid's
+    setting: transformers' hybrid embeddings take only the configured image size)."""
     from transformers import DPTImageProcessor
 
     return DPTImageProcessor(
-        size={"height": input_size, "width": input_size}, keep_aspect_ratio=True, ensure_multiple_of=patch_size,
+        size={"height": input_size, "width": input_size}, keep_aspect_ratio=keep_aspect_ratio,
+        ensure_multiple_of=patch_size,
         do_pad=False, resample=3, image_mean=list(IMAGE_MEAN), image_std=list(IMAGE_STD),
     )
 
@@ -197,14 +245,14 @@ def make_optimizer(model, lr: float, weight_decay: float, warmup: int, total: in
     return opt, sched
 
 
-def capture_pre_activation(final_conv) -> dict[str, torch.Tensor]:
+def capture_pre_activation(conv) -> dict[str, torch.Tensor]:
     """Keep the output of the head's last convolution (the final ReLU's input) in ``["pre"]``.
 
     Training on it, kept positive by :func:`train_step`, means the ReLU cannot
     die and is the identity at inference.
     """
     captured: dict[str, torch.Tensor] = {}
-    final_conv.register_forward_hook(lambda _m, _i, out: captured.__setitem__("pre", out))
+    conv.register_forward_hook(lambda _m, _i, out: captured.__setitem__("pre", out))
     return captured
 
 
@@ -270,7 +318,7 @@ def train(recipe: dict, output: Path, resume: bool = False, log=print) -> Path:
         f" ({device})")
     deadline = time.time() + 60 * float(tr["max_minutes"]) if tr["max_minutes"] else math.inf
     metrics_file = (output / "metrics.jsonl").open("a")
-    captured = capture_pre_activation(model.head.conv3)
+    captured = capture_pre_activation(final_conv(model))
     t0 = time.time()
     model.train()
     while step < total:
@@ -297,7 +345,9 @@ def train(recipe: dict, output: Path, resume: bool = False, log=print) -> Path:
             return output
     final = output / "final"
     model.save_pretrained(final)
-    build_processor(mc["input_size"], int(mc.get("patch_size", 14))).save_pretrained(final)
+    hybrid = mc.get("arch") == "dpt-hybrid"
+    build_processor(mc["input_size"], 16 if hybrid else int(mc.get("patch_size", 14)),
+                    keep_aspect_ratio=not hybrid).save_pretrained(final)
     log(f"saved {final}")
     return final
 
