@@ -1,7 +1,8 @@
 """Train the small feed-forward conditioner embedded as ``builtin``.
 
 A Depth-Anything-class model from ``transformers`` (DINOv2 backbone + DPT
-head) at a small config, trained from scratch on procedural scenes with a
+head; or, with ``[model] arch = "dpt-hybrid"``, a DPT-Hybrid: BiT ResNet stem +
+ViT) at a small config, trained from scratch on procedural scenes with a
 scale-and-shift-invariant loss in disparity space. It plays the role Depth
 Anything plays in the paper: a robust global layout with over-smoothed detail
 (its input is resized to ``input_size`` pixels on the short side).
