@@ -414,14 +414,9 @@ def write_classical_maps(samples: Iterable, out_dir: Path, settings: ClassicalSe
 def dpt_processor(input_size: int):
     """The processor saved with the DPT conditioner: a square resize like Intel/dpt-large's
     (transformers' plain-ViT DPT only takes square inputs), ImageNet mean/std as in its training."""
-    from transformers import DPTImageProcessor
+    from training.conditioner import build_processor
 
-    from training.conditioner import IMAGE_MEAN, IMAGE_STD
-
-    return DPTImageProcessor(
-        size={"height": input_size, "width": input_size}, keep_aspect_ratio=False, do_pad=False, resample=3,
-        image_mean=list(IMAGE_MEAN), image_std=list(IMAGE_STD),
-    )
+    return build_processor(input_size, patch_size=1, keep_aspect_ratio=False)
 
 
 def build_dpt(cfg: dict):
@@ -455,8 +450,7 @@ def train_dpt_conditioner(recipe: dict, train_root: Path, val_root: Path | None,
     import torch
 
     from training.conditioner import (capture_pre_activation, evaluate, final_conv, load_split, make_optimizer,
-                                      random_batch,
-                                      train_step)
+                                      random_batch, train_step)
 
     final = output / "final"
     summary_path = output / "summary.json"

@@ -346,9 +346,8 @@ def train(recipe: dict, output: Path, resume: bool = False, log=print) -> Path:
             return output
     final = output / "final"
     model.save_pretrained(final)
-    hybrid = mc.get("arch") == "dpt-hybrid"
-    build_processor(mc["input_size"], 16 if hybrid else int(mc.get("patch_size", 14)),
-                    keep_aspect_ratio=not hybrid).save_pretrained(final)
+    build_processor(mc["input_size"], model.config.patch_size,
+                    keep_aspect_ratio=not getattr(model.config, "is_hybrid", False)).save_pretrained(final)
     log(f"saved {final}")
     return final
 
