@@ -143,3 +143,35 @@ def test_dpt_hybrid_trains_and_its_folder_loads_as_a_conditioner(tmp_path):
         build_model({**HYBRID, "arch": "resnet"})
     with pytest.raises(ValueError, match="multiple of 16"):
         build_model({**HYBRID, "input_size": 40})
+
+
+def test_load_split_threads_give_the_same_tensors_and_report_the_odd_scene(tmp_path):
+    import cv2
+    import numpy as np
+    import pytest
+
+    from training.conditioner import load_split
+
+    root = tmp_path / "scenes"
+    (root / "rgb").mkdir(parents=True)
+    (root / "depth").mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(7):
+        cv2.imwrite(str(root / "rgb" / f"{i}.png"), rng.integers(0, 255, (16, 24, 3), dtype=np.uint8))
+        depth = rng.uniform(1, 5, (16, 24)).astype(np.float32)
+        depth[0, i] = 0.0  # one invalid pixel per scene, at a known column
+        np.save(root / "depth" / f"{i}.npy", depth)
+    one = load_split(str(root), workers=1)
+    three = load_split(str(root), workers=3)
+    assert [x.shape for x in one] == [(7, 3, 16, 24), (7, 1, 16, 24), (7, 1, 16, 24)]
+    assert all(torch.equal(a, b) for a, b in zip(one, three))
+    # scenes stay in id order: scene i's invalid pixel is at column i
+    assert [int(torch.nonzero(~one[2][i, 0, 0])[0]) for i in range(7)] == list(range(7))
+    # the RGB round trip is exact (uint8 in, uint8 out, channels as RGB)
+    bgr = cv2.imread(str(root / "rgb" / "4.png"))
+    assert torch.equal(one[0][4], torch.from_numpy(bgr[:, :, ::-1].copy()).permute(2, 0, 1))
+
+    cv2.imwrite(str(root / "rgb" / "5.png"), rng.integers(0, 255, (8, 24, 3), dtype=np.uint8))
+    np.save(root / "depth" / "5.npy", rng.uniform(1, 5, (8, 24)).astype(np.float32))
+    with pytest.raises(ValueError, match=r"scene 5 is \(8, 24\), the first is \(16, 24\)"):
+        load_split(str(root), workers=3)
