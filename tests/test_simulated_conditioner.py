@@ -49,3 +49,33 @@ def test_maps_load_through_the_file_conditioner(tmp_path):
     pred = cond.predict(torch.zeros(2, 3, 12, 16), keys=["s0", "s1"])
     assert pred.kind == "disparity"
     torch.testing.assert_close(pred.values[:, 0, 0, 0], torch.tensor([0.5, 1 / 3]))
+
+
+def test_sigma_max_draws_each_samples_blur_from_the_range(tmp_path):
+    import cv2
+    import pytest
+
+    from training.simulated_conditioner import sample_sigma
+
+    # a fixed sigma is returned as is; a range gives seeded draws inside it
+    assert sample_sigma(2.5, None, 0, 7) == 2.5 and sample_sigma(2.5, 2.5, 0, 7) == 2.5
+    draws = [sample_sigma(2.0, 8.0, 0, k) for k in range(50)]
+    assert all(2.0 <= s <= 8.0 for s in draws) and max(draws) - min(draws) > 4.0
+    assert draws == [sample_sigma(2.0, 8.0, 0, k) for k in range(50)]
+    assert draws != [sample_sigma(2.0, 8.0, 1, k) for k in range(50)]
+    with pytest.raises(ValueError, match="below --sigma"):
+        sample_sigma(3.0, 2.0, 0, 0)
+
+    # the written maps are the step blurred by each sample's drawn width
+    root = tmp_path / "scenes"
+    (root / "rgb").mkdir(parents=True)
+    (root / "depth").mkdir()
+    (root / "dataset.toml").write_text('images = "rgb"\nground_truth = "depth"\nkind = "depth"\nunits = "m"\n')
+    step = np.where(np.arange(40)[None, :] < 20, 1.0, 2.0).repeat(10, 0).astype(np.float32)
+    for i in range(3):
+        cv2.imwrite(str(root / "rgb" / f"s{i}.png"), np.zeros((10, 40, 3), np.uint8))
+        np.save(root / "depth" / f"s{i}.npy", step)
+    write_maps("folder", str(root), str(tmp_path / "maps"), sigma=1.0, warp=0, sigma_max=6.0)
+    for i in range(3):
+        want = simulated_disparity(step, step > 0, sample_sigma(1.0, 6.0, 0, i), 0, np.random.default_rng(0))
+        np.testing.assert_allclose(np.load(tmp_path / "maps" / f"s{i}.npy"), want, rtol=1e-6)

@@ -7,7 +7,8 @@ apart from its conditioner: train and evaluate with
 
 Per sample: disparity = 1 / depth over the valid pixels, invalid pixels (sky)
 filled with half the smallest valid disparity (a dense map, as a model gives),
-a Gaussian blur of ``sigma`` pixels, then a smooth multiplicative warp
+a Gaussian blur of ``sigma`` pixels (or, with ``--sigma-max``, a per-sample
+width drawn uniformly from [sigma, sigma_max]), then a smooth multiplicative warp
 ``1 + warp * field`` (``field`` a bicubic upsampling of a 3 x 3 uniform [-1, 1]
 grid, clipped to [-1, 1], seeded by the sample's index).
 
@@ -41,16 +42,30 @@ def simulated_disparity(depth: np.ndarray, valid: np.ndarray, sigma: float, warp
     return disp.astype(np.float32)
 
 
+def sample_sigma(sigma: float, sigma_max: float | None, seed: int, index: int) -> float:
+    """The blur of sample ``index``: ``sigma``, or uniform in [sigma, sigma_max] (seeded by seed and index)."""
+    if sigma_max is None or sigma_max == sigma:
+        return float(sigma)
+    if sigma_max < sigma:
+        raise ValueError(f"--sigma-max {sigma_max} is below --sigma {sigma}")
+    return float(np.random.default_rng([seed, index, 1]).uniform(sigma, sigma_max))
+
+
 def write_maps(dataset: str, root: str, out: str, sigma: float = 2.5, warp: float = 0.1, seed: int = 0,
-               **options) -> int:
-    """One ``<out>/<sample id>.npy`` per sample of an eval dataset (``get_dataset`` names); returns the count."""
+               sigma_max: float | None = None, **options) -> int:
+    """One ``<out>/<sample id>.npy`` per sample of an eval dataset (``get_dataset`` names); returns the count.
+
+    With ``sigma_max``, each sample's blur is drawn from [sigma, sigma_max] (:func:`sample_sigma`),
+    so a refiner trained on the maps sees edges blurred by a range of widths.
+    """
     from betterdepth_cli.evaluation.datasets import get_dataset
     from betterdepth_cli.io.outputs import write_npy
 
     dst = Path(out)
     n = 0
     for k, s in enumerate(get_dataset(dataset, root, **options)):
-        disp = simulated_disparity(s.depth(), s.valid, sigma, warp, np.random.default_rng([seed, k]))
+        disp = simulated_disparity(s.depth(), s.valid, sample_sigma(sigma, sigma_max, seed, k), warp,
+                                   np.random.default_rng([seed, k]))
         path = dst / f"{s.id}.npy"
         path.parent.mkdir(parents=True, exist_ok=True)
         write_npy(path, disp)
@@ -64,10 +79,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("root")
     ap.add_argument("out")
     ap.add_argument("--sigma", type=float, default=2.5, help="Gaussian blur, pixels")
+    ap.add_argument("--sigma-max", type=float, default=None,
+                    help="draw each sample's blur uniformly from [--sigma, --sigma-max] pixels")
     ap.add_argument("--warp", type=float, default=0.1, help="amplitude of the smooth multiplicative warp")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    n = write_maps(a.dataset, a.root, a.out, a.sigma, a.warp, a.seed)
+    n = write_maps(a.dataset, a.root, a.out, a.sigma, a.warp, a.seed, a.sigma_max)
     print(f"{n} maps -> {a.out} (use --conditioner 'file:{a.out}?kind=disparity')")
 
 
