@@ -1,8 +1,7 @@
 """Seconds to load a conditioner training set into memory, one decoding thread vs several.
 
 ``training.conditioner.load_split`` reads every scene of a generic folder
-(PNG/JPEG images, NPY or 16-bit PNG ground truth) before training starts; on
-a GPU machine that load, not the training, took most of a short run. This
+(PNG/JPEG images, NPY or 16-bit PNG ground truth) before training starts. This
 times it with ``--workers 1`` and with ``--threads`` decoding threads, each
 ``--repeats`` times, interleaved, and keeps each mode's fastest run (the
 first pass warms the file cache for both). The last line is the ratio
