@@ -261,6 +261,30 @@ def test_missing_hub_model_error_says_what_to_download(tmp_path):
     assert "Intel/dpt-large" in out.stdout and "HF_HOME" in out.stdout and "hf:" in out.stdout
 
 
+def test_reflect_pad_runs_the_model_on_the_mirrored_image_and_crops_back(dpt_dir):
+    import torch.nn.functional as F
+
+    from betterdepth_cli.core.conditioners import BUILTIN_REFLECT_PAD, HFConditioner
+
+    images = torch.rand(2, 3, 36, 48, generator=torch.Generator().manual_seed(1))
+    padded = HFConditioner(dpt_dir, "t", reflect_pad=1 / 12)  # 3 px of a 36 px shorter side
+    plain = HFConditioner(dpt_dir, "t")
+    pred = padded.predict(images)
+    assert pred.values.shape == (2, 1, 36, 48) and pred.valid.all()
+    # the same as predicting the mirrored 42 x 54 image and keeping its middle
+    mirrored = F.pad(images, (3, 3, 3, 3), mode="reflect")
+    torch.testing.assert_close(mirrored[..., 3:39, 3:51], images)
+    want = plain.predict(mirrored).values[..., 3:39, 3:51]
+    torch.testing.assert_close(pred.values, want)
+    assert not torch.allclose(pred.values, plain.predict(images).values)
+    # no padding is the plain adapter; out-of-range fractions are refused
+    torch.testing.assert_close(HFConditioner(dpt_dir, "t", reflect_pad=0.0).predict(images).values,
+                               plain.predict(images).values)
+    with pytest.raises(ValueError, match="reflect_pad"):
+        HFConditioner(dpt_dir, "t", reflect_pad=1.0)
+    assert BUILTIN_REFLECT_PAD == 1 / 12
+
+
 def test_unknown_conditioner_lists_valid_names():
     with pytest.raises(UsageError, match="depth-anything-v2-large"):
         get_conditioner("nope")

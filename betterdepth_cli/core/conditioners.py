@@ -64,6 +64,10 @@ def register(name: str) -> Callable:
     return deco
 
 
+#: ``builtin`` pads each side by this fraction of the shorter side (16 px at 192 px), by reflection.
+BUILTIN_REFLECT_PAD = 1 / 12
+
+
 def builtin_conditioner_path() -> Path:
     return Path(__file__).resolve().parent.parent / "weights" / "conditioner"
 
@@ -87,7 +91,10 @@ class Conditioner:
 class HFConditioner(Conditioner):
     """Any transformers ``AutoModelForDepthEstimation`` with its own image processor."""
 
-    def __init__(self, path: str | Path, name: str, device="cpu", dtype=torch.float32, kind=None, metric=None):
+    def __init__(self, path: str | Path, name: str, device="cpu", dtype=torch.float32, kind=None, metric=None,
+                 reflect_pad: float = 0.0):
+        """``reflect_pad``: pad each side of the input by this fraction of its shorter side, by
+        reflection, and crop the prediction back (for models that draw a band at the image border)."""
         import warnings
 
         from transformers import AutoImageProcessor, AutoModelForDepthEstimation
@@ -108,6 +115,9 @@ class HFConditioner(Conditioner):
         self.metric = bool(is_metric if metric is None else metric)
         self.device = torch.device(device)
         self.dtype = dtype
+        if not 0.0 <= reflect_pad < 1.0:
+            raise ValueError(f"reflect_pad must be in [0, 1), got {reflect_pad}")
+        self.reflect_pad = float(reflect_pad)
 
     def to(self, device=None, dtype=None):
         if device is not None:
@@ -134,10 +144,16 @@ class HFConditioner(Conditioner):
     @torch.no_grad()
     def predict(self, images: torch.Tensor, keys: list[str] | None = None) -> DepthPrediction:
         b, _, h, w = images.shape
+        pad = min(round(self.reflect_pad * min(h, w)), h - 1, w - 1)
+        if pad > 0:
+            images = torch.nn.functional.pad(images.float(), (pad, pad, pad, pad), mode="reflect")
         outputs = self.model(pixel_values=self.preprocess(images))
         depth = outputs.predicted_depth.float()  # [B,h',w']
         # the processors' post-processing: bicubic to the input size, batched
-        values = torch.nn.functional.interpolate(depth[:, None], size=(h, w), mode="bicubic", align_corners=False)
+        values = torch.nn.functional.interpolate(depth[:, None], size=(h + 2 * pad, w + 2 * pad), mode="bicubic",
+                                                 align_corners=False)
+        if pad > 0:
+            values = values[..., pad : pad + h, pad : pad + w].contiguous()
         valid = torch.isfinite(values)
         if self.kind == "depth":
             valid &= values > 0
@@ -299,7 +315,10 @@ def _builtin(device="cpu", dtype=torch.float32, **options) -> Conditioner:
             f"the embedded conditioner is missing from {path}; reinstall betterdepth or choose "
             "--conditioner NAME (see `betterdepth info`)"
         )
-    return HFConditioner(path, "builtin", device=device, dtype=dtype)
+    # the embedded model draws a bright band one or two pixels wide at the image border (its DPT
+    # head's zero padding; the loss on those columns was too small to undo it): padding the input by
+    # reflection moves the band outside the crop (weights/MODEL_CARD.md)
+    return HFConditioner(path, "builtin", device=device, dtype=dtype, reflect_pad=BUILTIN_REFLECT_PAD)
 
 
 def get_conditioner(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Conditioner:
