@@ -195,6 +195,11 @@ def test_cache_runs_the_conditioner_once_per_sample(tiny_dpt_dir, scenes, tmp_pa
     shutil.copytree(tiny_dpt_dir, other)
     (other / "config.json").write_text((other / "config.json").read_text() + "\n")
     assert conditioner_id(cond, f"hf:{other}") != conditioner_id(cond, f"hf:{tiny_dpt_dir}")
+    # the same weights with the input padded by reflection compute something else -> another id
+    from betterdepth_cli.core.conditioners import HFConditioner
+
+    padded = HFConditioner(tiny_dpt_dir, "t", reflect_pad=1 / 12)
+    assert conditioner_id(padded, "builtin") != conditioner_id(HFConditioner(tiny_dpt_dir, "t"), "builtin")
 
 
 def test_latent_cache_returns_the_codec_latents(tmp_path):

@@ -57,9 +57,12 @@ def folder_fingerprint(path: str | os.PathLike) -> str:
 
 
 def conditioner_id(conditioner, spec: str) -> str:
-    """A string that identifies what a conditioner computes: its name, class, output kind and,
-    for models loaded from a folder, a fingerprint of that folder's files."""
+    """A string that identifies what a conditioner computes: its name, class, output kind, its
+    input padding when it has one (``builtin`` pads by reflection) and, for models loaded from a
+    folder, a fingerprint of that folder's files."""
     parts = [spec, type(conditioner).__name__, str(conditioner.kind), str(bool(conditioner.metric))]
+    if getattr(conditioner, "reflect_pad", 0.0):
+        parts.append(f"reflect_pad={conditioner.reflect_pad!r}")
     model = getattr(conditioner, "model", None)
     path = getattr(model, "name_or_path", None) if model is not None else None
     if path and Path(path).is_dir():
