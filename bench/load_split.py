@@ -15,7 +15,6 @@ one thread / N threads.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,9 +29,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
-    from training.conditioner import load_split
+    from training.conditioner import default_load_workers, load_split
 
-    threads = args.threads or min(8, os.cpu_count() or 1)
+    threads = args.threads or default_load_workers()
     load_split(args.root, workers=threads)  # file cache warm-up
     best = {1: float("inf"), threads: float("inf")}
     for _ in range(args.repeats):

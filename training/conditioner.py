@@ -162,10 +162,15 @@ def disparity_target(depth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.stack(out)
 
 
+def default_load_workers() -> int:
+    """:func:`load_split`'s thread count when none is given: one per CPU core, at most 8."""
+    return min(8, os.cpu_count() or 1)
+
+
 def load_split(root: str, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A generic-folder dataset into memory: rgb uint8 (N,3,H,W), depth (N,1,H,W), valid.
 
-    ``workers`` threads decode the files (0: one per CPU core, at most 8); image decoding
+    ``workers`` threads decode the files (0: :func:`default_load_workers`); image decoding
     releases the GIL (``python bench/load_split.py data/synth-val``: 1.5x with 2 threads on
     2 cores). The result does not depend on ``workers``.
     """
@@ -190,8 +195,7 @@ def load_split(root: str, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor,
         depth[i] = s["depth"]
         valid[i] = s["valid"]
 
-    workers = workers or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=workers or default_load_workers()) as pool:
         for _ in pool.map(put, range(n)):  # in order, so the first bad scene is the one reported
             pass
     return rgb, depth, valid
