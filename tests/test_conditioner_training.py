@@ -72,12 +72,16 @@ def test_training_device_names():
             training_device("cuda")
 
 
+TINY_DA = {"hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2, "intermediate_size": 64,
+           "neck_hidden_sizes": [8, 16, 32, 32], "fusion_hidden_size": 16, "head_hidden_size": 8,
+           "input_size": 28, "patch_size": 7}
+
+
 def _tiny_recipe(root, steps, minutes, model=None):
+    model = model or TINY_DA
     return {
-        "data": {"train": str(root), "val": "", "crop": 28 if model is None else 32},
-        "model": model or {"hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2, "intermediate_size": 64,
-                           "neck_hidden_sizes": [8, 16, 32, 32], "fusion_hidden_size": 16, "head_hidden_size": 8,
-                           "input_size": 28, "patch_size": 7},
+        "data": {"train": str(root), "val": "", "crop": model["input_size"]},  # crops at the model's input size
+        "model": model,
         "train": {"steps": steps, "batch_size": 2, "checkpoint_every": 100, "log_every": 1, "threads": 1,
                   "device": "cpu", "max_minutes": minutes, "warmup": 1},
     }
