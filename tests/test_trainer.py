@@ -135,6 +135,23 @@ def test_shipped_recipes_parse_with_the_papers_settings():
     assert [(s["type"], s["weight"]) for s in sd2.train_sources()] == [("hypersim", 0.9), ("vkitti2", 0.1)]
 
 
+def test_default_refiner_stages_chain_and_the_last_one_ships():
+    import json
+
+    from training.build_default import REFINER_STAGES, WEIGHTS
+
+    stages = [load_recipe(RECIPES / f"{name}.toml") for name in REFINER_STAGES]
+    assert stages[0].model.init == "tiny" and stages[0].objective.mode == "diffusion"
+    for prev, (name, r) in zip(REFINER_STAGES, list(zip(REFINER_STAGES, stages))[1:]):
+        assert r.name == name and r.model.init == f"runs/{prev}/model" and r.objective.mode == "e2e"
+    # every stage keeps the paper's pre-alignment and patch mask; the paper's eta until the last stage
+    assert all(r.objective.prealign and r.objective.patch_mask and r.objective.patch_size == 8 for r in stages)
+    assert [r.objective.eta for r in stages] == [0.1, 0.1, 0.5]
+    card = json.loads((WEIGHTS / "refiner" / "betterdepth.json").read_text())
+    assert card["trained_with"]["recipe"] == REFINER_STAGES[-1]
+    assert card["trained_with"]["config"]["objective"]["eta"] == 0.5
+
+
 def test_recipe_overrides_round_trip_and_errors(tmp_path):
     r = load_recipe(RECIPES / "tiny-cpu.toml", ["optim.lr=1e-4", "objective.prealign=false", "data.crop=[32, 32]",
                                                  "conditioner.name=hf:/x/y"])

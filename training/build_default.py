@@ -13,10 +13,13 @@ build resumes; each training stage also resumes from its checkpoints):
    ``betterdepth train --recipe training/recipes/default-refiner.toml``;
 4. the refiner, stage 2 (end-to-end fine-tuning):
    ``betterdepth train --recipe training/recipes/default-refiner-e2e.toml``;
-5. with ``--install``: copies both into betterdepth_cli/weights/ and measures
-   the model card's metrics (``python -m training.model_card``).
+5. the refiner, stage 3 (end-to-end fine-tuning under a wider patch mask, eta 0.5):
+   ``betterdepth train --recipe training/recipes/default-refiner-wide.toml``;
+6. with ``--install``: copies the conditioner and the stage-3 refiner into
+   betterdepth_cli/weights/ and measures the model card's metrics
+   (``python -m training.model_card``).
 
-Stages 3-4 need the conditioner installed as ``builtin`` first; the script
+Stages 3-5 need the conditioner installed as ``builtin`` first; the script
 installs it after stage 2. Every command is printed before it runs.
 """
 
@@ -29,6 +32,8 @@ import sys
 from pathlib import Path
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "betterdepth_cli" / "weights"
+# the refiner's training stages in order, each initialised from the one before; the last one ships
+REFINER_STAGES = ("default-refiner", "default-refiner-e2e", "default-refiner-wide")
 
 
 def run(cmd: list[str], cwd: Path) -> None:
@@ -72,14 +77,14 @@ def main(argv: list[str] | None = None) -> None:
              "--output", str(cond), "--resume"], root)
     install_conditioner(cond / "final")
 
-    for stage in ("default-refiner", "default-refiner-e2e"):
+    for stage in REFINER_STAGES:
         out = root / "runs" / stage
         if not (out / "model" / "betterdepth.json").exists():
             run(bd + ["train", "--recipe", str(repo / f"training/recipes/{stage}.toml"), "--output", str(out),
                       "--resume"], root)
 
     if args.install:
-        install_refiner(root / "runs" / "default-refiner-e2e" / "model")
+        install_refiner(root / "runs" / REFINER_STAGES[-1] / "model")
         run([py, "-m", "training.model_card", "--data-root", str(root / "data")], root)
 
 
