@@ -144,12 +144,14 @@ def test_default_refiner_stages_chain_and_the_last_one_ships():
     assert stages[0].model.init == "tiny" and stages[0].objective.mode == "diffusion"
     for prev, (name, r) in zip(REFINER_STAGES, list(zip(REFINER_STAGES, stages))[1:]):
         assert r.name == name and r.model.init == f"runs/{prev}/model" and r.objective.mode == "e2e"
-    # every stage keeps the paper's pre-alignment and patch mask; the paper's eta until the last stage
-    assert all(r.objective.prealign and r.objective.patch_mask and r.objective.patch_size == 8 for r in stages)
-    assert [r.objective.eta for r in stages] == [0.1, 0.1, 0.5]
+    # every stage keeps the paper's pre-alignment; the patch mask at the paper's eta, then wider, then off
+    assert all(r.objective.prealign for r in stages)
+    assert [r.objective.patch_mask for r in stages] == [True, True, True, False]
+    assert [r.objective.eta for r in stages[:3]] == [0.1, 0.1, 0.5]
     card = json.loads((WEIGHTS / "refiner" / "betterdepth.json").read_text())
     assert card["trained_with"]["recipe"] == REFINER_STAGES[-1]
-    assert card["trained_with"]["config"]["objective"]["eta"] == 0.5
+    assert card["trained_with"]["config"]["objective"]["patch_mask"] is False
+    assert card["trained_with"]["steps"] == stages[-1].train.max_steps
 
 
 def test_recipe_overrides_round_trip_and_errors(tmp_path):

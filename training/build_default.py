@@ -15,11 +15,13 @@ build resumes; each training stage also resumes from its checkpoints):
    ``betterdepth train --recipe training/recipes/default-refiner-e2e.toml``;
 5. the refiner, stage 3 (end-to-end fine-tuning under a wider patch mask, eta 0.5):
    ``betterdepth train --recipe training/recipes/default-refiner-wide.toml``;
-6. with ``--install``: copies the conditioner and the stage-3 refiner into
+6. the refiner, stage 4 (a long end-to-end fine-tuning without the patch mask, 16000 steps):
+   ``betterdepth train --recipe training/recipes/default-refiner-long.toml``;
+7. with ``--install``: copies the conditioner and the stage-4 refiner into
    betterdepth_cli/weights/ and measures the model card's metrics
    (``python -m training.model_card``).
 
-Stages 3-5 need the conditioner installed as ``builtin`` first; the script
+Stages 3-6 need the conditioner installed as ``builtin`` first; the script
 installs it after stage 2. Every command is printed before it runs.
 """
 
@@ -33,7 +35,7 @@ from pathlib import Path
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "betterdepth_cli" / "weights"
 # the refiner's training stages in order, each initialised from the one before; the last one ships
-REFINER_STAGES = ("default-refiner", "default-refiner-e2e", "default-refiner-wide")
+REFINER_STAGES = ("default-refiner", "default-refiner-e2e", "default-refiner-wide", "default-refiner-long")
 
 
 def run(cmd: list[str], cwd: Path) -> None:
