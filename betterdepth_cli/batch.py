@@ -131,8 +131,11 @@ def read_card(model: str | None) -> dict | None:
     ``None``/``"default"``: the embedded model; a folder: its card; a hub id: the
     card in the local Hugging Face cache if there. Returns None when not found.
     """
+    from betterdepth_cli.core.guided import GUIDED_MODEL_NAME, guided_card
     from betterdepth_cli.core.refiner import CARD_FILE, DEFAULT_MODEL_NAMES, default_model_path
 
+    if model == GUIDED_MODEL_NAME:
+        return guided_card()
     if model in DEFAULT_MODEL_NAMES:
         path = default_model_path() / CARD_FILE
     else:

@@ -96,8 +96,8 @@ def test_compare_with_tiny_models_writes_json_and_csv(tmp_path, tiny_dpt_dir, ti
     data = json.loads(out.read_text())
     assert data["format"] == "betterdepth-eval/1"
     assert data["samples"] == 3 and data["dataset"]["name"] == "nyuv2"
-    assert set(data["metrics"]) == {"conditioner", "refined"}
-    for variant in ("conditioner", "refined"):
+    assert set(data["metrics"]) == {"conditioner", "guided", "refined"}
+    for variant in ("conditioner", "guided", "refined"):
         assert set(data["metrics"][variant]) == set(ALL_METRICS)
         assert 0.0 <= data["metrics"][variant]["delta1"] <= 1.0
     assert set(data["improvement"]) == set(ALL_METRICS)
@@ -109,12 +109,23 @@ def test_compare_with_tiny_models_writes_json_and_csv(tmp_path, tiny_dpt_dir, ti
     # the wall-clock share: scoring counts by the time the main loop waited for it
     assert spi["total"] == pytest.approx(sum(v for k, v in spi.items() if k not in ("total", "score")), rel=1e-6)
     rows = read_csv(csv_path)
-    assert len(rows) == 6 and [r["variant"] for r in rows[:2]] == ["conditioner", "refined"]
+    assert len(rows) == 9 and [r["variant"] for r in rows[:3]] == ["conditioner", "guided", "refined"]
     assert set(ALL_METRICS) <= set(rows[0])
     # the raw predictions are the conditioner's and the refiner's outputs at image size
     saved = sorted(p.relative_to(preds).as_posix() for p in preds.rglob("*.npy"))
-    assert saved == sorted(f"{v}/test/room_{i:04d}/rgb_{i:04d}.npy" for v in ("conditioner", "refined") for i in (1, 2, 3))
+    assert saved == sorted(f"{v}/test/room_{i:04d}/rgb_{i:04d}.npy"
+                           for v in ("conditioner", "guided", "refined") for i in (1, 2, 3))
     arr = np.load(preds / "refined/test/room_0001/rgb_0001.npy")
+    # the guided variant is the classical filter of the conditioner's map, the photo as the guide
+    import torch
+
+    from betterdepth_cli.core.guided import guided_refine
+
+    cond = torch.from_numpy(np.load(preds / "conditioner/test/room_0001/rgb_0001.npy"))[None, None]
+    bgr = cv2.imread(str(tmp_path / "nyu" / "test/room_0001/rgb_0001.png"))
+    photo = torch.from_numpy(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / 255)
+    want = guided_refine(cond, photo.permute(2, 0, 1)[None])[0, 0].numpy()
+    np.testing.assert_allclose(np.load(preds / "guided/test/room_0001/rgb_0001.npy"), want, rtol=1e-5, atol=1e-6)
     assert arr.shape == (H, W) and arr.dtype == np.float32
     assert json.loads((preds / "refined/test/room_0001/rgb_0001.json").read_text())["kind"] == "disparity"
     assert "change" in res.stdout and "better by" in res.stdout
@@ -145,7 +156,7 @@ def test_scoring_thread_gives_the_inline_results_in_order(tmp_path, tiny_dpt_dir
         assert torch.get_num_threads() == threads  # the scoring thread's core is given back to torch
     inline, threaded = csvs["0"], csvs["1"]
     assert [(r["id"], r["variant"]) for r in threaded] == [(r["id"], r["variant"]) for r in inline]
-    assert len(inline) == 8
+    assert len(inline) == 12  # 4 samples x (conditioner, guided, refined)
     for a, b in zip(inline, threaded):  # equal up to summation order (NumPy's SIMD sums depend on alignment)
         assert [float(a[k]) for k in ALL_METRICS] == pytest.approx([float(b[k]) for k in ALL_METRICS], rel=1e-7, nan_ok=True)
     # inline, the loop waits for all of the scoring
@@ -215,7 +226,7 @@ def test_real_samples_end_to_end(tmp_path, tiny_dpt_dir, tiny_model_dir, name, f
         assert 0.0 < m["abs_rel"] < 1.0 and 0.0 < m["delta1"] <= 1.0
         assert 0.0 <= m["dbe_acc"] <= 10.0
     rows = read_csv(tmp_path / "r_per_sample.csv")
-    assert len(rows) == 4 and all(float(r["seconds_total"]) > 0 for r in rows)
+    assert len(rows) == 6 and all(float(r["seconds_total"]) > 0 for r in rows)  # 2 samples x 3 variants
 
 
 def test_scoring_thread_default_rule():

@@ -223,6 +223,12 @@ def test_edge_threshold_on_gt_normalised_inverse_depth():
     assert all(math.isnan(x) for x in M.edge_precision_recall(gt, flat, v))
 
 
+def test_f1_is_the_harmonic_mean_and_zero_or_nan_at_the_ends():
+    assert M.f1_score(0.5, 1.0) == pytest.approx(2 / 3)
+    assert M.f1_score(0.0, 0.0) == 0.0
+    assert math.isnan(M.f1_score(math.nan, 0.5))
+
+
 def test_compute_metrics_equals_the_registry_functions_and_reuses_gt_edges():
     rng = np.random.default_rng(5)
     gt = step_depth(h=40, w=48, col=20, ramp=False).astype(np.float64) * rng.uniform(0.95, 1.05, (40, 48))
@@ -232,9 +238,12 @@ def test_compute_metrics_equals_the_registry_functions_and_reuses_gt_edges():
     together = M.compute_metrics(pred, gt, valid, **opts)
     cached = M.compute_metrics(pred, gt, valid, target_edges=M.prepare_target_edges(gt, valid, **opts), **opts)
     assert together == cached
-    one_by_one = {n: f(pred, gt, valid) for n, f in M.METRICS.items() if n not in ("ep", "er")}
+    one_by_one = {n: f(pred, gt, valid) for n, f in M.METRICS.items() if n not in M.EDGE_PR_METRICS}
     one_by_one["ep"] = M.ep(pred, gt, valid, threshold=0.05, tolerance=1.0)
     one_by_one["er"] = M.er(pred, gt, valid, threshold=0.05, tolerance=1.0)
+    one_by_one["edge_f1"] = M.edge_f1(pred, gt, valid, threshold=0.05, tolerance=1.0)
+    p, r = one_by_one["ep"], one_by_one["er"]
+    assert one_by_one["edge_f1"] == pytest.approx(2 * p * r / (p + r))
     for n in M.ALL_METRICS:
         assert together[n] == pytest.approx(one_by_one[n], rel=1e-12, nan_ok=True), n
     assert 0 < together["ep"] <= 1 and 0 < together["dbe_acc"] < 10

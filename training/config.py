@@ -52,14 +52,25 @@ class ModelSection:
     block_out_channels: list[int] = field(default_factory=lambda: [32, 64])  # tiny only
     layers_per_block: int = 1  # tiny only
     processing_res: int = 0  # the card's inference default (0: the data's processing_res, else native)
+    residual: bool = False  # tiny only: the UNet predicts a residual over the conditioning latent, output layer zero (identity at init)
+    conditioning_filter: dict = field(default_factory=dict)  # {type = "guided", radius = 0.01, eps = 1e-3}: filter the conditioning with the photo as guide
 
 
 @dataclass
 class ConditionerSection:
-    """The feed-forward model M_FFD: any name ``get_conditioner`` accepts."""
+    """The feed-forward model M_FFD: any name ``get_conditioner`` accepts, or ``simulated``.
+
+    ``simulated`` (training only): the ground truth's disparity degraded per
+    sample and per step (:class:`training.simulated_conditioner.SimulatedConditioner`,
+    options in ``simulated``), mixed with ``mix_name``'s cached predictions for a
+    ``mix_share`` of the samples.
+    """
 
     name: str = "builtin"
     device: str = ""  # "" = the training device
+    simulated: dict = field(default_factory=dict)  # SimulatedConditioner options (sigma, warp, gamma, thin)
+    mix_name: str = ""  # with name = "simulated": a real conditioner for a share of the samples
+    mix_share: float = 0.0
 
 
 @dataclass

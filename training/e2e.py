@@ -40,7 +40,7 @@ def decoded_prediction(model, z_x: torch.Tensor, z_c: torch.Tensor, denoise: Cal
     t = torch.full((z_c.shape[0],), t_last, device=z_c.device, dtype=torch.long)
     v_hat = denoise(z_x, z_c, z_t, t)
     x0 = a.sqrt() * z_t - (1 - a).sqrt() * v_hat.float()
-    return model.codec.decode_depth(x0)
+    return model.codec.decode_depth(model.clean_latent(x0, z_c))
 
 
 def gradient_matching_loss(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor, scales: int = 4) -> torch.Tensor:

@@ -300,6 +300,8 @@ def training_loss(
     maps, z_x, z_c, z_0 = prepare_batch(model, rgb, cond, cond_valid, depth, depth_valid, kind, settings,
                                         z_image=z_image, codec_dtype=codec_dtype)
     mask = loss_mask(maps, model.codec.factor, settings)  # [B,1,h,w]
+    if getattr(model, "residual", False):  # the diffusion runs over the residual (BetterDepthModel.clean_latent)
+        z_0 = z_0 - z_c
     t, eps = sample_timesteps_and_noise(z_0, model.scheduler.config.num_train_timesteps, generator)
     z_t, v = v_target(model.scheduler, z_0, eps, t)
     denoise = denoise or model.denoise

@@ -42,6 +42,78 @@ def simulated_disparity(depth: np.ndarray, valid: np.ndarray, sigma: float, warp
     return disp.astype(np.float32)
 
 
+class SimulatedConditioner:
+    """A training-time conditioner: each sample's ground truth degraded afresh at every step.
+
+    What a refiner must be robust to, drawn per sample from ``rng``:
+
+    - thin structures removed (probability ``thin``): a grey opening of the
+      disparity with a square window of 3 px up to ``thin_max`` x the longest side,
+      so rods, wires and leaves nearer than their background vanish;
+    - a Gaussian blur of ``sigma`` x the longest side, ``sigma`` log-uniform in
+      ``[sigma_min, sigma_max]`` (soft edges, as Depth Anything and DPT give);
+    - a smooth monotone warp of the disparity range, ``d' = d^gamma`` on the
+      map rescaled to [0, 1], ``gamma`` log-uniform in ``[gamma_min, gamma_max]``;
+    - a low-frequency multiplicative distortion ``1 + a * field`` (``field`` a
+      bicubic 3 x 3 grid in [-1, 1], ``a`` uniform in [0, ``warp``]).
+
+    Output: relative disparity (``kind = "disparity"``, not metric), dense.
+    """
+
+    kind = "disparity"
+    metric = False
+    online = True
+    name = "simulated"
+
+    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 0.04, warp: float = 0.1,
+                 gamma_min: float = 0.7, gamma_max: float = 1.4, thin: float = 0.3, thin_max: float = 0.01):
+        if not 0 <= sigma_min <= sigma_max:
+            raise ValueError(f"need 0 <= sigma_min <= sigma_max, got {sigma_min}, {sigma_max}")
+        if not 0 < gamma_min <= gamma_max:
+            raise ValueError(f"need 0 < gamma_min <= gamma_max, got {gamma_min}, {gamma_max}")
+        self.sigma = (float(sigma_min), float(sigma_max))
+        self.gamma = (float(gamma_min), float(gamma_max))
+        self.warp, self.thin, self.thin_max = float(warp), float(thin), float(thin_max)
+
+    def describe(self) -> dict:
+        return {"sigma": list(self.sigma), "gamma": list(self.gamma), "warp": self.warp, "thin": self.thin,
+                "thin_max": self.thin_max}
+
+    def degrade(self, depth: np.ndarray, valid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(H,W) depth and valid -> (H,W) float32 degraded disparity (class doc)."""
+        import cv2
+
+        h, w = depth.shape
+        side = max(h, w)
+        loguni = lambda lo, hi: float(np.exp(rng.uniform(np.log(max(lo, 1e-9)), np.log(max(hi, 1e-9)))))
+        sigma = loguni(*self.sigma) * side
+        gamma = loguni(*self.gamma)
+        amp = float(rng.uniform(0.0, self.warp))
+        disp = simulated_disparity(depth, valid, 0.0, 0.0, rng)
+        if rng.uniform() < self.thin:
+            k = int(rng.integers(1, max(2, round(self.thin_max * side / 2) + 1))) * 2 + 1
+            disp = cv2.morphologyEx(disp, cv2.MORPH_OPEN, np.ones((k, k), np.uint8), borderType=cv2.BORDER_REFLECT)
+        if sigma > 0.3:
+            disp = cv2.GaussianBlur(disp, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+        lo, hi = float(disp.min()), float(disp.max())
+        if hi > lo:
+            disp = lo + (hi - lo) * ((disp - lo) / (hi - lo)) ** gamma
+        if amp:
+            field = rng.uniform(-1, 1, (3, 3)).astype(np.float32)
+            grid = np.clip(cv2.resize(field, (w, h), interpolation=cv2.INTER_CUBIC), -1, 1)
+            disp = disp * (1 + amp * grid)
+        return disp.astype(np.float32)
+
+    def predict_sample(self, sample: dict, rng: np.random.Generator):
+        """(values (1,H,W) float32, valid (1,H,W) bool) for a training sample dict (``depth``, ``valid``)."""
+        import torch
+
+        depth = sample["depth"][0].numpy()
+        valid = sample["valid"][0].numpy().astype(bool)
+        values = torch.from_numpy(self.degrade(depth, valid, rng))[None]
+        return values, torch.ones_like(values, dtype=torch.bool)
+
+
 def sample_sigma(sigma: float, sigma_max: float | None, seed: int, index: int) -> float:
     """The blur of sample ``index``: ``sigma``, or uniform in [sigma, sigma_max] (seeded by seed and index)."""
     if sigma_max is None or sigma_max == sigma:

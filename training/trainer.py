@@ -23,6 +23,7 @@ sources' weights, so sources of different sizes never meet in one batch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -288,10 +289,14 @@ def build_model(recipe: Recipe, log: Callable[[str], None] | None = None):
 
     m, dc = recipe.model, recipe.objective.depth_conditioning
     if m.init == "tiny":
-        return BetterDepthModel.tiny(
+        model = BetterDepthModel.tiny(
             seed=recipe.train.seed, codec=m.codec, factor=m.factor, block_out_channels=tuple(m.block_out_channels),
-            layers_per_block=m.layers_per_block, depth_conditioning=dc,
+            layers_per_block=m.layers_per_block, depth_conditioning=dc, residual=m.residual,
         )
+        if m.conditioning_filter:
+            model.card["conditioning_filter"] = dict(m.conditioning_filter)
+            model.conditioning_filter  # checks the type
+        return model
     path = Path(m.init).expanduser()
     if path.is_dir() and (path / CARD_FILE).exists():
         model = load_model(path)
@@ -473,15 +478,29 @@ class Trainer:
         from training.cache import LatentCache, PredictionCache, conditioner_id
 
         self.cache_dir = recipe.cache_dir()
-        if conditioner is None:
-            from betterdepth_cli.core.conditioners import get_conditioner
+        from betterdepth_cli.core.conditioners import get_conditioner
 
-            conditioner = get_conditioner(recipe.conditioner.name, device=recipe.conditioner.device or self.device)
+        c = recipe.conditioner
+        if conditioner is None and c.name == "simulated":
+            from training.simulated_conditioner import SimulatedConditioner
+
+            try:
+                conditioner = SimulatedConditioner(**c.simulated)
+            except (TypeError, ValueError) as exc:
+                raise UsageError(f"[conditioner] simulated: {exc}") from None
+        elif conditioner is None:
+            conditioner = get_conditioner(c.name, device=c.device or self.device)
         self.conditioner = conditioner
-        self.pred_cache = PredictionCache(
-            conditioner, self.cache_dir if recipe.data.cache_predictions else None,
-            conditioner_id(conditioner, recipe.conditioner.name),
-        )
+        cache_root = self.cache_dir if recipe.data.cache_predictions else None
+        self.pred_cache = None
+        if not getattr(conditioner, "online", False):
+            self.pred_cache = PredictionCache(conditioner, cache_root, conditioner_id(conditioner, c.name))
+        self.mix_cache = None
+        if c.mix_name and c.mix_share > 0:
+            mix = get_conditioner(c.mix_name, device=c.device or self.device)
+            if mix.kind != conditioner.kind:
+                raise UsageError(f"[conditioner] mix_name {c.mix_name} predicts {mix.kind}, {c.name} {conditioner.kind}")
+            self.mix_cache = PredictionCache(mix, cache_root, conditioner_id(mix, c.mix_name))
         self.kind, self.metric = conditioner.kind, bool(conditioner.metric)
         d = recipe.data
         deterministic = not d.hflip and not d.random_crop
@@ -571,10 +590,32 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ batches
+    def predictions(self, items: list[dict], seeds: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The conditioning of each full-size sample, (values (1,H,W), valid (1,H,W)).
+
+        A cached conditioner's predictions; an online one (``simulated``) draws its
+        degradation from ``seeds``; with ``mix_name``, a ``mix_share`` of the samples
+        (drawn from the same seeds) take the mixed conditioner's cached prediction.
+        The card's conditioning filter is applied here, at the sample's full size.
+        """
+        if self.pred_cache is not None:
+            preds = self.pred_cache.predict(items)
+        else:
+            preds = [self.conditioner.predict_sample(it, np.random.default_rng([s, 0])) for it, s in zip(items, seeds)]
+        if self.mix_cache is not None:
+            share = self.recipe.conditioner.mix_share
+            pick = [i for i, s in enumerate(seeds) if np.random.default_rng([s, 1]).uniform() < share]
+            for i, p in zip(pick, self.mix_cache.predict([items[i] for i in pick])):
+                preds[i] = p
+        if self.model.conditioning_filter is not None:
+            preds = [(self.model.filter_conditioning(v[None], it["rgb"][None])[0], m) for (v, m), it in zip(preds, items)]
+        return preds
+
     def make_batch(self, items: list[dict], g: int) -> dict[str, torch.Tensor]:
-        """Full-size samples -> cached predictions -> crops/flips -> stacked tensors on the device."""
+        """Full-size samples -> predictions -> crops/flips -> stacked tensors on the device."""
         d = self.recipe.data
-        preds = self.pred_cache.predict(items)
+        t = self.recipe.train
+        preds = self.predictions(items, [seed_from(t.seed, 5, g, self.process, j) for j in range(len(items))])
         out: dict[str, list] = {k: [] for k in ("rgb", "depth", "valid", "cond", "cond_valid")}
         for j, (item, (cv, cm)) in enumerate(zip(items, preds)):
             gen = torch.Generator().manual_seed(seed_from(self.recipe.train.seed, 3, g, self.process, j))
@@ -707,8 +748,8 @@ class Trainer:
         scores: dict[str, list[dict]] = {"conditioner": [], **{f"refiner_{s}": [] for s in v.steps}}
         t0 = time.perf_counter()
         try:
-            for sample in self.val_samples:
-                (values, valid_c), = self.pred_cache.predict([sample])
+            for k, sample in enumerate(self.val_samples):
+                (values, valid_c), = self.predictions([sample], [seed_from(v.seed, 6, k)])
                 gt = sample["depth"][0].numpy().astype(np.float64)
                 gv = sample["valid"][0].numpy() & (gt >= v.min_depth) & (gt <= v.max_depth)
                 if not gv.any():
@@ -723,7 +764,7 @@ class Trainer:
                 scores["conditioner"].append(score(values[0]))
                 pred = DepthPrediction(values[None], valid_c[None], self.kind, self.metric, self.recipe.conditioner.name)
                 for s in v.steps:
-                    with self.accelerator.autocast():  # the frozen codec may be in fp16/bf16
+                    with self.accelerator.autocast(), self._filtered_already():  # the frozen codec may be in fp16/bf16
                         out = refine_batch(
                             sample["rgb"][None].to(self.device), prediction=pred, model=self.model, steps=s,
                             ensemble=1, processing_res=res, generator=torch.Generator().manual_seed(v.seed),
@@ -746,6 +787,16 @@ class Trainer:
         self.result.validation.append(record)
         self.accelerator.wait_for_everyone()
         return record
+
+    @contextlib.contextmanager
+    def _filtered_already(self):
+        """Validation refines :meth:`predictions` (filtered already): the pipeline must not filter again."""
+        spec = self.model.card.pop("conditioning_filter", None)
+        try:
+            yield
+        finally:
+            if spec is not None:
+                self.model.card["conditioning_filter"] = spec
 
     # ------------------------------------------------------------------ loop
     def train_step(self, loader) -> tuple[float, dict]:
@@ -822,10 +873,11 @@ class Trainer:
         self.validate()
         self.result.model_path = self.save_model()
         self.result.step = self.step
-        self.result.conditioner_calls = self.pred_cache.calls
-        self.result.cache_hits = self.pred_cache.hits
-        self._metrics({"type": "end", "step": self.step, "conditioner_calls": self.pred_cache.calls,
-                       "cache_hits": self.pred_cache.hits, "model": str(self.result.model_path)})
+        cache = self.pred_cache or self.mix_cache
+        self.result.conditioner_calls = cache.calls if cache else 0
+        self.result.cache_hits = cache.hits if cache else 0
+        self._metrics({"type": "end", "step": self.step, "conditioner_calls": self.result.conditioner_calls,
+                       "cache_hits": self.result.cache_hits, "model": str(self.result.model_path)})
         return self.result
 
     def save_model(self) -> Path:
@@ -863,7 +915,9 @@ class Trainer:
                 "config": r.to_dict(),
             }
             defaults = dict(card.get("defaults", {}))
-            defaults["conditioner"] = r.conditioner.name
+            # a simulated conditioner exists only in training: inference defaults to the mixed-in real one
+            simulated = r.conditioner.name == "simulated"
+            defaults["conditioner"] = (r.conditioner.mix_name or "builtin") if simulated else r.conditioner.name
             res = r.model.processing_res or r.data.processing_res
             if res:
                 defaults["processing_res"] = res

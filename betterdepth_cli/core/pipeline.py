@@ -136,6 +136,12 @@ def refine_batch(
         timings["total"] = time.perf_counter() - t_start
         return RefineResult(cond_full, cond_full, valid_full, pred.kind, pred.metric, None, timings)
 
+    if getattr(model, "classical", False):  # the guided filter: no sampling, native resolution
+        refined = model.refine(cond_full, images)
+        timings["total"] = time.perf_counter() - t_start
+        return RefineResult(refined, cond_full.to(refined.device), valid_full.to(refined.device), pred.kind,
+                            pred.metric, None, timings)
+
     defaults = model.defaults
     steps = int(steps if steps is not None else defaults["steps"])
     ensemble = int(ensemble if ensemble is not None else defaults["ensemble"])
@@ -156,6 +162,7 @@ def refine_batch(
     img = resize(images.to(device=device, dtype=torch.float32), size)  # [B,3,h,w]
     cond = resize(cond_full.to(device), size)  # [B,1,h,w]
     valid = resize(valid_full.to(device), size, mode="nearest")
+    cond = model.filter_conditioning(cond, img)  # the guided conditioning, when the card names it
     cond_n, lo, hi = normalize(cond, valid)  # [-1,1], (B,), (B,)
     m = model.pad_multiple
     img_p, padding = pad_to_multiple(img * 2.0 - 1.0, m)
@@ -179,6 +186,7 @@ def refine_batch(
         dtype=dtype,
         zero_noise=model.zero_noise,
     )
+    z0 = model.clean_latent(z0, z_cond_e)
     _sync(device)
     timings["sample"] = time.perf_counter() - t0
 
@@ -193,8 +201,10 @@ def refine_batch(
         uncertainty = resize(spread_n * ((hi - lo) / 2.0).reshape(-1, 1, 1, 1), (h, w))
     cond_dev = cond_full.to(device)
     if restore_tails:
+        # the tails of the map the refiner was conditioned on (the filtered one, when the card filters)
+        base = cond_dev if model.conditioning_filter is None else resize(cond, (h, w))
         shape4 = (-1, 1, 1, 1)
-        excess = cond_dev - torch.minimum(torch.maximum(cond_dev, lo.reshape(shape4)), hi.reshape(shape4))
+        excess = base - torch.minimum(torch.maximum(base, lo.reshape(shape4)), hi.reshape(shape4))
         refined = refined + excess
     _sync(device)
     timings["decode"] = time.perf_counter() - t0

@@ -95,6 +95,33 @@ class BetterDepthModel(nn.Module):
         return bool(self.card.get("zero_noise", False))
 
     @property
+    def residual(self) -> bool:
+        """The diffusion runs over the residual ``z_0 - z_cond``: the clean latent is ``x0 + z_cond``."""
+        return bool(self.card.get("residual", False))
+
+    @property
+    def conditioning_filter(self) -> dict | None:
+        """``{"type": "guided", "radius": share, "eps": e}`` or ``None`` (the conditioning as it comes)."""
+        spec = self.card.get("conditioning_filter") or None
+        if spec is not None and spec.get("type") != "guided":
+            raise ValueError(f"model card: unknown conditioning_filter type {spec.get('type')!r}")
+        return spec
+
+    def filter_conditioning(self, cond: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """The conditioning the UNet sees: ``cond`` (B,1,H,W) guided-filtered by ``images`` (B,3,H,W) in [0,1]
+        when the card names a filter (radius relative to this size), else ``cond`` itself."""
+        spec = self.conditioning_filter
+        if spec is None:
+            return cond
+        from betterdepth_cli.core.guided import EPS, RADIUS, guided_refine
+
+        return guided_refine(cond.float(), images.float(), float(spec.get("radius", RADIUS)), float(spec.get("eps", EPS)))
+
+    def clean_latent(self, x0: torch.Tensor, z_cond: torch.Tensor) -> torch.Tensor:
+        """The predicted clean depth latent from the sampler's ``x0`` (adds ``z_cond`` for residual models)."""
+        return x0 + z_cond.to(x0.dtype) if self.residual else x0
+
+    @property
     def defaults(self) -> dict:
         return {**DEFAULTS, **self.card.get("defaults", {})}
 
@@ -197,8 +224,13 @@ class BetterDepthModel(nn.Module):
         layers_per_block: int = 1,
         depth_conditioning: bool = True,
         card: dict | None = None,
+        residual: bool = False,
     ) -> "BetterDepthModel":
-        """A small randomly initialised model (no attention) for tests and CPU recipes."""
+        """A small randomly initialised model (no attention) for tests and CPU recipes.
+
+        ``residual``: the card says so and the UNet's output layer starts at zero, so the
+        model's output equals its conditioning until training moves it (identity at init).
+        """
         from diffusers import UNet2DConditionModel
 
         c = tiny_codec(codec, factor=factor, seed=seed) if isinstance(codec, str) else codec
@@ -216,7 +248,13 @@ class BetterDepthModel(nn.Module):
             mid_block_type="UNetMidBlock2D",
             norm_num_groups=min(32, min(block_out_channels)),
         )
+        if residual:
+            with torch.no_grad():
+                unet.conv_out.weight.zero_()
+                unet.conv_out.bias.zero_()
         card = new_card(depth_conditioning=depth_conditioning, **(card or {}))
+        if residual:
+            card["residual"] = True
         return cls(unet, c, make_scheduler(), card)
 
     @classmethod
@@ -305,7 +343,12 @@ def resolve_model_path(path_or_id: str | Path, what: str = "model") -> Path:
 def load_model(
     name: str | Path | None = None, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> BetterDepthModel:
-    """Load a refiner: ``None``/``"default"`` (embedded), a local folder, or a hub id."""
+    """Load a refiner: ``None``/``"default"`` (embedded), ``"guided"`` (the classical
+    :class:`~betterdepth_cli.core.guided.GuidedFilterRefiner`), a local folder, or a hub id."""
+    from betterdepth_cli.core.guided import GUIDED_MODEL_NAME, GuidedFilterRefiner
+
+    if name == GUIDED_MODEL_NAME:
+        return GuidedFilterRefiner(device=device)
     if name in DEFAULT_MODEL_NAMES:
         path = default_model_path()
         if not (path / CARD_FILE).exists():

@@ -67,17 +67,18 @@ EDGE_THRESHOLD = 0.1
 EDGE_TOLERANCE = 0.0
 
 DEPTH_METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3")
-DETAIL_METRICS = ("dbe_comp", "dbe_acc", "ep", "er")
+DETAIL_METRICS = ("dbe_comp", "dbe_acc", "ep", "er", "edge_f1")
 ALL_METRICS = DEPTH_METRICS + DETAIL_METRICS
+EDGE_PR_METRICS = ("ep", "er", "edge_f1")  # computed together from the Sobel edge maps
 # metrics where larger is better (the rest: smaller is better)
-HIGHER_IS_BETTER = frozenset({"delta1", "delta2", "delta3", "ep", "er"})
+HIGHER_IS_BETTER = frozenset({"delta1", "delta2", "delta3", "ep", "er", "edge_f1"})
 UNITS = {
     "abs_rel": "fraction", "sq_rel": "depth unit", "rmse": "depth unit", "rmse_log": "log depth",
     "delta1": "fraction", "delta2": "fraction", "delta3": "fraction",
-    "dbe_comp": "px", "dbe_acc": "px", "ep": "fraction", "er": "fraction",
+    "dbe_comp": "px", "dbe_acc": "px", "ep": "fraction", "er": "fraction", "edge_f1": "fraction",
 }
 # metrics the paper reports in percent (the rest: as they are; DBE in pixels)
-PERCENT_METRICS = frozenset({"abs_rel", "delta1", "delta2", "delta3", "ep", "er"})
+PERCENT_METRICS = frozenset({"abs_rel", "delta1", "delta2", "delta3", "ep", "er", "edge_f1"})
 
 
 # --------------------------------------------------------------------------- helpers
@@ -575,6 +576,19 @@ def er(pred: np.ndarray, target: np.ndarray, valid: np.ndarray, **options) -> fl
     return edge_precision_recall(pred, target, valid, **options)[1]
 
 
+def f1_score(precision: float, recall: float) -> float:
+    """The harmonic mean of precision and recall (0 when both are 0, NaN when either is)."""
+    if not (math.isfinite(precision) and math.isfinite(recall)):
+        return math.nan
+    total = precision + recall
+    return 0.0 if total == 0 else 2.0 * precision * recall / total
+
+
+def edge_f1(pred: np.ndarray, target: np.ndarray, valid: np.ndarray, **options) -> float:
+    """Edge F1: the harmonic mean of :func:`ep` and :func:`er`."""
+    return f1_score(*edge_precision_recall(pred, target, valid, **options))
+
+
 MetricFn = Callable[[np.ndarray, np.ndarray, np.ndarray], float]
 
 METRICS: dict[str, MetricFn] = {
@@ -589,6 +603,7 @@ METRICS: dict[str, MetricFn] = {
     "dbe_acc": dbe_acc,
     "ep": ep,
     "er": er,
+    "edge_f1": edge_f1,
 }
 
 
@@ -639,7 +654,7 @@ def prepare_target_edges(
         else:
             edges = np.asarray(gt_edges, bool)
         out.boundary = edges
-    if any(n in ("ep", "er") for n in names):
+    if any(n in EDGE_PR_METRICS for n in names):
         out.sobel = _sobel_edges(inv, edge_threshold, terms=out.terms)
     return out
 
@@ -684,7 +699,7 @@ def compute_metrics(
             est, terms = _depth_edges(inv, canny_sigma, canny_low, canny_high, terms)
             acc, comp = _boundary_errors(est, target_edges.boundary, dbe_max_dist)
         out["dbe_acc"], out["dbe_comp"] = acc, comp
-    if any(n in ("ep", "er") for n in names):
+    if any(n in EDGE_PR_METRICS for n in names):
         assert target_edges.sobel is not None
         # the prediction's Sobel edges over the GT's usable pixels, normalised by the GT's range
         ok_gt = target_edges.usable if target_edges.usable is not None else _positive(target, valid)
@@ -692,4 +707,5 @@ def compute_metrics(
             inv = _inverse_depth(pred, _positive(pred, ok_gt))
         est_sobel = _sobel_edges(inv, edge_threshold, target_edges.sobel[2], terms)
         out["ep"], out["er"] = _precision_recall(target_edges.sobel, est_sobel, edge_tolerance)
+        out["edge_f1"] = f1_score(out["ep"], out["er"])
     return {n: out[n] for n in names}

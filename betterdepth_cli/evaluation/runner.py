@@ -1,11 +1,14 @@
 """Run the zero-shot benchmark: dataset -> conditioner (-> refiner) -> protocol -> results.
 
 :func:`run_evaluation` is what ``betterdepth eval`` calls; it imports neither
-Typer nor rich. One pass over the data scores up to two variants of every
-sample: ``conditioner`` (the feed-forward model alone) and ``refined``
-(BetterDepth over it). ``compare=True`` scores both from the same forward pass
-(the refiner's output and the conditioning it was given), as in the paper's
-plug-and-play Table 3.
+Typer nor rich. One pass over the data scores up to three variants of every
+sample: ``conditioner`` (the feed-forward model alone), ``guided`` (the
+classical refiner: the conditioning guided-filtered with the photo as the
+guide, :mod:`betterdepth_cli.core.guided`) and ``refined`` (BetterDepth over
+it). ``compare=True`` scores all three from the same forward pass (the
+refiner's output and the conditioning it was given), as in the paper's
+plug-and-play Table 3, so every evaluation shows whether the refiner earns its
+cost over the classical filter.
 
 Samples of equal size are batched up to ``batch_size``; the generator is seeded
 once from ``seed``, so the same seed, batch size and device give the same
@@ -51,7 +54,7 @@ from betterdepth_cli.evaluation import protocol as P
 from betterdepth_cli.evaluation.datasets import DatasetLoader, Sample, get_dataset
 
 RESULTS_FORMAT = "betterdepth-eval/1"
-VARIANTS = ("conditioner", "refined")
+VARIANTS = ("conditioner", "guided", "refined")
 STAGES = ("load", "conditioner", "encode", "sample", "decode", "score", "score_wait", "total")
 # scored samples in flight on the scoring thread before the main loop waits for the oldest
 SCORE_QUEUE = 2
@@ -312,6 +315,7 @@ def run_evaluation(
     import torch
 
     from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.core.guided import guided_refine
     from betterdepth_cli.core.pipeline import refine_batch
     from betterdepth_cli.core.refiner import DEFAULTS, load_model
     from betterdepth_cli.core.memory import keep_freed_memory
@@ -423,6 +427,9 @@ def run_evaluation(
                 "refined": res.refined.detach().float().cpu().numpy()[:, 0],
                 "conditioner": res.conditioning.detach().float().cpu().numpy()[:, 0],
             }
+            if "guided" in variants:
+                guided = guided_refine(res.conditioning.detach().float().cpu(), images.float())
+                outputs["guided"] = guided.numpy()[:, 0]
             pred_valid = res.valid.detach().cpu().numpy()[:, 0]
             per_image = {s: res.timings.get(s, 0.0) / n for s in ("conditioner", "encode", "sample", "decode")}
             for i, sample in enumerate(batch):

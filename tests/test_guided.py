@@ -1,0 +1,122 @@
+"""The guided filter and the residual refiner over guided conditioning."""
+
+import numpy as np
+import pytest
+import torch
+
+from betterdepth_cli.core.guided import box_mean, guided_filter, guided_radius, guided_refine, luminance
+from betterdepth_cli.core.pipeline import refine_batch
+from betterdepth_cli.core.refiner import BetterDepthModel, load_model
+from betterdepth_cli.core.types import DepthPrediction
+
+
+def test_box_mean_equals_the_clipped_window_mean_at_every_pixel():
+    x = torch.arange(5 * 7, dtype=torch.float64).reshape(1, 1, 5, 7) ** 1.5
+    got = box_mean(x, 2)[0, 0]
+    for i in range(5):
+        for j in range(7):
+            want = x[0, 0, max(0, i - 2): i + 3, max(0, j - 2): j + 3].mean()
+            assert float(got[i, j]) == pytest.approx(float(want), rel=1e-12)
+
+
+def test_guided_filter_is_linear_in_the_map_and_keeps_constants():
+    g = torch.Generator().manual_seed(0)
+    guide = torch.rand(2, 1, 20, 30, generator=g)
+    p = torch.rand(2, 1, 20, 30, generator=g)
+    q = guided_filter(p, guide, 3, 1e-3)
+    q2 = guided_filter(3.0 * p + 2.0, guide, 3, 1e-3)
+    torch.testing.assert_close(q2, 3.0 * q + 2.0, rtol=1e-5, atol=1e-5)
+    const = torch.full_like(p, 7.5)
+    torch.testing.assert_close(guided_filter(const, guide, 3, 1e-3), const)
+    assert guided_filter(p, guide, 0, 1e-3) is p
+
+
+def test_a_map_affine_in_the_guide_comes_back_unchanged():
+    # p = 2 I - 1 everywhere: cov = 2 var(I), a = 2 var / (var + eps) -> 2 as eps -> 0, b -> -1
+    guide = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    p = 2.0 * guide - 1.0
+    torch.testing.assert_close(guided_filter(p, guide, 2, 1e-9), p, rtol=0, atol=1e-5)
+
+
+def test_a_blurred_step_snaps_to_the_guide_edge():
+    # guide: a sharp step at column 10; map: the same step blurred over 6 columns
+    guide = torch.zeros(1, 1, 8, 20)
+    guide[..., 10:] = 1.0
+    p = torch.clamp((torch.arange(20.0) - 7.0) / 6.0, 0, 1).expand(1, 1, 8, 20).clone()
+    q = guided_filter(p, guide, 4, 1e-4)
+    # the two pixels either side of the edge: the blurred map differs by 1/6, the filtered one by far more
+    assert float(q[0, 0, 4, 10] - q[0, 0, 4, 9]) > 0.6 > float(p[0, 0, 4, 10] - p[0, 0, 4, 9])
+
+
+def test_texture_on_a_flat_map_does_not_leak():
+    # a flat plane seen through a random texture: cov(I, p) = 0 in every window, so q = p exactly
+    guide = torch.rand(1, 1, 24, 24, generator=torch.Generator().manual_seed(2))
+    p = torch.full((1, 1, 24, 24), 0.25)
+    torch.testing.assert_close(guided_filter(p, guide, 3, 1e-3), p)
+
+
+def test_radius_scales_with_the_longest_side():
+    assert guided_radius(480, 640, 0.01) == 6
+    assert guided_radius(50, 100, 0.01) == 1
+    assert guided_radius(2000, 3000, 0.01) == 30
+    assert guided_radius(480, 640, 0.0) == 0
+
+
+def test_luminance_weights():
+    rgb = torch.tensor([1.0, 0.5, 0.0]).reshape(1, 3, 1, 1)
+    assert float(luminance(rgb)) == pytest.approx(0.299 + 0.5 * 0.587)
+
+
+def _guided_residual_model():
+    model = BetterDepthModel.tiny(seed=0, residual=True)
+    model.card["conditioning_filter"] = {"type": "guided", "radius": 0.05, "eps": 1e-3}
+    model.card["zero_noise"] = True
+    return model
+
+
+def test_a_residual_model_is_the_guided_filter_at_initialisation(tmp_path):
+    # the output layer starts at zero: v = 0, x0 = 0, the clean latent is the conditioning latent
+    model = _guided_residual_model()
+    model.save(tmp_path / "m")
+    model = load_model(tmp_path / "m")
+    assert model.residual and model.conditioning_filter["type"] == "guided"
+    g = torch.Generator().manual_seed(3)
+    images = torch.rand(2, 3, 40, 56, generator=g)
+    cond = 1.0 + torch.rand(2, 1, 40, 56, generator=g)
+    pred = DepthPrediction(cond, torch.ones_like(cond, dtype=torch.bool), "disparity")
+    out = refine_batch(images, prediction=pred, model=model, steps=1, processing_res=0)
+    want = guided_refine(cond, images, 0.05, 1e-3)
+    torch.testing.assert_close(out.refined, want, rtol=0, atol=1e-5)
+    torch.testing.assert_close(out.conditioning, cond)
+
+
+def test_residual_training_moves_the_model_off_the_identity():
+    from training.e2e import e2e_loss
+    from training.objective import ObjectiveSettings
+
+    model = _guided_residual_model().train()
+    g = torch.Generator().manual_seed(4)
+    rgb = torch.rand(2, 3, 32, 32, generator=g)
+    depth = 1.0 + torch.rand(2, 1, 32, 32, generator=g)
+    valid = torch.ones_like(depth, dtype=torch.bool)
+    cond = 1.0 / depth + 0.1 * torch.rand(2, 1, 32, 32, generator=g)
+    out = e2e_loss(model, rgb, cond, valid, depth, valid, "disparity", ObjectiveSettings(patch_mask=False))
+    out.loss.backward()
+    assert model.unet.conv_out.weight.grad.abs().sum() > 0  # the zero layer gets a gradient
+    assert float(out.loss.detach()) > 0
+
+
+def test_simulated_conditioner_is_seeded_and_removes_thin_structures():
+    from training.simulated_conditioner import SimulatedConditioner
+
+    depth = np.full((64, 64), 4.0, np.float32)
+    depth[:, 31:33] = 1.0  # a 2-pixel rod nearer than the wall
+    valid = np.ones_like(depth, bool)
+    sim = SimulatedConditioner(sigma_min=0.0, sigma_max=0.0, warp=0.0, gamma_min=1, gamma_max=1, thin=1.0, thin_max=0.1)
+    out = sim.degrade(depth, valid, np.random.default_rng(0))
+    np.testing.assert_allclose(out, 0.25, rtol=1e-6)  # the opening removed the rod: the wall's disparity everywhere
+    blur = SimulatedConditioner(thin=0.0)
+    a = blur.degrade(depth, valid, np.random.default_rng(5))
+    b = blur.degrade(depth, valid, np.random.default_rng(5))
+    np.testing.assert_array_equal(a, b)
+    assert a[:, 32].mean() < 1.0  # blurred: the rod's peak disparity (1.0) is spread
