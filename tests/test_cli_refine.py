@@ -112,6 +112,25 @@ def test_no_refine_writes_the_conditioner_output(tmp_path, tiny_dpt_dir):
     assert meta["refined"] is False and meta["model"] is None
 
 
+def test_model_guided_writes_the_guided_filter_of_the_conditioner(tmp_path, tiny_dpt_dir):
+    import torch
+
+    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.core.guided import guided_refine
+    from betterdepth_cli.io.images import read_image
+
+    img = _write_png(tmp_path / "a.png", 40, 56)
+    res = refine([img, "-o", tmp_path / "out", "--conditioner", f"hf:{tiny_dpt_dir}", "--model", "guided",
+                  "--format", "npy", "-q"])
+    assert res.exit_code == 0, res.stderr
+    image = torch.from_numpy(read_image(img)).permute(2, 0, 1)[None]
+    pred = get_conditioner(f"hf:{tiny_dpt_dir}").predict(image)
+    want = guided_refine(pred.values, image)[0, 0].numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "a.npy"), want, rtol=1e-5, atol=1e-7)
+    meta = json.loads((tmp_path / "out" / "a.json").read_text())
+    assert meta["model"] == "guided"
+
+
 def test_every_output_format(tmp_path, models):
     import cv2
 

@@ -67,19 +67,22 @@ def test_luminance_weights():
     assert float(luminance(rgb)) == pytest.approx(0.299 + 0.5 * 0.587)
 
 
-def _guided_residual_model():
-    model = BetterDepthModel.tiny(seed=0, residual=True)
-    model.card["conditioning_filter"] = {"type": "guided", "radius": 0.05, "eps": 1e-3}
+def _guided_residual_model(raw: bool = False):
+    model = BetterDepthModel.tiny(seed=0, residual=True, raw_conditioning=raw,
+                                  conditioning_filter={"type": "guided", "radius": 0.05, "eps": 1e-3})
     model.card["zero_noise"] = True
     return model
 
 
-def test_a_residual_model_is_the_guided_filter_at_initialisation(tmp_path):
-    # the output layer starts at zero: v = 0, x0 = 0, the clean latent is the conditioning latent
-    model = _guided_residual_model()
+@pytest.mark.parametrize("raw", [False, True])
+def test_a_residual_model_is_the_guided_filter_at_initialisation(tmp_path, raw):
+    # the output layer starts at zero: v = 0, x0 = 0, the clean latent is the (filtered) conditioning latent
+    model = _guided_residual_model(raw)
     model.save(tmp_path / "m")
     model = load_model(tmp_path / "m")
     assert model.residual and model.conditioning_filter["type"] == "guided"
+    assert model.conditioning_maps == (2 if raw else 1)
+    assert model.unet.config.in_channels == 48 + 16 * (1 + model.conditioning_maps)
     g = torch.Generator().manual_seed(3)
     images = torch.rand(2, 3, 40, 56, generator=g)
     cond = 1.0 + torch.rand(2, 1, 40, 56, generator=g)
@@ -90,17 +93,41 @@ def test_a_residual_model_is_the_guided_filter_at_initialisation(tmp_path):
     torch.testing.assert_close(out.conditioning, cond)
 
 
-def test_residual_training_moves_the_model_off_the_identity():
+def test_raw_conditioning_shares_the_filtered_maps_normalisation_and_alignment():
+    from training.objective import prepare_maps
+
+    g = torch.Generator().manual_seed(6)
+    gt = 1.0 + torch.rand(1, 1, 16, 16, generator=g)
+    cond = 3.0 * gt + 1.0  # the filtered map: an affine copy of the GT, so the alignment maps it onto it
+    raw = cond.clone()
+    raw[..., :8, :] += 0.5  # the raw map differs on the top half
+    ok = torch.ones_like(gt, dtype=torch.bool)
+    maps = prepare_maps(cond, ok, gt, ok, prealign=True, cond_raw=raw)
+    # the raw map goes through cond's mapping: same values where equal, + 0.5 x the mapping's slope elsewhere
+    torch.testing.assert_close(maps.cond_raw[..., 8:, :], maps.cond[..., 8:, :])
+    inside = (maps.cond.abs() < 0.9) & (maps.cond_raw.abs() < 0.9)
+    x, y = cond[inside].double(), maps.cond[inside].double()
+    slope = float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())
+    top = inside.clone()
+    top[..., 8:, :] = False
+    diff = (maps.cond_raw - maps.cond)[top]
+    assert diff.numel() > 10
+    torch.testing.assert_close(diff, torch.full_like(diff, 0.5 * slope), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_residual_training_moves_the_model_off_the_identity(raw):
     from training.e2e import e2e_loss
     from training.objective import ObjectiveSettings
 
-    model = _guided_residual_model().train()
+    model = _guided_residual_model(raw).train()
     g = torch.Generator().manual_seed(4)
     rgb = torch.rand(2, 3, 32, 32, generator=g)
     depth = 1.0 + torch.rand(2, 1, 32, 32, generator=g)
     valid = torch.ones_like(depth, dtype=torch.bool)
     cond = 1.0 / depth + 0.1 * torch.rand(2, 1, 32, 32, generator=g)
-    out = e2e_loss(model, rgb, cond, valid, depth, valid, "disparity", ObjectiveSettings(patch_mask=False))
+    out = e2e_loss(model, rgb, cond, valid, depth, valid, "disparity", ObjectiveSettings(patch_mask=False),
+                   cond_raw=cond + 0.01 if raw else None)
     out.loss.backward()
     assert model.unet.conv_out.weight.grad.abs().sum() > 0  # the zero layer gets a gradient
     assert float(out.loss.detach()) > 0

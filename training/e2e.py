@@ -36,7 +36,7 @@ def decoded_prediction(model, z_x: torch.Tensor, z_c: torch.Tensor, denoise: Cal
     denoise = denoise or model.denoise
     t_last = model.scheduler.config.num_train_timesteps - 1
     a = model.scheduler.alphas_cumprod[t_last].to(z_c.device)
-    z_t = torch.zeros_like(z_c)
+    z_t = torch.zeros_like(z_c[:, : model.codec.depth_channels])  # z_c holds two maps with raw conditioning
     t = torch.full((z_c.shape[0],), t_last, device=z_c.device, dtype=torch.long)
     v_hat = denoise(z_x, z_c, z_t, t)
     x0 = a.sqrt() * z_t - (1 - a).sqrt() * v_hat.float()
@@ -86,6 +86,7 @@ def e2e_loss(
     loss: str = "l1",
     gradient_weight: float = 0.0,
     gradient_scales: int = 4,
+    cond_raw: torch.Tensor | None = None,
 ) -> LossOutput:
     """Pixel-space loss of the one-step zero-noise prediction against the normalised GT.
 
@@ -97,7 +98,7 @@ def e2e_loss(
     if loss not in LOSSES:
         raise ValueError(f"`loss` must be one of {', '.join(LOSSES)}, got {loss!r}")
     maps, z_x, z_c, _ = prepare_batch(model, rgb, cond, cond_valid, depth, depth_valid, kind, settings,
-                                      z_image=z_image, codec_dtype=codec_dtype)
+                                      z_image=z_image, codec_dtype=codec_dtype, cond_raw=cond_raw)
     mask = maps.valid
     if settings.patch_mask:
         mask = mask & patch_mask(maps.cond, maps.gt, maps.valid, settings.patch_size, settings.eta)

@@ -40,7 +40,7 @@ import torch
 
 from betterdepth_cli.core.align import apply_scale_shift, depth_to_disparity, fit_scale_shift
 from betterdepth_cli.core.mask import ETA, PATCH_SIZE, latent_loss_mask, to_latent_grid
-from betterdepth_cli.core.normalize import normalize
+from betterdepth_cli.core.normalize import normalize, normalize_with
 from betterdepth_cli.core.types import check_kind
 
 
@@ -68,7 +68,9 @@ class PreparedMaps:
         hold the clipped normalisation of 0, never used);
     cond: the conditioning normalised (and pre-aligned, then clipped) in [-1, 1];
     valid: bool, GT valid in the conditioner's space;
-    scale, shift: (B,) the pre-alignment parameters (1 and 0 without it).
+    scale, shift: (B,) the pre-alignment parameters (1 and 0 without it);
+    cond_raw: the unfiltered conditioning on ``cond``'s normalisation and alignment
+        (models with ``raw_conditioning``), else ``None``.
     """
 
     gt: torch.Tensor
@@ -76,6 +78,7 @@ class PreparedMaps:
     valid: torch.Tensor
     scale: torch.Tensor
     shift: torch.Tensor
+    cond_raw: torch.Tensor | None = None
 
 
 @dataclass
@@ -121,6 +124,7 @@ def prepare_maps(
     gt: torch.Tensor,
     gt_valid: torch.Tensor,
     prealign: bool = True,
+    cond_raw: torch.Tensor | None = None,
 ) -> PreparedMaps:
     """Normalise GT and conditioning to [-1, 1] and pre-align the conditioning (eq. 3).
 
@@ -131,21 +135,25 @@ def prepare_maps(
         gt_valid: (B,1,H,W) bool.
         prealign: fit ``s * cond_n + b`` to ``gt_n`` by least squares over the
             pixels valid in both, then clip to [-1, 1]; otherwise only normalise.
+        cond_raw: (B,1,H,W) the unfiltered conditioning of a model that filters it:
+            mapped by ``cond``'s normalisation and alignment (``PreparedMaps.cond_raw``).
     Returns:
         :class:`PreparedMaps`.
     """
     gt_valid = gt_valid.bool()
     cond_valid = cond_valid.bool() & torch.isfinite(cond)
     gt_n, _, _ = normalize(gt, gt_valid)  # [B,1,H,W] in [-1,1]
-    cond_n, _, _ = normalize(cond, cond_valid)
+    cond_n, lo, hi = normalize(cond, cond_valid)
+    raw_n = None if cond_raw is None else normalize_with(torch.nan_to_num(cond_raw.float()), lo, hi)
     b = cond.shape[0]
     if prealign:
         s, sh = fit_scale_shift(cond_n, gt_n, gt_valid & cond_valid)  # (B,), (B,)
         cond_n = apply_scale_shift(cond_n, s, sh).clamp(-1.0, 1.0)
+        raw_n = None if raw_n is None else apply_scale_shift(raw_n, s, sh).clamp(-1.0, 1.0)
     else:
         s = torch.ones(b, dtype=cond_n.dtype, device=cond_n.device)
         sh = torch.zeros(b, dtype=cond_n.dtype, device=cond_n.device)
-    return PreparedMaps(gt=gt_n, cond=cond_n, valid=gt_valid, scale=s, shift=sh)
+    return PreparedMaps(gt=gt_n, cond=cond_n, valid=gt_valid, scale=s, shift=sh, cond_raw=raw_n)
 
 
 def loss_mask(maps: PreparedMaps, latent_factor: int, settings: ObjectiveSettings = ObjectiveSettings()) -> torch.Tensor:
@@ -192,6 +200,8 @@ def encode_latents(
     else:
         z_x = codec.encode_image((rgb * 2.0 - 1.0).to(dtype)).float()
     z_c = codec.encode_depth(maps.cond.to(dtype)).float()
+    if maps.cond_raw is not None:  # [B,2Cd,h,w]: filtered then raw, as the pipeline builds it
+        z_c = torch.cat([z_c, codec.encode_depth(maps.cond_raw.to(dtype)).float()], dim=1)
     z_0 = codec.encode_depth(gt_filled.to(dtype)).float()
     return z_x, z_c, z_0
 
@@ -207,6 +217,7 @@ def prepare_batch(
     settings: ObjectiveSettings = ObjectiveSettings(),
     z_image: torch.Tensor | None = None,
     codec_dtype: torch.dtype | None = None,
+    cond_raw: torch.Tensor | None = None,
 ) -> tuple[PreparedMaps, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Steps 1-3 and 5, shared by :func:`training_loss` and the end-to-end loss.
 
@@ -215,7 +226,7 @@ def prepare_batch(
     :func:`training_loss`. Returns (maps, z_x (B,Ci,h,w), z_c (B,Cd,h,w), z_0 (B,Cd,h,w)).
     """
     gt, gt_valid = gt_to_space(depth, depth_valid, kind)
-    maps = prepare_maps(cond.float(), cond_valid, gt, gt_valid, prealign=settings.prealign)
+    maps = prepare_maps(cond.float(), cond_valid, gt, gt_valid, prealign=settings.prealign, cond_raw=cond_raw)
     z_x, z_c, z_0 = encode_latents(model.codec, rgb, maps, dtype=codec_dtype, z_image=z_image)
     return maps, z_x, z_c, z_0
 
@@ -278,6 +289,7 @@ def training_loss(
     denoise: Callable | None = None,
     z_image: torch.Tensor | None = None,
     codec_dtype: torch.dtype | None = None,
+    cond_raw: torch.Tensor | None = None,
 ) -> LossOutput:
     """The full BetterDepth loss of one batch.
 
@@ -298,10 +310,10 @@ def training_loss(
         :class:`LossOutput`.
     """
     maps, z_x, z_c, z_0 = prepare_batch(model, rgb, cond, cond_valid, depth, depth_valid, kind, settings,
-                                        z_image=z_image, codec_dtype=codec_dtype)
+                                        z_image=z_image, codec_dtype=codec_dtype, cond_raw=cond_raw)
     mask = loss_mask(maps, model.codec.factor, settings)  # [B,1,h,w]
     if getattr(model, "residual", False):  # the diffusion runs over the residual (BetterDepthModel.clean_latent)
-        z_0 = z_0 - z_c
+        z_0 = z_0 - z_c[:, : z_0.shape[1]]
     t, eps = sample_timesteps_and_noise(z_0, model.scheduler.config.num_train_timesteps, generator)
     z_t, v = v_target(model.scheduler, z_0, eps, t)
     denoise = denoise or model.denoise

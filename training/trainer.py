@@ -23,7 +23,6 @@ sources' weights, so sources of different sizes never meet in one batch.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -220,8 +219,9 @@ def transform_sample(
     if processing_res:
         size = processing_size(H, W, processing_res)
         if size != (H, W):
-            for key in ("rgb", "cond"):
-                out[key] = _resize(out[key], size, "bilinear")
+            for key in ("rgb", "cond", "cond_raw"):
+                if key in out:
+                    out[key] = _resize(out[key], size, "bilinear")
             for key in ("depth", "valid", "cond_valid"):
                 out[key] = _resize(out[key], size, "nearest")
             H, W = size
@@ -292,10 +292,12 @@ def build_model(recipe: Recipe, log: Callable[[str], None] | None = None):
         model = BetterDepthModel.tiny(
             seed=recipe.train.seed, codec=m.codec, factor=m.factor, block_out_channels=tuple(m.block_out_channels),
             layers_per_block=m.layers_per_block, depth_conditioning=dc, residual=m.residual,
+            conditioning_filter=m.conditioning_filter or None, raw_conditioning=m.raw_conditioning,
         )
-        if m.conditioning_filter:
-            model.card["conditioning_filter"] = dict(m.conditioning_filter)
+        try:
             model.conditioning_filter  # checks the type
+        except ValueError as exc:
+            raise UsageError(f"[model] conditioning_filter: {exc}") from None
         return model
     path = Path(m.init).expanduser()
     if path.is_dir() and (path / CARD_FILE).exists():
@@ -596,7 +598,7 @@ class Trainer:
         A cached conditioner's predictions; an online one (``simulated``) draws its
         degradation from ``seeds``; with ``mix_name``, a ``mix_share`` of the samples
         (drawn from the same seeds) take the mixed conditioner's cached prediction.
-        The card's conditioning filter is applied here, at the sample's full size.
+        Unfiltered: :meth:`make_batch` applies the card's conditioning filter at full size.
         """
         if self.pred_cache is not None:
             preds = self.pred_cache.predict(items)
@@ -607,8 +609,6 @@ class Trainer:
             pick = [i for i, s in enumerate(seeds) if np.random.default_rng([s, 1]).uniform() < share]
             for i, p in zip(pick, self.mix_cache.predict([items[i] for i in pick])):
                 preds[i] = p
-        if self.model.conditioning_filter is not None:
-            preds = [(self.model.filter_conditioning(v[None], it["rgb"][None])[0], m) for (v, m), it in zip(preds, items)]
         return preds
 
     def make_batch(self, items: list[dict], g: int) -> dict[str, torch.Tensor]:
@@ -616,11 +616,15 @@ class Trainer:
         d = self.recipe.data
         t = self.recipe.train
         preds = self.predictions(items, [seed_from(t.seed, 5, g, self.process, j) for j in range(len(items))])
-        out: dict[str, list] = {k: [] for k in ("rgb", "depth", "valid", "cond", "cond_valid")}
+        keys = ["rgb", "depth", "valid", "cond", "cond_valid"] + (["cond_raw"] if self.model.raw_conditioning else [])
+        out: dict[str, list] = {k: [] for k in keys}
         for j, (item, (cv, cm)) in enumerate(zip(items, preds)):
             gen = torch.Generator().manual_seed(seed_from(self.recipe.train.seed, 3, g, self.process, j))
+            # the conditioning filter sees the whole image, as at inference (its radius is relative to the size)
+            raw, cv = cv, self.model.filter_conditioning(cv[None], item["rgb"][None])[0]
             maps = transform_sample(
-                {"rgb": item["rgb"], "depth": item["depth"], "valid": item["valid"], "cond": cv, "cond_valid": cm},
+                {"rgb": item["rgb"], "depth": item["depth"], "valid": item["valid"], "cond": cv, "cond_valid": cm,
+                 **({"cond_raw": raw} if self.model.raw_conditioning else {})},
                 processing_res=d.processing_res, crop=d.crop, multiple=self.multiple,
                 random_crop=d.random_crop, hflip=d.hflip, generator=gen,
             )
@@ -665,11 +669,12 @@ class Trainer:
                 self.model, batch["rgb"], batch["cond"], batch["cond_valid"], batch["depth"], batch["valid"],
                 self.kind, self.settings, denoise=timed_denoise, z_image=z_image, codec_dtype=self.codec_dtype,
                 loss=self.recipe.objective.e2e_loss, gradient_weight=self.recipe.objective.e2e_gradient_weight,
-                gradient_scales=self.recipe.objective.e2e_gradient_scales,
+                gradient_scales=self.recipe.objective.e2e_gradient_scales, cond_raw=batch.get("cond_raw"),
             )
         return training_loss(
             self.model, batch["rgb"], batch["cond"], batch["cond_valid"], batch["depth"], batch["valid"],
             self.kind, gen, self.settings, denoise=timed_denoise, z_image=z_image, codec_dtype=self.codec_dtype,
+            cond_raw=batch.get("cond_raw"),
         )
 
     # ------------------------------------------------------------------ checkpoints
@@ -764,7 +769,7 @@ class Trainer:
                 scores["conditioner"].append(score(values[0]))
                 pred = DepthPrediction(values[None], valid_c[None], self.kind, self.metric, self.recipe.conditioner.name)
                 for s in v.steps:
-                    with self.accelerator.autocast(), self._filtered_already():  # the frozen codec may be in fp16/bf16
+                    with self.accelerator.autocast():  # the frozen codec may be in fp16/bf16
                         out = refine_batch(
                             sample["rgb"][None].to(self.device), prediction=pred, model=self.model, steps=s,
                             ensemble=1, processing_res=res, generator=torch.Generator().manual_seed(v.seed),
@@ -787,16 +792,6 @@ class Trainer:
         self.result.validation.append(record)
         self.accelerator.wait_for_everyone()
         return record
-
-    @contextlib.contextmanager
-    def _filtered_already(self):
-        """Validation refines :meth:`predictions` (filtered already): the pipeline must not filter again."""
-        spec = self.model.card.pop("conditioning_filter", None)
-        try:
-            yield
-        finally:
-            if spec is not None:
-                self.model.card["conditioning_filter"] = spec
 
     # ------------------------------------------------------------------ loop
     def train_step(self, loader) -> tuple[float, dict]:

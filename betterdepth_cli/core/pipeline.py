@@ -9,7 +9,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from betterdepth_cli.core.normalize import denormalize, normalize
+from betterdepth_cli.core.normalize import denormalize, normalize, normalize_with
 from betterdepth_cli.core.sampler import align_members, reduce_members, sample
 from betterdepth_cli.core.types import DepthPrediction, InputDataError, RefineResult, UsageError
 
@@ -162,6 +162,7 @@ def refine_batch(
     img = resize(images.to(device=device, dtype=torch.float32), size)  # [B,3,h,w]
     cond = resize(cond_full.to(device), size)  # [B,1,h,w]
     valid = resize(valid_full.to(device), size, mode="nearest")
+    raw = cond
     cond = model.filter_conditioning(cond, img)  # the guided conditioning, when the card names it
     cond_n, lo, hi = normalize(cond, valid)  # [-1,1], (B,), (B,)
     m = model.pad_multiple
@@ -169,6 +170,9 @@ def refine_batch(
     cond_p, _ = pad_to_multiple(cond_n, m)
     z_image = model.codec.encode_image(img_p.to(dtype))  # [B,Ci,h/f,w/f]
     z_cond = model.codec.encode_depth(cond_p.to(dtype))  # [B,Cd,h/f,w/f]
+    if model.raw_conditioning:  # the unfiltered map too, on the filtered one's scale: [B,2Cd,h/f,w/f]
+        raw_p, _ = pad_to_multiple(normalize_with(raw, lo, hi), m)
+        z_cond = torch.cat([z_cond, model.codec.encode_depth(raw_p.to(dtype))], dim=1)
     _sync(device)
     timings["encode"] = time.perf_counter() - t0
 

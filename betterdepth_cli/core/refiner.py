@@ -79,7 +79,7 @@ class BetterDepthModel(nn.Module):
             self.register_buffer("text_embedding", text_embedding, persistent=False)
         else:
             self.text_embedding = None
-        expected = codec.image_channels + codec.depth_channels * (2 if self.depth_conditioning else 1)
+        expected = codec.image_channels + codec.depth_channels * (1 + self.conditioning_maps if self.depth_conditioning else 1)
         if unet.config.in_channels != expected:
             raise ValueError(
                 f"UNet has {unet.config.in_channels} input channels, the autoencoder needs {expected}"
@@ -107,6 +107,16 @@ class BetterDepthModel(nn.Module):
             raise ValueError(f"model card: unknown conditioning_filter type {spec.get('type')!r}")
         return spec
 
+    @property
+    def raw_conditioning(self) -> bool:
+        """With a conditioning filter: the UNet sees the unfiltered map too (``z_cond`` = cat[E(filtered), E(raw)])."""
+        return bool(self.card.get("raw_conditioning", False)) and self.conditioning_filter is not None
+
+    @property
+    def conditioning_maps(self) -> int:
+        """How many depth maps condition the UNet (1, or 2 with ``raw_conditioning``)."""
+        return 2 if self.raw_conditioning else 1
+
     def filter_conditioning(self, cond: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """The conditioning the UNet sees: ``cond`` (B,1,H,W) guided-filtered by ``images`` (B,3,H,W) in [0,1]
         when the card names a filter (radius relative to this size), else ``cond`` itself."""
@@ -119,7 +129,7 @@ class BetterDepthModel(nn.Module):
 
     def clean_latent(self, x0: torch.Tensor, z_cond: torch.Tensor) -> torch.Tensor:
         """The predicted clean depth latent from the sampler's ``x0`` (adds ``z_cond`` for residual models)."""
-        return x0 + z_cond.to(x0.dtype) if self.residual else x0
+        return x0 + z_cond[:, : self.codec.depth_channels].to(x0.dtype) if self.residual else x0
 
     @property
     def defaults(self) -> dict:
@@ -225,16 +235,21 @@ class BetterDepthModel(nn.Module):
         depth_conditioning: bool = True,
         card: dict | None = None,
         residual: bool = False,
+        conditioning_filter: dict | None = None,
+        raw_conditioning: bool = False,
     ) -> "BetterDepthModel":
         """A small randomly initialised model (no attention) for tests and CPU recipes.
 
         ``residual``: the card says so and the UNet's output layer starts at zero, so the
         model's output equals its conditioning until training moves it (identity at init).
+        ``conditioning_filter``: the card's filter of the conditioning (``{"type": "guided", ...}``);
+        with it, ``raw_conditioning`` gives the UNet the unfiltered map as a second conditioning.
         """
         from diffusers import UNet2DConditionModel
 
         c = tiny_codec(codec, factor=factor, seed=seed) if isinstance(codec, str) else codec
-        in_ch = c.image_channels + c.depth_channels * (2 if depth_conditioning else 1)
+        maps = 2 if raw_conditioning and conditioning_filter else 1
+        in_ch = c.image_channels + c.depth_channels * (1 + maps if depth_conditioning else 1)
         torch.manual_seed(seed)
         n = len(block_out_channels)
         unet = UNet2DConditionModel(
@@ -255,6 +270,9 @@ class BetterDepthModel(nn.Module):
         card = new_card(depth_conditioning=depth_conditioning, **(card or {}))
         if residual:
             card["residual"] = True
+        if conditioning_filter:
+            card["conditioning_filter"] = dict(conditioning_filter)
+            card["raw_conditioning"] = bool(raw_conditioning)
         return cls(unet, c, make_scheduler(), card)
 
     @classmethod

@@ -1,0 +1,280 @@
+"""Does the refiner earn its cost? The plug-and-play measurements of the default model.
+
+Each real development scene is scored under the eval protocol (least-squares
+alignment in disparity, `betterdepth_cli.evaluation.protocol`) for four maps:
+
+- ``conditioner``: the conditioning alone;
+- ``guided``: the classical refiner, the conditioning guided-filtered with the
+  photo as the guide (:mod:`betterdepth_cli.core.guided`, the card's defaults);
+- ``refined``: the refiner under test over the same conditioning;
+- ``control``: the conditioning plus 0.3 x the photo's luminance (scaled to the
+  conditioning's 2-98 % range): a map that cheats, drawing the photo's edges
+  and texture into depth. A detail metric that this control wins is not
+  measuring depth detail.
+
+Conditionings: ``builtin`` (the embedded feed-forward model), and a simulated
+strong conditioner, the ground truth's disparity blurred by a Gaussian of
+sigma = 0.5 %, 1 % and 2 % of the longest side (the right layout with soft
+edges, which is what public models give relative to ground truth).
+
+Scenes are split in two named halves: settings are chosen on ``dev`` and
+reported on ``report`` (:data:`SPLITS`). Two artefact figures complete it:
+
+- :func:`grid_ratio`: mean |gradient| across the codec's cell borders over
+  that inside cells (1.0 = no grid), on real photos with ``builtin``;
+- :func:`plane_leakage`: photos used as the texture of a tilted plane whose
+  exact disparity is the conditioning; the RMS distance of the output from its
+  best-fitting plane, in % of the plane's disparity range (0 = no texture
+  printed into depth).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+SIGMAS = (0.005, 0.01, 0.02)
+VARIANTS = ("conditioner", "guided", "refined", "control")
+METRICS = ("abs_rel", "dbe_comp", "dbe_acc", "ep", "er", "edge_f1")
+CONTROL_WEIGHT = 0.3
+#: Development scenes (settings chosen on these) and report scenes (never used to choose).
+SPLITS = {
+    "middlebury": {"dev": ("Art", "Books", "Dolls"), "report": ("Laundry", "Moebius", "Reindeer")},
+    "nyuv2": {"dev": ("image_0", "image_1"), "report": ("image_2", "image_3", "image_4")},
+}
+DATASET_FOLDERS = {"middlebury": "middlebury2005", "nyuv2": "nyuv2"}
+
+
+def scene_of(sample_id: str) -> str:
+    """``Art/view1`` -> ``Art``; ``image_0`` -> ``image_0``."""
+    return sample_id.split("/")[0]
+
+
+def luminance_control(cond: np.ndarray, rgb: np.ndarray, weight: float = CONTROL_WEIGHT) -> np.ndarray:
+    """``cond`` (H,W) plus ``weight`` x luma of ``rgb`` (H,W,3 in [0,1]) x the 2-98 % range of ``cond``."""
+    lo, hi = np.percentile(cond[np.isfinite(cond)], [2, 98])
+    luma = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+    return (cond + weight * (hi - lo) * luma).astype(np.float32)
+
+
+def grid_ratio(x: np.ndarray, cell: int) -> float:
+    """Mean |difference| between neighbours in different ``cell`` x ``cell`` cells over that within one cell.
+
+    Differences along both axes of the (H,W) map; the difference between
+    columns j and j+1 crosses a border when (j + 1) % cell == 0 (cells start at 0).
+    1.0 when borders are invisible; a grid printed by the codec gives more.
+    """
+    if cell < 2:
+        raise ValueError(f"`cell` must be >= 2, got {cell}")
+    x = np.asarray(x, np.float64)
+    dx = np.abs(np.diff(x, axis=1))  # (H, W-1)
+    dy = np.abs(np.diff(x, axis=0))  # (H-1, W)
+    cross_x = (np.arange(dx.shape[1]) + 1) % cell == 0
+    cross_y = (np.arange(dy.shape[0]) + 1) % cell == 0
+    cross = np.concatenate([dx[:, cross_x].ravel(), dy[cross_y, :].ravel()])
+    within = np.concatenate([dx[:, ~cross_x].ravel(), dy[~cross_y, :].ravel()])
+    return float(cross.mean() / max(within.mean(), 1e-12))
+
+
+def tilted_plane(height: int, width: int, near: float = 1.0, far: float = 0.25) -> np.ndarray:
+    """(H,W) float32 disparity of a plane tilted away from the camera: ``near`` at the bottom row, ``far`` at the top."""
+    rows = np.linspace(far, near, height, dtype=np.float32)[:, None]
+    cols = np.linspace(-0.05, 0.05, width, dtype=np.float32)[None, :] * (near - far)
+    return (rows + cols).astype(np.float32)
+
+
+def plane_leakage(pred: np.ndarray, plane: np.ndarray) -> float:
+    """RMS distance of ``pred`` from its least-squares plane a*x + b*y + c, in % of ``plane``'s 2-98 % range."""
+    h, w = pred.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    a = np.stack([xx.ravel(), yy.ravel(), np.ones(h * w)], 1).astype(np.float64)
+    coef, *_ = np.linalg.lstsq(a, pred.ravel().astype(np.float64), rcond=None)
+    resid = pred.ravel() - a @ coef
+    lo, hi = np.percentile(plane, [2, 98])
+    return float(100.0 * np.sqrt(np.mean(resid**2)) / (hi - lo))
+
+
+@dataclass
+class Scores:
+    """Mean metrics per (dataset, half, conditioning, variant), and the artefact figures."""
+
+    table: dict[str, dict[str, float]] = field(default_factory=dict)  # "dataset|half|conditioning|variant" -> metrics
+    grid: dict[str, float] = field(default_factory=dict)  # variant -> mean grid ratio over the photos
+    leakage: dict[str, float] = field(default_factory=dict)  # variant -> mean plane leakage (%)
+    seconds: float = 0.0
+
+    def get(self, dataset: str, half: str, conditioning: str, variant: str) -> dict[str, float]:
+        return self.table[f"{dataset}|{half}|{conditioning}|{variant}"]
+
+
+def _torch_images(rgb: np.ndarray):
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), np.float32))[None]
+
+
+def _refine(model, rgb: np.ndarray, cond: np.ndarray) -> np.ndarray:
+    """The refiner's output over ``cond`` (disparity), at the image's size."""
+    import torch
+
+    from betterdepth_cli.core.pipeline import refine_batch
+    from betterdepth_cli.core.types import DepthPrediction
+
+    values = torch.from_numpy(cond)[None, None]
+    pred = DepthPrediction(values, torch.isfinite(values), "disparity")
+    res = refine_batch(_torch_images(rgb), prediction=pred, model=model, generator=torch.Generator().manual_seed(0))
+    return res.refined[0, 0].float().cpu().numpy()
+
+
+def _guided(rgb: np.ndarray, cond: np.ndarray) -> np.ndarray:
+    import torch
+
+    from betterdepth_cli.core.guided import guided_refine
+
+    return guided_refine(torch.from_numpy(cond)[None, None], _torch_images(rgb))[0, 0].numpy()
+
+
+def variant_maps(model, rgb: np.ndarray, cond: np.ndarray) -> dict[str, np.ndarray]:
+    """The four maps of :data:`VARIANTS` for one photo and conditioning (all disparity, (H,W))."""
+    return {"conditioner": cond, "guided": _guided(rgb, cond), "refined": _refine(model, rgb, cond),
+            "control": luminance_control(cond, rgb)}
+
+
+def simulated_strong(sample, sigma: float) -> np.ndarray:
+    """The ground truth's disparity blurred by ``sigma`` x the longest side (no warp)."""
+    from training.simulated_conditioner import simulated_disparity
+
+    h, w = sample.valid.shape
+    return simulated_disparity(sample.depth(), sample.valid, sigma * max(h, w), 0.0, np.random.default_rng(0))
+
+
+def measure(model, real_root: str | Path, datasets: Iterable[str] = ("middlebury", "nyuv2"),
+            sigmas: Iterable[float] = SIGMAS, photos: Iterable[str | Path] = ()) -> Scores:
+    """Score every split scene of ``real_root`` (the layout of ``../shared/data/real``); see the module doc."""
+    import time
+
+    import torch
+
+    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.evaluation import metrics as M
+    from betterdepth_cli.evaluation import protocol as P
+    from betterdepth_cli.evaluation.datasets import get_dataset
+
+    t0 = time.perf_counter()
+    builtin = get_conditioner("builtin")
+    per: dict[str, list[dict[str, float]]] = {}
+    for name in datasets:
+        ds = get_dataset(name, Path(real_root) / DATASET_FOLDERS[name])
+        halves = {scene: half for half, scenes in SPLITS[name].items() for scene in scenes}
+        for sample in ds:
+            half = halves.get(scene_of(sample.id))
+            if half is None:
+                continue
+            gt = sample.depth()
+            target = M.prepare_target_edges(gt, sample.valid, METRICS)
+            with torch.no_grad():
+                b = builtin.predict(_torch_images(sample.rgb)).values[0, 0].float().numpy()
+            conds = {"builtin": b, **{f"sigma {s:g}": simulated_strong(sample, s) for s in sigmas}}
+            for cname, cond in conds.items():
+                for variant, pred in variant_maps(model, sample.rgb, cond).items():
+                    sc = P.evaluate_sample(pred, "disparity", gt, sample.valid, min_depth=ds.min_depth,
+                                           max_depth=ds.max_depth, metrics=METRICS, target_edges=target)
+                    per.setdefault(f"{name}|{half}|{cname}|{variant}", []).append(sc.metrics)
+    out = Scores()
+    for key, rows in per.items():
+        out.table[key] = {m: float(np.nanmean([r[m] for r in rows])) for m in METRICS}
+    if photos:
+        out.grid, out.leakage = artefacts(model, photos)
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def artefacts(model, photos: Iterable[str | Path]) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean grid ratio (``builtin`` conditioning) and plane leakage per variant over ``photos``."""
+    import torch
+
+    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.io.images import read_image
+
+    builtin = get_conditioner("builtin")
+    cell = int(getattr(getattr(model, "codec", None), "factor", 4))
+    grid: dict[str, list[float]] = {}
+    leak: dict[str, list[float]] = {}
+    for path in photos:
+        rgb = read_image(path)
+        rgb = (rgb.astype(np.float32) / (65535.0 if rgb.dtype == np.uint16 else 255.0)) if rgb.dtype != np.float32 else rgb
+        rgb = rgb[..., :3] if rgb.ndim == 3 else np.repeat(rgb[..., None], 3, -1)
+        with torch.no_grad():
+            b = builtin.predict(_torch_images(rgb)).values[0, 0].float().numpy()
+        for variant, pred in variant_maps(model, rgb, b).items():
+            grid.setdefault(variant, []).append(grid_ratio(pred, cell))
+        plane = tilted_plane(*rgb.shape[:2])
+        for variant, pred in variant_maps(model, rgb, plane).items():
+            leak.setdefault(variant, []).append(plane_leakage(pred, plane))
+    mean = lambda d: {k: float(np.mean(v)) for k, v in d.items()}
+    return mean(grid), mean(leak)
+
+
+def gates(s: Scores, max_abs_rel_ratio: float = 1.05) -> list[tuple[bool, str]]:
+    """The success gates of issue 18 over the report halves: (passed, line) each."""
+    out: list[tuple[bool, str]] = []
+    for cname in (f"sigma {x:g}" for x in SIGMAS):
+        c, g, r = (s.get("middlebury", "report", cname, v) for v in ("conditioner", "guided", "refined"))
+        for m in ("dbe_comp", "dbe_acc", "edge_f1"):
+            better = (lambda a, b: a > b) if m == "edge_f1" else (lambda a, b: a < b)
+            ok = better(r[m], c[m]) and better(r[m], g[m])
+            out.append((ok, f"Middlebury report, {cname}: refined {m} {r[m]:.4f} beats conditioner {c[m]:.4f} "
+                            f"and guided {g[m]:.4f}"))
+        ratio = r["abs_rel"] / c["abs_rel"]
+        out.append((ratio <= max_abs_rel_ratio, f"Middlebury report, {cname}: AbsRel {r['abs_rel']:.4f} = "
+                                                f"{ratio:.3f} x the conditioner's (limit {max_abs_rel_ratio})"))
+    for ds in ("middlebury", "nyuv2"):
+        c, r, k = (s.get(ds, "report", "builtin", v) for v in ("conditioner", "refined", "control"))
+        out.append((r["abs_rel"] <= c["abs_rel"], f"{ds} report, builtin: AbsRel {r['abs_rel']:.4f} not worse "
+                                                  f"than builtin alone {c['abs_rel']:.4f}"))
+        no_edges = not (r["ep"] > 0)
+        ok = no_edges or r["ep"] >= k["ep"]
+        out.append((ok, f"{ds} report, builtin: EP {r['ep']:.4f} at least the luminance control's {k['ep']:.4f} "
+                        "(or no edges added)"))
+    if s.grid:
+        out.append((s.grid["refined"] <= 1.1, f"grid ratio on real photos {s.grid['refined']:.3f} (limit 1.1)"))
+    if s.leakage:
+        out.append((s.leakage["refined"] < s.leakage["control"],
+                    f"plane leakage {s.leakage['refined']:.3f} % below the luminance control's "
+                    f"{s.leakage['control']:.3f} %"))
+    return out
+
+
+def render(s: Scores, halves: Iterable[str] = ("dev", "report")) -> list[str]:
+    """Markdown tables: one per dataset and half, rows conditioning x variant."""
+    lines: list[str] = []
+    pct = {"abs_rel", "ep", "er", "edge_f1"}
+    head = "| conditioning | variant | AbsRel | DBE_comp | DBE_acc | EP | ER | edge F1 |"
+    for ds in SPLITS:
+        for half in halves:
+            keys = [k for k in s.table if k.startswith(f"{ds}|{half}|")]
+            if not keys:
+                continue
+            scenes = ", ".join(SPLITS[ds][half])
+            lines += ["", f"{ds}, {half} half ({scenes}):", "", head, "|---|---|---|---|---|---|---|---|"]
+            conds = list(dict.fromkeys(k.split("|")[2] for k in keys))
+            for cname in conds:
+                for v in VARIANTS:
+                    m = s.get(ds, half, cname, v)
+                    cells = [f"{m[x]:.4f}" if x in pct else f"{m[x]:.2f}" for x in METRICS]
+                    lines.append(f"| {cname} | {v} | " + " | ".join(cells) + " |")
+    if s.grid:
+        lines += ["", "| artefact | " + " | ".join(VARIANTS) + " |", "|---|" + "---|" * len(VARIANTS),
+                  "| grid ratio (builtin, photos) | " + " | ".join(f"{s.grid[v]:.3f}" for v in VARIANTS) + " |",
+                  "| plane leakage, % of range | " + " | ".join(f"{s.leakage[v]:.3f}" for v in VARIANTS) + " |"]
+    return lines
+
+
+def to_json(s: Scores) -> dict[str, Any]:
+    clean = lambda d: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+    return {"table": {k: clean(v) for k, v in s.table.items()}, "grid": s.grid, "leakage": s.leakage,
+            "seconds": s.seconds}
