@@ -1,5 +1,6 @@
 """The builtin conditioner's trainer: its loss by hand, and a saved model loads as a conditioner."""
 
+import pytest
 import torch
 
 from training.conditioner import build_model, build_processor, disparity_target, ssi_loss
@@ -109,14 +110,38 @@ def test_max_minutes_stops_at_a_checkpoint_and_resume_finishes(tmp_path):
     out = tmp_path / "run"
     # a deadline already passed: one step, then a checkpoint and no final model
     assert train(_tiny_recipe(root, 3, 1e-9), out, log=lambda m: None) == out
-    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 1
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 1
     assert not (out / "final").exists()
     # resumed without a deadline: steps 2 and 3, then the final model
     final = train(_tiny_recipe(root, 3, 0), out, resume=True, log=lambda m: None)
     assert final == out / "final" and (final / "model.safetensors").exists()
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
-    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 3
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 3
+
+
+class _Planted:
+    """A pickle that writes a file when unpickled (what an attacker would plant as checkpoint.pt)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_resume_refuses_a_planted_pickle_without_running_it(tmp_path):
+    from betterdepth_cli.core.types import UsageError
+    from training.conditioner import train
+
+    root = _random_scenes(tmp_path / "scenes")
+    out = tmp_path / "run"
+    out.mkdir()
+    marker = tmp_path / "pwned"
+    torch.save({"model": _Planted(marker), "step": 1}, out / "checkpoint.pt")
+    with pytest.raises(UsageError, match="checkpoint.pt: not a checkpoint this trainer wrote"):
+        train(_tiny_recipe(root, 3, 0), out, resume=True, log=lambda m: None)
+    assert not marker.exists()
 
 
 HYBRID = {"arch": "dpt-hybrid", "hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2,

@@ -24,6 +24,7 @@ import argparse
 import json
 import math
 import os
+import pickle
 import sys
 import time
 import tomllib
@@ -34,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from betterdepth_cli.core.align import fit_scale_shift
+from betterdepth_cli.core.types import UsageError
 
 POSITIVE_MARGIN = 0.05  # keep the head's pre-activation above this
 POSITIVITY_WEIGHT = 1.0
@@ -323,7 +325,11 @@ def train(recipe: dict, output: Path, resume: bool = False, log=print) -> Path:
     step = 0
     ckpt = output / "checkpoint.pt"
     if resume and ckpt.exists():
-        state = torch.load(ckpt, weights_only=False, map_location=device)
+        try:  # tensors, numbers and containers only: a planted pickle must not run code
+            state = torch.load(ckpt, weights_only=True, map_location=device)
+        except pickle.UnpicklingError as exc:
+            raise UsageError(f"{ckpt}: not a checkpoint this trainer wrote (refused to unpickle: "
+                             f"{str(exc).splitlines()[0][:120]})") from None
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
