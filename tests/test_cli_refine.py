@@ -432,6 +432,30 @@ def test_continue_on_error_exit_3_and_first_error_halts(tmp_path, models):
     assert res.exit_code == 65  # every input failed
 
 
+def test_decompression_bombs_are_refused_one_by_one(tmp_path, models, monkeypatch):
+    from test_io_images import _png_claiming
+
+    from betterdepth_cli.io.images import PIXEL_LIMIT_ENV
+
+    monkeypatch.delenv(PIXEL_LIMIT_ENV, raising=False)  # --max-pixels sets it for the process: restored after
+    src = tmp_path / "in"
+    src.mkdir()
+    _png_claiming(src / "a_huge.png", 60000, 60000)
+    _png_claiming(src / "b_big.png", 16000, 16000)
+    _write_png(src / "c.png", seed=2)
+    res = refine([src, "-o", tmp_path / "alone", *models, "--continue-on-error"])
+    assert res.exit_code == 3, res.stderr
+    assert _pngs(tmp_path / "alone") == ["c.png"]
+    assert "a_huge.png: image is 60000 x 60000 pixels (3600 MP), above the 150 MP limit" in res.stderr
+    assert "b_big.png: image is 16000 x 16000 pixels" in res.stderr and "Traceback" not in res.stderr
+    assert "1 processed, 0 skipped, 2 failed" in res.stderr
+    res = refine([src / "b_big.png", "-o", tmp_path / "one", *models])
+    assert res.exit_code == 65 and "above the 150 MP limit (raise it with --max-pixels" in _one_line(res)
+    # a lower limit refuses the small image too
+    res = refine([src / "c.png", "-o", tmp_path / "low", *models, "--max-pixels", "100"])
+    assert res.exit_code == 65 and "c.png: image is 64 x 48 pixels" in _one_line(res)
+
+
 def test_continue_on_error_covers_bad_specs(tmp_path, models):
     good = _write_png(tmp_path / "good.png")
     (tmp_path / "notes.txt").write_text("x")

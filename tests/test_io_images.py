@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 
+import cv2
 import numpy as np
 import pytest
 
@@ -377,3 +378,46 @@ def test_real_middlebury_disparity_zero_is_invalid():
     values, valid = read_depth_map(os.path.join(root, "middlebury2005", "Art", "disp1.png"))
     assert 0.5 < valid.mean() < 1.0  # 0 = unknown in this dataset
     assert np.all(values[~valid] == 0) and values.max() <= 255
+
+
+def _png_claiming(path, width: int, height: int) -> None:
+    """A small PNG file whose header claims width x height RGB pixels (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 1024)  # far fewer rows than claimed
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("side", [60000, 16000])
+def test_decompression_bomb_is_refused_from_its_header(tmp_path, monkeypatch, side):
+    from betterdepth_cli.io.images import PIXEL_LIMIT_ENV
+
+    monkeypatch.delenv(PIXEL_LIMIT_ENV, raising=False)
+    path = tmp_path / "bomb.png"
+    _png_claiming(path, side, side)
+    with pytest.raises(InputDataError, match=rf"bomb.png: image is {side} x {side} pixels .* above the 150 MP limit"):
+        read_image(path)
+
+
+def test_pixel_limit_can_be_raised_and_lowered(tmp_path, monkeypatch):
+    from betterdepth_cli.io.images import PIXEL_LIMIT_ENV
+
+    monkeypatch.delenv(PIXEL_LIMIT_ENV, raising=False)
+    path = tmp_path / "small.png"
+    cv2.imwrite(str(path), np.zeros((30, 40, 3), np.uint8))
+    assert read_image(path).shape == (30, 40, 3)
+    with pytest.raises(InputDataError, match="40 x 30 pixels .* above the 0.001 MP limit"):
+        read_image(path, max_pixels=1000)
+    monkeypatch.setenv(PIXEL_LIMIT_ENV, "1000")
+    with pytest.raises(InputDataError, match="above the 0.001 MP limit"):
+        read_image(path)
+    # a raised limit lets a bomb's header through to the decoder, which fails on one line, not a traceback
+    bomb = tmp_path / "bomb.png"
+    _png_claiming(bomb, 60000, 60000)
+    with pytest.raises(InputDataError, match="bomb.png: "):
+        read_image(bomb, max_pixels=10**10)

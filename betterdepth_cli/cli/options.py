@@ -73,6 +73,21 @@ ConfigOpt = Annotated[
                  show_default=False),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr: no progress, no summary.")]
+MaxPixelsOpt = Annotated[
+    Optional[int],
+    typer.Option("--max-pixels", help="Refuse images whose header claims more pixels (default 150000000; decompression bombs).",
+                 show_default=False, min=1),
+]
+
+
+def apply_pixel_limit(max_pixels: int | None) -> None:
+    """Make ``--max-pixels`` the limit of every image read in this process (and its children)."""
+    if max_pixels:
+        import os
+
+        from betterdepth_cli.io.images import PIXEL_LIMIT_ENV
+
+        os.environ[PIXEL_LIMIT_ENV] = str(int(max_pixels))
 
 DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps"
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}

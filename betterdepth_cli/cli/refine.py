@@ -30,6 +30,7 @@ from betterdepth_cli.cli.options import (
     DeviceOpt,
     DtypeOpt,
     EnsembleOpt,
+    MaxPixelsOpt,
     ModelOpt,
     NoRefineOpt,
     ProcessingResOpt,
@@ -45,6 +46,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
     "reduction": str, "processing_res": int, "seed": int, "device": str, "dtype": str, "batch_size": int,
     "no_refine": bool, "format": (list, str), "overwrite": bool, "continue_on_error": bool, "shard": str,
     "recursive": bool, "ext": (list, str), "frames": (str, int), "preview_video": bool, "quiet": bool,
+    "max_pixels": int,
 }  # fmt: skip
 
 #: Defaults that do not come from the model card.
@@ -268,6 +270,7 @@ def refine(
                                                   show_default=False)] = None,
     preview_video: Annotated[Optional[bool], typer.Option("--preview-video", help="Also write an mp4 preview per video or sequence.",
                                                           show_default=False)] = None,
+    max_pixels: MaxPixelsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Refine depth for images, folders, videos and image sequences; write 16-bit PNG (+ sidecar), EXR, NPY, previews."""
@@ -281,12 +284,13 @@ def refine(
         "processing_res": processing_res, "seed": seed, "device": device, "dtype": dtype, "batch_size": batch_size,
         "no_refine": no_refine, "format": fmt, "overwrite": overwrite, "continue_on_error": continue_on_error,
         "shard": shard, "recursive": recursive, "ext": ext, "frames": frames, "preview_video": preview_video,
-        "quiet": quiet or None,
+        "quiet": quiet or None, "max_pixels": max_pixels,
     }  # fmt: skip
     cfg = {}
     if config is not None:
         cfg = _config_path_values(o.load_config(config, CONFIG_SCHEMA, section="refine"), config)
     merged = o.merge_options(flags, cfg, BASE_DEFAULTS)
+    o.apply_pixel_limit(merged.get("max_pixels"))
     if not merged.get("inputs"):
         raise UsageError("no INPUTS given (files, folders, globs, videos, @list.txt or -); see `betterdepth refine --help`")
     if not merged.get("output"):

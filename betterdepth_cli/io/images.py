@@ -11,8 +11,10 @@
   transfer function to display values and clipped to [0,1] (negative, NaN and
   values above 1 are clipped; there is no tone mapping).
 - Grey images are replicated to 3 channels; alpha is dropped (not composited).
-- Images up to :data:`MAX_IMAGE_PIXELS` load (Pillow's default bomb limit of
-  ~89 MP would refuse a 12000 x 8000 plate).
+- The header's size is read before anything is decoded: images above the pixel
+  limit (:data:`DEFAULT_PIXEL_LIMIT`, 150 MP, enough for a 15000 x 10000 plate;
+  ``read_image(path, max_pixels=N)``, ``$BETTERDEPTH_MAX_PIXELS`` or the CLI's
+  ``--max-pixels``) are refused as decompression bombs without allocating them.
 
 The file's content decides the decoder (a PNG saved as ``.jpg`` still loads);
 the extension must be one of :data:`IMAGE_EXTENSIONS`.
@@ -47,7 +49,9 @@ from betterdepth_cli.core.types import InputDataError, NoInputError
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "tif", "tiff", "exr", "webp", "bmp")
 DEPTH_EXTENSIONS = ("png", "npy", "npz", "exr", "pfm", "tif", "tiff")
-MAX_IMAGE_PIXELS = 1 << 30  # ~1.07 gigapixels, the same cap as OpenCV's default
+MAX_IMAGE_PIXELS = 1 << 30  # ~1.07 gigapixels: Pillow's own bomb guard (the header check below comes first)
+DEFAULT_PIXEL_LIMIT = 150_000_000  # refuse larger images from their header (decompression bombs)
+PIXEL_LIMIT_ENV = "BETTERDEPTH_MAX_PIXELS"
 MIN_SIZE = 2
 
 _SIGNATURES = {
@@ -203,7 +207,10 @@ def _imdecode(data) -> np.ndarray | None:
     if not len(data):
         return None
     with _quiet_cv2() as cv2:
-        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        try:
+            return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        except cv2.error:  # e.g. a header beyond OpenCV's own size limit: Pillow gives the reason
+            return None
 
 
 def bgr_to_rgb(arr: np.ndarray) -> np.ndarray:
@@ -308,21 +315,77 @@ def _exr_rgb(path: Path) -> np.ndarray:
     return np.asarray(channels[name].pixels, np.float32)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image as float32 (H,W,3) RGB in [0,1] (see the module docstring for the rules)."""
+def pixel_limit(max_pixels: int | None = None) -> int:
+    """The pixel limit in force: ``max_pixels``, else ``$BETTERDEPTH_MAX_PIXELS``, else the default."""
+    if max_pixels is not None:
+        return int(max_pixels)
+    text = os.environ.get(PIXEL_LIMIT_ENV, "").strip()
+    if text:
+        try:
+            return int(float(text))
+        except ValueError:
+            raise InputDataError(f"${PIXEL_LIMIT_ENV}={text!r}: expected a number of pixels") from None
+    return DEFAULT_PIXEL_LIMIT
+
+
+def header_size(path: Path, fmt: str) -> tuple[int, int] | None:
+    """(width, height) from the file's header without decoding pixels; None when the header cannot say."""
+    if fmt == "png":  # IHDR right after the signature: width, height as big-endian uint32
+        head = _read_head(path, 24)
+        if len(head) == 24 and head[12:16] == b"IHDR":
+            return struct.unpack(">II", head[16:24])
+        return None
+    Image = _pil()
+    try:
+        if fmt == "exr":
+            import OpenEXR
+
+            with OpenEXR.File(str(path), header_only=True) as f:
+                (x0, y0), (x1, y1) = f.header()["dataWindow"]
+            return int(x1 - x0 + 1), int(y1 - y0 + 1)
+        with Image.open(path) as im:  # lazy: reads the header only
+            return int(im.size[0]), int(im.size[1])
+    except Image.DecompressionBombError:
+        raise InputDataError(f"{path}: image header claims more than {MAX_IMAGE_PIXELS} pixels "
+                             "(a decompression bomb)") from None
+    except Exception:  # noqa: BLE001 - a header Pillow cannot read: the decoder gives the real error
+        return None
+
+
+def check_pixels(path: Path, width: int, height: int, max_pixels: int | None = None) -> None:
+    """Refuse an image whose header claims more than the pixel limit (a decompression bomb)."""
+    limit = pixel_limit(max_pixels)
+    if width * height > limit:
+        raise InputDataError(
+            f"{path}: image is {width} x {height} pixels ({width * height / 1e6:.0f} MP), above the "
+            f"{limit / 1e6:g} MP limit (raise it with --max-pixels or ${PIXEL_LIMIT_ENV})"
+        )
+
+
+def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
+    """Read an image as float32 (H,W,3) RGB in [0,1] (see the module docstring for the rules).
+
+    ``max_pixels``: refuse larger images from their header (default :func:`pixel_limit`).
+    """
     path = Path(path)
     check_extension(path, IMAGE_EXTENSIONS)
     fmt = sniff_format(_read_head(path))
     if fmt is None:
         raise InputDataError(f"{path}: not an image (unrecognised file content)")
-    if fmt == "exr":
-        return _check_size(path, to_float_rgb(_exr_rgb(path), path, linear_float=True))
-    arr = _cv2_decode(path) if fmt in _CV2_FIRST else None
-    if arr is not None:
-        arr = apply_orientation(arr, _exif_orientation(path, fmt))
-    else:
-        arr = _pil_decode(path)
-    return _check_size(path, to_float_rgb(arr, path, linear_float=True))
+    size = header_size(path, fmt)
+    if size is not None:
+        check_pixels(path, *size, max_pixels=max_pixels)
+    try:
+        if fmt == "exr":
+            return _check_size(path, to_float_rgb(_exr_rgb(path), path, linear_float=True))
+        arr = _cv2_decode(path) if fmt in _CV2_FIRST else None
+        if arr is not None:
+            arr = apply_orientation(arr, _exif_orientation(path, fmt))
+        else:
+            arr = _pil_decode(path)
+        return _check_size(path, to_float_rgb(arr, path, linear_float=True))
+    except MemoryError:
+        raise InputDataError(f"{path}: not enough memory to decode this image") from None
 
 
 # --------------------------------------------------------------------------- depth maps
