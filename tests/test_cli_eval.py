@@ -236,3 +236,21 @@ def test_scoring_thread_default_rule():
     assert scoring_thread_default(on_cpu=True, torch_threads=1, cores=2) == 1  # a core is idle
     assert scoring_thread_default(on_cpu=True, torch_threads=2, cores=2) == 0  # torch fills both cores
     assert scoring_thread_default(on_cpu=True, torch_threads=16, cores=16) == 1  # one core of many
+
+
+def test_save_predictions_stay_inside_the_folder_for_a_tar_with_dot_dot_members(tmp_path, tiny_dpt_dir):
+    import tarfile
+
+    make_nyu(tmp_path / "nyu", n=1)
+    pack = tmp_path / "pack.tar"
+    with tarfile.open(pack, "w") as tar:
+        for f in sorted((tmp_path / "nyu").rglob("*.png")):
+            rel = f.relative_to(tmp_path / "nyu").as_posix()
+            tar.add(f, arcname=f"../../escape/{rel}")  # a hostile member name
+    preds = tmp_path / "work" / "preds"
+    preds.parent.mkdir()
+    res = run("--dataset", "nyuv2", "--data-root", pack, "--conditioner", f"hf:{tiny_dpt_dir}", "--no-refine",
+              "--save-predictions", preds, "--output", tmp_path / "work" / "r.json", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.npy"))
+    assert written == ["work/preds/conditioner/escape/test/room_0001/rgb_0001.npy"]

@@ -297,3 +297,23 @@ def test_atomic_write_follows_the_umask_not_mkstemp_0600(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("name,want", [
+    ("a/b.npy", "a/b.npy"), ("../../evil/x", "evil/x"), ("/etc/passwd", "etc/passwd"),
+    ("./a/../b", "a/b"), ("C:/x/y", "x/y"), ("..\\..\\w", "w"),
+])
+def test_safe_join_never_leaves_the_root(tmp_path, name, want):
+    from betterdepth_cli.io.outputs import safe_join
+
+    got = safe_join(tmp_path, name)
+    assert got == tmp_path / want
+    assert got.resolve().is_relative_to(tmp_path.resolve())
+
+
+def test_safe_join_refuses_a_name_with_nothing_left(tmp_path):
+    from betterdepth_cli.core.types import OutputError
+    from betterdepth_cli.io.outputs import safe_join
+
+    with pytest.raises(OutputError, match="no usable file name"):
+        safe_join(tmp_path, "../..")

@@ -134,9 +134,8 @@ class DataRoot:
 
     @staticmethod
     def _norm(name: str) -> str:
-        while name.startswith("./"):
-            name = name[2:]
-        return name.lstrip("/")
+        """A member name as a relative POSIX path, with ``.``/``..`` and leading slashes dropped."""
+        return "/".join(p for p in name.replace("\\", "/").split("/") if p not in ("", ".", ".."))
 
     @property
     def is_tar(self) -> bool:

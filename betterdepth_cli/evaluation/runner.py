@@ -296,9 +296,9 @@ def default_score_workers(device: str) -> int:
 
 
 def _save_prediction(root: Path, variant: str, sample_id: str, values: np.ndarray, meta: dict) -> None:
-    from betterdepth_cli.io.outputs import atomic_write_text, write_npy
+    from betterdepth_cli.io.outputs import atomic_write_text, safe_join, write_npy
 
-    base = root / variant / sample_id
+    base = safe_join(root / variant, sample_id)  # ids come from input names (tar members): never outside root
     base.parent.mkdir(parents=True, exist_ok=True)
     write_npy(base.with_suffix(".npy"), values.astype(np.float32))
     atomic_write_text(base.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")

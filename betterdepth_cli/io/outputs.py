@@ -49,6 +49,17 @@ PathLike = str | os.PathLike
 # --------------------------------------------------------------------------- atomic writes
 
 
+def safe_join(root: PathLike, relative: str) -> Path:
+    """``root / relative`` that cannot leave ``root``: empty, ``.`` and ``..`` parts, drive letters
+    and leading slashes of ``relative`` (a name taken from an input: a tar member, a sample id) are dropped.
+    """
+    parts = [p for p in PurePosixPath(str(relative).replace("\\", "/")).parts
+             if p not in ("", ".", "..", "/") and not re.fullmatch(r"[A-Za-z]:", p)]
+    if not parts:
+        raise OutputError(f"{relative!r}: no usable file name to write under {root}")
+    return Path(root).joinpath(*parts)
+
+
 def atomic_write(path: PathLike, writer: Callable[[str], Any]) -> Path:
     """Write ``path`` atomically: ``writer(tmp_path)`` then ``os.replace(tmp, path)``.
 
