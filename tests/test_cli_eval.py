@@ -254,3 +254,25 @@ def test_save_predictions_stay_inside_the_folder_for_a_tar_with_dot_dot_members(
     assert res.exit_code == 0, res.output
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.npy"))
     assert written == ["work/preds/conditioner/escape/test/room_0001/rgb_0001.npy"]
+
+
+def test_incomplete_middlebury_scene_exit_65_or_skipped_and_counted(tmp_path, tiny_dpt_dir):
+    root = tmp_path / "mb"
+    rng = np.random.default_rng(1)
+    for scene in ("Art", "Books"):
+        (root / scene).mkdir(parents=True)
+        assert cv2.imwrite(str(root / scene / "view1.png"), rng.integers(0, 256, (H, W, 3), dtype=np.uint8))
+        disp = np.full((H, W), 60, np.uint8)
+        disp[:, W // 2:] = 120
+        assert cv2.imwrite(str(root / scene / "disp1.png"), disp)
+        (root / scene / "dmin.txt").write_text("200\n")
+    (root / "Books" / "dmin.txt").unlink()
+    args = ("--dataset", "middlebury", "--data-root", root, "--conditioner", f"hf:{tiny_dpt_dir}", "--no-refine",
+            "--device", "cpu", "--output", tmp_path / "r.json")
+    res = run(*args)
+    assert res.exit_code == 65 and "Books/dmin.txt: missing (needed by Books/view1.png)" in res.output
+    res = run(*args, "--continue-on-error")
+    assert res.exit_code == 0, res.output
+    assert "skipped" in res.output and "1 incomplete sample(s) skipped, 1 scored" in res.output
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["samples"] == 1 and len(data["dataset"]["incomplete"]) == 1

@@ -268,6 +268,21 @@ def test_middlebury_2005_disparity_with_dmin(tmp_path):
     assert s.depth()[0, 0] == pytest.approx(3740 * 0.160 / 320.0)  # 1.87 m
 
 
+@pytest.mark.parametrize("drop", ["Books/disp1.png", "Books/dmin.txt"])
+def test_middlebury_scene_missing_a_file_is_an_error_or_counted(tmp_path, drop):
+    root = tmp_path / "mb"
+    for scene in ("Art", "Books"):
+        write_rgb(root / f"{scene}/view1.png", rgb_image(10, 12))
+        write_grey(root / f"{scene}/disp1.png", np.full((10, 12), 120, np.uint8))
+        (root / f"{scene}/dmin.txt").write_text("200\n")
+    (root / drop).unlink()
+    with pytest.raises(InputDataError, match=rf"{drop}: missing \(needed by Books/view1.png\)"):
+        D.get_dataset("middlebury", root)
+    ds = D.get_dataset("middlebury", root, skip_incomplete=True)
+    assert [e.id for e in ds.entries] == ["Art/view1"]
+    assert len(ds.describe()["incomplete"]) == 1 and drop in ds.describe()["incomplete"][0]
+
+
 def test_middlebury_2014_pfm_and_calib(tmp_path):
     root = tmp_path / "mb14"
     write_rgb(root / "Adirondack-perfect/im0.png", rgb_image(8, 10))

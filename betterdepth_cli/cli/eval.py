@@ -37,6 +37,7 @@ CONFIG_SCHEMA: dict[str, type | tuple] = {
     "alignment": str, "metrics": (str, list), "edge_threshold": (int, float), "edge_tolerance": (int, float),
     "canny_sigma": (int, float), "canny_low": (int, float), "canny_high": (int, float),
     "dbe_max_dist": (int, float), "save_predictions": str, "output": str, "csv": str, "score_workers": int,
+    "continue_on_error": bool,
 }
 
 
@@ -185,6 +186,9 @@ def eval_command(
                                                          "the next images infer; 0: score inline. Default: the thread, "
                                                          "except on a CPU of <= 2 cores that torch already fills.",
                                                          show_default=False)] = None,
+    continue_on_error: Annotated[Optional[bool], typer.Option(
+        "--continue-on-error", help="Skip samples that miss a file (warned, counted in the results) instead of exit 65.",
+        show_default=False)] = None,
     config: ConfigOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -214,7 +218,7 @@ def eval_command(
         "alignment": alignment, "metrics": metrics, "edge_threshold": edge_threshold,
         "edge_tolerance": edge_tolerance, "canny_sigma": canny_sigma, "canny_low": canny_low,
         "canny_high": canny_high, "dbe_max_dist": dbe_max_dist, "save_predictions": save_predictions,
-        "output": output, "csv": csv_path, "score_workers": score_workers,
+        "output": output, "csv": csv_path, "score_workers": score_workers, "continue_on_error": continue_on_error,
     }
     cfg = load_config(config, CONFIG_SCHEMA, section="eval") if config else {}
     defaults = {
@@ -254,6 +258,7 @@ def eval_command(
         edge_tolerance=float(o["edge_tolerance"]),
         save_predictions=None if o.get("save_predictions") is None else str(o["save_predictions"]),
         score_workers=None if o.get("score_workers") is None else int(o["score_workers"]),
+        continue_on_error=bool(o.get("continue_on_error")),
     )
     ev.validate()
     for path, what in ((out_json, "--output"), (out_csv, "--csv")):
@@ -276,6 +281,12 @@ def eval_command(
             print(f"eval: {done}/{total} samples ({now - t0:.0f} s) {sample_id}", end=end, file=sys.stderr, flush=True)
 
     result = run_evaluation(ev, progress=progress)
+    skipped = result.dataset.get("incomplete") or []
+    for line in skipped:
+        print(f"eval: warning: skipped {line}", file=sys.stderr, flush=True)
+    if skipped:
+        print(f"eval: {len(skipped)} incomplete sample(s) skipped, {result.dataset['samples']} scored",
+              file=sys.stderr, flush=True)
     if out_json is not None:
         result.write_json(out_json)
     if out_csv is not None:

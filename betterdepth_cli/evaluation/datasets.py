@@ -236,12 +236,15 @@ class DatasetLoader:
     layout = ""
     options: dict[str, Any] = {}
     choices: dict[str, tuple] = {}
+    #: an image found without its ground truth is an error (layouts where every image has one)
+    incomplete_is_error = False
 
     def __init__(
         self,
         root: str | os.PathLike,
         split_file: str | os.PathLike | None = None,
         limit: int | None = None,
+        skip_incomplete: bool = False,
         **options: Any,
     ):
         if limit is not None and (not isinstance(limit, int) or limit < 1):
@@ -249,7 +252,12 @@ class DatasetLoader:
         self.opts = self._check_options(options)
         self.root = DataRoot(root, self.name)
         self.split_file = None if split_file is None else Path(split_file)
+        #: samples found without all their files: "<missing file>: missing (needed by <image>)"
+        self.incomplete: list[str] = []
         entries = self._entries_from_split(self.split_file) if self.split_file else self.discover()
+        if self.incomplete and not skip_incomplete:
+            more = f" (and {len(self.incomplete) - 1} more incomplete)" if len(self.incomplete) > 1 else ""
+            raise InputDataError(f"{self.name}: {self.incomplete[0]}{more}; use --continue-on-error to skip them")
         if not entries:
             where = f"listed in {self.split_file}" if self.split_file else f"found in {self.root.path}"
             raise NoInputError(f"{self.name}: no samples {where}; expected {self.layout}")
@@ -349,6 +357,7 @@ class DatasetLoader:
             "min_depth": self.min_depth,
             "max_depth": self.max_depth if math.isfinite(self.max_depth) else "inf",
             "options": dict(self.opts),
+            "incomplete": list(self.incomplete),  # samples skipped for a missing file (--continue-on-error)
         }
 
     def _pair_by_pattern(self, rgb_re: str, gt_fmt) -> list[Entry]:
@@ -365,6 +374,9 @@ class DatasetLoader:
             gts = (gts,) if isinstance(gts, str) else tuple(gts)
             if all(g in present for g in gts):
                 out.append(Entry(_stem(rel), (rel, *gts)))
+            elif self.incomplete_is_error:
+                missing = next(g for g in gts if g not in present)
+                self.incomplete.append(f"{self.root.where(missing)}: missing (needed by {rel})")
         return out
 
 
@@ -373,6 +385,7 @@ class DatasetLoader:
 
 class NYUv2Dataset(DatasetLoader):
     name = "nyuv2"
+    incomplete_is_error = True
     min_depth = 1e-3
     max_depth = 10.0
     layout = (
@@ -598,6 +611,7 @@ def parse_middlebury_calib(text: str, where: str) -> dict[str, float]:
 
 class MiddleburyDataset(DatasetLoader):
     name = "middlebury"
+    incomplete_is_error = True
     min_depth = 1e-3
     max_depth = math.inf
     gt_kind = "disparity"
@@ -617,6 +631,10 @@ class MiddleburyDataset(DatasetLoader):
                 if f"{m[1]}{disp}" in present and f"{m[1]}calib.txt" in present:
                     new.append(Entry(_stem(rel), (rel, f"{m[1]}{disp}", f"{m[1]}calib.txt")))
                     break
+            else:
+                missing = f"{m[1]}calib.txt" if any(f"{m[1]}{d}" in present for d in ("disp0GT.pfm", "disp0.pfm")) \
+                    else f"{m[1]}disp0GT.pfm"
+                self.incomplete.append(f"{self.root.where(missing)}: missing (needed by {rel})")
         return sorted(old + new, key=lambda e: natural_key(e.id))
 
     def entry_from_line(self, cols: list[str]) -> Entry:

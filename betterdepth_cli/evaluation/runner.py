@@ -97,6 +97,7 @@ class EvalConfig:
     edge_tolerance: float = M.EDGE_TOLERANCE
     save_predictions: str | None = None
     score_workers: int | None = None  # None: auto (see the module docstring); 0 inline; 1 a scoring thread
+    continue_on_error: bool = False  # skip samples that miss a file (counted in the results) instead of failing
 
     def variants(self) -> tuple[str, ...]:
         if self.compare:
@@ -325,7 +326,8 @@ def run_evaluation(
     keep_freed_memory()  # scoring allocates megapixel temporaries: reuse them instead of faulting pages in
     t_wall = time.perf_counter()
     dataset = get_dataset(
-        config.dataset, config.data_root, split_file=config.split_file, limit=config.limit, **config.dataset_options
+        config.dataset, config.data_root, split_file=config.split_file, limit=config.limit,
+        skip_incomplete=config.continue_on_error, **config.dataset_options
     )
     dtype = getattr(torch, {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}.get(config.dtype, config.dtype))
     model = load_model(config.model, device=config.device, dtype=dtype) if config.refine else None
