@@ -190,6 +190,20 @@ def test_ext_filter(tmp_path, tree, models):
     assert _pngs(tmp_path / "o") == ["b.png"]
 
 
+def test_recursive_glob_does_not_follow_directory_links(tmp_path, tree, models):
+    import os
+
+    os.symlink(tree, tree / "loop")  # photos/loop -> photos
+    os.symlink(tree, tree / "sub" / "back")  # photos/sub/back -> photos: two loops
+    t0 = time.perf_counter()
+    res = refine([str(tree / "**" / "*.png"), "-o", tmp_path / "g", *models, "-q"])
+    assert res.exit_code == 0, res.stderr
+    assert time.perf_counter() - t0 < 60
+    assert _pngs(tmp_path / "g") == ["a.png", "sub/c.png"]  # no loop/..., no nesting
+    res = refine([tree, "-o", tmp_path / "r", *models, "--recursive", "-q"])
+    assert res.exit_code == 0 and _pngs(tmp_path / "r") == ["a.png", "b.png", "sub/c.png"]
+
+
 def test_glob_list_and_stdin(tmp_path, tree, models, monkeypatch):
     res = refine([str(tree / "*.png"), "-o", tmp_path / "g", *models, "-q"])
     assert res.exit_code == 0, res.stderr

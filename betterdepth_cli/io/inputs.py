@@ -9,6 +9,8 @@
   folders are skipped). ``extensions`` narrows or widens the set; videos in
   folders are only picked up when ``extensions`` names them;
 - a glob (``photos/*.jpg``, ``shots/**/*.exr``): the matching supported files;
+  neither ``**`` nor ``recursive`` follows symbolic links to folders (a link
+  loop cannot hang discovery or nest outputs); links to files are read;
 - ``@list.txt``: one spec per line, relative to the list file's folder; blank
   lines and lines starting with ``#`` are ignored;
 - ``-``: specs read one per line from the ``stdin`` text stream, relative to the
@@ -487,11 +489,68 @@ def _glob_root(pattern: Path) -> Path:
     return pattern.parent
 
 
+def _glob_regex(pattern: str) -> re.Pattern:
+    """A glob over '/'-separated relative paths as a regex: ``**`` any number of folders (none
+    too), ``*``, ``?`` and ``[...]`` within one name (:func:`_name_regex`)."""
+    parts = pattern.split("/")
+    out = []
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if part == "**":
+            out.append(".*" if last else "(?:[^/]+/)*")
+        else:
+            out.append(_name_regex(part) + ("" if last else "/"))
+    return re.compile("".join(out) + r"\Z")
+
+
+def _name_regex(name: str) -> str:
+    """One path component's glob as a regex that never crosses '/'."""
+    out, i = [], 0
+    while i < len(name):
+        c = name[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            j = name.find("]", i + 2)
+            if j < 0:
+                out.append(re.escape(c))
+            else:
+                inner = name[i + 1 : j]
+                inner = "^" + inner[1:] if inner.startswith("!") else inner
+                out.append(f"[{inner.replace(chr(92), chr(92) * 2)}]")
+                i = j
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+def glob_files(pattern: Path) -> list[Path]:
+    """Files matching ``pattern`` (``**`` = any subfolders), found WITHOUT following directory links:
+    a symlink loop cannot hang discovery or nest outputs; linked files are taken as files."""
+    if "**" not in pattern.parts:
+        return sorted(Path(p) for p in globlib.glob(str(pattern)))
+    root = _glob_root(pattern)
+    rel_pattern = pattern.relative_to(root).as_posix() if root.parts else pattern.as_posix()
+    rx = _glob_regex(rel_pattern)
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root or Path("."), followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # as glob: ** skips hidden folders
+        rel_dir = os.path.relpath(dirpath, root or Path(".")).replace(os.sep, "/")
+        for f in filenames:
+            rel = f if rel_dir == "." else f"{rel_dir}/{f}"
+            if rx.match(rel):
+                out.append(Path(dirpath) / f)
+    return sorted(out)
+
+
 def _expand_glob(spec: str, pattern: Path, list_root: Path | None, ctx: _Ctx) -> None:
     allowed = ctx.extensions
     if _ext(pattern) in VIDEO_EXTENSIONS:  # clips/*.mp4 names videos explicitly
         allowed = allowed + (_ext(pattern),)
-    matches = sorted(Path(p) for p in globlib.glob(str(pattern), recursive=True))
+    matches = glob_files(pattern)
     files = [p for p in matches if p.is_file() and _ext(p) in allowed and not p.name.startswith(".")]
     if not files:
         raise NoInputError(f"{spec}: no images or videos match")
