@@ -165,6 +165,7 @@ class Item:
     outputs: dict[str, Path]
     group: str
     index: int = 0
+    blocked: str | None = None  # why it must not be written (a file the tool did not write, stale settings)
 
     @property
     def key(self) -> str:
@@ -232,6 +233,8 @@ class Plan:
             for it in g.items:
                 outs = " ".join(str(p) for k, p in it.outputs.items() if k != "sidecar")
                 state = "" if id(it) in todo else "  (exists, skip)"
+                if it.blocked and id(it) in todo:
+                    state = f"  (will fail: {it.blocked})"
                 yield f"{it.label} -> {outs}{state}"
             for p in g.extra_outputs.values():
                 yield f"{g.key} -> {p}{'' if g.todo else '  (exists, skip)'}"
@@ -249,17 +252,42 @@ def _inside(path: Path | None, folder: Path) -> bool:
 
 
 def _is_our_output(path: Path) -> bool:
-    """A file ``refine`` wrote: a preview/uncertainty map, or a map with a betterdepth sidecar."""
-    from betterdepth_cli.io.outputs import split_frame
+    """A file ``refine`` wrote: its sidecar (``a.json`` for ``a.png`` and ``a_preview.jpg``) is ours.
+    A user's ``A_preview.jpg`` with no sidecar of ours is an input like any other."""
+    from betterdepth_cli.io.outputs import is_own_sidecar, sidecar_of
 
-    stem, _ = split_frame(path.stem)
-    if stem.endswith(("_preview", "_uncertainty")):
-        return True
-    side = path.with_suffix(".json")
+    return is_own_sidecar(sidecar_of(path))
+
+
+#: Sidecar fields that change the pixels: outputs written with other values are stale.
+PIXEL_SETTINGS = ("model", "conditioner", "steps", "ensemble", "reduction", "seed", "processing_res")
+
+
+def _existing_state(item: Item, settings: RefineSettings) -> str:
+    """``new`` (nothing there), ``done`` (all ours, same settings), ``partial`` (ours, some missing),
+    or the reason the outputs must not be written without ``--overwrite``."""
+    from betterdepth_cli.io.outputs import is_own_sidecar
+
+    outs = item.outputs
+    present = [p for p in outs.values() if Path(p).is_file()]
+    if not present:
+        return "new"
+    side = outs["sidecar"]
+    if not is_own_sidecar(side):
+        foreign = next((p for p in present if p != side), side)
+        return (f"{foreign}: exists and was not written by betterdepth (no sidecar of ours); "
+                "choose another -o folder, or --overwrite to replace it")
+    if len(present) < len(outs):
+        return "partial"
     try:
-        return side.is_file() and '"betterdepth/' in side.read_text(encoding="utf-8", errors="replace")[:200]
-    except OSError:
-        return False
+        stored = json.loads(Path(side).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "partial"
+    want = settings.sidecar_fields()
+    diff = [f"{k} {stored.get(k)!r} -> {want.get(k)!r}" for k in PIXEL_SETTINGS if stored.get(k) != want.get(k)]
+    if diff:
+        return f"{item.label}: outputs exist from other settings ({', '.join(diff)}); --overwrite redoes them"
+    return "done"
 
 
 def preview_video_path(out_dir: Path, relpath: str) -> Path:
@@ -287,6 +315,10 @@ def plan_run(sources: Sequence[Any], settings: RefineSettings) -> Plan:
     owners: dict[Path, str] = {}
     excluded = 0
     index = 0
+    sources = list(sources)
+    inputs = {r: e.source for s in sources for e in s.entries()  # the inputs that stay inputs
+              if (r := _resolved(getattr(e, "source", None))) is not None
+              and not (_inside(r, out_res) and _is_our_output(r))}
     for source in sources:
         gkey = str(getattr(source, "group", None) or id(source))
         entries = list(source.entries())
@@ -301,6 +333,9 @@ def plan_run(sources: Sequence[Any], settings: RefineSettings) -> Plan:
                 pr = _resolved(p)
                 if src is not None and pr == src:
                     raise UsageError(f"{entry.source}: the output {p} would overwrite this input; choose another -o folder")
+                if pr in inputs:  # another input (a user photo named like an output): inputs are never written
+                    raise UsageError(f"{entry.source}: the output {p} would overwrite the input {inputs[pr]}; "
+                                     "choose another -o folder")
                 if pr in owners and owners[pr] != str(entry.source) + str(entry.frame):
                     raise UsageError(f"{entry.source} and {owners[pr].rstrip('None')} would both write {p}; rename one")
                 owners[pr] = str(entry.source) + str(entry.frame)
@@ -322,12 +357,19 @@ def plan_run(sources: Sequence[Any], settings: RefineSettings) -> Plan:
             group.extra_outputs["preview_video"] = preview_video_path(out_dir, group.items[0].key)
         if settings.overwrite:
             group.todo = list(group.items)
-        elif group.is_shot:
-            # one range per shot: a shot with anything missing is redone whole
-            missing = any(not outputs_exist(it.outputs) for it in group.items) or not outputs_exist(group.extra_outputs)
+            continue
+        states = [_existing_state(it, settings) for it in group.items]
+        for it, state in zip(group.items, states):
+            it.blocked = None if state in ("new", "done", "partial") else state
+        if group.is_shot:
+            # one range per shot: a shot with anything missing is redone whole, one blocked frame blocks it
+            reason = next((it.blocked for it in group.items if it.blocked), None)
+            for it in group.items:
+                it.blocked = reason
+            missing = any(s != "done" for s in states) or not outputs_exist(group.extra_outputs)
             group.todo = list(group.items) if missing else []
         else:
-            group.todo = [it for it in group.items if not outputs_exist(it.outputs)]
+            group.todo = [it for it, s in zip(group.items, states) if s != "done"]
     return Plan(groups=list(groups.values()), out_dir=out_dir, formats=settings.formats, excluded=excluded)
 
 
@@ -500,10 +542,17 @@ class _Engine:
                     continue
                 if self.halt.is_set():
                     break
-                by_key = {it.key: it for it in group.todo}
+                blocked = [it for it in group.todo if it.blocked]
+                for item in blocked:  # never read: their outputs must not be written
+                    if not self._put(self.in_q, ("fail", item, item.blocked), self.halt):
+                        return
+                readable = [it for it in group.todo if not it.blocked]
+                if not readable:
+                    continue
+                by_key = {it.key: it for it in readable}
                 pending = dict(by_key)
                 try:
-                    for entry, image in group.source.read([it.entry for it in group.todo]):
+                    for entry, image in group.source.read([it.entry for it in readable]):
                         item = by_key.get(str(entry.relpath))
                         if item is None:
                             continue
@@ -673,9 +722,8 @@ class _Engine:
             bo.write_exr(outs["exr"], values, kind=kind, metric=metric, attrs=attrs)
         if "npy" in outs:
             bo.write_npy(outs["npy"], values)
-        if "png16" not in outs and ("exr" in outs or "npy" in outs):  # png16 writes the sidecar itself
-            side = bo.sidecar_path(outs.get("exr") or outs["npy"])
-            bo.write_sidecar(side, {**meta, "height": int(values.shape[0]), "width": int(values.shape[1])})
+        if "png16" not in outs:  # png16 writes the sidecar itself (with its encoding); every run has one
+            bo.write_sidecar(outs["sidecar"], {**meta, "height": int(values.shape[0]), "width": int(values.shape[1])})
         if "uncertainty" in outs and unc is not None:
             bo.write_uncertainty(outs["uncertainty"], unc, kind=kind, metric=metric, attrs=attrs)
         group = self.groups[item.group]

@@ -97,6 +97,18 @@ def test_sidecar_fields_without_refinement(tmp_path):
 # --------------------------------------------------------------------------- plan
 
 
+def _done(out, base, settings):
+    """What a finished run leaves for ``base``: the map and a sidecar of ours with the run's settings."""
+    import json
+
+    from betterdepth_cli.io.outputs import make_sidecar
+
+    (out / f"{base}.png").parent.mkdir(parents=True, exist_ok=True)
+    (out / f"{base}.png").write_bytes(b"x")
+    meta = make_sidecar(kind="disparity", metric=False, **settings.sidecar_fields())
+    (out / f"{base}.json").write_text(json.dumps(meta))
+
+
 def test_plan_skips_existing_and_redoes_a_shot_whole(tmp_path):
     src = tmp_path / "in"
     _png(src / "a.png")
@@ -109,20 +121,51 @@ def test_plan_skips_existing_and_redoes_a_shot_whole(tmp_path):
     assert (plan.total, plan.todo, plan.skipped) == (5, 5, 0)
     assert [g.is_shot for g in plan.groups] == [False, False, True]
     # a.png done; one frame of the shot done: the shot is redone whole (one range)
-    for name in ("a.png", "a.json", "s.0002.png", "s.0002.json"):
-        (out / name).parent.mkdir(parents=True, exist_ok=True)
-        (out / name).write_bytes(b"x")
+    for base in ("a", "s.0002"):
+        _done(out, base, settings)
     plan = plan_run(discover([src]), settings)
     assert (plan.total, plan.todo, plan.skipped) == (5, 4, 1)
     assert [it.key for it in plan.groups[2].todo] == ["s.0001", "s.0002", "s.0003"]
     for f in (1, 3):
-        (out / f"s.{f:04d}.png").write_bytes(b"x")
-        (out / f"s.{f:04d}.json").write_bytes(b"x")
+        _done(out, f"s.{f:04d}", settings)
     plan = plan_run(discover([src]), settings)
     assert plan.groups[2].todo == [] and plan.todo == 1
     assert plan_run(discover([src]), _settings(out, formats=("png16",), overwrite=True)).todo == 5
     lines = list(plan.describe())
     assert len(lines) == 5 and sum(ln.endswith("(exists, skip)") for ln in lines) == 4
+
+
+def test_plan_never_overwrites_a_file_it_did_not_write(tmp_path):
+    src = tmp_path / "in"
+    _png(src / "A.png")
+    _png(src / "A_preview.jpg")  # a user photo with an output-like name: an input, not a result
+    # A's preview would land on that photo: refused, --overwrite or not (inputs are never written)
+    for over in (False, True):
+        with pytest.raises(UsageError, match="A_preview.jpg would overwrite the input"):
+            plan_run(discover([src]), _settings(src, formats=("npy", "preview"), overwrite=over))
+    (src / "A.json").write_text('{"my": "notes"}')  # a user file where the sidecar would go
+    plan = plan_run(discover([src]), _settings(src, formats=("npy",)))
+    items = {it.key: it for g in plan.groups for it in g.items}
+    assert set(items) == {"A", "A_preview"} and plan.excluded == 0
+    assert "A.json: exists and was not written by betterdepth" in items["A"].blocked
+    assert items["A_preview"].blocked is None
+    # --overwrite may replace outputs
+    over = plan_run(discover([src]), _settings(src, formats=("npy",), overwrite=True))
+    assert all(it.blocked is None for g in over.groups for it in g.items)
+
+
+def test_plan_redoes_nothing_silently_when_settings_changed(tmp_path):
+    src = tmp_path / "in"
+    _png(src / "a.png")
+    out = tmp_path / "out"
+    _done(out, "a", _settings(out, formats=("png16",), steps=4))
+    same = plan_run(discover([src]), _settings(out, formats=("png16",), steps=4))
+    assert same.todo == 0
+    other = plan_run(discover([src]), _settings(out, formats=("png16",), steps=1))
+    (item,) = other.groups[0].todo
+    assert "outputs exist from other settings (steps 4 -> 1)" in item.blocked
+    redo = plan_run(discover([src]), _settings(out, formats=("png16",), steps=1, overwrite=True))
+    assert redo.todo == 1 and redo.groups[0].todo[0].blocked is None
 
 
 def test_plan_refuses_output_over_input(tmp_path):

@@ -282,6 +282,33 @@ def test_resume_skips_existing_and_overwrite_redoes(tmp_path, tree, models):
     assert "2 processed, 0 skipped" in res.stderr
 
 
+def test_changed_settings_are_not_skipped_silently(tmp_path, models):
+    img = _write_png(tmp_path / "in" / "a.png")
+    out = tmp_path / "out"
+    assert refine([img, "-o", out, *models, "--steps", "2", "-q"]).exit_code == 0
+    assert refine([img, "-o", out, *models, "--steps", "2", "-q"]).exit_code == 0  # same settings: skipped
+    res = refine([img, "-o", out, *models, "--steps", "1"])
+    assert res.exit_code == 65 and "outputs exist from other settings (steps 2 -> 1); --overwrite redoes them" in res.stderr
+    assert json.loads((out / "a.json").read_text())["steps"] == 2  # untouched
+    assert refine([img, "-o", out, *models, "--steps", "1", "--overwrite", "-q"]).exit_code == 0
+    assert json.loads((out / "a.json").read_text())["steps"] == 1
+
+
+def test_a_user_file_in_the_output_folder_is_never_overwritten(tmp_path, models):
+    src = tmp_path / "in"
+    _write_png(src / "A.jpg")
+    _write_png(src / "A_preview.jpg", seed=3)  # the user's photo
+    before = (src / "A_preview.jpg").read_bytes()
+    res = refine([src, "-o", src, *models, "-f", "png16,preview"])
+    assert res.exit_code == 64 and "would overwrite the input" in res.stderr
+    assert (src / "A_preview.jpg").read_bytes() == before
+    (src / "A_preview.jpg").unlink()
+    (src / "A.json").write_text('{"mine": true}')
+    res = refine([src, "-o", src, *models])
+    assert res.exit_code == 65 and "A.json: exists and was not written by betterdepth" in res.stderr
+    assert json.loads((src / "A.json").read_text()) == {"mine": True}
+
+
 def test_dry_run_writes_nothing(tmp_path, tree, models):
     res = refine([tree, "-o", tmp_path / "o", *models, "--recursive", "--dry-run", "--format", "png16,exr"])
     assert res.exit_code == 0, res.stderr
@@ -449,9 +476,10 @@ def test_continue_on_error_exit_3_and_first_error_halts(tmp_path, models):
 def test_decompression_bombs_are_refused_one_by_one(tmp_path, models, monkeypatch):
     from test_io_images import _png_claiming
 
-    from betterdepth_cli.io.images import PIXEL_LIMIT_ENV
+    from betterdepth_cli.io.images import DEFAULT_PIXEL_LIMIT, PIXEL_LIMIT_ENV
 
-    monkeypatch.delenv(PIXEL_LIMIT_ENV, raising=False)  # --max-pixels sets it for the process: restored after
+    # --max-pixels sets the variable for the process: set it here so that monkeypatch restores it after
+    monkeypatch.setenv(PIXEL_LIMIT_ENV, str(DEFAULT_PIXEL_LIMIT))
     src = tmp_path / "in"
     src.mkdir()
     _png_claiming(src / "a_huge.png", 60000, 60000)

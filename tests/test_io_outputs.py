@@ -266,7 +266,18 @@ def test_outputs_exist(tmp_path):
     bo.write_npy(plan["npy"], np.zeros((2, 2)))
     assert not bo.outputs_exist(plan)
     bo.write_exr(plan["exr"], np.zeros((2, 2)))
-    assert bo.outputs_exist(plan)
+    assert not bo.outputs_exist(plan)  # the sidecar, the record of the run, is an output too
+    bo.write_sidecar(plan["sidecar"], bo.make_sidecar(kind="disparity", metric=False))
+    assert bo.outputs_exist(plan) and bo.is_own_sidecar(plan["sidecar"])
+
+
+def test_sidecar_of_names_the_record_of_each_output(tmp_path):
+    assert bo.sidecar_of(tmp_path / "a.png") == tmp_path / "a.json"
+    assert bo.sidecar_of(tmp_path / "A_preview.jpg") == tmp_path / "A.json"
+    assert bo.sidecar_of(tmp_path / "shot_preview.1001.jpg") == tmp_path / "shot.1001.json"
+    assert bo.sidecar_of(tmp_path / "shot_uncertainty.1001.exr") == tmp_path / "shot.1001.json"
+    (tmp_path / "user.json").write_text('{"title": "my notes"}')
+    assert not bo.is_own_sidecar(tmp_path / "user.json") and not bo.is_own_sidecar(tmp_path / "none.json")
 
 
 def test_encode_png16_shared_vrange_clips_outside():

@@ -543,7 +543,8 @@ def output_paths(out_dir: PathLike, relpath: PurePosixPath | str, formats: Itera
 
     ``relpath``: the output base relative to ``out_dir`` without extension
     (``photos/img``, ``shot.1001``, ``clip/clip.0000``). Keys: the formats, plus
-    ``"sidecar"`` when ``png16`` is requested.
+    ``"sidecar"``: every run writes the JSON sidecar, the record that marks the
+    files as this tool's own (a rerun never overwrites a file without one).
 
     >>> sorted(output_paths("out", "shot.1001", ["png16", "preview"]).items())  # doctest: +SKIP
     [('png16', out/shot.1001.png), ('preview', out/shot_preview.1001.jpg), ('sidecar', out/shot.1001.json)]
@@ -556,14 +557,35 @@ def output_paths(out_dir: PathLike, relpath: PurePosixPath | str, formats: Itera
     for fmt in check_formats(formats):
         if fmt == "png16":
             plan["png16"] = base.with_name(base.name + ".png")
-            plan["sidecar"] = base.with_name(base.name + ".json")
         elif fmt in ("exr", "npy"):
             plan[fmt] = base.with_name(f"{base.name}.{fmt}")
         elif fmt == "preview":
             plan[fmt] = _suffixed(base, "preview", "jpg")
         else:
             plan[fmt] = _suffixed(base, "uncertainty", "exr")
+    plan["sidecar"] = base.with_name(base.name + ".json")
     return plan
+
+
+def is_own_sidecar(path: PathLike) -> bool:
+    """A JSON sidecar this tool wrote (its ``format`` is :data:`SIDECAR_FORMAT`'s family)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return '"betterdepth/' in f.read(200)
+    except OSError:
+        return False
+
+
+def sidecar_of(path: PathLike) -> Path:
+    """The sidecar that vouches for an output file: ``a.png``/``a.npy`` -> ``a.json``,
+    ``a_preview.jpg`` -> ``a.json``, ``shot_preview.1001.jpg`` -> ``shot.1001.json``."""
+    path = Path(path)
+    stem, frame = split_frame(path.stem)
+    for tag in ("_preview", "_uncertainty"):
+        if stem.endswith(tag):
+            base = stem[: -len(tag)] + (f".{frame}" if frame is not None else "")
+            return path.with_name(base + ".json")
+    return path.with_suffix(".json")
 
 
 def outputs_exist(plan: Mapping[str, Path]) -> bool:
