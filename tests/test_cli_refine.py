@@ -644,3 +644,32 @@ def test_real_photos(tmp_path, models):
         assert values.shape == read_image(p).shape[:2]
         assert np.isfinite(values).all() and values.max() > values.min()
         assert (tmp_path / "o" / f"{p.stem}_preview.jpg").is_file()
+
+
+def test_progress_bar_total_follows_the_plan_and_plain_lines_show_an_eta(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from betterdepth_cli.cli.refine import _Reporter
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    bar = _Reporter(quiet=False, total=0)
+    bar.total = 9  # set after the plan, as the command does
+    assert bar.progress.tasks[0].total == 9
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    plain = _Reporter(quiet=False, total=4)
+    plain.t0 = time.perf_counter() - 2.0  # 2 s for the first image: 3 left at 0.5 images/s = 6 s
+    plain.item("done", SimpleNamespace(label="a.png"), None)
+    line = capsys.readouterr().err
+    assert "refine: 1/4 (25%)" in line and "eta 0:00:0" in line and line.rstrip().endswith("a.png")
+
+
+def test_deterministic_model_runs_one_member_and_says_so_and_builtin_notice(tmp_path):
+    img = _write_png(tmp_path / "a.png")
+    res = refine([img, "-o", tmp_path / "o", "--ensemble", "3", "--seed", "4"])  # the embedded model (zero_noise)
+    assert res.exit_code == 0, res.stderr
+    assert "deterministic (zero-noise start): --ensemble 3 would repeat one result; running one member" in res.stderr
+    assert "the builtin conditioner is a small offline model" in res.stderr
+    assert res.stderr.count("the builtin conditioner is a small offline model") == 1
+    assert json.loads((tmp_path / "o" / "a.json").read_text())["ensemble"] == 1
+    res = refine([img, "-o", tmp_path / "u", "--format", "uncertainty"])
+    assert res.exit_code == 64 and "this model is deterministic" in res.stderr

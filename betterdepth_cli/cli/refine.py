@@ -61,7 +61,7 @@ class _Reporter:
 
     def __init__(self, quiet: bool, total: int):
         self.quiet = quiet
-        self.total = total
+        self._total = total
         self.done = 0
         self.t0 = time.perf_counter()
         self.last_line = 0.0
@@ -78,6 +78,17 @@ class _Reporter:
                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=self.console, transient=False,
             )  # fmt: skip
             self.task = self.progress.add_task("refine", total=total, rate="")
+
+    @property
+    def total(self) -> int:
+        return self._total
+
+    @total.setter
+    def total(self, value: int) -> None:
+        """The number of images to process, known once the run is planned (the bar's total follows)."""
+        self._total = int(value)
+        if self.progress is not None:
+            self.progress.update(self.task, total=self._total)
 
     def __enter__(self):
         self.t0 = time.perf_counter()
@@ -118,8 +129,33 @@ class _Reporter:
         if now - self.last_line >= 2.0 or self.done == self.total:
             self.last_line = now
             pct = 100.0 * self.done / self.total if self.total else 100.0
-            print(f"refine: {self.done}/{self.total} ({pct:.0f}%) {rate:.2f} images/s, {item.label}",
+            left = max(self.total - self.done, 0) / rate if rate > 0 else 0.0
+            eta = f"eta {int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}"
+            print(f"refine: {self.done}/{self.total} ({pct:.0f}%) {rate:.2f} images/s, {eta}, {item.label}",
                   file=sys.stderr, flush=True)  # fmt: skip
+
+
+#: Said once per run when the offline conditioner runs: what a user will see on real photos.
+BUILTIN_NOTICE = ("note: the builtin conditioner is a small offline model trained on synthetic scenes; on real "
+                  "photos it gives little more than a near-to-far ramp. For real work use "
+                  "--conditioner depth-anything-v2-large (downloaded once, then offline).")
+
+
+def _deterministic_model_notes(card: dict, merged: dict, formats: list[str], report: "_Reporter") -> None:
+    """A model that starts from zero noise (its card's ``zero_noise``) samples one result whatever the
+    seed: ensembling would repeat it N times at N times the cost. Say so once and run one member;
+    an uncertainty map (the members' spread, all zeros) is refused."""
+    from betterdepth_cli.core.types import UsageError
+
+    if not card.get("zero_noise"):
+        return
+    if "uncertainty" in formats:
+        raise UsageError("`--format uncertainty`: this model is deterministic (zero-noise start, its card's "
+                         "zero_noise), so ensemble members are identical and their spread is zero; drop uncertainty")
+    if int(merged["ensemble"]) > 1:
+        report.info(f"note: this model is deterministic (zero-noise start): --ensemble {merged['ensemble']} would "
+                    "repeat one result; running one member (--seed has no effect either)")
+        merged["ensemble"] = 1
 
 
 def _config_path_values(config: dict, config_file: Path) -> dict:
@@ -317,6 +353,10 @@ def refine(
     model_name = merged.get("model") or "default"
 
     report = _Reporter(bool(merged["quiet"]), 0)
+    if refine_on:
+        _deterministic_model_notes(card, merged, formats, report)
+    if merged["conditioner"] == "builtin" and not merged["quiet"]:
+        report.info(BUILTIN_NOTICE)
     settings = batch.RefineSettings(
         out_dir=out_dir, formats=tuple(formats), conditioner=merged["conditioner"], model=model_name,
         refine=refine_on, steps=int(merged["steps"]), ensemble=int(merged["ensemble"]),
