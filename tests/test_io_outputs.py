@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -108,7 +109,34 @@ def test_exr_round_trip_exact_with_attributes_and_zip(tmp_path):
     header = OpenEXR.File(str(tmp_path / "d.exr")).header()
     assert header["compression"] == OpenEXR.ZIP_COMPRESSION
     assert header["betterdepth:kind"] == "depth" and header["betterdepth:metric"] == "true"
-    assert [c.name for c in header["channels"]] == ["Z"]
+    assert sorted(c.name for c in header["channels"]) == ["Y", "Z"]
+
+
+def test_exr_depth_opens_with_its_values_in_opencv_imageio_and_openexr(tmp_path):
+    """Z (the VFX convention) plus the same values as Y (what OpenCV and imageio read); in a child
+    process, since OpenCV reads EXR only with OPENCV_IO_ENABLE_OPENEXR set before it loads."""
+    import subprocess
+    import sys
+
+    values = _ramp(4, 6) + 0.125
+    path = tmp_path / "d.exr"
+    bo.write_exr(path, values, kind="depth", metric=True)
+    bo.write_uncertainty(tmp_path / "u.exr", values, kind="depth", metric=True)
+    code = f"""
+import cv2, imageio.v3 as iio, numpy as np, OpenEXR
+for p in ({str(path)!r}, {str(tmp_path / "u.exr")!r}):
+    a = cv2.imread(p, cv2.IMREAD_UNCHANGED)
+    b = iio.imread(p, plugin="opencv", flags=cv2.IMREAD_UNCHANGED)
+    c = OpenEXR.File(p).channels()
+    c = c["Z"].pixels if "Z" in c else c["Y"].pixels
+    print(a.dtype, float(np.abs(a - b).max()), float(np.abs(a - c).max()), float(a[1, 2]))
+"""
+    env = {**os.environ, "OPENCV_IO_ENABLE_OPENEXR": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    for line in out.splitlines():
+        dtype, d_iio, d_exr, v = line.split()
+        assert dtype == "float32" and float(d_iio) == 0.0 and float(d_exr) == 0.0
+        assert float(v) == pytest.approx(float(values[1, 2]))
 
 
 def test_load_depth_output_exr_and_npy_with_sidecar(tmp_path):

@@ -340,10 +340,13 @@ def write_exr(
     attrs: Mapping[str, Any] | None = None,
     channel: str = "Z",
 ) -> Path:
-    """Write one float32 channel (default ``Z``) with ZIP compression, atomically.
+    """Write the map as float32 channel ``channel`` (default ``Z``, the VFX convention) and, for
+    readers that look for a grey image, the same values as ``Y``; ZIP compression, atomically.
 
-    values: (H,W). ``kind``/``metric``/``units`` and every key of ``attrs`` become
-    string header attributes ``betterdepth:<key>`` (booleans as ``true``/``false``).
+    With ``Y``, OpenCV (``OPENCV_IO_ENABLE_OPENEXR=1``, ``IMREAD_UNCHANGED``), imageio (its
+    ``opencv`` plugin with that flag) and OpenEXR all read the values; a ``Z``-only file reads as
+    zeros in the first two. values: (H,W). ``kind``/``metric``/``units`` and every key of
+    ``attrs`` become string header attributes ``betterdepth:<key>`` (booleans as ``true``/``false``).
     """
     import OpenEXR
 
@@ -359,8 +362,10 @@ def write_exr(
     for key, value in fields.items():
         header[EXR_ATTR_PREFIX + key] = _exr_attr_value(value)
 
+    channels = {channel: arr} if channel == "Y" else {channel: arr, "Y": arr}
+
     def write(tmp: str) -> None:
-        OpenEXR.File(header, {channel: arr}).write(tmp)
+        OpenEXR.File(header, channels).write(tmp)
 
     try:
         return atomic_write(path, write)
