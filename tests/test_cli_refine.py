@@ -673,3 +673,28 @@ def test_deterministic_model_runs_one_member_and_says_so_and_builtin_notice(tmp_
     assert json.loads((tmp_path / "o" / "a.json").read_text())["ensemble"] == 1
     res = refine([img, "-o", tmp_path / "u", "--format", "uncertainty"])
     assert res.exit_code == 64 and "this model is deterministic" in res.stderr
+
+
+@pytest.mark.parametrize("command", ["", "refine", "train", "synth", "eval", "export-ply", "info"])
+def test_help_is_clean_at_80_columns(command):
+    """No Typer type names (<bool>, <list[str]>), no {INPUT}, no text cut with an ellipsis, no box lines."""
+    import re
+
+    env = {**os.environ, "COLUMNS": "80", "NO_COLOR": "1"}
+    args = [sys.executable, "-m", "betterdepth_cli", *([command] if command else []), "--help"]
+    out = subprocess.run(args, capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert not re.search(r"<(str|int|bool|path|float|list\[[a-z]+\])>", text), text
+    assert "{" not in text.split("\n", 1)[0] and "…" not in text and "╭" not in text
+    assert all(len(line) <= 80 for line in text.splitlines())
+    if not command:
+        assert "143 terminated" in text
+
+
+def test_misspelt_conditioner_fails_first_with_a_suggestion_and_writes_nothing(tmp_path):
+    img = _write_png(tmp_path / "a.png")
+    res = refine([img, "-o", tmp_path / "o", "--conditioner", "depth-anything-v2-larg"])
+    assert res.exit_code == 64
+    assert "unknown conditioner 'depth-anything-v2-larg'; did you mean 'depth-anything-v2-large'?" in res.stderr
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

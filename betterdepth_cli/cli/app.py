@@ -16,7 +16,7 @@ import typer
 
 F = TypeVar("F", bound=Callable)
 
-app = typer.Typer(
+app = typer.Typer(rich_markup_mode=None, 
     name="betterdepth",
     no_args_is_help=True,
     add_completion=False,
@@ -39,7 +39,8 @@ def _root(
     """Batch monocular depth refinement with BetterDepth (diffusion detail over any depth model).
 
     Exit codes: 0 done; 3 some inputs failed (--continue-on-error); 64 usage error;
-    65 bad input data; 66 no input; 69 model unavailable; 73 cannot write output; 130 interrupted.
+    65 bad input data; 66 no input; 69 model unavailable; 73 cannot write output; 130 interrupted
+    (Ctrl-C); 143 terminated (SIGTERM). A rerun of the same command resumes.
     """
 
 
@@ -71,17 +72,45 @@ def _register() -> None:
     import importlib
 
     for name in ("refine", "train", "synth", "eval", "export_ply", "info"):
-        try:
-            importlib.import_module(f"betterdepth_cli.cli.{name}")
-        except ModuleNotFoundError as exc:  # a command module not written yet
-            if exc.name != f"betterdepth_cli.cli.{name}":
-                raise
+        importlib.import_module(f"betterdepth_cli.cli.{name}")
+
+
+def _metavar(param) -> str | None:
+    """TEXT / N / X / PATH for an option's value, NAME... for an argument; None for flags and choices."""
+    import pathlib
+    import typing
+
+    desc = getattr(param, "type_descriptor", None)
+    if getattr(param, "is_flag", False) or desc is None or desc.is_choice:
+        return None
+    if type(param).__name__.endswith("Argument"):
+        name = param.name.upper()
+        param.display_type_rich = lambda ctx: None  # the name says it: no "<list[str]>" after it
+        usage = name if param.required else f"[{name}]"  # Typer writes a required one as {NAME}
+        param._usage_display_name = lambda: usage + ("..." if param.nargs != 1 else "")
+        return name
+    ann = desc.annotation
+    inner = (typing.get_args(ann) or (ann,))[0] if desc.is_list else ann
+    name = {int: "N", float: "X", pathlib.Path: "PATH", bool: None}.get(inner, "TEXT")
+    return None if name is None else name + ("..." if desc.is_list else "")
+
+
+def build_command():
+    """The command behind ``app`` with plain help: Click's formatter (no boxes that cut text,
+    ``rich_markup_mode=None``) and TEXT / N / PATH placeholders instead of Typer 0.29's
+    ``<str>``, ``<list[str]>``, ``<bool>``."""
+    cmd = typer.main.get_command(app)
+    for command in [*getattr(cmd, "commands", {}).values(), cmd]:
+        for param in command.params:
+            if param.metavar is None:
+                param.metavar = _metavar(param)
+    return cmd
 
 
 def main() -> None:
     """Console entry point: Typer/Click usage errors (exit 2) become sysexits EX_USAGE (64)."""
     try:
-        app()
+        build_command()(prog_name="betterdepth")
     except SystemExit as exc:
         if exc.code == 2:
             raise SystemExit(64) from None

@@ -351,6 +351,9 @@ def refine(
         if merged.get(key) is None:
             merged[key] = defaults[key]
     model_name = merged.get("model") or "default"
+    from betterdepth_cli.core.conditioners import check_conditioner_name
+
+    check_conditioner_name(merged["conditioner"])  # a misspelt name fails now, not after discovery and setup
 
     report = _Reporter(bool(merged["quiet"]), 0)
     if refine_on:
@@ -418,7 +421,6 @@ def refine(
     o.check_dtype_for_device(dtype_name, device_name)
     run_config = out_dir / (batch.RUN_CONFIG_NAME if not shard_ij else
                             f"betterdepth-run.shard-{shard_ij[0]}-of-{shard_ij[1]}.toml")  # fmt: skip
-    _write_run_config(run_config, resolved, device_name, dtype_name)
     report.info(f"refine: {summary_line}")
     if plan.todo == 0:
         report.info("nothing to do: every output exists (use --overwrite to redo them)")
@@ -434,6 +436,7 @@ def refine(
     _quiet_hf()
     cond = get_conditioner(settings.conditioner, device=device_name, dtype=tdtype)
     mdl = load_model(merged.get("model"), device=device_name, dtype=tdtype) if refine_on else None
+    _write_run_config(run_config, resolved, device_name, dtype_name)  # the work starts: record how to rerun it
 
     report.total = plan.todo
     runner = batch.Runner(plan, settings, cond, mdl, on_item=report.item, log=report.info)

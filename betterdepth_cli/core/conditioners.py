@@ -321,6 +321,24 @@ def _builtin(device="cpu", dtype=torch.float32, **options) -> Conditioner:
     return HFConditioner(path, "builtin", device=device, dtype=dtype, reflect_pad=BUILTIN_REFLECT_PAD)
 
 
+def check_conditioner_name(spec: str) -> None:
+    """Refuse an unknown registry name before anything loads, suggesting the closest valid one."""
+    if not spec:
+        raise UsageError("`--conditioner` must not be empty")
+    base, _ = _parse_options(spec)
+    if base.startswith(("hf:", "file:")):
+        return
+    if ALIASES.get(base, base) in _FACTORIES or ALIASES.get(base, base) in HF_MODELS:
+        return
+    import difflib
+
+    valid = sorted(set(_FACTORIES) | set(HF_MODELS) | set(ALIASES))
+    close = difflib.get_close_matches(base, valid, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise UsageError(f"unknown conditioner {spec!r}; {hint}valid: {', '.join(valid)}, or hf:<id or folder>, "
+                     "file:<folder>?kind=...")
+
+
 def get_conditioner(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Conditioner:
     """Build the conditioner a user named (see the module docstring for names)."""
     if not spec:
@@ -346,7 +364,5 @@ def get_conditioner(spec: str, device: str | torch.device = "cpu", dtype: torch.
         return _FACTORIES[name](device=device, dtype=dtype, **options)
     if name in HF_MODELS:
         return _load_hf(HF_MODELS[name], name, device, dtype, options)
-    valid = sorted(set(_FACTORIES) | set(HF_MODELS) | set(ALIASES))
-    raise UsageError(
-        f"unknown conditioner {spec!r}; choose one of {', '.join(valid)}, or hf:<id or folder>, file:<folder>?kind=..."
-    )
+    check_conditioner_name(spec)  # raises with the closest name
+    raise UsageError(f"unknown conditioner {spec!r}")  # pragma: no cover - check_conditioner_name raised
