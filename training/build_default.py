@@ -6,23 +6,23 @@ Runs, skipping every stage whose output already exists (so an interrupted
 build resumes; each training stage also resumes from its checkpoints):
 
 1. procedural data: ``betterdepth synth`` -> data/synth-train (3000 scenes,
-   192 px, seeds 0..2999) and data/synth-val (200 scenes, seeds 1000000..);
+   192 px, seeds 0..2999) and data/synth-val (200 scenes, seeds 1000000..) for
+   the conditioner; data/synth384-train (1200 scenes, 384 x 288, 3 x 3 rays per
+   pixel, seeds 0..1199) and data/synth384-val (100 scenes, seeds 1000000..) for
+   the refiner;
 2. the ``builtin`` conditioner: ``python -m training.conditioner`` with
-   training/recipes/default-conditioner.toml -> runs/default-conditioner/final;
-3. the refiner, stage 1 (the paper's diffusion objective):
-   ``betterdepth train --recipe training/recipes/default-refiner.toml``;
-4. the refiner, stage 2 (end-to-end fine-tuning):
-   ``betterdepth train --recipe training/recipes/default-refiner-e2e.toml``;
-5. the refiner, stage 3 (end-to-end fine-tuning under a wider patch mask, eta 0.5):
-   ``betterdepth train --recipe training/recipes/default-refiner-wide.toml``;
-6. the refiner, stage 4 (a long end-to-end fine-tuning without the patch mask, 16000 steps):
-   ``betterdepth train --recipe training/recipes/default-refiner-long.toml``;
-7. with ``--install``: copies the conditioner and the stage-4 refiner into
-   betterdepth_cli/weights/ and measures the model card's metrics
-   (``python -m training.model_card``).
+   training/recipes/default-conditioner.toml -> runs/default-conditioner/final,
+   installed as ``builtin`` (the refiner trains on its predictions for a quarter
+   of its samples);
+3. the refiner: ``betterdepth train --recipe training/recipes/default-refiner-guided.toml``
+   (a residual refiner over the guided-filtered conditioning, from scratch; about
+   an hour on 2 CPU cores);
+4. with ``--install``: copies it into betterdepth_cli/weights/ and measures the
+   model card (``python -m training.model_card``).
 
-Stages 3-6 need the conditioner installed as ``builtin`` first; the script
-installs it after stage 2. Every command is printed before it runs.
+The refiner shipped before 2026-12-06 (four stages: default-refiner, -e2e, -wide,
+-long; their recipes stay in training/recipes/) made good depth worse (issue 18)
+and is no longer built. Every command is printed before it runs.
 """
 
 from __future__ import annotations
@@ -35,7 +35,10 @@ from pathlib import Path
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "betterdepth_cli" / "weights"
 # the refiner's training stages in order, each initialised from the one before; the last one ships
-REFINER_STAGES = ("default-refiner", "default-refiner-e2e", "default-refiner-wide", "default-refiner-long")
+REFINER_STAGES = ("default-refiner-guided",)
+#: (folder, scenes, first seed, size, rays per pixel side)
+DATA = (("synth-train", 3000, 0, "192", 1), ("synth-val", 200, 1_000_000, "192", 1),
+        ("synth384-train", 1200, 0, "384x288", 3), ("synth384-val", 100, 1_000_000, "384x288", 3))
 
 
 def run(cmd: list[str], cwd: Path) -> None:
@@ -69,9 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     py = sys.executable
     bd = [py, "-m", "betterdepth_cli"]
 
-    for name, n, seed in (("synth-train", 3000, 0), ("synth-val", 200, 1_000_000)):
+    for name, n, seed, size, rays in DATA:
         if not (root / "data" / name / "dataset.toml").exists() or len(list((root / "data" / name / "rgb").glob("*.png"))) < n:
-            run(bd + ["synth", "-n", str(n), "--seed", str(seed), "--size", "192", "-o", str(root / "data" / name)], root)
+            run(bd + ["synth", "-n", str(n), "--seed", str(seed), "--size", size, "--supersample", str(rays),
+                      "--workers", "2", "-o", str(root / "data" / name)], root)
 
     cond = root / "runs" / "default-conditioner"
     if not (cond / "final" / "config.json").exists():
