@@ -373,6 +373,37 @@ def plan_run(sources: Sequence[Any], settings: RefineSettings) -> Plan:
     return Plan(groups=list(groups.values()), out_dir=out_dir, formats=settings.formats, excluded=excluded)
 
 
+def remove_stale_temps(plan: Plan, before: float) -> int:
+    """Delete the temporaries of an earlier, killed run (``.<output name>.tmp-*``, see
+    ``io.outputs.atomic_write``) beside this plan's outputs, if last written before ``before``
+    (a run still writing has fresh ones). Returns how many were removed."""
+    removed = 0
+    folders: dict[Path, set[str]] = {}
+    for group in plan.groups:
+        for item in group.items:
+            for p in item.outputs.values():
+                folders.setdefault(Path(p).parent, set()).add(Path(p).name)
+        for p in group.extra_outputs.values():
+            folders.setdefault(Path(p).parent, set()).add(Path(p).name)
+    for folder, names in folders.items():
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for e in entries:
+            if not e.name.startswith(".") or ".tmp-" not in e.name:
+                continue
+            if e.name[1:].split(".tmp-", 1)[0] not in names:
+                continue
+            try:
+                if e.is_file(follow_symlinks=False) and e.stat(follow_symlinks=False).st_mtime < before:
+                    os.remove(e.path)
+                    removed += 1
+            except OSError:
+                pass
+    return removed
+
+
 def check_output_dir(out_dir: Path) -> None:
     """Create the output folder and prove it is writable (OutputError, exit 73, otherwise)."""
     out_dir = Path(out_dir)
@@ -801,6 +832,7 @@ class _Engine:
     # ------------------------------------------------------------ run
     def run(self) -> Summary:
         t0 = time.perf_counter()
+        started = time.time()
         reader = threading.Thread(target=self.reader, name="betterdepth-read", daemon=True)
         writer = threading.Thread(target=self.writer, name="betterdepth-write", daemon=True)
         reader.start()
@@ -811,6 +843,7 @@ class _Engine:
             writer.join()
             if self.error is not None:
                 raise self.error
+            remove_stale_temps(self.plan, before=started)
         except BaseException as exc:
             self.abort.set()
             self.halt.set()

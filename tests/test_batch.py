@@ -366,3 +366,25 @@ def test_split_list():
     assert o.split_list(["a", " b "], "x") == ["a", "b"] and o.split_list(None, "x") == []
     with pytest.raises(UsageError, match="comma-separated"):
         o.split_list([1, 2], "format")
+
+
+def test_a_successful_rerun_removes_the_temporaries_of_a_killed_run(tmp_path):
+    import os
+    import time
+
+    from betterdepth_cli.batch import remove_stale_temps
+
+    src = tmp_path / "in"
+    _png(src / "a.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / ".a.png.tmp-k9x2ab.png"  # what atomic_write leaves when killed mid-write
+    stale.write_bytes(b"partial")
+    user = out / ".notes.tmp-keep"  # not a temporary of one of this plan's outputs
+    user.write_bytes(b"mine")
+    old = time.time() - 120
+    os.utime(stale, (old, old))
+    os.utime(user, (old, old))
+    plan = plan_run(discover([src]), _settings(out, formats=("png16",)))
+    assert remove_stale_temps(plan, before=time.time()) == 1
+    assert not stale.exists() and user.exists()

@@ -356,3 +356,35 @@ def test_safe_join_refuses_a_name_with_nothing_left(tmp_path):
 
     with pytest.raises(OutputError, match="no usable file name"):
         safe_join(tmp_path, "../..")
+
+
+@pytest.mark.parametrize("bad", ["abc", None, "nan", [1]])
+def test_sidecar_with_a_non_numeric_range_is_one_line(tmp_path, bad):
+    bo.write_png16(tmp_path / "d.png", _ramp() + 1.0, meta=bo.make_sidecar(kind="disparity", metric=False))
+    meta = json.loads((tmp_path / "d.json").read_text())
+    meta["encoding"]["min"] = bad
+    (tmp_path / "d.json").write_text(json.dumps(meta))
+    with pytest.raises(InputDataError, match=r"d.json: encoding min must be (a number|finite)"):
+        bo.load_depth_output(tmp_path / "d.png")
+
+
+def test_a_full_disk_says_no_space_left(tmp_path, monkeypatch):
+    import errno
+
+    class Full:  # a file on a full disk: the first write fails with ENOSPC
+        def __init__(self, *a, **k):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(bo, "open", Full, raising=False)  # the module's writes go through open()
+    with pytest.raises(OutputError, match=r"d.png: cannot write output \(No space left on device\)"):
+        bo.write_png16(tmp_path / "d.png", _ramp(), meta=bo.make_sidecar(kind="disparity", metric=False))
+    assert list(tmp_path.iterdir()) == []  # no partial file, no temporary left behind

@@ -191,11 +191,11 @@ def decode_png16(codes: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
 def _write_png16_codes(path: PathLike, codes: np.ndarray) -> Path:
     import cv2
 
-    def write(tmp: str) -> None:
-        if not cv2.imwrite(tmp, np.ascontiguousarray(codes, dtype=np.uint16)):
-            raise OutputError(f"{path}: cv2 could not encode the 16-bit PNG")
-
-    return atomic_write(path, write)
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(codes, dtype=np.uint16))
+    if not ok:
+        raise OutputError(f"{path}: cv2 could not encode the 16-bit PNG")
+    # encoded in memory, written by Python: a full disk reports "No space left on device", not an encoder error
+    return atomic_write_bytes(path, data.tobytes())
 
 
 def write_png16(
@@ -621,15 +621,27 @@ def load_depth_output(path: PathLike) -> tuple[np.ndarray, dict]:
             raise InputDataError(f"{path}: sidecar {side} is missing (needed to decode the 16-bit PNG)")
         meta = read_sidecar(side)
         enc = meta.get("encoding") or {}
-        if enc.get("type") != "png16" or "min" not in enc or "max" not in enc:
+        if not isinstance(enc, dict) or enc.get("type") != "png16" or "min" not in enc or "max" not in enc:
             raise InputDataError(f"{side}: no png16 encoding (min, max) in the sidecar")
-        return decode_png16(read_png16(path), float(enc["min"]), float(enc["max"])), meta
+        lo, hi = (_finite_number(enc[k], f"{side}: encoding {k}") for k in ("min", "max"))
+        return decode_png16(read_png16(path), lo, hi), meta
     meta = read_sidecar(side) if side.is_file() else {}
     if ext == ".exr":
         values, attrs = read_exr(path)
         meta.update(attrs)
         return values, meta
     return _load_npy(path), meta
+
+
+def _finite_number(value: Any, what: str) -> float:
+    """``value`` as a finite float, or InputDataError naming ``what`` (a sidecar field)."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise InputDataError(f"{what} must be a number, got {value!r}") from None
+    if not np.isfinite(out):
+        raise InputDataError(f"{what} must be finite, got {value!r}")
+    return out
 
 
 def _load_npy(path: Path) -> np.ndarray:
