@@ -44,6 +44,7 @@ import numpy as np
 from betterdepth_cli.core.types import (
     BetterDepthError,
     InputDataError,
+    ModelError,
     NoInputError,
     OutputError,
     UsageError,
@@ -694,6 +695,11 @@ class _Engine:
             self._emit(("fail", items[0], f"{items[0].label}: out of memory at {w} x {h} "
                         f"(processing-res {self.s.processing_res}); try a lower --processing-res"))
             return
+        except BetterDepthError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a crash inside torch/transformers/diffusers: one line, exit 70
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise ModelError(f"{items[0].label}: the model failed ({type(exc).__name__}: {first})") from exc
         for k, v in res.timings.items():
             self.summary.timings[k] = self.summary.timings.get(k, 0.0) + float(v)
         refined = res.refined.detach().float().cpu().numpy()[:, 0]  # [B,H,W]

@@ -388,3 +388,23 @@ def test_a_successful_rerun_removes_the_temporaries_of_a_killed_run(tmp_path):
     plan = plan_run(discover([src]), _settings(out, formats=("png16",)))
     assert remove_stale_temps(plan, before=time.time()) == 1
     assert not stale.exists() and user.exists()
+
+
+def test_a_crash_inside_the_model_is_one_error_with_exit_70(tmp_path, loaded):
+    """The engine's error path: whatever torch/transformers raise becomes a ModelError naming the input."""
+    from betterdepth_cli.core.types import ModelError
+
+    cond, model = loaded
+
+    class Crashing:  # wraps the real conditioner; its forward fails as a transformers bug would
+        kind, metric, device, needs_keys = cond.kind, cond.metric, cond.device, False
+
+        def predict(self, images, keys=None):
+            raise RuntimeError("shape '[1, 4, -1]' is invalid for input of size 7\nmore lines")
+
+    src = tmp_path / "in"
+    _png(src / "a.png")
+    settings = _settings(tmp_path / "out", formats=("npy",))
+    with pytest.raises(ModelError, match=r"a.png: the model failed \(RuntimeError: shape .* is invalid") as err:
+        batch.run(plan_run(discover([src]), settings), settings, Crashing(), model)
+    assert err.value.exit_code == 70 and "more lines" not in str(err.value)

@@ -39,8 +39,8 @@ def _root(
     """Batch monocular depth refinement with BetterDepth (diffusion detail over any depth model).
 
     Exit codes: 0 done; 3 some inputs failed (--continue-on-error); 64 usage error;
-    65 bad input data; 66 no input; 69 model unavailable; 73 cannot write output; 130 interrupted
-    (Ctrl-C); 143 terminated (SIGTERM). A rerun of the same command resumes.
+    65 bad input data; 66 no input; 69 model unavailable; 70 model failed; 73 cannot write output;
+    130 interrupted (Ctrl-C); 143 terminated (SIGTERM). A rerun of the same command resumes.
     """
 
 

@@ -45,6 +45,12 @@ class ModelNotFoundError(BetterDepthError):
     exit_code = 69
 
 
+class ModelError(BetterDepthError):
+    """A model failed while running (an exception inside torch/transformers/diffusers; EX_SOFTWARE)."""
+
+    exit_code = 70
+
+
 class OutputError(BetterDepthError):
     """An output cannot be created (sysexits EX_CANTCREAT)."""
 
