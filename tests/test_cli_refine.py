@@ -266,6 +266,19 @@ def test_sequence_with_frames_keeps_numbers_and_one_range(tmp_path, models):
     assert any(v.max() < hi - (hi - lo) * 1e-3 for v in vals)  # the frames do not each span the range
 
 
+def test_missing_frames_are_not_a_success_unless_allowed(tmp_path, models):
+    for f in (1, 2, 3, 5, 6):  # frame 4 is missing
+        _write_png(tmp_path / "seq" / f"shot.{f:04d}.png", 32, 40, seed=f)
+    seq = tmp_path / "seq" / "shot.%04d.png"
+    res = refine([seq, "--frames", "1-6", "-o", tmp_path / "a", *models])
+    assert res.exit_code == 65 and "frames 4 not found; nothing was refined" in res.stderr
+    assert _pngs(tmp_path / "a") == []
+    res = refine([seq, "--frames", "1-6", "-o", tmp_path / "b", *models, "--continue-on-error"])
+    assert res.exit_code == 3 and len(_pngs(tmp_path / "b")) == 5
+    res = refine([seq, "--frames", "1-6", "-o", tmp_path / "c", *models, "--allow-missing"])
+    assert res.exit_code == 0 and "frames 4 not found, left out (--allow-missing)" in res.stderr
+
+
 # --------------------------------------------------------------------------- resume, dry run, shards, config
 
 

@@ -46,7 +46,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
     "reduction": str, "processing_res": int, "seed": int, "device": str, "dtype": str, "batch_size": int,
     "no_refine": bool, "format": (list, str), "overwrite": bool, "continue_on_error": bool, "shard": str,
     "recursive": bool, "ext": (list, str), "frames": (str, int), "preview_video": bool, "quiet": bool,
-    "max_pixels": int,
+    "max_pixels": int, "allow_missing": bool,
 }  # fmt: skip
 
 #: Defaults that do not come from the model card.
@@ -306,6 +306,9 @@ def refine(
                                                   show_default=False)] = None,
     preview_video: Annotated[Optional[bool], typer.Option("--preview-video", help="Also write an mp4 preview per video or sequence.",
                                                           show_default=False)] = None,
+    allow_missing: Annotated[Optional[bool], typer.Option(
+        "--allow-missing", help="Refine the frames of --frames that exist when some are missing (default: exit 65, "
+        "or 3 with --continue-on-error).", show_default=False)] = None,
     max_pixels: MaxPixelsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -320,7 +323,7 @@ def refine(
         "processing_res": processing_res, "seed": seed, "device": device, "dtype": dtype, "batch_size": batch_size,
         "no_refine": no_refine, "format": fmt, "overwrite": overwrite, "continue_on_error": continue_on_error,
         "shard": shard, "recursive": recursive, "ext": ext, "frames": frames, "preview_video": preview_video,
-        "quiet": quiet or None, "max_pixels": max_pixels,
+        "quiet": quiet or None, "max_pixels": max_pixels, "allow_missing": allow_missing,
     }  # fmt: skip
     cfg = {}
     if config is not None:
@@ -382,9 +385,17 @@ def refine(
     for source in sources:
         missing = getattr(source, "missing", None)
         if missing:
+            from betterdepth_cli.core.types import InputDataError
             from betterdepth_cli.io.inputs import format_frames
 
-            report.info(f"warning: {source.group}: frames {format_frames(missing)} not found, left out")
+            line = f"{source.group}: frames {format_frames(missing)} not found"
+            if merged.get("allow_missing"):
+                report.info(f"warning: {line}, left out (--allow-missing)")
+            elif settings.continue_on_error:  # the run goes on; a farm sees exit 3, not success
+                report.error(f"{line} (--allow-missing accepts a shot with gaps)")
+                discover_failures += [line] * len(missing)
+            else:
+                raise InputDataError(f"{line}; nothing was refined (--allow-missing refines the frames that exist)")
     if not sources:
         report.info(f"shard {shard_spec}: nothing to do ({n_found} input groups over {shard_ij[1]} shards)")
         raise typer.Exit(0)
