@@ -56,12 +56,15 @@ def resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> to
     return F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=shrink)
 
 
-def check_images(images: torch.Tensor) -> None:
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise UsageError(f"`images` must be (B,3,H,W), got {tuple(images.shape)}")
+def check_images(images) -> torch.Tensor:
+    """Any accepted image form (:mod:`betterdepth_cli.core.image_input`) as (B,3,H,W) float in [0,1], size checked."""
+    from betterdepth_cli.core.image_input import as_image_batch
+
+    images = as_image_batch(images)
     h, w = images.shape[-2:]
     if h < MIN_SIDE or w < MIN_SIDE:
         raise InputDataError(f"image is {w} x {h} pixels; need at least {MIN_SIDE} x {MIN_SIDE}")
+    return images
 
 
 def _predict_bounded(conditioner, images: torch.Tensor, keys) -> DepthPrediction:
@@ -99,7 +102,9 @@ def refine_batch(
     """Refine a batch of images.
 
     Args:
-        images: (B,3,H,W) float in [0,1].
+        images: (B,3,H,W) float in [0,1], or a PIL image, a numpy (H,W,3) array (uint8, uint16
+            or float in [0,1]), a uint8 tensor, or a list of them (converted explicitly; ambiguous
+            input is refused, see :mod:`betterdepth_cli.core.image_input`).
         conditioner: a :class:`~betterdepth_cli.core.conditioners.Conditioner`
             (not needed when ``prediction`` is given).
         model: a :class:`~betterdepth_cli.core.refiner.BetterDepthModel`, or ``None``
@@ -115,7 +120,7 @@ def refine_batch(
     Returns:
         :class:`RefineResult` at input size in the conditioner's units.
     """
-    check_images(images)
+    images = check_images(images)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     b, _, h, w = images.shape

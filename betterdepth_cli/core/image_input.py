@@ -1,0 +1,83 @@
+"""What the library accepts as images, converted explicitly to the pipeline's (B,3,H,W) float in [0,1].
+
+- a PIL image (any mode: converted to RGB);
+- a numpy array, channels last: (H,W) grey, (H,W,3) RGB or (H,W,4) RGBA (alpha dropped);
+  uint8 is divided by 255, uint16 by 65535, floats must already be in [0,1];
+- a torch tensor, channels first: (3,H,W) or (B,3,H,W); uint8 divided by 255, floats in [0,1];
+- a list of any of these (same size).
+
+What is ambiguous is refused with a :class:`UsageError` that says what to pass: floats
+outside [0,1] (0-255 floats would otherwise run silently and return garbage), a numpy
+array with channels first, a tensor with channels last, other dtypes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from betterdepth_cli.core.types import UsageError
+
+_SCALES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+def _check_float_range(x: torch.Tensor | np.ndarray, what: str) -> None:
+    lo, hi = float(x.min()), float(x.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise UsageError(f"{what}: image values must be finite")
+    if lo < 0.0 or hi > 1.0:
+        hint = " (values up to 255: pass uint8, or divide by 255)" if hi > 1.0 else ""
+        raise UsageError(f"{what}: float image values must be in [0, 1], got [{lo:.4g}, {hi:.4g}]{hint}")
+
+
+def _from_numpy(a: np.ndarray, what: str) -> torch.Tensor:
+    if a.ndim == 2:
+        a = a[..., None].repeat(3, axis=-1)
+    if a.ndim != 3 or a.shape[-1] not in (3, 4):
+        hint = " (numpy images are channels last: transpose (3,H,W) to (H,W,3))" if a.ndim == 3 and a.shape[0] in (3, 4) else ""
+        raise UsageError(f"{what}: expected a numpy image (H,W), (H,W,3) or (H,W,4), got shape {a.shape}{hint}")
+    a = a[..., :3]
+    if a.dtype in _SCALES:
+        out = a.astype(np.float32) / _SCALES[a.dtype]
+    elif np.issubdtype(a.dtype, np.floating):
+        _check_float_range(a, what)
+        out = a.astype(np.float32)
+    else:
+        raise UsageError(f"{what}: unsupported numpy dtype {a.dtype} (use uint8, uint16 or float in [0, 1])")
+    return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))  # [3,H,W]
+
+
+def _from_torch(t: torch.Tensor, what: str) -> torch.Tensor:
+    if t.ndim == 3:
+        t = t[None]
+    if t.ndim != 4 or t.shape[1] != 3:
+        hint = " (tensors are channels first: permute (H,W,3) to (3,H,W))" if t.shape[-1] in (3, 4) else ""
+        raise UsageError(f"{what}: expected a tensor (3,H,W) or (B,3,H,W), got shape {tuple(t.shape)}{hint}")
+    if t.dtype == torch.uint8:
+        return t.float() / 255.0
+    if not t.is_floating_point():
+        raise UsageError(f"{what}: unsupported tensor dtype {t.dtype} (use uint8, or float in [0, 1])")
+    _check_float_range(t, what)
+    return t.float()
+
+
+def as_image_batch(images: Any) -> torch.Tensor:
+    """Any accepted image form (module doc) -> (B,3,H,W) float32 in [0,1]; UsageError otherwise."""
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise UsageError("no images given (an empty list)")
+        parts = [as_image_batch(x) for x in images]
+        sizes = {tuple(p.shape[-2:]) for p in parts}
+        if len(sizes) > 1:
+            raise UsageError(f"images of one call must have one size, got {sorted(sizes)}; call once per size")
+        return torch.cat([p.to(parts[0].device) for p in parts])
+    if isinstance(images, torch.Tensor):
+        return _from_torch(images, "tensor")
+    if isinstance(images, np.ndarray):
+        return _from_numpy(images, "numpy array")[None]
+    if hasattr(images, "convert") and hasattr(images, "size") and hasattr(images, "mode"):  # a PIL image
+        return _from_numpy(np.asarray(images.convert("RGB")), "PIL image")[None]
+    raise UsageError(f"unsupported image type {type(images).__name__}: pass a PIL image, a numpy array "
+                     "(H,W,3), a torch tensor (3,H,W) or (B,3,H,W), or a list of them")
