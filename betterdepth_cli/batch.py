@@ -183,6 +183,14 @@ class Item:
         return f"{self.source_path} frame {frame}" if frame is not None else self.source_path
 
 
+def _relative_to(path: Any, folder: Path) -> str:
+    """``path`` relative to ``folder`` ('/'-separated), or absolute when no relative path exists."""
+    try:
+        return Path(os.path.relpath(os.path.abspath(str(path)), os.path.abspath(folder))).as_posix()
+    except ValueError:  # another drive (Windows)
+        return os.path.abspath(str(path))
+
+
 def display_path(path: Any) -> str:
     """``path`` relative to the current folder when it is inside it, else as given."""
     text = str(path)
@@ -743,8 +751,10 @@ class _Engine:
     def _meta(self, item: Item, kind: str, metric: bool) -> dict:
         from betterdepth_cli.io.outputs import make_sidecar
 
-        return make_sidecar(
-            kind=kind, metric=metric, source=item.source_path,
+        side_dir = Path(item.outputs["sidecar"]).parent
+        src = getattr(item.entry, "source", None)
+        return make_sidecar(  # ``source`` relative to the sidecar's folder: it resolves wherever the tree moves
+            kind=kind, metric=metric, source=_relative_to(src, side_dir) if src else item.source_path,
             frame=getattr(item.entry, "frame", None), **self.s.sidecar_fields(),
         )
 
@@ -801,6 +811,7 @@ class _Engine:
             if "png16" in item.outputs:
                 meta = self._meta(item, shot.kind, shot.metric)
                 meta["range"] = "shot"
+                meta["shot_range"] = list(crange)  # the shot's robust 2-98 % range (export-ply maps every frame by it)
                 bo.write_png16(item.outputs["png16"], arr, valid, meta=meta, vrange=vrange)
             if "preview" in item.outputs:
                 bo.write_preview(item.outputs["preview"], arr, valid, kind=shot.kind, vrange=crange)

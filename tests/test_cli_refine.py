@@ -257,6 +257,8 @@ def test_sequence_with_frames_keeps_numbers_and_one_range(tmp_path, models):
     metas = [json.loads((tmp_path / "o" / f"shot.{f}.json").read_text()) for f in (1002, 1003, 1004)]
     assert [m["frame"] for m in metas] == [1002, 1003, 1004]
     assert all(m["range"] == "shot" for m in metas)
+    assert len({tuple(m["shot_range"]) for m in metas}) == 1  # export-ply maps every frame by it
+    assert metas[0]["source"] == "../seq/shot.1002.png"  # relative to the sidecar's folder
     assert len({(m["encoding"]["min"], m["encoding"]["max"]) for m in metas}) == 1
     # single images get their own range: the shot range covers every frame's own range
     lo, hi = metas[0]["encoding"]["min"], metas[0]["encoding"]["max"]

@@ -446,6 +446,30 @@ def test_exif_of_sidecar_source_is_used(tmp_path, monkeypatch):
     assert ki.exif_focal(tmp_path / "plate.exr") is None
 
 
+def test_a_shot_range_maps_one_value_to_one_depth_in_every_frame():
+    # two frames of one shot: the second sees only the near half of the scene
+    a = np.linspace(0, 1, 101, dtype=np.float32).reshape(1, 101)
+    b = np.linspace(0.5, 1, 101, dtype=np.float32).reshape(1, 101)
+    own_a, _, _ = pc.to_depth(a, "disparity", depth_range=(1.0, 10.0))
+    own_b, _, _ = pc.to_depth(b, "disparity", depth_range=(1.0, 10.0))
+    assert own_a[0, 75] != pytest.approx(own_b[0, 50], rel=1e-2)  # the same value 0.75 gives two depths
+    shot = (0.02, 0.98)
+    da, _, _ = pc.to_depth(a, "disparity", depth_range=(1.0, 10.0), value_range=shot)
+    db, _, _ = pc.to_depth(b, "disparity", depth_range=(1.0, 10.0), value_range=shot)
+    assert da[0, 75] == pytest.approx(db[0, 50], rel=1e-6) and da[0, 50] == pytest.approx(db[0, 0], rel=1e-6)
+    assert pc.shot_range({"shot_range": [0.02, 0.98]}) == shot and pc.shot_range({"shot_range": "x"}) is None
+
+
+def test_sidecar_source_resolves_from_the_sidecar_folder(tmp_path, monkeypatch):
+    (tmp_path / "photos").mkdir()
+    _jpeg_with_exif(tmp_path / "photos" / "cam.jpg", (60, 40), {ki.TAG_FOCAL_35MM: 36})
+    p = write_disparity_png(tmp_path / "out", "cam", np.linspace(1, 2, 2400, dtype=np.float32).reshape(40, 60),
+                            source="../photos/cam.jpg")
+    monkeypatch.chdir(tmp_path / "photos")  # somewhere else: the source still resolves from out/
+    s = pc.export_depth_file(p, tmp_path / "cam.ply")
+    assert s["fx"] == pytest.approx(60.0) and Path(s["image"]).resolve() == (tmp_path / "photos" / "cam.jpg").resolve()
+
+
 def test_batch_plan_mirrors_names_and_matches_images(tmp_path):
     maps, imgs = tmp_path / "out", tmp_path / "photos"
     disp = np.linspace(1, 2, 64, dtype=np.float32).reshape(8, 8)

@@ -106,6 +106,7 @@ def to_depth(
     depth_range: tuple[float, float] | None = None,
     scale: float | None = None,
     shift: float | None = None,
+    value_range: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, DepthConversion]:
     """Turn a depth-like map into planar depth.
 
@@ -123,6 +124,8 @@ def to_depth(
             surfaces of a disparity map keep their shape (a little nearer than
             ``near``). A constant map becomes a plane at the harmonic
             (disparity) or arithmetic (depth) mean of near and far.
+        value_range: the (low, high) values mapped onto the depth range instead of this map's
+            own 2 %..98 % range: a shot's shared range, so one value gives one depth in every frame.
         scale, shift: ``scale * value + shift`` in the map's own space (inverse
             depth for disparity, then inverted; depth for depth). Missing one
             of them means scale 1 or shift 0. Exclusive with ``depth_range``.
@@ -160,7 +163,7 @@ def to_depth(
         depth = _inverse(mapped, ok) if kind == "disparity" else mapped
     elif depth_range is not None or (kind == "disparity" and not metric):
         near, far = check_depth_range(depth_range or DEFAULT_DEPTH_RANGE)
-        lo, hi = robust_range(v, ok)
+        lo, hi = value_range if value_range is not None else robust_range(v, ok)
         flag = f"{'' if depth_range is not None else 'default '}--depth-range {near:g},{far:g}"
         params = {"near": near, "far": far, "q02": lo, "q98": hi}
         if kind == "disparity":
@@ -819,8 +822,9 @@ def load_map(path: str | Path, assume: str | None = None) -> tuple[np.ndarray, d
     return values, meta
 
 
-def source_image(meta: dict, cwd: str | Path | None = None) -> Path | None:
-    """The sidecar's ``source`` image when it exists (absolute, or relative to ``cwd``).
+def source_image(meta: dict, cwd: str | Path | None = None, sidecar_dir: str | Path | None = None) -> Path | None:
+    """The sidecar's ``source`` image when it exists: absolute, or relative to the sidecar's folder
+    (how ``refine`` stores it), or, for sidecars written before 2026-12-06, relative to ``cwd``.
 
     Only still images count (a video frame's source is the video: ``None``).
     """
@@ -828,9 +832,22 @@ def source_image(meta: dict, cwd: str | Path | None = None) -> Path | None:
     if not src or not isinstance(src, str) or Path(src).suffix.lower() not in IMAGE_EXTS:
         return None
     p = Path(src)
-    if not p.is_absolute():
-        p = Path(cwd or os.getcwd()) / p
-    return p if p.is_file() else None
+    if p.is_absolute():
+        return p if p.is_file() else None
+    for base in ([Path(sidecar_dir)] if sidecar_dir is not None else []) + [Path(cwd or os.getcwd())]:
+        if (base / p).is_file():
+            return base / p
+    return None
+
+
+def shot_range(meta: dict) -> tuple[float, float] | None:
+    """The shot's robust value range a ``refine`` sidecar records for a frame of a shot, else None."""
+    r = meta.get("shot_range")
+    try:
+        lo, hi = (float(v) for v in r)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return None
+    return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) and hi > lo else None
 
 
 def export_depth_file(
@@ -859,7 +876,7 @@ def export_depth_file(
     output_kind(out, opts.mesh)
     values, meta = load_map(map_path, assume)
     h, w = values.shape
-    img_path = Path(image) if image is not None else source_image(meta)
+    img_path = Path(image) if image is not None else source_image(meta, sidecar_dir=Path(map_path).parent)
     K, k_desc = resolve_intrinsics(
         w, h, fov=fov, focal=focal, cx=cx, cy=cy, image=img_path, sensor_width=sensor_width
     )
@@ -868,7 +885,8 @@ def export_depth_file(
         raise UsageError(f"{map_path}: `--color rgb` needs the source image: pass `--image`")
     try:
         depth, valid, conv = to_depth(
-            values, meta["kind"], metric=meta["metric"], depth_range=depth_range, scale=scale, shift=shift
+            values, meta["kind"], metric=meta["metric"], depth_range=depth_range, scale=scale, shift=shift,
+            value_range=shot_range(meta),
         )
         geom = depth_to_geometry(depth, valid, K, opts, rgb)
     except InputDataError as exc:  # the math does not know the file name
