@@ -9,8 +9,20 @@ cd "$(dirname "$0")"
 demo=1
 [ "${1:-}" = "--no-demo" ] && demo=0
 
+# open3d (export-ply, synth) needs the system library libusb-1.0: install it when we can, else stop and say how
 if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
-  echo "install: open3d needs the system library libusb-1.0: sudo apt-get install -y libusb-1.0-0" >&2
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "install: installing libusb-1.0 (needed by open3d) with apt-get" >&2
+    (apt-get update -qq && apt-get install -y -qq libusb-1.0-0) >/dev/null
+  elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then
+    echo "install: installing libusb-1.0 (needed by open3d): sudo apt-get install -y libusb-1.0-0" >&2
+    sudo apt-get install -y -qq libusb-1.0-0 >/dev/null
+  fi
+  if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
+    echo "install: open3d needs the system library libusb-1.0; install it, then run ./install.sh again:" >&2
+    echo "  Debian/Ubuntu: sudo apt-get install -y libusb-1.0-0   Fedora: sudo dnf install -y libusb1   macOS: brew install libusb" >&2
+    exit 1
+  fi
 fi
 [ -d .venv ] || python3 -m venv .venv
 . .venv/bin/activate
