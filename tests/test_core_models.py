@@ -371,3 +371,11 @@ def test_large_plates_reach_the_conditioner_downscaled(dpt_dir, monkeypatch):
     res = refine_batch(torch.rand(1, 3, 60, 100), conditioner=cond, model=None)
     assert seen == [(24, 40)]
     assert res.refined.shape == (1, 1, 60, 100) and torch.isfinite(res.refined).all()
+
+
+def test_dpt_resize_keeps_at_least_one_multiple_per_side():
+    from betterdepth_cli.core.conditioners import dpt_resize_size
+
+    # a 4 x 2000 strip at a 28-pixel processor size: height would round to 0
+    assert dpt_resize_size(4, 2000, {"height": 28, "width": 28}, True, 14) == (14, 28)
+    assert dpt_resize_size(480, 640, {"height": 518, "width": 518}, True, 14) == (518, 686)

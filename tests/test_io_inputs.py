@@ -303,3 +303,14 @@ def test_shards_cover_everything_once_and_keep_shots_whole(shot, tmp_path, n):
     assert len(shot_home) == 2
     with pytest.raises(UsageError, match="`shard` must be i/n with 1 <= i <= n, got 4/3"):
         bi.shard(sources, 4, 3)
+
+
+def test_a_bad_line_of_a_list_is_reported_and_skipped_with_on_error(tree, tmp_path):
+    lst = tmp_path / "deep" / "inputs.txt"
+    lst.parent.mkdir()
+    lst.write_text(f"{tree / 'a.jpg'}\n../../../../../../etc/nothing-here.png\n")
+    with pytest.raises(NoInputError, match="nothing-here.png: no such file"):
+        bi.discover([f"@{lst}"])
+    errors = []
+    sources = bi.discover([f"@{lst}"], on_error=errors.append)
+    assert _rels(sources) == ["a"] and len(errors) == 1 and "nothing-here.png" in str(errors[0])

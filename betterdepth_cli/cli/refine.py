@@ -194,22 +194,18 @@ def _discover(inputs: list[str], opts: dict, continue_on_error: bool, report: _R
     kwargs = {"recursive": opts["recursive"], "extensions": opts["ext"], "frames": opts["frames"], "stdin": sys.stdin}
     if not continue_on_error:
         return discover(inputs, **kwargs), []
-    sources, failures, seen = [], [], set()
-    for spec in inputs:
-        try:
-            found = discover([spec], **kwargs)
-        except (InputDataError, NoInputError) as exc:
-            report.error(str(exc))
-            failures.append(str(exc))
-            continue
-        for source in found:
-            if source.group not in seen:
-                seen.add(source.group)
-                sources.append(source)
-    if not sources:
+    failures: list[str] = []
+
+    def bad(exc: Exception) -> None:  # a bad spec (a line of a list or stdin too): reported, skipped
+        report.error(str(exc))
+        failures.append(str(exc))
+
+    try:
+        sources = discover(inputs, on_error=bad, **kwargs)
+    except NoInputError:
         if failures:
-            raise InputDataError(f"no usable input ({len(failures)} failed)")
-        raise NoInputError("no input found")
+            raise InputDataError(f"no usable input ({len(failures)} failed)") from None
+        raise
     return sources, failures
 
 

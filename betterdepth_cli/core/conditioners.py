@@ -173,7 +173,9 @@ def dpt_resize_size(height: int, width: int, size: dict, keep_aspect_ratio: bool
             scale_h = scale_w
         else:
             scale_w = scale_h
-    return _constrain_to_multiple_of(scale_h * height, multiple), _constrain_to_multiple_of(scale_w * width, multiple)
+    # at least one multiple per side: a 4 x 2000 strip would otherwise round to height 0 (a crash in resize)
+    return (max(multiple, _constrain_to_multiple_of(scale_h * height, multiple)),
+            max(multiple, _constrain_to_multiple_of(scale_w * width, multiple)))
 
 
 def dpt_preprocess(images: torch.Tensor, processor) -> torch.Tensor:

@@ -39,7 +39,7 @@ from __future__ import annotations
 import glob as globlib
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
@@ -325,6 +325,17 @@ class _Ctx:
     seen: set = field(default_factory=set)
     lists: set = field(default_factory=set)
     stdin_used: bool = False
+    on_error: Callable[[Exception], None] | None = None  # bad specs reported one by one instead of raised
+
+    def expand_each(self, lines: Iterable[str], base: Path, list_root: Path | None) -> None:
+        """Expand the specs of a list or stdin; with ``on_error`` a bad one is reported and skipped."""
+        for line in lines:
+            try:
+                _expand(line, base, list_root, self)
+            except (InputDataError, NoInputError) as exc:
+                if self.on_error is None:
+                    raise
+                self.on_error(exc)
 
     def add(self, identity: Any, source: Source) -> None:
         if identity not in self.seen:
@@ -338,8 +349,12 @@ def discover(
     extensions: Iterable[str] | None = None,
     frames: str | Iterable[int] | None = None,
     stdin: TextIO | None = None,
+    on_error: Callable[[Exception], None] | None = None,
 ) -> list[Source]:
     """Find the inputs of ``refine`` (see the module docstring). Returns Sources in spec order.
+
+    ``on_error``: called with each bad spec's error (a line of a list or of stdin
+    too), which is then skipped, instead of the first one raising (``--continue-on-error``).
 
     Raises NoInputError for a missing path, an empty folder, a glob or sequence
     without matches; InputDataError for an unsupported file or a video without
@@ -347,13 +362,18 @@ def discover(
     output name.
     """
     frame_list = parse_frames(frames) if isinstance(frames, str) else (sorted(set(frames)) if frames is not None else None)
-    ctx = _Ctx(bool(recursive), _norm_extensions(extensions), frame_list, stdin)
+    ctx = _Ctx(bool(recursive), _norm_extensions(extensions), frame_list, stdin, on_error=on_error)
     specs = [os.fspath(s) for s in specs]
     if not specs:
         raise NoInputError("no input given (files, folders, globs, @list.txt or - for stdin)")
     cwd = _abs(Path.cwd())
     for spec in specs:
-        _expand(spec, cwd, None, ctx, top=True)
+        try:
+            _expand(spec, cwd, None, ctx, top=True)
+        except (InputDataError, NoInputError) as exc:
+            if on_error is None:
+                raise
+            on_error(exc)
     sources = [s for s in ctx.sources if s.entries()]
     if not sources:
         wanted = f" in frames {format_frames(frame_list)}" if frame_list else ""
@@ -421,8 +441,7 @@ def _expand_stdin(base: Path, ctx: _Ctx, top: bool) -> None:
     lines = _read_spec_lines(ctx.stdin)
     if not lines:
         raise NoInputError("-: no paths on stdin")
-    for line in lines:
-        _expand(line, base, base, ctx)
+    ctx.expand_each(lines, base, base)
 
 
 def _expand_list(list_path: Path, ctx: _Ctx) -> None:
@@ -437,8 +456,7 @@ def _expand_list(list_path: Path, ctx: _Ctx) -> None:
         raise InputDataError(f"{list_path}: cannot read the list ({exc})") from exc
     if not lines:
         raise NoInputError(f"{list_path}: the list is empty")
-    for line in lines:
-        _expand(line, list_path.parent, list_path.parent, ctx)
+    ctx.expand_each(lines, list_path.parent, list_path.parent)
 
 
 def _expand_file(path: Path, roots: list[Path | None], ctx: _Ctx, explicit: bool = False) -> None:
