@@ -26,6 +26,7 @@ the first one halts the batch. See :func:`exit_code` for the exit status.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -62,6 +63,21 @@ EXIT_INTERRUPTED = 130
 
 DEFAULT_FORMATS = ("png16",)
 RUN_CONFIG_NAME = "betterdepth-run.toml"
+#: Hidden folder of the claims that let several runs share one output folder (removed when empty).
+CLAIMS_DIR = ".betterdepth-claims"
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 MIN_SIDE = 2
 _END = object()
 
@@ -543,6 +559,7 @@ class _Engine:
         self.shots: dict[str, _ShotBuffer] = {}
         self.groups = {g.key: g for g in plan.groups}
         self.remaining = {g.key: len(g.todo) for g in plan.groups}
+        self.claims: list[Path] = []  # claim files this run holds (released when it ends)
 
     # ------------------------------------------------------------ memory for shots
     def keep(self, arr: np.ndarray) -> Any:
@@ -582,6 +599,15 @@ class _Engine:
                     continue
                 if self.halt.is_set():
                     break
+                taken = self._claim(group)
+                if taken is None and not self.s.overwrite and all(
+                        _existing_state(it, self.s) == "done" for it in group.todo):
+                    taken = f"{group.items[0].label}: written by another run meanwhile; skipped"
+                if taken is not None:
+                    for item in group.todo:
+                        if not self._put(self.in_q, ("skip", item, taken), self.halt):
+                            return
+                    continue
                 blocked = [it for it in group.todo if it.blocked]
                 for item in blocked:  # never read: their outputs must not be written
                     if not self._put(self.in_q, ("fail", item, item.blocked), self.halt):
@@ -630,8 +656,8 @@ class _Engine:
             if self.halt.is_set():
                 continue  # drain without working
             tag, item, payload = msg
-            if tag == "fail":
-                self._emit(("fail", item, payload))
+            if tag in ("fail", "skip"):
+                self._emit((tag, item, payload))
                 continue
             image = _to_float_rgb(payload)
             h, w = image.shape[:2]
@@ -653,6 +679,50 @@ class _Engine:
             self._flush(batch)
         if self.error is not None:
             raise self.error
+
+    # ------------------------------------------------------------ claims (runs sharing one output folder)
+    def _claim_path(self, group: Group) -> Path:
+        import hashlib
+
+        return Path(self.plan.out_dir) / CLAIMS_DIR / (hashlib.sha1(group.key.encode()).hexdigest()[:20] + ".claim")
+
+    def _claim(self, group: Group) -> str | None:
+        """Claim a group's outputs for this run; None when claimed, else why another run has them.
+
+        A claim is a file created with O_EXCL holding ``host pid``; one whose process is gone (same
+        host) is taken over, so a killed run's claims do not block a rerun.
+        """
+        import socket
+
+        path = self._claim_path(group)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        me = f"{socket.gethostname()} {os.getpid()}"
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    host, pid = path.read_text().split()
+                except (OSError, ValueError):
+                    host, pid = "", "0"
+                if host == socket.gethostname() and not _alive(int(pid)):
+                    with contextlib.suppress(OSError):
+                        os.remove(path)  # the run that claimed it is gone: take over
+                    continue
+                return f"{group.items[0].label}: being written by another run ({host} pid {pid}); skipped"
+            with os.fdopen(fd, "w") as f:
+                f.write(me)
+            self.claims.append(path)
+            return None
+        return f"{group.items[0].label}: claim {path} could not be taken; skipped"
+
+    def _release_claims(self) -> None:
+        for path in self.claims:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        self.claims = []
+        with contextlib.suppress(OSError):
+            (Path(self.plan.out_dir) / CLAIMS_DIR).rmdir()  # only when empty (no other run's claims)
 
     def _emit(self, msg: Any) -> None:
         if msg[0] == "fail" and not self.s.continue_on_error:
@@ -729,6 +799,10 @@ class _Engine:
                 tag, item, payload = msg
                 if tag == "fail":
                     self._failed(item, payload)
+                elif tag == "skip":  # another run claimed it: theirs to write
+                    with self.lock:
+                        self.summary.skipped += 1
+                    self.on_item("skipped", item, payload)
                 else:
                     self._write(item, *payload)
                     with self.lock:
@@ -871,6 +945,7 @@ class _Engine:
         finally:
             self.halt.set()
             reader.join(timeout=5)
+            self._release_claims()
             self.summary.seconds = time.perf_counter() - t0
             for shot in self.shots.values():
                 shot.release()

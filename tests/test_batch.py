@@ -408,3 +408,41 @@ def test_a_crash_inside_the_model_is_one_error_with_exit_70(tmp_path, loaded):
     with pytest.raises(ModelError, match=r"a.png: the model failed \(RuntimeError: shape .* is invalid") as err:
         batch.run(plan_run(discover([src]), settings), settings, Crashing(), model)
     assert err.value.exit_code == 70 and "more lines" not in str(err.value)
+
+
+def test_two_runs_on_one_output_folder_share_the_work(tmp_path, loaded):
+    """A group claimed by a live run is skipped by a second one; a dead run's claim is taken over."""
+    import os
+    import subprocess
+    import sys
+
+    from betterdepth_cli.batch import CLAIMS_DIR, _Engine
+
+    src = tmp_path / "in"
+    for name in ("a", "b", "c"):
+        _png(src / f"{name}.png", seed=ord(name))
+    out = tmp_path / "out"
+    settings = _settings(out, formats=("npy",))
+    plan = plan_run(discover([src]), settings)
+    cond, model = loaded
+    # another live process holds b's claim
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        probe = _Engine(plan, settings, cond, model, lambda *a: None, lambda m: None)
+        b_group = next(g for g in plan.groups if g.items[0].key == "b")
+        claim = probe._claim_path(b_group)
+        claim.parent.mkdir(parents=True, exist_ok=True)
+        import socket
+
+        claim.write_text(f"{socket.gethostname()} {sleeper.pid}")
+        summary = batch.run(plan, settings, cond, model)
+        assert (summary.processed, summary.skipped) == (2, 1)
+        assert sorted(p.name for p in out.glob("*.npy")) == ["a.npy", "c.npy"]
+        assert claim.exists()  # the other run's claim is not ours to remove
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # its process is gone: a rerun takes the claim over and writes b; every claim of ours is released
+    summary = batch.run(plan_run(discover([src]), settings), settings, cond, model)
+    assert summary.processed == 1 and (out / "b.npy").exists()
+    assert not (out / CLAIMS_DIR).exists()
