@@ -232,6 +232,13 @@ def train_run(run: L.RunSpec, budget: L.Budget, args, out: Path, log: Log) -> di
 
     run_dir = out / "runs" / run.name
     card = run_dir / "model" / "betterdepth.json"
+    if run.name == L.SHIPPED.name:  # not trained here: the refiner in the package, copied as it is now
+        from betterdepth_cli.core.refiner import default_model_path
+
+        shutil.rmtree(run_dir / "model", ignore_errors=True)
+        shutil.copytree(default_model_path(), run_dir / "model")
+        log(f"run {run.name}: the package's default refiner ({default_model_path()})")
+        return {"run": run.name, "shipped": True, "recipe": json.loads(card.read_text())["trained_with"].get("recipe")}
     if card.exists():
         tw = json.loads(card.read_text()).get("trained_with") or {}
         have = {"conditioner": tw.get("conditioner"), "steps": tw.get("steps"), **(tw.get("flags") or {})}
@@ -376,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     experiments_json = {}
     for name, ep in p["experiments"].items():
         exp = {"experiment": name, "budget": budget_json, "rows": ep["rows"], "replicates": ep.get("replicates", {}),
+               "shipped": ep.get("shipped", {}),
                "runs": {r.name: runs[r.name] for r in ep["runs"]},
                "evals": [{k: v for k, v in evals[e.key].items() if k != "stamp"} for e in ep["evals"]]}
         _atomic_json(out / f"{name}.json", exp)
@@ -394,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     history = history + [{
         "command": command, "commit": git["commit"], "dirty": git["dirty"],
         "started": started.isoformat(timespec="seconds"), "seconds": round(time.perf_counter() - t_start, 1),
-        "experiments": experiments, "trained": [n for n in runs if n not in before], "evaluated": computed,
+        "experiments": experiments, "trained": [n for n in runs if n not in before and n != L.SHIPPED.name],
+        "evaluated": computed,
         "threads": torch.get_num_threads(), "load_start": round(load_start[0], 2),
         "load_end": round(os.getloadavg()[0], 2),
     }]

@@ -46,13 +46,16 @@ def test_ablation_plans_four_runs_with_the_paper_switches():
     assert L.run_overrides(p["runs"][-1], QUICK, train_root="t", conditioner="c", cache_dir="d")["train.seed"] == 1
 
 
-def test_plug_reuses_the_full_refiner_over_three_conditioners():
+def test_plug_reuses_the_full_refiner_over_three_conditioners_and_adds_the_shipped_one():
     p = L.plan_experiment("plug", QUICK, datasets=["synthetic", "nyuv2"])
-    assert [r.name for r in p["runs"]] == ["full"]
+    assert [r.name for r in p["runs"]] == ["full", "shipped"]
     assert p["needs"] == ["dpt", "classical"]
-    assert sorted((e.conditioner, e.dataset) for e in p["evals"]) == sorted(
-        (c, d) for c in ("main", "dpt", "classical") for d in ("synthetic", "nyuv2"))
-    assert {e.run for e in p["evals"]} == {"full"}
+    pairs = sorted((c, d) for c in ("main", "dpt", "classical") for d in ("synthetic", "nyuv2"))
+    assert sorted((e.conditioner, e.dataset) for e in p["evals"] if e.run == "full") == pairs
+    shipped = [e for e in p["evals"] if e.run == "shipped"]
+    assert sorted((e.conditioner, e.dataset) for e in shipped) == pairs
+    assert {(e.steps, e.ensemble) for e in shipped} == {(1, 1)}  # the shipped card's setting
+    assert p["shipped"] == {"main": "shipped", "dpt": "shipped", "classical": "shipped"}
 
 
 def test_steps_sweep_and_ensembles():
@@ -87,13 +90,13 @@ def test_hparams_at_a_reduced_budget_get_their_own_reference():
 def test_plan_deduplicates_runs_and_evals_across_experiments():
     p = L.plan(L.EXPERIMENTS, QUICK)
     names = [r.name for r in p["runs"]]
-    assert names == ["nocond", "cond", "cond-prealign", "full", "nocond-seed1", "full-seed1", "full-n100", "full-n400",
-                     "full-w16", "full-w32", "full-eta0.05", "full-eta0.2"]
+    assert names == ["nocond", "cond", "cond-prealign", "full", "nocond-seed1", "full-seed1", "shipped", "full-n100",
+                     "full-n400", "full-w16", "full-w32", "full-eta0.05", "full-eta0.2"]
     keys = [e.key for e in p["evals"]]
     assert len(keys) == len(set(keys))
     # the full refiner's standard evaluation is shared by ablation, plug and size
     assert keys.count("full__main__nyuv2__s10-e1-mean__nall") == 1
-    assert len(L.plan(L.EXPERIMENTS, FULL)["runs"]) == 8 + 5
+    assert len(L.plan(L.EXPERIMENTS, FULL)["runs"]) == 8 + 5 + 1  # + the shipped refiner (evaluated, not trained)
 
 
 def test_make_run_names_and_normalises_unused_switches():
@@ -355,22 +358,26 @@ def test_smoke_run_trains_evaluates_reports_and_resumes(tmp_path, tiny_dpt_dir):
     assert abl["runs"]["full-seed1"]["seed"] == 1
     assert abl["runs"]["nocond"]["depth_conditioning"] is False and abl["runs"]["full"]["kept"] <= 1.0
     assert {e["dataset"] for e in abl["evals"]} == {"synthetic"}
-    assert all(set(e["metrics"]) == {"conditioner", "refined"} for e in abl["evals"])
+    assert all(set(e["metrics"]) == {"conditioner", "guided", "refined"} for e in abl["evals"])
     assert all(len(e["per_image"]["ids"]) == len(e["per_image"]["refined"]["abs_rel"]) == 2 for e in abl["evals"])
     plug = res["experiments"]["plug"]
     assert {e["conditioner"] for e in plug["evals"]} == {"main", "dpt", "classical"}
+    assert plug["runs"]["shipped"]["shipped"] is True
+    assert {e["run"] for e in plug["evals"]} == {"full", "shipped"}
     assert res["conditioners"]["dpt"]["architecture"] == "DPTForDepthEstimation"
     assert res["experiments"]["size"]["runs"]["full-n4"]["train_size"] == 4
     text = report.read_text()
     assert "## Table 5: ablation of the training objective" in text and "| dpt + refiner |" in text
+    assert "| dpt + shipped refiner |" in text and "| classical + guided filter |" in text
     # a second run trains nothing and re-evaluates nothing; the report keeps its discussion
     report.write_text(text.replace("(not written yet)", "kept"))
     assert reproduce.main(argv) == 0
     log = (out / "reproduce.log").read_text().split("plan:")[-1]
     assert log.count("model exists, skipped") == 7 and "eval " not in log
     inv = json.loads((out / "results.json").read_text())["invocations"]
-    # 6 ablation evaluations, plug's dpt and classical (its main one is the ablation's full), size's full-n4
-    assert len(inv) == 2 and len(inv[0]["trained"]) == 7 and inv[0]["evaluated"] == 6 + 2 + 1
+    # 6 ablation evaluations, plug's dpt and classical (its main one is the ablation's full) and the shipped
+    # refiner's three, size's full-n4
+    assert len(inv) == 2 and len(inv[0]["trained"]) == 7 and inv[0]["evaluated"] == 6 + 2 + 3 + 1
     assert inv[1]["trained"] == [] and inv[1]["evaluated"] == 0
     assert L.extract_discussion(report.read_text()) == "kept"
     # --report-only renders the same tables from the JSON
