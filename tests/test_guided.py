@@ -147,3 +147,20 @@ def test_simulated_conditioner_is_seeded_and_removes_thin_structures():
     b = blur.degrade(depth, valid, np.random.default_rng(5))
     np.testing.assert_array_equal(a, b)
     assert a[:, 32].mean() < 1.0  # blurred: the rod's peak disparity (1.0) is spread
+
+
+def test_native_resolution_is_capped_by_the_card_and_the_output_keeps_the_input_size():
+    model = _guided_residual_model()
+    model.card["defaults"] = {**model.card.get("defaults", {}), "max_processing_res": 32}
+    seen = []
+    real = model.codec.encode_image
+    model.codec.encode_image = lambda x: seen.append(tuple(x.shape[-2:])) or real(x)
+    images = torch.rand(1, 3, 48, 64, generator=torch.Generator().manual_seed(7))
+    cond = 1.0 + torch.rand(1, 1, 48, 64, generator=torch.Generator().manual_seed(8))
+    pred = DepthPrediction(cond, torch.ones_like(cond, dtype=torch.bool), "disparity")
+    out = refine_batch(images, prediction=pred, model=model, steps=1, processing_res=0)
+    assert out.refined.shape == (1, 1, 48, 64)
+    assert seen == [(24, 32)]  # 32 x 24 at the cap (a multiple of the model's 8 already)
+    seen.clear()
+    refine_batch(images, prediction=pred, model=model, steps=1, processing_res=64)  # an explicit size wins
+    assert seen == [(48, 64)]

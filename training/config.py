@@ -52,6 +52,7 @@ class ModelSection:
     block_out_channels: list[int] = field(default_factory=lambda: [32, 64])  # tiny only
     layers_per_block: int = 1  # tiny only
     processing_res: int = 0  # the card's inference default (0: the data's processing_res, else native)
+    max_processing_res: int = 0  # the card's cap on native resolution (longest side; 0 = none): the trained pixel scale
     residual: bool = False  # tiny only: the UNet predicts a residual over the conditioning latent, output layer zero (identity at init)
     conditioning_filter: dict = field(default_factory=dict)  # {type = "guided", radius = 0.01, eps = 1e-3}: filter the conditioning with the photo as guide
     raw_conditioning: bool = False  # tiny only, with conditioning_filter: the UNet also sees the unfiltered map

@@ -110,7 +110,8 @@ def refine_batch(
         model: a :class:`~betterdepth_cli.core.refiner.BetterDepthModel`, or ``None``
             for the conditioner alone.
         steps, ensemble, reduction, processing_res: ``None`` takes the model card's
-            defaults; ``processing_res=0`` means native resolution.
+            defaults; ``processing_res=0`` means native resolution, capped at the card's
+            ``max_processing_res`` when it has one (the longest side; the output keeps the input size).
         generator: the only source of randomness.
         keys: file stems (needed by the ``file:`` conditioner).
         prediction: a precomputed conditioner output to refine.
@@ -164,6 +165,10 @@ def refine_batch(
     device, dtype = model.device, model.dtype
     t0 = time.perf_counter()
     size = processing_size(h, w, processing_res)
+    cap = int(defaults.get("max_processing_res") or 0)
+    if cap and not processing_res and max(h, w) > cap:
+        # native resolution, capped by the card: the model's trained pixel scale, and bounded memory for plates
+        size = processing_size(h, w, cap)
     img = resize(images.to(device=device, dtype=torch.float32), size)  # [B,3,h,w]
     cond = resize(cond_full.to(device), size)  # [B,1,h,w]
     valid = resize(valid_full.to(device), size, mode="nearest")
