@@ -164,3 +164,21 @@ def test_native_resolution_is_capped_by_the_card_and_the_output_keeps_the_input_
     seen.clear()
     refine_batch(images, prediction=pred, model=model, steps=1, processing_res=64)  # an explicit size wins
     assert seen == [(48, 64)]
+
+
+def test_residual_smoothing_removes_any_pattern_that_repeats_every_cell():
+    model = _guided_residual_model()
+    f = model.codec.factor
+    # a residual that is a pure cell-periodic pattern (the codec grid): +1/-1 stripes of period f
+    pattern = torch.tensor([1.0, -1.0, 1.0, -1.0])[:f].repeat(8)[None, None, None, :].expand(1, 1, 16, 32).clone()
+    x0 = model.codec.encode_depth(pattern)
+    assert torch.equal(model.smooth_residual(x0), x0)  # off unless the card asks
+    model.card["residual_smoothing"] = f
+    smoothed = model.codec.decode_depth(model.smooth_residual(x0))
+    inner = smoothed[..., 2:-2, 2:-2]  # away from the replicate-padded border
+    assert float(inner.abs().max()) < 1e-6
+    # a step (an edge the residual moves) stays a step, spread over the box width only
+    step = torch.zeros(1, 1, 16, 32)
+    step[..., 16:] = 1.0
+    out = model.codec.decode_depth(model.smooth_residual(model.codec.encode_depth(step)))[0, 0, 8]
+    assert float(out[:14].abs().max()) == 0.0 and float((out[18:] - 1).abs().max()) == 0.0

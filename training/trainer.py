@@ -50,7 +50,7 @@ MODEL_DIR = "model"
 RESUME_MUTABLE = (
     "name", "output", "train.max_steps", "train.log_every", "train.checkpoint_every",
     "train.checkpoints_total_limit", "data.num_workers", "data.cache_dir", "data.cache_predictions",
-    "data.cache_latents", "conditioner.device", "model.max_processing_res",
+    "data.cache_latents", "conditioner.device", "model.max_processing_res", "model.residual_smoothing",
 )
 
 
@@ -920,6 +920,8 @@ class Trainer:
                 defaults["processing_res"] = 0
             if r.model.max_processing_res:
                 defaults["max_processing_res"] = int(r.model.max_processing_res)
+            if r.model.residual_smoothing:
+                card["residual_smoothing"] = int(r.model.residual_smoothing)
             card["defaults"] = defaults
             codec = self.model.codec.to(torch.float32)
             bundle = BetterDepthModel(unet, codec, self.model.scheduler, card, self.model.text_embedding)

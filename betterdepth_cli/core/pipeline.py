@@ -200,7 +200,7 @@ def refine_batch(
         dtype=dtype,
         zero_noise=model.zero_noise,
     )
-    z0 = model.clean_latent(z0, z_cond_e)
+    z0 = model.clean_latent(model.smooth_residual(z0), z_cond_e)
     _sync(device)
     timings["sample"] = time.perf_counter() - t0
 

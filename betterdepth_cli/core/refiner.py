@@ -127,6 +127,24 @@ class BetterDepthModel(nn.Module):
 
         return guided_refine(cond.float(), images.float(), float(spec.get("radius", RADIUS)), float(spec.get("eps", EPS)))
 
+    def smooth_residual(self, x0: torch.Tensor) -> torch.Tensor:
+        """Inference only: the decoded residual box-filtered over the card's ``residual_smoothing`` pixels.
+
+        A box as wide as the space-to-depth cell has zeros at the frequencies of any pattern that
+        repeats every cell, so a residual cannot print the codec's grid (by construction); edges the
+        residual moves stay within a few pixels. Only for residual models over the exact codec.
+        """
+        k = int(self.card.get("residual_smoothing") or 0)
+        if k <= 1 or not self.residual:
+            return x0
+        if not isinstance(self.codec, SpaceToDepthCodec):
+            raise ValueError("model card: residual_smoothing needs the space-to-depth autoencoder")
+        import torch.nn.functional as F
+
+        r = self.codec.decode_depth(x0)
+        r = F.avg_pool2d(F.pad(r, (k // 2, (k - 1) // 2, k // 2, (k - 1) // 2), mode="replicate"), k, stride=1)
+        return self.codec.encode_depth(r)
+
     def clean_latent(self, x0: torch.Tensor, z_cond: torch.Tensor) -> torch.Tensor:
         """The predicted clean depth latent from the sampler's ``x0`` (adds ``z_cond`` for residual models)."""
         return x0 + z_cond[:, : self.codec.depth_channels].to(x0.dtype) if self.residual else x0
