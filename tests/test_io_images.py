@@ -421,3 +421,10 @@ def test_pixel_limit_can_be_raised_and_lowered(tmp_path, monkeypatch):
     _png_claiming(bomb, 60000, 60000)
     with pytest.raises(InputDataError, match="bomb.png: "):
         read_image(bomb, max_pixels=10**10)
+
+
+def test_a_png_header_of_zero_pixels_is_one_clean_error(tmp_path):
+    path = tmp_path / "zero.png"
+    _png_claiming(path, 0, 0)
+    with pytest.raises(InputDataError, match=r"zero.png: corrupt image header \(0 x 0 pixels\)"):
+        read_image(path)

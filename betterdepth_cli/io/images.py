@@ -374,6 +374,8 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
         raise InputDataError(f"{path}: not an image (unrecognised file content)")
     size = header_size(path, fmt)
     if size is not None:
+        if min(size) < 1:
+            raise InputDataError(f"{path}: corrupt image header ({size[0]} x {size[1]} pixels)")
         check_pixels(path, *size, max_pixels=max_pixels)
     try:
         if fmt == "exr":
