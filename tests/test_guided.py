@@ -182,3 +182,15 @@ def test_residual_smoothing_removes_any_pattern_that_repeats_every_cell():
     step[..., 16:] = 1.0
     out = model.codec.decode_depth(model.smooth_residual(model.codec.encode_depth(step)))[0, 0, 8]
     assert float(out[:14].abs().max()) == 0.0 and float((out[18:] - 1).abs().max()) == 0.0
+
+
+def test_a_raw_based_residual_model_is_its_conditioner_at_initialisation():
+    # residual_base = "raw": the zero output layer gives back the unfiltered conditioning (the conditioner itself)
+    model = _guided_residual_model(raw=True)
+    model.card["residual_base"] = "raw"
+    g = torch.Generator().manual_seed(9)
+    images = torch.rand(1, 3, 40, 56, generator=g)
+    cond = 1.0 + torch.rand(1, 1, 40, 56, generator=g)
+    pred = DepthPrediction(cond, torch.ones_like(cond, dtype=torch.bool), "disparity")
+    out = refine_batch(images, prediction=pred, model=model, steps=1, processing_res=0)
+    torch.testing.assert_close(out.refined, cond, rtol=0, atol=1e-5)

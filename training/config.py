@@ -56,6 +56,7 @@ class ModelSection:
     residual: bool = False  # tiny only: the UNet predicts a residual over the conditioning latent, output layer zero (identity at init)
     conditioning_filter: dict = field(default_factory=dict)  # {type = "guided", radius = 0.01, eps = 1e-3}: filter the conditioning with the photo as guide
     raw_conditioning: bool = False  # tiny only, with conditioning_filter: the UNet also sees the unfiltered map
+    residual_base: str = ""  # residual models with raw_conditioning: "raw" adds the unfiltered map's latent ("" = filtered)
     residual_smoothing: int = 0  # inference only (the card's): box width over the decoded residual (no codec grid)
 
 

@@ -298,6 +298,8 @@ def build_model(recipe: Recipe, log: Callable[[str], None] | None = None):
             model.conditioning_filter  # checks the type
         except ValueError as exc:
             raise UsageError(f"[model] conditioning_filter: {exc}") from None
+        if m.residual_base:
+            model.card["residual_base"] = m.residual_base
         return model
     path = Path(m.init).expanduser()
     if path.is_dir() and (path / CARD_FILE).exists():
@@ -308,6 +310,8 @@ def build_model(recipe: Recipe, log: Callable[[str], None] | None = None):
                 f"the recipe asks for {dc}"
             )
         model.card.setdefault("init", {})["betterdepth"] = str(path)
+        if m.residual_base:
+            model.card["residual_base"] = m.residual_base
         return model.train()
     if path.is_dir() and not (path / "unet").is_dir():
         raise UsageError(f"[model] init {m.init}: neither a BetterDepth model (no {CARD_FILE}) nor a Stable Diffusion folder (no unet/)")

@@ -216,7 +216,10 @@ def refine_batch(
     cond_dev = cond_full.to(device)
     if restore_tails:
         # the tails of the map the refiner was conditioned on (the filtered one, when the card filters)
-        base = cond_dev if model.conditioning_filter is None else resize(cond, (h, w))
+        if model.conditioning_filter is None or model.card.get("residual_base") == "raw":
+            base = cond_dev if model.conditioning_filter is None else resize(raw, (h, w))
+        else:
+            base = resize(cond, (h, w))
         shape4 = (-1, 1, 1, 1)
         excess = base - torch.minimum(torch.maximum(base, lo.reshape(shape4)), hi.reshape(shape4))
         refined = refined + excess

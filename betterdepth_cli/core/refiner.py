@@ -146,8 +146,13 @@ class BetterDepthModel(nn.Module):
         return self.codec.encode_depth(r)
 
     def clean_latent(self, x0: torch.Tensor, z_cond: torch.Tensor) -> torch.Tensor:
-        """The predicted clean depth latent from the sampler's ``x0`` (adds ``z_cond`` for residual models)."""
-        return x0 + z_cond[:, : self.codec.depth_channels].to(x0.dtype) if self.residual else x0
+        """The predicted clean depth latent from the sampler's ``x0``: for residual models plus the
+        filtered conditioning's latent, or the raw one's with the card's ``residual_base = "raw"``."""
+        if not self.residual:
+            return x0
+        c = self.codec.depth_channels
+        base = z_cond[:, c : 2 * c] if self.card.get("residual_base") == "raw" and self.raw_conditioning else z_cond[:, :c]
+        return x0 + base.to(x0.dtype)
 
     @property
     def defaults(self) -> dict:
