@@ -219,26 +219,26 @@ def artefacts(model, photos: Iterable[str | Path]) -> tuple[dict[str, float], di
     return mean(grid), mean(leak)
 
 
-def gates(s: Scores, max_abs_rel_ratio: float = 1.05) -> list[tuple[bool, str]]:
-    """The success gates of issue 18 over the report halves: (passed, line) each."""
+def gates(s: Scores, max_abs_rel_ratio: float = 1.05, half: str = "report") -> list[tuple[bool, str]]:
+    """The success gates of issue 18 over the ``report`` halves (or ``dev``, to choose settings): (passed, line) each."""
     out: list[tuple[bool, str]] = []
     for cname in (f"sigma {x:g}" for x in SIGMAS):
-        c, g, r = (s.get("middlebury", "report", cname, v) for v in ("conditioner", "guided", "refined"))
+        c, g, r = (s.get("middlebury", half, cname, v) for v in ("conditioner", "guided", "refined"))
         for m in ("dbe_comp", "dbe_acc", "edge_f1"):
             better = (lambda a, b: a > b) if m == "edge_f1" else (lambda a, b: a < b)
             ok = better(r[m], c[m]) and better(r[m], g[m])
-            out.append((ok, f"Middlebury report, {cname}: refined {m} {r[m]:.4f} beats conditioner {c[m]:.4f} "
+            out.append((ok, f"Middlebury {half}, {cname}: refined {m} {r[m]:.4f} beats conditioner {c[m]:.4f} "
                             f"and guided {g[m]:.4f}"))
         ratio = r["abs_rel"] / c["abs_rel"]
-        out.append((ratio <= max_abs_rel_ratio, f"Middlebury report, {cname}: AbsRel {r['abs_rel']:.4f} = "
+        out.append((ratio <= max_abs_rel_ratio, f"Middlebury {half}, {cname}: AbsRel {r['abs_rel']:.4f} = "
                                                 f"{ratio:.3f} x the conditioner's (limit {max_abs_rel_ratio})"))
     for ds in ("middlebury", "nyuv2"):
-        c, r, k = (s.get(ds, "report", "builtin", v) for v in ("conditioner", "refined", "control"))
-        out.append((r["abs_rel"] <= c["abs_rel"], f"{ds} report, builtin: AbsRel {r['abs_rel']:.4f} not worse "
+        c, r, k = (s.get(ds, half, "builtin", v) for v in ("conditioner", "refined", "control"))
+        out.append((r["abs_rel"] <= c["abs_rel"], f"{ds} {half}, builtin: AbsRel {r['abs_rel']:.4f} not worse "
                                                   f"than builtin alone {c['abs_rel']:.4f}"))
         no_edges = not (r["ep"] > 0)
         ok = no_edges or r["ep"] >= k["ep"]
-        out.append((ok, f"{ds} report, builtin: EP {r['ep']:.4f} at least the luminance control's {k['ep']:.4f} "
+        out.append((ok, f"{ds} {half}, builtin: EP {r['ep']:.4f} at least the luminance control's {k['ep']:.4f} "
                         "(or no edges added)"))
     if s.grid:
         out.append((s.grid["refined"] <= 1.1, f"grid ratio on real photos {s.grid['refined']:.3f} (limit 1.1)"))
