@@ -328,9 +328,7 @@ def check_conditioner_name(spec: str) -> None:
     if not spec:
         raise UsageError("`--conditioner` must not be empty")
     base, _ = _parse_options(spec)
-    if base.startswith(("hf:", "file:")):
-        return
-    if ALIASES.get(base, base) in _FACTORIES or ALIASES.get(base, base) in HF_MODELS:
+    if base.startswith(("hf:", "file:")) or ALIASES.get(base, base) in (_FACTORIES.keys() | HF_MODELS.keys()):
         return
     import difflib
 
@@ -343,8 +341,7 @@ def check_conditioner_name(spec: str) -> None:
 
 def get_conditioner(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Conditioner:
     """Build the conditioner a user named (see the module docstring for names)."""
-    if not spec:
-        raise UsageError("`--conditioner` must not be empty")
+    check_conditioner_name(spec)
     base, options = _parse_options(spec)
     if base.startswith("hf:"):
         target = base[3:]
@@ -364,7 +361,4 @@ def get_conditioner(spec: str, device: str | torch.device = "cpu", dtype: torch.
     name = ALIASES.get(base, base)
     if name in _FACTORIES:
         return _FACTORIES[name](device=device, dtype=dtype, **options)
-    if name in HF_MODELS:
-        return _load_hf(HF_MODELS[name], name, device, dtype, options)
-    check_conditioner_name(spec)  # raises with the closest name
-    raise UsageError(f"unknown conditioner {spec!r}")  # pragma: no cover - check_conditioner_name raised
+    return _load_hf(HF_MODELS[name], name, device, dtype, options)  # a registry name (checked above)
