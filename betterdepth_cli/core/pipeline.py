@@ -215,11 +215,11 @@ def refine_batch(
         uncertainty = resize(spread_n * ((hi - lo) / 2.0).reshape(-1, 1, 1, 1), (h, w))
     cond_dev = cond_full.to(device)
     if restore_tails:
-        # the tails of the map the refiner was conditioned on (the filtered one, when the card filters)
-        if model.conditioning_filter is None or model.card.get("residual_base") == "raw":
-            base = cond_dev if model.conditioning_filter is None else resize(raw, (h, w))
+        # the tails of the map the residual rides on: the conditioner's, or the filtered one
+        if model.conditioning_filter is None:
+            base = cond_dev
         else:
-            base = resize(cond, (h, w))
+            base = resize(raw if model.raw_base else cond, (h, w))
         shape4 = (-1, 1, 1, 1)
         excess = base - torch.minimum(torch.maximum(base, lo.reshape(shape4)), hi.reshape(shape4))
         refined = refined + excess

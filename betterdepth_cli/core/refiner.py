@@ -113,6 +113,11 @@ class BetterDepthModel(nn.Module):
         return bool(self.card.get("raw_conditioning", False)) and self.conditioning_filter is not None
 
     @property
+    def raw_base(self) -> bool:
+        """A residual model whose residual rides on the raw conditioning (card ``residual_base = "raw"``)."""
+        return self.residual and self.raw_conditioning and self.card.get("residual_base") == "raw"
+
+    @property
     def conditioning_maps(self) -> int:
         """How many depth maps condition the UNet (1, or 2 with ``raw_conditioning``)."""
         return 2 if self.raw_conditioning else 1
@@ -151,7 +156,7 @@ class BetterDepthModel(nn.Module):
         if not self.residual:
             return x0
         c = self.codec.depth_channels
-        base = z_cond[:, c : 2 * c] if self.card.get("residual_base") == "raw" and self.raw_conditioning else z_cond[:, :c]
+        base = z_cond[:, c : 2 * c] if self.raw_base else z_cond[:, :c]
         return x0 + base.to(x0.dtype)
 
     @property
