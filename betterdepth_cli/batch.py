@@ -66,6 +66,9 @@ RUN_CONFIG_NAME = "betterdepth-run.toml"
 #: Hidden folder of the claims that let several runs share one output folder (removed when empty).
 CLAIMS_DIR = ".betterdepth-claims"
 
+MIN_SIDE = 2
+_END = object()
+
 
 def _alive(pid: int) -> bool:
     """Whether a process with this id exists on this machine."""
@@ -78,8 +81,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-MIN_SIDE = 2
-_END = object()
 
 
 # --------------------------------------------------------------------------- settings
@@ -291,22 +292,20 @@ PIXEL_SETTINGS = ("model", "conditioner", "steps", "ensemble", "reduction", "see
 def _existing_state(item: Item, settings: RefineSettings) -> str:
     """``new`` (nothing there), ``done`` (all ours, same settings), ``partial`` (ours, some missing),
     or the reason the outputs must not be written without ``--overwrite``."""
-    from betterdepth_cli.io.outputs import is_own_sidecar
+    from betterdepth_cli.io.outputs import read_sidecar
 
     outs = item.outputs
     present = [p for p in outs.values() if Path(p).is_file()]
     if not present:
         return "new"
     side = outs["sidecar"]
-    if not is_own_sidecar(side):
+    try:
+        stored = read_sidecar(side)
+    except InputDataError:
         foreign = next((p for p in present if p != side), side)
         return (f"{foreign}: exists and was not written by betterdepth (no sidecar of ours); "
                 "choose another -o folder, or --overwrite to replace it")
     if len(present) < len(outs):
-        return "partial"
-    try:
-        stored = json.loads(Path(side).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
         return "partial"
     want = settings.sidecar_fields()
     diff = [f"{k} {stored.get(k)!r} -> {want.get(k)!r}" for k in PIXEL_SETTINGS if stored.get(k) != want.get(k)]
@@ -402,6 +401,8 @@ def remove_stale_temps(plan: Plan, before: float) -> int:
     """Delete the temporaries of an earlier, killed run (``.<output name>.tmp-*``, see
     ``io.outputs.atomic_write``) beside this plan's outputs, if last written before ``before``
     (a run still writing has fresh ones). Returns how many were removed."""
+    from betterdepth_cli.io.outputs import temporary_target
+
     removed = 0
     folders: dict[Path, set[str]] = {}
     for group in plan.groups:
@@ -416,9 +417,7 @@ def remove_stale_temps(plan: Plan, before: float) -> int:
         except OSError:
             continue
         for e in entries:
-            if not e.name.startswith(".") or ".tmp-" not in e.name:
-                continue
-            if e.name[1:].split(".tmp-", 1)[0] not in names:
+            if temporary_target(e.name) not in names:
                 continue
             try:
                 if e.is_file(follow_symlinks=False) and e.stat(follow_symlinks=False).st_mtime < before:

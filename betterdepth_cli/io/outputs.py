@@ -60,6 +60,17 @@ def safe_join(root: PathLike, relative: str) -> Path:
     return Path(root).joinpath(*parts)
 
 
+#: What marks the temporary files of :func:`atomic_write`: ``.<output name>.tmp-XXXX<suffix>``.
+TEMP_MARK = ".tmp-"
+
+
+def temporary_target(name: str) -> str | None:
+    """The output name a temporary of :func:`atomic_write` belongs to (``.a.png.tmp-x1.png`` -> ``a.png``), else None."""
+    if not name.startswith(".") or TEMP_MARK not in name:
+        return None
+    return name[1:].split(TEMP_MARK, 1)[0]
+
+
 def atomic_write(path: PathLike, writer: Callable[[str], Any]) -> Path:
     """Write ``path`` atomically: ``writer(tmp_path)`` then ``os.replace(tmp, path)``.
 
@@ -73,7 +84,7 @@ def atomic_write(path: PathLike, writer: Callable[[str], Any]) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=path.suffix, dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}", suffix=path.suffix, dir=path.parent)
         os.close(fd)
     except OSError as exc:
         raise OutputError(f"{path}: cannot create output ({exc.strerror or exc})") from exc
@@ -573,12 +584,12 @@ def output_paths(out_dir: PathLike, relpath: PurePosixPath | str, formats: Itera
 
 
 def is_own_sidecar(path: PathLike) -> bool:
-    """A JSON sidecar this tool wrote (its ``format`` is :data:`SIDECAR_FORMAT`'s family)."""
+    """A JSON sidecar this tool wrote (:func:`read_sidecar` accepts it)."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return '"betterdepth/' in f.read(200)
-    except OSError:
+        read_sidecar(path)
+    except InputDataError:
         return False
+    return True
 
 
 def sidecar_of(path: PathLike) -> Path:
