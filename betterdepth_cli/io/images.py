@@ -328,11 +328,12 @@ def pixel_limit(max_pixels: int | None = None) -> int:
     return DEFAULT_PIXEL_LIMIT
 
 
-def header_size(path: Path, fmt: str) -> tuple[int, int] | None:
-    """(width, height) from the file's header without decoding pixels; None when the header cannot say."""
+def header_size(path: Path, fmt: str, head: bytes) -> tuple[int, int] | None:
+    """(width, height) from the file's header without decoding pixels; None when the header cannot say.
+
+    ``head``: the file's first 24 bytes (a PNG's size is in them)."""
     if fmt == "png":  # IHDR right after the signature: width, height as big-endian uint32
-        head = _read_head(path, 24)
-        if len(head) == 24 and head[12:16] == b"IHDR":
+        if len(head) >= 24 and head[12:16] == b"IHDR":
             return struct.unpack(">II", head[16:24])
         return None
     Image = _pil()
@@ -369,10 +370,11 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
     """
     path = Path(path)
     check_extension(path, IMAGE_EXTENSIONS)
-    fmt = sniff_format(_read_head(path))
+    head = _read_head(path, 24)  # the signature, and a PNG's IHDR size
+    fmt = sniff_format(head)
     if fmt is None:
         raise InputDataError(f"{path}: not an image (unrecognised file content)")
-    size = header_size(path, fmt)
+    size = header_size(path, fmt, head)
     if size is not None:
         if min(size) < 1:
             raise InputDataError(f"{path}: corrupt image header ({size[0]} x {size[1]} pixels)")
