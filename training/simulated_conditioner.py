@@ -75,10 +75,6 @@ class SimulatedConditioner:
         self.gamma = (float(gamma_min), float(gamma_max))
         self.warp, self.thin, self.thin_max = float(warp), float(thin), float(thin_max)
 
-    def describe(self) -> dict:
-        return {"sigma": list(self.sigma), "gamma": list(self.gamma), "warp": self.warp, "thin": self.thin,
-                "thin_max": self.thin_max}
-
     def degrade(self, depth: np.ndarray, valid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """(H,W) depth and valid -> (H,W) float32 degraded disparity (class doc)."""
         import cv2

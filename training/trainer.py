@@ -298,8 +298,6 @@ def build_model(recipe: Recipe, log: Callable[[str], None] | None = None):
             model.conditioning_filter  # checks the type
         except ValueError as exc:
             raise UsageError(f"[model] conditioning_filter: {exc}") from None
-        if m.residual_base:
-            model.card["residual_base"] = m.residual_base
         return model
     path = Path(m.init).expanduser()
     if path.is_dir() and (path / CARD_FILE).exists():
@@ -310,8 +308,6 @@ def build_model(recipe: Recipe, log: Callable[[str], None] | None = None):
                 f"the recipe asks for {dc}"
             )
         model.card.setdefault("init", {})["betterdepth"] = str(path)
-        if m.residual_base:
-            model.card["residual_base"] = m.residual_base
         return model.train()
     if path.is_dir() and not (path / "unet").is_dir():
         raise UsageError(f"[model] init {m.init}: neither a BetterDepth model (no {CARD_FILE}) nor a Stable Diffusion folder (no unet/)")
@@ -461,6 +457,8 @@ class Trainer:
 
         # model: only the UNet trains
         self.model = build_model(recipe, self.log)
+        if recipe.model.residual_base:  # what the residual rides on, for a new model or a fine-tuned one
+            self.model.card["residual_base"] = recipe.model.residual_base
         if recipe.objective.mode == "e2e":  # validation and the saved card sample as trained
             self.model.card["zero_noise"] = True
             self.model.card.setdefault("defaults", {})["steps"] = 1
