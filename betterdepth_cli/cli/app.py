@@ -16,8 +16,9 @@ import typer
 
 F = TypeVar("F", bound=Callable)
 
-app = typer.Typer(rich_markup_mode=None, 
+app = typer.Typer(
     name="betterdepth",
+    rich_markup_mode=None,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

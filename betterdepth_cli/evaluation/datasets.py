@@ -61,6 +61,7 @@ import numpy as np
 from betterdepth_cli.core.types import InputDataError, NoInputError, UsageError
 from betterdepth_cli.evaluation import protocol as P
 from betterdepth_cli.io.images import decode_pfm, decode_raster, decode_rgb, decode_uint16_map, load_npy
+from betterdepth_cli.io.outputs import safe_parts
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -134,8 +135,8 @@ class DataRoot:
 
     @staticmethod
     def _norm(name: str) -> str:
-        """A member name as a relative POSIX path, with ``.``/``..`` and leading slashes dropped."""
-        return "/".join(p for p in name.replace("\\", "/").split("/") if p not in ("", ".", ".."))
+        """A member name as a relative POSIX path that stays inside the root (:func:`safe_parts`)."""
+        return "/".join(safe_parts(name))
 
     @property
     def is_tar(self) -> bool:

@@ -49,12 +49,17 @@ PathLike = str | os.PathLike
 # --------------------------------------------------------------------------- atomic writes
 
 
+def safe_parts(name: str) -> list[str]:
+    """The parts of a name taken from an input (a tar member, a sample id) that cannot climb out of
+    a folder: ``/`` and ``\\`` separate, empty, ``.`` and ``..`` parts, drive letters and leading
+    slashes are dropped."""
+    return [p for p in PurePosixPath(str(name).replace("\\", "/")).parts
+            if p not in ("", ".", "..", "/") and not re.fullmatch(r"[A-Za-z]:", p)]
+
+
 def safe_join(root: PathLike, relative: str) -> Path:
-    """``root / relative`` that cannot leave ``root``: empty, ``.`` and ``..`` parts, drive letters
-    and leading slashes of ``relative`` (a name taken from an input: a tar member, a sample id) are dropped.
-    """
-    parts = [p for p in PurePosixPath(str(relative).replace("\\", "/")).parts
-             if p not in ("", ".", "..", "/") and not re.fullmatch(r"[A-Za-z]:", p)]
+    """``root / relative`` that cannot leave ``root`` (:func:`safe_parts`)."""
+    parts = safe_parts(relative)
     if not parts:
         raise OutputError(f"{relative!r}: no usable file name to write under {root}")
     return Path(root).joinpath(*parts)
