@@ -16,9 +16,9 @@ It takes resolved settings, the discovered inputs and loaded models, and runs::
 - Every file is written atomically (``io.outputs``); existing outputs are
   skipped (resume) unless ``overwrite``; a shot with any output missing is redone
   whole, so its frames keep one range.
-- Randomness: each model call gets a fresh generator seeded with ``seed``, so
-  an image's result does not depend on which images ran before it (a resumed
-  run or a shard gives the same output as one run at the same batch size).
+- Randomness: each image gets its own generator seeded with ``seed``, so an
+  image's result depends neither on which images ran before it nor on the batch
+  it is in (a resumed run, a shard, any ``--batch-size`` and ``eval`` agree).
 
 Bad inputs fail alone with a one-line reason; without ``continue_on_error``
 the first one halts the batch. See :func:`exit_code` for the exit status.
@@ -732,14 +732,14 @@ class _Engine:
     def _flush(self, batch: list[tuple[Item, np.ndarray]]) -> None:
         import torch
 
-        from betterdepth_cli.core.pipeline import refine_batch
+        from betterdepth_cli.core.pipeline import refine_batch, seeded_generators
 
         if self.halt.is_set():
             return
         items = [it for it, _ in batch]
         stacked = np.stack([img for _, img in batch])  # [B,H,W,3]
         images = torch.from_numpy(stacked).permute(0, 3, 1, 2)  # [B,3,H,W], a view
-        generator = torch.Generator().manual_seed(int(self.s.seed))
+        generator = seeded_generators(self.s.seed, len(items))
         try:
             res = refine_batch(
                 images,

@@ -79,6 +79,29 @@ def _predict_bounded(conditioner, images: torch.Tensor, keys) -> DepthPrediction
     return DepthPrediction(values=values, valid=valid, kind=pred.kind, metric=pred.metric, source=pred.source)
 
 
+def draw_noise(generator, batch: int, ensemble: int, latent: tuple[int, int, int]) -> torch.Tensor:
+    """Standard normal starting noise (B,E,C,h,w), image by image.
+
+    ``generator`` is one ``torch.Generator`` (image 0's members are drawn first, then
+    image 1's, ...), a list with one per image, or ``None`` (the global generator).
+    With a list, an image's noise depends only on its own generator, not on the batch.
+    """
+    gens = list(generator) if isinstance(generator, (list, tuple)) else [generator] * batch
+    if len(gens) != batch:
+        raise UsageError(f"got {len(gens)} generators for {batch} images; pass one, or one per image")
+    out = []
+    for g in gens:
+        dev = g.device if g is not None else "cpu"
+        out.append(torch.randn((ensemble, *latent), generator=g, device=dev, dtype=torch.float32).cpu())
+    return torch.stack(out)
+
+
+def seeded_generators(seed: int, count: int) -> list[torch.Generator]:
+    """One CPU generator per image, each seeded with ``seed``: an image's noise is the same
+    alone or in any batch, on any device, through ``refine`` and through ``eval``."""
+    return [torch.Generator().manual_seed(int(seed)) for _ in range(count)]
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -94,7 +117,8 @@ def refine_batch(
     ensemble: int | None = None,
     reduction: str | None = None,
     processing_res: int | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
+    noise: torch.Tensor | None = None,
     keys: list[str] | None = None,
     prediction: DepthPrediction | None = None,
     restore_tails: bool = True,
@@ -112,7 +136,10 @@ def refine_batch(
         steps, ensemble, reduction, processing_res: ``None`` takes the model card's
             defaults; ``processing_res=0`` means native resolution, capped at the card's
             ``max_processing_res`` when it has one (the longest side; the output keeps the input size).
-        generator: the only source of randomness.
+        generator: the only source of randomness: one ``torch.Generator`` or a list with
+            one per image (then an image's result does not depend on its batch).
+        noise: the starting latent noise itself, (B, ensemble, C, h/f, w/f) at the padded
+            processing size (overrides ``generator``; ignored by zero-noise models).
         keys: file stems (needed by the ``file:`` conditioner).
         prediction: a precomputed conditioner output to refine.
         restore_tails: the [-1,1] normalisation clips the 2 % nearest and farthest
@@ -189,16 +216,24 @@ def refine_batch(
     t0 = time.perf_counter()
     z_image_e = z_image.repeat(ensemble, 1, 1, 1)  # [E*B,...], member-major
     z_cond_e = z_cond.repeat(ensemble, 1, 1, 1)
-    shape = (ensemble * b, model.codec.depth_channels, *z_image.shape[-2:])
+    latent = (model.codec.depth_channels, *z_image.shape[-2:])
+    shape = (ensemble * b, *latent)
+    z_noise = None
+    if not model.zero_noise:
+        if noise is None:
+            noise = draw_noise(generator, b, ensemble, latent)
+        if tuple(noise.shape) != (b, ensemble, *latent):
+            raise UsageError(f"`noise` has shape {tuple(noise.shape)}; expected {(b, ensemble, *latent)}")
+        z_noise = noise.transpose(0, 1).reshape(shape)  # member-major, like z_image_e
     z0 = sample(
         lambda z, t: model.denoise(z_image_e, z_cond_e, z, t),
         model.scheduler,
         shape,
         steps,
-        generator=generator,
         device=device,
         dtype=dtype,
         zero_noise=model.zero_noise,
+        noise=z_noise,
     )
     z0 = model.clean_latent(model.smooth_residual(z0), z_cond_e)
     _sync(device)

@@ -53,6 +53,7 @@ def sample(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     zero_noise: bool = False,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run DDIM from pure noise to a clean latent.
 
@@ -64,6 +65,7 @@ def sample(
         generator: the only source of randomness (CPU generators work for any device).
         zero_noise: start from zeros instead of noise (for models fine-tuned
             end-to-end at t = T with a zero input, Garcia et al. 2024).
+        noise: the starting noise itself, (N,C,h,w) (then ``generator`` is not used).
     Returns:
         (N,C,h,w) predicted clean latent (the last step's ``pred_original_sample``).
     """
@@ -73,6 +75,10 @@ def sample(
     sched.set_timesteps(steps, device=device)
     if zero_noise:
         z = torch.zeros(shape, dtype=dtype, device=device)
+    elif noise is not None:
+        if tuple(noise.shape) != tuple(shape):
+            raise ValueError(f"`noise` has shape {tuple(noise.shape)}; expected {tuple(shape)}")
+        z = noise.to(device=device, dtype=dtype)
     else:
         gen_device = generator.device if generator is not None else "cpu"
         z = torch.randn(shape, generator=generator, device=gen_device, dtype=torch.float32)

@@ -317,7 +317,7 @@ def run_evaluation(
 
     from betterdepth_cli.core.conditioners import get_conditioner
     from betterdepth_cli.core.guided import guided_refine
-    from betterdepth_cli.core.pipeline import refine_batch
+    from betterdepth_cli.core.pipeline import refine_batch, seeded_generators
     from betterdepth_cli.core.refiner import DEFAULTS, load_model
     from betterdepth_cli.core.memory import keep_freed_memory
     from betterdepth_cli.core.types import OutputError
@@ -350,8 +350,6 @@ def run_evaluation(
         except OSError as exc:
             raise OutputError(f"--save-predictions {save_root}: cannot create the folder ({exc.strerror})") from None
 
-    # a CPU generator, like `refine`: the same seed draws the same noise on every device
-    generator = torch.Generator().manual_seed(int(config.seed))
     metric_opts = config.metric_options()
     variants = config.variants()
     rows: list[dict[str, Any]] = []
@@ -420,7 +418,7 @@ def run_evaluation(
                 ensemble=settings.get("ensemble"),
                 reduction=settings.get("reduction"),
                 processing_res=settings.get("processing_res"),
-                generator=generator,
+                generator=seeded_generators(config.seed, len(batch)),  # like `refine`: per image
                 keys=[s.id for s in batch],
             )
             kind, metric_flag = res.kind, bool(res.metric)
