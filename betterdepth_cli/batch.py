@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from betterdepth_cli.core.settings import DEFAULTS, resolve_settings
 from betterdepth_cli.core.types import (
     BetterDepthError,
     InputDataError,
@@ -99,10 +100,10 @@ class RefineSettings:
     conditioner: str = "builtin"
     model: str | None = "default"
     refine: bool = True
-    steps: int = 2
-    ensemble: int = 1
-    reduction: str = "mean"
-    processing_res: int = 768
+    steps: int = DEFAULTS["steps"]
+    ensemble: int = DEFAULTS["ensemble"]
+    reduction: str = DEFAULTS["reduction"]
+    processing_res: int = DEFAULTS["processing_res"]
     seed: int = 0
     batch_size: int = 1
     overwrite: bool = False
@@ -120,14 +121,8 @@ class RefineSettings:
         self.formats = check_formats(self.formats)
         if self.batch_size < 1:
             raise UsageError(f"`--batch-size` must be >= 1, got {self.batch_size}")
-        if self.steps < 1:
-            raise UsageError(f"`--steps` must be >= 1, got {self.steps}")
-        if self.ensemble < 1:
-            raise UsageError(f"`--ensemble` must be >= 1, got {self.ensemble}")
-        if self.processing_res < 0:
-            raise UsageError(f"`--processing-res` must be >= 0 (0 = native), got {self.processing_res}")
-        if self.reduction not in ("mean", "median"):
-            raise UsageError(f"`--reduction` must be mean or median, got {self.reduction!r}")
+        resolve_settings(steps=self.steps, ensemble=self.ensemble, reduction=self.reduction,
+                         processing_res=self.processing_res)  # the one place settings are checked
         if "uncertainty" in self.formats and (not self.refine or self.ensemble < 2):
             raise UsageError(
                 "`--format uncertainty` needs the ensemble spread: use --ensemble 2 or more (and no --no-refine)"

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from betterdepth_cli.core.types import UsageError
+from betterdepth_cli.core.settings import parse_dtype, torch_dtype  # noqa: F401 (the CLI's --dtype)
 
 # --------------------------------------------------------------------------- option aliases
 
@@ -90,8 +91,6 @@ def apply_pixel_limit(max_pixels: int | None) -> None:
         os.environ[PIXEL_LIMIT_ENV] = str(int(max_pixels))
 
 DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps"
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda)(?::(\d+))?$")
 
 
@@ -138,26 +137,10 @@ def resolve_device(text: str | None) -> str:
     return value
 
 
-def parse_dtype(text: str | None) -> str:
-    """``--dtype`` -> one of ``fp32``, ``fp16``, ``bf16`` (aliases such as ``float16`` accepted)."""
-    value = (text or "fp32").strip().lower()
-    value = DTYPE_ALIASES.get(value, value)
-    if value not in DTYPES:
-        raise UsageError(f"`--dtype` must be fp32, fp16 or bf16, got {text!r}")
-    return value
-
-
 def check_dtype_for_device(dtype: str, device: str) -> None:
     """fp16 on the CPU is refused (many kernels are missing or very slow there)."""
     if dtype == "fp16" and device == "cpu":
         raise UsageError("`--dtype fp16` needs a GPU (cuda or mps); on the CPU use fp32 (or bf16)")
-
-
-def torch_dtype(name: str):
-    """``fp32|fp16|bf16`` -> the torch dtype."""
-    import torch
-
-    return getattr(torch, DTYPES[parse_dtype(name)])
 
 
 # --------------------------------------------------------------------------- lists

@@ -141,7 +141,7 @@ BUILTIN_NOTICE = ("note: the builtin conditioner is a small offline model traine
                   "--conditioner depth-anything-v2-large (downloaded once, then offline).")
 
 
-def _deterministic_model_notes(card: dict, merged: dict, formats: list[str], report: "_Reporter") -> None:
+def _deterministic_model_notes(card: dict, ensemble: int | None, formats: list[str], report: "_Reporter") -> None:
     """A model that starts from zero noise (its card's ``zero_noise``) samples one result whatever the
     seed: ensembling would repeat it N times at N times the cost. Say so once and run one member;
     an uncertainty map (the members' spread, all zeros) is refused."""
@@ -152,10 +152,9 @@ def _deterministic_model_notes(card: dict, merged: dict, formats: list[str], rep
     if "uncertainty" in formats:
         raise UsageError("`--format uncertainty`: this model is deterministic (zero-noise start, its card's "
                          "zero_noise), so ensemble members are identical and their spread is zero; drop uncertainty")
-    if int(merged["ensemble"]) > 1:
-        report.info(f"note: this model is deterministic (zero-noise start): --ensemble {merged['ensemble']} would "
+    if ensemble is not None and int(ensemble) > 1:  # resolve_settings runs one member
+        report.info(f"note: this model is deterministic (zero-noise start): --ensemble {ensemble} would "
                     "repeat one result; running one member (--seed has no effect either)")
-        merged["ensemble"] = 1
 
 
 def _config_path_values(config: dict, config_file: Path) -> dict:
@@ -340,15 +339,15 @@ def refine(
     device_req = o.parse_device(merged["device"])
     dtype_name = o.parse_dtype(merged["dtype"])
 
-    # defaults from the model card (steps, ensemble, resolution, conditioner)
-    card = batch.read_card(merged.get("model")) or {}
-    card_defaults = card.get("defaults", {}) if isinstance(card.get("defaults"), dict) else {}
-    from betterdepth_cli.core.refiner import DEFAULTS as CORE_DEFAULTS
+    # defaults from the model card (steps, ensemble, resolution, conditioner), resolved and checked once
+    from betterdepth_cli.core.settings import card_defaults, resolve_settings
 
-    defaults = {**CORE_DEFAULTS, **card_defaults}
-    for key in ("conditioner", "steps", "ensemble", "reduction", "processing_res"):
-        if merged.get(key) is None:
-            merged[key] = defaults[key]
+    card = batch.read_card(merged.get("model")) or {}
+    if merged.get("conditioner") is None:
+        merged["conditioner"] = card_defaults(card)["conditioner"]
+    run = resolve_settings(card, **{k: merged.get(k) for k in ("steps", "ensemble", "reduction", "processing_res")})
+    requested_ensemble = merged.get("ensemble")
+    merged.update(run.as_dict())
     model_name = merged.get("model") or "default"
     from betterdepth_cli.core.conditioners import check_conditioner_name
 
@@ -356,13 +355,13 @@ def refine(
 
     report = _Reporter(bool(merged["quiet"]), 0)
     if refine_on:
-        _deterministic_model_notes(card, merged, formats, report)
+        _deterministic_model_notes(card, requested_ensemble, formats, report)
     if merged["conditioner"] == "builtin" and not merged["quiet"]:
         report.info(BUILTIN_NOTICE)
     settings = batch.RefineSettings(
         out_dir=out_dir, formats=tuple(formats), conditioner=merged["conditioner"], model=model_name,
-        refine=refine_on, steps=int(merged["steps"]), ensemble=int(merged["ensemble"]),
-        reduction=str(merged["reduction"]), processing_res=int(merged["processing_res"]), seed=int(merged["seed"]),
+        refine=refine_on, steps=run.steps, ensemble=run.ensemble, reduction=run.reduction,
+        processing_res=run.processing_res, seed=int(merged["seed"]),
         batch_size=int(merged["batch_size"]), overwrite=bool(merged["overwrite"]),
         continue_on_error=bool(merged["continue_on_error"]), preview_video=bool(merged["preview_video"]),
     )  # fmt: skip

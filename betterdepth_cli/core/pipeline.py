@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from betterdepth_cli.core.normalize import denormalize, normalize, normalize_with
 from betterdepth_cli.core.sampler import align_members, reduce_members, sample
+from betterdepth_cli.core.settings import processing_size, resolve_settings
 from betterdepth_cli.core.types import DepthPrediction, InputDataError, RefineResult, UsageError
 
 MIN_SIDE = 2
@@ -18,14 +19,6 @@ MIN_SIDE = 2
 #: than this are shrunk before the conditioner (its map is resized back), so a
 #: 12000 x 8000 plate costs no full-size preprocessing.
 CONDITIONER_MAX_SIDE = 2048
-
-
-def processing_size(height: int, width: int, processing_res: int | None) -> tuple[int, int]:
-    """(h, w) with the longest side equal to ``processing_res`` (native when 0/None)."""
-    if not processing_res:
-        return height, width
-    scale = processing_res / max(height, width)
-    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -102,6 +95,26 @@ def seeded_generators(seed: int, count: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(int(seed)) for _ in range(count)]
 
 
+def _one_by_one(images: torch.Tensor, *, generator, noise, keys, prediction, **kwargs) -> RefineResult:
+    """:func:`refine_batch` image by image (each with its own generator, noise, key and prediction), stacked."""
+    b = images.shape[0]
+    gens = list(generator) if isinstance(generator, (list, tuple)) else [generator] * b
+    if len(gens) != b:
+        raise UsageError(f"got {len(gens)} generators for {b} images; pass one, or one per image")
+    parts = []
+    for i in range(b):
+        pred = None
+        if prediction is not None:
+            pred = DepthPrediction(prediction.values[i : i + 1], prediction.valid[i : i + 1], prediction.kind,
+                                   prediction.metric, prediction.source)  # fmt: skip
+        parts.append(refine_batch(images[i : i + 1], generator=gens[i], keys=None if keys is None else keys[i : i + 1],
+                                  noise=None if noise is None else noise[i : i + 1], prediction=pred, **kwargs))
+    cat = lambda name: None if getattr(parts[0], name) is None else torch.cat([getattr(p, name) for p in parts])
+    timings = {k: sum(p.timings.get(k, 0.0) for p in parts) for k in parts[0].timings}
+    return RefineResult(cat("refined"), cat("conditioning"), cat("valid"), parts[0].kind, parts[0].metric,
+                        cat("uncertainty"), timings)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -122,6 +135,7 @@ def refine_batch(
     keys: list[str] | None = None,
     prediction: DepthPrediction | None = None,
     restore_tails: bool = True,
+    batch_invariant: bool = True,
 ) -> RefineResult:
     """Refine a batch of images.
 
@@ -145,10 +159,17 @@ def refine_batch(
         restore_tails: the [-1,1] normalisation clips the 2 % nearest and farthest
             pixels; add back the conditioner's values beyond that range so the
             output keeps the full range of the input layout.
+        batch_invariant: run the networks one image at a time, so an image's result is bitwise
+            the same alone and in any batch (batched kernels round differently); ``False``
+            batches the networks (faster on some GPUs, results then vary in the last bits).
     Returns:
         :class:`RefineResult` at input size in the conditioner's units.
     """
     images = check_images(images)
+    if batch_invariant and images.shape[0] > 1:
+        return _one_by_one(images, conditioner=conditioner, model=model, steps=steps, ensemble=ensemble,
+                           reduction=reduction, processing_res=processing_res, generator=generator, noise=noise,
+                           keys=keys, prediction=prediction, restore_tails=restore_tails)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     b, _, h, w = images.shape
@@ -175,27 +196,12 @@ def refine_batch(
         return RefineResult(refined, cond_full.to(refined.device), valid_full.to(refined.device), pred.kind,
                             pred.metric, None, timings)
 
-    defaults = model.defaults
-    steps = int(steps if steps is not None else defaults["steps"])
-    ensemble = int(ensemble if ensemble is not None else defaults["ensemble"])
-    reduction = reduction or defaults["reduction"]
-    processing_res = defaults["processing_res"] if processing_res is None else processing_res
-    if steps < 1:
-        raise UsageError("`steps` must be >= 1")
-    if ensemble < 1:
-        raise UsageError("`ensemble` must be >= 1")
-    if processing_res is not None and processing_res < 0:
-        raise UsageError("`processing_res` must be >= 0 (0 = native)")
-    if reduction not in ("mean", "median"):
-        raise UsageError(f"`reduction` must be mean or median, got {reduction!r}")
-
+    run = resolve_settings(model.card, steps=steps, ensemble=ensemble, reduction=reduction,
+                           processing_res=processing_res)
+    steps, ensemble = run.steps, run.ensemble
     device, dtype = model.device, model.dtype
     t0 = time.perf_counter()
-    size = processing_size(h, w, processing_res)
-    cap = int(defaults.get("max_processing_res") or 0)
-    if cap and not processing_res and max(h, w) > cap:
-        # native resolution, capped by the card: the model's trained pixel scale, and bounded memory for plates
-        size = processing_size(h, w, cap)
+    size = run.processing_size(h, w)
     img = resize(images.to(device=device, dtype=torch.float32), size)  # [B,3,h,w]
     cond = resize(cond_full.to(device), size)  # [B,1,h,w]
     valid = resize(valid_full.to(device), size, mode="nearest")
@@ -242,7 +248,7 @@ def refine_batch(
     t0 = time.perf_counter()
     decoded = unpad(model.codec.decode_depth(z0).float(), padding).clamp(-1.0, 1.0)  # [E*B,1,h,w]
     members = decoded.reshape(ensemble, b, 1, *size)
-    refined_n, spread_n = reduce_members(align_members(members), reduction)
+    refined_n, spread_n = reduce_members(align_members(members), run.reduction)
     refined_n = refined_n.clamp(-1.0, 1.0)
     refined = resize(denormalize(refined_n, lo, hi), (h, w))
     uncertainty = None

@@ -27,6 +27,7 @@ from torch import nn
 from betterdepth_cli import __version__
 from betterdepth_cli.core.autoencoders import LatentCodec, SpaceToDepthCodec, load_codec, tiny_codec
 from betterdepth_cli.core.sampler import SCHEDULER_CONFIG, make_scheduler
+from betterdepth_cli.core.settings import DEFAULTS, card_defaults
 from betterdepth_cli.core.types import ModelNotFoundError, UsageError
 
 CARD_FILE = "betterdepth.json"
@@ -34,8 +35,6 @@ TEXT_EMBEDDING_FILE = "text_embedding.safetensors"
 CARD_FORMAT = "betterdepth-model/1"
 DEFAULT_MODEL_NAMES = (None, "", "default")
 
-#: Inference defaults when a card does not state them (the paper's fast setting).
-DEFAULTS = {"steps": 2, "ensemble": 1, "reduction": "mean", "processing_res": 768, "conditioner": "builtin"}
 
 
 def default_model_path() -> Path:
@@ -161,7 +160,7 @@ class BetterDepthModel(nn.Module):
 
     @property
     def defaults(self) -> dict:
-        return {**DEFAULTS, **self.card.get("defaults", {})}
+        return card_defaults(self.card)
 
     @property
     def device(self) -> torch.device:

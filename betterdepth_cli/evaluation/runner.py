@@ -296,13 +296,16 @@ def default_score_workers(device: str) -> int:
     return scoring_thread_default(str(device).startswith("cpu"), torch.get_num_threads(), os.cpu_count() or 1)
 
 
-def _save_prediction(root: Path, variant: str, sample_id: str, values: np.ndarray, meta: dict) -> None:
-    from betterdepth_cli.io.outputs import atomic_write_text, safe_join, write_npy
+def _save_prediction(root: Path, variant: str, sample_id: str, values: np.ndarray, valid: np.ndarray,
+                     meta: dict) -> None:
+    """``<root>/<variant>/<id>.npy`` (float32) and ``.png`` (16-bit, encoded as ``refine`` encodes it)
+    with its sidecar ``.json``."""
+    from betterdepth_cli.io.outputs import make_sidecar, safe_join, write_npy, write_png16
 
     base = safe_join(root / variant, sample_id)  # ids come from input names (tar members): never outside root
     base.parent.mkdir(parents=True, exist_ok=True)
     write_npy(base.with_suffix(".npy"), values.astype(np.float32))
-    atomic_write_text(base.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
+    write_png16(base.with_suffix(".png"), values, valid, meta=make_sidecar(**meta))
 
 
 def run_evaluation(
@@ -318,7 +321,8 @@ def run_evaluation(
     from betterdepth_cli.core.conditioners import get_conditioner
     from betterdepth_cli.core.guided import guided_refine
     from betterdepth_cli.core.pipeline import refine_batch, seeded_generators
-    from betterdepth_cli.core.refiner import DEFAULTS, load_model
+    from betterdepth_cli.core.refiner import load_model
+    from betterdepth_cli.core.settings import card_defaults, resolve_settings, torch_dtype
     from betterdepth_cli.core.memory import keep_freed_memory
     from betterdepth_cli.core.types import OutputError
 
@@ -329,20 +333,15 @@ def run_evaluation(
         config.dataset, config.data_root, split_file=config.split_file, limit=config.limit,
         skip_incomplete=config.continue_on_error, **config.dataset_options
     )
-    dtype = getattr(torch, {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}.get(config.dtype, config.dtype))
+    dtype = torch_dtype(config.dtype)
     model = load_model(config.model, device=config.device, dtype=dtype) if config.refine else None
-    defaults = model.defaults if model is not None else dict(DEFAULTS)
-    cond_spec = config.conditioner or defaults.get("conditioner") or DEFAULTS["conditioner"]
+    cond_spec = config.conditioner or card_defaults(model.card if model is not None else None)["conditioner"]
     conditioner = get_conditioner(cond_spec, device=config.device, dtype=dtype)
-    settings = {
-        "conditioner": cond_spec,
-        "steps": int(config.steps if config.steps is not None else defaults["steps"]),
-        "ensemble": int(config.ensemble if config.ensemble is not None else defaults["ensemble"]),
-        "reduction": config.reduction or defaults["reduction"],
-        "processing_res": defaults.get("processing_res") if config.processing_res is None else config.processing_res,
-    }
-    if model is None:
-        settings = {"conditioner": cond_spec}
+    settings = {"conditioner": cond_spec}
+    if model is not None:
+        run = resolve_settings(model.card, steps=config.steps, ensemble=config.ensemble,
+                               reduction=config.reduction, processing_res=config.processing_res)
+        settings.update({k: v for k, v in run.as_dict().items() if k != "max_processing_res"})
     save_root = Path(config.save_predictions) if config.save_predictions else None
     if save_root is not None:
         try:
@@ -435,7 +434,7 @@ def run_evaluation(
             for i, sample in enumerate(batch):
                 if save_root is not None:
                     for variant in variants:
-                        _save_prediction(save_root, variant, sample.id, outputs[variant][i], {
+                        _save_prediction(save_root, variant, sample.id, outputs[variant][i], pred_valid[i], {
                             "kind": res.kind, "metric": bool(res.metric), "variant": variant, "sample": sample.id,
                             "conditioner": cond_spec, "model": None if model is None else model.card.get("source"),
                             **{k: v for k, v in settings.items() if k != "conditioner"}, "seed": config.seed,

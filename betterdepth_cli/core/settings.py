@@ -1,0 +1,123 @@
+"""Inference settings, resolved and checked in one place.
+
+A model card states its defaults (``defaults`` in ``betterdepth.json``); a caller
+(the CLI, ``eval``, the library pipeline, training's validation) may override any of
+them. :func:`resolve_settings` merges the two over :data:`DEFAULTS` and checks the
+result; everything that refines calls it, so ``refine``, ``eval`` and the library
+agree on what "default" means for a given model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+from betterdepth_cli.core.types import UsageError
+
+#: Inference defaults when a card does not state them (the paper's fast setting).
+DEFAULTS: dict[str, Any] = {
+    "steps": 2, "ensemble": 1, "reduction": "mean", "processing_res": 768, "conditioner": "builtin",
+}
+REDUCTIONS = ("mean", "median")
+#: The option each setting is set by on the command line (named in errors).
+FLAGS = {"steps": "--steps", "ensemble": "--ensemble", "reduction": "--reduction",
+         "processing_res": "--processing-res"}
+
+
+def processing_size(height: int, width: int, processing_res: int | None) -> tuple[int, int]:
+    """(h, w) with the longest side equal to ``processing_res`` (native when 0/None)."""
+    if not processing_res:
+        return height, width
+    scale = processing_res / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
+
+
+def parse_dtype(text: str | None) -> str:
+    """``--dtype`` -> one of ``fp32``, ``fp16``, ``bf16`` (aliases such as ``float16`` accepted)."""
+    value = (text or "fp32").strip().lower()
+    value = DTYPE_ALIASES.get(value, value)
+    if value not in DTYPES:
+        raise UsageError(f"`--dtype` must be fp32, fp16 or bf16, got {text!r}")
+    return value
+
+
+def torch_dtype(name: Any):
+    """``fp32|fp16|bf16`` (or an alias, or a torch dtype) -> the torch dtype."""
+    import torch
+
+    if isinstance(name, torch.dtype):
+        return name
+    return getattr(torch, DTYPES[parse_dtype(name)])
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """What one refinement runs with. ``processing_res`` 0 = native resolution,
+    capped at ``max_processing_res`` (0 = no cap) on the longest side."""
+
+    steps: int
+    ensemble: int
+    reduction: str
+    processing_res: int
+    max_processing_res: int = 0
+
+    def processing_size(self, height: int, width: int) -> tuple[int, int]:
+        """The (h, w) the model runs at for an input of ``height`` x ``width``."""
+        target = self.processing_res
+        if not target and self.max_processing_res and max(height, width) > self.max_processing_res:
+            target = self.max_processing_res  # native, capped by the card: bounded memory for plates
+        return processing_size(height, width, target)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def card_defaults(card: Mapping | None) -> dict[str, Any]:
+    """A card's ``defaults`` over :data:`DEFAULTS` (a card without them, or none, gives :data:`DEFAULTS`)."""
+    stated = (card or {}).get("defaults")
+    return {**DEFAULTS, **(stated if isinstance(stated, Mapping) else {})}
+
+
+def _check_int(name: str, value: Any, minimum: int, note: str = "") -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or isinstance(value, bool) or isinstance(value, float) and number != value:
+        raise UsageError(f"`{FLAGS[name]}` must be an integer, got {value!r}")
+    if number < minimum:
+        raise UsageError(f"`{FLAGS[name]}` must be >= {minimum}{note}, got {value!r}")
+    return number
+
+
+def resolve_settings(
+    card: Mapping | None = None,
+    *,
+    steps: int | None = None,
+    ensemble: int | None = None,
+    reduction: str | None = None,
+    processing_res: int | None = None,
+) -> InferenceSettings:
+    """The settings a model card gives, with any argument that is not ``None`` overriding it.
+
+    A deterministic model (the card's ``zero_noise``: every member starts from zeros) runs one
+    ensemble member whatever is asked: the others would repeat it. Raises :class:`UsageError`
+    naming the option when a value is out of range.
+    """
+    base = card_defaults(card)
+    chosen = {"steps": steps, "ensemble": ensemble, "reduction": reduction, "processing_res": processing_res}
+    merged = {k: base[k] if v is None else v for k, v in chosen.items()}
+    if merged["reduction"] not in REDUCTIONS:
+        raise UsageError(f"`--reduction` must be mean or median, got {merged['reduction']!r}")
+    ensemble = _check_int("ensemble", merged["ensemble"], 1)
+    return InferenceSettings(
+        steps=_check_int("steps", merged["steps"], 1),
+        ensemble=1 if (card or {}).get("zero_noise") else ensemble,
+        reduction=str(merged["reduction"]),
+        processing_res=_check_int("processing_res", merged["processing_res"], 0, " (0 = native)"),
+        max_processing_res=int(base.get("max_processing_res") or 0),
+    )

@@ -1,0 +1,178 @@
+"""The library's entry point: :class:`BetterDepthPipeline`.
+
+    from PIL import Image
+    from betterdepth_cli import BetterDepthPipeline
+
+    pipe = BetterDepthPipeline.from_pretrained()            # embedded refiner + builtin conditioner
+    out = pipe(Image.open("photo.jpg"), seed=0)
+    out.save_png16("photo_depth.png")                       # 16-bit PNG + JSON sidecar, like `refine`
+    depth = out.depth_np[0]                                 # (H, W) float32 in the conditioner's units
+
+Settings (steps, ensemble, reduction, processing resolution) come from the model card
+and are resolved in :func:`betterdepth_cli.core.settings.resolve_settings`, the same
+function ``refine`` and ``eval`` use; with the same seed an image gives the same map
+alone, in any batch, through ``refine`` and through ``eval``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import torch
+
+
+@dataclass
+class DepthOutput:
+    """A batch of refined maps and what they mean.
+
+    ``depth``, ``conditioning``, ``uncertainty``: torch (B,1,H,W) float32 at input size, in the
+    conditioner's units (``uncertainty`` is ``None`` without ensembling); ``valid`` (B,1,H,W) bool.
+    ``kind`` is ``"depth"`` or ``"disparity"``; ``metric`` says whether the units are metres.
+    The ``*_np`` properties are numpy (B,H,W) views of the same maps.
+    """
+
+    depth: "torch.Tensor"
+    conditioning: "torch.Tensor"
+    valid: "torch.Tensor"
+    kind: str
+    metric: bool
+    units: str
+    uncertainty: "torch.Tensor | None" = None
+    timings: dict[str, float] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.depth.shape[0])
+
+    @staticmethod
+    def _np(t):
+        return None if t is None else t.detach().float().cpu().numpy()[:, 0]
+
+    @property
+    def depth_np(self) -> "np.ndarray":
+        return self._np(self.depth)
+
+    @property
+    def conditioning_np(self) -> "np.ndarray":
+        return self._np(self.conditioning)
+
+    @property
+    def valid_np(self) -> "np.ndarray":
+        return self.valid.detach().cpu().numpy()[:, 0]
+
+    @property
+    def uncertainty_np(self) -> "np.ndarray | None":
+        return self._np(self.uncertainty)
+
+    def sidecar(self, index: int = 0) -> dict[str, Any]:
+        """The sidecar fields ``refine`` writes for image ``index`` (kind, metric, units, settings)."""
+        from betterdepth_cli.io.outputs import make_sidecar
+
+        return make_sidecar(kind=self.kind, metric=self.metric, **self.settings)
+
+    def save_png16(self, path: str | Path, index: int = 0) -> Path:
+        """Write image ``index``'s map as a 16-bit PNG plus its JSON sidecar (the range and meaning)."""
+        from betterdepth_cli.io.outputs import write_png16
+
+        write_png16(path, self.depth_np[index], self.valid_np[index], self.sidecar(index))
+        return Path(path)
+
+
+class BetterDepthPipeline:
+    """A conditioner and a refiner, called on images.
+
+    Build it with :meth:`from_pretrained`; call it on a PIL image, a numpy HWC array (uint8,
+    uint16 or float in [0,1]), a torch tensor (CHW or BCHW) or a list of same-size images.
+    """
+
+    def __init__(self, conditioner, model=None, *, conditioner_name: str = "", model_name: str | None = None):
+        self.conditioner = conditioner
+        self.model = model
+        self.conditioner_name = conditioner_name or getattr(conditioner, "name", "")
+        self.model_name = model_name
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | Path | None = None,
+        conditioner: str | None = None,
+        *,
+        device: str = "cpu",
+        dtype: "str | torch.dtype" = "fp32",
+        refine: bool = True,
+    ) -> "BetterDepthPipeline":
+        """Load a refiner and a conditioner by the names ``refine`` takes.
+
+        Args:
+            model: ``None``/``"default"`` (the embedded refiner), ``"guided"`` (the classical
+                guided filter), a BetterDepth model folder, or a hub id.
+            conditioner: a registry name, ``hf:<id or folder>`` or ``file:<folder>``;
+                ``None`` takes the model card's default (``builtin`` for the embedded model).
+            device, dtype: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...; ``"fp32"``, ``"fp16"``,
+                ``"bf16"`` or a torch dtype.
+            refine: ``False`` returns the conditioner's map alone.
+        """
+        from betterdepth_cli.core.conditioners import get_conditioner
+        from betterdepth_cli.core.refiner import load_model
+        from betterdepth_cli.core.settings import card_defaults, torch_dtype
+
+        tdtype = torch_dtype(dtype)
+        loaded = load_model(model, device=device, dtype=tdtype) if refine else None
+        spec = conditioner or card_defaults(getattr(loaded, "card", None))["conditioner"]
+        cond = get_conditioner(spec, device=device, dtype=tdtype)
+        name = None if loaded is None else str(model or "default")
+        return cls(cond, loaded, conditioner_name=spec, model_name=name)
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Save the refiner (weights and card) to ``path``; :meth:`from_pretrained` loads it back."""
+        from betterdepth_cli.core.types import UsageError
+
+        if self.model is None or not hasattr(self.model, "save"):
+            raise UsageError("this pipeline has no trained refiner to save (conditioner only, or the guided filter)")
+        return self.model.save(path)
+
+    def settings(self, **overrides: Any):
+        """The :class:`~betterdepth_cli.core.settings.InferenceSettings` a call with ``overrides`` runs."""
+        from betterdepth_cli.core.settings import resolve_settings
+
+        return resolve_settings(getattr(self.model, "card", None), **overrides)
+
+    def __call__(
+        self,
+        images: Any,
+        *,
+        steps: int | None = None,
+        ensemble: int | None = None,
+        reduction: str | None = None,
+        processing_res: int | None = None,
+        seed: int = 0,
+        generator: "torch.Generator | list[torch.Generator] | None" = None,
+    ) -> DepthOutput:
+        """Refine ``images``. ``generator`` (one, or one per image) overrides ``seed``; by default
+        every image draws its noise from its own generator seeded with ``seed``, as ``refine`` does."""
+        from betterdepth_cli.core.pipeline import check_images, refine_batch, seeded_generators
+        from betterdepth_cli.io.outputs import units_for
+
+        t0 = time.perf_counter()
+        batch = check_images(images)
+        chosen = {"steps": steps, "ensemble": ensemble, "reduction": reduction, "processing_res": processing_res}
+        run = self.settings(**chosen) if self._samples() else None
+        res = refine_batch(batch, conditioner=self.conditioner, model=self.model,
+                           generator=generator if generator is not None else seeded_generators(seed, len(batch)),
+                           **chosen)  # fmt: skip
+        settings = {"conditioner": self.conditioner_name, "model": self.model_name, "seed": seed}
+        if run is not None:
+            settings.update(steps=run.steps, ensemble=run.ensemble, reduction=run.reduction,
+                            processing_res=run.processing_res)  # fmt: skip
+        timings = {**res.timings, "call": time.perf_counter() - t0}
+        return DepthOutput(res.refined, res.conditioning, res.valid, res.kind, bool(res.metric),
+                           units_for(res.kind, bool(res.metric)), res.uncertainty, timings, settings)  # fmt: skip
+
+    def _samples(self) -> bool:
+        """Whether the refiner samples (a diffusion model), so the inference settings apply."""
+        return self.model is not None and not getattr(self.model, "classical", False)
