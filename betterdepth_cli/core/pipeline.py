@@ -5,6 +5,7 @@ decode -> ensemble -> de-normalise back to the conditioner's units.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -172,57 +173,82 @@ def refine_batch(
                            keys=keys, prediction=prediction, restore_tails=restore_tails)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
-    b, _, h, w = images.shape
-
-    if prediction is None:
-        if conditioner is None:
-            raise UsageError("refine_batch needs a `conditioner` or a `prediction`")
-        dev = getattr(conditioner, "device", images.device)
-        pred = _predict_bounded(conditioner, images, keys)
-        _sync(torch.device(dev))
-    else:
-        pred = prediction
+    pred = prediction if prediction is not None else _condition(images, conditioner, keys)
     timings["conditioner"] = time.perf_counter() - t_start
-    cond_full = pred.values.float()
-    valid_full = pred.valid.bool()
+    cond_full, valid_full = pred.values.float(), pred.valid.bool()
 
-    if model is None:
-        timings["total"] = time.perf_counter() - t_start
-        return RefineResult(cond_full, cond_full, valid_full, pred.kind, pred.metric, None, timings)
-
-    if getattr(model, "classical", False):  # the guided filter: no sampling, native resolution
-        refined = model.refine(cond_full, images)
+    if model is None or getattr(model, "classical", False):  # the conditioner alone, or the guided filter
+        refined = cond_full if model is None else model.refine(cond_full, images)
         timings["total"] = time.perf_counter() - t_start
         return RefineResult(refined, cond_full.to(refined.device), valid_full.to(refined.device), pred.kind,
                             pred.metric, None, timings)
 
     run = resolve_settings(model.card, steps=steps, ensemble=ensemble, reduction=reduction,
                            processing_res=processing_res)
-    steps, ensemble = run.steps, run.ensemble
-    device, dtype = model.device, model.dtype
     t0 = time.perf_counter()
-    size = run.processing_size(h, w)
+    enc = _encode(model, images, cond_full, valid_full, run.processing_size(*images.shape[-2:]))
+    timings["encode"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    z0 = _sample_latents(model, enc, run, generator, noise)
+    timings["sample"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    refined, uncertainty = _decode(model, enc, z0, run, cond_full, restore_tails)
+    timings["decode"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_start
+    device = model.device
+    return RefineResult(refined, cond_full.to(device), valid_full.to(device), pred.kind, pred.metric, uncertainty,
+                        timings)
+
+
+def _condition(images: torch.Tensor, conditioner, keys) -> DepthPrediction:
+    if conditioner is None:
+        raise UsageError("refine_batch needs a `conditioner` or a `prediction`")
+    pred = _predict_bounded(conditioner, images, keys)
+    _sync(torch.device(getattr(conditioner, "device", images.device)))
+    return pred
+
+
+@dataclass
+class _Encoded:
+    """The latents of one batch and what decoding needs to undo: the normalisation range
+    (lo, hi) of the (filtered) conditioning, the padding, and the maps the residual rides on."""
+
+    z_image: torch.Tensor  # [B,Ci,h/f,w/f]
+    z_cond: torch.Tensor  # [B,Cd or 2Cd,h/f,w/f]
+    lo: torch.Tensor  # (B,)
+    hi: torch.Tensor
+    padding: tuple[int, int]
+    size: tuple[int, int]
+    raw: torch.Tensor  # the conditioner's map at the processing size [B,1,h,w]
+    cond: torch.Tensor  # the map the model is conditioned on (filtered when the card says so)
+
+
+def _encode(model, images, cond_full, valid_full, size: tuple[int, int]) -> _Encoded:
+    device, dtype, m = model.device, model.dtype, model.pad_multiple
     img = resize(images.to(device=device, dtype=torch.float32), size)  # [B,3,h,w]
-    cond = resize(cond_full.to(device), size)  # [B,1,h,w]
+    raw = resize(cond_full.to(device), size)  # [B,1,h,w]
     valid = resize(valid_full.to(device), size, mode="nearest")
-    raw = cond
-    cond = model.filter_conditioning(cond, img)  # the guided conditioning, when the card names it
+    cond = model.filter_conditioning(raw, img)  # the guided conditioning, when the card names it
     cond_n, lo, hi = normalize(cond, valid)  # [-1,1], (B,), (B,)
-    m = model.pad_multiple
     img_p, padding = pad_to_multiple(img * 2.0 - 1.0, m)
     cond_p, _ = pad_to_multiple(cond_n, m)
-    z_image = model.codec.encode_image(img_p.to(dtype))  # [B,Ci,h/f,w/f]
-    z_cond = model.codec.encode_depth(cond_p.to(dtype))  # [B,Cd,h/f,w/f]
+    z_image = model.codec.encode_image(img_p.to(dtype))
+    z_cond = model.codec.encode_depth(cond_p.to(dtype))
     if model.raw_conditioning:  # the unfiltered map too, on the filtered one's scale: [B,2Cd,h/f,w/f]
         raw_p, _ = pad_to_multiple(normalize_with(raw, lo, hi), m)
         z_cond = torch.cat([z_cond, model.codec.encode_depth(raw_p.to(dtype))], dim=1)
     _sync(device)
-    timings["encode"] = time.perf_counter() - t0
+    return _Encoded(z_image, z_cond, lo, hi, padding, size, raw, cond)
 
-    t0 = time.perf_counter()
-    z_image_e = z_image.repeat(ensemble, 1, 1, 1)  # [E*B,...], member-major
-    z_cond_e = z_cond.repeat(ensemble, 1, 1, 1)
-    latent = (model.codec.depth_channels, *z_image.shape[-2:])
+
+def _sample_latents(model, enc: _Encoded, run, generator, noise) -> torch.Tensor:
+    """DDIM from the starting noise (or zeros) to the clean latents, members stacked member-major [E*B,...]."""
+    b, ensemble = enc.z_image.shape[0], run.ensemble
+    z_image_e = enc.z_image.repeat(ensemble, 1, 1, 1)  # [E*B,...], member-major
+    z_cond_e = enc.z_cond.repeat(ensemble, 1, 1, 1)
+    latent = (model.codec.depth_channels, *enc.z_image.shape[-2:])
     shape = (ensemble * b, *latent)
     z_noise = None
     if not model.zero_noise:
@@ -231,40 +257,32 @@ def refine_batch(
         if tuple(noise.shape) != (b, ensemble, *latent):
             raise UsageError(f"`noise` has shape {tuple(noise.shape)}; expected {(b, ensemble, *latent)}")
         z_noise = noise.transpose(0, 1).reshape(shape)  # member-major, like z_image_e
-    z0 = sample(
-        lambda z, t: model.denoise(z_image_e, z_cond_e, z, t),
-        model.scheduler,
-        shape,
-        steps,
-        device=device,
-        dtype=dtype,
-        zero_noise=model.zero_noise,
-        noise=z_noise,
-    )
+    z0 = sample(lambda z, t: model.denoise(z_image_e, z_cond_e, z, t), model.scheduler, shape, run.steps,
+                device=model.device, dtype=model.dtype, zero_noise=model.zero_noise, noise=z_noise)
     z0 = model.clean_latent(model.smooth_residual(z0), z_cond_e)
-    _sync(device)
-    timings["sample"] = time.perf_counter() - t0
+    _sync(model.device)
+    return z0
 
-    t0 = time.perf_counter()
-    decoded = unpad(model.codec.decode_depth(z0).float(), padding).clamp(-1.0, 1.0)  # [E*B,1,h,w]
-    members = decoded.reshape(ensemble, b, 1, *size)
+
+def _decode(model, enc: _Encoded, z0, run, cond_full: torch.Tensor, restore_tails: bool):
+    """Decode, ensemble and de-normalise to the conditioner's units at the size of its map ``cond_full``;
+    returns (refined, uncertainty). ``restore_tails``: add back the tails the normalisation clipped."""
+    b = enc.z_image.shape[0]
+    h, w = cond_full.shape[-2:]
+    decoded = unpad(model.codec.decode_depth(z0).float(), enc.padding).clamp(-1.0, 1.0)  # [E*B,1,h,w]
+    members = decoded.reshape(run.ensemble, b, 1, *enc.size)
     refined_n, spread_n = reduce_members(align_members(members), run.reduction)
-    refined_n = refined_n.clamp(-1.0, 1.0)
-    refined = resize(denormalize(refined_n, lo, hi), (h, w))
+    refined = resize(denormalize(refined_n.clamp(-1.0, 1.0), enc.lo, enc.hi), (h, w))
     uncertainty = None
     if spread_n is not None:
-        uncertainty = resize(spread_n * ((hi - lo) / 2.0).reshape(-1, 1, 1, 1), (h, w))
-    cond_dev = cond_full.to(device)
+        uncertainty = resize(spread_n * ((enc.hi - enc.lo) / 2.0).reshape(-1, 1, 1, 1), (h, w))
     if restore_tails:
-        # the tails of the map the residual rides on: the conditioner's, or the filtered one
+        # the [-1,1] range clipped the tails of the map the residual rides on: the conditioner's, or the filtered one
         if model.conditioning_filter is None:
-            base = cond_dev
+            base = cond_full.to(model.device)
         else:
-            base = resize(raw if model.raw_base else cond, (h, w))
+            base = resize(enc.raw if model.raw_base else enc.cond, (h, w))
         shape4 = (-1, 1, 1, 1)
-        excess = base - torch.minimum(torch.maximum(base, lo.reshape(shape4)), hi.reshape(shape4))
-        refined = refined + excess
-    _sync(device)
-    timings["decode"] = time.perf_counter() - t0
-    timings["total"] = time.perf_counter() - t_start
-    return RefineResult(refined, cond_dev, valid_full.to(device), pred.kind, pred.metric, uncertainty, timings)
+        refined = refined + (base - torch.minimum(torch.maximum(base, enc.lo.reshape(shape4)), enc.hi.reshape(shape4)))
+    _sync(model.device)
+    return refined, uncertainty
