@@ -4,7 +4,7 @@ Builds a folder of N images (default 32 at 512 x 512 px) and tiny models
 (a tiny DPT conditioner and a tiny BetterDepth refiner, the same classes as the
 real ones), then times:
 
-1. the CLI path: ``io.inputs.discover`` -> ``batch.plan_run`` -> ``batch.run``
+1. the CLI path: ``io.inputs.discover`` -> ``jobs.plan_run`` -> ``jobs.run``
    (decode-ahead thread, same-size batches, write-behind thread writing the
    chosen formats atomically), models loaded beforehand;
 2. a bare loop: the same ``refine_batch`` calls (same batch size, seed and
@@ -74,7 +74,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from betterdepth_cli import batch
+    from betterdepth_cli import jobs as batch
     from betterdepth_cli.cli.options import resolve_device
     from betterdepth_cli.core.pipeline import refine_batch
     from betterdepth_cli.io.images import read_image

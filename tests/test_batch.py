@@ -1,4 +1,4 @@
-"""The batch engine (betterdepth_cli.batch) and the shared CLI options, without the CLI."""
+"""The batch-job package (betterdepth_cli.jobs) and the shared CLI options, without the CLI."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from betterdepth_cli import batch
-from betterdepth_cli.batch import RefineSettings, Summary, exit_code, plan_run
+from betterdepth_cli import jobs as batch
+from betterdepth_cli.jobs import RefineSettings, Summary, exit_code, plan_run
 from betterdepth_cli.cli import options as o
 from betterdepth_cli.core.types import NoInputError, OutputError, UsageError
 from betterdepth_cli.io.inputs import ImageSource, discover
@@ -372,7 +372,7 @@ def test_a_successful_rerun_removes_the_temporaries_of_a_killed_run(tmp_path):
     import os
     import time
 
-    from betterdepth_cli.batch import remove_stale_temps
+    from betterdepth_cli.jobs import remove_stale_temps
 
     src = tmp_path / "in"
     _png(src / "a.png")
@@ -416,7 +416,8 @@ def test_two_runs_on_one_output_folder_share_the_work(tmp_path, loaded):
     import subprocess
     import sys
 
-    from betterdepth_cli.batch import CLAIMS_DIR, _Engine
+    from betterdepth_cli.jobs import CLAIMS_DIR
+    from betterdepth_cli.jobs.claims import Claims
 
     src = tmp_path / "in"
     for name in ("a", "b", "c"):
@@ -428,9 +429,8 @@ def test_two_runs_on_one_output_folder_share_the_work(tmp_path, loaded):
     # another live process holds b's claim
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        probe = _Engine(plan, settings, cond, model, lambda *a: None, lambda m: None)
         b_group = next(g for g in plan.groups if g.items[0].key == "b")
-        claim = probe._claim_path(b_group)
+        claim = Claims(plan.out_dir).path(b_group.key)
         claim.parent.mkdir(parents=True, exist_ok=True)
         import socket
 

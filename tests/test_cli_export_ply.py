@@ -184,9 +184,9 @@ def test_batch_mirrors_names_matches_images_and_continues(tmp_path):
 
     res = run(maps, "-o", out, "--image", imgs, "--color", "rgb", "--continue-on-error")
     assert res.exit_code == 3  # partial failure, the same code as refine's
-    from betterdepth_cli import batch
+    from betterdepth_cli.core.exit_codes import EXIT_PARTIAL
 
-    assert batch.EXIT_PARTIAL == 3
+    assert EXIT_PARTIAL == 3
     assert "bad.npy: the file does not say whether it holds disparity or depth" in res.stderr
     assert "export-ply: 2 written, 0 skipped, 1 failed" in res.stderr
     _, _, col = read_points(out / "shot" / "shot.1001.ply")

@@ -14,7 +14,6 @@ import typer
 
 from betterdepth_cli.cli.app import app, error_line, handle_errors
 
-PARTIAL_FAILURE_EXIT_CODE = 3
 """Exit code of a batch run with --continue-on-error where some (not all) maps failed (as `refine`).
 When every map failed, the exit code is that of the last error (65 for bad data)."""
 
@@ -63,7 +62,7 @@ def export_ply(
     continue_on_error: Annotated[bool, typer.Option("--continue-on-error", help="In a batch, report a bad map and go on (exit code 3 if some failed).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-file lines on stderr.")] = False,
 ) -> None:
-    from betterdepth_cli.core.types import BetterDepthError, NoInputError, UsageError
+    from betterdepth_cli.core.types import NoInputError, UsageError
     from betterdepth_cli.io import pointcloud as pc
 
     if edge_threshold is None:
@@ -99,34 +98,32 @@ def export_ply(
 
     kwargs = dict(fov=fov, focal=focal, cx=cx, cy=cy, sensor_width=sensor_width,
                   depth_range=rng, scale=scale, shift=shift, assume=assume, options=opts)
-    failed = done = skipped = 0
-    last_error: BetterDepthError | None = None
-    for job in jobs:
-        if skip_existing and job.out_path.exists():
-            skipped += 1
-            continue
-        try:
-            if job.image_error is not None:
-                from betterdepth_cli.core.types import InputDataError
+    from betterdepth_cli.jobs import exit_code
+    from betterdepth_cli.jobs.sequential import run_each
 
-                raise InputDataError(job.image_error)
-            summary = pc.export_depth_file(job.map_path, job.out_path, image=job.image, **kwargs)
-        except BetterDepthError as exc:
-            if not continue_on_error or len(jobs) == 1:
-                raise
-            error_line(str(exc))
-            failed += 1
-            last_error = exc
-            continue
-        done += 1
-        if not quiet:
-            what = f"{summary['points']:,} points" + (f", {summary['triangles']:,} triangles" if mesh else "")
-            print(f"wrote {summary['output']} ({what}; {summary['intrinsics']}; {summary['depth']})", file=sys.stderr, flush=True)
+    def work(job: pc.ExportJob) -> dict:
+        if job.image_error is not None:
+            from betterdepth_cli.core.types import InputDataError
+
+            raise InputDataError(job.image_error)
+        return pc.export_depth_file(job.map_path, job.out_path, image=job.image, **kwargs)
+
+    def report(status: str, job: pc.ExportJob, detail) -> None:
+        if status == "failed":
+            error_line(detail)
+        elif status == "done" and not quiet:
+            what = f"{detail['points']:,} points" + (f", {detail['triangles']:,} triangles" if mesh else "")
+            print(f"wrote {detail['output']} ({what}; {detail['intrinsics']}; {detail['depth']})", file=sys.stderr,
+                  flush=True)
+
+    summary = run_each(jobs, work, label=lambda job: str(job.map_path), on_item=report,
+                       skip=(lambda job: job.out_path.exists()) if skip_existing else None,
+                       continue_on_error=continue_on_error and len(jobs) > 1)
     if len(jobs) > 1 and not quiet:
-        print(f"export-ply: {done} written, {skipped} skipped, {failed} failed", file=sys.stderr, flush=True)
-    if failed:
-        code = last_error.exit_code if (done == 0 and skipped == 0 and last_error is not None) else PARTIAL_FAILURE_EXIT_CODE
-        raise typer.Exit(code)
+        print(f"export-ply: {summary.processed} written, {summary.skipped} skipped, {summary.failed} failed",
+              file=sys.stderr, flush=True)
+    if summary.failed:
+        raise typer.Exit(exit_code(summary, continue_on_error=True))
 
 
 def _format_ext(fmt: str | None) -> str:

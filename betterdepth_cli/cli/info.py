@@ -18,7 +18,7 @@ def gather() -> dict:
     import torch
 
     from betterdepth_cli import __version__
-    from betterdepth_cli.batch import read_card
+    from betterdepth_cli.jobs import read_card
     from betterdepth_cli.core.conditioners import builtin_conditioner_path, list_conditioners
     from betterdepth_cli.core.refiner import default_model_path
 

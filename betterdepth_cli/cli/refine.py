@@ -2,7 +2,7 @@
 
 A thin command: it merges flags over ``--config`` over the model card's
 defaults, finds the inputs (``io.inputs``), plans the outputs and hands them
-to the batch engine (``betterdepth_cli.batch``), rendering progress on stderr.
+to the batch engine (``betterdepth_cli.jobs``), rendering progress on stderr.
 
 Exit codes: 0 all done; 3 some inputs failed under --continue-on-error;
 64 usage error; 65 bad input (the first one halts the batch without
@@ -208,7 +208,7 @@ def _discover(inputs: list[str], opts: dict, continue_on_error: bool, report: _R
     return sources, failures
 
 
-EXIT_TERMINATED = 143  # 128 + SIGTERM, what a farm scheduler sees after preempting a job
+from betterdepth_cli.core.exit_codes import EXIT_TERMINATED  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -308,7 +308,7 @@ def refine(
     quiet: QuietOpt = False,
 ) -> None:
     """Refine depth for images, folders, videos and image sequences; write 16-bit PNG (+ sidecar), EXR, NPY, previews."""
-    from betterdepth_cli import batch
+    from betterdepth_cli import jobs as batch
     from betterdepth_cli.cli import options as o
     from betterdepth_cli.core.types import UsageError
 

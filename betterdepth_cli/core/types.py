@@ -12,49 +12,51 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from betterdepth_cli.core import exit_codes as codes
+
 KINDS = ("disparity", "depth")
 
 
 class BetterDepthError(Exception):
     """Base class of the errors the command line turns into one-line messages."""
 
-    exit_code = 1
+    exit_code = codes.EXIT_ERROR
 
 
 class UsageError(BetterDepthError):
     """A parameter is wrong (sysexits EX_USAGE)."""
 
-    exit_code = 64
+    exit_code = codes.EXIT_USAGE
 
 
 class InputDataError(BetterDepthError):
     """An input file exists but cannot be used (sysexits EX_DATAERR)."""
 
-    exit_code = 65
+    exit_code = codes.EXIT_DATAERR
 
 
 class NoInputError(BetterDepthError):
     """No input was found (sysexits EX_NOINPUT)."""
 
-    exit_code = 66
+    exit_code = codes.EXIT_NOINPUT
 
 
 class ModelNotFoundError(BetterDepthError):
     """A model could not be found locally and cannot be downloaded (EX_UNAVAILABLE)."""
 
-    exit_code = 69
+    exit_code = codes.EXIT_UNAVAILABLE
 
 
 class ModelError(BetterDepthError):
     """A model failed while running (an exception inside torch/transformers/diffusers; EX_SOFTWARE)."""
 
-    exit_code = 70
+    exit_code = codes.EXIT_SOFTWARE
 
 
 class OutputError(BetterDepthError):
     """An output cannot be created (sysexits EX_CANTCREAT)."""
 
-    exit_code = 73
+    exit_code = codes.EXIT_CANTCREAT
 
 
 def check_kind(kind: str) -> str:

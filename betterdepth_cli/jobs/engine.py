@@ -1,0 +1,340 @@
+"""The engine that runs a ``refine`` job (no Typer, no rich)::
+
+    reader thread            main thread (compute)          writer thread
+    Source.read() ->  [q]  -> same-size batches ->    [q] -> per-frame files (exr, npy, uncertainty)
+    decode ahead             refine_batch()                 shots: one png16/preview range for all frames
+                                                            single images: png16 + sidecar, preview
+
+- IO overlaps compute: decoding runs ahead in a bounded queue and writing happens behind
+  the model, so the model only waits when IO is slower than it.
+- Existing outputs are skipped (resume) unless ``overwrite``; a shot with any output missing
+  is redone whole, so its frames keep one range (:mod:`.plan`, :mod:`.writers`).
+- Randomness: each image gets its own generator seeded with ``seed`` and the networks run
+  image by image, so an image's result depends neither on which images ran before it nor on
+  the batch it is in (a resumed run, a shard, any ``--batch-size`` and ``eval`` agree).
+
+Bad inputs fail alone with a one-line reason; without ``continue_on_error`` the first one
+halts the batch. :func:`betterdepth_cli.jobs.summary.exit_code` gives the exit status.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from betterdepth_cli.core.types import BetterDepthError, InputDataError, ModelError, NoInputError
+from betterdepth_cli.jobs.claims import Claims
+from betterdepth_cli.jobs.plan import Item, Plan, _existing_state, remove_stale_temps
+from betterdepth_cli.jobs.settings import RefineSettings
+from betterdepth_cli.jobs.summary import Summary
+from betterdepth_cli.jobs.writers import OutputWriter
+
+MIN_SIDE = 2
+_END = object()
+# --------------------------------------------------------------------------- engine
+
+
+ItemCallback = Callable[[str, Item, "str | None"], None]
+
+
+def _to_float_rgb(image: Any) -> np.ndarray:
+    """(H,W,3) uint8/uint16/float -> float32 (H,W,3) in [0,1]."""
+    arr = np.asarray(image)
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) * np.float32(1 / 255)
+    if arr.dtype == np.uint16:
+        return arr.astype(np.float32) * np.float32(1 / 65535)
+    return arr.astype(np.float32, copy=False)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+class _Engine:
+    def __init__(self, plan: Plan, settings: RefineSettings, conditioner, model, on_item: ItemCallback | None, log):
+        self.plan = plan
+        self.s = settings
+        self.conditioner = conditioner
+        self.model = model if settings.refine else None
+        self.on_item = on_item or (lambda status, item, message: None)
+        self.log = log or (lambda message: None)
+        self.summary = Summary(total=plan.total, skipped=plan.skipped)
+        self.halt = threading.Event()  # stop reading new inputs
+        self.abort = threading.Event()  # stop everything now (Ctrl-C, output error)
+        prefetch = settings.prefetch or 2 * settings.batch_size + 2
+        self.in_q: queue.Queue = queue.Queue(maxsize=prefetch)
+        self.out_q: queue.Queue = queue.Queue(maxsize=2 * settings.batch_size + 2)
+        self.error: BaseException | None = None
+        self.lock = threading.Lock()
+        self.out = OutputWriter(plan, settings, self.abort, self.log)
+        self.claims = Claims(plan.out_dir)  # the groups this run writes (released when it ends)
+
+    # ------------------------------------------------------------ queues
+    def _put(self, q: queue.Queue, msg: Any, stop: threading.Event) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(msg, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    # ------------------------------------------------------------ reader thread
+    def reader(self) -> None:
+        try:
+            for group in self.plan.groups:
+                if not group.todo:
+                    continue
+                if self.halt.is_set():
+                    break
+                taken = self.claims.take(group.key, group.items[0].label)
+                if taken is None and not self.s.overwrite and all(
+                        _existing_state(it, self.s) == "done" for it in group.todo):
+                    taken = f"{group.items[0].label}: written by another run meanwhile; skipped"
+                if taken is not None:
+                    for item in group.todo:
+                        if not self._put(self.in_q, ("skip", item, taken), self.halt):
+                            return
+                    continue
+                blocked = [it for it in group.todo if it.blocked]
+                for item in blocked:  # never read: their outputs must not be written
+                    if not self._put(self.in_q, ("fail", item, item.blocked), self.halt):
+                        return
+                readable = [it for it in group.todo if not it.blocked]
+                if not readable:
+                    continue
+                by_key = {it.key: it for it in readable}
+                pending = dict(by_key)
+                try:
+                    for entry, image in group.source.read([it.entry for it in readable]):
+                        item = by_key.get(str(entry.relpath))
+                        if item is None:
+                            continue
+                        pending.pop(item.key, None)
+                        if not self._put(self.in_q, ("image", item, image), self.halt):
+                            return
+                    if pending:  # the source ended early (e.g. a video shorter than its count)
+                        first = next(iter(pending.values()))
+                        raise InputDataError(f"{first.label}: the source ended before this frame")
+                except (InputDataError, NoInputError) as exc:
+                    message = _one_line(exc)
+                    for item in pending.values():
+                        if not self._put(self.in_q, ("fail", item, message), self.halt):
+                            return
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            self.error = self.error or exc
+            self.abort.set()
+            self.halt.set()
+        finally:
+            self._put(self.in_q, _END, self.abort)
+
+    # ------------------------------------------------------------ compute (main thread)
+    def compute(self) -> None:
+        batch: list[tuple[Item, np.ndarray]] = []
+        pixels = 0
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                msg = self.in_q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if msg is _END:
+                break
+            if self.halt.is_set():
+                continue  # drain without working
+            tag, item, payload = msg
+            if tag in ("fail", "skip"):
+                self._emit((tag, item, payload))
+                continue
+            image = _to_float_rgb(payload)
+            h, w = image.shape[:2]
+            if image.ndim != 3 or image.shape[2] != 3:
+                self._emit(("fail", item, f"{item.label}: expected an RGB image, got shape {image.shape}"))
+                continue
+            if h < MIN_SIDE or w < MIN_SIDE:
+                self._emit(("fail", item, f"{item.label}: image is {w} x {h} pixels, at least 2 x 2 needed"))
+                continue
+            if batch and (batch[0][1].shape != image.shape or pixels + h * w > self.s.max_batch_pixels):
+                self._flush(batch)
+                batch, pixels = [], 0
+            batch.append((item, image))
+            pixels += h * w
+            if len(batch) >= self.s.batch_size:
+                self._flush(batch)
+                batch, pixels = [], 0
+        if batch and not self.halt.is_set():
+            self._flush(batch)
+        if self.error is not None:
+            raise self.error
+
+
+    def _emit(self, msg: Any) -> None:
+        if msg[0] == "fail" and not self.s.continue_on_error:
+            self.halt.set()
+        if not self._put(self.out_q, msg, self.abort) and self.error is not None:
+            raise self.error
+
+    def _flush(self, batch: list[tuple[Item, np.ndarray]]) -> None:
+        import torch
+
+        from betterdepth_cli.core.pipeline import refine_batch, seeded_generators
+
+        if self.halt.is_set():
+            return
+        items = [it for it, _ in batch]
+        stacked = np.stack([img for _, img in batch])  # [B,H,W,3]
+        images = torch.from_numpy(stacked).permute(0, 3, 1, 2)  # [B,3,H,W], a view
+        generator = seeded_generators(self.s.seed, len(items))
+        try:
+            res = refine_batch(
+                images,
+                conditioner=self.conditioner,
+                model=self.model,
+                steps=self.s.steps,
+                ensemble=self.s.ensemble,
+                reduction=self.s.reduction,
+                processing_res=self.s.processing_res,
+                generator=generator,
+                keys=[str(getattr(it.entry, "key", it.key)) for it in items],
+            )
+        except (InputDataError, NoInputError) as exc:
+            if len(batch) > 1:  # find the bad one(s): rerun one by one
+                for one in batch:
+                    self._flush([one])
+                return
+            label = items[0].label
+            message = _one_line(exc)
+            self._emit(("fail", items[0], message if label in message else f"{label}: {message}"))
+            return
+        except torch.OutOfMemoryError:
+            if hasattr(torch, "cuda") and torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if len(batch) > 1:
+                for one in batch:
+                    self._flush([one])
+                return
+            h, w = batch[0][1].shape[:2]
+            self._emit(("fail", items[0], f"{items[0].label}: out of memory at {w} x {h} "
+                        f"(processing-res {self.s.processing_res}); try a lower --processing-res"))
+            return
+        except BetterDepthError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a crash inside torch/transformers/diffusers: one line, exit 70
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise ModelError(f"{items[0].label}: the model failed ({type(exc).__name__}: {first})") from exc
+        for k, v in res.timings.items():
+            self.summary.timings[k] = self.summary.timings.get(k, 0.0) + float(v)
+        refined = res.refined.detach().float().cpu().numpy()[:, 0]  # [B,H,W]
+        valid = res.valid.detach().cpu().numpy()[:, 0].astype(bool)
+        unc = None if res.uncertainty is None else res.uncertainty.detach().float().cpu().numpy()[:, 0]
+        for i, item in enumerate(items):
+            self._emit(("result", item, (refined[i], valid[i], None if unc is None else unc[i], res.kind, res.metric)))
+
+    # ------------------------------------------------------------ writer thread
+    def writer(self) -> None:
+        try:
+            while not self.abort.is_set():
+                try:
+                    msg = self.out_q.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if msg is _END:
+                    return
+                tag, item, payload = msg
+                if tag == "fail":
+                    self._failed(item, payload)
+                elif tag == "skip":  # another run claimed it: theirs to write
+                    with self.lock:
+                        self.summary.skipped += 1
+                    self.on_item("skipped", item, payload)
+                else:
+                    self.out.write(item, *payload)
+                    with self.lock:
+                        self.summary.processed += 1
+                    self.on_item("done", item, None)
+                self.out.group_step(item)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            self.error = self.error or exc
+            self.abort.set()
+            self.halt.set()
+
+    def _failed(self, item: Item, message: str) -> None:
+        with self.lock:
+            self.summary.failed += 1
+            self.summary.failures.append((item.label, message))
+            if not self.s.continue_on_error and self.summary.halted_by is None:
+                self.summary.halted_by = message
+        self.on_item("failed", item, message)
+
+    # ------------------------------------------------------------ run
+    def run(self) -> Summary:
+        t0 = time.perf_counter()
+        started = time.time()
+        reader = threading.Thread(target=self.reader, name="betterdepth-read", daemon=True)
+        writer = threading.Thread(target=self.writer, name="betterdepth-write", daemon=True)
+        reader.start()
+        writer.start()
+        try:
+            self.compute()
+            self._put(self.out_q, _END, self.abort)
+            writer.join()
+            if self.error is not None:
+                raise self.error
+            remove_stale_temps(self.plan, before=started)
+        except BaseException as exc:
+            self.abort.set()
+            self.halt.set()
+            if isinstance(exc, KeyboardInterrupt):
+                self.summary.interrupted = True
+            writer.join(timeout=60)  # a file being written finishes its atomic rename
+            raise
+        finally:
+            self.halt.set()
+            reader.join(timeout=5)
+            self.claims.release()
+            self.summary.seconds = time.perf_counter() - t0
+            self.out.close()
+        return self.summary
+
+
+def run(
+    plan: Plan,
+    settings: RefineSettings,
+    conditioner,
+    model=None,
+    *,
+    on_item: ItemCallback | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Summary:
+    """Process a plan: decode ahead, refine in same-size batches, write behind.
+
+    ``on_item(status, item, message)`` is called (from the writer thread) with
+    status ``"done"`` or ``"failed"``. Per-input failures are counted in the
+    returned summary (the first one halts the run unless ``continue_on_error``);
+    an output error raises OutputError. Use :class:`Runner` to keep the summary
+    when Ctrl-C (KeyboardInterrupt, raised after the file being written is
+    complete) or an error ends the run.
+    """
+    return Runner(plan, settings, conditioner, model, on_item=on_item, log=log).run()
+
+
+class Runner:
+    """:func:`run` with access to the summary after an interruption or an error."""
+
+    def __init__(self, plan: Plan, settings: RefineSettings, conditioner, model=None, *, on_item=None, log=None):
+        self.engine = _Engine(plan, settings, conditioner, model, on_item, log)
+
+    @property
+    def summary(self) -> Summary:
+        return self.engine.summary
+
+    def run(self) -> Summary:
+        return self.engine.run()

@@ -1,0 +1,280 @@
+"""A ``refine`` job's plan: every input mapped to its output files, what is done, what is blocked."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from betterdepth_cli.core.types import InputDataError, NoInputError, OutputError, UsageError
+from betterdepth_cli.jobs.settings import RefineSettings
+
+RUN_CONFIG_NAME = "betterdepth-run.toml"
+
+
+@dataclass
+class Item:
+    """One input image or frame and the files it gives."""
+
+    entry: Any
+    outputs: dict[str, Path]
+    group: str
+    index: int = 0
+    blocked: str | None = None  # why it must not be written (a file the tool did not write, stale settings)
+
+    @property
+    def key(self) -> str:
+        return str(self.entry.relpath)
+
+    @property
+    def source_path(self) -> str:
+        """The input file, relative to the current folder when inside it (as users type paths)."""
+        return display_path(getattr(self.entry, "source", self.key))
+
+    @property
+    def label(self) -> str:
+        frame = getattr(self.entry, "frame", None)
+        return f"{self.source_path} frame {frame}" if frame is not None else self.source_path
+
+
+def _relative_to(path: Any, folder: Path) -> str:
+    """``path`` relative to ``folder`` ('/'-separated), or absolute when no relative path exists."""
+    try:
+        return Path(os.path.relpath(os.path.abspath(str(path)), os.path.abspath(folder))).as_posix()
+    except ValueError:  # another drive (Windows)
+        return os.path.abspath(str(path))
+
+
+def display_path(path: Any) -> str:
+    """``path`` relative to the current folder when it is inside it, else as given."""
+    text = str(path)
+    try:
+        rel = os.path.relpath(text)
+    except ValueError:  # another drive (Windows)
+        return text
+    return text if rel.startswith("..") else rel
+
+
+@dataclass
+class Group:
+    """A source's items; a shot when it has several frames (one shared png16 range)."""
+
+    source: Any
+    key: str
+    items: list[Item]
+    todo: list[Item]
+    extra_outputs: dict[str, Path] = field(default_factory=dict)  # preview mp4
+
+    @property
+    def is_shot(self) -> bool:
+        return len(self.items) > 1
+
+
+@dataclass
+class Plan:
+    groups: list[Group]
+    out_dir: Path
+    formats: tuple[str, ...]
+    excluded: int = 0  # inputs inside the output folder that were left out
+
+    @property
+    def total(self) -> int:
+        return sum(len(g.items) for g in self.groups)
+
+    @property
+    def todo(self) -> int:
+        return sum(len(g.todo) for g in self.groups)
+
+    @property
+    def skipped(self) -> int:
+        return self.total - self.todo
+
+    def describe(self) -> Iterable[str]:
+        """One line per input: ``<input> -> <outputs>`` and whether it would be skipped."""
+        for g in self.groups:
+            todo = {id(i) for i in g.todo}
+            for it in g.items:
+                outs = " ".join(str(p) for k, p in it.outputs.items() if k != "sidecar")
+                state = "" if id(it) in todo else "  (exists, skip)"
+                if it.blocked and id(it) in todo:
+                    state = f"  (will fail: {it.blocked})"
+                yield f"{it.label} -> {outs}{state}"
+            for p in g.extra_outputs.values():
+                yield f"{g.key} -> {p}{'' if g.todo else '  (exists, skip)'}"
+
+
+def _resolved(path: Any) -> Path | None:
+    try:
+        return Path(path).expanduser().resolve()
+    except (OSError, TypeError, ValueError):
+        return None
+
+
+def _inside(path: Path | None, folder: Path) -> bool:
+    return path is not None and (path == folder or folder in path.parents)
+
+
+def _is_our_output(path: Path) -> bool:
+    """A file ``refine`` wrote: its sidecar (``a.json`` for ``a.png`` and ``a_preview.jpg``) is ours.
+    A user's ``A_preview.jpg`` with no sidecar of ours is an input like any other."""
+    from betterdepth_cli.io.outputs import is_own_sidecar, sidecar_of
+
+    return is_own_sidecar(sidecar_of(path))
+
+
+#: Sidecar fields that change the pixels: outputs written with other values are stale.
+PIXEL_SETTINGS = ("model", "conditioner", "steps", "ensemble", "reduction", "seed", "processing_res")
+
+
+def _existing_state(item: Item, settings: RefineSettings) -> str:
+    """``new`` (nothing there), ``done`` (all ours, same settings), ``partial`` (ours, some missing),
+    or the reason the outputs must not be written without ``--overwrite``."""
+    from betterdepth_cli.io.outputs import read_sidecar
+
+    outs = item.outputs
+    present = [p for p in outs.values() if Path(p).is_file()]
+    if not present:
+        return "new"
+    side = outs["sidecar"]
+    try:
+        stored = read_sidecar(side)
+    except InputDataError:
+        foreign = next((p for p in present if p != side), side)
+        return (f"{foreign}: exists and was not written by betterdepth (no sidecar of ours); "
+                "choose another -o folder, or --overwrite to replace it")
+    if len(present) < len(outs):
+        return "partial"
+    want = settings.sidecar_fields()
+    diff = [f"{k} {stored.get(k)!r} -> {want.get(k)!r}" for k in PIXEL_SETTINGS if stored.get(k) != want.get(k)]
+    if diff:
+        return f"{item.label}: outputs exist from other settings ({', '.join(diff)}); --overwrite redoes them"
+    return "done"
+
+
+def preview_video_path(out_dir: Path, relpath: str) -> Path:
+    """``<out>/clip/clip.0000`` -> ``<out>/clip/clip_preview.mp4``."""
+    from betterdepth_cli.io.outputs import split_frame
+
+    rel = PurePosixPath(str(relpath))
+    stem, _ = split_frame(rel.name)
+    return Path(out_dir).joinpath(*rel.parent.parts, f"{stem}_preview.mp4")
+
+
+def plan_run(sources: Sequence[Any], settings: RefineSettings) -> Plan:
+    """Map every input to its output files and decide what to skip.
+
+    Refuses (UsageError) an output path equal to an input path and two inputs
+    writing the same output. Earlier results found inside the output folder
+    (by a recursive search of a folder that holds it) are left out. Raises
+    NoInputError when nothing is left.
+    """
+    from betterdepth_cli.io.outputs import output_paths, outputs_exist
+
+    out_dir = Path(settings.out_dir)
+    out_res = _resolved(out_dir) or out_dir
+    groups: dict[str, Group] = {}
+    owners: dict[Path, str] = {}
+    excluded = 0
+    index = 0
+    sources = list(sources)
+    inputs = {r: e.source for s in sources for e in s.entries()  # the inputs that stay inputs
+              if (r := _resolved(getattr(e, "source", None))) is not None
+              and not (_inside(r, out_res) and _is_our_output(r))}
+    for source in sources:
+        gkey = str(getattr(source, "group", None) or id(source))
+        entries = list(source.entries())
+        items = []
+        for entry in entries:
+            outs = output_paths(out_dir, entry.relpath, settings.formats)
+            src = _resolved(getattr(entry, "source", None))
+            if src is not None and _inside(src, out_res) and _is_our_output(src):
+                excluded += 1
+                continue
+            for p in outs.values():
+                pr = _resolved(p)
+                if src is not None and pr == src:
+                    raise UsageError(f"{entry.source}: the output {p} would overwrite this input; choose another -o folder")
+                if pr in inputs:  # another input (a user photo named like an output): inputs are never written
+                    raise UsageError(f"{entry.source}: the output {p} would overwrite the input {inputs[pr]}; "
+                                     "choose another -o folder")
+                if pr in owners and owners[pr] != str(entry.source) + str(entry.frame):
+                    raise UsageError(f"{entry.source} and {owners[pr].rstrip('None')} would both write {p}; rename one")
+                owners[pr] = str(entry.source) + str(entry.frame)
+            items.append(Item(entry=entry, outputs=outs, group=gkey, index=index))
+            index += 1
+        if not items:
+            continue
+        if gkey in groups:  # two sources claiming one group: keep them apart
+            gkey = f"{gkey}#{index}"
+            for it in items:
+                it.group = gkey
+        groups[gkey] = Group(source=source, key=gkey, items=items, todo=[])
+    if not groups:
+        if excluded:
+            raise NoInputError(f"every input ({excluded}) is inside the output folder {out_dir}; nothing to do")
+        raise NoInputError("no input found")
+    for group in groups.values():
+        if settings.preview_video and group.is_shot:
+            group.extra_outputs["preview_video"] = preview_video_path(out_dir, group.items[0].key)
+        if settings.overwrite:
+            group.todo = list(group.items)
+            continue
+        states = [_existing_state(it, settings) for it in group.items]
+        for it, state in zip(group.items, states):
+            it.blocked = None if state in ("new", "done", "partial") else state
+        if group.is_shot:
+            # one range per shot: a shot with anything missing is redone whole, one blocked frame blocks it
+            reason = next((it.blocked for it in group.items if it.blocked), None)
+            for it in group.items:
+                it.blocked = reason
+            missing = any(s != "done" for s in states) or not outputs_exist(group.extra_outputs)
+            group.todo = list(group.items) if missing else []
+        else:
+            group.todo = [it for it, s in zip(group.items, states) if s != "done"]
+    return Plan(groups=list(groups.values()), out_dir=out_dir, formats=settings.formats, excluded=excluded)
+
+
+def remove_stale_temps(plan: Plan, before: float) -> int:
+    """Delete the temporaries of an earlier, killed run (``.<output name>.tmp-*``, see
+    ``io.outputs.atomic_write``) beside this plan's outputs, if last written before ``before``
+    (a run still writing has fresh ones). Returns how many were removed."""
+    from betterdepth_cli.io.outputs import temporary_target
+
+    removed = 0
+    folders: dict[Path, set[str]] = {}
+    for group in plan.groups:
+        for item in group.items:
+            for p in item.outputs.values():
+                folders.setdefault(Path(p).parent, set()).add(Path(p).name)
+        for p in group.extra_outputs.values():
+            folders.setdefault(Path(p).parent, set()).add(Path(p).name)
+    for folder, names in folders.items():
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for e in entries:
+            if temporary_target(e.name) not in names:
+                continue
+            try:
+                if e.is_file(follow_symlinks=False) and e.stat(follow_symlinks=False).st_mtime < before:
+                    os.remove(e.path)
+                    removed += 1
+            except OSError:
+                pass
+    return removed
+
+
+def check_output_dir(out_dir: Path) -> None:
+    """Create the output folder and prove it is writable (OutputError, exit 73, otherwise)."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".betterdepth-probe-", dir=out_dir)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        raise OutputError(f"{out_dir}: output folder not writable ({exc.strerror or exc})") from None

@@ -1,0 +1,92 @@
+"""The settings of one ``refine`` job, resolved (no ``None`` meaning "default")."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from betterdepth_cli.core.settings import DEFAULTS, resolve_settings
+from betterdepth_cli.core.types import UsageError
+
+DEFAULT_FORMATS = ("png16",)
+
+
+@dataclass
+class RefineSettings:
+    """Everything the engine needs, already resolved (no ``None`` meaning "default").
+
+    ``model`` and ``conditioner`` are the names recorded in sidecars; the loaded
+    objects are passed to :func:`run` separately. ``processing_res`` 0 = native.
+    """
+
+    out_dir: Path
+    formats: tuple[str, ...] = DEFAULT_FORMATS
+    conditioner: str = "builtin"
+    model: str | None = "default"
+    refine: bool = True
+    steps: int = DEFAULTS["steps"]
+    ensemble: int = DEFAULTS["ensemble"]
+    reduction: str = DEFAULTS["reduction"]
+    processing_res: int = DEFAULTS["processing_res"]
+    seed: int = 0
+    batch_size: int = 1
+    overwrite: bool = False
+    continue_on_error: bool = False
+    preview_video: bool = False
+    spill_bytes: int = 1 << 30  # float frames of open shots kept in memory before spilling
+    prefetch: int = 0  # decoded images queued ahead of the model (0: 2 x batch_size + 2)
+    max_batch_pixels: int = 64_000_000  # a batch is cut when its images exceed this many pixels
+    fps: float = 24.0  # preview video rate when the source does not say
+
+    def __post_init__(self) -> None:
+        from betterdepth_cli.io.outputs import check_formats
+
+        self.out_dir = Path(self.out_dir)
+        self.formats = check_formats(self.formats)
+        if self.batch_size < 1:
+            raise UsageError(f"`--batch-size` must be >= 1, got {self.batch_size}")
+        resolve_settings(steps=self.steps, ensemble=self.ensemble, reduction=self.reduction,
+                         processing_res=self.processing_res)  # the one place settings are checked
+        if "uncertainty" in self.formats and (not self.refine or self.ensemble < 2):
+            raise UsageError(
+                "`--format uncertainty` needs the ensemble spread: use --ensemble 2 or more (and no --no-refine)"
+            )
+
+    def sidecar_fields(self) -> dict:
+        """The run's fields of every sidecar (see docs: output files)."""
+        if not self.refine:
+            return {"model": None, "conditioner": self.conditioner, "steps": None, "ensemble": None,
+                    "reduction": None, "seed": None, "processing_res": None, "refined": False}  # fmt: skip
+        return {"model": self.model, "conditioner": self.conditioner, "steps": self.steps,
+                "ensemble": self.ensemble, "reduction": self.reduction, "seed": self.seed,
+                "processing_res": self.processing_res}  # fmt: skip
+
+
+def read_card(model: str | None) -> dict | None:
+    """The model card (``betterdepth.json``) of a refiner, read without loading weights.
+
+    ``None``/``"default"``: the embedded model; a folder: its card; a hub id: the
+    card in the local Hugging Face cache if there. Returns None when not found.
+    """
+    from betterdepth_cli.core.guided import GUIDED_MODEL_NAME, guided_card
+    from betterdepth_cli.core.refiner import CARD_FILE, DEFAULT_MODEL_NAMES, default_model_path
+
+    if model == GUIDED_MODEL_NAME:
+        return guided_card()
+    if model in DEFAULT_MODEL_NAMES:
+        path = default_model_path() / CARD_FILE
+    else:
+        path = Path(str(model)).expanduser() / CARD_FILE
+        if not path.is_file() and str(model).count("/") == 1 and not str(model).startswith((".", "/", "~")):
+            try:
+                from huggingface_hub import try_to_load_from_cache
+
+                cached = try_to_load_from_cache(str(model), CARD_FILE)
+                path = Path(cached) if isinstance(cached, str) else path
+            except Exception:  # noqa: BLE001 - the cache is optional
+                pass
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

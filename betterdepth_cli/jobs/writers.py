@@ -1,0 +1,198 @@
+"""Writing a ``refine`` job's results: per-format files and sidecars, and shots.
+
+A shot (every frame of one ``Source.group``: a video or an image sequence) shares one
+png16 range, so normalisation adds no flicker. Frames are kept as float until the shot
+ends; past ``spill_bytes`` they are spilled to temporary ``.npy`` files in the output
+folder, so memory stays bounded. Every file is written atomically (``io.outputs``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from betterdepth_cli.core.types import BetterDepthError
+from betterdepth_cli.jobs.plan import Group, Item, Plan, _relative_to
+from betterdepth_cli.jobs.settings import RefineSettings
+
+
+class ShotBuffer:
+    """Float frames of one shot until its shared range is known; spills to .npy past a budget."""
+
+    def __init__(self, store: "OutputWriter"):
+        self.store = store
+        self.frames: list[tuple[Item, Any]] = []  # (item, array or spilled path)
+        self.lo, self.hi = math.inf, -math.inf
+        self.p_lo, self.p_hi = math.inf, -math.inf
+        self.kind, self.metric = "disparity", False
+        self.expected = 0
+        self.seen = 0
+
+    def add(self, item: Item, values: np.ndarray, valid: np.ndarray, kind: str, metric: bool) -> None:
+        self.kind, self.metric = kind, metric
+        arr = np.where(valid & np.isfinite(values), values, np.nan).astype(np.float32)
+        ok = arr[np.isfinite(arr)]
+        if ok.size:
+            self.lo, self.hi = min(self.lo, float(ok.min())), max(self.hi, float(ok.max()))
+            sample = ok[:: max(1, ok.size // 65536)]
+            p2, p98 = np.percentile(sample, (2.0, 98.0))
+            self.p_lo, self.p_hi = min(self.p_lo, float(p2)), max(self.p_hi, float(p98))
+        self.frames.append((item, self.store.keep(arr)))
+
+    def arrays(self) -> Iterable[tuple[Item, np.ndarray]]:
+        for item, held in self.frames:
+            yield item, (np.load(held) if isinstance(held, Path) else held)
+
+    def release(self) -> None:
+        for _, held in self.frames:
+            self.store.drop(held)
+        self.frames = []
+
+
+class OutputWriter:
+    """Writes each result as it comes and each shot when its last frame has come."""
+
+    def __init__(self, plan: Plan, settings: RefineSettings, abort: threading.Event, log: Callable[[str], None]):
+        self.s = settings
+        self.abort = abort
+        self.log = log
+        self.held_bytes = 0
+        self.spill_dir: Path | None = None
+        self.shots: dict[str, ShotBuffer] = {}
+        self.groups = {g.key: g for g in plan.groups}
+        self.remaining = {g.key: len(g.todo) for g in plan.groups}
+
+    # ------------------------------------------------------------ memory for shots
+    # ------------------------------------------------------------ memory for shots
+    def keep(self, arr: np.ndarray) -> Any:
+        if self.held_bytes + arr.nbytes <= self.s.spill_bytes:
+            self.held_bytes += arr.nbytes
+            return arr
+        if self.spill_dir is None:
+            self.s.out_dir.mkdir(parents=True, exist_ok=True)
+            self.spill_dir = Path(tempfile.mkdtemp(prefix=".betterdepth-spill-", dir=self.s.out_dir))
+            self.log(f"shot frames past {self.s.spill_bytes / 2**20:.0f} MiB are kept in {self.spill_dir} until the shot ends")
+        fd, name = tempfile.mkstemp(suffix=".npy", dir=self.spill_dir)
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, arr, allow_pickle=False)
+        return Path(name)
+
+    def drop(self, held: Any) -> None:
+        if isinstance(held, Path):
+            held.unlink(missing_ok=True)
+        else:
+            self.held_bytes -= held.nbytes
+
+    def close(self) -> None:
+        """Drop every open shot and the spill folder."""
+        for shot in self.shots.values():
+            shot.release()
+        if self.spill_dir is not None:
+            shutil.rmtree(self.spill_dir, ignore_errors=True)
+
+    # ------------------------------------------------------------ files
+    def meta(self, item: Item, kind: str, metric: bool) -> dict:
+        from betterdepth_cli.io.outputs import make_sidecar
+
+        side_dir = Path(item.outputs["sidecar"]).parent
+        src = getattr(item.entry, "source", None)
+        return make_sidecar(  # ``source`` relative to the sidecar's folder: it resolves wherever the tree moves
+            kind=kind, metric=metric, source=_relative_to(src, side_dir) if src else item.source_path,
+            frame=getattr(item.entry, "frame", None), **self.s.sidecar_fields(),
+        )
+
+    def write(self, item: Item, values, valid, unc, kind: str, metric: bool) -> None:
+        from betterdepth_cli.io import outputs as bo
+
+        outs = item.outputs
+        meta = self.meta(item, kind, metric)
+        attrs = {k: v for k, v in meta.items() if k in ("source", "frame", "model", "conditioner", "steps",
+                                                         "ensemble", "seed", "processing_res", "version")}
+        if "exr" in outs:
+            bo.write_exr(outs["exr"], values, kind=kind, metric=metric, attrs=attrs)
+        if "npy" in outs:
+            bo.write_npy(outs["npy"], values)
+        if "png16" not in outs:  # png16 writes the sidecar itself (with its encoding); every run has one
+            bo.write_sidecar(outs["sidecar"], {**meta, "height": int(values.shape[0]), "width": int(values.shape[1])})
+        if "uncertainty" in outs and unc is not None:
+            bo.write_uncertainty(outs["uncertainty"], unc, kind=kind, metric=metric, attrs=attrs)
+        group = self.groups[item.group]
+        if group.is_shot:
+            if "png16" in outs or "preview" in outs or group.extra_outputs:
+                shot = self.shots.get(item.group)
+                if shot is None:
+                    shot = self.shots[item.group] = ShotBuffer(self)
+                shot.add(item, values, valid, kind, metric)
+            return
+        if "png16" in outs:
+            bo.write_png16(outs["png16"], values, valid, meta=meta)
+        if "preview" in outs:
+            bo.write_preview(outs["preview"], values, valid, kind=kind)
+
+    def group_step(self, item: Item) -> None:
+        self.remaining[item.group] -= 1
+        if self.remaining[item.group] == 0:
+            shot = self.shots.pop(item.group, None)
+            if shot is not None:
+                try:
+                    self._finish_shot(self.groups[item.group], shot)
+                finally:
+                    shot.release()
+
+    def _finish_shot(self, group: Group, shot: ShotBuffer) -> None:
+        """Write every frame's png16 and preview with the shot's one range (and the preview mp4)."""
+        from betterdepth_cli.io import outputs as bo
+
+        if not shot.frames:
+            return
+        vrange = (shot.lo, shot.hi) if shot.hi >= shot.lo else (0.0, 0.0)
+        crange = (shot.p_lo, shot.p_hi) if shot.p_hi >= shot.p_lo else (0.0, 1.0)
+        for item, arr in shot.arrays():
+            if self.abort.is_set():
+                return
+            valid = np.isfinite(arr)
+            if "png16" in item.outputs:
+                meta = self.meta(item, shot.kind, shot.metric)
+                meta["range"] = "shot"
+                meta["shot_range"] = list(crange)  # the shot's robust 2-98 % range (export-ply maps every frame by it)
+                bo.write_png16(item.outputs["png16"], arr, valid, meta=meta, vrange=vrange)
+            if "preview" in item.outputs:
+                bo.write_preview(item.outputs["preview"], arr, valid, kind=shot.kind, vrange=crange)
+        if "preview_video" in group.extra_outputs:
+            self._write_preview_video(group, shot, crange)
+
+    def _write_preview_video(self, group: Group, shot: ShotBuffer, crange) -> None:
+        import imageio.v2 as iio
+
+        from betterdepth_cli.io import outputs as bo
+
+        fps = 0.0
+        if getattr(group.source, "kind", "") == "video":
+            try:
+                from betterdepth_cli.io.video import probe_video
+
+                fps = probe_video(group.source.path).fps
+            except (BetterDepthError, OSError):
+                fps = 0.0
+        fps = fps or self.s.fps
+
+        def write(tmp: str) -> None:
+            writer = iio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", quality=8,
+                                    macro_block_size=2, ffmpeg_log_level="error")  # fmt: skip
+            try:
+                for _, arr in shot.arrays():
+                    rgb = bo.colorize(arr, np.isfinite(arr), kind=shot.kind, vrange=crange)
+                    h, w = rgb.shape[:2]
+                    writer.append_data(rgb[: h - h % 2, : w - w % 2])  # x264 needs even sides
+            finally:
+                writer.close()
+
+        bo.atomic_write(group.extra_outputs["preview_video"], write)
