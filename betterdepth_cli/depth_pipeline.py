@@ -119,7 +119,8 @@ class BetterDepthPipeline:
         """
         from betterdepth_cli.core.conditioners import get_conditioner
         from betterdepth_cli.core.refiner import load_model
-        from betterdepth_cli.core.settings import card_defaults, torch_dtype
+        from betterdepth_cli.core.devices import torch_dtype
+        from betterdepth_cli.core.settings import card_defaults
 
         tdtype = torch_dtype(dtype)
         loaded = load_model(model, device=device, dtype=tdtype) if refine else None

@@ -135,28 +135,6 @@ class _Reporter:
                   file=sys.stderr, flush=True)  # fmt: skip
 
 
-#: Said once per run when the offline conditioner runs: what a user will see on real photos.
-BUILTIN_NOTICE = ("note: the builtin conditioner is a small offline model trained on synthetic scenes; on real "
-                  "photos it gives little more than a near-to-far ramp. For real work use "
-                  "--conditioner depth-anything-v2-large (downloaded once, then offline).")
-
-
-def _deterministic_model_notes(card: dict, ensemble: int | None, formats: list[str], report: "_Reporter") -> None:
-    """A model that starts from zero noise (its card's ``zero_noise``) samples one result whatever the
-    seed: ensembling would repeat it N times at N times the cost. Say so once and run one member;
-    an uncertainty map (the members' spread, all zeros) is refused."""
-    from betterdepth_cli.core.types import UsageError
-
-    if not card.get("zero_noise"):
-        return
-    if "uncertainty" in formats:
-        raise UsageError("`--format uncertainty`: this model is deterministic (zero-noise start, its card's "
-                         "zero_noise), so ensemble members are identical and their spread is zero; drop uncertainty")
-    if ensemble is not None and int(ensemble) > 1:  # resolve_settings runs one member
-        report.info(f"note: this model is deterministic (zero-noise start): --ensemble {ensemble} would "
-                    "repeat one result; running one member (--seed has no effect either)")
-
-
 def _config_path_values(config: dict, config_file: Path) -> dict:
     """Relative ``inputs``/``output`` of a config file are relative to the file's folder."""
     base = config_file.expanduser().resolve().parent
@@ -185,29 +163,6 @@ def _usage(message: str):
     return UsageError(message)
 
 
-def _discover(inputs: list[str], opts: dict, continue_on_error: bool, report: _Reporter) -> tuple[list, list[str]]:
-    """Sources of every input spec; under --continue-on-error a bad spec is a failure, not the end."""
-    from betterdepth_cli.core.types import InputDataError, NoInputError
-    from betterdepth_cli.io.inputs import discover
-
-    kwargs = {"recursive": opts["recursive"], "extensions": opts["ext"], "frames": opts["frames"], "stdin": sys.stdin}
-    if not continue_on_error:
-        return discover(inputs, **kwargs), []
-    failures: list[str] = []
-
-    def bad(exc: Exception) -> None:  # a bad spec (a line of a list or stdin too): reported, skipped
-        report.error(str(exc))
-        failures.append(str(exc))
-
-    try:
-        sources = discover(inputs, on_error=bad, **kwargs)
-    except NoInputError:
-        if failures:
-            raise InputDataError(f"no usable input ({len(failures)} failed)") from None
-        raise
-    return sources, failures
-
-
 from betterdepth_cli.core.exit_codes import EXIT_TERMINATED  # noqa: E402
 
 
@@ -227,33 +182,6 @@ def _on_sigterm(flag: list):
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _quiet_hf() -> None:
-    """No download/loading progress bars from transformers/huggingface_hub (ours is on stderr)."""
-    try:
-        from huggingface_hub.utils import disable_progress_bars
-        from transformers.utils import logging as hf_logging
-
-        disable_progress_bars()
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover - both are dependencies
-        pass
-
-
-def _write_run_config(path: Path, values: dict, device: str, dtype: str) -> None:
-    from datetime import datetime, timezone
-
-    from betterdepth_cli import __version__
-    from betterdepth_cli.cli.options import dump_toml
-    from betterdepth_cli.io.outputs import atomic_write_text
-
-    header = (
-        f"betterdepth {__version__} refine, {datetime.now(timezone.utc).isoformat(timespec='seconds')}, "
-        f"ran on {device} {dtype}\nrerun with: betterdepth refine --config {path.name}"
-    )
-    atomic_write_text(path, dump_toml(values, header=header))
 
 
 EPILOG = (
@@ -308,9 +236,7 @@ def refine(
     quiet: QuietOpt = False,
 ) -> None:
     """Refine depth for images, folders, videos and image sequences; write 16-bit PNG (+ sidecar), EXR, NPY, previews."""
-    from betterdepth_cli import jobs as batch
-    from betterdepth_cli.cli import options as o
-    from betterdepth_cli.core.types import UsageError
+    from betterdepth_cli.jobs import refine_job
 
     flags = {
         "inputs": list(inputs) if inputs else None, "output": str(output) if output else None,
@@ -320,144 +246,49 @@ def refine(
         "shard": shard, "recursive": recursive, "ext": ext, "frames": frames, "preview_video": preview_video,
         "quiet": quiet or None, "max_pixels": max_pixels, "allow_missing": allow_missing,
     }  # fmt: skip
-    cfg = {}
-    if config is not None:
-        cfg = _config_path_values(o.load_config(config, CONFIG_SCHEMA, section="refine"), config)
+    options = _options(flags, config)
+    report = _Reporter(bool(options["quiet"]), 0)
+    job = refine_job.prepare(options, info=report.info, error=report.error)
+    if job is None:  # a shard with no input
+        raise typer.Exit(0)
+    if dry_run:
+        for line in job.plan.describe():
+            print(line)
+        report.info(f"dry run: {job.summary_line}; {job.what}; nothing written")
+        raise typer.Exit(0)
+    raise typer.Exit(_run(job, report))
+
+
+def _options(flags: dict[str, Any], config: Path | None) -> dict[str, Any]:
+    """Flags over the ``--config`` file over the defaults, with the lists parsed."""
+    from betterdepth_cli.cli import options as o
+
+    cfg = _config_path_values(o.load_config(config, CONFIG_SCHEMA, section="refine"), config) if config else {}
     merged = o.merge_options(flags, cfg, BASE_DEFAULTS)
     o.apply_pixel_limit(merged.get("max_pixels"))
-    if not merged.get("inputs"):
-        raise UsageError("no INPUTS given (files, folders, globs, videos, @list.txt or -); see `betterdepth refine --help`")
-    if not merged.get("output"):
-        raise UsageError("`-o/--output` is required (the folder the results go to)")
-    out_dir = Path(merged["output"]).expanduser()
-    formats = o.split_list(merged["format"], "format")
-    exts = o.split_list(merged.get("ext"), "ext") or None
-    frame_spec = merged.get("frames")
-    frame_spec = str(frame_spec) if frame_spec is not None else None
-    shard_spec = merged.get("shard")
-    refine_on = not merged["no_refine"]
-    device_req = o.parse_device(merged["device"])
-    dtype_name = o.parse_dtype(merged["dtype"])
+    merged["format"] = o.split_list(merged["format"], "format")
+    merged["ext"] = o.split_list(merged.get("ext"), "ext") or None
+    return merged
 
-    # defaults from the model card (steps, ensemble, resolution, conditioner), resolved and checked once
-    from betterdepth_cli.core.settings import card_defaults, resolve_settings
 
-    card = batch.read_card(merged.get("model")) or {}
-    if merged.get("conditioner") is None:
-        merged["conditioner"] = card_defaults(card)["conditioner"]
-    run = resolve_settings(card, **{k: merged.get(k) for k in ("steps", "ensemble", "reduction", "processing_res")})
-    requested_ensemble = merged.get("ensemble")
-    merged.update(run.as_dict())
-    model_name = merged.get("model") or "default"
-    from betterdepth_cli.core.conditioners import check_conditioner_name
+def _run(job, report: _Reporter) -> int:
+    """Load the models, run the job with progress on stderr, and return its exit status."""
+    from betterdepth_cli.core.exit_codes import EXIT_INTERRUPTED
+    from betterdepth_cli.jobs import Runner, refine_job
 
-    check_conditioner_name(merged["conditioner"])  # a misspelt name fails now, not after discovery and setup
-
-    report = _Reporter(bool(merged["quiet"]), 0)
-    if refine_on:
-        _deterministic_model_notes(card, requested_ensemble, formats, report)
-    if merged["conditioner"] == "builtin" and not merged["quiet"]:
-        report.info(BUILTIN_NOTICE)
-    settings = batch.RefineSettings(
-        out_dir=out_dir, formats=tuple(formats), conditioner=merged["conditioner"], model=model_name,
-        refine=refine_on, steps=run.steps, ensemble=run.ensemble, reduction=run.reduction,
-        processing_res=run.processing_res, seed=int(merged["seed"]),
-        batch_size=int(merged["batch_size"]), overwrite=bool(merged["overwrite"]),
-        continue_on_error=bool(merged["continue_on_error"]), preview_video=bool(merged["preview_video"]),
-    )  # fmt: skip
-
-    from betterdepth_cli.io.inputs import parse_shard
-    from betterdepth_cli.io.inputs import shard as shard_sources
-
-    shard_ij = parse_shard(shard_spec) if shard_spec else None
-    sources, discover_failures = _discover(
-        merged["inputs"], {"recursive": bool(merged["recursive"]), "ext": exts, "frames": frame_spec},
-        settings.continue_on_error, report,
-    )  # fmt: skip
-    n_found = len(sources)
-    if shard_ij is not None:
-        sources = shard_sources(sources, *shard_ij)
-    for source in sources:
-        missing = getattr(source, "missing", None)
-        if missing:
-            from betterdepth_cli.core.types import InputDataError
-            from betterdepth_cli.io.inputs import format_frames
-
-            line = f"{source.group}: frames {format_frames(missing)} not found"
-            if merged.get("allow_missing"):
-                report.info(f"warning: {line}, left out (--allow-missing)")
-            elif settings.continue_on_error:  # the run goes on; a farm sees exit 3, not success
-                report.error(f"{line} (--allow-missing accepts a shot with gaps)")
-                discover_failures += [line] * len(missing)
-            else:
-                raise InputDataError(f"{line}; nothing was refined (--allow-missing refines the frames that exist)")
-    if not sources:
-        report.info(f"shard {shard_spec}: nothing to do ({n_found} input groups over {shard_ij[1]} shards)")
-        raise typer.Exit(0)
-    plan = batch.plan_run(sources, settings)
-    if plan.excluded:
-        report.info(f"warning: left out {plan.excluded} input(s) inside the output folder {out_dir}")
-
-    resolved = {
-        "inputs": [s if s == "-" else (s if s.startswith("@") else str(Path(s).expanduser().absolute()))
-                   for s in merged["inputs"]],
-        "output": str(out_dir.absolute()), "conditioner": settings.conditioner, "model": merged.get("model"),
-        "steps": settings.steps, "ensemble": settings.ensemble, "reduction": settings.reduction,
-        "processing_res": settings.processing_res, "seed": settings.seed, "device": device_req, "dtype": dtype_name,
-        "batch_size": settings.batch_size, "no_refine": not refine_on, "format": list(settings.formats),
-        "overwrite": settings.overwrite, "continue_on_error": settings.continue_on_error, "shard": shard_spec,
-        "recursive": bool(merged["recursive"]), "ext": exts, "frames": frame_spec,
-        "preview_video": settings.preview_video,
-    }  # fmt: skip
-    what = (f"{settings.conditioner} refined by {model_name} (steps {settings.steps}, ensemble {settings.ensemble}, "
-            f"processing-res {settings.processing_res or 'native'}, seed {settings.seed})"
-            if refine_on else f"{settings.conditioner} only (--no-refine)")  # fmt: skip
-    shots = sum(1 for g in plan.groups if g.is_shot)
-    summary_line = (f"{plan.total} input(s) ({shots} shot(s)), {plan.todo} to process, {plan.skipped} existing "
-                    f"to skip -> {out_dir}")  # fmt: skip
-
-    if dry_run:
-        for line in plan.describe():
-            print(line)
-        report.info(f"dry run: {summary_line}; {what}; nothing written")
-        raise typer.Exit(0)
-
-    batch.check_output_dir(out_dir)
-    device_name = o.resolve_device(device_req)
-    o.check_dtype_for_device(dtype_name, device_name)
-    run_config = out_dir / (batch.RUN_CONFIG_NAME if not shard_ij else
-                            f"betterdepth-run.shard-{shard_ij[0]}-of-{shard_ij[1]}.toml")  # fmt: skip
-    report.info(f"refine: {summary_line}")
-    if plan.todo == 0:
+    report.info(f"refine: {job.summary_line}")
+    if job.plan.todo == 0:
         report.info("nothing to do: every output exists (use --overwrite to redo them)")
-        done = batch.Summary(total=plan.total, skipped=plan.skipped, failed=len(discover_failures))
-        report.info(done.line())
-        raise typer.Exit(batch.EXIT_OK if not discover_failures else batch.EXIT_PARTIAL)
-
-    report.info(f"loading {what} on {device_name} {dtype_name}")
-    from betterdepth_cli.core.conditioners import get_conditioner
-    from betterdepth_cli.core.refiner import load_model
-
-    tdtype = o.torch_dtype(dtype_name)
-    _quiet_hf()
-    cond = get_conditioner(settings.conditioner, device=device_name, dtype=tdtype)
-    mdl = load_model(merged.get("model"), device=device_name, dtype=tdtype) if refine_on else None
-    _write_run_config(run_config, resolved, device_name, dtype_name)  # the work starts: record how to rerun it
-
-    report.total = plan.todo
-    runner = batch.Runner(plan, settings, cond, mdl, on_item=report.item, log=report.info)
-    summary = runner.summary
-    terminated = []
+        return refine_job.finish(job, refine_job.nothing_to_do(job), report.info)
+    cond, model = refine_job.load_models(job, report.info)
+    report.total = job.plan.todo
+    runner = Runner(job.plan, job.settings, cond, model, on_item=report.item, log=report.info)
+    terminated: list = []
     try:
         with report, _on_sigterm(terminated):
             runner.run()
     except KeyboardInterrupt:
-        report.info(summary.line())
+        report.info(runner.summary.line())
         error_line(f"{'terminated' if terminated else 'interrupted'}; rerun the same command to resume")
-        raise typer.Exit(EXIT_TERMINATED if terminated else batch.EXIT_INTERRUPTED) from None
-    summary.failed += len(discover_failures)
-    report.info(summary.line())
-    code = batch.exit_code(summary, settings.continue_on_error)
-    if code == batch.EXIT_DATAERR and summary.halted_by and summary.processed + summary.failed < plan.todo:
-        report.info("stopped at the first bad input (use --continue-on-error to go on past bad inputs)")
-    raise typer.Exit(code)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    return refine_job.finish(job, runner.summary, report.info)

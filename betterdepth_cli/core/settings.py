@@ -32,28 +32,6 @@ def processing_size(height: int, width: int, processing_res: int | None) -> tupl
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
-
-
-def parse_dtype(text: str | None) -> str:
-    """``--dtype`` -> one of ``fp32``, ``fp16``, ``bf16`` (aliases such as ``float16`` accepted)."""
-    value = (text or "fp32").strip().lower()
-    value = DTYPE_ALIASES.get(value, value)
-    if value not in DTYPES:
-        raise UsageError(f"`--dtype` must be fp32, fp16 or bf16, got {text!r}")
-    return value
-
-
-def torch_dtype(name: Any):
-    """``fp32|fp16|bf16`` (or an alias, or a torch dtype) -> the torch dtype."""
-    import torch
-
-    if isinstance(name, torch.dtype):
-        return name
-    return getattr(torch, DTYPES[parse_dtype(name)])
-
-
 @dataclass(frozen=True)
 class InferenceSettings:
     """What one refinement runs with. ``processing_res`` 0 = native resolution,

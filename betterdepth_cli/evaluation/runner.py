@@ -322,7 +322,8 @@ def run_evaluation(
     from betterdepth_cli.core.guided import guided_refine
     from betterdepth_cli.core.pipeline import refine_batch, seeded_generators
     from betterdepth_cli.core.refiner import load_model
-    from betterdepth_cli.core.settings import card_defaults, resolve_settings, torch_dtype
+    from betterdepth_cli.core.devices import torch_dtype
+    from betterdepth_cli.core.settings import card_defaults, resolve_settings
     from betterdepth_cli.core.memory import keep_freed_memory
     from betterdepth_cli.core.types import OutputError
 

@@ -1,0 +1,240 @@
+"""A ``refine`` job from its options to its exit status, for the CLI and for scripts.
+
+    job = prepare(options, info=print, error=print)    # settings, inputs, plan (nothing written)
+    code = execute(job, on_item=..., info=print)        # models loaded, outputs written; the exit status
+
+``options`` holds the long flag names of ``betterdepth refine`` with parsed values
+(``formats`` and ``ext`` as lists), already merged flags > config file > defaults;
+settings the model card gives (steps, ensemble, resolution, conditioner) are resolved
+here, once, by :func:`betterdepth_cli.core.settings.resolve_settings`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from betterdepth_cli.core.exit_codes import EXIT_DATAERR, EXIT_OK, EXIT_PARTIAL
+from betterdepth_cli.core.types import InputDataError, NoInputError, UsageError
+from betterdepth_cli.jobs.plan import RUN_CONFIG_NAME, Plan, check_output_dir, plan_run
+from betterdepth_cli.jobs.settings import RefineSettings, read_card
+from betterdepth_cli.jobs.summary import Summary, exit_code
+
+Say = Callable[[str], None]
+
+#: Said once per run when the offline conditioner runs: what a user will see on real photos.
+BUILTIN_NOTICE = ("note: the builtin conditioner is a small offline model trained on synthetic scenes; on real "
+                  "photos it gives little more than a near-to-far ramp. For real work use "
+                  "--conditioner depth-anything-v2-large (downloaded once, then offline).")
+
+
+@dataclass
+class RefineJob:
+    settings: RefineSettings
+    plan: Plan
+    options: dict[str, Any]
+    device: str  # as asked (``auto`` until :func:`execute` resolves it)
+    dtype: str
+    shard: tuple[int, int] | None = None
+    discover_failures: list[str] = field(default_factory=list)
+
+    @property
+    def what(self) -> str:
+        s = self.settings
+        if not s.refine:
+            return f"{s.conditioner} only (--no-refine)"
+        return (f"{s.conditioner} refined by {s.model} (steps {s.steps}, ensemble {s.ensemble}, "
+                f"processing-res {s.processing_res or 'native'}, seed {s.seed})")
+
+    @property
+    def summary_line(self) -> str:
+        shots = sum(1 for g in self.plan.groups if g.is_shot)
+        return (f"{self.plan.total} input(s) ({shots} shot(s)), {self.plan.todo} to process, {self.plan.skipped} "
+                f"existing to skip -> {self.settings.out_dir}")
+
+    def run_config(self) -> dict[str, Any]:
+        """The options as run, absolute paths and resolved settings: ``betterdepth-run.toml``."""
+        s, o = self.settings, self.options
+        return {
+            "inputs": [i if i == "-" or i.startswith("@") else str(Path(i).expanduser().absolute()) for i in o["inputs"]],
+            "output": str(s.out_dir.absolute()), "conditioner": s.conditioner, "model": o.get("model"),
+            "steps": s.steps, "ensemble": s.ensemble, "reduction": s.reduction, "processing_res": s.processing_res,
+            "seed": s.seed, "device": self.device, "dtype": self.dtype, "batch_size": s.batch_size,
+            "no_refine": not s.refine, "format": list(s.formats), "overwrite": s.overwrite,
+            "continue_on_error": s.continue_on_error, "shard": o.get("shard"), "recursive": bool(o.get("recursive")),
+            "ext": o.get("ext"), "frames": o.get("frames"), "preview_video": s.preview_video,
+        }  # fmt: skip
+
+
+def _settings(options: dict[str, Any], info: Say) -> RefineSettings:
+    """The job's settings: the options over the model card's defaults, checked once."""
+    from betterdepth_cli.core.conditioners import check_conditioner_name
+    from betterdepth_cli.core.settings import card_defaults, resolve_settings
+
+    card = read_card(options.get("model")) or {}
+    conditioner = options.get("conditioner") or card_defaults(card)["conditioner"]
+    check_conditioner_name(conditioner)  # a misspelt name fails now, not after discovery and setup
+    run = resolve_settings(card, **{k: options.get(k) for k in ("steps", "ensemble", "reduction", "processing_res")})
+    refine = not options.get("no_refine")
+    if refine and card.get("zero_noise"):
+        _deterministic_model_notes(options.get("ensemble"), options["format"], info)
+    if conditioner == "builtin":
+        info(BUILTIN_NOTICE)
+    return RefineSettings(
+        out_dir=Path(options["output"]).expanduser(), formats=tuple(options["format"]), conditioner=conditioner,
+        model=options.get("model") or "default", refine=refine, steps=run.steps, ensemble=run.ensemble,
+        reduction=run.reduction, processing_res=run.processing_res, seed=int(options["seed"]),
+        batch_size=int(options["batch_size"]), overwrite=bool(options["overwrite"]),
+        continue_on_error=bool(options["continue_on_error"]), preview_video=bool(options["preview_video"]),
+    )  # fmt: skip
+
+
+def _deterministic_model_notes(ensemble: int | None, formats, info: Say) -> None:
+    """A model that starts from zero noise (its card's ``zero_noise``) samples one result whatever the
+    seed: ensembling would repeat it N times at N times the cost. Say so once (resolve_settings runs
+    one member); an uncertainty map (the members' spread, all zeros) is refused."""
+    if "uncertainty" in formats:
+        raise UsageError("`--format uncertainty`: this model is deterministic (zero-noise start, its card's "
+                         "zero_noise), so ensemble members are identical and their spread is zero; drop uncertainty")
+    if ensemble is not None and int(ensemble) > 1:
+        info(f"note: this model is deterministic (zero-noise start): --ensemble {ensemble} would "
+             "repeat one result; running one member (--seed has no effect either)")
+
+
+def _discover(options: dict[str, Any], continue_on_error: bool, error: Say) -> tuple[list, list[str]]:
+    """Sources of every input spec; under --continue-on-error a bad spec is a failure, not the end."""
+    from betterdepth_cli.io.inputs import discover
+
+    frames = options.get("frames")
+    kwargs = {"recursive": bool(options.get("recursive")), "extensions": options.get("ext") or None,
+              "frames": str(frames) if frames is not None else None, "stdin": sys.stdin}
+    if not continue_on_error:
+        return discover(options["inputs"], **kwargs), []
+    failures: list[str] = []
+
+    def bad(exc: Exception) -> None:  # a bad spec (a line of a list or stdin too): reported, skipped
+        error(str(exc))
+        failures.append(str(exc))
+
+    try:
+        sources = discover(options["inputs"], on_error=bad, **kwargs)
+    except NoInputError:
+        if failures:
+            raise InputDataError(f"no usable input ({len(failures)} failed)") from None
+        raise
+    return sources, failures
+
+
+def _missing_frames(sources: list, allow: bool, continue_on_error: bool, info: Say, error: Say) -> list[str]:
+    """Sequences with frames of ``--frames`` that do not exist: left out, failures, or the end of the job."""
+    from betterdepth_cli.io.inputs import format_frames
+
+    failures: list[str] = []
+    for source in sources:
+        missing = getattr(source, "missing", None)
+        if not missing:
+            continue
+        line = f"{source.group}: frames {format_frames(missing)} not found"
+        if allow:
+            info(f"warning: {line}, left out (--allow-missing)")
+        elif continue_on_error:  # the run goes on; a farm sees exit 3, not success
+            error(f"{line} (--allow-missing accepts a shot with gaps)")
+            failures += [line] * len(missing)
+        else:
+            raise InputDataError(f"{line}; nothing was refined (--allow-missing refines the frames that exist)")
+    return failures
+
+
+def prepare(options: dict[str, Any], *, info: Say, error: Say) -> RefineJob | None:
+    """Settings, inputs and the plan of outputs; nothing is written. ``None``: this shard has no input."""
+    from betterdepth_cli.core.devices import parse_device, parse_dtype
+    from betterdepth_cli.io.inputs import parse_shard
+    from betterdepth_cli.io.inputs import shard as shard_sources
+
+    if not options.get("inputs"):
+        raise UsageError("no INPUTS given (files, folders, globs, videos, @list.txt or -); see `betterdepth refine --help`")
+    if not options.get("output"):
+        raise UsageError("`-o/--output` is required (the folder the results go to)")
+    device, dtype = parse_device(options.get("device")), parse_dtype(options.get("dtype"))
+    settings = _settings(options, info)
+    shard = parse_shard(options["shard"]) if options.get("shard") else None
+    sources, failures = _discover(options, settings.continue_on_error, error)
+    found = len(sources)
+    if shard is not None:
+        sources = shard_sources(sources, *shard)
+    failures += _missing_frames(sources, bool(options.get("allow_missing")), settings.continue_on_error, info, error)
+    if not sources:
+        info(f"shard {options['shard']}: nothing to do ({found} input groups over {shard[1]} shards)")
+        return None
+    plan = plan_run(sources, settings)
+    if plan.excluded:
+        info(f"warning: left out {plan.excluded} input(s) inside the output folder {settings.out_dir}")
+    return RefineJob(settings, plan, dict(options), device, dtype, shard, failures)
+
+
+def load_models(job: RefineJob, info: Say):
+    """Check the output folder, resolve the device, load the conditioner and the refiner, and record how
+    to rerun the job (``betterdepth-run.toml``). Returns (conditioner, model or None)."""
+    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.core.devices import check_dtype_for_device, resolve_device, torch_dtype
+    from betterdepth_cli.core.refiner import load_model
+
+    s = job.settings
+    check_output_dir(s.out_dir)
+    job.device = resolve_device(job.device)
+    check_dtype_for_device(job.dtype, job.device)
+    info(f"loading {job.what} on {job.device} {job.dtype}")
+    tdtype = torch_dtype(job.dtype)
+    _quiet_hf()
+    cond = get_conditioner(s.conditioner, device=job.device, dtype=tdtype)
+    model = load_model(job.options.get("model"), device=job.device, dtype=tdtype) if s.refine else None
+    name = RUN_CONFIG_NAME if not job.shard else f"betterdepth-run.shard-{job.shard[0]}-of-{job.shard[1]}.toml"
+    _write_run_config(s.out_dir / name, job.run_config(), job.device, job.dtype)  # the work starts
+    return cond, model
+
+
+def nothing_to_do(job: RefineJob) -> Summary:
+    return Summary(total=job.plan.total, skipped=job.plan.skipped, failed=len(job.discover_failures))
+
+
+def finish(job: RefineJob, summary: Summary, info: Say) -> int:
+    """Count the failures found before the run and say how it ended; the exit status."""
+    if job.plan.todo == 0:  # the summary of nothing_to_do counts them already
+        info(summary.line())
+        return EXIT_OK if not job.discover_failures else EXIT_PARTIAL
+    summary.failed += len(job.discover_failures)
+    info(summary.line())
+    code = exit_code(summary, job.settings.continue_on_error)
+    if code == EXIT_DATAERR and summary.halted_by and summary.processed + summary.failed < job.plan.todo:
+        info("stopped at the first bad input (use --continue-on-error to go on past bad inputs)")
+    return code
+
+
+def _quiet_hf() -> None:
+    """No download/loading progress bars from transformers/huggingface_hub (ours is on stderr)."""
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+        from transformers.utils import logging as hf_logging
+
+        disable_progress_bars()
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover - both are dependencies
+        pass
+
+
+def _write_run_config(path: Path, values: dict, device: str, dtype: str) -> None:
+    from datetime import datetime, timezone
+
+    from betterdepth_cli import __version__
+    from betterdepth_cli.io.config_files import dump_toml
+    from betterdepth_cli.io.outputs import atomic_write_text
+
+    header = (
+        f"betterdepth {__version__} refine, {datetime.now(timezone.utc).isoformat(timespec='seconds')}, "
+        f"ran on {device} {dtype}\nrerun with: betterdepth refine --config {path.name}"
+    )
+    atomic_write_text(path, dump_toml(values, header=header))
