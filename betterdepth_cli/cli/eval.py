@@ -121,76 +121,58 @@ def render_table(result, console) -> None:
         )
 
 
+def _opt(flag: str, help: str, *names: str, kind=Optional[str], **kw):
+    return Annotated[kind, typer.Option(flag, *names, help=help, show_default=False, **kw)]
+
+
+DatasetOpt = _opt("--dataset", f"Dataset loader: {DATASET_NAMES}.", "-d")
+DataRootOpt = _opt("--data-root", "Dataset folder or .tar archive (e.g. Marigold's evaluation packs).", kind=Optional[Path])
+SplitFileOpt = _opt("--split-file", "Sample list: one 'rgb gt [...]' line per sample, paths relative to the data root "
+                    "(Marigold's data_split/*.txt). Default: every sample found.", kind=Optional[Path])
+LimitOpt = _opt("--limit", "Only the first N samples.", kind=Optional[int], min=1)
+DatasetOptionOpt = _opt("--dataset-option", "Loader option KEY=VALUE, repeatable: kitti crop=eigen|garg|none, "
+                        "kb_crop=true|false; nyuv2 eigen_crop=true|false; diode subset=all|indoor|outdoor.",
+                        kind=Optional[list[str]])
+CompareOpt = _opt("--compare", "Score the conditioner and the refined output from one pass and print the improvement "
+                  "(the paper's Table 3).", kind=Optional[bool])
+AlignmentOpt = _opt("--alignment", "auto: least-squares scale and shift in the prediction's space (disparity or depth); "
+                    "none: metric predictions as they are. Default auto.")
+MetricsOpt = _opt("--metrics", "Comma-separated metrics (default all): abs_rel, sq_rel, rmse, rmse_log, delta1, delta2, "
+                  "delta3, dbe_comp, dbe_acc, ep, er, edge_f1.")
+EdgeThresholdOpt = _opt("--edge-threshold", "EP/ER: Sobel magnitude threshold on the inverse depth normalised by the "
+                        "GT's range (default 0.1).", kind=Optional[float])
+EdgeToleranceOpt = _opt("--edge-tolerance", "EP/ER: match distance in pixels (default 0: the same pixel).",
+                        kind=Optional[float])
+CannySigmaOpt = _opt("--canny-sigma", "DBE: Canny sigma (default sqrt(2)).", kind=Optional[float])
+CannyLowOpt = _opt("--canny-low", "DBE: Canny low threshold (default 0.15).", kind=Optional[float])
+CannyHighOpt = _opt("--canny-high", "DBE: Canny high threshold (default 0.3).", kind=Optional[float])
+DbeMaxDistOpt = _opt("--dbe-max-dist", "DBE: distance truncation in pixels (default 10).", kind=Optional[float])
+SavePredictionsOpt = _opt("--save-predictions", "Write the raw predictions (float32 NPY at image size, before "
+                          "alignment, and the 16-bit PNG + sidecar refine writes) to DIR/<variant>/<sample id>.",
+                          kind=Optional[Path])
+OutputOpt = _opt("--output", "Write the results (config, versions, means, seconds per image by stage) to this JSON "
+                 "file.", "-o", kind=Optional[Path])
+CsvOpt = _opt("--csv", "Per-sample metrics CSV (default with --output: <output stem>_per_sample.csv).",
+              kind=Optional[Path])
+ScoreWorkersOpt = _opt("--score-workers", "1: score on a worker thread while the next images infer; 0: score inline. "
+                       "Default: the thread, except on a CPU of <= 2 cores that torch already fills.", kind=Optional[int])
+ContinueOpt = _opt("--continue-on-error", "Skip samples that miss a file (warned, counted in the results) instead of "
+                   "exit 65.", kind=Optional[bool])
+
+
 @app.command("eval")
 @handle_errors
 def eval_command(
-    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help=f"Dataset loader: {DATASET_NAMES}.", show_default=False)] = None,
-    data_root: Annotated[
-        Optional[Path], typer.Option("--data-root", help="Dataset folder or .tar archive (e.g. Marigold's evaluation packs).",
-                                     show_default=False)
-    ] = None,
-    split_file: Annotated[
-        Optional[Path], typer.Option("--split-file", help="Sample list: one 'rgb gt [...]' line per sample, paths relative "
-                                     "to the data root (Marigold's data_split/*.txt). Default: every sample found.",
-                                     show_default=False)
-    ] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N samples.", show_default=False)] = None,
-    dataset_option: Annotated[
-        Optional[list[str]], typer.Option("--dataset-option", help="Loader option KEY=VALUE, repeatable: kitti crop=eigen|garg|none, "
-                                          "kb_crop=true|false; nyuv2 eigen_crop=true|false; diode subset=all|indoor|outdoor.",
-                                          show_default=False)
-    ] = None,
-    conditioner: ConditionerOpt = None,
-    model: ModelOpt = None,
-    no_refine: NoRefineOpt = None,
-    compare: Annotated[Optional[bool], typer.Option("--compare", help="Score the conditioner and the refined output from "
-                                                    "one pass and print the improvement (the paper's Table 3).",
-                                                    show_default=False)] = None,
-    steps: StepsOpt = None,
-    ensemble: EnsembleOpt = None,
-    reduction: ReductionOpt = None,
-    processing_res: ProcessingResOpt = None,
-    seed: SeedOpt = None,
-    device: DeviceOpt = None,
-    dtype: DtypeOpt = None,
-    batch_size: BatchSizeOpt = None,
-    alignment: Annotated[Optional[str], typer.Option("--alignment", help="auto: least-squares scale and shift in the "
-                                                     "prediction's space (disparity or depth); none: metric predictions "
-                                                     "as they are. Default auto.", show_default=False)] = None,
-    metrics: Annotated[Optional[str], typer.Option("--metrics", help="Comma-separated metrics (default all): abs_rel, sq_rel, "
-                                                   "rmse, rmse_log, delta1, delta2, delta3, dbe_comp, dbe_acc, ep, er.",
-                                                   show_default=False)] = None,
-    edge_threshold: Annotated[Optional[float], typer.Option("--edge-threshold", help="EP/ER: Sobel magnitude threshold on the "
-                                                            "inverse depth normalised by the GT's range (default 0.1).",
-                                                            show_default=False)] = None,
-    edge_tolerance: Annotated[Optional[float], typer.Option("--edge-tolerance", help="EP/ER: match distance in pixels "
-                                                            "(default 0: the same pixel).", show_default=False)] = None,
-    canny_sigma: Annotated[Optional[float], typer.Option("--canny-sigma", help="DBE: Canny sigma (default sqrt(2)).",
-                                                         show_default=False)] = None,
-    canny_low: Annotated[Optional[float], typer.Option("--canny-low", help="DBE: Canny low threshold (default 0.15).",
-                                                       show_default=False)] = None,
-    canny_high: Annotated[Optional[float], typer.Option("--canny-high", help="DBE: Canny high threshold (default 0.3).",
-                                                        show_default=False)] = None,
-    dbe_max_dist: Annotated[Optional[float], typer.Option("--dbe-max-dist", help="DBE: distance truncation in pixels "
-                                                          "(default 10).", show_default=False)] = None,
-    save_predictions: Annotated[
-        Optional[Path], typer.Option("--save-predictions", help="Write the raw predictions (float32 NPY at image size, before "
-                                     "alignment, + a JSON with kind and settings) to DIR/<variant>/<sample id>.npy.",
-                                     show_default=False)
-    ] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the results (config, versions, means, "
-                                                   "seconds per image by stage) to this JSON file.", show_default=False)] = None,
-    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Per-sample metrics CSV (default with --output: "
-                                                     "<output stem>_per_sample.csv).", show_default=False)] = None,
-    score_workers: Annotated[Optional[int], typer.Option("--score-workers", help="1: score on a worker thread while "
-                                                         "the next images infer; 0: score inline. Default: the thread, "
-                                                         "except on a CPU of <= 2 cores that torch already fills.",
-                                                         show_default=False)] = None,
-    continue_on_error: Annotated[Optional[bool], typer.Option(
-        "--continue-on-error", help="Skip samples that miss a file (warned, counted in the results) instead of exit 65.",
-        show_default=False)] = None,
-    config: ConfigOpt = None,
-    quiet: QuietOpt = False,
+    dataset: DatasetOpt = None, data_root: DataRootOpt = None, split_file: SplitFileOpt = None, limit: LimitOpt = None,
+    dataset_option: DatasetOptionOpt = None, conditioner: ConditionerOpt = None, model: ModelOpt = None,
+    no_refine: NoRefineOpt = None, compare: CompareOpt = None, steps: StepsOpt = None, ensemble: EnsembleOpt = None,
+    reduction: ReductionOpt = None, processing_res: ProcessingResOpt = None, seed: SeedOpt = None,
+    device: DeviceOpt = None, dtype: DtypeOpt = None, batch_size: BatchSizeOpt = None, alignment: AlignmentOpt = None,
+    metrics: MetricsOpt = None, edge_threshold: EdgeThresholdOpt = None, edge_tolerance: EdgeToleranceOpt = None,
+    canny_sigma: CannySigmaOpt = None, canny_low: CannyLowOpt = None, canny_high: CannyHighOpt = None,
+    dbe_max_dist: DbeMaxDistOpt = None, save_predictions: SavePredictionsOpt = None, output: OutputOpt = None,
+    csv_path: CsvOpt = None, score_workers: ScoreWorkersOpt = None, continue_on_error: ContinueOpt = None,
+    config: ConfigOpt = None, quiet: QuietOpt = False,
 ) -> None:
     """Evaluate depth on a benchmark with the zero-shot protocol (Marigold's, as in the paper).
 
@@ -199,16 +181,7 @@ def eval_command(
     depth range and scored; metrics are averaged over images. Prints a table;
     --output writes JSON and a per-sample CSV.
     """
-    from betterdepth_cli.cli.options import (
-        check_dtype_for_device,
-        load_config,
-        merge_options,
-        parse_dtype,
-        resolve_device,
-        split_list,
-    )
-    from betterdepth_cli.core.types import UsageError
-    from betterdepth_cli.evaluation import metrics as M
+    from betterdepth_cli.evaluation.runner import run_evaluation
 
     flags = {
         "dataset": dataset, "data_root": data_root, "split_file": split_file, "limit": limit,
@@ -219,14 +192,27 @@ def eval_command(
         "edge_tolerance": edge_tolerance, "canny_sigma": canny_sigma, "canny_low": canny_low,
         "canny_high": canny_high, "dbe_max_dist": dbe_max_dist, "save_predictions": save_predictions,
         "output": output, "csv": csv_path, "score_workers": score_workers, "continue_on_error": continue_on_error,
-    }
+    }  # fmt: skip
+    o = _options(flags, config)
+    ev = _eval_config(o)
+    out_json, out_csv = _output_files(o)
+    result = run_evaluation(ev, progress=_progress_printer(quiet))
+    _report(result, out_json, out_csv, quiet)
+
+
+def _options(flags: dict, config: Path | None) -> dict:
+    """Flags over the ``--config`` file over the defaults, with the combinations checked."""
+    from betterdepth_cli.cli.options import load_config, merge_options
+    from betterdepth_cli.core.types import UsageError
+    from betterdepth_cli.evaluation import metrics as M
+
     cfg = load_config(config, CONFIG_SCHEMA, section="eval") if config else {}
     defaults = {
         "no_refine": False, "compare": False, "seed": 0, "device": "auto", "dtype": "fp32", "batch_size": 1,
         "alignment": "auto", "metrics": list(M.ALL_METRICS), "edge_threshold": M.EDGE_THRESHOLD,
         "edge_tolerance": M.EDGE_TOLERANCE, "canny_sigma": M.CANNY_SIGMA, "canny_low": M.CANNY_LOW,
         "canny_high": M.CANNY_HIGH, "dbe_max_dist": M.DBE_MAX_DIST,
-    }
+    }  # fmt: skip
     o = merge_options(flags, cfg, defaults)
     if not o.get("dataset"):
         raise UsageError(f"`--dataset` is required ({DATASET_NAMES})")
@@ -236,37 +222,46 @@ def eval_command(
         raise UsageError("`--compare` scores the conditioner and the refined output: drop --no-refine")
     if o["no_refine"] and o.get("model"):
         raise UsageError("`--model` and `--no-refine` exclude each other")
-    dev = resolve_device(o["device"])
-    dt = parse_dtype(o["dtype"])
+    return o
+
+
+def _eval_config(o: dict):
+    """The library's :class:`EvalConfig` of the merged options (device resolved, checked)."""
+    from betterdepth_cli.cli.options import check_dtype_for_device, parse_dtype, resolve_device, split_list
+    from betterdepth_cli.evaluation.runner import EvalConfig
+
+    dev, dt = resolve_device(o["device"]), parse_dtype(o["dtype"])
     check_dtype_for_device(dt, dev)
-    names = tuple(split_list(o["metrics"], "--metrics"))
-    out_json = Path(o["output"]) if o.get("output") else None
-    out_csv = Path(o["csv"]) if o.get("csv") else (default_csv_path(out_json) if out_json else None)
-
-    from betterdepth_cli.evaluation.runner import EvalConfig, run_evaluation
-
+    optional = lambda key, cast: None if o.get(key) is None else cast(o[key])  # noqa: E731
     ev = EvalConfig(
-        dataset=o["dataset"], data_root=str(o["data_root"]),
-        split_file=None if o.get("split_file") is None else str(o["split_file"]), limit=o.get("limit"),
-        dataset_options=_parse_dataset_options(list(o.get("dataset_option") or [])),
+        dataset=o["dataset"], data_root=str(o["data_root"]), split_file=optional("split_file", str),
+        limit=o.get("limit"), dataset_options=_parse_dataset_options(list(o.get("dataset_option") or [])),
         conditioner=o.get("conditioner"), model=o.get("model"), refine=not o["no_refine"], compare=o["compare"],
         steps=o.get("steps"), ensemble=o.get("ensemble"), reduction=o.get("reduction"),
         processing_res=o.get("processing_res"), seed=int(o["seed"]), device=dev, dtype=dt,
-        batch_size=int(o["batch_size"]), alignment=o["alignment"], metrics=names,
+        batch_size=int(o["batch_size"]), alignment=o["alignment"], metrics=tuple(split_list(o["metrics"], "--metrics")),
         canny_sigma=float(o["canny_sigma"]), canny_low=float(o["canny_low"]), canny_high=float(o["canny_high"]),
         dbe_max_dist=float(o["dbe_max_dist"]), edge_threshold=float(o["edge_threshold"]),
-        edge_tolerance=float(o["edge_tolerance"]),
-        save_predictions=None if o.get("save_predictions") is None else str(o["save_predictions"]),
-        score_workers=None if o.get("score_workers") is None else int(o["score_workers"]),
-        continue_on_error=bool(o.get("continue_on_error")),
-    )
+        edge_tolerance=float(o["edge_tolerance"]), save_predictions=optional("save_predictions", str),
+        score_workers=optional("score_workers", int), continue_on_error=bool(o.get("continue_on_error")),
+    )  # fmt: skip
     ev.validate()
+    return ev
+
+
+def _output_files(o: dict) -> tuple[Path | None, Path | None]:
+    """``--output`` and ``--csv`` (its default beside the JSON); their folders must exist."""
+    from betterdepth_cli.core.types import OutputError
+
+    out_json = Path(o["output"]) if o.get("output") else None
+    out_csv = Path(o["csv"]) if o.get("csv") else (default_csv_path(out_json) if out_json else None)
     for path, what in ((out_json, "--output"), (out_csv, "--csv")):
         if path is not None and path.parent and not path.parent.exists():
-            from betterdepth_cli.core.types import OutputError
-
             raise OutputError(f"{what} {path}: folder {path.parent} does not exist")
+    return out_json, out_csv
 
+
+def _progress_printer(quiet: bool):
     t0 = time.perf_counter()
     tty = sys.stderr.isatty()
     last = [0.0]
@@ -280,7 +275,11 @@ def eval_command(
             end = "\r" if tty and done < total else "\n"
             print(f"eval: {done}/{total} samples ({now - t0:.0f} s) {sample_id}", end=end, file=sys.stderr, flush=True)
 
-    result = run_evaluation(ev, progress=progress)
+    return progress
+
+
+def _report(result, out_json: Path | None, out_csv: Path | None, quiet: bool) -> None:
+    """Warnings for skipped samples, the files, and the table."""
     skipped = result.dataset.get("incomplete") or []
     for line in skipped:
         print(f"eval: warning: skipped {line}", file=sys.stderr, flush=True)

@@ -308,6 +308,151 @@ def _save_prediction(root: Path, variant: str, sample_id: str, values: np.ndarra
     write_png16(base.with_suffix(".png"), values, valid, meta=make_sidecar(**meta))
 
 
+@dataclass
+class _Models:
+    """What an evaluation infers with, and the settings it records."""
+
+    conditioner: Any
+    model: Any
+    spec: str  # the conditioner as asked
+    settings: dict[str, Any]
+
+    def info(self, kind, metric) -> tuple[dict, dict | None]:
+        cond = {"spec": self.spec, "name": getattr(self.conditioner, "name", self.spec), "kind": kind, "metric": metric}
+        if self.model is None:
+            return cond, None
+        card = self.model.card
+        return cond, {"source": card.get("source"), "version": card.get("version"),
+                      "trained_with": card.get("trained_with"), "format": card.get("format")}
+
+
+def _load_models(config: EvalConfig) -> _Models:
+    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.core.devices import torch_dtype
+    from betterdepth_cli.core.refiner import load_model
+    from betterdepth_cli.core.settings import card_defaults, resolve_settings
+
+    dtype = torch_dtype(config.dtype)
+    model = load_model(config.model, device=config.device, dtype=dtype) if config.refine else None
+    spec = config.conditioner or card_defaults(model.card if model is not None else None)["conditioner"]
+    conditioner = get_conditioner(spec, device=config.device, dtype=dtype)
+    settings: dict[str, Any] = {"conditioner": spec}
+    if model is not None:
+        run = resolve_settings(model.card, steps=config.steps, ensemble=config.ensemble,
+                               reduction=config.reduction, processing_res=config.processing_res)
+        settings.update({k: v for k, v in run.as_dict().items() if k != "max_processing_res"})
+    return _Models(conditioner, model, spec, settings)
+
+
+def _save_root(config: EvalConfig) -> Path | None:
+    from betterdepth_cli.core.types import OutputError
+
+    if not config.save_predictions:
+        return None
+    root = Path(config.save_predictions)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"--save-predictions {root}: cannot create the folder ({exc.strerror})") from None
+    return root
+
+
+def _infer(batch: list[Sample], models: _Models, config: EvalConfig, variants: tuple[str, ...]):
+    """One batch through the pipeline: (result, {variant: (B,H,W) maps}, valid (B,H,W), per-image stage seconds)."""
+    import torch
+
+    from betterdepth_cli.core.guided import guided_refine
+    from betterdepth_cli.core.pipeline import refine_batch, seeded_generators
+
+    images = torch.from_numpy(np.stack([s.rgb for s in batch])).permute(0, 3, 1, 2).contiguous()  # [B,3,H,W]
+    chosen = {k: models.settings.get(k) for k in ("steps", "ensemble", "reduction", "processing_res")}
+    res = refine_batch(images, conditioner=models.conditioner, model=models.model, keys=[s.id for s in batch],
+                       generator=seeded_generators(config.seed, len(batch)), **chosen)  # like `refine`: per image
+    outputs = {"refined": res.refined.detach().float().cpu().numpy()[:, 0],
+               "conditioner": res.conditioning.detach().float().cpu().numpy()[:, 0]}
+    if "guided" in variants:
+        outputs["guided"] = guided_refine(res.conditioning.detach().float().cpu(), images.float()).numpy()[:, 0]
+    valid = res.valid.detach().cpu().numpy()[:, 0]
+    per_image = {s: res.timings.get(s, 0.0) / len(batch) for s in ("conditioner", "encode", "sample", "decode")}
+    return res, outputs, valid, per_image
+
+
+class _Scorer:
+    """Scores samples (on a worker thread while the next batch infers, or inline), in order."""
+
+    def __init__(self, config: EvalConfig, dataset, variants, progress):
+        self.config, self.dataset, self.variants, self.progress = config, dataset, variants, progress
+        self.metric_opts = config.metric_options()
+        self.rows: list[dict[str, Any]] = []
+        self.stage_sums = dict.fromkeys(STAGES, 0.0)
+        self.done = 0
+        workers = default_score_workers(config.device) if config.score_workers is None else config.score_workers
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="betterdepth-score") if workers else None
+        self.pending: deque = deque()
+
+    def score(self, sample: Sample, kind: str, preds: dict[str, np.ndarray]):
+        t0 = time.perf_counter()
+        gt, c = sample.depth(), self.config
+        target_edges = M.prepare_target_edges(gt, sample.valid, c.metrics, **self.metric_opts)
+        scores = {
+            variant: P.evaluate_sample(
+                pred, kind, gt, sample.valid, min_depth=self.dataset.min_depth, max_depth=self.dataset.max_depth,
+                metrics=c.metrics, alignment=c.alignment, target_edges=target_edges, **self.metric_opts,
+            )
+            for variant, pred in preds.items()
+        }  # fmt: skip
+        return scores, time.perf_counter() - t0
+
+    def submit(self, sample: Sample, timing: dict, kind: str, preds: dict[str, np.ndarray]) -> None:
+        if self.pool is None:
+            self._finish(sample, timing, self.score(sample, kind, preds))
+            return
+        self.pending.append((sample, timing, self.pool.submit(self.score, sample, kind, preds)))
+        self.drain(SCORE_QUEUE)
+
+    def drain(self, keep: int) -> None:
+        """Finish scored samples in order until at most ``keep`` are in flight (waiting counts as score_wait)."""
+        while len(self.pending) > keep or (self.pending and self.pending[0][2].done()):
+            sample, timing, future = self.pending.popleft()
+            t0 = time.perf_counter()
+            scored = future.result()
+            self._finish(sample, timing, scored, waited=time.perf_counter() - t0)
+
+    def _finish(self, sample: Sample, timing: dict, scored, waited: float | None = None) -> None:
+        scores, seconds = scored
+        timing = {**timing, "score": seconds, "score_wait": seconds if waited is None else waited}
+        timing["total"] = sum(v for k, v in timing.items() if k != "score")
+        for k, v in timing.items():
+            self.stage_sums[k] += v
+        for variant in self.variants:
+            sc = scores[variant]
+            row = {"id": sample.id, "variant": variant, **sc.metrics,
+                   "scale": sc.alignment.scale, "shift": sc.alignment.shift}
+            row.update({f"seconds_{k}": v for k, v in timing.items()})
+            self.rows.append(row)
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, len(self.dataset), sample.id)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+    def means(self) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, int]]]:
+        """Per variant and metric: the mean over the samples where it is finite, and how many those are."""
+        means: dict[str, dict[str, float]] = {}
+        counts: dict[str, dict[str, int]] = {}
+        for variant in self.variants:
+            vrows = [r for r in self.rows if r["variant"] == variant]
+            means[variant], counts[variant] = {}, {}
+            for name in self.config.metrics:
+                vals = np.array([r[name] for r in vrows], np.float64)
+                ok = np.isfinite(vals)
+                counts[variant][name] = int(ok.sum())
+                means[variant][name] = float(vals[ok].mean()) if ok.any() else math.nan
+        return means, counts
+
+
 def run_evaluation(
     config: EvalConfig,
     progress: Callable[[int, int, str], None] | None = None,
@@ -318,172 +463,56 @@ def run_evaluation(
     """
     import torch
 
-    from betterdepth_cli.core.conditioners import get_conditioner
-    from betterdepth_cli.core.guided import guided_refine
-    from betterdepth_cli.core.pipeline import refine_batch, seeded_generators
-    from betterdepth_cli.core.refiner import load_model
-    from betterdepth_cli.core.devices import torch_dtype
-    from betterdepth_cli.core.settings import card_defaults, resolve_settings
     from betterdepth_cli.core.memory import keep_freed_memory
-    from betterdepth_cli.core.types import OutputError
 
     config.validate()
     keep_freed_memory()  # scoring allocates megapixel temporaries: reuse them instead of faulting pages in
     t_wall = time.perf_counter()
-    dataset = get_dataset(
-        config.dataset, config.data_root, split_file=config.split_file, limit=config.limit,
-        skip_incomplete=config.continue_on_error, **config.dataset_options
-    )
-    dtype = torch_dtype(config.dtype)
-    model = load_model(config.model, device=config.device, dtype=dtype) if config.refine else None
-    cond_spec = config.conditioner or card_defaults(model.card if model is not None else None)["conditioner"]
-    conditioner = get_conditioner(cond_spec, device=config.device, dtype=dtype)
-    settings = {"conditioner": cond_spec}
-    if model is not None:
-        run = resolve_settings(model.card, steps=config.steps, ensemble=config.ensemble,
-                               reduction=config.reduction, processing_res=config.processing_res)
-        settings.update({k: v for k, v in run.as_dict().items() if k != "max_processing_res"})
-    save_root = Path(config.save_predictions) if config.save_predictions else None
-    if save_root is not None:
-        try:
-            save_root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"--save-predictions {save_root}: cannot create the folder ({exc.strerror})") from None
-
-    metric_opts = config.metric_options()
+    dataset = get_dataset(config.dataset, config.data_root, split_file=config.split_file, limit=config.limit,
+                          skip_incomplete=config.continue_on_error, **config.dataset_options)  # fmt: skip
+    models = _load_models(config)
+    save_root = _save_root(config)
     variants = config.variants()
-    rows: list[dict[str, Any]] = []
+    scorer = _Scorer(config, dataset, variants, progress)
     load_times: dict[str, float] = {}
-    stage_sums = dict.fromkeys(STAGES, 0.0)
-    kind = None
-    metric_flag = None
-    done = 0
-    total = len(dataset)
-
-    def score_job(sample: Sample, kind: str, preds: dict[str, np.ndarray]) -> tuple[dict[str, P.SampleScore], float]:
-        t0 = time.perf_counter()
-        gt = sample.depth()
-        target_edges = M.prepare_target_edges(gt, sample.valid, config.metrics, **metric_opts)
-        scores = {
-            variant: P.evaluate_sample(
-                pred, kind, gt, sample.valid, min_depth=dataset.min_depth, max_depth=dataset.max_depth,
-                metrics=config.metrics, alignment=config.alignment, target_edges=target_edges, **metric_opts,
-            )
-            for variant, pred in preds.items()
-        }
-        return scores, time.perf_counter() - t0
-
-    def finish(job, scored, waited: float | None = None) -> None:
-        nonlocal done
-        sample, timing = job
-        scores, seconds = scored
-        timing = {**timing, "score": seconds, "score_wait": seconds if waited is None else waited}
-        timing["total"] = sum(v for k, v in timing.items() if k != "score")
-        for k, v in timing.items():
-            stage_sums[k] += v
-        for variant in variants:
-            sc = scores[variant]
-            row = {"id": sample.id, "variant": variant, **sc.metrics,
-                   "scale": sc.alignment.scale, "shift": sc.alignment.shift}
-            row.update({f"seconds_{k}": v for k, v in timing.items()})
-            rows.append(row)
-        done += 1
-        if progress is not None:
-            progress(done, total, sample.id)
-
-    def drain(keep: int) -> None:
-        """Finish scored samples in order until at most ``keep`` are in flight (waiting counts as score_wait)."""
-        while len(pending) > keep or (pending and pending[0][1].done()):
-            job, future = pending.popleft()
-            t0 = time.perf_counter()
-            scored = future.result()
-            finish(job, scored, waited=time.perf_counter() - t0)
-
-    on_cpu = str(config.device).startswith("cpu")
-    torch_threads, cores = torch.get_num_threads(), os.cpu_count() or 1
-    workers = default_score_workers(config.device) if config.score_workers is None else config.score_workers
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="betterdepth-score") if workers else None
-    pending: deque = deque()
-    if pool is not None and on_cpu and torch_threads > 1 and torch_threads >= cores:
-        # leave a core to the scoring thread: oversubscribed OpenMP workers stall each other
-        torch.set_num_threads(torch_threads - 1)
+    kind = metric_flag = None
+    torch_threads = torch.get_num_threads()
+    if scorer.pool is not None and str(config.device).startswith("cpu") and 1 < torch_threads >= (os.cpu_count() or 1):
+        torch.set_num_threads(torch_threads - 1)  # leave a core to the scoring thread: oversubscribed OpenMP stalls
     try:
         for batch in _batches(dataset, config.batch_size, load_times):
-            images = torch.from_numpy(np.stack([s.rgb for s in batch])).permute(0, 3, 1, 2).contiguous()  # [B,3,H,W]
-            res = refine_batch(
-                images,
-                conditioner=conditioner,
-                model=model,
-                steps=settings.get("steps"),
-                ensemble=settings.get("ensemble"),
-                reduction=settings.get("reduction"),
-                processing_res=settings.get("processing_res"),
-                generator=seeded_generators(config.seed, len(batch)),  # like `refine`: per image
-                keys=[s.id for s in batch],
-            )
+            res, outputs, valid, per_image = _infer(batch, models, config, variants)
             kind, metric_flag = res.kind, bool(res.metric)
-            n = len(batch)
-            outputs = {
-                "refined": res.refined.detach().float().cpu().numpy()[:, 0],
-                "conditioner": res.conditioning.detach().float().cpu().numpy()[:, 0],
-            }
-            if "guided" in variants:
-                guided = guided_refine(res.conditioning.detach().float().cpu(), images.float())
-                outputs["guided"] = guided.numpy()[:, 0]
-            pred_valid = res.valid.detach().cpu().numpy()[:, 0]
-            per_image = {s: res.timings.get(s, 0.0) / n for s in ("conditioner", "encode", "sample", "decode")}
             for i, sample in enumerate(batch):
                 if save_root is not None:
-                    for variant in variants:
-                        _save_prediction(save_root, variant, sample.id, outputs[variant][i], pred_valid[i], {
-                            "kind": res.kind, "metric": bool(res.metric), "variant": variant, "sample": sample.id,
-                            "conditioner": cond_spec, "model": None if model is None else model.card.get("source"),
-                            **{k: v for k, v in settings.items() if k != "conditioner"}, "seed": config.seed,
-                            "note": "raw prediction at the image's size, before alignment",
-                        })
-                timing = {"load": load_times.pop(sample.id, 0.0), **per_image}
-                preds = {v: np.where(pred_valid[i], outputs[v][i], np.nan) for v in variants}
-                job = (sample, timing)
-                if pool is None:
-                    finish(job, score_job(sample, res.kind, preds))
-                else:
-                    pending.append((job, pool.submit(score_job, sample, res.kind, preds)))
-                    drain(SCORE_QUEUE)
-        drain(0)
+                    _save_sample(save_root, sample, outputs, valid[i], i, res, models, config)
+                preds = {v: np.where(valid[i], outputs[v][i], np.nan) for v in variants}
+                scorer.submit(sample, {"load": load_times.pop(sample.id, 0.0), **per_image}, res.kind, preds)
+        scorer.drain(0)
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+        scorer.close()
         torch.set_num_threads(torch_threads)
-
     dataset.root.close()
-    means: dict[str, dict[str, float]] = {}
-    counts: dict[str, dict[str, int]] = {}
-    for variant in variants:
-        vrows = [r for r in rows if r["variant"] == variant]
-        means[variant], counts[variant] = {}, {}
-        for name in config.metrics:
-            vals = np.array([r[name] for r in vrows], np.float64)
-            ok = np.isfinite(vals)
-            counts[variant][name] = int(ok.sum())
-            means[variant][name] = float(vals[ok].mean()) if ok.any() else math.nan
-    spi = {k: v / max(done, 1) for k, v in stage_sums.items()}
-    cond_info = {"spec": cond_spec, "name": getattr(conditioner, "name", cond_spec), "kind": kind, "metric": metric_flag}
-    model_info = None
-    if model is not None:
-        card = model.card
-        model_info = {"source": card.get("source"), "version": card.get("version"),
-                      "trained_with": card.get("trained_with"), "format": card.get("format")}
+    means, counts = scorer.means()
+    cond_info, model_info = models.info(kind, metric_flag)
     return EvalResult(
-        config=config,
-        dataset=dataset.describe(),
-        conditioner=cond_info,
-        model=model_info,
-        settings={**settings, "seed": config.seed, "device": str(config.device), "dtype": config.dtype,
+        config=config, dataset=dataset.describe(), conditioner=cond_info, model=model_info,
+        settings={**models.settings, "seed": config.seed, "device": str(config.device), "dtype": config.dtype,
                   "batch_size": config.batch_size},
-        rows=rows,
-        means=means,
-        counts=counts,
-        seconds_per_image=spi,
-        versions=versions(),
-        wall_seconds=time.perf_counter() - t_wall,
-    )
+        rows=scorer.rows, means=means, counts=counts,
+        seconds_per_image={k: v / max(scorer.done, 1) for k, v in scorer.stage_sums.items()},
+        versions=versions(), wall_seconds=time.perf_counter() - t_wall,
+    )  # fmt: skip
+
+
+def _save_sample(root: Path, sample: Sample, outputs: dict, valid, i: int, res, models: _Models,
+                 config: EvalConfig) -> None:
+    for variant, maps in outputs.items():
+        if variant not in config.variants():
+            continue
+        _save_prediction(root, variant, sample.id, maps[i], valid, {
+            "kind": res.kind, "metric": bool(res.metric), "variant": variant, "sample": sample.id,
+            "conditioner": models.spec, "model": None if models.model is None else models.model.card.get("source"),
+            **{k: v for k, v in models.settings.items() if k != "conditioner"}, "seed": config.seed,
+            "note": "raw prediction at the image's size, before alignment",
+        })
