@@ -14,9 +14,6 @@ import typer
 
 from betterdepth_cli.cli.app import app, error_line, handle_errors
 
-"""Exit code of a batch run with --continue-on-error where some (not all) maps failed (as `refine`).
-When every map failed, the exit code is that of the last error (65 for bad data)."""
-
 HELP = """Turn refined depth maps into normal-coloured point clouds (binary PLY) or meshes.
 
 INPUT is a map written by `refine` (.png with its .json sidecar, .exr, .npy) or a
@@ -62,40 +59,13 @@ def export_ply(
     continue_on_error: Annotated[bool, typer.Option("--continue-on-error", help="In a batch, report a bad map and go on (exit code 3 if some failed).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-file lines on stderr.")] = False,
 ) -> None:
-    from betterdepth_cli.core.types import NoInputError, UsageError
     from betterdepth_cli.io import pointcloud as pc
 
     if edge_threshold is None:
         edge_threshold = pc.DEFAULT_EDGE_THRESHOLD
     opts = pc.ExportOptions(stride=stride, edge_threshold=edge_threshold, color=color, axes=axes, mesh=mesh).check()
-    ext = _format_ext(fmt)
-    rng = pc.parse_depth_range(depth_range) if depth_range is not None else None
-    if rng is not None and (scale is not None or shift is not None):
-        raise UsageError("`--depth-range` and `--scale`/`--shift` exclude each other; give one")
-    if assume is not None and assume not in pc.ASSUME_KINDS:
-        raise UsageError(f"`--assume` must be one of {', '.join(pc.ASSUME_KINDS)}, got {assume!r}")
-    if fov is not None and focal is not None:
-        raise UsageError("`--fov` and `--focal` exclude each other; give one")
-    if not input.exists():
-        raise NoInputError(f"{input}: no such file or folder")
-    if image is not None and not image.exists():
-        raise NoInputError(f"{image}: no such image or folder (--image)")
-
-    if input.is_dir():
-        if image is not None and not image.is_dir():
-            raise UsageError(f"`--image` must be a folder when INPUT is a folder, got the file {image}")
-        if output is not None and output.suffix.lower() in pc.MESH_EXTS:
-            raise UsageError(f"`--output` must be a folder when INPUT is a folder, got {output}")
-        jobs, bare = pc.plan_batch(input, output if output is not None else input, ext, image, bare_png=assume is not None)
-        if bare and not quiet:
-            print(f"export-ply: skipping {len(bare)} .png without sidecar (e.g. {bare[0]}); "
-                  "pass --assume disparity|depth to read them", file=sys.stderr, flush=True)
-    else:
-        img = image
-        if image is not None and image.is_dir():  # a folder of photos: the one named like the map
-            img = pc.match_image(Path(input.name).with_suffix(""), image, pc.image_index(image))
-        jobs = [pc.ExportJob(input, _single_output(input, output, ext, fmt), img)]
-
+    rng = _check_options(depth_range, scale, shift, assume, fov, focal)
+    jobs = _plan(input, output, image, _format_ext(fmt), fmt, assume, quiet)
     kwargs = dict(fov=fov, focal=focal, cx=cx, cy=cy, sensor_width=sensor_width,
                   depth_range=rng, scale=scale, shift=shift, assume=assume, options=opts)
     from betterdepth_cli.jobs import exit_code
@@ -124,6 +94,46 @@ def export_ply(
               file=sys.stderr, flush=True)
     if summary.failed:
         raise typer.Exit(exit_code(summary, continue_on_error=True))
+
+
+def _check_options(depth_range, scale, shift, assume, fov, focal):
+    """Options that exclude each other; the parsed --depth-range."""
+    from betterdepth_cli.core.types import UsageError
+    from betterdepth_cli.io import pointcloud as pc
+
+    rng = pc.parse_depth_range(depth_range) if depth_range is not None else None
+    if rng is not None and (scale is not None or shift is not None):
+        raise UsageError("`--depth-range` and `--scale`/`--shift` exclude each other; give one")
+    if assume is not None and assume not in pc.ASSUME_KINDS:
+        raise UsageError(f"`--assume` must be one of {', '.join(pc.ASSUME_KINDS)}, got {assume!r}")
+    if fov is not None and focal is not None:
+        raise UsageError("`--fov` and `--focal` exclude each other; give one")
+    return rng
+
+
+def _plan(input: Path, output: Path | None, image: Path | None, ext: str, fmt: str | None, assume, quiet: bool):
+    """The export jobs: one map, or every map under a folder (the tree mirrored)."""
+    from betterdepth_cli.core.types import NoInputError, UsageError
+    from betterdepth_cli.io import pointcloud as pc
+
+    if not input.exists():
+        raise NoInputError(f"{input}: no such file or folder")
+    if image is not None and not image.exists():
+        raise NoInputError(f"{image}: no such image or folder (--image)")
+    if not input.is_dir():
+        img = image
+        if image is not None and image.is_dir():  # a folder of photos: the one named like the map
+            img = pc.match_image(Path(input.name).with_suffix(""), image, pc.image_index(image))
+        return [pc.ExportJob(input, _single_output(input, output, ext, fmt), img)]
+    if image is not None and not image.is_dir():
+        raise UsageError(f"`--image` must be a folder when INPUT is a folder, got the file {image}")
+    if output is not None and output.suffix.lower() in pc.MESH_EXTS:
+        raise UsageError(f"`--output` must be a folder when INPUT is a folder, got {output}")
+    jobs, bare = pc.plan_batch(input, output if output is not None else input, ext, image, bare_png=assume is not None)
+    if bare and not quiet:
+        print(f"export-ply: skipping {len(bare)} .png without sidecar (e.g. {bare[0]}); "
+              "pass --assume disparity|depth to read them", file=sys.stderr, flush=True)
+    return jobs
 
 
 def _format_ext(fmt: str | None) -> str:
