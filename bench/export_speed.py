@@ -71,6 +71,9 @@ def main() -> None:
 
     from betterdepth_cli.io import outputs
     from betterdepth_cli.io import pointcloud as pc
+    from betterdepth_cli.core import camera as cam
+    from betterdepth_cli.core import depth_values as dv
+    from betterdepth_cli.core import geometry as geo
 
     tmp = Path(tempfile.mkdtemp(prefix="bd-export-bench-"))
     src = tmp / "plate.exr"
@@ -85,9 +88,9 @@ def main() -> None:
 
     # the same arrays the exporter wrote, rebuilt outside the timing
     values, meta = pc.load_map(src)
-    depth, valid, _ = pc.to_depth(values, meta["kind"], metric=meta["metric"])
-    K = pc.intrinsics_from_fov(args.width, args.height, 60.0)
-    geom = pc.depth_to_geometry(depth, valid, K)
+    depth, valid, _ = dv.to_depth(values, meta["kind"], metric=meta["metric"])
+    K = cam.intrinsics_from_fov(args.width, args.height, 60.0)
+    geom = geo.depth_to_geometry(depth, valid, K)
     assert len(geom.points) == n
     del values, depth, valid
     T = o3d.core.Tensor.from_numpy

@@ -42,11 +42,12 @@ def test_help_lists_the_options():
                 "--edge-threshold"):
         assert opt in res.stdout
     # the defaults the help states are the library's
-    from betterdepth_cli.io import pointcloud as pc
+    from betterdepth_cli.core import depth_values as dv
+    from betterdepth_cli.core import geometry as geo
 
     flat = " ".join(res.stdout.split())
-    assert f"(default {pc.DEFAULT_EDGE_THRESHOLD:g})" in flat and f"{ki.DEFAULT_FOV_DEG:g} degree" in flat
-    assert "--depth-range NEAR,FAR (default {:g},{:g})".format(*pc.DEFAULT_DEPTH_RANGE) in flat
+    assert f"(default {geo.DEFAULT_EDGE_THRESHOLD:g})" in flat and f"{ki.DEFAULT_FOV_DEG:g} degree" in flat
+    assert "--depth-range NEAR,FAR (default {:g},{:g})".format(*dv.DEFAULT_DEPTH_RANGE) in flat
 
 
 def test_metric_plane_default_axes_is_opengl(tmp_path):

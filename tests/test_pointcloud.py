@@ -5,7 +5,6 @@ Every expected value is worked out by hand in the comments.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -14,9 +13,13 @@ import numpy as np
 import pytest
 
 from betterdepth_cli.core.types import InputDataError, NoInputError, OutputError, UsageError
+from betterdepth_cli.core import camera as cam
+from betterdepth_cli.core import depth_values as dv
+from betterdepth_cli.core import geometry as geo
 from betterdepth_cli.io import intrinsics as ki
 from betterdepth_cli.io import outputs
 from betterdepth_cli.io import pointcloud as pc
+from betterdepth_cli.jobs import export_plan as ep
 
 o3d = pytest.importorskip("open3d")
 
@@ -38,26 +41,26 @@ def plane_depth(h: int, w: int, K: np.ndarray, m: np.ndarray, c: float) -> np.nd
 
 def test_intrinsics_from_fov_90_degrees():
     # fx = (W/2) / tan(45 deg) = W/2 = 50; principal point at ((W-1)/2, (H-1)/2)
-    K = ki.intrinsics_from_fov(100, 60, 90.0)
+    K = cam.intrinsics_from_fov(100, 60, 90.0)
     np.testing.assert_allclose(K, [[50, 0, 49.5], [0, 50, 29.5], [0, 0, 1]], atol=1e-12)
-    assert ki.fov_from_intrinsics(K, 100) == pytest.approx(90.0)
+    assert cam.fov_from_intrinsics(K, 100) == pytest.approx(90.0)
 
 
 def test_intrinsics_reject_bad_values():
     with pytest.raises(UsageError, match="--fov"):
-        ki.intrinsics_from_fov(100, 60, 180.0)
+        cam.intrinsics_from_fov(100, 60, 180.0)
     with pytest.raises(UsageError, match="--focal"):
-        ki.intrinsics_from_focal(100, 60, -5.0)
+        cam.intrinsics_from_focal(100, 60, -5.0)
     with pytest.raises(UsageError, match="exclude each other"):
         ki.resolve_intrinsics(100, 60, fov=60.0, focal=50.0)
 
 
 def test_stride_intrinsics_keeps_backprojection_exact():
     # grid pixel (j, i) of depth[::4, ::4] is full pixel (4j, 4i): both must back-project identically
-    K = ki.intrinsics_from_focal(40, 20, 30.0, cx=17.0, cy=9.0)
+    K = cam.intrinsics_from_focal(40, 20, 30.0, cx=17.0, cy=9.0)
     depth = np.linspace(1, 3, 800, dtype=np.float32).reshape(20, 40)
-    full = pc.backproject(depth, K)
-    sub = pc.backproject(depth[::4, ::4], ki.stride_intrinsics(K, 4))
+    full = geo.backproject(depth, K)
+    sub = geo.backproject(depth[::4, ::4], cam.stride_intrinsics(K, 4))
     np.testing.assert_allclose(sub, full[::4, ::4], rtol=1e-6)
 
 
@@ -104,7 +107,7 @@ def test_no_exif_falls_back_to_default_fov(tmp_path):
     img = tmp_path / "plain.png"
     Image.new("RGB", (80, 40)).save(img)
     K, desc = ki.resolve_intrinsics(80, 40, image=img)
-    assert ki.fov_from_intrinsics(K, 80) == pytest.approx(ki.DEFAULT_FOV_DEG)
+    assert cam.fov_from_intrinsics(K, 80) == pytest.approx(cam.DEFAULT_FOV_DEG)
     assert "default 60 deg" in desc
 
 
@@ -114,7 +117,7 @@ def test_no_exif_falls_back_to_default_fov(tmp_path):
 def test_relative_disparity_depth_range_mapping():
     # values 0, 0.01, ..., 1.00 (101 of them): numpy's 2 % and 98 % quantiles are exactly 0.02 and 0.98
     v = np.linspace(0, 1, 101, dtype=np.float32).reshape(1, 101)
-    depth, valid, conv = pc.to_depth(v, "disparity", depth_range=(1.0, 10.0))
+    depth, valid, conv = dv.to_depth(v, "disparity", depth_range=(1.0, 10.0))
     assert conv.method == "depth-range" and valid.all()
     # 0.02 -> 1/far = 0.1 -> 10 ; 0.98 -> 1/near = 1 -> 1 ; 0.5 -> 0.1 + 0.48/0.96*0.9 = 0.55 -> 1/0.55
     assert depth[0, 2] == pytest.approx(10.0, rel=1e-5)
@@ -125,41 +128,41 @@ def test_relative_disparity_depth_range_mapping():
     assert depth[0, 100] == pytest.approx(1 / (0.1 + 1.0 / 0.96 * 0.9 - 0.02 / 0.96 * 0.9), rel=1e-5)
     assert depth[0, 100] < 1.0
     # the default for relative disparity is DEFAULT_DEPTH_RANGE
-    d2, _, conv2 = pc.to_depth(v, "disparity")
-    np.testing.assert_allclose(d2, depth) if pc.DEFAULT_DEPTH_RANGE == (1.0, 10.0) else None
+    d2, _, conv2 = dv.to_depth(v, "disparity")
+    np.testing.assert_allclose(d2, depth) if dv.DEFAULT_DEPTH_RANGE == (1.0, 10.0) else None
     assert "default --depth-range" in conv2.description
 
 
 def test_scale_shift_metric_and_depth_kinds():
     v = np.array([[0.5, 0.25, -1.0, np.nan]], dtype=np.float32)
     # disparity: inv = 2*v + 0 -> 1, 0.5, -2 (invalid), nan (invalid) -> depth 1, 2
-    d, ok, conv = pc.to_depth(v, "disparity", scale=2.0)
+    d, ok, conv = dv.to_depth(v, "disparity", scale=2.0)
     assert conv.method == "scale-shift"
     np.testing.assert_array_equal(ok, [[True, True, False, False]])
     np.testing.assert_allclose(d[ok], [1.0, 2.0])
     assert d[0, 2] == 0 and d[0, 3] == 0
     # depth: 2*v + 1 -> 2, 1.5, -1 (invalid)
-    d, ok, _ = pc.to_depth(v, "depth", scale=2.0, shift=1.0)
+    d, ok, _ = dv.to_depth(v, "depth", scale=2.0, shift=1.0)
     np.testing.assert_allclose(d[ok], [2.0, 1.5])
     # metric disparity 1/m: 0.5 -> 2 m, 0.25 -> 4 m
-    d, ok, conv = pc.to_depth(v, "disparity", metric=True)
+    d, ok, conv = dv.to_depth(v, "disparity", metric=True)
     assert conv.method == "metric"
     np.testing.assert_allclose(d[ok], [2.0, 4.0])
     # relative depth is used as it is
-    d, ok, conv = pc.to_depth(np.array([[3.0, 4.0]], np.float32), "depth")
+    d, ok, conv = dv.to_depth(np.array([[3.0, 4.0]], np.float32), "depth")
     assert conv.method == "as-is" and d.tolist() == [[3.0, 4.0]]
     with pytest.raises(UsageError, match="exclude each other"):
-        pc.to_depth(v, "disparity", depth_range=(1, 10), scale=2.0)
+        dv.to_depth(v, "disparity", depth_range=(1, 10), scale=2.0)
     with pytest.raises(UsageError, match="NEAR < FAR"):
-        pc.to_depth(v, "disparity", depth_range=(10, 1))
+        dv.to_depth(v, "disparity", depth_range=(10, 1))
 
 
 def test_parse_depth_range():
-    assert pc.parse_depth_range("0.5, 20") == (0.5, 20.0)
+    assert dv.parse_depth_range("0.5, 20") == (0.5, 20.0)
     with pytest.raises(UsageError, match="--depth-range"):
-        pc.parse_depth_range("5")
+        dv.parse_depth_range("5")
     with pytest.raises(UsageError, match="--depth-range"):
-        pc.parse_depth_range("0,3")
+        dv.parse_depth_range("0,3")
 
 
 # --------------------------------------------------------------------------- geometry
@@ -167,8 +170,8 @@ def test_parse_depth_range():
 
 def test_backproject_hand_values():
     # fx=fy=10, cx=1, cy=0.5 on a 2x3 map at z=2: pixel (u=0, v=0) -> ((0-1)/10*2, (0-0.5)/10*2, 2) = (-0.2, -0.1, 2)
-    K = ki.intrinsics_from_focal(3, 2, 10.0)
-    p = pc.backproject(np.full((2, 3), 2.0, np.float32), K)
+    K = cam.intrinsics_from_focal(3, 2, 10.0)
+    p = geo.backproject(np.full((2, 3), 2.0, np.float32), K)
     assert p.shape == (2, 3, 3)
     np.testing.assert_allclose(p[0, 0], [-0.2, -0.1, 2.0], atol=1e-7)
     np.testing.assert_allclose(p[1, 2], [0.2, 0.1, 2.0], atol=1e-7)
@@ -177,9 +180,9 @@ def test_backproject_hand_values():
 @pytest.mark.parametrize("axes, z_sign", [("opencv", 1.0), ("opengl", -1.0)])
 def test_fronto_parallel_plane(axes, z_sign):
     h, w, z0 = 12, 16, 2.5
-    K = ki.intrinsics_from_fov(w, h, 60.0)
+    K = cam.intrinsics_from_fov(w, h, 60.0)
     depth = np.full((h, w), z0, np.float32)
-    g = pc.depth_to_geometry(depth, np.ones((h, w), bool), K, pc.ExportOptions(axes=axes))
+    g = geo.depth_to_geometry(depth, np.ones((h, w), bool), K, geo.ExportOptions(axes=axes))
     assert g.points.shape == (h * w, 3) and g.normals.shape == (h * w, 3)
     # coplanar at the known depth (z = +2.5 in OpenCV, -2.5 in OpenGL)
     np.testing.assert_allclose(g.points[:, 2], z_sign * z0, rtol=1e-6)
@@ -195,12 +198,12 @@ def test_fronto_parallel_plane(axes, z_sign):
 def test_tilted_plane_normals():
     # plane X - 2Z = -6 (Z = 3 on the axis); its camera-facing unit normal is (1, 0, -2)/sqrt(5)
     h, w = 20, 24
-    K = ki.intrinsics_from_fov(w, h, 50.0)
+    K = cam.intrinsics_from_fov(w, h, 50.0)
     m = np.array([1.0, 0.0, -2.0])
     depth = plane_depth(h, w, K, m, -6.0)
-    pts = pc.backproject(depth, K)
+    pts = geo.backproject(depth, K)
     assert np.abs(pts[..., 0] - 2 * pts[..., 2] + 6).max() < 1e-4  # on the plane
-    n, ok = pc.normals_from_points(pts, np.ones((h, w), bool))
+    n, ok = geo.normals_from_points(pts, np.ones((h, w), bool))
     assert ok.all()
     np.testing.assert_allclose(n, np.broadcast_to(m / math.sqrt(5), n.shape), atol=1e-4)
 
@@ -209,7 +212,7 @@ def test_sphere_normals_are_radial():
     # sphere of radius 2 centred at (0, 0, 5); nearest hit along r = ((u-cx)/fx, (v-cy)/fy, 1):
     # t^2 |r|^2 - 2 t (r.c) + |c|^2 - R^2 = 0, depth = t (r_z = 1); normal = (P - c) / R
     h = w = 64
-    K = ki.intrinsics_from_fov(w, h, 60.0)
+    K = cam.intrinsics_from_fov(w, h, 60.0)
     c, R = np.array([0.0, 0.0, 5.0]), 2.0
     u, v = np.meshgrid(np.arange(w), np.arange(h))
     r = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones((h, w))], -1)
@@ -217,7 +220,7 @@ def test_sphere_normals_are_radial():
     disc = b * b - 4 * a * cc
     hit = disc > 0
     depth = np.where(hit, (-b - np.sqrt(np.where(hit, disc, 0))) / (2 * a), 0).astype(np.float32)
-    g = pc.depth_to_geometry(depth, hit, K, pc.ExportOptions(axes="opencv", edge_threshold=0.0))
+    g = geo.depth_to_geometry(depth, hit, K, geo.ExportOptions(axes="opencv", edge_threshold=0.0))
     radial = (g.points - c) / np.linalg.norm(g.points - c, axis=1, keepdims=True)
     cos = np.sum(g.normals * radial, axis=1)
     view = -g.points / np.linalg.norm(g.points, axis=1, keepdims=True)
@@ -230,12 +233,12 @@ def test_sphere_normals_are_radial():
 
 
 def test_normals_one_sided_at_borders_and_missing_when_isolated():
-    K = ki.intrinsics_from_fov(5, 5, 60.0)
+    K = cam.intrinsics_from_fov(5, 5, 60.0)
     valid = np.zeros((5, 5), bool)
     valid[0:2, 0:2] = True  # a 2x2 block: every pixel has only one-sided neighbours
     valid[4, 4] = True  # isolated: no normal
-    pts = pc.backproject(np.full((5, 5), 1.0, np.float32), K)
-    n, ok = pc.normals_from_points(pts, valid)
+    pts = geo.backproject(np.full((5, 5), 1.0, np.float32), K)
+    n, ok = geo.normals_from_points(pts, valid)
     assert ok[:2, :2].all() and not ok[4, 4] and ok.sum() == 4
     np.testing.assert_allclose(n[:2, :2], np.broadcast_to([0, 0, -1], (2, 2, 3)), atol=1e-6)
 
@@ -251,19 +254,19 @@ def step_map(h=6):
 def test_edge_mask_flags_both_sides_of_a_jump():
     depth = step_map()
     # |2-3| = 1 > 0.05*2 and |3-4| = 1 > 0.05*3: columns 3, 4, 5 are flagged; nothing else
-    m = pc.edge_mask(depth, np.ones(depth.shape, bool), 0.05)
+    m = geo.edge_mask(depth, np.ones(depth.shape, bool), 0.05)
     assert m[:, 3:6].all() and not m[:, :3].any() and not m[:, 6:].any()
     # a jump of 20 % passes a 0.25 threshold but not 0.1 (relative to the nearer pixel)
     two = np.array([[1.0, 1.2]], np.float32)
-    assert not pc.edge_mask(two, np.ones((1, 2), bool), 0.25).any()
-    assert pc.edge_mask(two, np.ones((1, 2), bool), 0.1).all()
-    assert not pc.edge_mask(depth, np.ones(depth.shape, bool), 0.0).any()
+    assert not geo.edge_mask(two, np.ones((1, 2), bool), 0.25).any()
+    assert geo.edge_mask(two, np.ones((1, 2), bool), 0.1).all()
+    assert not geo.edge_mask(depth, np.ones(depth.shape, bool), 0.0).any()
 
 
 def test_depth_step_leaves_no_points_in_the_gap():
     depth = step_map(h=6)
-    K = ki.intrinsics_from_fov(10, 6, 60.0)
-    g = pc.depth_to_geometry(depth, np.ones(depth.shape, bool), K, pc.ExportOptions(axes="opencv", mesh=True))
+    K = cam.intrinsics_from_fov(10, 6, 60.0)
+    g = geo.depth_to_geometry(depth, np.ones(depth.shape, bool), K, geo.ExportOptions(axes="opencv", mesh=True))
     z = g.points[:, 2]
     assert not np.any((z > 2.0 + 1e-6) & (z < 4.0 - 1e-6))
     # columns 0-2 and 6-9 survive: 7 columns x 6 rows
@@ -272,7 +275,7 @@ def test_depth_step_leaves_no_points_in_the_gap():
     tz = z[g.triangles]
     assert len(tz) > 0 and np.all(tz.max(1) == tz.min(1))
     # without edge removal the flying column is there
-    g0 = pc.depth_to_geometry(depth, np.ones(depth.shape, bool), K, pc.ExportOptions(axes="opencv", edge_threshold=0))
+    g0 = geo.depth_to_geometry(depth, np.ones(depth.shape, bool), K, geo.ExportOptions(axes="opencv", edge_threshold=0))
     assert len(g0.points) == 60 and np.sum(g0.points[:, 2] == 3.0) == 6
 
 
@@ -282,47 +285,47 @@ def test_stride_mesh_cuts_long_edges():
     # and the quad between columns 3 and 6 spans the gap (spread 4/2 - 1 = 1 > 0.05 * 3): cut -> 4 triangles
     depth = np.full((6, 10), 4.0, np.float32)
     depth[:, :5] = 2.0
-    K = ki.intrinsics_from_fov(10, 6, 60.0)
-    opts = pc.ExportOptions(axes="opencv", mesh=True, stride=3)
-    g = pc.depth_to_geometry(depth, np.ones(depth.shape, bool), K, opts)
+    K = cam.intrinsics_from_fov(10, 6, 60.0)
+    opts = geo.ExportOptions(axes="opencv", mesh=True, stride=3)
+    g = geo.depth_to_geometry(depth, np.ones(depth.shape, bool), K, opts)
     assert len(g.points) == 8
     tz = g.points[:, 2][g.triangles]
     assert len(tz) == 4 and np.all(tz.max(1) == tz.min(1))
     # with removal off, nothing is cut: the two bridging triangles come back
     opts.edge_threshold = 0.0
-    g0 = pc.depth_to_geometry(depth, np.ones(depth.shape, bool), K, opts)
+    g0 = geo.depth_to_geometry(depth, np.ones(depth.shape, bool), K, opts)
     assert len(g0.triangles) == 6
 
 
 def test_grid_triangles_winding_and_masking():
     # 2x2 grid: a=0, b=1, c=2, d=3 -> (a, c, b), (b, c, d)
-    tri = pc.grid_triangles(np.ones((2, 2), bool))
+    tri = geo.grid_triangles(np.ones((2, 2), bool))
     np.testing.assert_array_equal(tri, [[0, 2, 1], [1, 2, 3]])
     # counter-clockwise seen from the camera: the face normal points at it ((0,0,-1) in OpenCV)
-    K = ki.intrinsics_from_fov(2, 2, 60.0)
-    p = pc.backproject(np.ones((2, 2), np.float32), K).reshape(-1, 3)
+    K = cam.intrinsics_from_fov(2, 2, 60.0)
+    p = geo.backproject(np.ones((2, 2), np.float32), K).reshape(-1, 3)
     for t in tri:
         fn = np.cross(p[t[1]] - p[t[0]], p[t[2]] - p[t[0]])
         assert fn[2] < 0 and abs(fn[0]) < 1e-9
     valid = np.ones((2, 2), bool)
     valid[1, 1] = False
-    np.testing.assert_array_equal(pc.grid_triangles(valid), [[0, 2, 1]])
+    np.testing.assert_array_equal(geo.grid_triangles(valid), [[0, 2, 1]])
     # depth spread 1 -> 1.5 > 1 + 0.2: cut; 1 -> 1.1 kept
     z = np.array([[1.0, 1.0], [1.0, 1.5]], np.float32)
-    np.testing.assert_array_equal(pc.grid_triangles(np.ones((2, 2), bool), z, 0.2), [[0, 2, 1]])
+    np.testing.assert_array_equal(geo.grid_triangles(np.ones((2, 2), bool), z, 0.2), [[0, 2, 1]])
 
 
 def test_normal_colors_and_axes():
     n_cv = np.array([[0, 0, -1], [1, 0, 0], [0, -1, 0]], np.float32)  # facing, right, up (OpenCV y is down)
-    np.testing.assert_array_equal(pc.normal_colors(n_cv), [[128, 128, 255], [255, 128, 128], [128, 255, 128]])
-    np.testing.assert_array_equal(pc.convert_axes(n_cv, "opengl"), [[0, 0, 1], [1, 0, 0], [0, 1, 0]])
-    assert pc.convert_axes(n_cv, "opencv") is n_cv
+    np.testing.assert_array_equal(geo.normal_colors(n_cv), [[128, 128, 255], [255, 128, 128], [128, 255, 128]])
+    np.testing.assert_array_equal(geo.convert_axes(n_cv, "opengl"), [[0, 0, 1], [1, 0, 0], [0, 1, 0]])
+    assert geo.convert_axes(n_cv, "opencv") is n_cv
     with pytest.raises(UsageError, match="--axes"):
-        pc.convert_axes(n_cv, "z-up")
+        geo.convert_axes(n_cv, "z-up")
 
 
 def test_depth_colors_near_is_warm():
-    rgb = pc.depth_colors(np.array([1.0, 2.0, 4.0, 8.0] * 10, np.float32))
+    rgb = geo.depth_colors(np.array([1.0, 2.0, 4.0, 8.0] * 10, np.float32))
     near, far = rgb[0].astype(int), rgb[3].astype(int)
     assert near[0] > near[2] and far[2] > far[0]  # red near, blue far
 
@@ -332,28 +335,28 @@ def test_rgb_colours_follow_pixels():
     rgb = np.zeros((h, w, 3), np.uint8)
     rgb[..., 0] = np.arange(w)[None, :] * 40
     rgb[..., 1] = np.arange(h)[:, None] * 60
-    K = ki.intrinsics_from_fov(w, h, 60.0)
-    g = pc.depth_to_geometry(np.ones((h, w), np.float32), np.ones((h, w), bool), K, pc.ExportOptions(color="rgb", stride=2), rgb)
+    K = cam.intrinsics_from_fov(w, h, 60.0)
+    g = geo.depth_to_geometry(np.ones((h, w), np.float32), np.ones((h, w), bool), K, geo.ExportOptions(color="rgb", stride=2), rgb)
     np.testing.assert_array_equal(g.colors, rgb[::2, ::2].reshape(-1, 3))
     with pytest.raises(UsageError, match="--image"):
-        pc.depth_to_geometry(np.ones((h, w), np.float32), np.ones((h, w), bool), K, pc.ExportOptions(color="rgb"))
+        geo.depth_to_geometry(np.ones((h, w), np.float32), np.ones((h, w), bool), K, geo.ExportOptions(color="rgb"))
 
 
 def test_options_are_checked():
     with pytest.raises(UsageError, match="--stride"):
-        pc.ExportOptions(stride=0).check()
+        geo.ExportOptions(stride=0).check()
     with pytest.raises(UsageError, match="--edge-threshold"):
-        pc.ExportOptions(edge_threshold=-1).check()
+        geo.ExportOptions(edge_threshold=-1).check()
     with pytest.raises(UsageError, match="--color"):
-        pc.ExportOptions(color="height").check()
+        geo.ExportOptions(color="height").check()
 
 
 # --------------------------------------------------------------------------- files
 
 
 def plane_geometry(h=10, w=12, mesh=False, axes="opengl"):
-    K = ki.intrinsics_from_fov(w, h, 60.0)
-    return pc.depth_to_geometry(np.full((h, w), 3.0, np.float32), np.ones((h, w), bool), K, pc.ExportOptions(mesh=mesh, axes=axes))
+    K = cam.intrinsics_from_fov(w, h, 60.0)
+    return geo.depth_to_geometry(np.full((h, w), 3.0, np.float32), np.ones((h, w), bool), K, geo.ExportOptions(mesh=mesh, axes=axes))
 
 
 def test_point_cloud_ply_reads_back(tmp_path):
@@ -422,7 +425,7 @@ def test_export_depth_file_end_to_end(tmp_path):
     yy, xx = np.mgrid[0:h, 0:w]
     disp = (1.0 + 0.3 * np.exp(-((xx - 16) ** 2 + (yy - 12) ** 2) / 60.0)).astype(np.float32)
     p = write_disparity_png(tmp_path, "bump", disp)
-    s = pc.export_depth_file(p, tmp_path / "bump.ply", fov=60.0, options=pc.ExportOptions(edge_threshold=0))
+    s = pc.export_depth_file(p, tmp_path / "bump.ply", fov=60.0, options=geo.ExportOptions(edge_threshold=0))
     assert s["points"] == h * w and "--fov 60" in s["intrinsics"] and "default --depth-range 1,10" in s["depth"]
     back = o3d.io.read_point_cloud(str(tmp_path / "bump.ply"))
     z = -np.asarray(back.points)[:, 2]  # OpenGL: the scene is at -z
@@ -450,12 +453,12 @@ def test_a_shot_range_maps_one_value_to_one_depth_in_every_frame():
     # two frames of one shot: the second sees only the near half of the scene
     a = np.linspace(0, 1, 101, dtype=np.float32).reshape(1, 101)
     b = np.linspace(0.5, 1, 101, dtype=np.float32).reshape(1, 101)
-    own_a, _, _ = pc.to_depth(a, "disparity", depth_range=(1.0, 10.0))
-    own_b, _, _ = pc.to_depth(b, "disparity", depth_range=(1.0, 10.0))
+    own_a, _, _ = dv.to_depth(a, "disparity", depth_range=(1.0, 10.0))
+    own_b, _, _ = dv.to_depth(b, "disparity", depth_range=(1.0, 10.0))
     assert own_a[0, 75] != pytest.approx(own_b[0, 50], rel=1e-2)  # the same value 0.75 gives two depths
     shot = (0.02, 0.98)
-    da, _, _ = pc.to_depth(a, "disparity", depth_range=(1.0, 10.0), value_range=shot)
-    db, _, _ = pc.to_depth(b, "disparity", depth_range=(1.0, 10.0), value_range=shot)
+    da, _, _ = dv.to_depth(a, "disparity", depth_range=(1.0, 10.0), value_range=shot)
+    db, _, _ = dv.to_depth(b, "disparity", depth_range=(1.0, 10.0), value_range=shot)
     assert da[0, 75] == pytest.approx(db[0, 50], rel=1e-6) and da[0, 50] == pytest.approx(db[0, 0], rel=1e-6)
     assert pc.shot_range({"shot_range": [0.02, 0.98]}) == shot and pc.shot_range({"shot_range": "x"}) is None
 
@@ -483,15 +486,15 @@ def test_batch_plan_mirrors_names_and_matches_images(tmp_path):
     (imgs / "shots").mkdir(parents=True)
     Image.new("RGB", (8, 8)).save(imgs / "a.jpg")
     Image.new("RGB", (8, 8)).save(imgs / "shots" / "shot.1001.png")
-    jobs, bare = pc.plan_batch(maps, tmp_path / "ply", ".ply", imgs)
+    jobs, bare = ep.plan_batch(maps, tmp_path / "ply", ".ply", imgs)
     assert bare == []
     got = [(j.map_path.relative_to(maps).as_posix(), j.out_path.relative_to(tmp_path).as_posix(),
             j.image.relative_to(imgs).as_posix()) for j in jobs]
     assert got == [("a.exr", "ply/a.ply", "a.jpg"), ("shots/shot.1001.png", "ply/shots/shot.1001.ply", "shots/shot.1001.png")]
     # a folder with only a sidecar-less PNG: nothing to do, and the error says why
     with pytest.raises(NoInputError, match=r"no depth maps .*1 \.png without sidecar: pass --assume"):
-        pc.plan_batch(imgs / "shots", tmp_path / "x")
-    jobs, _ = pc.plan_batch(imgs / "shots", tmp_path / "x", bare_png=True)
+        ep.plan_batch(imgs / "shots", tmp_path / "x")
+    jobs, _ = ep.plan_batch(imgs / "shots", tmp_path / "x", bare_png=True)
     assert [j.map_path.name for j in jobs] == ["shot.1001.png"]
 
 
@@ -514,7 +517,7 @@ def test_middlebury_disparity_to_point_cloud(tmp_path):
         pytest.skip("real data not available")
     # 8-bit ground-truth disparity, 0 = unknown; Z = 160*3740/(2*value/... ) spans about 1.2-2.9 m
     s = pc.export_depth_file(root / "disp1.png", tmp_path / "art.ply", image=root / "view1.png", assume="disparity",
-                             focal=3740 / 2, depth_range=(1.2, 2.9), options=pc.ExportOptions(color="rgb", stride=2))
+                             focal=3740 / 2, depth_range=(1.2, 2.9), options=geo.ExportOptions(color="rgb", stride=2))
     back = o3d.io.read_point_cloud(str(tmp_path / "art.ply"))
     assert len(back.points) == s["points"] > 50_000
     z = -np.asarray(back.points)[:, 2]
@@ -527,10 +530,10 @@ def test_fast_pinhole_normals_match_the_general_cross_product():
     h, w = 17, 23
     depth = (2.0 + rng.random((h, w))).astype(np.float32)
     valid = rng.random((h, w)) > 0.2
-    K = ki.intrinsics_from_focal(w, h, 20.0, cx=9.0, cy=7.5)
-    n_ref, ok_ref = pc.normals_from_points(pc.backproject(depth, K), valid)
-    xs, ys = pc._ray_slopes(depth.shape, K)
-    (nx, ny, nz), ok = pc._pinhole_normal_planes(pc.backproject_planes(depth, K), xs, ys, valid)
+    K = cam.intrinsics_from_focal(w, h, 20.0, cx=9.0, cy=7.5)
+    n_ref, ok_ref = geo.normals_from_points(geo.backproject(depth, K), valid)
+    xs, ys = geo._ray_slopes(depth.shape, K)
+    (nx, ny, nz), ok = geo._pinhole_normal_planes(geo.backproject_planes(depth, K), xs, ys, valid)
     np.testing.assert_array_equal(ok, ok_ref)
     np.testing.assert_allclose(np.stack([nx, ny, nz], -1)[ok], n_ref[ok], atol=2e-5)
 
@@ -540,8 +543,8 @@ def test_decimated_normals_do_not_reach_across_gaps():
     # so column 6's only row neighbour on the grid is column 3, across the gap: it must get no normal
     depth = np.full((7, 7), 4.0, np.float32)
     depth[:, :5] = 2.0
-    K = ki.intrinsics_from_fov(7, 7, 60.0)
-    g = pc.depth_to_geometry(depth, np.ones(depth.shape, bool), K, pc.ExportOptions(axes="opencv", stride=3))
+    K = cam.intrinsics_from_fov(7, 7, 60.0)
+    g = geo.depth_to_geometry(depth, np.ones(depth.shape, bool), K, geo.ExportOptions(axes="opencv", stride=3))
     assert len(g.points) == 2 * 3 and np.all(g.points[:, 2] == 2.0)
     np.testing.assert_allclose(g.normals, np.tile([0, 0, -1], (6, 1)), atol=1e-6)
 
@@ -550,11 +553,11 @@ def test_mesh_has_no_loose_vertices():
     # a rough surface: some triangles are cut (diagonal spreads), their lone corners must leave the mesh
     rng = np.random.default_rng(1)
     depth = (2.0 * (1 + 0.03 * rng.standard_normal((20, 20)))).astype(np.float32)
-    K = ki.intrinsics_from_fov(20, 20, 60.0)
-    opts = pc.ExportOptions(axes="opencv", edge_threshold=0.08)
-    cloud = pc.depth_to_geometry(depth, np.ones(depth.shape, bool), K, opts)
+    K = cam.intrinsics_from_fov(20, 20, 60.0)
+    opts = geo.ExportOptions(axes="opencv", edge_threshold=0.08)
+    cloud = geo.depth_to_geometry(depth, np.ones(depth.shape, bool), K, opts)
     opts.mesh = True
-    mesh = pc.depth_to_geometry(depth, np.ones(depth.shape, bool), K, opts)
+    mesh = geo.depth_to_geometry(depth, np.ones(depth.shape, bool), K, opts)
     assert len(mesh.points) < len(cloud.points)
     assert np.array_equal(np.unique(mesh.triangles), np.arange(len(mesh.points)))
     # every mesh vertex is one of the cloud's points, with the same normal
@@ -567,7 +570,7 @@ def test_mesh_has_no_loose_vertices():
         one = np.zeros((4, 4), bool)
         one[1:3, 1] = True
         one[1, 2] = True
-        pc.depth_to_geometry(np.ones((4, 4), np.float32), one, K[:], pc.ExportOptions(mesh=True))
+        geo.depth_to_geometry(np.ones((4, 4), np.float32), one, K[:], geo.ExportOptions(mesh=True))
 
 
 @pytest.mark.parametrize("band, workers", [(5, 1), (4, 3), (1000, 2)])
@@ -576,11 +579,11 @@ def test_banded_normals_equal_one_piece(band, workers):
     h, w = 23, 11
     depth = (2.0 + rng.random((h, w))).astype(np.float32)
     valid = rng.random((h, w)) > 0.15
-    K = ki.intrinsics_from_focal(w, h, 15.0)
-    xs, ys = pc._ray_slopes(depth.shape, K)
-    planes = pc.backproject_planes(depth, K)
-    (rx, ry, rz), rok = pc._pinhole_normal_planes(planes, xs, ys, valid, 0.3)
-    (bx, by, bz), bok = pc._pinhole_normals_banded(planes, xs, ys, valid, 0.3, band=band, workers=workers)
+    K = cam.intrinsics_from_focal(w, h, 15.0)
+    xs, ys = geo._ray_slopes(depth.shape, K)
+    planes = geo.backproject_planes(depth, K)
+    (rx, ry, rz), rok = geo._pinhole_normal_planes(planes, xs, ys, valid, 0.3)
+    (bx, by, bz), bok = geo._pinhole_normals_banded(planes, xs, ys, valid, 0.3, band=band, workers=workers)
     np.testing.assert_array_equal(bok, rok)
     for r, b in ((rx, bx), (ry, by), (rz, bz)):
         np.testing.assert_array_equal(b[rok], r[rok])

@@ -60,10 +60,12 @@ def export_ply(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-file lines on stderr.")] = False,
 ) -> None:
     from betterdepth_cli.io import pointcloud as pc
+    from betterdepth_cli.jobs import export_plan as ep
+    from betterdepth_cli.core import geometry as geo
 
     if edge_threshold is None:
-        edge_threshold = pc.DEFAULT_EDGE_THRESHOLD
-    opts = pc.ExportOptions(stride=stride, edge_threshold=edge_threshold, color=color, axes=axes, mesh=mesh).check()
+        edge_threshold = geo.DEFAULT_EDGE_THRESHOLD
+    opts = geo.ExportOptions(stride=stride, edge_threshold=edge_threshold, color=color, axes=axes, mesh=mesh).check()
     rng = _check_options(depth_range, scale, shift, assume, fov, focal)
     jobs = _plan(input, output, image, _format_ext(fmt), fmt, assume, quiet)
     kwargs = dict(fov=fov, focal=focal, cx=cx, cy=cy, sensor_width=sensor_width,
@@ -71,14 +73,14 @@ def export_ply(
     from betterdepth_cli.jobs import exit_code
     from betterdepth_cli.jobs.sequential import run_each
 
-    def work(job: pc.ExportJob) -> dict:
+    def work(job: ep.ExportJob) -> dict:
         if job.image_error is not None:
             from betterdepth_cli.core.types import InputDataError
 
             raise InputDataError(job.image_error)
         return pc.export_depth_file(job.map_path, job.out_path, image=job.image, **kwargs)
 
-    def report(status: str, job: pc.ExportJob, detail) -> None:
+    def report(status: str, job: ep.ExportJob, detail) -> None:
         if status == "failed":
             error_line(detail)
         elif status == "done" and not quiet:
@@ -100,8 +102,9 @@ def _check_options(depth_range, scale, shift, assume, fov, focal):
     """Options that exclude each other; the parsed --depth-range."""
     from betterdepth_cli.core.types import UsageError
     from betterdepth_cli.io import pointcloud as pc
+    from betterdepth_cli.core import depth_values as dv
 
-    rng = pc.parse_depth_range(depth_range) if depth_range is not None else None
+    rng = dv.parse_depth_range(depth_range) if depth_range is not None else None
     if rng is not None and (scale is not None or shift is not None):
         raise UsageError("`--depth-range` and `--scale`/`--shift` exclude each other; give one")
     if assume is not None and assume not in pc.ASSUME_KINDS:
@@ -115,6 +118,7 @@ def _plan(input: Path, output: Path | None, image: Path | None, ext: str, fmt: s
     """The export jobs: one map, or every map under a folder (the tree mirrored)."""
     from betterdepth_cli.core.types import NoInputError, UsageError
     from betterdepth_cli.io import pointcloud as pc
+    from betterdepth_cli.jobs import export_plan as ep
 
     if not input.exists():
         raise NoInputError(f"{input}: no such file or folder")
@@ -123,13 +127,13 @@ def _plan(input: Path, output: Path | None, image: Path | None, ext: str, fmt: s
     if not input.is_dir():
         img = image
         if image is not None and image.is_dir():  # a folder of photos: the one named like the map
-            img = pc.match_image(Path(input.name).with_suffix(""), image, pc.image_index(image))
-        return [pc.ExportJob(input, _single_output(input, output, ext, fmt), img)]
+            img = ep.match_image(Path(input.name).with_suffix(""), image, ep.image_index(image))
+        return [ep.ExportJob(input, _single_output(input, output, ext, fmt), img)]
     if image is not None and not image.is_dir():
         raise UsageError(f"`--image` must be a folder when INPUT is a folder, got the file {image}")
     if output is not None and output.suffix.lower() in pc.MESH_EXTS:
         raise UsageError(f"`--output` must be a folder when INPUT is a folder, got {output}")
-    jobs, bare = pc.plan_batch(input, output if output is not None else input, ext, image, bare_png=assume is not None)
+    jobs, bare = ep.plan_batch(input, output if output is not None else input, ext, image, bare_png=assume is not None)
     if bare and not quiet:
         print(f"export-ply: skipping {len(bare)} .png without sidecar (e.g. {bare[0]}); "
               "pass --assume disparity|depth to read them", file=sys.stderr, flush=True)
