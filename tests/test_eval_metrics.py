@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from betterdepth_cli.evaluation import edges as E
 from betterdepth_cli.evaluation import metrics as M
 
 
@@ -113,7 +114,7 @@ def test_unknown_metric_name():
 
 def test_canny_symmetric_step_is_one_column():
     gt = step_depth(h=32, w=64, col=32)
-    edges = M.depth_edges(gt, np.ones(gt.shape, bool))
+    edges = E.depth_edges(gt, np.ones(gt.shape, bool))
     expected = np.zeros(gt.shape, bool)
     expected[1:-1, 32] = True  # border rows are never edges
     assert np.array_equal(edges, expected)
@@ -124,21 +125,21 @@ def test_canny_thresholds_are_relative_to_the_normalised_map():
     # a high threshold above that removes every edge
     img = np.zeros((24, 24))
     img[:, 12:] = 1.0
-    assert M.canny(img).any()
-    assert not M.canny(img, low_threshold=2.5, high_threshold=3.0).any()
+    assert E.canny(img).any()
+    assert not E.canny(img, low_threshold=2.5, high_threshold=3.0).any()
     with pytest.raises(ValueError, match="low_threshold"):
-        M.canny(img, low_threshold=0.5, high_threshold=0.3)
+        E.canny(img, low_threshold=0.5, high_threshold=0.3)
 
 
 def test_dbe_of_a_shifted_step():
     gt = step_depth(h=32, w=64, col=28)
     v = np.ones(gt.shape, bool)
     shifted = step_depth(h=32, w=64, col=31)  # edge 3 px to the right
-    acc, comp = M.depth_boundary_errors(shifted, gt, v)
+    acc, comp = E.depth_boundary_errors(shifted, gt, v)
     assert acc == pytest.approx(3.0)
     assert comp == pytest.approx(3.0)
     far = step_depth(h=32, w=64, col=40)  # 12 px away: beyond the 10 px truncation
-    assert M.depth_boundary_errors(far, gt, v) == (10.0, 10.0)
+    assert E.depth_boundary_errors(far, gt, v) == (10.0, 10.0)
     assert M.dbe_acc(far, gt, v, max_dist=20.0) == pytest.approx(12.0)
 
 
@@ -147,10 +148,10 @@ def test_dbe_with_annotated_edges_and_flat_gt():
     v = np.ones(gt.shape, bool)
     annotated = np.zeros(gt.shape, bool)
     annotated[1:-1, 30] = True
-    acc, comp = M.depth_boundary_errors(gt, gt, v, gt_edges=annotated)
+    acc, comp = E.depth_boundary_errors(gt, gt, v, gt_edges=annotated)
     assert acc == pytest.approx(2.0) and comp == pytest.approx(2.0)
     flat = np.full(gt.shape, 3.0, np.float32)
-    assert all(math.isnan(x) for x in M.depth_boundary_errors(gt, flat, v))
+    assert all(math.isnan(x) for x in E.depth_boundary_errors(gt, flat, v))
 
 
 def test_canny_matches_skimage_when_available():
@@ -163,11 +164,11 @@ def test_canny_matches_skimage_when_available():
     mask[30:40, 5:15] = False
     for m in (None, mask):
         ref = feature.canny(img, sigma=math.sqrt(2), low_threshold=0.15, high_threshold=0.3, mask=m)
-        ours = M.canny(img, mask=m)
+        ours = E.canny(img, mask=m)
         assert (ref != ours).sum() <= 2  # float rounding at ties only
         # float32 in: both compute in float32 (the detail metrics run this path)
         ref32 = feature.canny(img.astype(np.float32), sigma=math.sqrt(2), low_threshold=0.15, high_threshold=0.3, mask=m)
-        ours32 = M.canny(img.astype(np.float32), mask=m)
+        ours32 = E.canny(img.astype(np.float32), mask=m)
         assert (ref32 != ours32).sum() <= 2
 
 
@@ -177,12 +178,12 @@ def test_edge_distances_exact_and_truncated():
     src[2, 3] = src[10, 20] = src[19, 0] = True
     dst[5, 7] = dst[10, 26] = True
     # row-major order of src: (2,3) -> (5,7) is 5 (3-4-5); (10,20) -> (10,26) is 6; (19,0) -> (5,7) is sqrt(245)
-    d = M.edge_distances(src, dst)
+    d = E.edge_distances(src, dst)
     assert d == pytest.approx([5.0, 6.0, math.sqrt(14**2 + 7**2)], abs=1e-12)
     # truncation: max_dist itself and beyond are inf
-    assert M.edge_distances(src, dst, max_dist=6.0).tolist() == [5.0, math.inf, math.inf]
-    assert np.isinf(M.edge_distances(src, np.zeros_like(dst))).all()
-    assert M.edge_distances(np.zeros_like(src), dst).shape == (0,)
+    assert E.edge_distances(src, dst, max_dist=6.0).tolist() == [5.0, math.inf, math.inf]
+    assert np.isinf(E.edge_distances(src, np.zeros_like(dst))).all()
+    assert E.edge_distances(np.zeros_like(src), dst).shape == (0,)
 
 
 def test_metric_values_are_python_floats():
@@ -198,14 +199,14 @@ def test_metric_values_are_python_floats():
 def test_edge_precision_recall_hand_cases():
     gt = step_depth(h=20, w=30, col=15, ramp=False)  # sharp step between columns 14 and 15
     v = np.ones(gt.shape, bool)
-    gt_edges, scored, _ = M.sobel_edges(gt, v)
+    gt_edges, scored, _ = E.sobel_edges(gt, v)
     expected = np.zeros(gt.shape, bool)
     expected[1:-1, 14:16] = True  # Sobel magnitude 4 on both sides of the step
     assert np.array_equal(gt_edges, expected)
-    assert M.edge_precision_recall(gt, gt, v) == (1.0, 1.0)
+    assert E.edge_precision_recall(gt, gt, v) == (1.0, 1.0)
     moved = step_depth(h=20, w=30, col=16, ramp=False)  # edges at columns 15, 16
-    assert M.edge_precision_recall(moved, gt, v) == (0.5, 0.5)
-    assert M.edge_precision_recall(moved, gt, v, tolerance=1.0) == (1.0, 1.0)
+    assert E.edge_precision_recall(moved, gt, v) == (0.5, 0.5)
+    assert E.edge_precision_recall(moved, gt, v, tolerance=1.0) == (1.0, 1.0)
 
 
 def test_edge_threshold_on_gt_normalised_inverse_depth():
@@ -213,14 +214,14 @@ def test_edge_threshold_on_gt_normalised_inverse_depth():
     v = np.ones(gt.shape, bool)
     # a prediction whose inverse-depth jump is 4 % of the GT's range: Sobel 0.16 > 0.1
     weak = (1.0 / np.where(np.arange(30) < 15, 0.77, 0.75) * np.ones((20, 1))).astype(np.float32)
-    p, r = M.edge_precision_recall(weak, gt, v)
+    p, r = E.edge_precision_recall(weak, gt, v)
     assert (p, r) == (1.0, 1.0)
     # 2 % of the range: Sobel 0.08, below the threshold: no predicted edge
     weaker = (1.0 / np.where(np.arange(30) < 15, 0.76, 0.75) * np.ones((20, 1))).astype(np.float32)
-    assert M.edge_precision_recall(weaker, gt, v) == (0.0, 0.0)
-    assert M.edge_precision_recall(weaker, gt, v, threshold=0.05) == (1.0, 1.0)
+    assert E.edge_precision_recall(weaker, gt, v) == (0.0, 0.0)
+    assert E.edge_precision_recall(weaker, gt, v, threshold=0.05) == (1.0, 1.0)
     flat = np.full(gt.shape, 2.0, np.float32)
-    assert all(math.isnan(x) for x in M.edge_precision_recall(gt, flat, v))
+    assert all(math.isnan(x) for x in E.edge_precision_recall(gt, flat, v))
 
 
 def test_f1_is_the_harmonic_mean_and_zero_or_nan_at_the_ends():

@@ -39,7 +39,7 @@ def measure(root: str, conditioner: str, limit: int, etas, patch_size: int = 8, 
 
     from betterdepth_cli.core.conditioners import get_conditioner
     from betterdepth_cli.core.mask import patch_mask
-    from betterdepth_cli.evaluation.metrics import depth_edges
+    from betterdepth_cli.evaluation.edges import depth_edges
     from training.conditioner import load_split
     from training.objective import gt_to_space, prepare_maps
 
