@@ -51,7 +51,8 @@ import numpy as np
 from betterdepth_cli.core.types import UsageError
 from betterdepth_cli.evaluation import metrics as M
 from betterdepth_cli.evaluation import protocol as P
-from betterdepth_cli.evaluation.datasets import DatasetLoader, Sample, get_dataset
+from betterdepth_cli.evaluation.dataset_base import DatasetLoader, Sample
+from betterdepth_cli.evaluation.datasets import get_dataset
 
 RESULTS_FORMAT = "betterdepth-eval/1"
 VARIANTS = ("conditioner", "guided", "refined")
