@@ -1,6 +1,6 @@
 """Plain data types shared by the core, the IO layer and the commands.
 
-Conventions (see docs/DESIGN.md):
+Conventions (the design notes, DESIGN.md of the shared project docs):
 - images: float32 tensors (B,3,H,W) in [0,1];
 - depth-like maps: float32 (B,1,H,W) with an explicit bool valid mask (B,1,H,W);
 - every map carries its kind, ``"disparity"`` (inverse depth, larger is nearer)
