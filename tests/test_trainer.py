@@ -20,7 +20,9 @@ import torch
 
 from betterdepth_cli.core.types import UsageError
 from training.config import apply_overrides, dump_recipe, load_recipe, parse_value, recipe_from_dict
-from training.trainer import BatchPlan, lr_factor, list_checkpoints, transform_sample
+from training.batches import BatchPlan, transform_sample
+from training.checkpoints import list_checkpoints
+from training.trainer import lr_factor
 
 RECIPES = Path(__file__).resolve().parent.parent / "training" / "recipes"
 
@@ -351,7 +353,8 @@ def test_stable_diffusion_init_trains_with_the_kl_codec(tiny_dpt_dir, scenes, tm
     from tiny_models import save_fake_stable_diffusion
 
     from betterdepth_cli.core.refiner import load_model
-    from training.trainer import build_model, train
+    from training.model_setup import build_model
+    from training.trainer import train
 
     sd = save_fake_stable_diffusion(tmp_path / "sd")
     raw = tiny_recipe(tiny_dpt_dir, scenes, tmp_path / "cache", model={"init": str(sd)},

@@ -31,36 +31,25 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
 
 from betterdepth_cli.core.types import UsageError
 from training.config import Recipe, dump_recipe
+from training.batches import seed_from, BatchPlan, collate_list, PlanSampler, SourceDatasets, build_dataset, transform_sample
+from training.checkpoints import CHECKPOINTS, STATE_FILE, check_resume_compatible, list_checkpoints
+from training.model_setup import build_model, trained_card
 from training.objective import ObjectiveSettings, training_loss
 
-CHECKPOINTS = "checkpoints"
-STATE_FILE = "trainer_state.json"
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.toml"
 MODEL_DIR = "model"
 
-#: Recipe keys that may change between a checkpoint and a resumed run.
-RESUME_MUTABLE = (
-    "name", "output", "train.max_steps", "train.log_every", "train.checkpoint_every",
-    "train.checkpoints_total_limit", "data.num_workers", "data.cache_dir", "data.cache_predictions",
-    "data.cache_latents", "conditioner.device", "model.max_processing_res", "model.residual_smoothing",
-)
-
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def seed_from(*parts: int) -> int:
-    """A 63-bit seed from integers (numpy's SeedSequence: well mixed, platform independent)."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
 # --------------------------------------------------------------------------- learning rate
@@ -86,298 +75,6 @@ def lr_factor(step: int, total: int, warmup: int = 0, schedule: str = "constant"
     if schedule == "exponential":
         return min_ratio**progress
     raise ValueError(f"unknown schedule {schedule!r}")
-
-
-# --------------------------------------------------------------------------- data
-
-
-class _Sources(torch.utils.data.Dataset):
-    """Several datasets addressed by (source, index) pairs."""
-
-    def __init__(self, datasets: Sequence):
-        self.datasets = list(datasets)
-
-    def __len__(self) -> int:
-        return sum(len(d) for d in self.datasets)
-
-    def __getitem__(self, key: tuple[int, int]) -> dict:
-        k, i = key
-        item = self.datasets[k][i]
-        return {**item, "source": k, "index": i}
-
-
-def _collate_list(items: list) -> list:
-    return items
-
-
-class BatchPlan:
-    """Which samples each micro-batch holds, as a pure function of (seed, micro-batch, process).
-
-    Micro-batch ``g`` (global, ``step * accumulation + micro``) draws its source
-    from ``weights`` (the same on every process), then the next ``batch_size``
-    items of that source's stream for this process; a source's stream is its
-    epochs, each a seeded permutation, shared by the processes without overlap.
-    """
-
-    def __init__(self, sizes: Sequence[int], weights: Sequence[float], batch_size: int, num_processes: int, seed: int):
-        if any(n < 1 for n in sizes):
-            raise UsageError("every training source must hold at least one sample")
-        w = np.asarray(weights, np.float64)
-        if w.sum() <= 0:
-            raise UsageError("the training sources' weights must not all be 0")
-        self.sizes = list(sizes)
-        self.probs = w / w.sum()
-        self.batch_size = batch_size
-        self.num_processes = num_processes
-        self.seed = seed
-        self._counts: list[np.ndarray] = [np.zeros(len(sizes), np.int64)]  # counts before micro-batch g
-        self._choices: list[int] = []
-        self._perm: dict[tuple[int, int], torch.Tensor] = {}
-
-    def source(self, g: int) -> int:
-        while len(self._choices) <= g:
-            j = len(self._choices)
-            if len(self.sizes) == 1:
-                k = 0
-            else:
-                k = int(np.random.default_rng(seed_from(self.seed, 1, j)).choice(len(self.sizes), p=self.probs))
-            self._choices.append(k)
-            c = self._counts[-1].copy()
-            c[k] += 1
-            self._counts.append(c)
-        return self._choices[g]
-
-    def _permutation(self, k: int, epoch: int) -> torch.Tensor:
-        key = (k, epoch)
-        if key not in self._perm:
-            if len(self._perm) > 8:
-                self._perm.clear()
-            gen = torch.Generator().manual_seed(seed_from(self.seed, 2, k, epoch))
-            self._perm[key] = torch.randperm(self.sizes[k], generator=gen)
-        return self._perm[key]
-
-    def batch(self, g: int, process: int) -> list[tuple[int, int]]:
-        """(source, index) of each sample of micro-batch ``g`` on process ``process``."""
-        k = self.source(g)
-        c = int(self._counts[g][k])  # earlier micro-batches from source k
-        n = self.sizes[k]
-        base = (c * self.num_processes + process) * self.batch_size
-        out = []
-        for j in range(self.batch_size):
-            pos = base + j
-            out.append((k, int(self._permutation(k, pos // n)[pos % n])))
-        return out
-
-
-class _PlanSampler:
-    def __init__(self, plan: BatchPlan, start: int, process: int):
-        self.plan, self.start, self.process = plan, start, process
-
-    def __iter__(self):
-        g = self.start
-        while True:
-            yield self.plan.batch(g, self.process)
-            g += 1
-
-
-def _resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
-    from betterdepth_cli.core.pipeline import resize
-
-    if mode == "nearest":
-        return torch.nn.functional.interpolate(x[None].float(), size=size, mode="nearest-exact")[0].to(x.dtype)
-    return resize(x[None].float(), size)[0]
-
-
-def transform_sample(
-    maps: dict[str, torch.Tensor],
-    *,
-    processing_res: int,
-    crop: Sequence[int],
-    multiple: int,
-    random_crop: bool,
-    hflip: bool,
-    generator: torch.Generator,
-) -> dict[str, torch.Tensor]:
-    """Resize, crop and flip the maps of one sample together.
-
-    Args:
-        maps: ``rgb`` (3,H,W), ``depth`` (1,H,W), ``valid`` (1,H,W) bool, ``cond`` (1,H,W),
-            ``cond_valid`` (1,H,W) bool.
-        processing_res: longest side after resizing (0 = keep); RGB and the
-            conditioning bilinear, depth and masks nearest.
-        crop: (h, w), multiples of ``multiple``; empty: the largest multiples of
-            ``multiple`` that fit. Images smaller than the crop are padded (invalid).
-        random_crop: random window position from ``generator`` (else centred).
-        hflip: mirror with probability 1/2 (one draw from ``generator``).
-    Returns:
-        the transformed maps, same keys.
-    """
-    from betterdepth_cli.core.pipeline import processing_size
-
-    H, W = maps["rgb"].shape[-2:]
-    out = dict(maps)
-    if processing_res:
-        size = processing_size(H, W, processing_res)
-        if size != (H, W):
-            for key in ("rgb", "cond", "cond_raw"):
-                if key in out:
-                    out[key] = _resize(out[key], size, "bilinear")
-            for key in ("depth", "valid", "cond_valid"):
-                out[key] = _resize(out[key], size, "nearest")
-            H, W = size
-    if crop:
-        ch, cw = int(crop[0]), int(crop[1])
-        if ch % multiple or cw % multiple:
-            raise UsageError(f"[data] crop {list(crop)} must be multiples of {multiple} for this model")
-    else:
-        ch, cw = max(multiple, H // multiple * multiple), max(multiple, W // multiple * multiple)
-    ph, pw = max(0, ch - H), max(0, cw - W)
-    if ph or pw:
-        for key, x in out.items():
-            out[key] = torch.nn.functional.pad(x.float(), (0, pw, 0, ph)).to(x.dtype)
-        H, W = H + ph, W + pw
-    if random_crop:
-        top = int(torch.randint(0, H - ch + 1, (1,), generator=generator))
-        left = int(torch.randint(0, W - cw + 1, (1,), generator=generator))
-    else:
-        top, left = (H - ch) // 2, (W - cw) // 2
-    out = {k: v[..., top : top + ch, left : left + cw] for k, v in out.items()}
-    if hflip and bool(torch.rand((1,), generator=generator) < 0.5):
-        out = {k: torch.flip(v, dims=[-1]) for k, v in out.items()}
-    return out
-
-
-def build_dataset(spec: dict, cache_dir: Path, log: Callable[[str], None] | None = None):
-    """One dataset from a data spec (see :mod:`training.config`)."""
-    from training.datasets import FolderDataset, HypersimDataset, VirtualKITTI2Dataset
-
-    spec = dict(spec)
-    kind = spec.pop("type")
-    spec.pop("weight", None)
-    try:
-        if kind == "synthetic":
-            from training.synthetic import write_dataset
-
-            n, size = int(spec["n"]), int(spec["size"])
-            seed, skind = int(spec.get("seed", 0)), str(spec.get("kind", "mixed"))
-            folder = cache_dir / "synthetic" / f"n{n}-s{size}-seed{seed}-{skind}"
-            complete = folder / ".complete"
-            if not complete.exists():
-                if log:
-                    log(f"rendering {n} synthetic {size}x{size} scenes (seed {seed}) into {folder}")
-                write_dataset(folder, n, seed0=seed, size=size, kind=skind, workers=int(spec.get("workers", 1)))
-                complete.write_text("ok\n")
-            return FolderDataset(folder)
-        root = spec.pop("root")
-        if kind == "folder":
-            return FolderDataset(root, **spec)
-        if kind == "hypersim":
-            return HypersimDataset(root, **spec)
-        if kind == "vkitti2":
-            return VirtualKITTI2Dataset(root, **spec)
-    except TypeError as exc:
-        raise UsageError(f"[data] {kind} dataset: {exc}") from None
-    raise UsageError(f"[data] unknown dataset type {kind!r}")
-
-
-# --------------------------------------------------------------------------- model
-
-
-def build_model(recipe: Recipe, log: Callable[[str], None] | None = None):
-    """The model to train: tiny config, Stable Diffusion, or an existing BetterDepth folder."""
-    from betterdepth_cli.core.refiner import CARD_FILE, BetterDepthModel, load_model, resolve_model_path
-
-    m, dc = recipe.model, recipe.objective.depth_conditioning
-    if m.init == "tiny":
-        model = BetterDepthModel.tiny(
-            seed=recipe.train.seed, codec=m.codec, factor=m.factor, block_out_channels=tuple(m.block_out_channels),
-            layers_per_block=m.layers_per_block, depth_conditioning=dc, residual=m.residual,
-            conditioning_filter=m.conditioning_filter or None, raw_conditioning=m.raw_conditioning,
-        )
-        try:
-            model.conditioning_filter  # checks the type
-        except ValueError as exc:
-            raise UsageError(f"[model] conditioning_filter: {exc}") from None
-        return model
-    path = Path(m.init).expanduser()
-    if path.is_dir() and (path / CARD_FILE).exists():
-        model = load_model(path)
-        if model.depth_conditioning != dc:
-            raise UsageError(
-                f"[model] init {m.init}: that model was trained with depth_conditioning={model.depth_conditioning}, "
-                f"the recipe asks for {dc}"
-            )
-        model.card.setdefault("init", {})["betterdepth"] = str(path)
-        return model.train()
-    if path.is_dir() and not (path / "unet").is_dir():
-        raise UsageError(f"[model] init {m.init}: neither a BetterDepth model (no {CARD_FILE}) nor a Stable Diffusion folder (no unet/)")
-    root = resolve_model_path(m.init, what="Stable Diffusion model")
-    model = BetterDepthModel.from_stable_diffusion(str(root))
-    model.card.setdefault("init", {})["stable_diffusion"] = m.init
-    if not dc:
-        model = _without_depth_conditioning(model)
-    return model
-
-
-def _without_depth_conditioning(model):
-    """A Stable Diffusion init with conv_in over cat[z_x, z_t] (2 groups, weight / 2) instead of 3."""
-    from torch import nn
-
-    from betterdepth_cli.core.refiner import BetterDepthModel
-
-    unet = model.unet
-    old = unet.conv_in
-    c = model.codec.depth_channels
-    w4 = old.weight[:, :c] * 3.0  # the SD weight (expand_conv_in divided by 3)
-    new = nn.Conv2d(2 * c, old.out_channels, old.kernel_size, old.stride, old.padding, dtype=old.weight.dtype)
-    with torch.no_grad():
-        new.weight.copy_(torch.cat([w4, w4], dim=1) / 2.0)
-        if old.bias is not None:
-            new.bias.copy_(old.bias)
-    unet.conv_in = new
-    unet.register_to_config(in_channels=2 * c)
-    card = {**model.card, "depth_conditioning": False}
-    return BetterDepthModel(unet, model.codec, model.scheduler, card, model.text_embedding)
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-def list_checkpoints(output: str | os.PathLike) -> list[tuple[int, Path]]:
-    """Complete checkpoints of a run as (step, folder), oldest first."""
-    root = Path(output) / CHECKPOINTS
-    out = []
-    if root.is_dir():
-        for p in root.iterdir():
-            if p.is_dir() and p.name.startswith("step-") and (p / STATE_FILE).exists():
-                try:
-                    out.append((int(p.name[5:]), p))
-                except ValueError:
-                    continue
-    return sorted(out)
-
-
-def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and k in ("model", "conditioner", "data", "objective", "train", "optim", "ema", "validation"):
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def _check_resume_compatible(saved: dict, recipe: Recipe, where: Path) -> None:
-    a, b = _flat(saved), _flat(recipe.to_dict())
-    diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in RESUME_MUTABLE
-            and not k.startswith("validation.")]
-    if diff:
-        k = diff[0]
-        raise UsageError(
-            f"--resume: {where} was trained with {k} = {a.get(k)!r}, this run has {b.get(k)!r} "
-            f"({len(diff)} setting(s) differ); use the same recipe or another --output"
-        )
 
 
 # --------------------------------------------------------------------------- results
@@ -437,8 +134,7 @@ class Trainer:
             raise
 
     def _setup(self, conditioner) -> None:
-        recipe, t, resume = self.recipe, self.recipe.train, self.resume
-        acc = self.accelerator
+        t, acc = self.recipe.train, self.accelerator
         if acc.device.type == "cpu" and t.mixed_precision == "fp16":
             raise UsageError("[train] mixed_precision = 'fp16' needs a GPU; on the CPU use 'bf16' or 'no'")
         self.device = acc.device
@@ -454,8 +150,21 @@ class Trainer:
         import random
 
         random.seed(t.seed)
+        self._setup_model()
+        self._setup_conditioner(conditioner)
+        self.train_sources, self.val_samples = self._build_data()
+        sizes = [len(ds) for ds, _ in self.train_sources]
+        self.plan = BatchPlan(sizes, [w for _, w in self.train_sources], t.batch_size, self.num_processes, t.seed)
+        self._setup_optimizer()
+        self.step = 0
+        self.resumed_from = 0
+        if self.resume:
+            self._load_latest()
+        self.result = TrainResult(self.output, None, self.step, self.resumed_from, main_process=acc.is_main_process)
 
-        # model: only the UNet trains
+    def _setup_model(self) -> None:
+        """The model to train (only the UNet trains; the codec is frozen) and the objective's settings."""
+        recipe, t = self.recipe, self.recipe.train
         self.model = build_model(recipe, self.log)
         if recipe.model.residual_base:  # what the residual rides on, for a new model or a fine-tuned one
             self.model.card["residual_base"] = recipe.model.residual_base
@@ -473,18 +182,17 @@ class Trainer:
         if t.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
         self.multiple = self.model.pad_multiple
-        self.settings = ObjectiveSettings(
-            prealign=recipe.objective.prealign, patch_mask=recipe.objective.patch_mask,
-            patch_size=recipe.objective.patch_size, eta=recipe.objective.eta,
-        )
+        o = recipe.objective
+        self.settings = ObjectiveSettings(prealign=o.prealign, patch_mask=o.patch_mask, patch_size=o.patch_size,
+                                          eta=o.eta)
 
-        # conditioner and its cache
+    def _setup_conditioner(self, conditioner) -> None:
+        """The conditioner (given, simulated or by name), its prediction cache, the mixed-in one, the latent cache."""
+        from betterdepth_cli.core.conditioners import get_conditioner
         from training.cache import LatentCache, PredictionCache, conditioner_id
 
+        recipe, c = self.recipe, self.recipe.conditioner
         self.cache_dir = recipe.cache_dir()
-        from betterdepth_cli.core.conditioners import get_conditioner
-
-        c = recipe.conditioner
         if conditioner is None and c.name == "simulated":
             from training.simulated_conditioner import SimulatedConditioner
 
@@ -512,13 +220,9 @@ class Trainer:
         if d.cache_latents and deterministic and self.model.codec.kind != "space-to-depth":
             self.latent_cache = LatentCache(self.model.codec, self.cache_dir, dtype=self.codec_dtype)
 
-        # data
-        self.train_sources, self.val_samples = self._build_data()
-        sizes = [len(ds) for ds, _ in self.train_sources]
-        self.plan = BatchPlan(sizes, [w for _, w in self.train_sources], t.batch_size, self.num_processes, t.seed)
-
-        # optimizer, schedule, accelerate
-        o = recipe.optim
+    def _setup_optimizer(self) -> None:
+        """Optimizer, LR schedule, accelerate's wrapping and the EMA."""
+        recipe, t, acc, o = self.recipe, self.recipe.train, self.accelerator, self.recipe.optim
         opt_cls = torch.optim.AdamW if o.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt_cls(
             self.unet.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay
@@ -536,12 +240,6 @@ class Trainer:
                                 model_config=self.unet.config)
             self.ema.to(self.device)
             acc.register_for_checkpointing(self.ema)
-
-        self.step = 0
-        self.resumed_from = 0
-        if resume:
-            self._load_latest()
-        self.result = TrainResult(self.output, None, self.step, self.resumed_from, main_process=acc.is_main_process)
 
     # ------------------------------------------------------------------ helpers
     def log(self, message: str) -> None:
@@ -585,9 +283,9 @@ class Trainer:
         nw = self.recipe.data.num_workers
         return iter(
             torch.utils.data.DataLoader(
-                _Sources([ds for ds, _ in self.train_sources]),
-                batch_sampler=_PlanSampler(self.plan, start_micro, self.process),
-                collate_fn=_collate_list,
+                SourceDatasets([ds for ds, _ in self.train_sources]),
+                batch_sampler=PlanSampler(self.plan, start_micro, self.process),
+                collate_fn=collate_list,
                 num_workers=nw,
                 prefetch_factor=2 if nw else None,
             )
@@ -687,7 +385,7 @@ class Trainer:
             return
         step, folder = ckpts[-1]
         state = json.loads((folder / STATE_FILE).read_text())
-        _check_resume_compatible(state.get("recipe", {}), self.recipe, folder)
+        check_resume_compatible(state.get("recipe", {}), self.recipe, folder)
         self.accelerator.load_state(str(folder))
         self.step = self.resumed_from = int(state["step"])
         if self.accelerator.is_main_process:
@@ -736,64 +434,9 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict | None:
         """AbsRel and delta1 (aligned in the conditioner's space) of the conditioner and the refiner."""
-        if not self.val_samples:
-            return None
-        if not self.accelerator.is_main_process:
-            self.accelerator.wait_for_everyone()
-            return None
-        from betterdepth_cli.core.pipeline import refine_batch
-        from betterdepth_cli.core.types import DepthPrediction
-        from betterdepth_cli.evaluation.protocol import evaluate_sample
+        from training.validation import validate
 
-        v = self.recipe.validation
-        res = v.processing_res or self.recipe.data.processing_res
-        params = list(self.unet.parameters())
-        if self.ema is not None and self.recipe.ema.use_for_final:
-            self.ema.store(params)
-            self.ema.copy_to(params)
-        self.unet.eval()
-        scores: dict[str, list[dict]] = {"conditioner": [], **{f"refiner_{s}": [] for s in v.steps}}
-        t0 = time.perf_counter()
-        try:
-            for k, sample in enumerate(self.val_samples):
-                (values, valid_c), = self.predictions([sample], [seed_from(v.seed, 6, k)])
-                gt = sample["depth"][0].numpy().astype(np.float64)
-                gv = sample["valid"][0].numpy() & (gt >= v.min_depth) & (gt <= v.max_depth)
-                if not gv.any():
-                    continue
-
-                def score(pred: torch.Tensor) -> dict:
-                    return evaluate_sample(
-                        pred.cpu().numpy(), self.kind, gt, gv, min_depth=v.min_depth, max_depth=v.max_depth,
-                        metrics=("abs_rel", "delta1"),
-                    ).metrics
-
-                scores["conditioner"].append(score(values[0]))
-                pred = DepthPrediction(values[None], valid_c[None], self.kind, self.metric, self.recipe.conditioner.name)
-                for s in v.steps:
-                    with self.accelerator.autocast():  # the frozen codec may be in fp16/bf16
-                        out = refine_batch(
-                            sample["rgb"][None].to(self.device), prediction=pred, model=self.model, steps=s,
-                            ensemble=1, processing_res=res, generator=torch.Generator().manual_seed(v.seed),
-                        )
-                    scores[f"refiner_{s}"].append(score(out.refined[0, 0].float()))
-        finally:
-            self.unet.train()
-            if self.ema is not None and self.recipe.ema.use_for_final:
-                self.ema.restore(params)
-        summary = {
-            name: {m: float(np.nanmean([r[m] for r in rows])) for m in ("abs_rel", "delta1")}
-            for name, rows in scores.items() if rows
-        }
-        record = {"type": "val", "step": self.step, "samples": len(scores["conditioner"]),
-                  "seconds": round(time.perf_counter() - t0, 3), **summary}
-        self._metrics(record)
-        parts = [f"{name.replace('refiner_', 'refiner ') + (' step' if name.startswith('refiner') else '')}: "
-                 f"AbsRel {100 * s['abs_rel']:.2f}% delta1 {100 * s['delta1']:.2f}%" for name, s in summary.items()]
-        self.log(f"val step {self.step} ({record['samples']} samples) | " + " | ".join(parts))
-        self.result.validation.append(record)
-        self.accelerator.wait_for_everyone()
-        return record
+        return validate(self)
 
     # ------------------------------------------------------------------ loop
     def train_step(self, loader) -> tuple[float, dict]:
@@ -891,40 +534,7 @@ class Trainer:
                 self.ema.copy_to(unet.parameters())
             from betterdepth_cli.core.refiner import BetterDepthModel
 
-            card = copy.deepcopy(self.model.card)
-            card["depth_conditioning"] = r.objective.depth_conditioning
-            card["trained_with"] = {
-                "conditioner": r.conditioner.name,
-                "kind": self.kind,
-                "metric": self.metric,
-                "data": r.train_sources(),
-                "steps": self.step,
-                "recipe": r.name,
-                "effective_batch": r.train.batch_size * r.train.gradient_accumulation_steps * self.num_processes,
-                "flags": {
-                    "depth_conditioning": r.objective.depth_conditioning,
-                    "prealign": r.objective.prealign,
-                    "patch_mask": r.objective.patch_mask,
-                    "patch_size": r.objective.patch_size,
-                    "eta": r.objective.eta,
-                    "mode": r.objective.mode,
-                },
-                "config": r.to_dict(),
-            }
-            defaults = dict(card.get("defaults", {}))
-            # a simulated conditioner exists only in training: inference defaults to the mixed-in real one
-            simulated = r.conditioner.name == "simulated"
-            defaults["conditioner"] = (r.conditioner.mix_name or "builtin") if simulated else r.conditioner.name
-            res = r.model.processing_res or r.data.processing_res
-            if res:
-                defaults["processing_res"] = res
-            elif r.model.init == "tiny":
-                defaults["processing_res"] = 0
-            if r.model.max_processing_res:
-                defaults["max_processing_res"] = int(r.model.max_processing_res)
-            if r.model.residual_smoothing:
-                card["residual_smoothing"] = int(r.model.residual_smoothing)
-            card["defaults"] = defaults
+            card = trained_card(self.model.card, r, self.kind, self.metric, self.step, self.num_processes)
             codec = self.model.codec.to(torch.float32)
             bundle = BetterDepthModel(unet, codec, self.model.scheduler, card, self.model.text_embedding)
             bundle.save(path)
