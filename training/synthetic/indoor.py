@@ -157,11 +157,29 @@ def _plant(b: SceneBuilder, x: float, y: float, z: float, scale: float = 1.0) ->
     b.add(leaves(rng, e, 0.05 * scale, int(rng.integers(80, 400)), 0.03 * scale), green, "leaves")
 
 
-def indoor_scene(rng: np.random.Generator) -> tuple[list[Mesh], Light, np.ndarray, np.ndarray, dict]:
-    """A random room. Returns meshes, light, eye (3,), target (3,), info."""
-    b = SceneBuilder(rng)
-    W, D, H = rng.uniform(3, 8), rng.uniform(3, 8), rng.uniform(2.4, 3.5)
-    # room shell: each wall its own material
+ITEM_KINDS = ("table", "chair", "shelf", "box", "sphere", "cylinder", "plant", "torus", "lamp")
+ITEM_WEIGHTS = (0.14, 0.16, 0.1, 0.14, 0.1, 0.08, 0.14, 0.06, 0.08)
+
+
+class _FloorSpots:
+    """Random free spots on the W x D floor, away from the ones already taken (the camera's first)."""
+
+    def __init__(self, rng: np.random.Generator, W: float, D: float, camera: np.ndarray):
+        self.rng, self.W, self.D = rng, W, D
+        self.taken = [camera]
+
+    def take(self, margin: float) -> np.ndarray | None:
+        for _ in range(20):
+            q = np.array([self.rng.uniform(margin, self.W - margin), self.rng.uniform(margin, self.D - margin)])
+            if all(np.linalg.norm(q - o) > margin + 0.35 for o in self.taken):
+                self.taken.append(q)
+                return q
+        return None
+
+
+def _room_shell(b: SceneBuilder, W: float, D: float, H: float) -> list:
+    """Floor, ceiling and four walls, each with its own material; the walls as (corner, edge)."""
+    rng = b.rng
     floor_m = rand_material(rng, 0.4, ("checker", "wood", "noise", "grid", "stripes"))
     b.add(quad([0, 0, 0], [W, 0, 0], [0, D, 0]), floor_m, "floor")
     b.add(quad([0, 0, H], [W, 0, 0], [0, D, 0]), Material(color=rand_color(rng, (0, 0.1), (0.7, 0.95))), "ceiling")
@@ -169,58 +187,61 @@ def indoor_scene(rng: np.random.Generator) -> tuple[list[Mesh], Light, np.ndarra
     for i, (c0, e) in enumerate(walls):
         m = rand_material(rng, 0.5, ("flat", "noise", "stripes", "grid", "checker"), (3, 2, 1, 1, 0.5))
         b.add(quad(c0, e, [0, 0, H]), m, f"wall{i}")
-    # camera first so that furniture avoids it
-    eye = np.array([rng.uniform(0.4, W - 0.4), rng.uniform(0.4, D - 0.4), rng.uniform(0.7, min(2.0, H - 0.3))])
-    occupied = [eye[:2]]
+    return walls
 
-    def free_spot(margin: float) -> np.ndarray | None:
-        for _ in range(20):
-            q = np.array([rng.uniform(margin, W - margin), rng.uniform(margin, D - margin)])
-            if all(np.linalg.norm(q - o) > margin + 0.35 for o in occupied):
-                occupied.append(q)
-                return q
-        return None
 
+def _add_item(b: SceneBuilder, kind: str, x: float, y: float, yaw: float) -> None:
+    """One piece of furniture or one object of ``kind`` standing at (x, y)."""
+    rng = b.rng
+    if kind == "table":
+        _table(b, x, y, yaw)
+        if rng.uniform() < 0.6:
+            _plant(b, x, y, 0.75, 0.6) if rng.uniform() < 0.5 else b.add(
+                uv_sphere([x, y, 0.9], 0.12, 10, 20), b.mat(scale=0.05), "ball")
+    elif kind == "chair":
+        _chair(b, x, y, yaw)
+    elif kind == "shelf":
+        _shelf(b, x, y, yaw)
+    elif kind == "box":
+        s = rng.uniform(0.2, 1.2, 3)
+        b.add(boxes([[x, y, s[2] / 2]], [s], [yaw]), b.mat(scale=0.3), "box")
+    elif kind == "sphere":
+        r = rng.uniform(0.1, 0.5)
+        b.add(uv_sphere([x, y, r + rng.uniform(0, 1.0)], r, 12, 24), b.mat(scale=0.2), "sphere")
+    elif kind == "cylinder":
+        r, h = rng.uniform(0.05, 0.4), rng.uniform(0.2, 1.6)
+        b.add(tubes([[x, y, 0]], [[x, y, h]], r, sides=16), b.mat(scale=0.2), "cylinder")
+    elif kind == "plant":
+        _plant(b, x, y, 0.0, rng.uniform(1.0, 2.5))
+    elif kind == "torus":
+        R = rng.uniform(0.15, 0.4)
+        b.add(torus([x, y, rng.uniform(R, 1.5)], R, R * rng.uniform(0.08, 0.35), 24, 10, rng.normal(0, 1, 3)),
+              b.mat(scale=0.2), "torus")
+    elif kind == "lamp":
+        h = rng.uniform(1.0, 1.8)
+        m = b.mat(scale=0.2)
+        b.add(tubes([[x, y, 0]], [[x, y, 0.03]], 0.15, sides=12), m, "lamp base")
+        b.add(tubes([[x, y, 0]], [[x, y, h]], rng.uniform(0.006, 0.015), sides=5), m, "lamp rod")
+        b.add(tubes([[x, y, h - 0.25]], [[x, y, h]], 0.18, sides=14, caps=False), b.mat(scale=0.1), "shade")
+
+
+def _furnish(b: SceneBuilder, spots: _FloorSpots) -> None:
+    """4 to 11 items on free floor spots (fewer when the room is full)."""
+    rng = b.rng
     n_items = int(rng.integers(4, 12))
     for _ in range(n_items):
-        kind = rng.choice(["table", "chair", "shelf", "box", "sphere", "cylinder", "plant", "torus", "lamp"],
-                          p=[0.14, 0.16, 0.1, 0.14, 0.1, 0.08, 0.14, 0.06, 0.08])
-        q = free_spot(0.6)
+        kind = rng.choice(list(ITEM_KINDS), p=list(ITEM_WEIGHTS))
+        q = spots.take(0.6)
         if q is None:
             break
         x, y = q
         yaw = rng.uniform(0, np.pi)
-        if kind == "table":
-            _table(b, x, y, yaw)
-            if rng.uniform() < 0.6:
-                _plant(b, x, y, 0.75, 0.6) if rng.uniform() < 0.5 else b.add(
-                    uv_sphere([x, y, 0.9], 0.12, 10, 20), b.mat(scale=0.05), "ball")
-        elif kind == "chair":
-            _chair(b, x, y, yaw)
-        elif kind == "shelf":
-            _shelf(b, x, y, yaw)
-        elif kind == "box":
-            s = rng.uniform(0.2, 1.2, 3)
-            b.add(boxes([[x, y, s[2] / 2]], [s], [yaw]), b.mat(scale=0.3), "box")
-        elif kind == "sphere":
-            r = rng.uniform(0.1, 0.5)
-            b.add(uv_sphere([x, y, r + rng.uniform(0, 1.0)], r, 12, 24), b.mat(scale=0.2), "sphere")
-        elif kind == "cylinder":
-            r, h = rng.uniform(0.05, 0.4), rng.uniform(0.2, 1.6)
-            b.add(tubes([[x, y, 0]], [[x, y, h]], r, sides=16), b.mat(scale=0.2), "cylinder")
-        elif kind == "plant":
-            _plant(b, x, y, 0.0, rng.uniform(1.0, 2.5))
-        elif kind == "torus":
-            R = rng.uniform(0.15, 0.4)
-            b.add(torus([x, y, rng.uniform(R, 1.5)], R, R * rng.uniform(0.08, 0.35), 24, 10, rng.normal(0, 1, 3)),
-                  b.mat(scale=0.2), "torus")
-        elif kind == "lamp":
-            h = rng.uniform(1.0, 1.8)
-            m = b.mat(scale=0.2)
-            b.add(tubes([[x, y, 0]], [[x, y, 0.03]], 0.15, sides=12), m, "lamp base")
-            b.add(tubes([[x, y, 0]], [[x, y, h]], rng.uniform(0.006, 0.015), sides=5), m, "lamp rod")
-            b.add(tubes([[x, y, h - 0.25]], [[x, y, h]], 0.18, sides=14, caps=False), b.mat(scale=0.1), "shade")
-    # thin structures on walls and hanging
+        _add_item(b, kind, x, y, yaw)
+
+
+def _wall_grilles(b: SceneBuilder, walls: list) -> None:
+    """Up to two grilles just in front of the walls (thin structures)."""
+    rng = b.rng
     for _ in range(int(rng.integers(0, 3))):
         i = int(rng.integers(0, 4))
         c0, e = walls[i]
@@ -231,12 +252,22 @@ def indoor_scene(rng: np.random.Generator) -> tuple[list[Mesh], Light, np.ndarra
         inward = np.array([-e[1], e[0], 0]) / L * 0.08
         corner = c0 + e * a0 + np.array([0, 0, rng.uniform(0.5, 1.2)]) + inward
         add_grille(b, corner, e / L * min(wdt, L * (1 - a0)), [0, 0, rng.uniform(0.5, 1.2)], rng.uniform(0.04, 0.2))
-    for _ in range(int(rng.integers(0, 4))):  # hanging cables / strings across the room
+
+
+def _hanging_cables(b: SceneBuilder, W: float, D: float, H: float) -> None:
+    """Up to three cables or strings sagging from the ceiling across the room."""
+    rng = b.rng
+    for _ in range(int(rng.integers(0, 4))):
         p0 = np.array([rng.uniform(0, W), rng.uniform(0, D), H - 0.01])
         p1 = np.array([rng.uniform(0, W), rng.uniform(0, D), rng.uniform(0, H)])
         b.add(polyline_tube(catenary(p0, p1, rng.uniform(0, 0.4), 12), rng.uniform(0.002, 0.01), 4),
               Material(color=rand_color(rng, (0, 0.4), (0.05, 0.6))), "cable")
-    for _ in range(int(rng.integers(0, 4))):  # pictures on the walls
+
+
+def _pictures(b: SceneBuilder, walls: list, H: float) -> None:
+    """Up to three flat pictures on the walls."""
+    rng = b.rng
+    for _ in range(int(rng.integers(0, 4))):
         i = int(rng.integers(0, 4))
         c0, e = (np.asarray(a, float) for a in walls[i])
         L = np.linalg.norm(e)
@@ -246,36 +277,72 @@ def indoor_scene(rng: np.random.Generator) -> tuple[list[Mesh], Light, np.ndarra
         yaw = math.atan2(e[1], e[0])
         b.add(boxes([cen], [[pw, 0.03, ph]], [yaw]), b.mat(scale=0.1, patterns=("noise", "checker", "stripes")),
               "picture")
-    tabletop = rng.uniform() < 0.3
-    if tabletop:  # close-up of a table covered with small objects
-        q = free_spot(0.8)
-        if q is None:
-            tabletop = False
-    if tabletop:
-        yaw = rng.uniform(0, np.pi)
-        tw, td, th = rng.uniform(0.8, 1.6), rng.uniform(0.6, 1.0), rng.uniform(0.45, 0.8)
-        b.add(boxes([[q[0], q[1], th - 0.015]], [[tw, td, 0.03]], [yaw]),
-              b.mat(scale=0.2, patterns=("wood", "noise", "flat", "checker")), "table top")
-        _tabletop_clutter(b, q[0], q[1], th, tw, td, yaw)
-        a = rng.uniform(0, 2 * np.pi)
-        dist = rng.uniform(0.4, 1.1)
-        eye = np.array([np.clip(q[0] + math.cos(a) * dist, 0.2, W - 0.2), np.clip(q[1] + math.sin(a) * dist, 0.2, D - 0.2),
-                        th + rng.uniform(0.25, 0.8)])
-        target = np.array([q[0] + rng.normal(0, 0.1), q[1] + rng.normal(0, 0.1), th])
-    else:  # look at a random point across the room
+
+
+def _tabletop_view(b: SceneBuilder, q: np.ndarray, W: float, D: float) -> tuple[np.ndarray, np.ndarray]:
+    """A table at ``q`` covered with small objects, and a close-up camera on it: (eye, target)."""
+    rng = b.rng
+    yaw = rng.uniform(0, np.pi)
+    tw, td, th = rng.uniform(0.8, 1.6), rng.uniform(0.6, 1.0), rng.uniform(0.45, 0.8)
+    b.add(boxes([[q[0], q[1], th - 0.015]], [[tw, td, 0.03]], [yaw]),
+          b.mat(scale=0.2, patterns=("wood", "noise", "flat", "checker")), "table top")
+    _tabletop_clutter(b, q[0], q[1], th, tw, td, yaw)
+    a = rng.uniform(0, 2 * np.pi)
+    dist = rng.uniform(0.4, 1.1)
+    eye = np.array([np.clip(q[0] + math.cos(a) * dist, 0.2, W - 0.2), np.clip(q[1] + math.sin(a) * dist, 0.2, D - 0.2),
+                    th + rng.uniform(0.25, 0.8)])
+    target = np.array([q[0] + rng.normal(0, 0.1), q[1] + rng.normal(0, 0.1), th])
+    return eye, target
+
+
+def _across_the_room(rng: np.random.Generator, eye: np.ndarray, W: float, D: float) -> np.ndarray:
+    """A random target at least 1 m (horizontally) from the camera."""
+    target = np.array([rng.uniform(0.2, W - 0.2), rng.uniform(0.2, D - 0.2), rng.uniform(0.2, 1.6)])
+    while np.linalg.norm(target[:2] - eye[:2]) < 1.0:
         target = np.array([rng.uniform(0.2, W - 0.2), rng.uniform(0.2, D - 0.2), rng.uniform(0.2, 1.6)])
-        while np.linalg.norm(target[:2] - eye[:2]) < 1.0:
-            target = np.array([rng.uniform(0.2, W - 0.2), rng.uniform(0.2, D - 0.2), rng.uniform(0.2, 1.6)])
-    if not tabletop and rng.uniform() < 0.35:  # a near object between the camera and the target
-        t = rng.uniform(0.35, 0.7)
-        near = eye + (target - eye) * t / max(1.0, np.linalg.norm(target - eye)) * rng.uniform(0.6, 1.6)
-        near += rng.normal(0, 0.15, 3)
-        if rng.uniform() < 0.5:
-            _plant(b, near[0], near[1], max(0.0, near[2] - 0.5), rng.uniform(0.6, 1.5))
-        else:
-            add_grille(b, near - [0.4, 0, 0.4], [0.8 * math.cos(rng.uniform(0, 6.3)), 0.8 * math.sin(rng.uniform(0, 6.3)), 0],
-                    [0, 0, 0.8], rng.uniform(0.05, 0.15))
+    return target
+
+
+def _near_object(b: SceneBuilder, eye: np.ndarray, target: np.ndarray) -> None:
+    """A plant or a grille between the camera and its target (occlusion close to the lens)."""
+    rng = b.rng
+    t = rng.uniform(0.35, 0.7)
+    near = eye + (target - eye) * t / max(1.0, np.linalg.norm(target - eye)) * rng.uniform(0.6, 1.6)
+    near += rng.normal(0, 0.15, 3)
+    if rng.uniform() < 0.5:
+        _plant(b, near[0], near[1], max(0.0, near[2] - 0.5), rng.uniform(0.6, 1.5))
+    else:
+        add_grille(b, near - [0.4, 0, 0.4], [0.8 * math.cos(rng.uniform(0, 6.3)), 0.8 * math.sin(rng.uniform(0, 6.3)), 0],
+                   [0, 0, 0.8], rng.uniform(0.05, 0.15))
+
+
+def _room_light(rng: np.random.Generator, W: float, D: float, H: float) -> Light:
+    """A point light just under the ceiling."""
     lp = np.array([rng.uniform(0.3, W - 0.3), rng.uniform(0.3, D - 0.3), H - 0.15])
-    light = Light(position=tuple(lp), color=tuple(float(c) for c in rng.uniform(0.75, 1.0, 3) * rng.uniform(0.9, 1.3)),
-                  ambient=float(rng.uniform(0.15, 0.4)))
+    return Light(position=tuple(lp), color=tuple(float(c) for c in rng.uniform(0.75, 1.0, 3) * rng.uniform(0.9, 1.3)),
+                 ambient=float(rng.uniform(0.15, 0.4)))
+
+
+def indoor_scene(rng: np.random.Generator) -> tuple[list[Mesh], Light, np.ndarray, np.ndarray, dict]:
+    """A random room. Returns meshes, light, eye (3,), target (3,), info."""
+    b = SceneBuilder(rng)
+    W, D, H = rng.uniform(3, 8), rng.uniform(3, 8), rng.uniform(2.4, 3.5)
+    walls = _room_shell(b, W, D, H)
+    # camera first so that furniture avoids it
+    eye = np.array([rng.uniform(0.4, W - 0.4), rng.uniform(0.4, D - 0.4), rng.uniform(0.7, min(2.0, H - 0.3))])
+    spots = _FloorSpots(rng, W, D, eye[:2])
+    _furnish(b, spots)
+    _wall_grilles(b, walls)
+    _hanging_cables(b, W, D, H)
+    _pictures(b, walls, H)
+    tabletop = rng.uniform() < 0.3
+    q = spots.take(0.8) if tabletop else None  # close-up of a table covered with small objects
+    tabletop = q is not None
+    if tabletop:
+        eye, target = _tabletop_view(b, q, W, D)
+    else:  # look at a random point across the room
+        target = _across_the_room(rng, eye, W, D)
+    if not tabletop and rng.uniform() < 0.35:  # a near object between the camera and the target
+        _near_object(b, eye, target)
+    light = _room_light(rng, W, D, H)
     return b.meshes, light, eye, target, {"room": [W, D, H], "tabletop": bool(tabletop)}
