@@ -1,4 +1,5 @@
-"""training.reproduce (bench/reproduce.py)'s pure parts: the planner, recipe overrides, the classical conditioner, the report."""
+"""training.reproduce (behind bench/reproduce.py): the planner, recipe overrides, the classical
+conditioner, the DPT conditioner, the report, and the script end to end."""
 
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ import math
 import numpy as np
 
 from training.synthetic.builder import LEAF_HUE, SceneBuilder, add_grille, rand_color, rand_material
-from training.synthetic.meshes import boxes, branches, catenary, leaves, merge, polyline_tube, quad, torus, tubes, uv_sphere
+from training.synthetic.meshes import (boxes, branches, catenary, leaves, merge, polyline_tube, quad, torus, tubes,
+                                       uv_sphere)
 from training.synthetic.scene import Light, Material, Mesh
 
 
@@ -312,7 +313,8 @@ def _near_object(b: SceneBuilder, eye: np.ndarray, target: np.ndarray) -> None:
     if rng.uniform() < 0.5:
         _plant(b, near[0], near[1], max(0.0, near[2] - 0.5), rng.uniform(0.6, 1.5))
     else:
-        add_grille(b, near - [0.4, 0, 0.4], [0.8 * math.cos(rng.uniform(0, 6.3)), 0.8 * math.sin(rng.uniform(0, 6.3)), 0],
+        add_grille(b, near - [0.4, 0, 0.4],
+                   [0.8 * math.cos(rng.uniform(0, 6.3)), 0.8 * math.sin(rng.uniform(0, 6.3)), 0],
                    [0, 0, 0.8], rng.uniform(0.05, 0.15))
 
 
