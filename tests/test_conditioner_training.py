@@ -204,3 +204,38 @@ def test_load_split_threads_give_the_same_tensors_and_report_the_odd_scene(tmp_p
     np.save(root / "depth" / "5.npy", rng.uniform(1, 5, (8, 24)).astype(np.float32))
     with pytest.raises(ValueError, match=r"scene 5 is \(8, 24\), the first is \(16, 24\)"):
         load_split(str(root), workers=3)
+
+
+PLAIN_DPT = {"arch": "dpt", "hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2,
+             "intermediate_size": 64, "neck_hidden_sizes": [8, 16, 32, 32], "fusion_hidden_size": 16,
+             "patch_size": 8, "input_size": 32}
+
+
+def test_plain_dpt_trains_and_its_folder_loads_as_a_conditioner(tmp_path):
+    import json
+
+    from transformers import DPTForDepthEstimation
+
+    from betterdepth_cli.core.conditioners import get_conditioner
+    from training.conditioner import final_conv, train
+
+    model = build_model(PLAIN_DPT)
+    assert isinstance(model, DPTForDepthEstimation) and not model.config.is_hybrid
+    cfg = model.config
+    assert (cfg.image_size, cfg.patch_size, cfg.backbone_out_indices) == (32, 8, [0, 1, 2, 3])
+    assert torch.all(final_conv(model).bias == 1.0)
+    final = train(_tiny_recipe(_random_scenes(tmp_path / "scenes"), 2, 0, PLAIN_DPT), tmp_path / "run",
+                  log=lambda m: None)
+    assert final == tmp_path / "run" / "final" and (final / "model.safetensors").exists()
+    # Intel/dpt-large's processor: a square resize with no multiple
+    proc = json.loads((final / "preprocessor_config.json").read_text())
+    assert (proc["keep_aspect_ratio"], proc["ensure_multiple_of"]) == (False, 1)
+    assert proc["size"] == {"height": 32, "width": 32}
+    cond = get_conditioner(f"hf:{final}")
+    assert cond.preprocess(torch.rand(1, 3, 30, 40)).shape[-2:] == (32, 32)
+    pred = cond.predict(torch.rand(1, 3, 30, 40))
+    assert pred.values.shape == (1, 1, 30, 40) and pred.kind == "disparity"
+    # the loaded weights are the trained ones
+    trained = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["model"]
+    loaded = DPTForDepthEstimation.from_pretrained(final).state_dict()
+    assert all(torch.equal(trained[k], loaded[k]) for k in trained)

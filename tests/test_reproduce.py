@@ -1,21 +1,25 @@
-"""bench/reproduce.py's pure parts: the planner, recipe overrides, the classical conditioner, the report."""
+"""training.reproduce (behind bench/reproduce.py): the planner, recipe overrides, the classical
+conditioner, the DPT conditioner, the report, and the script end to end."""
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from betterdepth_cli.evaluation.runner import jsonable
+from training.reproduce.claims import claims
+from training.reproduce.classical import blur_affine
+from training.reproduce.plan import (BUDGETS, EXPERIMENTS, RESULTS_FORMAT, make_run, parse_only, plan,
+                                     plan_experiment, run_overrides)
+from training.reproduce.report import extract_discussion, render_report
+from training.reproduce.results import edge_f1, paired_diff
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-
-import reproduce_lib as L  # noqa: E402
-
-QUICK = L.BUDGETS["quick"]
-FULL = L.BUDGETS["full"]
+QUICK = BUDGETS["quick"]
+FULL = BUDGETS["full"]
 
 
 # --------------------------------------------------------------------------- planner
@@ -26,7 +30,7 @@ def _flags(run):
 
 
 def test_ablation_plans_four_runs_with_the_paper_switches():
-    p = L.plan_experiment("ablation", QUICK)
+    p = plan_experiment("ablation", QUICK)
     assert [r.name for r in p["runs"]] == ["nocond", "cond", "cond-prealign", "full", "nocond-seed1", "full-seed1"]
     assert [_flags(r) for r in p["runs"]] == [(False, False, False), (True, False, False), (True, True, False),
                                               (True, True, True), (False, False, False), (True, True, True)]
@@ -35,7 +39,7 @@ def test_ablation_plans_four_runs_with_the_paper_switches():
     assert p["needs"] == []
     assert p["replicates"] == {"no depth conditioning (Marigold-style), seed 1": "nocond-seed1",
                                "+ local patch masking (full), seed 1": "full-seed1"}
-    assert [r.name for r in L.plan_experiment("ablation", replace(QUICK, replicate_seed=None))["runs"]] == [
+    assert [r.name for r in plan_experiment("ablation", replace(QUICK, replicate_seed=None))["runs"]] == [
         "nocond", "cond", "cond-prealign", "full"]
     # every run on every dataset, main conditioner, the table's inference setting
     assert len(p["evals"]) == 6 * 3
@@ -43,11 +47,11 @@ def test_ablation_plans_four_runs_with_the_paper_switches():
     limits = {e.dataset: e.limit for e in p["evals"]}
     assert limits == {"synthetic": 16, "middlebury": None, "nyuv2": None}
     assert list(p["rows"].values()) == ["nocond", "cond", "cond-prealign", "full"]
-    assert L.run_overrides(p["runs"][-1], QUICK, train_root="t", conditioner="c", cache_dir="d")["train.seed"] == 1
+    assert run_overrides(p["runs"][-1], QUICK, train_root="t", conditioner="c", cache_dir="d")["train.seed"] == 1
 
 
 def test_plug_reuses_the_full_refiner_over_three_conditioners_and_adds_the_shipped_one():
-    p = L.plan_experiment("plug", QUICK, datasets=["synthetic", "nyuv2"])
+    p = plan_experiment("plug", QUICK, datasets=["synthetic", "nyuv2"])
     assert [r.name for r in p["runs"]] == ["full", "shipped"]
     assert p["needs"] == ["dpt", "classical"]
     pairs = sorted((c, d) for c in ("main", "dpt", "classical") for d in ("synthetic", "nyuv2"))
@@ -59,7 +63,7 @@ def test_plug_reuses_the_full_refiner_over_three_conditioners_and_adds_the_shipp
 
 
 def test_steps_sweep_and_ensembles():
-    p = L.plan_experiment("steps", QUICK, datasets=["synthetic", "middlebury"])
+    p = plan_experiment("steps", QUICK, datasets=["synthetic", "middlebury"])
     syn = [e for e in p["evals"] if e.dataset == "synthetic"]
     assert [e.steps for e in syn if e.ensemble == 1] == [1, 2, 4, 10, 50]
     ens = [(e.ensemble, e.reduction) for e in syn if e.steps == QUICK.fig7_ensemble_steps]
@@ -71,24 +75,24 @@ def test_steps_sweep_and_ensembles():
 
 
 def test_size_runs_use_subsets_of_the_same_recipe():
-    p = L.plan_experiment("size", QUICK)
+    p = plan_experiment("size", QUICK)
     assert [(r.name, r.train_size) for r in p["runs"]] == [("full-n100", 100), ("full-n400", 400), ("full", None)]
     assert all(_flags(r) == (True, True, True) and r.steps == QUICK.steps for r in p["runs"])
 
 
 def test_hparams_at_a_reduced_budget_get_their_own_reference():
-    p = L.plan_experiment("hparams", FULL)
+    p = plan_experiment("hparams", FULL)
     got = [(r.name, r.patch_size, r.eta, r.steps) for r in p["runs"]]
     assert got == [("full-s1000", 8, 0.1, 1000), ("full-w16-s1000", 16, 0.1, 1000), ("full-w32-s1000", 32, 0.1, 1000),
                    ("full-eta0.05-s1000", 8, 0.05, 1000), ("full-eta0.2-s1000", 8, 0.2, 1000)]
     assert list(p["rows"]) == ["w = 8, eta = 0.1", "w = 16, eta = 0.1", "w = 32, eta = 0.1", "w = 8, eta = 0.05",
                                "w = 8, eta = 0.2"]
     # at the quick budget the reference is the shared full run
-    assert L.plan_experiment("hparams", QUICK)["runs"][0].name == "full"
+    assert plan_experiment("hparams", QUICK)["runs"][0].name == "full"
 
 
 def test_plan_deduplicates_runs_and_evals_across_experiments():
-    p = L.plan(L.EXPERIMENTS, QUICK)
+    p = plan(EXPERIMENTS, QUICK)
     names = [r.name for r in p["runs"]]
     assert names == ["nocond", "cond", "cond-prealign", "full", "nocond-seed1", "full-seed1", "shipped", "full-n100",
                      "full-n400", "full-w16", "full-w32", "full-eta0.05", "full-eta0.2"]
@@ -96,30 +100,30 @@ def test_plan_deduplicates_runs_and_evals_across_experiments():
     assert len(keys) == len(set(keys))
     # the full refiner's standard evaluation is shared by ablation, plug and size
     assert keys.count("full__main__nyuv2__s10-e1-mean__nall") == 1
-    assert len(L.plan(L.EXPERIMENTS, FULL)["runs"]) == 8 + 5 + 1  # + the shipped refiner (evaluated, not trained)
+    assert len(plan(EXPERIMENTS, FULL)["runs"]) == 8 + 5 + 1  # + the shipped refiner (evaluated, not trained)
 
 
 def test_make_run_names_and_normalises_unused_switches():
-    r = L.make_run(QUICK, depth_conditioning=False, patch_size=16, eta=0.2)
+    r = make_run(QUICK, depth_conditioning=False, patch_size=16, eta=0.2)
     assert (r.name, r.prealign, r.patch_mask, r.patch_size, r.eta) == ("nocond", False, False, 8, 0.1)
-    assert L.make_run(QUICK, prealign=False).name == "cond-mask"
-    assert L.make_run(QUICK, train_size=400, steps=75).name == "full-n400-s75"
-    assert L.make_run(QUICK, depth_conditioning=False, seed=2).name == "nocond-seed2"
+    assert make_run(QUICK, prealign=False).name == "cond-mask"
+    assert make_run(QUICK, train_size=400, steps=75).name == "full-n400-s75"
+    assert make_run(QUICK, depth_conditioning=False, seed=2).name == "nocond-seed2"
 
 
 def test_parse_only():
-    assert L.parse_only(None) == list(L.EXPERIMENTS)
-    assert L.parse_only("steps, ablation") == ["ablation", "steps"]
+    assert parse_only(None) == list(EXPERIMENTS)
+    assert parse_only("steps, ablation") == ["ablation", "steps"]
     with pytest.raises(ValueError, match="unknown experiment 'table9'"):
-        L.parse_only("ablation,table9")
+        parse_only("ablation,table9")
 
 
 def test_run_overrides_make_a_valid_recipe():
     from training.config import load_recipe
 
-    run = L.make_run(QUICK, prealign=False, patch_mask=False, train_size=3)
+    run = make_run(QUICK, prealign=False, patch_mask=False, train_size=3)
     ids = [f"{i:06d}" for i in range(10)]
-    ov = L.run_overrides(run, QUICK, train_root="/data/train", conditioner="hf:/c", cache_dir="/tmp/c", train_ids=ids)
+    ov = run_overrides(run, QUICK, train_root="/data/train", conditioner="hf:/c", cache_dir="/tmp/c", train_ids=ids)
     recipe = load_recipe(ROOT / "training" / "recipes" / "reproduce-refiner.toml", ov)
     ob = recipe.objective
     assert (ob.depth_conditioning, ob.prealign, ob.patch_mask, ob.patch_size, ob.eta) == (True, False, False, 8, 0.1)
@@ -129,7 +133,7 @@ def test_run_overrides_make_a_valid_recipe():
     assert recipe.validation_sources() == []
     assert recipe.model.block_out_channels == [32, 64, 128]
     with pytest.raises(ValueError, match="needs 3 training scenes"):
-        L.run_overrides(run, QUICK, train_root="/d", conditioner="c", cache_dir="/c", train_ids=ids[:2])
+        run_overrides(run, QUICK, train_root="/d", conditioner="c", cache_dir="/c", train_ids=ids[:2])
 
 
 # --------------------------------------------------------------------------- classical conditioner
@@ -143,7 +147,7 @@ def _fit(x, y, mask):
 def test_blur_affine_recovers_the_known_affine_on_smooth_ground_truth():
     yy, xx = np.mgrid[0:48, 0:64].astype(np.float64)
     gt = 0.5 + 0.01 * xx + 0.02 * yy  # linear: a Gaussian blur keeps it away from the borders
-    m = L.blur_affine(gt, np.ones_like(gt, bool), sigma=2.0, scale=0.5, shift=0.3)
+    m = blur_affine(gt, np.ones_like(gt, bool), sigma=2.0, scale=0.5, shift=0.3)
     inner = np.zeros_like(gt, bool)
     inner[8:-8, 8:-8] = True
     s, b = _fit(gt, m.astype(np.float64), inner)
@@ -157,7 +161,7 @@ def test_blur_affine_without_blur_is_exactly_affine_and_zero_fills():
     rng = np.random.default_rng(0)
     gt = rng.uniform(0.1, 2.0, (16, 20))
     known = rng.uniform(size=gt.shape) > 0.3
-    m = L.blur_affine(gt, known, sigma=0.0, scale=2.0, shift=-0.5, fill="zero")
+    m = blur_affine(gt, known, sigma=0.0, scale=2.0, shift=-0.5, fill="zero")
     np.testing.assert_allclose(m[known], 2.0 * gt[known] - 0.5, atol=1e-6)  # float32 output
     np.testing.assert_allclose(m[~known], -0.5)  # disparity 0 (sky), then the shift
     s, b = _fit(gt, m.astype(np.float64), known)
@@ -167,17 +171,17 @@ def test_blur_affine_without_blur_is_exactly_affine_and_zero_fills():
 def test_blur_affine_blurs_edges_and_inpaints_holes():
     step = np.zeros((32, 32))
     step[:, 16:] = 1.0
-    m = L.blur_affine(step, np.ones_like(step, bool), sigma=2.0, scale=1.0, shift=0.0)
+    m = blur_affine(step, np.ones_like(step, bool), sigma=2.0, scale=1.0, shift=0.0)
     assert 0.05 < m[10, 15] < 0.5 < m[10, 16] < 0.95  # the edge is now a ramp
     hole = np.ones((32, 32), bool)
     hole[10:20, 10:20] = False
     flat = np.full((32, 32), 3.0)
     flat[~hole] = 1e6  # unknown values must not leak in
-    m = L.blur_affine(flat, hole, sigma=1.0, scale=1.0, shift=0.0, fill="inpaint")
+    m = blur_affine(flat, hole, sigma=1.0, scale=1.0, shift=0.0, fill="inpaint")
     assert np.isfinite(m).all()
     np.testing.assert_allclose(m, 3.0, rtol=1e-5)
     with pytest.raises(ValueError, match="scale"):
-        L.blur_affine(flat, hole, 1.0, -1.0, 0.0)
+        blur_affine(flat, hole, 1.0, -1.0, 0.0)
 
 
 # --------------------------------------------------------------------------- report
@@ -206,7 +210,7 @@ def _run(name, **kw):
 
 @pytest.fixture()
 def results():
-    b = L.jsonable(replace(QUICK, fig7_steps=(1, 2, 50), fig7_ensembles=(1, 10), fig7_ensemble_steps=2))
+    b = jsonable(replace(QUICK, fig7_steps=(1, 2, 50), fig7_ensembles=(1, 10), fig7_ensemble_steps=2))
     ablation = {
         "rows": {"no depth conditioning (Marigold-style)": "nocond", "+ depth conditioning": "cond",
                  "+ global pre-alignment": "cond-prealign", "+ local patch masking (full)": "full"},
@@ -240,7 +244,7 @@ def results():
     hparams = {"rows": {"w = 8, eta = 0.1": "full", "w = 16, eta = 0.1": "full-w16"},
                "evals": [_eval("full", "main", "nyuv2", 10, 1, "mean", _metrics(0.042, 0.97)),
                          _eval("full-w16", "main", "nyuv2", 10, 1, "mean", _metrics(0.05, 0.96))]}
-    return {"format": L.RESULTS_FORMAT, "command": "python bench/reproduce.py --quick", "git": {"commit": "abc123"},
+    return {"format": RESULTS_FORMAT, "command": "python bench/reproduce.py --quick", "git": {"commit": "abc123"},
             "budget": b, "seconds": 600, "finished": "2025-01-01T00:00:00+00:00",
             "machine": {"description": "2 CPU cores"},
             "invocations": [{"started": "2025-01-01T00:00:00+00:00", "commit": "abc123", "seconds": 540.0,
@@ -253,7 +257,7 @@ def results():
 
 
 def test_report_renders_every_table_from_the_json(results):
-    text = L.render_report(results)
+    text = render_report(results)
     assert "commit: `abc123`" in text and "`python bench/reproduce.py --quick`" in text
     assert ("- invocation 1: 2025-01-01T00:00:00+00:00, commit `abc123`, 9.0 min, trained 2 refiner(s) (nocond, full), "
             "ran 7 evaluation(s), 1 thread(s), load average 2.5 -> 2.0") in text
@@ -280,7 +284,7 @@ def test_report_renders_every_table_from_the_json(results):
 
 
 def test_report_claims_are_computed_verdicts(results):
-    got = {c["claim"].split(":")[0]: c for c in L.claims(results)}
+    got = {c["claim"].split(":")[0]: c for c in claims(results)}
     assert got["Table 5"]["verdict"] == "holds"
     # full - nocond per image: -0.01, -0.02, -0.027 -> mean -1.90 pts, sample SE 0.49 pts
     assert got["Table 5"]["evidence"] == ("nyuv2: 6.10 -> 5.20 -> 4.70 -> 4.20 (monotone) "
@@ -307,7 +311,7 @@ def test_report_claims_are_computed_verdicts(results):
     assert got["Appendix F"]["evidence"] == "nyuv2: best w = 8, eta = 0.1 (4.20 %), worst w = 16, eta = 0.1 (5.00 %)"
     # the ablation turns partial when one step goes the wrong way
     results["experiments"]["ablation"]["evals"][2]["metrics"]["refined"]["abs_rel"] = 0.055
-    got = {c["claim"].split(":")[0]: c for c in L.claims(results)}
+    got = {c["claim"].split(":")[0]: c for c in claims(results)}
     assert got["Table 5"]["verdict"] == "does not hold"
     assert "(full best, not monotone)" in got["Table 5"]["evidence"]
 
@@ -315,21 +319,21 @@ def test_report_claims_are_computed_verdicts(results):
 def test_paired_diff_and_edge_f1():
     a = {"per_image": {"ids": ["x", "y", "z"], "refined": {"delta1": [0.9, 0.8, None]}}}
     b = {"per_image": {"ids": ["z", "y", "x"], "refined": {"delta1": [0.5, 0.9, 0.95]}}}
-    p = L.paired_diff(a, b, "delta1")  # z is missing in a: pairs x (+0.05) and y (+0.1)
+    p = paired_diff(a, b, "delta1")  # z is missing in a: pairs x (+0.05) and y (+0.1)
     assert p["n"] == 2 and p["better"] == 2
     assert p["mean"] == pytest.approx(0.075) and p["se"] == pytest.approx(0.025)
-    assert L.paired_diff(a, {"metrics": {}}, "delta1") is None
-    assert L.edge_f1({"ep": 0.5, "er": 0.25}) == pytest.approx(1 / 3)
-    assert L.edge_f1({"ep": 0.0, "er": 0.0}) == 0.0 and L.edge_f1({}) is None
+    assert paired_diff(a, {"metrics": {}}, "delta1") is None
+    assert edge_f1({"ep": 0.5, "er": 0.25}) == pytest.approx(1 / 3)
+    assert edge_f1({"ep": 0.0, "er": 0.0}) == 0.0 and edge_f1({}) is None
 
 
 def test_report_keeps_the_hand_written_discussion(results):
-    text = L.render_report(results, "The numbers disagree because the budget is tiny.")
-    assert L.extract_discussion(text) == "The numbers disagree because the budget is tiny."
-    again = L.render_report(results, L.extract_discussion(text))
+    text = render_report(results, "The numbers disagree because the budget is tiny.")
+    assert extract_discussion(text) == "The numbers disagree because the budget is tiny."
+    again = render_report(results, extract_discussion(text))
     assert again == text
-    assert L.extract_discussion(L.render_report(results)) == ""
-    assert L.extract_discussion("no markers") == ""
+    assert extract_discussion(render_report(results)) == ""
+    assert extract_discussion("no markers") == ""
 
 
 # --------------------------------------------------------------------------- end to end
@@ -338,10 +342,14 @@ def test_report_keeps_the_hand_written_discussion(results):
 @pytest.mark.slow
 def test_smoke_run_trains_evaluates_reports_and_resumes(tmp_path, tiny_dpt_dir):
     """The whole script at the smoke budget on tiny rendered data (no real data): plumbing, not numbers."""
+    import importlib.util
     import json
 
-    import reproduce
     from training.synthetic import write_dataset
+
+    spec = importlib.util.spec_from_file_location("reproduce_script", ROOT / "bench" / "reproduce.py")
+    reproduce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reproduce)  # the script itself: its flags, then training.reproduce.runner
 
     train = write_dataset(tmp_path / "train", 6, seed0=0, size=64)
     val = write_dataset(tmp_path / "val", 3, seed0=1000000, size=64)
@@ -379,7 +387,61 @@ def test_smoke_run_trains_evaluates_reports_and_resumes(tmp_path, tiny_dpt_dir):
     # refiner's three, size's full-n4
     assert len(inv) == 2 and len(inv[0]["trained"]) == 7 and inv[0]["evaluated"] == 6 + 2 + 3 + 1
     assert inv[1]["trained"] == [] and inv[1]["evaluated"] == 0
-    assert L.extract_discussion(report.read_text()) == "kept"
+    assert extract_discussion(report.read_text()) == "kept"
     # --report-only renders the same tables from the JSON
     assert reproduce.main(["--report-only", "--out", str(out), "--report", str(tmp_path / "again.md")]) == 0
     assert "| dpt + refiner |" in (tmp_path / "again.md").read_text()
+
+
+TINY_DPT = {"arch": "dpt", "input_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 4,
+            "num_attention_heads": 2, "intermediate_size": 64, "neck_hidden_sizes": [8, 16, 32, 32],
+            "fusion_hidden_size": 16}
+
+
+def test_dpt_conditioner_trains_through_the_conditioner_loop_once_and_loads(tmp_path):
+    """The plug-and-play DPT: training.conditioner.train on the recipe, a summary, skipped when done."""
+    import json
+
+    import torch
+
+    from betterdepth_cli.core.conditioners import get_conditioner
+    from training.reproduce.conditioner import train_dpt_conditioner
+    from training.synthetic import write_dataset
+
+    data = write_dataset(tmp_path / "scenes", 3, seed0=5000000, size=40, kind="indoor")
+    recipe = {"data": {"kind": "indoor", "scenes": 3, "seed0": 5000000, "size": 40, "crop": 32},
+              "model": TINY_DPT,
+              "train": {"steps": 3, "batch_size": 2, "lr": 3e-4, "weight_decay": 1e-4, "warmup": 1, "seed": 0,
+                        "log_every": 1, "device": "cpu"}}
+    logs = []
+    s = train_dpt_conditioner(recipe, data, data, tmp_path / "dpt", log=logs.append)
+    assert s["path"] == str(tmp_path / "dpt" / "final") and s["architecture"] == "DPTForDepthEstimation"
+    assert s["steps"] == 3 and s["data"] == {"kind": "indoor", "scenes": 3, "seed0": 5000000, "size": 40}
+    assert set(s["val_synthetic_mixed"]) == {"abs_rel", "delta1", "positive_scale"}
+    assert np.isfinite(s["final_loss"]) and s["final_loss"] > 0
+    # the loop logged every step; one checkpoint (the last step), evaluated once on the held-out scenes
+    rows = [json.loads(line) for line in (tmp_path / "dpt" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3] and [r["step"] for r in rows if "val" in r] == [3]
+    assert torch.load(tmp_path / "dpt" / "checkpoint.pt", weights_only=True)["step"] == 3
+    model = torch.load(tmp_path / "dpt" / "checkpoint.pt", weights_only=True)["model"]
+    assert s["params_m"] == round(sum(v.numel() for v in model.values()) / 1e6, 3)
+    assert all(m.startswith("DPT conditioner: ") for m in logs)
+    # done: read back, not retrained
+    mtime = (tmp_path / "dpt" / "final" / "model.safetensors").stat().st_mtime_ns
+    assert train_dpt_conditioner(recipe, data, data, tmp_path / "dpt", log=logs.append) == s
+    assert (tmp_path / "dpt" / "final" / "model.safetensors").stat().st_mtime_ns == mtime
+    cond = get_conditioner(f"hf:{s['path']}")
+    assert cond.predict(torch.rand(1, 3, 30, 40)).values.shape == (1, 1, 30, 40)
+
+
+def test_dpt_recipe_builds_the_plain_vit_dpt():
+    import tomllib
+
+    from training.conditioner import build_model
+
+    recipe = tomllib.loads((ROOT / "training" / "recipes" / "reproduce-dpt-conditioner.toml").read_text())
+    model = build_model(recipe["model"])
+    assert type(model).__name__ == "DPTForDepthEstimation" and not model.config.is_hybrid
+    assert (model.config.image_size, model.config.patch_size, model.config.hidden_size) == (160, 16, 96)
+    # the size docs/RESULTS.md reports for it
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 3) == 0.822

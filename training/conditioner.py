@@ -29,6 +29,7 @@ import sys
 import time
 import tomllib
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -53,17 +54,23 @@ DEFAULTS = {
 }
 
 
+ARCHS = ("depth-anything", "dpt-hybrid", "dpt")
+
+
 def build_model(cfg: dict):
     """The conditioner of ``[model]``: ``arch = "depth-anything"`` (default: DINOv2 backbone + DPT
-    head) or ``"dpt-hybrid"`` (DPT-Hybrid, as MiDaS v3 hybrid: a BiT ResNet stem whose stride-4 and
-    stride-8 features feed the DPT neck directly, a ViT over its stride-16 features)."""
+    head), ``"dpt-hybrid"`` (DPT-Hybrid, as MiDaS v3 hybrid: a BiT ResNet stem whose stride-4 and
+    stride-8 features feed the DPT neck directly, a ViT over its stride-16 features) or ``"dpt"``
+    (the plain-ViT DPT, the class of Intel/dpt-large: ViT patches of ``patch_size``, default 16)."""
     arch = cfg.get("arch", "depth-anything")
     if arch == "depth-anything":
         model = _build_depth_anything(cfg)
     elif arch == "dpt-hybrid":
         model = _build_dpt_hybrid(cfg)
+    elif arch == "dpt":
+        model = _build_dpt(cfg)
     else:
-        raise ValueError(f"[model] arch must be 'depth-anything' or 'dpt-hybrid', got {arch!r}")
+        raise ValueError(f"[model] arch must be one of {', '.join(repr(a) for a in ARCHS)}, got {arch!r}")
     with torch.no_grad():  # start the final ReLU in its linear range (a dead ReLU never recovers)
         final_conv(model).bias.fill_(1.0)
     return model
@@ -113,6 +120,19 @@ def _build_dpt_hybrid(cfg: dict):
     return DPTForDepthEstimation(config)
 
 
+def _build_dpt(cfg: dict):
+    from transformers import DPTConfig, DPTForDepthEstimation
+
+    n = int(cfg["num_hidden_layers"])
+    return DPTForDepthEstimation(DPTConfig(
+        image_size=int(cfg["input_size"]), patch_size=int(cfg.get("patch_size", 16)),
+        hidden_size=int(cfg["hidden_size"]), num_hidden_layers=n, num_attention_heads=int(cfg["num_attention_heads"]),
+        intermediate_size=int(cfg["intermediate_size"]), backbone_out_indices=list(range(n))[-4:],
+        neck_hidden_sizes=list(cfg["neck_hidden_sizes"]), fusion_hidden_size=int(cfg["fusion_hidden_size"]),
+        head_in_index=-1, readout_type="project",
+    ))
+
+
 def final_conv(model) -> torch.nn.Conv2d:
     """The head's last convolution (its output goes through the final ReLU)."""
     head = model.head
@@ -131,6 +151,15 @@ def build_processor(input_size: int, patch_size: int = 14, keep_aspect_ratio: bo
         ensure_multiple_of=patch_size,
         do_pad=False, resample=3, image_mean=list(IMAGE_MEAN), image_std=list(IMAGE_STD),
     )
+
+
+def processor_for(arch: str, input_size: int, patch_size: int):
+    """The processor saved with a model of ``[model] arch``: Depth Anything keeps the aspect ratio
+    (sides multiples of its patch); DPT-Hybrid and the plain-ViT DPT take only square inputs (the
+    plain DPT's like Intel/dpt-large's: a square resize, no multiple)."""
+    if arch == "dpt":
+        return build_processor(input_size, patch_size=1, keep_aspect_ratio=False)
+    return build_processor(input_size, patch_size, keep_aspect_ratio=arch != "dpt-hybrid")
 
 
 def ssi_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -303,12 +332,13 @@ def training_device(name: str) -> torch.device:
     return device
 
 
-def train(recipe: dict, output: Path, resume: bool = False, log=print) -> Path:
+def train(recipe: dict, output: Path, resume: bool = False, log=print,
+          on_step: Callable[[int, float], None] | None = None) -> Path:
     """Train (or resume) a conditioner run in ``output``; returns its ``final`` model folder.
 
     ``[train] max_minutes`` (0 = no limit) ends the run early at a checkpoint once that much
     wall time has passed in this invocation, and then returns ``output`` itself (no final model
-    yet); ``--resume`` continues it.
+    yet); ``--resume`` continues it. ``on_step(step, loss)``, when given, sees every step's loss.
     """
     cfg = {k: {**DEFAULTS[k], **recipe.get(k, {})} for k in DEFAULTS}
     tr, mc = cfg["train"], cfg["model"]
@@ -350,6 +380,8 @@ def train(recipe: dict, output: Path, resume: bool = False, log=print) -> Path:
         batch = random_batch(train_data, tr["batch_size"], cfg["data"]["crop"], g)
         loss = train_step(model, opt, sched, captured, batch, mc["input_size"])
         step += 1
+        if on_step is not None:
+            on_step(step, loss.item())
         if step % tr["log_every"] == 0:
             rec = {"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0], "seconds": time.time() - t0}
             log(json.dumps(rec))
@@ -370,8 +402,7 @@ def train(recipe: dict, output: Path, resume: bool = False, log=print) -> Path:
             return output
     final = output / "final"
     model.save_pretrained(final)
-    build_processor(mc["input_size"], model.config.patch_size,
-                    keep_aspect_ratio=not getattr(model.config, "is_hybrid", False)).save_pretrained(final)
+    processor_for(mc.get("arch", "depth-anything"), mc["input_size"], model.config.patch_size).save_pretrained(final)
     log(f"saved {final}")
     return final
 
