@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python bench/reproduce.py " + " ".join(argv)
     log(f"{command}: mode {budget.mode}, experiments {', '.join(experiments)}, torch threads {torch.get_num_threads()}")
 
-    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.conditioner_registry import get_conditioner
 
     get_conditioner(args.conditioner)  # fail early when the main conditioner is missing
     datasets = resolve_datasets(args, out, log)

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from betterdepth_cli import __version__
 from betterdepth_cli.cli.app import app
-from betterdepth_cli.core.conditioners import HF_MODELS
+from betterdepth_cli.conditioner_registry import HF_MODELS
 from betterdepth_cli.core.refiner import default_model_path
 
 

@@ -182,7 +182,7 @@ def test_recipe_overrides_round_trip_and_errors(tmp_path):
 
 
 def test_cache_runs_the_conditioner_once_per_sample(tiny_dpt_dir, scenes, tmp_path):
-    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.conditioner_registry import get_conditioner
     from training.cache import PredictionCache, conditioner_id
     from training.datasets import FolderDataset
 
@@ -285,7 +285,7 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(run_a, tmp_path):
 
 
 def test_final_bundle_loads_and_refines(run_a, tiny_dpt_dir):
-    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.conditioner_registry import get_conditioner
     from betterdepth_cli.core.pipeline import refine_batch
     from betterdepth_cli.core.refiner import load_model
 

@@ -482,7 +482,7 @@ class Trainer:
         from training.cache import LatentCache, PredictionCache, conditioner_id
 
         self.cache_dir = recipe.cache_dir()
-        from betterdepth_cli.core.conditioners import get_conditioner
+        from betterdepth_cli.conditioner_registry import get_conditioner
 
         c = recipe.conditioner
         if conditioner is None and c.name == "simulated":

@@ -19,7 +19,8 @@ def gather() -> dict:
 
     from betterdepth_cli import __version__
     from betterdepth_cli.batch import read_card
-    from betterdepth_cli.core.conditioners import builtin_conditioner_path, list_conditioners
+    from betterdepth_cli.core.conditioners import builtin_conditioner_path
+    from betterdepth_cli.conditioner_registry import list_conditioners
     from betterdepth_cli.core.refiner import default_model_path
 
     cuda = []

@@ -350,7 +350,7 @@ def refine(
         if merged.get(key) is None:
             merged[key] = defaults[key]
     model_name = merged.get("model") or "default"
-    from betterdepth_cli.core.conditioners import check_conditioner_name
+    from betterdepth_cli.conditioner_registry import check_conditioner_name
 
     check_conditioner_name(merged["conditioner"])  # a misspelt name fails now, not after discovery and setup
 
@@ -436,7 +436,7 @@ def refine(
         raise typer.Exit(batch.EXIT_OK if not discover_failures else batch.EXIT_PARTIAL)
 
     report.info(f"loading {what} on {device_name} {dtype_name}")
-    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.conditioner_registry import get_conditioner
     from betterdepth_cli.core.refiner import load_model
 
     tdtype = o.torch_dtype(dtype_name)

@@ -315,7 +315,7 @@ def run_evaluation(
     """
     import torch
 
-    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.conditioner_registry import get_conditioner
     from betterdepth_cli.core.guided import guided_refine
     from betterdepth_cli.core.pipeline import refine_batch, seeded_generators
     from betterdepth_cli.core.refiner import DEFAULTS, load_model
