@@ -45,10 +45,10 @@ HF_MODELS: dict[str, str] = {
 
 #: The metric-depth families: registry-name prefix -> what the family is.
 METRIC_FAMILIES: dict[str, str] = {
-    "zoedepth": "ZoeDepth, metric depth in metres",
-    "depth-pro": "Depth Pro, metric depth in metres (focal length from its field-of-view head)",
-    "depth-anything-v2-metric": "Depth Anything V2 metric, depth in metres (indoor up to 20 m, outdoor 80 m)",
-    "dpt-dinov2": "DPT with a DINOv2 backbone, metric depth in metres (NYU up to 10 m, KITTI 80 m)",
+    "zoedepth": "ZoeDepth, metric depth (metres)",
+    "depth-pro": "Depth Pro, metric depth (metres, focal length from its FoV head)",
+    "depth-anything-v2-metric": "Depth Anything V2 metric, depth (metres)",
+    "dpt-dinov2": "DPT-DINOv2, metric depth (metres)",
 }
 
 #: Registry names of public metric-depth checkpoints (values in metres).

@@ -74,7 +74,7 @@ def load_processor(path: str | Path):
         warnings.simplefilter("ignore")
         try:
             return AutoImageProcessor.from_pretrained(path)
-        except ImportError:
+        except (ImportError, ValueError):  # transformers says "None of these classes could be imported"
             settings = Path(path) / "preprocessor_config.json"
             if not settings.is_file():
                 raise
@@ -155,7 +155,7 @@ class HFConditioner(Conditioner):
             return dpt_vit_forward(self.model, pixel_values)
         try:
             return self.model(pixel_values=pixel_values)
-        except RuntimeError as exc:
+        except (RuntimeError, ValueError) as exc:  # e.g. "Input image size (48*64) doesn't match model"
             if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc):
                 raise
             shape = "x".join(str(v) for v in pixel_values.shape[-2:])
