@@ -115,11 +115,13 @@ class FileConditioner(Conditioner):
         self.options = {"kind": kind, "metric": metric, "units": units, "scale": scale, "invalid": invalid}
         self.pattern = pattern
         self.device = torch.device(device)
-        self._index: dict[str, Path] = {}
+        self._index: dict[str, Path] = {}  # stem and relative path without extension -> the first file
+        self._by_stem: dict[tuple[str, str], Path] = {}  # (stem, extension) -> the first file
         for p in sorted(self.folder.rglob("*")):
             if p.suffix.lower() in EXTENSIONS and p.is_file():
                 self._index.setdefault(p.stem, p)
                 self._index.setdefault(str(p.relative_to(self.folder).with_suffix("")), p)
+                self._by_stem.setdefault((p.stem, p.suffix.lower()), p)
         probe = self._with_options(Reading(kind))
         for path in list(dict.fromkeys(self._index.values()))[:PROBE_FILES]:
             if probe.kind is not None:
@@ -145,9 +147,9 @@ class FileConditioner(Conditioner):
             if k in self._index:
                 return self._index[k]
         for suffix, exts, _ in TOOL_NAMES:
-            hit = self._index.get(stem + suffix)
-            if hit is not None and hit.suffix.lower() in exts:
-                return hit
+            for ext in exts:
+                if (stem + suffix, ext) in self._by_stem:
+                    return self._by_stem[(stem + suffix, ext)]
         midas = sorted(self.folder.rglob(f"{glob.escape(stem)}-*.pfm"))
         if midas:
             return midas[0]
