@@ -12,8 +12,13 @@ with a ``type``:
   procedural scenes rendered into the cache folder when missing
   (``[data] synthetic = {...}`` is a shorthand for one of these);
 - ``{type = "folder", root = "DIR"}``: the generic folder format;
-- ``{type = "hypersim", root = "DIR", split = "train"}``;
-- ``{type = "vkitti2", root = "DIR"}`` (``depth_root``, ``scenes``, ``variations``, ``cameras``, ``max_depth``).
+- ``{type = "hypersim", root = "DIR", split = "train"}``: the official layout; or Marigold's
+  preprocessed PNGs, a folder or ``hypersim_processed_train.tar``, with
+  ``filenames = "data_split/hypersim_depth/filename_list_train_filtered.txt"`` (optional; ``max_depth``);
+- ``{type = "vkitti2", root = "DIR"}`` (``depth_root``, ``scenes``, ``variations``, ``cameras``, ``max_depth``,
+  ``kb_crop = true`` for the KITTI benchmark crop); or Marigold's ``vkitti.tar`` / folder with
+  ``filenames = "data_split/vkitti_depth/vkitti_train.txt"`` (``kb_crop`` defaults to true there)
+  (see :mod:`training.split_datasets`).
 
 Every spec takes ``weight`` (mixing probability, default 1); other keys go to
 the loader.

@@ -423,7 +423,9 @@ class VirtualKITTI2Dataset(_Base):
 
     (``depth_root`` defaults to ``root``: the rgb and depth archives extracted
     into one tree). Depth = png / 100 m; 65535 (sky) and anything beyond
-    ``max_depth`` (80 m, as Marigold trains) is invalid. ``variations`` default
+    ``max_depth`` (80 m, as Marigold trains) is invalid. ``kb_crop``: crop both
+    maps to the KITTI benchmark 352 x 1216 (bottom rows, central columns), as
+    Marigold trains. ``variations`` default
     to all found (clone, fog, morning, overcast, rain, sunset, 15/30-deg-left/right).
     ids are ``SceneXX/<variation>/Camera_C/NNNNN``.
     """
@@ -431,10 +433,11 @@ class VirtualKITTI2Dataset(_Base):
     def __init__(self, root: str | os.PathLike, scenes: Sequence[str] | None = None,
                  variations: Sequence[str] | None = None, cameras: Sequence[str] = ("Camera_0",),
                  depth_root: str | os.PathLike | None = None, max_depth: float = 80.0,
-                 transform: Callable[[dict], dict] | None = None):
+                 transform: Callable[[dict], dict] | None = None, kb_crop: bool = False):
         super().__init__(transform)
         self.root = Path(root)
         self.depth_root = Path(depth_root) if depth_root else self.root
+        self.kb_crop = bool(kb_crop)
         if not self.root.is_dir():
             raise NoInputError(f"{self.root}: Virtual KITTI 2 folder not found")
         if not max_depth > 0:
@@ -463,9 +466,14 @@ class VirtualKITTI2Dataset(_Base):
     def load(self, index: int) -> dict:
         sid, rgb_path, depth_path = self.items[index]
         raw = decode_uint16_map(read_file(depth_path), str(depth_path), "depth in centimetres")
+        rgb = read_rgb(rgb_path)
+        if self.kb_crop:
+            from betterdepth_cli.evaluation.protocol import kb_crop
+
+            rgb, raw = kb_crop(rgb), kb_crop(raw)
         depth = raw.astype(np.float64) / 100.0
         valid = (raw < 65535) & (depth > 1e-5) & (depth <= self.max_depth)
-        return to_sample(read_rgb(rgb_path), depth, valid, sid)
+        return to_sample(rgb, depth, valid, sid)
 
 
 # --------------------------------------------------------------------------- #

@@ -271,9 +271,18 @@ def build_dataset(spec: dict, cache_dir: Path, log: Callable[[str], None] | None
         root = spec.pop("root")
         if kind == "folder":
             return FolderDataset(root, **spec)
+        marigold_layout = str(root).endswith(".tar") or "filenames" in spec
         if kind == "hypersim":
+            if marigold_layout or not any(Path(root).glob("ai_*/images")):
+                from training.split_datasets import marigold_hypersim
+
+                return marigold_hypersim(root, **spec)  # Marigold's preprocessed PNGs, folder or tar
             return HypersimDataset(root, **spec)
         if kind == "vkitti2":
+            if marigold_layout:
+                from training.split_datasets import marigold_vkitti
+
+                return marigold_vkitti(root, **spec)
             return VirtualKITTI2Dataset(root, **spec)
     except TypeError as exc:
         raise UsageError(f"[data] {kind} dataset: {exc}") from None
