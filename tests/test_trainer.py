@@ -131,8 +131,16 @@ def test_shipped_recipes_parse_with_the_papers_settings():
     assert (sd2.optim.lr, sd2.optim.optimizer, sd2.train.max_steps) == (3e-5, "adam", 5000)
     assert (sd2.objective.patch_size, sd2.objective.eta, sd2.data.processing_res) == (8, 0.1, 768)
     assert (sd2.train.mixed_precision, sd2.train.checkpoint_every) == ("fp16", 500)
-    assert sd2.conditioner.name == "depth-anything-v2-large"
+    assert sd2.conditioner.name == "depth-anything-large"  # the paper's main model: Depth Anything v1
     assert [(s["type"], s["weight"]) for s in sd2.train_sources()] == [("hypersim", 0.9), ("vkitti2", 0.1)]
+    hypersim, vkitti = sd2.train_sources()
+    assert hypersim["root"].endswith("hypersim_processed_train.tar")
+    assert hypersim["filenames"].endswith("data_split/hypersim_depth/filename_list_train_filtered.txt")
+    assert vkitti["kb_crop"] and vkitti["filenames"].endswith("data_split/vkitti_depth/vkitti_train.txt")
+    dav2 = load_recipe(RECIPES / "sd2-hypersim-vkitti-dav2.toml")
+    assert dav2.conditioner.name == "depth-anything-v2-large"
+    for section in ("model", "data", "objective", "train", "optim"):  # otherwise the same run
+        assert getattr(dav2, section) == getattr(sd2, section), section
 
 
 def test_default_refiner_recipe_is_the_shipped_residual_guided_design():
