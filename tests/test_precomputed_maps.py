@@ -162,3 +162,34 @@ def test_bad_options_fail_in_one_line(tmp_path):
                         ("?kind=depth&scale=abc", "must be a number"), ("?kind=depth&scale=-1", "positive")]:
         with pytest.raises(UsageError, match=match):
             get_conditioner(f"file:{tmp_path}{spec}")
+
+
+# ------------------------------------------------------------------ the README's "coming from" commands
+@pytest.mark.parametrize("tool", ["marigold", "depth-pro", "depth-anything"])
+def test_refine_each_tools_existing_outputs_with_one_command(tmp_path, tiny_model_dir, tool):
+    from typer.testing import CliRunner
+
+    from betterdepth_cli.cli.app import app
+    from betterdepth_cli.io.outputs import load_depth_output
+
+    photos, maps = tmp_path / "photos", tmp_path / "maps"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "img_a.jpg"), np.random.default_rng(0).integers(0, 255, (H * 4, W * 4, 3), np.uint8))
+    if tool == "marigold":  # python script/depth/run.py --input_rgb_dir photos --output_dir maps
+        (maps / "depth_npy").mkdir(parents=True)
+        np.save(maps / "depth_npy" / "img_a_depth.npy", _ramp(0.0, 1.0))
+        spec, want = f"file:{maps}", ("depth", False)
+    elif tool == "depth-pro":  # depth-pro-run -i photos -o maps
+        maps.mkdir()
+        np.savez_compressed(maps / "img_a", depth=_ramp(1.0, 30.0))
+        spec, want = f"file:{maps}", ("depth", True)
+    else:  # python run.py --img-path photos --outdir maps --pred-only --grayscale
+        maps.mkdir()
+        cv2.imwrite(str(maps / "img_a.png"), np.repeat(np.round(_ramp(0, 255)).astype(np.uint8)[..., None], 3, -1))
+        spec, want = f"file:{maps}?kind=disparity", ("disparity", False)
+    res = CliRunner().invoke(app, ["refine", str(photos), "--conditioner", spec, "-o", str(tmp_path / "out"),
+                                   "--model", str(tiny_model_dir), "--processing-res", "32"])
+    assert res.exit_code == 0, res.output
+    values, meta = load_depth_output(tmp_path / "out" / "img_a.png")
+    assert (meta["kind"], meta["metric"]) == want and values.shape == (H * 4, W * 4)
+    assert meta["units"] == ("metres" if want[1] else "relative")
