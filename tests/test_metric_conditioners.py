@@ -20,7 +20,7 @@ from betterdepth_cli.conditioner_registry import METRIC_MODELS, get_conditioner,
 from betterdepth_cli.core import hf_processing as hp
 from betterdepth_cli.core.types import InputDataError
 from betterdepth_cli.io.outputs import units_for
-from tiny_models import FOV_DEGREES, save_depth_pro, save_dpt, save_dpt_dinov2, save_zoedepth
+from tiny_models import FOV_DEGREES, save_depth_pro, save_dpt, save_dpt_dinov2, save_glpn, save_zoedepth
 
 
 def _square_pattern(h: int, w: int, box=(12, 20, 18, 30)) -> torch.Tensor:
@@ -152,6 +152,22 @@ def test_a_model_that_cannot_take_an_input_fails_in_one_line(tmp_path):
     with pytest.raises(InputDataError, match="cannot take a 48x64 input") as err:
         cond.predict(torch.rand(1, 3, 48, 64))
     assert "\n" not in str(err.value)
+
+
+# ------------------------------------------------------------------ any other processor: called as it is
+def test_other_processors_run_as_they_are_with_their_post_processing(tmp_path):
+    path = save_glpn(tmp_path / "glpn")
+    cond = get_conditioner(f"hf:{path}")
+    assert cond.family == "generic" and (cond.kind, cond.metric) == ("depth", True)
+    images = torch.rand(2, 3, 45, 61, generator=torch.Generator().manual_seed(0))
+    pred = cond.predict(images)
+    pixels = [(im * 255).round().to(torch.uint8) for im in images]
+    inputs = cond.processor(images=pixels, return_tensors="pt")
+    assert inputs["pixel_values"].shape[-2:] == (32, 32)  # GLPN rounds down to multiples of 32
+    with torch.no_grad():
+        out = cond.model(**inputs)
+    ref = cond.processor.post_process_depth_estimation(out, target_sizes=[(45, 61)] * 2)
+    torch.testing.assert_close(pred.values[:, 0], torch.stack([r["predicted_depth"] for r in ref]))
 
 
 # ------------------------------------------------------------------ registry and info

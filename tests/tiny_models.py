@@ -190,3 +190,19 @@ def save_dpt_dinov2(path: Path, seed: int = 0) -> Path:
     DPTImageProcessor(do_resize=False, do_rescale=False, do_pad=True, size_divisor=14,
                       image_mean=[123.675, 116.28, 103.53], image_std=[58.395, 57.12, 57.375]).save_pretrained(path)
     return Path(path)
+
+
+def save_glpn(path: Path, seed: int = 0) -> Path:
+    """A tiny GLPN (metric depth, NYU-style) with its processor: a family the torch replays do not
+    cover, so it runs through the processor and its post_process_depth_estimation as they are."""
+    from transformers import GLPNConfig, GLPNForDepthEstimation
+    from transformers.models.glpn.image_processing_pil_glpn import GLPNImageProcessorPil
+
+    _quiet()
+    torch.manual_seed(seed)
+    GLPNForDepthEstimation(GLPNConfig(
+        num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16], patch_sizes=[7, 3],
+        strides=[4, 2], num_attention_heads=[1, 1], mlp_ratios=[2, 2], decoder_hidden_size=8, max_depth=10,
+        head_in_index=-1)).save_pretrained(path)
+    GLPNImageProcessorPil(size_divisor=32).save_pretrained(path)
+    return Path(path)

@@ -144,7 +144,8 @@ class HFConditioner(Conditioner):
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """(B,3,H,W) [0,1] -> the model's ``pixel_values`` (its processor's pre-processing)."""
         if self.family == "generic":
-            inputs = self.processor(images=list(images.float().cpu() * 255.0), return_tensors="pt")
+            pixels = (images.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()  # what a photo decodes to
+            inputs = self.processor(images=list(pixels), return_tensors="pt")
             return inputs["pixel_values"].to(self.device, self.dtype)
         return _PREPROCESS[self.family](images.to(self.device, torch.float32), self.processor)[0].to(self.dtype)
 
