@@ -101,3 +101,38 @@ def test_vkitti2_kitti_benchmark_crop_raw_layout_and_marigold_tar(tmp_path):
     torch.testing.assert_close(listed["depth"], cropped["depth"])
     assert build_dataset({"type": "vkitti2", "root": str(tmp_path / "vkitti.tar"), "filenames": str(split)},
                          tmp_path)[0]["depth"].shape == (1, 352, 1216)
+
+
+def test_vkitti2_official_archives_read_without_extracting(tmp_path):
+    rgb, cm = _vkitti_frame()
+    for part, name, data in (("rgb", "rgb_00000.jpg", rgb), ("depth", "depth_00000.png", cm)):
+        folder = tmp_path / part / "Scene01/clone/frames" / part / "Camera_0"
+        folder.mkdir(parents=True)
+        cv2.imwrite(str(folder / name), data, [cv2.IMWRITE_JPEG_QUALITY, 100])
+        with tarfile.open(tmp_path / f"vkitti_2.0.3_{part}.tar", "w") as tar:
+            tar.add(tmp_path / part / "Scene01", arcname="Scene01")
+    spec = {"type": "vkitti2", "root": str(tmp_path / "vkitti_2.0.3_rgb.tar"),
+            "depth_root": str(tmp_path / "vkitti_2.0.3_depth.tar"), "kb_crop": True}
+    ds = build_dataset(spec, tmp_path)
+    assert ds.ids == ["Scene01/clone/Camera_0/00000"]  # the raw loader's ids
+    s = ds[0]
+    assert s["depth"].shape == (1, 352, 1216) and s["depth"][0, 5, 7] == pytest.approx(43.21)
+
+
+def test_generic_folder_format_from_a_tar(tmp_path):
+    from training.datasets import FolderDataset
+
+    src = tmp_path / "set"
+    (src / "rgb" / "a").mkdir(parents=True)
+    (src / "depth" / "a").mkdir(parents=True)
+    (src / "dataset.toml").write_text('[depth]\nunits = "mm"\nscale = 1.0\nkind = "depth"\ninvalid_value = 0\n')
+    cv2.imwrite(str(src / "rgb" / "a" / "x.png"), np.full((12, 16, 3), 100, np.uint8))
+    cv2.imwrite(str(src / "depth" / "a" / "x.png"), _mm_pattern())
+    np.save(src / "depth" / "a" / "y.npy", np.ones((12, 16), np.float32))  # no rgb: not a sample
+    with tarfile.open(tmp_path / "set.tar", "w") as tar:
+        tar.add(src, arcname="set")
+    ds = build_dataset({"type": "folder", "root": str(tmp_path / "set.tar")}, tmp_path)
+    want = FolderDataset(src)[0]
+    assert ds.ids == ["a/x"] == FolderDataset(src).ids
+    for key in ("rgb", "depth", "valid"):
+        torch.testing.assert_close(ds[0][key], want[key])

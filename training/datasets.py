@@ -31,6 +31,7 @@ are refused (their scale is unknown).
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import tomllib
@@ -65,9 +66,7 @@ def read_depth_raw(path: str | os.PathLike) -> np.ndarray:
     p = Path(path)
     ext = p.suffix.lower()
     try:
-        if ext == ".npy":
-            arr = load_npy(p, str(p))
-        elif ext == ".exr":
+        if ext == ".exr":
             import OpenEXR
 
             ch = OpenEXR.File(str(p)).channels()
@@ -79,25 +78,35 @@ def read_depth_raw(path: str | os.PathLike) -> np.ndarray:
                 if len(ch) != 1:
                     raise InputDataError(f"{p}: EXR has no Z/depth.Z/Y/R channel (has {', '.join(ch)})")
                 arr = next(iter(ch.values())).pixels
-            if arr.ndim == 3:
-                arr = arr[..., 0]
-        elif ext == ".pfm":
-            arr = decode_pfm(read_file(p), str(p))
-        elif ext in (".png", ".tif", ".tiff"):
-            arr = decode_raster(read_file(p), str(p))
-        else:
+            return _one_map(arr, str(p))
+        if ext not in DEPTH_EXTS:
             raise InputDataError(f"{p}: unsupported depth extension {ext!r} (use {', '.join(DEPTH_EXTS)})")
+        return decode_depth_raw(read_file(p), str(p), ext)
     except (InputDataError, NoInputError):
         raise
     except FileNotFoundError:
         raise InputDataError(f"{p}: file not found") from None
     except Exception as exc:  # corrupt npy/exr
         raise InputDataError(f"{p}: cannot read depth ({exc})") from None
+
+
+def decode_depth_raw(data: bytes, where: str, ext: str) -> np.ndarray:
+    """The bytes of a .npy, .pfm or raster (.png/.tif) depth file -> (H,W) float64 stored values."""
+    if ext == ".npy":
+        arr = load_npy(io.BytesIO(data), where)
+    elif ext == ".pfm":
+        arr = decode_pfm(data, where)
+    else:
+        arr = decode_raster(data, where)
+    return _one_map(arr, where)
+
+
+def _one_map(arr, where: str) -> np.ndarray:
     arr = np.asarray(arr)
     if arr.ndim == 3:  # (H,W,1) or a colour-encoded map: its first channel
         arr = arr[..., 0]
     if arr.ndim != 2:
-        raise InputDataError(f"{p}: depth must be a single-channel (H,W) map, got shape {arr.shape}")
+        raise InputDataError(f"{where}: depth must be a single-channel (H,W) map, got shape {arr.shape}")
     return arr.astype(np.float64)
 
 
@@ -157,8 +166,13 @@ def read_folder_config(root: str | os.PathLike) -> dict:
     path = Path(root) / "dataset.toml"
     if not path.exists():
         return {}
+    return parse_folder_config(path.read_bytes(), str(path))
+
+
+def parse_folder_config(data: bytes, path: str) -> dict:
+    """:func:`read_folder_config` of the bytes of a ``dataset.toml`` (``path`` names it in errors)."""
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputDataError(f"{path}: not valid TOML ({exc})") from None
     ev = raw["dataset"] if isinstance(raw.get("dataset"), dict) else {k: v for k, v in raw.items() if k in EVAL_KEYS}

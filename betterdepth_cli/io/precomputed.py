@@ -115,6 +115,7 @@ class FileConditioner(Conditioner):
         self.options = {"kind": kind, "metric": metric, "units": units, "scale": scale, "invalid": invalid}
         self.pattern = pattern
         self.device = torch.device(device)
+        self._readings: dict[Path, Reading] = {}
         self._index: dict[str, Path] = {}  # stem and relative path without extension -> the first file
         self._by_stem: dict[tuple[str, str], Path] = {}  # (stem, extension) -> the first file
         for p in sorted(self.folder.rglob("*")):
@@ -202,7 +203,9 @@ class FileConditioner(Conditioner):
 
     def reading(self, path: Path) -> Reading:
         """How ``path`` is read: its own convention, overridden by the options the user gave."""
-        return self._with_options(self._convention(path))
+        if path not in self._readings:
+            self._readings[path] = self._with_options(self._convention(path))
+        return self._readings[path]
 
     # ------------------------------------------------------------------ predict
     def _load(self, key: str, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, Reading]:
