@@ -193,3 +193,12 @@ def test_refine_each_tools_existing_outputs_with_one_command(tmp_path, tiny_mode
     values, meta = load_depth_output(tmp_path / "out" / "img_a.png")
     assert (meta["kind"], meta["metric"]) == want and values.shape == (H * 4, W * 4)
     assert meta["units"] == ("metres" if want[1] else "relative")
+
+
+def test_maps_of_different_kinds_in_one_folder_are_refused_in_one_line(tmp_path):
+    np.savez_compressed(tmp_path / "img_a", depth=_ramp(1.0, 9.0))  # Depth Pro: metric depth
+    _midas_write_pfm(tmp_path / "img_b-midas_v21_small_256.pfm", _ramp(1.0, 2.0))  # MiDaS: disparity
+    cond = get_conditioner(f"file:{tmp_path}")
+    assert (cond.kind, cond.metric) == ("depth", True)
+    with pytest.raises(InputDataError, match=r"img_b-midas_v21_small_256.pfm: holds disparity .*from MiDaS"):
+        cond.predict(torch.rand(2, 3, H, W), keys=["img_a", "img_b"])

@@ -118,11 +118,14 @@ class FileConditioner(Conditioner):
         self._readings: dict[Path, Reading] = {}
         self._index: dict[str, Path] = {}  # stem and relative path without extension -> the first file
         self._by_stem: dict[tuple[str, str], Path] = {}  # (stem, extension) -> the first file
+        self._midas: dict[str, Path] = {}  # <stem> of <stem>-<model>.pfm -> the first file
         for p in sorted(self.folder.rglob("*")):
             if p.suffix.lower() in EXTENSIONS and p.is_file():
                 self._index.setdefault(p.stem, p)
                 self._index.setdefault(str(p.relative_to(self.folder).with_suffix("")), p)
                 self._by_stem.setdefault((p.stem, p.suffix.lower()), p)
+                if p.suffix.lower() == ".pfm" and "-" in p.stem:
+                    self._midas.setdefault(p.stem.rsplit("-", 1)[0], p)
         probe = self._with_options(Reading(kind))
         for path in list(dict.fromkeys(self._index.values()))[:PROBE_FILES]:
             if probe.kind is not None:
@@ -151,9 +154,8 @@ class FileConditioner(Conditioner):
             for ext in exts:
                 if (stem + suffix, ext) in self._by_stem:
                     return self._by_stem[(stem + suffix, ext)]
-        midas = sorted(self.folder.rglob(f"{glob.escape(stem)}-*.pfm"))
-        if midas:
-            return midas[0]
+        if stem in self._midas:
+            return self._midas[stem]
         raise InputDataError(
             f"{self.folder}: no precomputed map for '{key}' (looked for {stem}{{{','.join(EXTENSIONS)}}}, "
             f"{stem}_depth.npy, {stem}_pred.npy, {stem}-<model>.pfm; or pass ?pattern=...)"
@@ -235,7 +237,8 @@ class FileConditioner(Conditioner):
         for key in keys:
             v, m, reading = self._load(key, size)
             if (reading.kind, reading.metric) != (self.kind, self.metric):
-                raise InputDataError(f"{self.path_for(key)}: holds {reading.kind} (metric {reading.metric}), the "
+                raise InputDataError(f"{self.path_for(key)}: holds {reading.kind} (metric {reading.metric}, from "
+                                     f"{reading.origin}), the "
                                      f"other maps {self.kind} (metric {self.metric}); pass ?kind= and ?metric=")
             vals.append(v)
             masks.append(m)
