@@ -69,14 +69,16 @@ def normalize(x: torch.Tensor, processor) -> torch.Tensor:
 
 
 def _size_hw(processor, default: tuple[int, int]) -> tuple[int, int]:
-    size = _get(processor, "size", None)
+    size = _get(processor, "size", None)  # a dict, transformers' SizeDict, or a number
     if size is None:
         return default
-    size = dict(size) if not isinstance(size, dict) else size
-    if size.get("height"):
-        return int(size["height"]), int(size["width"])
-    if size.get("shortest_edge"):
-        return int(size["shortest_edge"]), int(size["shortest_edge"])
+    if isinstance(size, int | float):
+        return int(size), int(size)
+    get = size.get if hasattr(size, "get") else dict(size).get
+    if get("height"):
+        return int(get("height")), int(get("width"))
+    if get("shortest_edge"):
+        return int(get("shortest_edge")), int(get("shortest_edge"))
     return default
 
 
