@@ -37,7 +37,7 @@ def main() -> None:
 
     from tiny_models import save_dpt
 
-    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.conditioner_registry import get_conditioner
     from betterdepth_cli.core.pipeline import refine_batch
     from betterdepth_cli.core.refiner import BetterDepthModel
 

@@ -50,7 +50,7 @@ def make_models(folder: Path, device: str):
     from tiny_models import save_dpt
     from transformers.utils import logging
 
-    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.conditioner_registry import get_conditioner
     from betterdepth_cli.core.refiner import BetterDepthModel, load_model
 
     logging.disable_progress_bar()

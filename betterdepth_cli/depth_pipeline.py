@@ -117,7 +117,7 @@ class BetterDepthPipeline:
                 ``"bf16"`` or a torch dtype.
             refine: ``False`` returns the conditioner's map alone.
         """
-        from betterdepth_cli.core.conditioners import get_conditioner
+        from betterdepth_cli.conditioner_registry import get_conditioner
         from betterdepth_cli.core.refiner import load_model
         from betterdepth_cli.core.devices import torch_dtype
         from betterdepth_cli.core.settings import card_defaults

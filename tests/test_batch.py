@@ -27,7 +27,7 @@ def _png(path: Path, h: int = 24, w: int = 32, seed: int = 0) -> Path:
 
 @pytest.fixture(scope="module")
 def loaded(tiny_dpt_dir, tiny_model_dir):
-    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.conditioner_registry import get_conditioner
     from betterdepth_cli.core.refiner import load_model
 
     return get_conditioner(f"hf:{tiny_dpt_dir}"), load_model(tiny_model_dir)

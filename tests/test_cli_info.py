@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from betterdepth_cli import __version__
 from betterdepth_cli.cli.app import app
-from betterdepth_cli.core.conditioners import HF_MODELS
+from betterdepth_cli.conditioner_registry import HF_MODELS
 from betterdepth_cli.core.refiner import default_model_path
 
 
@@ -22,7 +22,7 @@ def test_info_text_lists_version_devices_registry_and_model():
     assert f"torch {torch.__version__}" in out
     assert "devices: auto -> " in out and "  cpu: yes" in out
     for name, hub_id in HF_MODELS.items():
-        assert any(line.split() == [name, hub_id] for line in out.splitlines()), name
+        assert any(line.split()[:2] == [name, hub_id] for line in out.splitlines()), name
     assert "builtin" in out and "dpt" in out
     assert "default model:" in out and str(default_model_path()) in out
 

@@ -69,7 +69,7 @@ def _pngs(folder: Path) -> list[str]:
 def test_png16_sidecar_recovers_refine_batch_values(tmp_path, models, tiny_dpt_dir, tiny_model_dir):
     import torch
 
-    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.conditioner_registry import get_conditioner
     from betterdepth_cli.core.pipeline import refine_batch
     from betterdepth_cli.core.refiner import load_model
     from betterdepth_cli.io.images import read_image
@@ -99,7 +99,7 @@ def test_png16_sidecar_recovers_refine_batch_values(tmp_path, models, tiny_dpt_d
 def test_no_refine_writes_the_conditioner_output(tmp_path, tiny_dpt_dir):
     import torch
 
-    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.conditioner_registry import get_conditioner
     from betterdepth_cli.io.images import read_image
 
     img = _write_png(tmp_path / "a.png", 40, 56)
@@ -115,7 +115,7 @@ def test_no_refine_writes_the_conditioner_output(tmp_path, tiny_dpt_dir):
 def test_model_guided_writes_the_guided_filter_of_the_conditioner(tmp_path, tiny_dpt_dir):
     import torch
 
-    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.conditioner_registry import get_conditioner
     from betterdepth_cli.core.guided import guided_refine
     from betterdepth_cli.io.images import read_image
 

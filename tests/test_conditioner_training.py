@@ -30,7 +30,7 @@ def test_disparity_target_scales_by_the_98th_percentile_and_zeroes_sky():
 
 
 def test_trained_model_folder_loads_as_a_conditioner(tmp_path):
-    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.conditioner_registry import get_conditioner
 
     cfg = {"hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2, "intermediate_size": 64,
            "neck_hidden_sizes": [8, 16, 32, 32], "fusion_hidden_size": 16, "head_hidden_size": 8, "input_size": 56}
@@ -43,7 +43,7 @@ def test_trained_model_folder_loads_as_a_conditioner(tmp_path):
 
 
 def test_patch_size_sets_the_token_grid_and_the_processor_multiple(tmp_path):
-    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.conditioner_registry import get_conditioner
 
     cfg = {"hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2, "intermediate_size": 64,
            "neck_hidden_sizes": [8, 16, 32, 32], "fusion_hidden_size": 16, "head_hidden_size": 8, "input_size": 56,
@@ -153,7 +153,7 @@ def test_dpt_hybrid_trains_and_its_folder_loads_as_a_conditioner(tmp_path):
     import pytest
     from transformers import DPTForDepthEstimation
 
-    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.conditioner_registry import get_conditioner
     from training.conditioner import final_conv, train
 
     model = build_model(HYBRID)
@@ -216,7 +216,7 @@ def test_plain_dpt_trains_and_its_folder_loads_as_a_conditioner(tmp_path):
 
     from transformers import DPTForDepthEstimation
 
-    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.conditioner_registry import get_conditioner
     from training.conditioner import final_conv, train
 
     model = build_model(PLAIN_DPT)

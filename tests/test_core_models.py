@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from betterdepth_cli.core.autoencoders import SpaceToDepthCodec, load_codec, tiny_codec
-from betterdepth_cli.core.conditioners import HF_MODELS, get_conditioner
+from betterdepth_cli.conditioner_registry import HF_MODELS, get_conditioner
 from betterdepth_cli.core.pipeline import pad_to_multiple, processing_size, refine_batch, unpad
 from betterdepth_cli.core.refiner import BetterDepthModel, expand_conv_in, load_model
 from betterdepth_cli.core.sampler import (
@@ -234,7 +234,7 @@ def test_registry_names_resolve_through_the_hf_cache(tmp_path):
         (snap.parents[1] / "refs" / "main").write_text("0123456789abcdef")
     code = (
         "import torch, sys\n"
-        "from betterdepth_cli.core.conditioners import get_conditioner, HF_MODELS, ALIASES\n"
+        "from betterdepth_cli.conditioner_registry import get_conditioner, HF_MODELS, ALIASES\n"
         "for name in list(HF_MODELS) + list(ALIASES):\n"
         "    c = get_conditioner(name)\n"
         "    p = c.predict(torch.rand(1, 3, 30, 41))\n"
@@ -252,7 +252,7 @@ def test_registry_names_resolve_through_the_hf_cache(tmp_path):
 
 def test_missing_hub_model_error_says_what_to_download(tmp_path):
     code = (
-        "from betterdepth_cli.core.conditioners import get_conditioner\n"
+        "from betterdepth_cli.conditioner_registry import get_conditioner\n"
         "from betterdepth_cli.core.types import ModelNotFoundError\n"
         "try:\n    get_conditioner('dpt')\nexcept ModelNotFoundError as e:\n    print(e)\n"
     )
@@ -288,8 +288,13 @@ def test_reflect_pad_runs_the_model_on_the_mirrored_image_and_crops_back(dpt_dir
 def test_unknown_conditioner_lists_valid_names():
     with pytest.raises(UsageError, match="depth-anything-v2-large"):
         get_conditioner("nope")
+
+def test_file_conditioner_without_a_kind_source_asks_for_kind(tmp_path):
+    import numpy as np
+
+    np.save(tmp_path / "a.npy", np.ones((4, 4), np.float32))  # a bare array: nothing says what it holds
     with pytest.raises(UsageError, match="kind=disparity"):
-        get_conditioner("file:/tmp")
+        get_conditioner(f"file:{tmp_path}")
 
 
 def test_file_conditioner_matches_by_stem(tmp_path):
@@ -374,7 +379,7 @@ def test_large_plates_reach_the_conditioner_downscaled(dpt_dir, monkeypatch):
 
 
 def test_dpt_resize_keeps_at_least_one_multiple_per_side():
-    from betterdepth_cli.core.conditioners import dpt_resize_size
+    from betterdepth_cli.core.hf_processing import dpt_resize_size
 
     # a 4 x 2000 strip at a 28-pixel processor size: height would round to 0
     assert dpt_resize_size(4, 2000, {"height": 28, "width": 28}, True, 14) == (14, 28)

@@ -404,7 +404,7 @@ def test_dpt_conditioner_trains_through_the_conditioner_loop_once_and_loads(tmp_
 
     import torch
 
-    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.conditioner_registry import get_conditioner
     from training.reproduce.conditioner import train_dpt_conditioner
     from training.synthetic import write_dataset
 

@@ -35,7 +35,7 @@ def test_blur_softens_a_step():
 def test_maps_load_through_the_file_conditioner(tmp_path):
     import cv2
 
-    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.conditioner_registry import get_conditioner
 
     root = tmp_path / "scenes"
     (root / "rgb").mkdir(parents=True)

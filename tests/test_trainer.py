@@ -133,8 +133,16 @@ def test_shipped_recipes_parse_with_the_papers_settings():
     assert (sd2.optim.lr, sd2.optim.optimizer, sd2.train.max_steps) == (3e-5, "adam", 5000)
     assert (sd2.objective.patch_size, sd2.objective.eta, sd2.data.processing_res) == (8, 0.1, 768)
     assert (sd2.train.mixed_precision, sd2.train.checkpoint_every) == ("fp16", 500)
-    assert sd2.conditioner.name == "depth-anything-v2-large"
+    assert sd2.conditioner.name == "depth-anything-large"  # the paper's main model: Depth Anything v1
     assert [(s["type"], s["weight"]) for s in sd2.train_sources()] == [("hypersim", 0.9), ("vkitti2", 0.1)]
+    hypersim, vkitti = sd2.train_sources()
+    assert hypersim["root"].endswith("hypersim_processed_train.tar")
+    assert hypersim["filenames"].endswith("data_split/hypersim_depth/filename_list_train_filtered.txt")
+    assert vkitti["kb_crop"] and vkitti["filenames"].endswith("data_split/vkitti_depth/vkitti_train.txt")
+    dav2 = load_recipe(RECIPES / "sd2-hypersim-vkitti-dav2.toml")
+    assert dav2.conditioner.name == "depth-anything-v2-large"
+    for section in ("model", "data", "objective", "train", "optim"):  # otherwise the same run
+        assert getattr(dav2, section) == getattr(sd2, section), section
 
 
 def test_default_refiner_recipe_is_the_shipped_residual_guided_design():
@@ -184,7 +192,7 @@ def test_recipe_overrides_round_trip_and_errors(tmp_path):
 
 
 def test_cache_runs_the_conditioner_once_per_sample(tiny_dpt_dir, scenes, tmp_path):
-    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.conditioner_registry import get_conditioner
     from training.cache import PredictionCache, conditioner_id
     from training.datasets import FolderDataset
 
@@ -287,7 +295,7 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(run_a, tmp_path):
 
 
 def test_final_bundle_loads_and_refines(run_a, tiny_dpt_dir):
-    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.conditioner_registry import get_conditioner
     from betterdepth_cli.core.pipeline import refine_batch
     from betterdepth_cli.core.refiner import load_model
 

@@ -111,3 +111,98 @@ def save_fake_stable_diffusion(root: Path) -> Path:
     CLIPTokenizer(str(tok / "vocab.json"), str(tok / "merges.txt"), model_max_length=77).save_pretrained(tok)
     DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).save_pretrained(root / "scheduler")
     return root
+
+
+def _jitter(model, seed: int, amount: float = 0.2):
+    """Random weights away from the classes' neutral initialisation (ZoeDepth's starts constant)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(amount * torch.randn(p.shape, generator=g))
+    return model
+
+
+def save_zoedepth(path: Path, seed: int = 0, size: tuple[int, int] = (64, 96)) -> Path:
+    """A tiny ZoeDepth (BEiT backbone, one NYU bin head) with its processor (reflection padding)."""
+    from transformers import BeitConfig, ZoeDepthConfig, ZoeDepthForDepthEstimation
+    from transformers.models.zoedepth.image_processing_pil_zoedepth import ZoeDepthImageProcessorPil
+
+    _quiet()
+    torch.manual_seed(seed)
+    backbone = BeitConfig(image_size=64, patch_size=16, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                          intermediate_size=64, out_indices=[1, 2, 3, 4], reshape_hidden_states=False,
+                          use_relative_position_bias=True, add_fpn=False)
+    model = ZoeDepthForDepthEstimation(ZoeDepthConfig(
+        backbone_config=backbone, neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, num_relative_features=8,
+        bottleneck_features=16, bin_embedding_dim=8, num_attractors=[4, 2, 2, 1],
+        bin_configurations=[{"n_bins": 8, "min_depth": 1e-3, "max_depth": 10.0, "name": "nyu"}],
+        num_patch_transformer_layers=1, patch_transformer_hidden_size=16, patch_transformer_intermediate_size=32,
+        patch_transformer_num_attention_heads=2, hidden_size=32))
+    _jitter(model, seed).save_pretrained(path)
+    ZoeDepthImageProcessorPil(size={"height": size[0], "width": size[1]}, keep_aspect_ratio=True,
+                              ensure_multiple_of=32, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(path)
+    return Path(path)
+
+
+FOV_DEGREES = 60.0
+
+
+def save_depth_pro(path: Path, seed: int = 0) -> Path:
+    """A tiny Depth Pro whose field-of-view head always says 60 degrees, with the settings of its
+    processor (written as JSON: the processor class needs torchvision)."""
+    from transformers import DepthProConfig, DepthProForDepthEstimation
+
+    _quiet()
+    torch.manual_seed(seed)
+    d2 = lambda: dict(model_type="dinov2", image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=4,  # noqa: E731
+                      num_attention_heads=2, intermediate_size=64)
+    model = DepthProForDepthEstimation(DepthProConfig(
+        fusion_hidden_size=16, patch_size=32, intermediate_hook_ids=[1, 0], intermediate_feature_dims=[16, 16],
+        scaled_images_ratios=[0.5, 1], scaled_images_overlap_ratios=[0.0, 0.5], scaled_images_feature_dims=[32, 16],
+        use_fov_model=True, image_model_config=d2(), patch_model_config=d2(), fov_model_config=d2()))
+    _jitter(model, seed, 0.05)
+    last = [m for m in model.fov_model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(FOV_DEGREES)
+    model.save_pretrained(path)
+    (Path(path) / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "DepthProImageProcessor", "do_resize": True, "size": {"height": 64, "width": 64},
+        "resample": 2, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+        "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}))
+    return Path(path)
+
+
+def save_dpt_dinov2(path: Path, seed: int = 0) -> Path:
+    """A tiny DPT with a DINOv2 backbone and the processor settings of facebook/dpt-dinov2-*-nyu
+    (no resize, no rescale: mean/std in 0..255 units, centre zero padding to a multiple of 14)."""
+    from transformers import Dinov2Config, DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    _quiet()
+    torch.manual_seed(seed)
+    backbone = Dinov2Config(image_size=28, patch_size=14, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                            intermediate_size=64, out_features=["stage1", "stage2", "stage3", "stage4"],
+                            reshape_hidden_states=False, apply_layernorm=True)
+    model = DPTForDepthEstimation(DPTConfig(backbone_config=backbone, neck_hidden_sizes=[8, 16, 32, 32],
+                                            fusion_hidden_size=16, reassemble_factors=[4, 2, 1, 0.5], head_in_index=-1,
+                                            hidden_size=32))
+    _jitter(model, seed, 0.1).save_pretrained(path)
+    DPTImageProcessor(do_resize=False, do_rescale=False, do_pad=True, size_divisor=14,
+                      image_mean=[123.675, 116.28, 103.53], image_std=[58.395, 57.12, 57.375]).save_pretrained(path)
+    return Path(path)
+
+
+def save_glpn(path: Path, seed: int = 0) -> Path:
+    """A tiny GLPN (metric depth, NYU-style) with its processor: a family the torch replays do not
+    cover, so it runs through the processor and its post_process_depth_estimation as they are."""
+    from transformers import GLPNConfig, GLPNForDepthEstimation
+    from transformers.models.glpn.image_processing_pil_glpn import GLPNImageProcessorPil
+
+    _quiet()
+    torch.manual_seed(seed)
+    GLPNForDepthEstimation(GLPNConfig(
+        num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16], patch_sizes=[7, 3],
+        strides=[4, 2], num_attention_heads=[1, 1], mlp_ratios=[2, 2], decoder_hidden_size=8, max_depth=10,
+        head_in_index=-1)).save_pretrained(path)
+    GLPNImageProcessorPil(size_divisor=32).save_pretrained(path)
+    return Path(path)

@@ -195,12 +195,25 @@ def build_dataset(spec: dict, cache_dir: Path, log: Callable[[str], None] | None
                 complete.write_text("ok\n")
             return FolderDataset(folder)
         root = spec.pop("root")
+        archive = str(root).endswith(".tar") or str(spec.get("depth_root", "")).endswith(".tar")
         if kind == "folder":
+            if archive:
+                from training.split_datasets import TarFolderDataset
+
+                return TarFolderDataset(root, **spec)
             return FolderDataset(root, **spec)
         if kind == "hypersim":
+            if archive or "filenames" in spec or not any(Path(root).glob("ai_*/images")):
+                from training.split_datasets import marigold_hypersim
+
+                return marigold_hypersim(root, **spec)  # Marigold's preprocessed PNGs, folder or tar
             return HypersimDataset(root, **spec)
         if kind == "vkitti2":
-            return VirtualKITTI2Dataset(root, **spec)
+            from training.split_datasets import marigold_vkitti, vkitti2_archive
+
+            if "filenames" in spec:
+                return marigold_vkitti(root, **spec)
+            return vkitti2_archive(root, **spec) if archive else VirtualKITTI2Dataset(root, **spec)
     except TypeError as exc:
         raise UsageError(f"[data] {kind} dataset: {exc}") from None
     raise UsageError(f"[data] unknown dataset type {kind!r}")

@@ -11,9 +11,15 @@ with a ``type``:
 - ``{type = "synthetic", n = 64, size = 64, seed = 0, kind = "mixed"}``:
   procedural scenes rendered into the cache folder when missing
   (``[data] synthetic = {...}`` is a shorthand for one of these);
-- ``{type = "folder", root = "DIR"}``: the generic folder format;
-- ``{type = "hypersim", root = "DIR", split = "train"}``;
-- ``{type = "vkitti2", root = "DIR"}`` (``depth_root``, ``scenes``, ``variations``, ``cameras``, ``max_depth``).
+- ``{type = "folder", root = "DIR"}``: the generic folder format (``root`` may be a ``.tar`` of it);
+- ``{type = "hypersim", root = "DIR", split = "train"}``: the official layout; or Marigold's
+  preprocessed PNGs, a folder or ``hypersim_processed_train.tar``, with
+  ``filenames = "data_split/hypersim_depth/filename_list_train_filtered.txt"`` (optional; ``max_depth``);
+- ``{type = "vkitti2", root = "DIR"}`` (``depth_root``, ``scenes``, ``variations``, ``cameras``, ``max_depth``,
+  ``kb_crop = true`` for the KITTI benchmark crop; ``root``/``depth_root`` may be the official
+  ``vkitti_2.0.3_rgb.tar`` / ``vkitti_2.0.3_depth.tar``); or Marigold's ``vkitti.tar`` / folder with
+  ``filenames = "data_split/vkitti_depth/vkitti_train.txt"`` (``kb_crop`` defaults to true there)
+  (see :mod:`training.split_datasets`).
 
 Every spec takes ``weight`` (mixing probability, default 1); other keys go to
 the loader.

@@ -31,6 +31,7 @@ are refused (their scale is unknown).
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import tomllib
@@ -65,9 +66,7 @@ def read_depth_raw(path: str | os.PathLike) -> np.ndarray:
     p = Path(path)
     ext = p.suffix.lower()
     try:
-        if ext == ".npy":
-            arr = load_npy(p, str(p))
-        elif ext == ".exr":
+        if ext == ".exr":
             import OpenEXR
 
             ch = OpenEXR.File(str(p)).channels()
@@ -79,25 +78,35 @@ def read_depth_raw(path: str | os.PathLike) -> np.ndarray:
                 if len(ch) != 1:
                     raise InputDataError(f"{p}: EXR has no Z/depth.Z/Y/R channel (has {', '.join(ch)})")
                 arr = next(iter(ch.values())).pixels
-            if arr.ndim == 3:
-                arr = arr[..., 0]
-        elif ext == ".pfm":
-            arr = decode_pfm(read_file(p), str(p))
-        elif ext in (".png", ".tif", ".tiff"):
-            arr = decode_raster(read_file(p), str(p))
-        else:
+            return _one_map(arr, str(p))
+        if ext not in DEPTH_EXTS:
             raise InputDataError(f"{p}: unsupported depth extension {ext!r} (use {', '.join(DEPTH_EXTS)})")
+        return decode_depth_raw(read_file(p), str(p), ext)
     except (InputDataError, NoInputError):
         raise
     except FileNotFoundError:
         raise InputDataError(f"{p}: file not found") from None
     except Exception as exc:  # corrupt npy/exr
         raise InputDataError(f"{p}: cannot read depth ({exc})") from None
+
+
+def decode_depth_raw(data: bytes, where: str, ext: str) -> np.ndarray:
+    """The bytes of a .npy, .pfm or raster (.png/.tif) depth file -> (H,W) float64 stored values."""
+    if ext == ".npy":
+        arr = load_npy(io.BytesIO(data), where)
+    elif ext == ".pfm":
+        arr = decode_pfm(data, where)
+    else:
+        arr = decode_raster(data, where)
+    return _one_map(arr, where)
+
+
+def _one_map(arr, where: str) -> np.ndarray:
     arr = np.asarray(arr)
     if arr.ndim == 3:  # (H,W,1) or a colour-encoded map: its first channel
         arr = arr[..., 0]
     if arr.ndim != 2:
-        raise InputDataError(f"{p}: depth must be a single-channel (H,W) map, got shape {arr.shape}")
+        raise InputDataError(f"{where}: depth must be a single-channel (H,W) map, got shape {arr.shape}")
     return arr.astype(np.float64)
 
 
@@ -157,8 +166,13 @@ def read_folder_config(root: str | os.PathLike) -> dict:
     path = Path(root) / "dataset.toml"
     if not path.exists():
         return {}
+    return parse_folder_config(path.read_bytes(), str(path))
+
+
+def parse_folder_config(data: bytes, path: str) -> dict:
+    """:func:`read_folder_config` of the bytes of a ``dataset.toml`` (``path`` names it in errors)."""
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputDataError(f"{path}: not valid TOML ({exc})") from None
     ev = raw["dataset"] if isinstance(raw.get("dataset"), dict) else {k: v for k, v in raw.items() if k in EVAL_KEYS}
@@ -423,7 +437,9 @@ class VirtualKITTI2Dataset(_Base):
 
     (``depth_root`` defaults to ``root``: the rgb and depth archives extracted
     into one tree). Depth = png / 100 m; 65535 (sky) and anything beyond
-    ``max_depth`` (80 m, as Marigold trains) is invalid. ``variations`` default
+    ``max_depth`` (80 m, as Marigold trains) is invalid. ``kb_crop``: crop both
+    maps to the KITTI benchmark 352 x 1216 (bottom rows, central columns), as
+    Marigold trains. ``variations`` default
     to all found (clone, fog, morning, overcast, rain, sunset, 15/30-deg-left/right).
     ids are ``SceneXX/<variation>/Camera_C/NNNNN``.
     """
@@ -431,10 +447,11 @@ class VirtualKITTI2Dataset(_Base):
     def __init__(self, root: str | os.PathLike, scenes: Sequence[str] | None = None,
                  variations: Sequence[str] | None = None, cameras: Sequence[str] = ("Camera_0",),
                  depth_root: str | os.PathLike | None = None, max_depth: float = 80.0,
-                 transform: Callable[[dict], dict] | None = None):
+                 transform: Callable[[dict], dict] | None = None, kb_crop: bool = False):
         super().__init__(transform)
         self.root = Path(root)
         self.depth_root = Path(depth_root) if depth_root else self.root
+        self.kb_crop = bool(kb_crop)
         if not self.root.is_dir():
             raise NoInputError(f"{self.root}: Virtual KITTI 2 folder not found")
         if not max_depth > 0:
@@ -463,9 +480,14 @@ class VirtualKITTI2Dataset(_Base):
     def load(self, index: int) -> dict:
         sid, rgb_path, depth_path = self.items[index]
         raw = decode_uint16_map(read_file(depth_path), str(depth_path), "depth in centimetres")
+        rgb = read_rgb(rgb_path)
+        if self.kb_crop:
+            from betterdepth_cli.evaluation.protocol import kb_crop
+
+            rgb, raw = kb_crop(rgb), kb_crop(raw)
         depth = raw.astype(np.float64) / 100.0
         valid = (raw < 65535) & (depth > 1e-5) & (depth <= self.max_depth)
-        return to_sample(read_rgb(rgb_path), depth, valid, sid)
+        return to_sample(rgb, depth, valid, sid)
 
 
 # --------------------------------------------------------------------------- #

@@ -37,7 +37,7 @@ def measure(root: str, conditioner: str, limit: int, etas, patch_size: int = 8, 
     """Kept-pixel and kept-edge shares over the first ``limit`` scenes of ``root``, one dict per eta."""
     import torch
 
-    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.conditioner_registry import get_conditioner
     from betterdepth_cli.core.mask import patch_mask
     from betterdepth_cli.evaluation.edges import depth_edges
     from training.conditioner import load_split

@@ -32,7 +32,7 @@ def test_set_metrics() -> dict[str, dict[str, float]]:
     import numpy as np
     import torch
 
-    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.conditioner_registry import get_conditioner
     from betterdepth_cli.core.pipeline import refine_batch
     from betterdepth_cli.core.refiner import load_model
     from betterdepth_cli.evaluation.protocol import evaluate_sample
@@ -68,7 +68,7 @@ def time_default_model(repeats: int = 5) -> tuple[float, dict[str, float]]:
 
     import torch
 
-    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.conditioner_registry import get_conditioner
     from betterdepth_cli.core.pipeline import refine_batch
     from betterdepth_cli.core.refiner import load_model
 

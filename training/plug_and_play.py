@@ -159,7 +159,7 @@ def measure(model, real_root: str | Path, datasets: Iterable[str] = ("middlebury
 
     import torch
 
-    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.conditioner_registry import get_conditioner
     from betterdepth_cli.evaluation import metrics as M
     from betterdepth_cli.evaluation import protocol as P
     from betterdepth_cli.evaluation.datasets import get_dataset
@@ -197,7 +197,7 @@ def artefacts(model, photos: Iterable[str | Path]) -> tuple[dict[str, float], di
     """Mean grid ratio (``builtin`` conditioning) and plane leakage per variant over ``photos``."""
     import torch
 
-    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.conditioner_registry import get_conditioner
     from betterdepth_cli.io.images import read_image
 
     builtin = get_conditioner("builtin")

@@ -188,7 +188,7 @@ class Trainer:
 
     def _setup_conditioner(self, conditioner) -> None:
         """The conditioner (given, simulated or by name), its prediction cache, the mixed-in one, the latent cache."""
-        from betterdepth_cli.core.conditioners import get_conditioner
+        from betterdepth_cli.conditioner_registry import get_conditioner
         from training.cache import LatentCache, PredictionCache, conditioner_id
 
         recipe, c = self.recipe, self.recipe.conditioner

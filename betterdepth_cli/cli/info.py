@@ -19,7 +19,8 @@ def gather() -> dict:
 
     from betterdepth_cli import __version__
     from betterdepth_cli.jobs import read_card
-    from betterdepth_cli.core.conditioners import builtin_conditioner_path, list_conditioners
+    from betterdepth_cli.core.conditioners import builtin_conditioner_path
+    from betterdepth_cli.conditioner_registry import list_conditioners
     from betterdepth_cli.core.refiner import default_model_path
 
     cuda = []
@@ -65,10 +66,12 @@ def _text(info: dict) -> str:
         lines.append("  cuda: not available")
     lines.append(f"  mps: {'yes' if dev['mps'] else 'not available'}")
     lines.append("")
-    lines.append("conditioners (--conditioner NAME, or hf:<id or folder>, file:<folder>?kind=disparity|depth):")
+    lines.append("conditioners (--conditioner NAME, or hf:<id or folder>, or file:<folder> for maps other tools "
+                 "wrote, see README):")
     width = max(len(c["name"]) for c in info["conditioners"])
+    target_width = max(len(c["target"]) for c in info["conditioners"] if c["name"] != "builtin")
     for c in info["conditioners"]:
-        lines.append(f"  {c['name']:<{width}}  {c['target']}")
+        lines.append(f"  {c['name']:<{width}}  {c['target']:<{target_width}}  {c['description']}".rstrip())
     b = info["builtin_conditioner"]
     lines.append(f"  (builtin: {'installed' if b['present'] else 'MISSING'} at {b['path']})")
     lines.append("")

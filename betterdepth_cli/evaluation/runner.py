@@ -328,7 +328,7 @@ class _Models:
 
 
 def _load_models(config: EvalConfig) -> _Models:
-    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.conditioner_registry import get_conditioner
     from betterdepth_cli.core.devices import torch_dtype
     from betterdepth_cli.core.refiner import load_model
     from betterdepth_cli.core.settings import card_defaults, resolve_settings

@@ -434,12 +434,13 @@ def _load_numpy(path: Path, ext: str) -> np.ndarray:
     return arr
 
 
-def read_depth_map(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+def read_depth_map(path: str | os.PathLike, invalid: float | None = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Read a depth-like map: (values float32 (H,W), valid bool (H,W)).
 
     Values are as stored (a 16-bit PNG of millimetres stays millimetres); a
     ``.png`` with a betterdepth sidecar ``<base>.json`` is decoded with it.
-    Pixels that are non-finite or exactly 0 are invalid and set to 0.
+    Pixels that are non-finite or exactly ``invalid`` (None: no such value)
+    are invalid and set to 0.
     """
     path = Path(path)
     ext = check_extension(path, DEPTH_EXTENSIONS)
@@ -455,7 +456,9 @@ def read_depth_map(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     else:
         arr = _read_raster_depth(path, head)
     arr = _check_size(path, _single_channel(np.asarray(arr), path)).astype(np.float32)
-    valid = np.isfinite(arr) & (arr != 0)
+    valid = np.isfinite(arr)
+    if invalid is not None:
+        valid &= arr != np.float32(invalid)
     arr[~valid] = 0.0
     return arr, valid
 

@@ -71,7 +71,7 @@ class RefineJob:
 
 def _settings(options: dict[str, Any], info: Say) -> RefineSettings:
     """The job's settings: the options over the model card's defaults, checked once."""
-    from betterdepth_cli.core.conditioners import check_conditioner_name
+    from betterdepth_cli.conditioner_registry import check_conditioner_name
     from betterdepth_cli.core.settings import card_defaults, resolve_settings
 
     card = read_card(options.get("model")) or {}
@@ -178,7 +178,7 @@ def prepare(options: dict[str, Any], *, info: Say, error: Say) -> RefineJob | No
 def load_models(job: RefineJob, info: Say):
     """Check the output folder, resolve the device, load the conditioner and the refiner, and record how
     to rerun the job (``betterdepth-run.toml``). Returns (conditioner, model or None)."""
-    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.conditioner_registry import get_conditioner
     from betterdepth_cli.core.devices import check_dtype_for_device, resolve_device, torch_dtype
     from betterdepth_cli.core.refiner import load_model
 

@@ -373,7 +373,7 @@ def start(opts: Options, experiments: list[str], budget: Budget, out: Path, argv
 
 def run_experiments(opts: Options, experiments: list[str], budget: Budget, out: Path, argv: list[str]) -> int:
     """Plan, prepare the conditioners, train, evaluate, then write the JSON files and the report."""
-    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.conditioner_registry import get_conditioner
 
     log, inv = start(opts, experiments, budget, out, argv)
     get_conditioner(opts.conditioner)  # fail early when the main conditioner is missing

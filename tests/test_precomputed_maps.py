@@ -1,0 +1,204 @@
+"""``--conditioner file:`` with the files other tools write, in their exact layout and encoding (#23).
+
+Each map holds a known pattern (a ramp with a distinct corner); the conditioner must return it in
+place, in the right units, with the kind the tool's convention (or this tool's sidecar) says.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from betterdepth_cli.conditioner_registry import get_conditioner
+from betterdepth_cli.core.types import InputDataError, UsageError
+
+H, W = 6, 8
+
+
+def _ramp(lo=0.0, hi=1.0) -> np.ndarray:
+    """Values rising along rows and columns (no symmetry: a flip or shift shows)."""
+    y, x = np.mgrid[0:H, 0:W].astype(np.float32)
+    return (lo + (hi - lo) * (y * W + x) / (H * W - 1)).astype(np.float32)
+
+
+def _predict(spec: str, key: str = "img_a"):
+    cond = get_conditioner(spec)
+    return cond, cond.predict(torch.rand(1, 3, H, W), keys=[key])
+
+
+def _midas_write_pfm(path, image, scale=1):
+    """MiDaS ``utils.write_pfm``: bottom row first, negative scale for little-endian."""
+    with open(path, "wb") as file:
+        image = np.flipud(image)
+        file.write(b"Pf\n")
+        file.write(b"%d %d\n" % (image.shape[1], image.shape[0]))
+        endian = image.dtype.byteorder
+        if endian == "<" or endian == "=" and sys.byteorder == "little":
+            scale = -scale
+        file.write(b"%f\n" % scale)
+        image.tofile(file)
+
+
+# ------------------------------------------------------------------ Marigold
+@pytest.mark.parametrize("suffix", ["_depth", "_pred"])  # v1.1 and v1.0 names
+def test_marigold_npy_in_depth_npy_is_relative_depth_and_zero_is_a_value(tmp_path, suffix):
+    out = tmp_path / "marigold_out"
+    for sub in ("depth_npy", "depth_bw", "depth_colored"):
+        (out / sub).mkdir(parents=True)
+    ramp = _ramp(0.0, 1.0)  # Marigold's affine-invariant depth in [0, 1]; 0 is the nearest point
+    np.save(out / "depth_npy" / f"img_a{suffix}.npy", ramp)
+    cv2.imwrite(str(out / "depth_bw" / f"img_a{suffix}.png"), (ramp * 65535.0).astype(np.uint16))
+    cv2.imwrite(str(out / "depth_colored" / f"img_a{suffix}_colored.png"), np.zeros((H, W, 3), np.uint8) + 90)
+    cond, pred = _predict(f"file:{out}")
+    assert (pred.kind, pred.metric) == ("depth", False)
+    np.testing.assert_array_equal(pred.values[0, 0].numpy(), ramp)
+    assert pred.valid.all()  # the 0 at the nearest pixel is depth, not a hole
+    assert cond.path_for("img_a").parent.name == "depth_npy"
+
+
+def test_marigold_16bit_png_alone_is_scaled_back_to_0_1(tmp_path):
+    (tmp_path / "depth_bw").mkdir()
+    ramp = _ramp(0.0, 1.0)
+    cv2.imwrite(str(tmp_path / "depth_bw" / "img_a_depth.png"), (ramp * 65535.0).astype(np.uint16))
+    _, pred = _predict(f"file:{tmp_path}")
+    np.testing.assert_allclose(pred.values[0, 0].numpy(), ramp, atol=1 / 65535)
+    assert pred.kind == "depth" and pred.valid.all()
+
+
+# ------------------------------------------------------------------ MiDaS
+def test_midas_pfm_named_stem_dash_model_is_relative_disparity_top_row_first(tmp_path):
+    disp = _ramp(5.0, 900.0)
+    _midas_write_pfm(tmp_path / "img_a-dpt_beit_large_512.pfm", disp)
+    cv2.imwrite(str(tmp_path / "img_a-dpt_beit_large_512.png"), np.zeros((H, W), np.uint16))  # its 16-bit preview
+    cond, pred = _predict(f"file:{tmp_path}")
+    assert cond.path_for("img_a").suffix == ".pfm"
+    assert (pred.kind, pred.metric) == ("disparity", False)
+    np.testing.assert_array_equal(pred.values[0, 0].numpy(), disp)
+
+
+# ------------------------------------------------------------------ Depth Pro
+def test_depth_pro_npz_in_a_mirrored_tree_is_metric_depth(tmp_path):
+    (tmp_path / "sub").mkdir()
+    depth = _ramp(0.7, 42.0)
+    np.savez_compressed(tmp_path / "sub" / "img_a", depth=depth)  # depth-pro-run: <out>/<rel>/<stem>.npz
+    cv2.imwrite(str(tmp_path / "sub" / "img_a.jpg"), np.zeros((H, W, 3), np.uint8))  # its colour preview
+    cond = get_conditioner(f"file:{tmp_path}")
+    pred = cond.predict(torch.rand(1, 3, H, W), keys=["sub/img_a"])
+    assert (pred.kind, pred.metric) == ("depth", True)
+    np.testing.assert_allclose(pred.values[0, 0].numpy(), depth, rtol=1e-6)
+
+
+# ------------------------------------------------------------------ Depth Anything
+def test_depth_anything_grey_8bit_png_keeps_zero_as_the_farthest_value(tmp_path):
+    grey = np.round(_ramp(0.0, 255.0)).astype(np.uint8)  # run.py: min-max to 0..255, 0 = farthest
+    cv2.imwrite(str(tmp_path / "img_a.png"), np.repeat(grey[..., None], 3, axis=-1))  # --grayscale: 3 equal channels
+    with pytest.raises(UsageError, match="kind=disparity"):
+        get_conditioner(f"file:{tmp_path}")  # an 8-bit PNG does not say what it holds
+    _, pred = _predict(f"file:{tmp_path}?kind=disparity")
+    np.testing.assert_array_equal(pred.values[0, 0].numpy(), grey.astype(np.float32))
+    assert pred.valid.all() and pred.kind == "disparity"
+
+
+def test_depth_anything_colour_output_is_refused_with_the_flag_to_use(tmp_path):
+    colour = np.zeros((H, W, 3), np.uint8)
+    colour[..., 0], colour[..., 2] = 200, 10
+    cv2.imwrite(str(tmp_path / "img_a.png"), colour)
+    with pytest.raises(InputDataError, match="--grayscale"):
+        _predict(f"file:{tmp_path}?kind=disparity")
+
+
+# ------------------------------------------------------------------ this tool's own outputs
+def test_own_png16_and_exr_outputs_need_no_kind(tmp_path):
+    from betterdepth_cli.io.outputs import make_sidecar, write_exr, write_png16
+
+    depth = _ramp(1.0, 9.0)
+    (tmp_path / "png").mkdir()
+    write_png16(tmp_path / "png" / "img_a.png", depth, meta=make_sidecar(kind="depth", metric=True))
+    _, pred = _predict(f"file:{tmp_path / 'png'}")
+    assert (pred.kind, pred.metric) == ("depth", True)
+    np.testing.assert_allclose(pred.values[0, 0].numpy(), depth, atol=8.0 / 65535 + 1e-6)
+    (tmp_path / "exr").mkdir()
+    write_exr(tmp_path / "exr" / "img_a.exr", 1.0 / depth, kind="disparity", metric=False)
+    _, pred = _predict(f"file:{tmp_path / 'exr'}")
+    assert (pred.kind, pred.metric) == ("disparity", False)
+    np.testing.assert_allclose(pred.values[0, 0].numpy(), 1.0 / depth, rtol=1e-6)
+
+
+# ------------------------------------------------------------------ units, scale, invalid, pattern
+def test_16bit_millimetres_become_metres_with_units_mm_and_zero_stays_a_hole(tmp_path):
+    mm = np.round(_ramp(1120.0, 5000.0)).astype(np.uint16)  # NYU / ScanNet style
+    mm[0, 0] = 0
+    cv2.imwrite(str(tmp_path / "img_a.png"), mm)
+    _, pred = _predict(f"file:{tmp_path}?kind=depth&units=mm")
+    assert (pred.kind, pred.metric) == ("depth", True)
+    np.testing.assert_allclose(pred.values[0, 0, 1:].numpy(), mm[1:].astype(np.float32) / 1000, rtol=1e-6)
+    assert not pred.valid[0, 0, 0, 0] and pred.valid.sum() == H * W - 1
+    # the same with scale= and metric=1; a sentinel of 65535 instead of 0 with invalid=
+    _, scaled = _predict(f"file:{tmp_path}?kind=depth&scale=0.001&metric=1")
+    torch.testing.assert_close(scaled.values, pred.values)
+    mm[0, 0] = 65535
+    cv2.imwrite(str(tmp_path / "img_a.png"), mm)
+    _, sentinel = _predict(f"file:{tmp_path}?kind=depth&units=mm&invalid=65535")
+    assert not sentinel.valid[0, 0, 0, 0] and sentinel.valid.sum() == H * W - 1
+
+
+def test_pattern_finds_any_naming(tmp_path):
+    (tmp_path / "preds").mkdir()
+    np.save(tmp_path / "preds" / "img_a.disp.npy", _ramp(1, 2))
+    np.save(tmp_path / "preds" / "img_b.disp.npy", _ramp(3, 4))
+    cond, pred = _predict(f"file:{tmp_path}?kind=disparity&pattern=preds/{{stem}}.disp.npy", key="img_b")
+    np.testing.assert_array_equal(pred.values[0, 0].numpy(), _ramp(3, 4))
+    with pytest.raises(InputDataError, match="pattern preds/img_c.disp.npy"):
+        cond.predict(torch.rand(1, 3, H, W), keys=["img_c"])
+
+
+def test_bad_options_fail_in_one_line(tmp_path):
+    np.save(tmp_path / "img_a.npy", _ramp())
+    for spec, match in [("?kind=depth&unit=mm", "unknown option"), ("?kind=depth&units=inch", "units must be"),
+                        ("?kind=depth&scale=abc", "must be a number"), ("?kind=depth&scale=-1", "positive")]:
+        with pytest.raises(UsageError, match=match):
+            get_conditioner(f"file:{tmp_path}{spec}")
+
+
+# ------------------------------------------------------------------ the README's "coming from" commands
+@pytest.mark.parametrize("tool", ["marigold", "depth-pro", "depth-anything"])
+def test_refine_each_tools_existing_outputs_with_one_command(tmp_path, tiny_model_dir, tool):
+    from typer.testing import CliRunner
+
+    from betterdepth_cli.cli.app import app
+    from betterdepth_cli.io.outputs import load_depth_output
+
+    photos, maps = tmp_path / "photos", tmp_path / "maps"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "img_a.jpg"), np.random.default_rng(0).integers(0, 255, (H * 4, W * 4, 3), np.uint8))
+    if tool == "marigold":  # python script/depth/run.py --input_rgb_dir photos --output_dir maps
+        (maps / "depth_npy").mkdir(parents=True)
+        np.save(maps / "depth_npy" / "img_a_depth.npy", _ramp(0.0, 1.0))
+        spec, want = f"file:{maps}", ("depth", False)
+    elif tool == "depth-pro":  # depth-pro-run -i photos -o maps
+        maps.mkdir()
+        np.savez_compressed(maps / "img_a", depth=_ramp(1.0, 30.0))
+        spec, want = f"file:{maps}", ("depth", True)
+    else:  # python run.py --img-path photos --outdir maps --pred-only --grayscale
+        maps.mkdir()
+        cv2.imwrite(str(maps / "img_a.png"), np.repeat(np.round(_ramp(0, 255)).astype(np.uint8)[..., None], 3, -1))
+        spec, want = f"file:{maps}?kind=disparity", ("disparity", False)
+    res = CliRunner().invoke(app, ["refine", str(photos), "--conditioner", spec, "-o", str(tmp_path / "out"),
+                                   "--model", str(tiny_model_dir), "--processing-res", "32"])
+    assert res.exit_code == 0, res.output
+    values, meta = load_depth_output(tmp_path / "out" / "img_a.png")
+    assert (meta["kind"], meta["metric"]) == want and values.shape == (H * 4, W * 4)
+    assert meta["units"] == ("metres" if want[1] else "relative")
+
+
+def test_maps_of_different_kinds_in_one_folder_are_refused_in_one_line(tmp_path):
+    np.savez_compressed(tmp_path / "img_a", depth=_ramp(1.0, 9.0))  # Depth Pro: metric depth
+    _midas_write_pfm(tmp_path / "img_b-midas_v21_small_256.pfm", _ramp(1.0, 2.0))  # MiDaS: disparity
+    cond = get_conditioner(f"file:{tmp_path}")
+    assert (cond.kind, cond.metric) == ("depth", True)
+    with pytest.raises(InputDataError, match=r"img_b-midas_v21_small_256.pfm: holds disparity .*from MiDaS"):
+        cond.predict(torch.rand(2, 3, H, W), keys=["img_a", "img_b"])
