@@ -69,7 +69,7 @@ def main() -> None:
 
     import open3d as o3d
 
-    from betterdepth_cli.io import outputs
+    from betterdepth_cli.io import depth_files
     from betterdepth_cli.io import pointcloud as pc
     from betterdepth_cli.core import camera as cam
     from betterdepth_cli.core import depth_values as dv
@@ -77,7 +77,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bd-export-bench-"))
     src = tmp / "plate.exr"
-    outputs.write_exr(src, synthetic_disparity(args.width, args.height), kind="disparity", metric=False)
+    depth_files.write_exr(src, synthetic_disparity(args.width, args.height), kind="disparity", metric=False)
     out = tmp / "plate.ply"
 
     def export():

@@ -71,13 +71,13 @@ class DepthOutput:
 
     def sidecar(self, index: int = 0) -> dict[str, Any]:
         """The sidecar fields ``refine`` writes for image ``index`` (kind, metric, units, settings)."""
-        from betterdepth_cli.io.outputs import make_sidecar
+        from betterdepth_cli.io.depth_files import make_sidecar
 
         return make_sidecar(kind=self.kind, metric=self.metric, **self.settings)
 
     def save_png16(self, path: str | Path, index: int = 0) -> Path:
         """Write image ``index``'s map as a 16-bit PNG plus its JSON sidecar (the range and meaning)."""
-        from betterdepth_cli.io.outputs import write_png16
+        from betterdepth_cli.io.depth_files import write_png16
 
         write_png16(path, self.depth_np[index], self.valid_np[index], self.sidecar(index))
         return Path(path)
@@ -157,7 +157,7 @@ class BetterDepthPipeline:
         """Refine ``images``. ``generator`` (one, or one per image) overrides ``seed``; by default
         every image draws its noise from its own generator seeded with ``seed``, as ``refine`` does."""
         from betterdepth_cli.core.pipeline import check_images, refine_batch, seeded_generators
-        from betterdepth_cli.io.outputs import units_for
+        from betterdepth_cli.io.depth_files import units_for
 
         t0 = time.perf_counter()
         batch = check_images(images)

@@ -13,7 +13,7 @@ from betterdepth_cli.jobs import RefineSettings, Summary, exit_code, plan_run
 from betterdepth_cli.cli import options as o
 from betterdepth_cli.core.types import NoInputError, OutputError, UsageError
 from betterdepth_cli.io.inputs import ImageSource, discover
-from betterdepth_cli.io.outputs import load_depth_output
+from betterdepth_cli.io.depth_files import load_depth_output
 
 
 def _png(path: Path, h: int = 24, w: int = 32, seed: int = 0) -> Path:
@@ -101,7 +101,7 @@ def _done(out, base, settings):
     """What a finished run leaves for ``base``: the map and a sidecar of ours with the run's settings."""
     import json
 
-    from betterdepth_cli.io.outputs import make_sidecar
+    from betterdepth_cli.io.depth_files import make_sidecar
 
     (out / f"{base}.png").parent.mkdir(parents=True, exist_ok=True)
     (out / f"{base}.png").write_bytes(b"x")

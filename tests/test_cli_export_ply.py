@@ -10,8 +10,7 @@ from typer.testing import CliRunner
 
 from betterdepth_cli.cli.app import app
 from betterdepth_cli.io import intrinsics as ki
-from betterdepth_cli.io import outputs
-
+from betterdepth_cli.io import depth_files
 o3d = pytest.importorskip("open3d")
 
 H, W = 12, 16
@@ -24,9 +23,9 @@ def run(*args: str):
 def plane_map(folder: Path, name: str = "img", value: float = 0.5, kind: str = "disparity", metric: bool = True,
               source: str = "") -> Path:
     """A constant (fronto-parallel) map written by refine's own png16 writer."""
-    meta = outputs.make_sidecar(kind=kind, metric=metric, source=source)
+    meta = depth_files.make_sidecar(kind=kind, metric=metric, source=source)
     path = folder / f"{name}.png"
-    outputs.write_png16(path, np.full((H, W), value, np.float32), meta=meta)
+    depth_files.write_png16(path, np.full((H, W), value, np.float32), meta=meta)
     return path
 
 
@@ -174,7 +173,7 @@ def test_batch_mirrors_names_matches_images_and_continues(tmp_path):
     maps, imgs, out = tmp_path / "refined", tmp_path / "photos", tmp_path / "ply"
     plane_map(maps, "a")
     plane_map(maps / "shot", "shot.1001")
-    outputs.write_npy(maps / "bad.npy", np.ones((H, W), np.float32))  # no sidecar: does not say what it holds
+    depth_files.write_npy(maps / "bad.npy", np.ones((H, W), np.float32))  # no sidecar: does not say what it holds
     (imgs / "shot").mkdir(parents=True)
     Image.new("RGB", (W, H), (0, 255, 0)).save(imgs / "a.png")
     Image.new("RGB", (W, H), (0, 0, 255)).save(imgs / "shot" / "shot.1001.png")
@@ -203,8 +202,8 @@ def test_batch_mirrors_names_matches_images_and_continues(tmp_path):
 def test_batch_all_failed_keeps_the_error_code(tmp_path):
     maps = tmp_path / "refined"
     maps.mkdir()
-    outputs.write_npy(maps / "b1.npy", np.ones((H, W), np.float32))
-    outputs.write_npy(maps / "b2.npy", np.ones((H, W), np.float32))
+    depth_files.write_npy(maps / "b1.npy", np.ones((H, W), np.float32))
+    depth_files.write_npy(maps / "b2.npy", np.ones((H, W), np.float32))
     res = run(maps, "-o", tmp_path / "o", "--continue-on-error")
     assert res.exit_code == 65  # every map failed for the same reason: that reason's code
     assert res.stderr.count("betterdepth: error:") == 2 and "0 written, 0 skipped, 2 failed" in res.stderr
@@ -220,7 +219,7 @@ def test_batch_folder_without_maps(tmp_path):
 def test_relative_disparity_default_range_in_log(tmp_path):
     path = tmp_path / "rel.exr"
     yy, xx = np.mgrid[0:H, 0:W]
-    outputs.write_exr(path, (1 + 0.01 * xx).astype(np.float32), kind="disparity", metric=False)
+    depth_files.write_exr(path, (1 + 0.01 * xx).astype(np.float32), kind="disparity", metric=False)
     res = run(path, "-o", tmp_path / "rel.ply", "--depth-range", "2,4")
     assert res.exit_code == 0, res.stderr
     assert "-> depth 4..2 (--depth-range 2,4)" in res.stderr

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from betterdepth_cli.cli.app import app
-from betterdepth_cli.io.outputs import load_depth_output, read_exr
+from betterdepth_cli.io.depth_files import load_depth_output, read_exr
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -10,16 +10,8 @@ import numpy as np
 import pytest
 
 from betterdepth_cli.core.types import InputDataError, NoInputError
-from betterdepth_cli.io.images import (
-    apply_orientation,
-    decode_pfm,
-    decode_rgb,
-    decode_uint16_map,
-    read_depth_map,
-    read_image,
-    read_pfm,
-    srgb_from_linear,
-)
+from betterdepth_cli.io.images import apply_orientation, decode_rgb, decode_uint16_map, read_image, srgb_from_linear
+from betterdepth_cli.io.depth_files import decode_pfm, read_depth_map, read_pfm
 
 
 def _halves(h: int = 16, w: int = 32) -> np.ndarray:
@@ -243,7 +235,7 @@ def test_depth_png16_raw_values_and_zero_invalid(tmp_path):
 
 
 def test_depth_png16_with_betterdepth_sidecar_is_decoded(tmp_path):
-    from betterdepth_cli.io.outputs import make_sidecar, write_png16
+    from betterdepth_cli.io.depth_files import make_sidecar, write_png16
 
     values = np.array([[1.0, 2.0], [3.0, 5.0]], np.float32)
     write_png16(tmp_path / "r.png", values, meta=make_sidecar(kind="disparity", metric=False))

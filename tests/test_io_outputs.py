@@ -11,8 +11,8 @@ import pytest
 
 from betterdepth_cli.core.types import InputDataError, NoInputError, OutputError, UsageError
 from betterdepth_cli.io import outputs as bo
-
-
+from betterdepth_cli.io import depth_files
+from betterdepth_cli.io import files
 def _ramp(h: int = 6, w: int = 8) -> np.ndarray:
     rng = np.random.default_rng(0)
     return (0.12 + 3.28 * rng.random((h, w))).astype(np.float32)
@@ -23,10 +23,10 @@ def _ramp(h: int = 6, w: int = 8) -> np.ndarray:
 
 def test_png16_round_trip_within_one_step(tmp_path):
     values = _ramp()
-    meta = bo.make_sidecar(kind="disparity", metric=False, source="photos/img.jpg", steps=2, seed=0)
-    side = bo.write_png16(tmp_path / "img.png", values, meta=meta)
+    meta = depth_files.make_sidecar(kind="disparity", metric=False, source="photos/img.jpg", steps=2, seed=0)
+    side = depth_files.write_png16(tmp_path / "img.png", values, meta=meta)
     step = (values.max() - values.min()) / 65535
-    back, meta_back = bo.load_depth_output(tmp_path / "img.png")
+    back, meta_back = depth_files.load_depth_output(tmp_path / "img.png")
     assert back.dtype == np.float32 and back.shape == values.shape
     assert np.abs(back - values).max() <= step
     assert meta_back == side
@@ -40,7 +40,7 @@ def test_png16_file_is_16_bit_grey_and_uses_full_range(tmp_path):
     import cv2
 
     values = np.array([[1.0, 2.0], [3.0, 5.0]], np.float32)
-    bo.write_png16(tmp_path / "a.png", values)
+    depth_files.write_png16(tmp_path / "a.png", values)
     codes = cv2.imread(str(tmp_path / "a.png"), cv2.IMREAD_UNCHANGED)
     assert codes.dtype == np.uint16 and codes.ndim == 2
     # hand-computed: (v - 1) / 4 * 65535
@@ -50,48 +50,48 @@ def test_png16_file_is_16_bit_grey_and_uses_full_range(tmp_path):
 def test_encode_png16_invalid_pixels_get_zero_and_do_not_set_range():
     values = np.array([[1.0, np.nan], [100.0, 3.0]], np.float32)
     valid = np.array([[True, True], [False, True]])
-    codes, lo, hi = bo.encode_png16(values, valid)
+    codes, lo, hi = depth_files.encode_png16(values, valid)
     assert (lo, hi) == (1.0, 3.0)
     assert codes.tolist() == [[0, 0], [0, 65535]]
 
 
 def test_encode_png16_constant_and_empty_maps():
-    codes, lo, hi = bo.encode_png16(np.full((2, 3), 7.0))
+    codes, lo, hi = depth_files.encode_png16(np.full((2, 3), 7.0))
     assert (lo, hi) == (7.0, 7.0) and not codes.any()
-    assert np.all(bo.decode_png16(codes, lo, hi) == 7.0)
-    _, lo, hi = bo.encode_png16(np.full((2, 2), np.inf))
+    assert np.all(depth_files.decode_png16(codes, lo, hi) == 7.0)
+    _, lo, hi = depth_files.encode_png16(np.full((2, 2), np.inf))
     assert (lo, hi) == (0.0, 0.0)
 
 
 def test_png_without_sidecar_names_the_json(tmp_path):
-    bo.write_png16(tmp_path / "a.png", _ramp())
+    depth_files.write_png16(tmp_path / "a.png", _ramp())
     (tmp_path / "a.json").unlink()
     with pytest.raises(InputDataError, match=r"a\.json is missing"):
-        bo.load_depth_output(tmp_path / "a.png")
+        depth_files.load_depth_output(tmp_path / "a.png")
 
 
 def test_load_missing_and_unsupported(tmp_path):
     with pytest.raises(NoInputError, match="nope.exr: no such file"):
-        bo.load_depth_output(tmp_path / "nope.exr")
+        depth_files.load_depth_output(tmp_path / "nope.exr")
     (tmp_path / "x.txt").write_text("1")
     with pytest.raises(InputDataError, match="unsupported depth output extension '.txt'"):
-        bo.load_depth_output(tmp_path / "x.txt")
+        depth_files.load_depth_output(tmp_path / "x.txt")
 
 
 def test_sidecar_rejects_foreign_json(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps({"hello": 1}))
     with pytest.raises(InputDataError, match="not a betterdepth sidecar"):
-        bo.read_sidecar(tmp_path / "a.json")
+        depth_files.read_sidecar(tmp_path / "a.json")
     (tmp_path / "b.json").write_text("{not json")
     with pytest.raises(InputDataError, match="not a readable JSON sidecar"):
-        bo.read_sidecar(tmp_path / "b.json")
+        depth_files.read_sidecar(tmp_path / "b.json")
 
 
 def test_make_sidecar_units_and_kind():
-    assert bo.make_sidecar(kind="depth", metric=True)["units"] == "metres"
-    assert bo.make_sidecar(kind="disparity", metric=True)["units"] == "1/metres"
+    assert depth_files.make_sidecar(kind="depth", metric=True)["units"] == "metres"
+    assert depth_files.make_sidecar(kind="disparity", metric=True)["units"] == "1/metres"
     with pytest.raises(UsageError, match="`kind`"):
-        bo.make_sidecar(kind="height", metric=False)
+        depth_files.make_sidecar(kind="height", metric=False)
 
 
 # --------------------------------------------------------------------------- EXR
@@ -102,8 +102,8 @@ def test_exr_round_trip_exact_with_attributes_and_zip(tmp_path):
 
     values = _ramp(5, 7)
     values[0, 0] = 1e-7  # tiny and odd values survive float32 exactly
-    bo.write_exr(tmp_path / "d.exr", values, kind="depth", metric=True, attrs={"source": "a.jpg"})
-    back, meta = bo.read_exr(tmp_path / "d.exr")
+    depth_files.write_exr(tmp_path / "d.exr", values, kind="depth", metric=True, attrs={"source": "a.jpg"})
+    back, meta = depth_files.read_exr(tmp_path / "d.exr")
     assert back.dtype == np.float32 and np.array_equal(back, values)
     assert meta == {"kind": "depth", "metric": True, "units": "metres", "source": "a.jpg"}
     header = OpenEXR.File(str(tmp_path / "d.exr")).header()
@@ -120,7 +120,7 @@ def test_exr_depth_opens_with_its_values_in_opencv_imageio_and_openexr(tmp_path)
 
     values = _ramp(4, 6) + 0.125
     path = tmp_path / "d.exr"
-    bo.write_exr(path, values, kind="depth", metric=True)
+    depth_files.write_exr(path, values, kind="depth", metric=True)
     bo.write_uncertainty(tmp_path / "u.exr", values, kind="depth", metric=True)
     code = f"""
 import cv2, imageio.v3 as iio, numpy as np, OpenEXR
@@ -141,14 +141,14 @@ for p in ({str(path)!r}, {str(tmp_path / "u.exr")!r}):
 
 def test_load_depth_output_exr_and_npy_with_sidecar(tmp_path):
     values = _ramp()
-    bo.write_exr(tmp_path / "a.exr", values, kind="disparity", metric=False)
-    back, meta = bo.load_depth_output(tmp_path / "a.exr")
+    depth_files.write_exr(tmp_path / "a.exr", values, kind="disparity", metric=False)
+    back, meta = depth_files.load_depth_output(tmp_path / "a.exr")
     assert np.array_equal(back, values) and meta["kind"] == "disparity" and meta["metric"] is False
-    bo.write_npy(tmp_path / "a.npy", values[None, None])  # (1,1,H,W) is squeezed
-    back, meta = bo.load_depth_output(tmp_path / "a.npy")
+    depth_files.write_npy(tmp_path / "a.npy", values[None, None])  # (1,1,H,W) is squeezed
+    back, meta = depth_files.load_depth_output(tmp_path / "a.npy")
     assert np.array_equal(back, values) and meta == {}
-    bo.write_sidecar(tmp_path / "a.json", bo.make_sidecar(kind="disparity", metric=False))
-    assert bo.load_depth_output(tmp_path / "a.npy")[1]["kind"] == "disparity"
+    depth_files.write_sidecar(tmp_path / "a.json", depth_files.make_sidecar(kind="disparity", metric=False))
+    assert depth_files.load_depth_output(tmp_path / "a.npy")[1]["kind"] == "disparity"
 
 
 def test_read_exr_channel_choice(tmp_path):
@@ -158,22 +158,22 @@ def test_read_exr_channel_choice(tmp_path):
     r = np.ones((2, 3), np.float32)
     path = str(tmp_path / "nuke.exr")
     OpenEXR.File({"type": OpenEXR.scanlineimage}, {"R": r, "G": r, "B": r, "depth.Z": z}).write(path)
-    assert np.all(bo.read_exr(path)[0] == 5.0)
-    assert np.all(bo.read_exr(path, channel="R")[0] == 1.0)
+    assert np.all(depth_files.read_exr(path)[0] == 5.0)
+    assert np.all(depth_files.read_exr(path, channel="R")[0] == 1.0)
     with pytest.raises(InputDataError, match="no channel 'Q'"):
-        bo.read_exr(path, channel="Q")
+        depth_files.read_exr(path, channel="Q")
 
 
 def test_uncertainty_exr(tmp_path):
     bo.write_uncertainty(tmp_path / "u.exr", np.zeros((2, 2)), kind="depth", metric=False)
-    values, meta = bo.read_exr(tmp_path / "u.exr")
+    values, meta = depth_files.read_exr(tmp_path / "u.exr")
     assert values.shape == (2, 2) and meta["content"] == "uncertainty" and meta["units"] == "relative"
 
 
 def test_corrupt_exr_is_input_data_error(tmp_path):
     (tmp_path / "bad.exr").write_bytes(b"v/1\x01garbage")
     with pytest.raises(InputDataError, match="bad.exr: not a readable EXR"):
-        bo.read_exr(tmp_path / "bad.exr")
+        depth_files.read_exr(tmp_path / "bad.exr")
 
 
 # --------------------------------------------------------------------------- preview
@@ -215,7 +215,7 @@ def test_atomic_write_leaves_no_temp_file_when_writer_raises(tmp_path):
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        bo.atomic_write(tmp_path / "out.png", broken)
+        files.atomic_write(tmp_path / "out.png", broken)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -227,14 +227,14 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
         raise OSError(28, "No space left on device")
 
     with pytest.raises(OutputError, match="a.json: cannot write output"):
-        bo.atomic_write(target, broken)
+        files.atomic_write(target, broken)
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["a.json"]
 
 
 def test_atomic_write_creates_folders_and_replaces(tmp_path):
     target = tmp_path / "deep" / "er" / "x.txt"
-    bo.atomic_write_text(target, "one")
-    bo.atomic_write_text(target, "two")
+    files.atomic_write_text(target, "one")
+    files.atomic_write_text(target, "two")
     assert target.read_text() == "two" and [p.name for p in target.parent.iterdir()] == ["x.txt"]
 
 
@@ -242,7 +242,7 @@ def test_atomic_write_unwritable_folder_is_output_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(OutputError, match="cannot create output"):
-        bo.atomic_write_text(blocker / "x.txt", "a")
+        files.atomic_write_text(blocker / "x.txt", "a")
 
 
 # --------------------------------------------------------------------------- naming plan
@@ -291,11 +291,11 @@ def test_output_paths_rejects_bad_format_and_escaping_relpath(tmp_path):
 def test_outputs_exist(tmp_path):
     plan = bo.output_paths(tmp_path, "a", ["npy", "exr"])
     assert not bo.outputs_exist(plan)
-    bo.write_npy(plan["npy"], np.zeros((2, 2)))
+    depth_files.write_npy(plan["npy"], np.zeros((2, 2)))
     assert not bo.outputs_exist(plan)
-    bo.write_exr(plan["exr"], np.zeros((2, 2)))
+    depth_files.write_exr(plan["exr"], np.zeros((2, 2)))
     assert not bo.outputs_exist(plan)  # the sidecar, the record of the run, is an output too
-    bo.write_sidecar(plan["sidecar"], bo.make_sidecar(kind="disparity", metric=False))
+    depth_files.write_sidecar(plan["sidecar"], depth_files.make_sidecar(kind="disparity", metric=False))
     assert bo.outputs_exist(plan) and bo.is_own_sidecar(plan["sidecar"])
 
 
@@ -309,16 +309,16 @@ def test_sidecar_of_names_the_record_of_each_output(tmp_path):
 
 
 def test_encode_png16_shared_vrange_clips_outside():
-    codes, lo, hi = bo.encode_png16(np.array([[0.0, 5.0], [10.0, 20.0]]), vrange=(0.0, 10.0))
+    codes, lo, hi = depth_files.encode_png16(np.array([[0.0, 5.0], [10.0, 20.0]]), vrange=(0.0, 10.0))
     assert (lo, hi) == (0.0, 10.0)
     assert codes.tolist() == [[0, 32768], [65535, 65535]]  # 5 / 10 * 65535 = 32767.5 rounds to even 32768
     with pytest.raises(UsageError, match="`vrange` must be finite"):
-        bo.encode_png16(np.zeros((2, 2)), vrange=(1.0, 0.0))
+        depth_files.encode_png16(np.zeros((2, 2)), vrange=(1.0, 0.0))
 
 
 def test_sidecar_keys_follow_the_contract_order(tmp_path):
-    meta = bo.make_sidecar(kind="depth", metric=False, source="a.jpg", seed=3)
-    side = bo.write_png16(tmp_path / "a.png", _ramp(), meta=meta)
+    meta = depth_files.make_sidecar(kind="depth", metric=False, source="a.jpg", seed=3)
+    side = depth_files.write_png16(tmp_path / "a.png", _ramp(), meta=meta)
     keys = list(json.loads((tmp_path / "a.json").read_text()))
     assert keys[:7] == ["format", "kind", "metric", "units", "encoding", "width", "height"]
     assert keys == list(side) and side["seed"] == 3 and side["source"] == "a.jpg"
@@ -328,7 +328,7 @@ def test_atomic_write_follows_the_umask_not_mkstemp_0600(tmp_path):
     import os
     import stat
 
-    from betterdepth_cli.io.outputs import atomic_write_text
+    from betterdepth_cli.io.files import atomic_write_text
 
     old = os.umask(0o022)
     try:
@@ -343,7 +343,7 @@ def test_atomic_write_follows_the_umask_not_mkstemp_0600(tmp_path):
     ("./a/../b", "a/b"), ("C:/x/y", "x/y"), ("..\\..\\w", "w"),
 ])
 def test_safe_join_never_leaves_the_root(tmp_path, name, want):
-    from betterdepth_cli.io.outputs import safe_join
+    from betterdepth_cli.io.files import safe_join
 
     got = safe_join(tmp_path, name)
     assert got == tmp_path / want
@@ -352,7 +352,7 @@ def test_safe_join_never_leaves_the_root(tmp_path, name, want):
 
 def test_safe_join_refuses_a_name_with_nothing_left(tmp_path):
     from betterdepth_cli.core.types import OutputError
-    from betterdepth_cli.io.outputs import safe_join
+    from betterdepth_cli.io.files import safe_join
 
     with pytest.raises(OutputError, match="no usable file name"):
         safe_join(tmp_path, "../..")
@@ -360,12 +360,12 @@ def test_safe_join_refuses_a_name_with_nothing_left(tmp_path):
 
 @pytest.mark.parametrize("bad", ["abc", None, "nan", [1]])
 def test_sidecar_with_a_non_numeric_range_is_one_line(tmp_path, bad):
-    bo.write_png16(tmp_path / "d.png", _ramp() + 1.0, meta=bo.make_sidecar(kind="disparity", metric=False))
+    depth_files.write_png16(tmp_path / "d.png", _ramp() + 1.0, meta=depth_files.make_sidecar(kind="disparity", metric=False))
     meta = json.loads((tmp_path / "d.json").read_text())
     meta["encoding"]["min"] = bad
     (tmp_path / "d.json").write_text(json.dumps(meta))
     with pytest.raises(InputDataError, match=r"d.json: encoding min must be (a number|finite)"):
-        bo.load_depth_output(tmp_path / "d.png")
+        depth_files.load_depth_output(tmp_path / "d.png")
 
 
 def test_a_full_disk_says_no_space_left(tmp_path, monkeypatch):
@@ -384,7 +384,9 @@ def test_a_full_disk_says_no_space_left(tmp_path, monkeypatch):
         def write(self, data):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(bo, "open", Full, raising=False)  # the module's writes go through open()
+    from betterdepth_cli.io import files
+
+    monkeypatch.setattr(files, "open", Full, raising=False)  # atomic writes go through open()
     with pytest.raises(OutputError, match=r"d.png: cannot write output \(No space left on device\)"):
-        bo.write_png16(tmp_path / "d.png", _ramp(), meta=bo.make_sidecar(kind="disparity", metric=False))
+        depth_files.write_png16(tmp_path / "d.png", _ramp(), meta=depth_files.make_sidecar(kind="disparity", metric=False))
     assert list(tmp_path.iterdir()) == []  # no partial file, no temporary left behind

@@ -112,7 +112,7 @@ def test_readme_library_example_pil_in_png16_out(tmp_path):
     from PIL import Image
 
     from betterdepth_cli import BetterDepthPipeline
-    from betterdepth_cli.io.outputs import decode_png16, read_png16
+    from betterdepth_cli.io.depth_files import decode_png16, read_png16
 
     Image.fromarray(_images(1, 60, 80)[0]).save(tmp_path / "photo.jpg")
     pipe = BetterDepthPipeline.from_pretrained()

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from betterdepth_cli.conditioner_registry import METRIC_MODELS, get_conditioner, list_conditioners
 from betterdepth_cli.core import hf_processing as hp
 from betterdepth_cli.core.types import InputDataError
-from betterdepth_cli.io.outputs import units_for
+from betterdepth_cli.io.depth_files import units_for
 from tiny_models import FOV_DEGREES, save_depth_pro, save_dpt, save_dpt_dinov2, save_glpn, save_zoedepth
 
 

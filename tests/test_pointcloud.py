@@ -18,6 +18,7 @@ from betterdepth_cli.core import depth_values as dv
 from betterdepth_cli.core import geometry as geo
 from betterdepth_cli.io import intrinsics as ki
 from betterdepth_cli.io import outputs
+from betterdepth_cli.io import depth_files
 from betterdepth_cli.io import pointcloud as pc
 from betterdepth_cli.jobs import export_plan as ep
 
@@ -396,8 +397,8 @@ def test_output_extension_and_folder_errors(tmp_path):
 
 
 def write_disparity_png(folder: Path, name: str, disp: np.ndarray, source: str = "") -> Path:
-    meta = outputs.make_sidecar(kind="disparity", metric=False, source=source)
-    outputs.write_png16(folder / f"{name}.png", disp, meta=meta)
+    meta = depth_files.make_sidecar(kind="disparity", metric=False, source=source)
+    depth_files.write_png16(folder / f"{name}.png", disp, meta=meta)
     return folder / f"{name}.png"
 
 
@@ -413,7 +414,7 @@ def test_png_without_sidecar_is_a_clear_error(tmp_path):
 
 
 def test_npy_without_kind_needs_assume(tmp_path):
-    outputs.write_npy(tmp_path / "m.npy", np.ones((4, 4), np.float32))
+    depth_files.write_npy(tmp_path / "m.npy", np.ones((4, 4), np.float32))
     with pytest.raises(InputDataError, match=r"m\.npy: the file does not say"):
         pc.load_map(tmp_path / "m.npy")
     assert pc.load_map(tmp_path / "m.npy", assume="depth")[1]["kind"] == "depth"
@@ -477,7 +478,7 @@ def test_batch_plan_mirrors_names_and_matches_images(tmp_path):
     maps, imgs = tmp_path / "out", tmp_path / "photos"
     disp = np.linspace(1, 2, 64, dtype=np.float32).reshape(8, 8)
     write_disparity_png(maps, "a", disp)
-    outputs.write_exr(maps / "a.exr", disp, kind="disparity", metric=False)  # same base: the EXR is preferred
+    depth_files.write_exr(maps / "a.exr", disp, kind="disparity", metric=False)  # same base: the EXR is preferred
     write_disparity_png(maps / "shots", "shot.1001", disp)
     outputs.write_uncertainty(maps / "a_uncertainty.exr", disp, kind="disparity", metric=False)
     outputs.write_preview(maps / "a_preview.jpg", disp)

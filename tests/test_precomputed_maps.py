@@ -113,7 +113,7 @@ def test_depth_anything_colour_output_is_refused_with_the_flag_to_use(tmp_path):
 
 # ------------------------------------------------------------------ this tool's own outputs
 def test_own_png16_and_exr_outputs_need_no_kind(tmp_path):
-    from betterdepth_cli.io.outputs import make_sidecar, write_exr, write_png16
+    from betterdepth_cli.io.depth_files import make_sidecar, write_exr, write_png16
 
     depth = _ramp(1.0, 9.0)
     (tmp_path / "png").mkdir()
@@ -170,7 +170,7 @@ def test_refine_each_tools_existing_outputs_with_one_command(tmp_path, tiny_mode
     from typer.testing import CliRunner
 
     from betterdepth_cli.cli.app import app
-    from betterdepth_cli.io.outputs import load_depth_output
+    from betterdepth_cli.io.depth_files import load_depth_output
 
     photos, maps = tmp_path / "photos", tmp_path / "maps"
     photos.mkdir()

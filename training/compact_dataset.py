@@ -54,7 +54,7 @@ _OPEN: dict = {}  # src -> FolderDataset, one per process
 def _convert(job: tuple[str, int, str, int, float]) -> None:
     import cv2
 
-    from betterdepth_cli.io.outputs import atomic_write_bytes
+    from betterdepth_cli.io.files import atomic_write_bytes
     from training.datasets import FolderDataset
 
     src, index, dst, quality, min_depth = job
@@ -78,7 +78,7 @@ def _convert(job: tuple[str, int, str, int, float]) -> None:
 def compact(src: str, dst: str, start: int = 0, count: int | None = None, quality: int = 90,
             min_depth: float = 0.1, workers: int = 1) -> int:
     """Re-encode scenes ``start .. start+count`` of ``src`` into ``dst`` (atomic writes); returns how many."""
-    from betterdepth_cli.io.outputs import atomic_write_text
+    from betterdepth_cli.io.files import atomic_write_text
     from training.datasets import FolderDataset
 
     n = len(FolderDataset(src))

@@ -43,7 +43,9 @@ import torch
 from torch.utils.data import Dataset
 
 from betterdepth_cli.core.types import InputDataError, NoInputError, UsageError
-from betterdepth_cli.io.images import decode_pfm, decode_raster, decode_rgb, decode_uint16_map, load_npy, read_file
+from betterdepth_cli.io.depth_files import decode_pfm, load_npy
+from betterdepth_cli.io.images import decode_raster, decode_rgb, decode_uint16_map
+from betterdepth_cli.io.files import read_file
 
 UNITS = {"m": 1.0, "cm": 0.01, "mm": 0.001}
 RGB_EXTS = (".png", ".jpg", ".jpeg")

@@ -127,7 +127,7 @@ def write_maps(dataset: str, root: str, out: str, sigma: float = 2.5, warp: floa
     so a refiner trained on the maps sees edges blurred by a range of widths.
     """
     from betterdepth_cli.evaluation.datasets import get_dataset
-    from betterdepth_cli.io.outputs import write_npy
+    from betterdepth_cli.io.depth_files import write_npy
 
     dst = Path(out)
     n = 0

@@ -14,12 +14,13 @@ import numpy as np
 from betterdepth_cli.core.types import InputDataError
 from betterdepth_cli.evaluation import protocol as P
 from betterdepth_cli.evaluation.dataset_base import DatasetLoader, Entry, Sample, check_same_size, natural_key, path_stem
-from betterdepth_cli.io.images import decode_pfm, decode_raster, load_npy
+from betterdepth_cli.io.depth_files import decode_pfm, load_npy
 
 
 
 
 # --------------------------------------------------------------------------- NYUv2
+from betterdepth_cli.io.images import decode_raster
 
 
 class NYUv2Dataset(DatasetLoader):

@@ -18,7 +18,7 @@ import numpy as np
 from betterdepth_cli.core.types import InputDataError, NoInputError, UsageError
 from betterdepth_cli.evaluation import protocol as P
 from betterdepth_cli.io.images import decode_rgb, decode_uint16_map
-from betterdepth_cli.io.outputs import safe_parts
+from betterdepth_cli.io.files import safe_parts
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 

@@ -14,12 +14,13 @@ import numpy as np
 from betterdepth_cli.core.types import InputDataError, NoInputError
 from betterdepth_cli.evaluation import protocol as P
 from betterdepth_cli.evaluation.dataset_base import IMAGE_EXTS, DataRoot, DatasetLoader, Entry, Sample, check_same_size, path_stem
-from betterdepth_cli.io.images import decode_pfm, decode_raster, load_npy
+from betterdepth_cli.io.depth_files import decode_pfm, load_npy
 
 
 
 
 # --------------------------------------------------------------------------- folder
+from betterdepth_cli.io.images import decode_raster
 
 
 DEPTH_UNITS = {"m": 1.0, "cm": 0.01, "mm": 0.001}
@@ -156,7 +157,7 @@ class FolderDataset(DatasetLoader):
         elif low.endswith(".pfm"):
             arr = decode_pfm(self.root.read(rel), where)
         elif low.endswith(".exr"):
-            from betterdepth_cli.io.outputs import read_exr
+            from betterdepth_cli.io.depth_files import read_exr
 
             path, tmp = self.root.local_path(rel)
             try:

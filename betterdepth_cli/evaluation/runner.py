@@ -210,12 +210,12 @@ class EvalResult:
         return buf.getvalue()
 
     def write_json(self, path: str | Path) -> Path:
-        from betterdepth_cli.io.outputs import atomic_write_text
+        from betterdepth_cli.io.files import atomic_write_text
 
         return atomic_write_text(path, json.dumps(self.to_json(), indent=2) + "\n")
 
     def write_csv(self, path: str | Path) -> Path:
-        from betterdepth_cli.io.outputs import atomic_write_text
+        from betterdepth_cli.io.files import atomic_write_text
 
         return atomic_write_text(path, self.csv_text())
 
@@ -301,7 +301,8 @@ def _save_prediction(root: Path, variant: str, sample_id: str, values: np.ndarra
                      meta: dict) -> None:
     """``<root>/<variant>/<id>.npy`` (float32) and ``.png`` (16-bit, encoded as ``refine`` encodes it)
     with its sidecar ``.json``."""
-    from betterdepth_cli.io.outputs import make_sidecar, safe_join, write_npy, write_png16
+    from betterdepth_cli.io.depth_files import make_sidecar, write_npy, write_png16
+    from betterdepth_cli.io.files import safe_join
 
     base = safe_join(root / variant, sample_id)  # ids come from input names (tar members): never outside root
     base.parent.mkdir(parents=True, exist_ok=True)

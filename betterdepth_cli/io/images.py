@@ -38,17 +38,16 @@ decode files the same way.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import struct
 from pathlib import Path
 
 import numpy as np
 
-from betterdepth_cli.core.types import InputDataError, NoInputError
+from betterdepth_cli.core.types import InputDataError
+from betterdepth_cli.io.files import check_extension, read_head
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "tif", "tiff", "exr", "webp", "bmp")
-DEPTH_EXTENSIONS = ("png", "npy", "npz", "exr", "pfm", "tif", "tiff")
 MAX_IMAGE_PIXELS = 1 << 30  # ~1.07 gigapixels: Pillow's own bomb guard (the header check below comes first)
 DEFAULT_PIXEL_LIMIT = 150_000_000  # refuse larger images from their header (decompression bombs)
 PIXEL_LIMIT_ENV = "BETTERDEPTH_MAX_PIXELS"
@@ -67,47 +66,6 @@ _CV2_FIRST = ("png", "tiff")  # keep 16-bit and float samples
 # --------------------------------------------------------------------------- checks
 
 
-def _ext(path: Path) -> str:
-    return path.suffix.lower().lstrip(".")
-
-
-def check_extension(path: Path, allowed: tuple[str, ...]) -> str:
-    """The lower-case extension of ``path``, or InputDataError listing ``allowed``."""
-    ext = _ext(path)
-    if ext not in allowed:
-        shown = f"'.{ext}'" if ext else "(none)"
-        raise InputDataError(f"{path}: unsupported extension {shown} (supported: {', '.join(allowed)})")
-    return ext
-
-
-def check_file(path: Path, allow_empty: bool = False) -> None:
-    """The checks every reader of an input file makes first, each failure one line naming ``path``.
-
-    Missing: NoInputError; not a regular file, not readable, or empty (unless
-    ``allow_empty``): InputDataError.
-    """
-    if not path.exists():
-        raise NoInputError(f"{path}: no such file")
-    if not path.is_file():
-        raise InputDataError(f"{path}: not a file")
-    if not os.access(path, os.R_OK):
-        raise InputDataError(f"{path}: permission denied")
-    if not allow_empty and path.stat().st_size == 0:
-        raise InputDataError(f"{path}: empty file (0 bytes)")
-
-
-def _read_head(path: Path, n: int = 16) -> bytes:
-    """Check the file can be used and return its first ``n`` bytes."""
-    check_file(path)
-    try:
-        with open(path, "rb") as f:
-            return f.read(n)
-    except PermissionError as exc:
-        raise InputDataError(f"{path}: permission denied") from exc
-    except OSError as exc:
-        raise InputDataError(f"{path}: unreadable ({exc.strerror or exc})") from exc
-
-
 def sniff_format(head: bytes) -> str | None:
     """The image format from the first bytes of a file, or None when unrecognised."""
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
@@ -118,7 +76,7 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
-def _check_size(path: Path, arr: np.ndarray) -> np.ndarray:
+def check_size(path: Path, arr: np.ndarray) -> np.ndarray:
     h, w = arr.shape[:2]
     if h < MIN_SIZE or w < MIN_SIZE:
         raise InputDataError(f"{path}: image is {w} x {h} pixels, at least {MIN_SIZE} x {MIN_SIZE} needed")
@@ -220,7 +178,7 @@ def bgr_to_rgb(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
-def _cv2_decode(path: Path) -> np.ndarray | None:
+def cv2_decode(path: Path) -> np.ndarray | None:
     """Decode with cv2 IMREAD_UNCHANGED (BGR(A) reordered to RGB(A)); None when cv2 cannot."""
     arr = _imdecode(np.fromfile(str(path), dtype=np.uint8))
     return None if arr is None else bgr_to_rgb(arr)
@@ -280,7 +238,7 @@ def _pil_array(im) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
-def _pil_decode(path: Path) -> np.ndarray:
+def pil_decode(path: Path) -> np.ndarray:
     """Decode with Pillow, EXIF orientation applied."""
     from PIL import ImageOps, UnidentifiedImageError
 
@@ -370,7 +328,7 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
     """
     path = Path(path)
     check_extension(path, IMAGE_EXTENSIONS)
-    head = _read_head(path, 24)  # the signature, and a PNG's IHDR size
+    head = read_head(path, 24)  # the signature, and a PNG's IHDR size
     fmt = sniff_format(head)
     if fmt is None:
         raise InputDataError(f"{path}: not an image (unrecognised file content)")
@@ -381,13 +339,13 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
         check_pixels(path, *size, max_pixels=max_pixels)
     try:
         if fmt == "exr":
-            return _check_size(path, to_float_rgb(_exr_rgb(path), path, linear_float=True))
-        arr = _cv2_decode(path) if fmt in _CV2_FIRST else None
+            return check_size(path, to_float_rgb(_exr_rgb(path), path, linear_float=True))
+        arr = cv2_decode(path) if fmt in _CV2_FIRST else None
         if arr is not None:
             arr = apply_orientation(arr, _exif_orientation(path, fmt))
         else:
-            arr = _pil_decode(path)
-        return _check_size(path, to_float_rgb(arr, path, linear_float=True))
+            arr = pil_decode(path)
+        return check_size(path, to_float_rgb(arr, path, linear_float=True))
     except MemoryError:
         raise InputDataError(f"{path}: not enough memory to decode this image") from None
 
@@ -395,109 +353,9 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
 # --------------------------------------------------------------------------- depth maps
 
 
-def read_pfm(path: str | os.PathLike) -> np.ndarray:
-    """Read a PFM (Portable Float Map) as float32 (H,W) or (H,W,3), top row first (see :func:`decode_pfm`)."""
-    path = Path(path)
-    return decode_pfm(read_file(path), str(path))
-
-
-def _single_channel(arr: np.ndarray, path: Path) -> np.ndarray:
-    """(H,W) from (H,W), (H,W,1) or a grey image stored as 3/4 equal channels."""
-    if arr.ndim == 3:
-        if arr.shape[2] == 1 or (arr.shape[2] >= 3 and np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
-            arr = arr[..., 0]
-        elif arr.shape[2] == 2:
-            arr = arr[..., 0]
-        else:
-            raise InputDataError(f"{path}: colour image, expected a single-channel depth map")
-    if arr.ndim != 2:
-        raise InputDataError(f"{path}: expected a (H,W) depth map, got shape {arr.shape}")
-    return arr
-
-
-def _load_numpy(path: Path, ext: str) -> np.ndarray:
-    data = load_npy(path, str(path), ext)
-    if ext == "npz":
-        with data:
-            names = list(data.files)
-            pick = next((k for k in ("depth", "disparity", "Z", "pred") if k in names), None)
-            if pick is None and len(names) == 1:
-                pick = names[0]
-            if pick is None:
-                raise InputDataError(f"{path}: .npz holds {', '.join(names) or 'nothing'}; expected one array or 'depth'/'disparity'")
-            data = data[pick]
-    arr = np.asarray(data)
-    while arr.ndim > 2 and arr.shape[0] == 1:
-        arr = arr[0]
-    if not np.issubdtype(arr.dtype, np.number):
-        raise InputDataError(f"{path}: non-numeric array ({arr.dtype})")
-    return arr
-
-
-def read_depth_map(path: str | os.PathLike, invalid: float | None = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Read a depth-like map: (values float32 (H,W), valid bool (H,W)).
-
-    Values are as stored (a 16-bit PNG of millimetres stays millimetres); a
-    ``.png`` with a betterdepth sidecar ``<base>.json`` is decoded with it.
-    Pixels that are non-finite or exactly ``invalid`` (None: no such value)
-    are invalid and set to 0.
-    """
-    path = Path(path)
-    ext = check_extension(path, DEPTH_EXTENSIONS)
-    head = _read_head(path)
-    if ext == "exr":
-        from betterdepth_cli.io.outputs import read_exr
-
-        arr = read_exr(path)[0]
-    elif ext == "pfm":
-        arr = read_pfm(path)
-    elif ext in ("npy", "npz"):
-        arr = _load_numpy(path, ext)
-    else:
-        arr = _read_raster_depth(path, head)
-    arr = _check_size(path, _single_channel(np.asarray(arr), path)).astype(np.float32)
-    valid = np.isfinite(arr)
-    if invalid is not None:
-        valid &= arr != np.float32(invalid)
-    arr[~valid] = 0.0
-    return arr, valid
-
-
-def _read_raster_depth(path: Path, head: bytes) -> np.ndarray:
-    if sniff_format(head) not in ("png", "tiff"):
-        raise InputDataError(f"{path}: not a PNG or TIFF depth map (unrecognised file content)")
-    sidecar = path.with_suffix(".json")
-    if _ext(path) == "png" and sidecar.is_file():
-        from betterdepth_cli.io.outputs import load_depth_output, read_sidecar
-
-        try:
-            read_sidecar(sidecar)
-        except InputDataError:
-            pass  # an unrelated json next to the map: read raw values
-        else:
-            return load_depth_output(path)[0]
-    arr = _cv2_decode(path)
-    if arr is None:
-        arr = _pil_decode(path)
-    if arr.dtype not in (np.uint8, np.uint16, np.float32, np.float64, np.float16):
-        raise InputDataError(f"{path}: unsupported pixel format {arr.dtype} for a depth map")
-    return arr
-
-
 # --------------------------------------------------------------------------- bytes-level readers
 # Dataset files (members of a tar archive have no path) and the path readers above
 # share these; each error names ``where`` (a path or ``archive.tar:member``).
-
-
-def read_file(path: Path) -> bytes:
-    """The whole file after :func:`check_file` (an unreadable file is an InputDataError naming it)."""
-    check_file(path)
-    try:
-        return path.read_bytes()
-    except PermissionError as exc:
-        raise InputDataError(f"{path}: permission denied") from exc
-    except OSError as exc:
-        raise InputDataError(f"{path}: unreadable ({exc.strerror or exc})") from exc
 
 
 def decode_raster(data: bytes, where: str) -> np.ndarray:
@@ -530,47 +388,3 @@ def decode_uint16_map(data: bytes, where: str, what: str) -> np.ndarray:
     return arr
 
 
-def decode_pfm(data: bytes, where: str) -> np.ndarray:
-    """PFM (Portable Float Map) bytes -> float32 (H,W) (``Pf``) or (H,W,3) (``PF``), top row first.
-
-    Header: ``PF`` or ``Pf``, ``W H`` (on one line or two; ``#`` comment lines
-    before it are skipped), scale (negative means little-endian); rows are
-    stored bottom-to-top.
-    """
-    buf = io.BytesIO(data)
-    try:
-        magic = buf.readline().strip()
-        line = buf.readline()
-        while line.startswith(b"#"):
-            line = buf.readline()
-        dims = line.split()
-        while len(dims) < 2:  # "W\nH\n" is tolerated
-            more = buf.readline()
-            if not more:
-                break
-            dims += more.split()
-        scale = float(buf.readline().strip())
-        width, height = int(dims[0]), int(dims[1])
-    except (ValueError, IndexError) as exc:
-        raise InputDataError(f"{where}: not a PFM file (bad header)") from exc
-    if magic not in (b"PF", b"Pf") or width <= 0 or height <= 0:
-        raise InputDataError(f"{where}: not a PFM file (bad header)")
-    channels = 3 if magic == b"PF" else 1
-    count = width * height * channels
-    raw = buf.read(count * 4)
-    values = np.frombuffer(raw[: len(raw) // 4 * 4], dtype="<f4" if scale < 0 else ">f4")
-    if values.size != count:
-        raise InputDataError(f"{where}: truncated PFM data ({values.size} of {count} values)")
-    shape = (height, width, 3) if channels == 3 else (height, width)
-    return np.ascontiguousarray(values.reshape(shape)[::-1]).astype(np.float32)
-
-
-def load_npy(source, where: str, ext: str = "npy"):
-    """``np.load`` without pickles of a path or file object (``io.BytesIO(data)``): an array, or an NpzFile.
-
-    InputDataError naming ``where`` when it is not a readable .npy/.npz file.
-    """
-    try:
-        return np.load(source, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputDataError(f"{where}: not a readable .{ext} file ({exc})") from exc

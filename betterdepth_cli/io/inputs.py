@@ -311,7 +311,7 @@ def _rel(path: Path, roots: Sequence[Path | None]) -> PurePosixPath:
     return PurePosixPath(path.stem)
 
 
-def _ext(path: Path | str) -> str:
+def file_ext(path: Path | str) -> str:
     return os.path.splitext(str(path))[1].lower().lstrip(".")
 
 
@@ -460,7 +460,7 @@ def _expand_list(list_path: Path, ctx: _Ctx) -> None:
 
 
 def _expand_file(path: Path, roots: list[Path | None], ctx: _Ctx, explicit: bool = False) -> None:
-    ext = _ext(path)
+    ext = file_ext(path)
     if ext in IMAGE_EXTENSIONS:
         ctx.add(("file", os.path.realpath(path)), ImageSource(path, _rel(path, roots)))
     elif ext in VIDEO_EXTENSIONS:
@@ -492,7 +492,7 @@ def _walk(folder: Path, recursive: bool) -> tuple[list[Path], bool]:
 
 def _expand_folder(folder: Path, roots: list[Path | None], ctx: _Ctx) -> None:
     files, skipped_dirs = _walk(folder, ctx.recursive)
-    chosen = [f for f in files if _ext(f) in ctx.extensions]
+    chosen = [f for f in files if file_ext(f) in ctx.extensions]
     if not chosen:
         hint = "; subfolders were not searched (recursive is off)" if skipped_dirs else ""
         raise NoInputError(f"{folder}: no images found (extensions: {', '.join(ctx.extensions)}){hint}")
@@ -566,10 +566,10 @@ def glob_files(pattern: Path) -> list[Path]:
 
 def _expand_glob(spec: str, pattern: Path, list_root: Path | None, ctx: _Ctx) -> None:
     allowed = ctx.extensions
-    if _ext(pattern) in VIDEO_EXTENSIONS:  # clips/*.mp4 names videos explicitly
-        allowed = allowed + (_ext(pattern),)
+    if file_ext(pattern) in VIDEO_EXTENSIONS:  # clips/*.mp4 names videos explicitly
+        allowed = allowed + (file_ext(pattern),)
     matches = glob_files(pattern)
-    files = [p for p in matches if p.is_file() and _ext(p) in allowed and not p.name.startswith(".")]
+    files = [p for p in matches if p.is_file() and file_ext(p) in allowed and not p.name.startswith(".")]
     if not files:
         raise NoInputError(f"{spec}: no images or videos match")
     _add_files(files, [list_root, _glob_root(pattern)], ctx)
@@ -580,7 +580,7 @@ def _add_files(files: list[Path], roots: list[Path | None], ctx: _Ctx) -> None:
     groups: dict[tuple[Path, str, str], dict[int, Path]] = {}
     for f in files:
         match = _FRAME_NAME.match(f.stem)
-        if match and _ext(f) in IMAGE_EXTENSIONS:
+        if match and file_ext(f) in IMAGE_EXTENSIONS:
             frames = groups.setdefault((f.parent, match.group("prefix"), f.suffix), {})
             frames.setdefault(int(match.group("digits")), f)  # shot.1 beside shot.01: the 2nd stays single
     grouped = {p for frames in groups.values() if len(frames) > 1 for p in frames.values()}
@@ -620,7 +620,7 @@ def _sequence_regex(name: str) -> tuple[re.Pattern, int]:
 
 
 def _expand_sequence(spec: str, pattern: Path, list_root: Path | None, ctx: _Ctx) -> None:
-    ext = _ext(pattern)
+    ext = file_ext(pattern)
     if ext not in IMAGE_EXTENSIONS:
         raise InputDataError(f"{spec}: unsupported extension '.{ext}' for an image sequence (supported: {', '.join(IMAGE_EXTENSIONS)})")
     folder = pattern.parent

@@ -128,13 +128,12 @@ def load_map(path: str | Path, assume: str | None = None) -> tuple[np.ndarray, d
     relative); its raw stored values are used (a 16-bit PNG: 0..65535) and 0
     counts as invalid. Without ``assume`` these raise InputDataError.
     """
-    from betterdepth_cli.io import outputs
-
+    from betterdepth_cli.io import depth_files
     p = Path(path)
     if assume is not None and assume not in ASSUME_KINDS:
         raise UsageError(f"`--assume` must be one of {', '.join(ASSUME_KINDS)}, got {assume!r}")
     ext = p.suffix.lower()
-    side = outputs.sidecar_path(p)
+    side = depth_files.sidecar_path(p)
     if (ext == ".png" and not side.is_file()) or ext not in (".png", ".exr", ".npy"):
         if assume is None:
             if ext == ".png":
@@ -146,13 +145,13 @@ def load_map(path: str | Path, assume: str | None = None) -> tuple[np.ndarray, d
                 f"{p}: not a refine output (.png with sidecar, .exr, .npy); "
                 "pass --assume disparity|depth to use its raw values"
             )
-        from betterdepth_cli.io.images import read_depth_map
+        from betterdepth_cli.io.depth_files import read_depth_map
 
         values, valid = read_depth_map(p)
         values = np.where(valid, values, np.float32(np.nan)).astype(np.float32)
         meta: dict = {}
     else:
-        values, meta = outputs.load_depth_output(p)
+        values, meta = depth_files.load_depth_output(p)
         meta = dict(meta)
     if meta.get("kind") not in ASSUME_KINDS:
         if assume is None:

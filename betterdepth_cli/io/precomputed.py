@@ -41,7 +41,7 @@ import torch
 
 from betterdepth_cli.core.conditioners import Conditioner
 from betterdepth_cli.core.types import DepthPrediction, InputDataError, UsageError, check_kind
-from betterdepth_cli.io.images import read_depth_map
+from betterdepth_cli.io.depth_files import read_depth_map
 
 EXTENSIONS = (".png", ".npy", ".npz", ".exr", ".pfm", ".tif", ".tiff")
 UNITS = {"m": 1.0, "metres": 1.0, "meters": 1.0, "cm": 0.01, "mm": 0.001}
@@ -90,7 +90,7 @@ def _png_bit_depth(path: Path) -> int | None:
 
 
 def _npz_names(path: Path) -> list[str]:
-    from betterdepth_cli.io.images import load_npy
+    from betterdepth_cli.io.depth_files import load_npy
 
     with load_npy(path, str(path), "npz") as data:
         return list(data.files)
@@ -164,7 +164,8 @@ class FileConditioner(Conditioner):
     # ------------------------------------------------------------------ what a map holds
     def _convention(self, path: Path) -> Reading:
         """What the file says about itself: this tool's sidecar/EXR header, another tool's convention."""
-        from betterdepth_cli.io.outputs import is_own_sidecar, read_exr, read_sidecar, sidecar_path
+        from betterdepth_cli.io.outputs import is_own_sidecar
+        from betterdepth_cli.io.depth_files import read_exr, read_sidecar, sidecar_path
 
         side = sidecar_path(path)
         if path.suffix.lower() in (".png", ".npy", ".exr") and side.is_file() and is_own_sidecar(side):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from betterdepth_cli.core.types import InputDataError
-from betterdepth_cli.io.images import check_file
+from betterdepth_cli.io.files import check_file
 
 VIDEO_EXTENSIONS = ("mp4", "mov", "mkv", "avi", "webm")
 _READ_PARAMS = ["-map", "0:v:0", "-fps_mode", "passthrough"]

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from betterdepth_cli.core.types import BetterDepthError, InputDataError, ModelError, NoInputError
+from betterdepth_cli.io.files import one_line
 from betterdepth_cli.jobs.claims import Claims
 from betterdepth_cli.jobs.plan import Item, Plan, _existing_state, remove_stale_temps
 from betterdepth_cli.jobs.settings import RefineSettings
@@ -50,11 +51,6 @@ def _to_float_rgb(image: Any) -> np.ndarray:
     if arr.dtype == np.uint16:
         return arr.astype(np.float32) * np.float32(1 / 65535)
     return arr.astype(np.float32, copy=False)
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 class _Engine:
@@ -124,7 +120,7 @@ class _Engine:
                         first = next(iter(pending.values()))
                         raise InputDataError(f"{first.label}: the source ended before this frame")
                 except (InputDataError, NoInputError) as exc:
-                    message = _one_line(exc)
+                    message = one_line(exc)
                     for item in pending.values():
                         if not self._put(self.in_q, ("fail", item, message), self.halt):
                             return
@@ -211,7 +207,7 @@ class _Engine:
                     self._flush([one])
                 return
             label = items[0].label
-            message = _one_line(exc)
+            message = one_line(exc)
             self._emit(("fail", items[0], message if label in message else f"{label}: {message}"))
             return
         except torch.OutOfMemoryError:

@@ -38,7 +38,7 @@ def find_maps(folder: str | Path, bare_png: bool = False) -> tuple[list[Path], l
     are PNGs without a sidecar unless ``bare_png`` (they are returned second,
     so the caller can say so). Both lists are sorted by path.
     """
-    from betterdepth_cli.io.outputs import sidecar_path
+    from betterdepth_cli.io.depth_files import sidecar_path
 
     root = Path(folder)
     best: dict[Path, Path] = {}

@@ -132,7 +132,7 @@ PIXEL_SETTINGS = ("model", "conditioner", "steps", "ensemble", "reduction", "see
 def _existing_state(item: Item, settings: RefineSettings) -> str:
     """``new`` (nothing there), ``done`` (all ours, same settings), ``partial`` (ours, some missing),
     or the reason the outputs must not be written without ``--overwrite``."""
-    from betterdepth_cli.io.outputs import read_sidecar
+    from betterdepth_cli.io.depth_files import read_sidecar
 
     outs = item.outputs
     present = [p for p in outs.values() if Path(p).is_file()]
@@ -241,7 +241,7 @@ def remove_stale_temps(plan: Plan, before: float) -> int:
     """Delete the temporaries of an earlier, killed run (``.<output name>.tmp-*``, see
     ``io.outputs.atomic_write``) beside this plan's outputs, if last written before ``before``
     (a run still writing has fresh ones). Returns how many were removed."""
-    from betterdepth_cli.io.outputs import temporary_target
+    from betterdepth_cli.io.files import temporary_target
 
     removed = 0
     folders: dict[Path, set[str]] = {}

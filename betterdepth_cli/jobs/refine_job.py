@@ -231,7 +231,7 @@ def _write_run_config(path: Path, values: dict, device: str, dtype: str) -> None
 
     from betterdepth_cli import __version__
     from betterdepth_cli.io.config_files import dump_toml
-    from betterdepth_cli.io.outputs import atomic_write_text
+    from betterdepth_cli.io.files import atomic_write_text
 
     header = (
         f"betterdepth {__version__} refine, {datetime.now(timezone.utc).isoformat(timespec='seconds')}, "

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from betterdepth_cli.core.types import BetterDepthError
+from betterdepth_cli.io import depth_files, files
+from betterdepth_cli.io import outputs as bo
 from betterdepth_cli.jobs.plan import Group, Item, Plan, _relative_to
 from betterdepth_cli.jobs.settings import RefineSettings
 
@@ -100,28 +102,24 @@ class OutputWriter:
 
     # ------------------------------------------------------------ files
     def meta(self, item: Item, kind: str, metric: bool) -> dict:
-        from betterdepth_cli.io.outputs import make_sidecar
-
         side_dir = Path(item.outputs["sidecar"]).parent
         src = getattr(item.entry, "source", None)
-        return make_sidecar(  # ``source`` relative to the sidecar's folder: it resolves wherever the tree moves
+        return depth_files.make_sidecar(  # ``source`` relative to the sidecar's folder: it resolves wherever the tree moves
             kind=kind, metric=metric, source=_relative_to(src, side_dir) if src else item.source_path,
             frame=getattr(item.entry, "frame", None), **self.s.sidecar_fields(),
         )
 
     def write(self, item: Item, values, valid, unc, kind: str, metric: bool) -> None:
-        from betterdepth_cli.io import outputs as bo
-
         outs = item.outputs
         meta = self.meta(item, kind, metric)
         attrs = {k: v for k, v in meta.items() if k in ("source", "frame", "model", "conditioner", "steps",
                                                          "ensemble", "seed", "processing_res", "version")}
         if "exr" in outs:
-            bo.write_exr(outs["exr"], values, kind=kind, metric=metric, attrs=attrs)
+            depth_files.write_exr(outs["exr"], values, kind=kind, metric=metric, attrs=attrs)
         if "npy" in outs:
-            bo.write_npy(outs["npy"], values)
+            depth_files.write_npy(outs["npy"], values)
         if "png16" not in outs:  # png16 writes the sidecar itself (with its encoding); every run has one
-            bo.write_sidecar(outs["sidecar"], {**meta, "height": int(values.shape[0]), "width": int(values.shape[1])})
+            depth_files.write_sidecar(outs["sidecar"], {**meta, "height": int(values.shape[0]), "width": int(values.shape[1])})
         if "uncertainty" in outs and unc is not None:
             bo.write_uncertainty(outs["uncertainty"], unc, kind=kind, metric=metric, attrs=attrs)
         group = self.groups[item.group]
@@ -133,7 +131,7 @@ class OutputWriter:
                 shot.add(item, values, valid, kind, metric)
             return
         if "png16" in outs:
-            bo.write_png16(outs["png16"], values, valid, meta=meta)
+            depth_files.write_png16(outs["png16"], values, valid, meta=meta)
         if "preview" in outs:
             bo.write_preview(outs["preview"], values, valid, kind=kind)
 
@@ -149,7 +147,6 @@ class OutputWriter:
 
     def _finish_shot(self, group: Group, shot: ShotBuffer) -> None:
         """Write every frame's png16 and preview with the shot's one range (and the preview mp4)."""
-        from betterdepth_cli.io import outputs as bo
 
         if not shot.frames:
             return
@@ -163,7 +160,7 @@ class OutputWriter:
                 meta = self.meta(item, shot.kind, shot.metric)
                 meta["range"] = "shot"
                 meta["shot_range"] = list(crange)  # the shot's robust 2-98 % range (export-ply maps every frame by it)
-                bo.write_png16(item.outputs["png16"], arr, valid, meta=meta, vrange=vrange)
+                depth_files.write_png16(item.outputs["png16"], arr, valid, meta=meta, vrange=vrange)
             if "preview" in item.outputs:
                 bo.write_preview(item.outputs["preview"], arr, valid, kind=shot.kind, vrange=crange)
         if "preview_video" in group.extra_outputs:
@@ -172,7 +169,6 @@ class OutputWriter:
     def _write_preview_video(self, group: Group, shot: ShotBuffer, crange) -> None:
         import imageio.v2 as iio
 
-        from betterdepth_cli.io import outputs as bo
 
         fps = 0.0
         if getattr(group.source, "kind", "") == "video":
@@ -195,4 +191,4 @@ class OutputWriter:
             finally:
                 writer.close()
 
-        bo.atomic_write(group.extra_outputs["preview_video"], write)
+        files.atomic_write(group.extra_outputs["preview_video"], write)

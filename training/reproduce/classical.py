@@ -70,7 +70,7 @@ def write_classical_maps(samples: Iterable, out_dir: Path, settings: ClassicalSe
     ``samples``: :class:`betterdepth_cli.evaluation.datasets.Sample` objects (their
     ``depth()`` and known ground truth, not the evaluation crop). Returns a summary.
     """
-    from betterdepth_cli.io.outputs import write_npy
+    from betterdepth_cli.io.depth_files import write_npy
 
     out_dir.mkdir(parents=True, exist_ok=True)
     n, sigmas = 0, []

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from betterdepth_cli.io.outputs import atomic_write_text
+from betterdepth_cli.io.files import atomic_write_text
 from training.reproduce.plan import ROOT
 
 

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from betterdepth_cli.evaluation.runner import jsonable
-from betterdepth_cli.io.outputs import atomic_write_text
+from betterdepth_cli.io.files import atomic_write_text
 from training.reproduce.classical import ClassicalSettings, write_classical_maps
 from training.reproduce.datasets import load_samples, resolve_datasets
 from training.reproduce.plan import (BUDGETS, EXPERIMENTS, METRICS, RESULTS_FORMAT, ROOT, SHIPPED, Budget, EvalSpec,
