@@ -112,6 +112,7 @@ class RefineSettings:
     prefetch: int = 0  # decoded images queued ahead of the model (0: 2 x batch_size + 2)
     max_batch_pixels: int = 64_000_000  # a batch is cut when its images exceed this many pixels
     fps: float = 24.0  # preview video rate when the source does not say
+    per_frame: bool = False  # True: no shot-level co-alignment of a shot's conditioning (core.shot_align)
 
     def __post_init__(self) -> None:
         from betterdepth_cli.io.outputs import check_formats
@@ -559,6 +560,7 @@ class _Engine:
         self.groups = {g.key: g for g in plan.groups}
         self.remaining = {g.key: len(g.todo) for g in plan.groups}
         self.claims: list[Path] = []  # claim files this run holds (released when it ends)
+        self.aligners: dict[str, Any] = {}  # the open shot's co-aligner (compute thread; one at a time)
 
     # ------------------------------------------------------------ memory for shots
     def keep(self, arr: np.ndarray) -> Any:
@@ -739,7 +741,8 @@ class _Engine:
         items = [it for it, _ in batch]
         stacked = np.stack([img for _, img in batch])  # [B,H,W,3]
         images = torch.from_numpy(stacked).permute(0, 3, 1, 2)  # [B,3,H,W], a view
-        generator = seeded_generators(self.s.seed, len(items))
+        generator = seeded_generators(self.s.seed, len(items))  # one seed: every frame of a shot shares one noise field
+        keys = [str(getattr(it.entry, "key", it.key)) for it in items]
         try:
             res = refine_batch(
                 images,
@@ -750,7 +753,8 @@ class _Engine:
                 reduction=self.s.reduction,
                 processing_res=self.s.processing_res,
                 generator=generator,
-                keys=[str(getattr(it.entry, "key", it.key)) for it in items],
+                keys=keys,
+                prediction=self._shot_prediction(images, items, keys),
             )
         except (InputDataError, NoInputError) as exc:
             if len(batch) > 1:  # find the bad one(s): rerun one by one
@@ -784,6 +788,20 @@ class _Engine:
         unc = None if res.uncertainty is None else res.uncertainty.detach().float().cpu().numpy()[:, 0]
         for i, item in enumerate(items):
             self._emit(("result", item, (refined[i], valid[i], None if unc is None else unc[i], res.kind, res.metric)))
+
+    def _shot_prediction(self, images, items: list[Item], keys: list[str]):
+        """The conditioning co-aligned per shot (``core.shot_align``), or None (single images, ``per_frame``)."""
+        from betterdepth_cli.core.pipeline import predict_conditioner
+        from betterdepth_cli.core.shot_align import ShotAligner, coalign_prediction
+
+        shots = [self.groups[it.group].is_shot and not self.s.per_frame for it in items]
+        if not any(shots):
+            return None
+        for it, shot in zip(items, shots):
+            if shot and it.group not in self.aligners:
+                self.aligners = {it.group: ShotAligner()}  # frames come shot by shot: the previous one is done
+        aligners = [self.aligners.get(it.group) if shot else None for it, shot in zip(items, shots)]
+        return coalign_prediction(predict_conditioner(self.conditioner, images, keys), aligners)
 
     # ------------------------------------------------------------ writer thread
     def writer(self) -> None:
@@ -826,9 +844,10 @@ class _Engine:
 
         side_dir = Path(item.outputs["sidecar"]).parent
         src = getattr(item.entry, "source", None)
+        extra = {"shot_aligned": not self.s.per_frame} if self.groups[item.group].is_shot else {}
         return make_sidecar(  # ``source`` relative to the sidecar's folder: it resolves wherever the tree moves
             kind=kind, metric=metric, source=_relative_to(src, side_dir) if src else item.source_path,
-            frame=getattr(item.entry, "frame", None), **self.s.sidecar_fields(),
+            frame=getattr(item.entry, "frame", None), **self.s.sidecar_fields(), **extra,
         )
 
     def _write(self, item: Item, values, valid, unc, kind: str, metric: bool) -> None:
