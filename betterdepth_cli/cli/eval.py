@@ -27,7 +27,7 @@ from betterdepth_cli.cli.options import (
     StepsOpt,
 )
 
-DATASET_NAMES = "nyuv2, kitti, eth3d, scannet, diode, middlebury, folder"
+DATASET_NAMES = "nyuv2, kitti, eth3d, scannet, diode, middlebury, folder; sequences (temporal metrics): synth-seq, tum"
 
 # --config keys (long flag names) and their types
 CONFIG_SCHEMA: dict[str, type | tuple] = {
@@ -242,6 +242,14 @@ def eval_command(
     names = tuple(split_list(o["metrics"], "--metrics"))
     out_json = Path(o["output"]) if o.get("output") else None
     out_csv = Path(o["csv"]) if o.get("csv") else (default_csv_path(out_json) if out_json else None)
+
+    from betterdepth_cli.evaluation.sequences import SEQUENCE_DATASETS
+
+    if o["dataset"] in SEQUENCE_DATASETS:  # clips: TAE, flicker, clip-aligned AbsRel (cli/eval_temporal.py)
+        from betterdepth_cli.cli.eval_temporal import eval_sequences
+
+        eval_sequences(o, dev, dt, out_json, bool(quiet), _parse_dataset_options(list(o.get("dataset_option") or [])))
+        return
 
     from betterdepth_cli.evaluation.runner import EvalConfig, run_evaluation
 
