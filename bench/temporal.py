@@ -11,10 +11,11 @@ with one torch thread (the machine is shared; every ratio compares passes of thi
 2. clip-aligned AbsRel of per-frame and shot refinement;
 3. flicker of the shot refinement of the static clip (% of the depth range);
 4. throughput of shot vs per-frame refinement (the same frames, passes alternated, best of 3),
-   and the peak RSS of ``betterdepth refine`` (a child process each) on a 48- and a 480-frame
-   sequence (the clip played forth and back), with ``--format npy`` (frames streamed out) and
-   with the default ``png16`` (a shot's frames wait for the shared range, spilled to disk past
-   1 GiB).
+   and the peak RSS of the refine engine (``batch.run``, a child process each, the peak reset
+   after the model is loaded and warmed up) on a 48- and a 480-frame sequence (the clip played
+   forth and back), with ``--format npy`` (frames streamed out) and with the default ``png16``
+   (a shot's frames wait for the shared range, spilled to disk past 1 GiB, so that one grows
+   with the shot up to that budget).
 
     PYTHONPATH=. nice python bench/temporal.py [--cache /work/runs/sequences]
 
@@ -65,17 +66,40 @@ def long_sequence(cache: Path, val: Path, maps: Path, n: int) -> tuple[Path, Pat
     return rgb, out_maps
 
 
+_MEMORY_CHILD = """
+import sys
+from pathlib import Path
+import torch
+from betterdepth_cli import batch
+from betterdepth_cli.core.conditioners import get_conditioner
+from betterdepth_cli.core.pipeline import refine_batch
+from betterdepth_cli.core.refiner import load_model
+from betterdepth_cli.io.inputs import discover
+
+torch.set_num_threads(1)
+rgb, maps, out, fmt = sys.argv[1:5]
+spec = f"file:{maps}?kind=disparity"
+settings = batch.RefineSettings(out_dir=Path(out), formats=(fmt,), conditioner=spec, model="default", steps=1,
+                                ensemble=1, processing_res=0)
+plan = batch.plan_run(discover([rgb]), settings)
+cond, model = get_conditioner(spec), load_model(None)
+first = sorted(Path(rgb).iterdir())[0]
+refine_batch(torch.rand(1, 3, 120, 160), conditioner=cond, model=model, keys=[first.stem])  # warm-up
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM): what follows is the shot
+summary = batch.run(plan, settings, cond, model)
+assert summary.failed == 0, summary.failures
+hwm = [ln for ln in open("/proc/self/status") if ln.startswith("VmHWM")][0].split()[1]
+print(hwm)
+"""
+
+
 def peak_rss_mb(rgb: Path, maps: Path, out: Path, fmt: str) -> float:
-    """Peak RSS (MiB) of `betterdepth refine` on the sequence, run in a child of its own."""
+    """Peak RSS (MiB) of the refine engine (``batch.run``, what ``betterdepth refine`` runs) over the
+    sequence, in a child of its own, counted from after the model is loaded and warmed up."""
     shutil.rmtree(out, ignore_errors=True)
-    args = [str(rgb), "--conditioner", f"file:{maps}?kind=disparity", "-o", str(out), "-q", "--format", fmt]
-    code = ("import resource, runpy, sys\n"
-            f"sys.argv = ['betterdepth', 'refine'] + {args!r}\n"
-            "try:\n    runpy.run_module('betterdepth_cli', run_name='__main__')\n"
-            "except SystemExit as e:\n    assert not e.code, e.code\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    p = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(rgb), str(maps), str(out), fmt],
+                       capture_output=True, text=True, env=env)
     if p.returncode != 0:
         raise SystemExit(f"refine failed: {p.stderr[-1500:]}")
     return int(p.stdout.strip().splitlines()[-1]) / 1024
