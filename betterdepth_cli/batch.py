@@ -801,7 +801,10 @@ class _Engine:
             if shot and it.group not in self.aligners:
                 self.aligners = {it.group: ShotAligner()}  # frames come shot by shot: the previous one is done
         aligners = [self.aligners.get(it.group) if shot else None for it, shot in zip(items, shots)]
-        return coalign_prediction(predict_conditioner(self.conditioner, images, keys), aligners)
+        t0 = time.perf_counter()
+        pred = coalign_prediction(predict_conditioner(self.conditioner, images, keys), aligners)
+        self.summary.timings["conditioner"] = self.summary.timings.get("conditioner", 0.0) + time.perf_counter() - t0
+        return pred
 
     # ------------------------------------------------------------ writer thread
     def writer(self) -> None:

@@ -213,3 +213,19 @@ def test_eval_synth_seq_prints_temporal_metrics(seq_root, tmp_path):
     res = json.loads(out.read_text())
     assert res["variants"] == ["conditioner", "conditioner-shot"]
     assert res["means"]["conditioner-shot"]["tae"] < res["means"]["conditioner"]["tae"]
+
+
+def test_eval_tum_scores_a_hand_made_sequence(tmp_path):
+    root = tmp_path / "tum" / "seq"
+    _write_tum(root, depth_offsets=(0.01, 0.005, 0.001))
+    maps = tmp_path / "maps" / "seq"
+    maps.mkdir(parents=True)
+    for i, stem in enumerate(["100.000000", "100.100000", "100.200000"]):
+        np.save(maps / f"{stem}.npy", np.full((6, 8), 1.0 / (i + 1), np.float32))  # exact disparity
+    out = tmp_path / "t.json"
+    r = runner.invoke(app, ["eval", "--dataset", "tum", "--data-root", str(tmp_path / "tum"), "--no-refine",
+                            "--conditioner", f"file:{tmp_path / 'maps'}?kind=disparity", "-o", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    assert res["clips"][0]["frames"] == 3
+    assert res["means"]["conditioner"]["abs_rel"] == pytest.approx(0.0, abs=1e-6)

@@ -83,22 +83,29 @@ def synth(
         rate = done / max(now - t0, 1e-9)
         print(f"synth: {done}/{total} scenes ({100 * done / total:.0f}%), {rate:.1f}/s", file=sys.stderr, flush=True)
 
+    _writing(out, lambda: write_dataset(out, n, seed0=seed, size=hw, kind=kind, workers=workers,
+                                        depth_format=depth_format, supersample=supersample, progress=progress))
+    if not quiet:
+        print(f"synth: wrote {n} scenes to {out} in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+
+
+def _writing(out: Path, write) -> None:
+    """Run ``write()``; its ValueError is a usage error, an OSError one writing ``out`` (one line each)."""
+    from betterdepth_cli.core.types import OutputError, UsageError
+
     try:
-        write_dataset(out, n, seed0=seed, size=hw, kind=kind, workers=workers, depth_format=depth_format,
-                      supersample=supersample, progress=progress)
+        write()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     except PermissionError as exc:
         raise OutputError(f"{out}: cannot write ({exc.strerror})") from None
     except OSError as exc:
         raise OutputError(f"{out}: {exc}") from None
-    if not quiet:
-        print(f"synth: wrote {n} scenes to {out} in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
 
 
 def _synth_sequences(n: int, out: Path, seed: int, hw: tuple[int, int], kind: str, frames: int, motion: str,
                      quiet: bool) -> None:
-    from betterdepth_cli.core.types import OutputError, UsageError
+    from betterdepth_cli.core.types import UsageError
     from training.sequences import MOTIONS, write_sequences
 
     if motion not in MOTIONS:
@@ -109,13 +116,7 @@ def _synth_sequences(n: int, out: Path, seed: int, hw: tuple[int, int], kind: st
         if not quiet:
             print(f"synth: {done}/{total} clips of {frames} frames", file=sys.stderr, flush=True)
 
-    try:
-        write_sequences(out, n, frames, seed0=seed, size=hw, kind=kind, motion=motion, progress=progress)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    except PermissionError as exc:
-        raise OutputError(f"{out}: cannot write ({exc.strerror})") from None
-    except OSError as exc:
-        raise OutputError(f"{out}: {exc}") from None
+    _writing(out, lambda: write_sequences(out, n, frames, seed0=seed, size=hw, kind=kind, motion=motion,
+                                          progress=progress))
     if not quiet:
         print(f"synth: wrote {n} clips to {out} in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)

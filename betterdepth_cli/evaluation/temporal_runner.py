@@ -140,8 +140,14 @@ def run_temporal_evaluation(cfg: TemporalConfig, progress: Callable[[int, int, s
         if progress:
             progress(k + 1, len(clips), clip.id)
     variants = VARIANTS if model is not None else VARIANTS[:2]
-    means = {v: {m: float(np.nanmean([r[v][m] for r in rows])) for m in METRICS} for v in variants}
+    means = {v: {m: _mean([r[v][m] for r in rows]) for m in METRICS} for v in variants}
     return TemporalResult(cfg, variants, rows, means, {k: v / max(nframes, 1) for k, v in secs.items()})
+
+
+def _mean(values: list[float]) -> float:
+    """Mean of the finite values; nan when there is none (e.g. no pixel with unchanged ground truth)."""
+    ok = [v for v in values if np.isfinite(v)]
+    return float(np.mean(ok)) if ok else float("nan")
 
 
 def format_table(result: TemporalResult) -> str:
