@@ -229,3 +229,18 @@ def test_eval_tum_scores_a_hand_made_sequence(tmp_path):
     res = json.loads(out.read_text())
     assert res["clips"][0]["frames"] == 3
     assert res["means"]["conditioner"]["abs_rel"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_an_interrupted_shot_resumes_to_the_same_co_aligned_maps(tmp_path):
+    seq, maps, base = _jittered_sequence(tmp_path)
+    out = tmp_path / "out"
+    args = ["refine", str(seq / "frame.%04d.png"), "--conditioner", f"file:{maps}?kind=disparity", "--no-refine",
+            "-o", str(out), "--format", "npy", "-q"]
+    assert runner.invoke(app, args).exit_code == 0
+    first = [np.load(out / f"frame.{i:04d}.npy") for i in range(3)]
+    (out / "frame.0002.npy").unlink()  # as if the run stopped before the last frame
+    (out / "frame.0002.json").unlink()
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    for i in range(3):
+        np.testing.assert_array_equal(np.load(out / f"frame.{i:04d}.npy"), first[i])

@@ -37,7 +37,7 @@ from typing import Callable
 
 import numpy as np
 
-from training.synthetic import SCENE_KINDS, _atomic_write_bytes, _encode_png, _npy_bytes, look_at, render, scene_setup
+from training.synthetic import SCENE_KINDS, look_at, render, scene_setup
 
 MOTIONS = ("orbit", "dolly", "truck", "static", "mixed")
 FRAME_NAME = "frame.{:06d}"
@@ -128,8 +128,27 @@ def sequence_camera(seed: int, n_frames: int, size: tuple[int, int], kind: str =
             "motion": motion}
 
 
+def _png_bytes(rgb8: np.ndarray) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb8[..., ::-1]))  # RGB -> BGR for cv2
+    if not ok:
+        raise OSError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    import io
+
+    bio = io.BytesIO()
+    np.save(bio, arr, allow_pickle=False)
+    return bio.getvalue()
+
+
 def _write_clip(out: Path, clip: str, seed: int, n_frames: int, size: tuple[int, int], kind: str, motion: str,
                 amplitude: float | None, nthreads: int) -> None:
+    from betterdepth_cli.io.outputs import atomic_write_bytes
+
     d = out / clip
     if (d / CAMERA_FILE).exists():
         return  # resume: camera.json is written last
@@ -139,10 +158,10 @@ def _write_clip(out: Path, clip: str, seed: int, n_frames: int, size: tuple[int,
     frames = []
     for k, rgb, depth, pose in render_sequence(seed, n_frames, size, kind, motion, amplitude, nthreads):
         name = FRAME_NAME.format(k)
-        _atomic_write_bytes(d / "rgb" / f"{name}.png", _encode_png(np.round(rgb * 255).astype(np.uint8)))
-        _atomic_write_bytes(d / "depth" / f"{name}.npy", _npy_bytes(depth))
+        atomic_write_bytes(d / "rgb" / f"{name}.png", _png_bytes(np.round(rgb * 255).astype(np.uint8)))
+        atomic_write_bytes(d / "depth" / f"{name}.npy", _npy_bytes(depth))
         frames.append({"id": name, "pose": pose.tolist()})
-    _atomic_write_bytes(d / CAMERA_FILE, json.dumps({**camera, "frames": frames}).encode())
+    atomic_write_bytes(d / CAMERA_FILE, json.dumps({**camera, "frames": frames}).encode())
 
 
 def write_sequences(out_dir: str | os.PathLike, n_clips: int, n_frames: int, seed0: int = 0,
@@ -154,6 +173,7 @@ def write_sequences(out_dir: str | os.PathLike, n_clips: int, n_frames: int, see
     folder written with other settings is refused.
     """
     from betterdepth_cli.core.types import OutputError
+    from betterdepth_cli.io.outputs import atomic_write_bytes
 
     if n_clips < 0 or n_frames < 1:
         raise ValueError(f"need n_clips >= 0 and n_frames >= 1, got {n_clips}, {n_frames}")
@@ -174,7 +194,7 @@ def write_sequences(out_dir: str | os.PathLike, n_clips: int, n_frames: int, see
     elif out.is_dir() and any(out.iterdir()):
         raise OutputError(f"{out}: folder is not empty and has no {SEQUENCES_TOML}; use an empty or new folder")
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(toml, text.encode())
+    atomic_write_bytes(toml, text.encode())
     for i in range(n_clips):
         _write_clip(out, f"clip{i:04d}", int(seed0) + i, n_frames, size, kind, motion, amplitude, 0)
         if progress:
