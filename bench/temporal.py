@@ -113,8 +113,8 @@ def throughput(clip, conditioner, model, repeats: int = 3) -> tuple[float, float
     settings = {"steps": None, "ensemble": None, "reduction": None, "processing_res": None}
     best = {False: float("inf"), True: float("inf")}
     predict_clip(frames[:4], conditioner, model, True, settings, 0, 1)  # warm-up
-    for _ in range(repeats):
-        for consistent in (False, True):
+    for r in range(repeats):
+        for consistent in ((False, True) if r % 2 == 0 else (True, False)):  # neither always goes first
             best[consistent] = min(best[consistent],
                                    predict_clip(frames, conditioner, model, consistent, settings, 0, 1)[3] / len(frames))
     return best[False], best[True]
