@@ -244,3 +244,9 @@ def test_an_interrupted_shot_resumes_to_the_same_co_aligned_maps(tmp_path):
     assert r.exit_code == 0, r.output
     for i in range(3):
         np.testing.assert_array_equal(np.load(out / f"frame.{i:04d}.npy"), first[i])
+
+
+def test_eval_of_a_sequence_dataset_refuses_per_sample_options(seq_root, tmp_path):
+    r = runner.invoke(app, ["eval", "--dataset", "synth-seq", "--data-root", str(seq_root), "--no-refine",
+                            "--csv", str(tmp_path / "x.csv")])
+    assert r.exit_code == 64 and "--csv: not available for the sequence dataset synth-seq" in r.output

@@ -13,6 +13,12 @@ def eval_sequences(o: dict, device: str, dtype: str, out_json: Path | None, quie
     from betterdepth_cli.evaluation.temporal_runner import TemporalConfig, format_table, run_temporal_evaluation
     from betterdepth_cli.io.outputs import atomic_write_bytes
 
+    from betterdepth_cli.core.types import UsageError
+
+    unsupported = [f"--{k.replace('_', '-')}" for k in ("split_file", "save_predictions", "csv") if o.get(k)]
+    if unsupported:
+        raise UsageError(f"{', '.join(unsupported)}: not available for the sequence dataset {o['dataset']} "
+                         "(it scores whole clips; --limit caps the frames per clip)")
     if o.get("limit") is not None:
         dataset_options = {"max_frames": o["limit"], **dataset_options}
     cfg = TemporalConfig(

@@ -13,8 +13,10 @@
   seeded with ``seed`` (:func:`~betterdepth_cli.core.pipeline.seeded_generators`),
   the same field for every frame of the shot's size (a stochastic refiner does not
   add its own flicker; the shipped zero-noise model ignores noise);
-- deterministic: the same frames and seed give the same maps, whatever
-  ``batch_size`` is; a rerun of the shot recomputes the same co-alignment.
+- deterministic: the same frames, seed and ``batch_size`` give the same maps (the
+  co-alignment runs frame by frame, so ``batch_size`` changes only the float
+  rounding of the batched network); a rerun of the shot recomputes the same
+  co-alignment.
 
 ``consistent=False`` is independent per-frame refinement (``--per-frame``).
 """
