@@ -180,12 +180,12 @@ def _jittered_sequence(tmp_path):
     return seq, maps, base
 
 
-@pytest.mark.parametrize("per_frame", [False, True])
-def test_refine_co_aligns_a_shot_unless_per_frame(tmp_path, per_frame):
+@pytest.mark.parametrize("per_frame,batch", [(False, 1), (False, 3), (True, 1)])
+def test_refine_co_aligns_a_shot_unless_per_frame(tmp_path, per_frame, batch):
     seq, maps, base = _jittered_sequence(tmp_path)
     out = tmp_path / "out"
     args = ["refine", str(seq / "frame.%04d.png"), "--conditioner", f"file:{maps}?kind=disparity", "--no-refine",
-            "-o", str(out), "--format", "npy", "-q"] + (["--per-frame"] if per_frame else [])
+            "-o", str(out), "--format", "npy", "-q", "--batch-size", str(batch)] + (["--per-frame"] if per_frame else [])
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     got = [np.load(out / f"frame.{i:04d}.npy") for i in range(3)]
