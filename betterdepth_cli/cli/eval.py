@@ -27,7 +27,7 @@ from betterdepth_cli.cli.options import (
     StepsOpt,
 )
 
-DATASET_NAMES = "nyuv2, kitti, eth3d, scannet, diode, middlebury, folder"
+DATASET_NAMES = "nyuv2, kitti, eth3d, scannet, diode, middlebury, folder; sequences (temporal metrics): synth-seq, tum"
 
 # --config keys (long flag names) and their types
 CONFIG_SCHEMA: dict[str, type | tuple] = {
@@ -194,6 +194,8 @@ def eval_command(
         "output": output, "csv": csv_path, "score_workers": score_workers, "continue_on_error": continue_on_error,
     }  # fmt: skip
     o = _options(flags, config)
+    if _is_sequence_dataset(o["dataset"]):  # clips: TAE, flicker, clip-aligned AbsRel (cli/eval_temporal.py)
+        return _eval_sequences(o, bool(quiet))
     ev = _eval_config(o)
     out_json, out_csv = _output_files(o)
     result = run_evaluation(ev, progress=_progress_printer(quiet))
@@ -223,6 +225,22 @@ def _options(flags: dict, config: Path | None) -> dict:
     if o["no_refine"] and o.get("model"):
         raise UsageError("`--model` and `--no-refine` exclude each other")
     return o
+
+
+def _is_sequence_dataset(name: str) -> bool:
+    from betterdepth_cli.evaluation.sequences import SEQUENCE_DATASETS
+
+    return name in SEQUENCE_DATASETS
+
+
+def _eval_sequences(o: dict, quiet: bool) -> None:
+    from betterdepth_cli.cli.eval_temporal import eval_sequences
+    from betterdepth_cli.cli.options import check_dtype_for_device, parse_dtype, resolve_device
+
+    dev, dt = resolve_device(o["device"]), parse_dtype(o["dtype"])
+    check_dtype_for_device(dt, dev)
+    out_json, _ = _output_files(o)
+    eval_sequences(o, dev, dt, out_json, quiet, _parse_dataset_options(list(o.get("dataset_option") or [])))
 
 
 def _eval_config(o: dict):

@@ -46,13 +46,14 @@ CONFIG_SCHEMA: dict[str, Any] = {
     "reduction": str, "processing_res": int, "seed": int, "device": str, "dtype": str, "batch_size": int,
     "no_refine": bool, "format": (list, str), "overwrite": bool, "continue_on_error": bool, "shard": str,
     "recursive": bool, "ext": (list, str), "frames": (str, int), "preview_video": bool, "quiet": bool,
-    "max_pixels": int, "allow_missing": bool,
+    "max_pixels": int, "allow_missing": bool, "per_frame": bool,
 }  # fmt: skip
 
 #: Defaults that do not come from the model card.
 BASE_DEFAULTS: dict[str, Any] = {
     "seed": 0, "device": "auto", "dtype": "fp32", "batch_size": 1, "no_refine": False, "format": "png16",
     "overwrite": False, "continue_on_error": False, "recursive": False, "preview_video": False, "quiet": False,
+    "per_frame": False,
 }  # fmt: skip
 
 
@@ -232,6 +233,10 @@ def refine(
     allow_missing: Annotated[Optional[bool], typer.Option(
         "--allow-missing", help="Refine the frames of --frames that exist when some are missing (default: exit 65, "
         "or 3 with --continue-on-error).", show_default=False)] = None,
+    per_frame: Annotated[Optional[bool], typer.Option(
+        "--per-frame", help="Refine the frames of videos and sequences independently (default: co-align each "
+        "frame's conditioning to the shot first, so per-frame scale and shift jumps do not flicker).",
+        show_default=False)] = None,
     max_pixels: MaxPixelsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -244,7 +249,7 @@ def refine(
         "processing_res": processing_res, "seed": seed, "device": device, "dtype": dtype, "batch_size": batch_size,
         "no_refine": no_refine, "format": fmt, "overwrite": overwrite, "continue_on_error": continue_on_error,
         "shard": shard, "recursive": recursive, "ext": ext, "frames": frames, "preview_video": preview_video,
-        "quiet": quiet or None, "max_pixels": max_pixels, "allow_missing": allow_missing,
+        "quiet": quiet or None, "max_pixels": max_pixels, "allow_missing": allow_missing, "per_frame": per_frame,
     }  # fmt: skip
     options = _options(flags, config)
     report = _Reporter(bool(options["quiet"]), 0)

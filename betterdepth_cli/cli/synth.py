@@ -41,12 +41,18 @@ def synth(
         int, typer.Option("--supersample", min=1, help="Odd rays per pixel side for anti-aliased RGB (3 = 9 rays; "
                           "depth stays point-sampled at pixel centres).")
     ] = 1,
+    sequence: Annotated[bool, typer.Option("--sequence", help="Render camera paths (clips): -n clips of "
+                        "--frames frames each, with per-frame depth, intrinsics and pose (README: video).")] = False,
+    frames: Annotated[int, typer.Option("--frames", min=1, help="Frames per clip (with --sequence).")] = 48,
+    motion: Annotated[str, typer.Option("--motion", help="Camera motion of the clips: orbit, dolly, truck, static or "
+                      "mixed (with --sequence).")] = "mixed",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
     """Render procedural RGB-D scenes (open3d ray casting) in the generic folder format.
 
     Writes OUT/dataset.toml, OUT/rgb/<id>.png, OUT/depth/<id>.npy|.png and
-    OUT/meta/<id>.json (seed, intrinsics, pose). Deterministic per seed.
+    OUT/meta/<id>.json (seed, intrinsics, pose). Deterministic per seed. With --sequence:
+    OUT/<clip>/rgb/frame.<n>.png, depth/frame.<n>.npy and camera.json (K, pose per frame).
     """
     from betterdepth_cli.core.types import OutputError, UsageError
 
@@ -60,6 +66,9 @@ def synth(
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: exists and is not a folder")
 
+    if sequence:
+        _synth_sequences(n, out, seed, hw, kind, frames, motion, quiet)
+        return
     from training.synthetic import write_dataset
 
     t0 = time.perf_counter()
@@ -74,14 +83,40 @@ def synth(
         rate = done / max(now - t0, 1e-9)
         print(f"synth: {done}/{total} scenes ({100 * done / total:.0f}%), {rate:.1f}/s", file=sys.stderr, flush=True)
 
+    _writing(out, lambda: write_dataset(out, n, seed0=seed, size=hw, kind=kind, workers=workers,
+                                        depth_format=depth_format, supersample=supersample, progress=progress))
+    if not quiet:
+        print(f"synth: wrote {n} scenes to {out} in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+
+
+def _writing(out: Path, write) -> None:
+    """Run ``write()``; its ValueError is a usage error, an OSError one writing ``out`` (one line each)."""
+    from betterdepth_cli.core.types import OutputError, UsageError
+
     try:
-        write_dataset(out, n, seed0=seed, size=hw, kind=kind, workers=workers, depth_format=depth_format,
-                      supersample=supersample, progress=progress)
+        write()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     except PermissionError as exc:
         raise OutputError(f"{out}: cannot write ({exc.strerror})") from None
     except OSError as exc:
         raise OutputError(f"{out}: {exc}") from None
+
+
+def _synth_sequences(n: int, out: Path, seed: int, hw: tuple[int, int], kind: str, frames: int, motion: str,
+                     quiet: bool) -> None:
+    from betterdepth_cli.core.types import UsageError
+    from training.sequences import MOTIONS, write_sequences
+
+    if motion not in MOTIONS:
+        raise UsageError(f"`--motion` must be one of {', '.join(MOTIONS)}, got {motion!r}")
+    t0 = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        if not quiet:
+            print(f"synth: {done}/{total} clips of {frames} frames", file=sys.stderr, flush=True)
+
+    _writing(out, lambda: write_sequences(out, n, frames, seed0=seed, size=hw, kind=kind, motion=motion,
+                                          progress=progress))
     if not quiet:
-        print(f"synth: wrote {n} scenes to {out} in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+        print(f"synth: wrote {n} clips to {out} in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)

@@ -73,6 +73,12 @@ def _predict_bounded(conditioner, images: torch.Tensor, keys) -> DepthPrediction
     return DepthPrediction(values=values, valid=valid, kind=pred.kind, metric=pred.metric, source=pred.source)
 
 
+def predict_conditioner(conditioner, images, keys: list[str] | None = None) -> DepthPrediction:
+    """The conditioner's prediction for any accepted image form, at input size (as :func:`refine_batch` makes it)."""
+    images = check_images(images)
+    return _predict_bounded(conditioner, images, keys)
+
+
 def draw_noise(generator, batch: int, ensemble: int, latent: tuple[int, int, int]) -> torch.Tensor:
     """Standard normal starting noise (B,E,C,h,w), image by image.
 

@@ -71,6 +71,7 @@ class _Engine:
         self.lock = threading.Lock()
         self.out = OutputWriter(plan, settings, self.abort, self.log)
         self.claims = Claims(plan.out_dir)  # the groups this run writes (released when it ends)
+        self.aligners: dict[str, Any] = {}  # the open shot's co-aligner (compute thread; one at a time)
 
     # ------------------------------------------------------------ queues
     def _put(self, q: queue.Queue, msg: Any, stop: threading.Event) -> bool:
@@ -188,19 +189,13 @@ class _Engine:
         items = [it for it, _ in batch]
         stacked = np.stack([img for _, img in batch])  # [B,H,W,3]
         images = torch.from_numpy(stacked).permute(0, 3, 1, 2)  # [B,3,H,W], a view
-        generator = seeded_generators(self.s.seed, len(items))
+        generator = seeded_generators(self.s.seed, len(items))  # one seed: every frame of a shot shares one noise field
+        keys = [str(getattr(it.entry, "key", it.key)) for it in items]
         try:
-            res = refine_batch(
-                images,
-                conditioner=self.conditioner,
-                model=self.model,
-                steps=self.s.steps,
-                ensemble=self.s.ensemble,
-                reduction=self.s.reduction,
-                processing_res=self.s.processing_res,
-                generator=generator,
-                keys=[str(getattr(it.entry, "key", it.key)) for it in items],
-            )
+            res = refine_batch(images, conditioner=self.conditioner, model=self.model, steps=self.s.steps,
+                               ensemble=self.s.ensemble, reduction=self.s.reduction,
+                               processing_res=self.s.processing_res, generator=generator, keys=keys,
+                               prediction=self._shot_prediction(images, items, keys))  # fmt: skip
         except (InputDataError, NoInputError) as exc:
             if len(batch) > 1:  # find the bad one(s): rerun one by one
                 for one in batch:
@@ -233,6 +228,23 @@ class _Engine:
         unc = None if res.uncertainty is None else res.uncertainty.detach().float().cpu().numpy()[:, 0]
         for i, item in enumerate(items):
             self._emit(("result", item, (refined[i], valid[i], None if unc is None else unc[i], res.kind, res.metric)))
+
+    def _shot_prediction(self, images, items: list[Item], keys: list[str]):
+        """The conditioning co-aligned per shot (``core.shot_align``), or None (single images, ``per_frame``)."""
+        from betterdepth_cli.core.pipeline import predict_conditioner
+        from betterdepth_cli.core.shot_align import ShotAligner, coalign_prediction
+
+        shots = [self.out.groups[it.group].is_shot and not self.s.per_frame for it in items]
+        if not any(shots):
+            return None
+        for it, shot in zip(items, shots):
+            if shot and it.group not in self.aligners:
+                self.aligners = {it.group: ShotAligner()}  # frames come shot by shot: the previous one is done
+        aligners = [self.aligners.get(it.group) if shot else None for it, shot in zip(items, shots)]
+        t0 = time.perf_counter()
+        pred = coalign_prediction(predict_conditioner(self.conditioner, images, keys), aligners)
+        self.summary.timings["conditioner"] = self.summary.timings.get("conditioner", 0.0) + time.perf_counter() - t0
+        return pred
 
     # ------------------------------------------------------------ writer thread
     def writer(self) -> None:

@@ -65,7 +65,7 @@ class RefineJob:
             "seed": s.seed, "device": self.device, "dtype": self.dtype, "batch_size": s.batch_size,
             "no_refine": not s.refine, "format": list(s.formats), "overwrite": s.overwrite,
             "continue_on_error": s.continue_on_error, "shard": o.get("shard"), "recursive": bool(o.get("recursive")),
-            "ext": o.get("ext"), "frames": o.get("frames"), "preview_video": s.preview_video,
+            "ext": o.get("ext"), "frames": o.get("frames"), "preview_video": s.preview_video, "per_frame": s.per_frame,
         }  # fmt: skip
 
 
@@ -89,6 +89,7 @@ def _settings(options: dict[str, Any], info: Say) -> RefineSettings:
         reduction=run.reduction, processing_res=run.processing_res, seed=int(options["seed"]),
         batch_size=int(options["batch_size"]), overwrite=bool(options["overwrite"]),
         continue_on_error=bool(options["continue_on_error"]), preview_video=bool(options["preview_video"]),
+        per_frame=bool(options.get("per_frame")),
     )  # fmt: skip
 
 

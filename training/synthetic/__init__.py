@@ -48,7 +48,7 @@ from training.synthetic.outdoor import outdoor_scene
 from training.synthetic.renderer import render
 from training.synthetic.scene import (INDOOR_MAX_DEPTH, MIN_DEPTH, OUTDOOR_MAX_DEPTH, PATTERNS, SCENE_KINDS, Light,
                                       Material, Mesh, SyntheticSample, intrinsics_from_fov, look_at)
-from training.synthetic.scenes import render_scene
+from training.synthetic.scenes import SceneSetup, render_scene, scene_setup
 from training.synthetic.textures import fbm, noise_texture, sample_noise, shade_albedo, value_noise
 from training.synthetic.writer import DEPTH_FORMATS, dataset_toml, write_dataset
 
@@ -56,6 +56,6 @@ __all__ = [
     "DEPTH_FORMATS", "INDOOR_MAX_DEPTH", "MIN_DEPTH", "OUTDOOR_MAX_DEPTH", "PATTERNS", "SCENE_KINDS", "Light",
     "Material", "Mesh", "SyntheticSample", "benchmark", "boxes", "branches", "catenary", "dataset_toml", "fbm",
     "grid_bars", "indoor_scene", "intrinsics_from_fov", "leaves", "look_at", "merge", "noise_texture",
-    "outdoor_scene", "polyline_tube", "quad", "render", "render_scene", "sample_noise", "shade_albedo", "torus",
+    "outdoor_scene", "polyline_tube", "quad", "render", "render_scene", "sample_noise", "scene_setup", "SceneSetup", "shade_albedo", "torus",
     "tubes", "uv_sphere", "value_noise", "write_dataset",
 ]

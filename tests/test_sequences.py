@@ -1,0 +1,252 @@
+"""Sequences: synthetic camera paths, the TUM RGB-D loader, the flickering conditioner, shots in refine/eval."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from betterdepth_cli.cli.app import app
+from betterdepth_cli.core.types import InputDataError, NoInputError
+from betterdepth_cli.evaluation.sequences import associate, get_sequence_dataset, tum_clip
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def seq_root(tmp_path_factory):
+    """One indoor clip of 4 frames at 64 x 48, moving sideways 0.3 m in all (truck)."""
+    from training.sequences import write_sequences
+
+    return write_sequences(tmp_path_factory.mktemp("seq") / "seq", 1, 4, seed0=5, size=(48, 64), motion="truck",
+                           amplitude=0.3)
+
+
+# --------------------------------------------------------------------------- synthetic sequences
+
+
+def test_synthetic_sequence_layout_and_loader(seq_root):
+    clip_dir = seq_root / "clip0000"
+    assert sorted(p.name for p in (clip_dir / "rgb").iterdir()) == [f"frame.{i:06d}.png" for i in range(4)]
+    cam = json.loads((clip_dir / "camera.json").read_text())
+    assert cam["motion"] == "truck" and cam["width"] == 64 and cam["height"] == 48 and len(cam["frames"]) == 4
+    (clip,) = get_sequence_dataset("synth-seq", seq_root)
+    assert len(clip) == 4 and clip.K.shape == (3, 3) and clip.poses.shape == (4, 4, 4)
+    s = clip.frame(2)
+    assert s.id == "clip0000/frame.000002" and s.rgb.shape == (48, 64, 3) and s.gt.shape == (48, 64)
+    assert s.valid.any() and np.all(s.gt[s.valid] > 0)
+    assert not np.allclose(clip.poses[0], clip.poses[3])  # the camera moved
+    np.testing.assert_allclose(clip.poses[0][:3, :3] @ clip.poses[0][:3, :3].T, np.eye(3), atol=1e-9)
+
+
+def test_synthetic_ground_truth_is_consistent_under_its_own_poses(seq_root):
+    """Reprojecting frame t's true depth into t+1 matches (rounding to pixels only): K and poses agree."""
+    from betterdepth_cli.evaluation.temporal import tae
+
+    (clip,) = get_sequence_dataset("synth-seq", seq_root)
+    frames = [clip.frame(i) for i in range(len(clip))]
+    gt = np.stack([f.gt for f in frames])
+    valid = np.stack([f.valid for f in frames])
+    good = tae(gt, clip.poses, clip.K, valid)
+    still = np.stack([np.eye(4)] * len(clip))  # ignoring the motion breaks the agreement
+    assert good < 3.0 and tae(gt, still, clip.K, valid) > 2 * good
+
+
+def test_write_sequences_refuses_other_settings_and_resumes(seq_root):
+    from betterdepth_cli.core.types import OutputError
+    from training.sequences import write_sequences
+
+    before = (seq_root / "clip0000" / "camera.json").stat().st_mtime_ns
+    write_sequences(seq_root, 1, 4, seed0=5, size=(48, 64), motion="truck", amplitude=0.3)  # complete: kept
+    assert (seq_root / "clip0000" / "camera.json").stat().st_mtime_ns == before
+    with pytest.raises(OutputError, match="other sequence settings"):
+        write_sequences(seq_root, 1, 5, seed0=5, size=(48, 64), motion="truck", amplitude=0.3)
+
+
+def test_synth_sequence_command_and_bad_motion(tmp_path):
+    out = tmp_path / "s"
+    r = runner.invoke(app, ["synth", "--sequence", "-n", "1", "--frames", "2", "--size", "24x16", "--motion",
+                            "static", "-o", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    cam = json.loads((out / "clip0000" / "camera.json").read_text())
+    np.testing.assert_allclose(cam["frames"][0]["pose"], cam["frames"][1]["pose"])  # static
+    r = runner.invoke(app, ["synth", "--sequence", "-n", "1", "--motion", "spin", "-o", str(tmp_path / "t")])
+    assert r.exit_code == 64 and "--motion" in r.output
+
+
+def test_camera_paths_start_at_the_seed_camera_and_dolly_moves_toward_the_target():
+    from training.sequences import camera_path
+
+    eye, target = np.array([0.0, 0, 1]), np.array([4.0, 0, 1])
+    path = camera_path(eye, target, 5, "dolly", 1.0, np.random.default_rng(0))
+    np.testing.assert_allclose(path[0][0], eye, atol=0.011)  # up to the 1 % sway
+    assert path[-1][0][0] == pytest.approx(1.0, abs=0.011)
+    orbit = camera_path(eye, target, 5, "orbit", 1.0, np.random.default_rng(0))
+    dist = [np.linalg.norm(e[:2] - target[:2]) for e, _ in orbit]
+    assert max(dist) - min(dist) < 0.03  # circles the target
+
+
+# --------------------------------------------------------------------------- TUM RGB-D
+
+
+def _write_tum(root, depth_offsets=(0.01, 0.005, 0.05)):
+    import cv2
+
+    (root / "rgb").mkdir(parents=True)
+    (root / "depth").mkdir()
+    rgb_lines, depth_lines = ["# color images"], ["# depth maps"]
+    for i, off in enumerate(depth_offsets):
+        t = 100.0 + i * 0.1
+        cv2.imwrite(str(root / "rgb" / f"{t:.6f}.png"), np.full((6, 8, 3), 40 * i, np.uint8))
+        cv2.imwrite(str(root / "depth" / f"{t + off:.6f}.png"), np.full((6, 8), 5000 * (i + 1), np.uint16))
+        rgb_lines.append(f"{t:.6f} rgb/{t:.6f}.png")
+        depth_lines.append(f"{t + off:.6f} depth/{t + off:.6f}.png")
+    (root / "rgb.txt").write_text("\n".join(rgb_lines) + "\n")
+    (root / "depth.txt").write_text("\n".join(depth_lines) + "\n")
+    s = math.sin(math.pi / 4)
+    (root / "groundtruth.txt").write_text("# timestamp tx ty tz qx qy qz qw\n"
+                                          "100.001 1 2 3 0 0 0 1\n"
+                                          f"100.101 1 2 3.5 0 0 {s} {s}\n"
+                                          "100.201 0 0 0 0 0 0 1\n")
+
+
+def test_associate_pairs_closest_timestamps_one_to_one():
+    assert associate([1.0, 1.1, 1.2], [1.005, 1.099, 1.5], 0.02) == [(0, 0), (1, 1)]
+    assert associate([1.0, 1.001], [1.0008], 0.02) == [(1, 0)]  # the closer of two candidates takes it
+
+
+def test_tum_loader_associates_frames_and_reads_depth_poses_and_intrinsics(tmp_path):
+    root = tmp_path / "rgbd_dataset_freiburg1_xyz"
+    _write_tum(root)
+    clip = tum_clip(root)
+    assert clip.ids == ["100.000000", "100.100000"]  # the third depth is 0.05 s off: dropped
+    np.testing.assert_allclose(clip.K, [[525, 0, 319.5], [0, 525, 239.5], [0, 0, 1]])
+    np.testing.assert_allclose(clip.poses[0][:3, 3], [1, 2, 3])
+    np.testing.assert_allclose(clip.poses[1][:3, :3] @ [1, 0, 0], [0, 1, 0], atol=1e-12)
+    s = clip.frame(1)
+    assert s.gt == pytest.approx(np.full((6, 8), 2.0)) and s.valid.all() and s.rgb.shape == (6, 8, 3)
+    (clip2,) = get_sequence_dataset("tum", tmp_path, intrinsics="500,501,3.5,2.5", max_frames=1)
+    assert len(clip2) == 1 and clip2.K[1, 1] == 501
+
+
+def test_tum_loader_errors_name_the_file(tmp_path):
+    root = tmp_path / "seq"
+    _write_tum(root)
+    (root / "groundtruth.txt").write_text("100.0 1 2 3\n")
+    with pytest.raises(InputDataError, match="groundtruth.txt: line 1 has 4 fields, expected 8"):
+        tum_clip(root)
+    with pytest.raises(NoInputError, match="no sequences"):
+        get_sequence_dataset("tum", tmp_path / "seq" / "rgb")
+
+
+# --------------------------------------------------------------------------- flickering conditioner
+
+
+def test_flicker_conditioner_is_one_degradation_per_clip_plus_a_documented_affine_jitter():
+    from training.flicker_conditioner import FlickerConditioner, apply_jitter
+
+    d = np.linspace(0, 1, 101, dtype=np.float32)
+    np.testing.assert_allclose(apply_jitter(d, 1.1, 0.05), 1.1 * d + 0.05 * 0.96, rtol=1e-6)  # p98 - p2 = 0.96
+    cond = FlickerConditioner(seed=0)
+    depth = np.random.default_rng(0).uniform(1, 4, (24, 32)).astype(np.float32)
+    valid = np.ones_like(depth, bool)
+    m0, m1 = cond.predict(depth, valid, 0, 0), cond.predict(depth, valid, 0, 1)
+    (a0, c0), (a1, c1) = cond.jitter(0, 0), cond.jitter(0, 1)
+    assert 0.9 <= a0 <= 1.1 and -0.05 <= c0 <= 0.05 and (a0, c0) != (a1, c1)
+    base0 = (m0 - c0 * np.subtract(*np.quantile(m0 / a0, [0.98, 0.02]))) / a0  # undo frame 0's jitter
+    base1 = (m1 - c1 * np.subtract(*np.quantile(m1 / a1, [0.98, 0.02]))) / a1
+    np.testing.assert_allclose(base0, base1, rtol=1e-4, atol=1e-5)  # the same degradation under both
+
+
+# --------------------------------------------------------------------------- refine and eval on shots
+
+
+def _jittered_sequence(tmp_path):
+    """A 3-frame sequence of one image whose precomputed maps are affine jitters of one map."""
+    import cv2
+
+    seq, maps = tmp_path / "shot", tmp_path / "maps"
+    seq.mkdir()
+    maps.mkdir()
+    rng = np.random.default_rng(0)
+    img = (rng.uniform(0, 255, (24, 32, 3))).astype(np.uint8)
+    base = rng.uniform(0.5, 1.5, (24, 32)).astype(np.float32)
+    for i, (a, c) in enumerate([(1.0, 0.0), (1.1, 0.05), (0.9, -0.03)]):
+        cv2.imwrite(str(seq / f"frame.{i:04d}.png"), img)
+        np.save(maps / f"frame.{i:04d}.npy", (a * base + c).astype(np.float32))
+    return seq, maps, base
+
+
+@pytest.mark.parametrize("per_frame,batch", [(False, 1), (False, 3), (True, 1)])
+def test_refine_co_aligns_a_shot_unless_per_frame(tmp_path, per_frame, batch):
+    seq, maps, base = _jittered_sequence(tmp_path)
+    out = tmp_path / "out"
+    args = ["refine", str(seq / "frame.%04d.png"), "--conditioner", f"file:{maps}?kind=disparity", "--no-refine",
+            "-o", str(out), "--format", "npy", "-q", "--batch-size", str(batch)] + (["--per-frame"] if per_frame else [])
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    got = [np.load(out / f"frame.{i:04d}.npy") for i in range(3)]
+    if per_frame:
+        np.testing.assert_allclose(got[1], 1.1 * base + 0.05, rtol=1e-6)
+    else:
+        for g in got:  # every frame in frame 0's units: the jitter is gone
+            np.testing.assert_allclose(g, base, rtol=0, atol=1e-5)
+    side = json.loads((out / "frame.0001.json").read_text())
+    assert side["shot_aligned"] is (not per_frame)
+
+
+def test_eval_synth_seq_prints_temporal_metrics(seq_root, tmp_path):
+    out = tmp_path / "t.json"
+    r = runner.invoke(app, ["eval", "--dataset", "synth-seq", "--data-root", str(seq_root), "--no-refine",
+                            "--conditioner", "file:/nonexistent?kind=disparity", "-o", str(out)])
+    assert r.exit_code == 64 and "folder not found" in r.output
+    from training.flicker_conditioner import write_flicker_maps
+
+    write_flicker_maps("synth-seq", str(seq_root), str(tmp_path / "maps"))
+    r = runner.invoke(app, ["eval", "--dataset", "synth-seq", "--data-root", str(seq_root), "--no-refine",
+                            "--conditioner", f"file:{tmp_path / 'maps'}?kind=disparity", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "TAE %" in r.output
+    res = json.loads(out.read_text())
+    assert res["variants"] == ["conditioner", "conditioner-shot"]
+    assert res["means"]["conditioner-shot"]["tae"] < res["means"]["conditioner"]["tae"]
+
+
+def test_eval_tum_scores_a_hand_made_sequence(tmp_path):
+    root = tmp_path / "tum" / "seq"
+    _write_tum(root, depth_offsets=(0.01, 0.005, 0.001))
+    maps = tmp_path / "maps" / "seq"
+    maps.mkdir(parents=True)
+    for i, stem in enumerate(["100.000000", "100.100000", "100.200000"]):
+        np.save(maps / f"{stem}.npy", np.full((6, 8), 1.0 / (i + 1), np.float32))  # exact disparity
+    out = tmp_path / "t.json"
+    r = runner.invoke(app, ["eval", "--dataset", "tum", "--data-root", str(tmp_path / "tum"), "--no-refine",
+                            "--conditioner", f"file:{tmp_path / 'maps'}?kind=disparity", "-o", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    assert res["clips"][0]["frames"] == 3
+    assert res["means"]["conditioner"]["abs_rel"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_an_interrupted_shot_resumes_to_the_same_co_aligned_maps(tmp_path):
+    seq, maps, base = _jittered_sequence(tmp_path)
+    out = tmp_path / "out"
+    args = ["refine", str(seq / "frame.%04d.png"), "--conditioner", f"file:{maps}?kind=disparity", "--no-refine",
+            "-o", str(out), "--format", "npy", "-q"]
+    assert runner.invoke(app, args).exit_code == 0
+    first = [np.load(out / f"frame.{i:04d}.npy") for i in range(3)]
+    (out / "frame.0002.npy").unlink()  # as if the run stopped before the last frame
+    (out / "frame.0002.json").unlink()
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    for i in range(3):
+        np.testing.assert_array_equal(np.load(out / f"frame.{i:04d}.npy"), first[i])
+
+
+def test_eval_of_a_sequence_dataset_refuses_per_sample_options(seq_root, tmp_path):
+    r = runner.invoke(app, ["eval", "--dataset", "synth-seq", "--data-root", str(seq_root), "--no-refine",
+                            "--csv", str(tmp_path / "x.csv")])
+    assert r.exit_code == 64 and "--csv: not available for the sequence dataset synth-seq" in r.output
