@@ -71,7 +71,7 @@ import sys
 from pathlib import Path
 import torch
 from betterdepth_cli import jobs as batch
-from betterdepth_cli.core.conditioners import get_conditioner
+from betterdepth_cli.conditioner_registry import get_conditioner
 from betterdepth_cli.core.pipeline import refine_batch
 from betterdepth_cli.core.refiner import load_model
 from betterdepth_cli.io.inputs import discover
@@ -127,7 +127,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.conditioner_registry import get_conditioner
     from betterdepth_cli.core.refiner import load_model
     from betterdepth_cli.evaluation.sequences import get_sequence_dataset
     from betterdepth_cli.evaluation.temporal_runner import TemporalConfig, format_table, run_temporal_evaluation

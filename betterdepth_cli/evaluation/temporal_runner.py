@@ -116,7 +116,7 @@ def run_temporal_evaluation(cfg: TemporalConfig, progress: Callable[[int, int, s
     """Evaluate every clip of ``cfg.dataset`` (module doc); loaded ``conditioner``/``model`` may be passed in."""
     import torch
 
-    from betterdepth_cli.core.conditioners import get_conditioner
+    from betterdepth_cli.conditioner_registry import get_conditioner
     from betterdepth_cli.core.refiner import DEFAULTS, load_model
 
     clips = get_sequence_dataset(cfg.dataset, cfg.data_root, **cfg.dataset_options)
