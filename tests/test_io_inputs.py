@@ -12,6 +12,7 @@ import pytest
 
 from betterdepth_cli.core.types import InputDataError, NoInputError, UsageError
 from betterdepth_cli.io import inputs as bi
+from betterdepth_cli.io import sources as src
 
 
 def _img(path: Path, value: int = 128, size=(6, 4)) -> Path:
@@ -58,7 +59,7 @@ def test_folder_not_recursive(tree):
     assert _rels(sources) == ["a", "b"]
     assert all(s.kind == "image" and not s.is_shot for s in sources)
     entry = sources[0].entries()[0]
-    assert entry == bi.Entry(str(tree / "a.jpg"), None, PurePosixPath("a"), "a")
+    assert entry == src.Entry(str(tree / "a.jpg"), None, PurePosixPath("a"), "a")
 
 
 def test_folder_recursive_mirrors_tree(tree):
@@ -154,12 +155,12 @@ def test_no_specs():
 
 
 def test_parse_frames():
-    assert bi.parse_frames("1001-1005") == [1001, 1002, 1003, 1004, 1005]
-    assert bi.parse_frames("1001-1007x3, 1, 1002") == [1, 1001, 1002, 1004, 1007]
-    assert bi.format_frames([1, 2, 3, 7, 9, 10]) == "1-3,7,9-10"
+    assert src.parse_frames("1001-1005") == [1001, 1002, 1003, 1004, 1005]
+    assert src.parse_frames("1001-1007x3, 1, 1002") == [1, 1001, 1002, 1004, 1007]
+    assert src.format_frames([1, 2, 3, 7, 9, 10]) == "1-3,7,9-10"
     for bad, why in (("", "empty"), ("10-5", "ends before it starts"), ("1-5x0", "at least 1"), ("a-b", "must be like")):
         with pytest.raises(UsageError, match=f"`frames`.*{why}"):
-            bi.parse_frames(bad)
+            src.parse_frames(bad)
 
 
 @pytest.fixture()
@@ -274,11 +275,11 @@ def test_video_without_frames_is_input_data_error(tmp_path):
 
 
 def test_parse_shard():
-    assert bi.parse_shard("2/4") == (2, 4)
-    assert bi.parse_shard(" 1 / 1 ") == (1, 1)
+    assert src.parse_shard("2/4") == (2, 4)
+    assert src.parse_shard(" 1 / 1 ") == (1, 1)
     for bad in ("0/4", "5/4", "1/0", "a/b", "3"):
         with pytest.raises(UsageError, match="`shard`"):
-            bi.parse_shard(bad)
+            src.parse_shard(bad)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7])
@@ -292,8 +293,8 @@ def test_shards_cover_everything_once_and_keep_shots_whole(shot, tmp_path, n):
     seen: Counter = Counter()
     shot_home: dict[str, int] = {}
     for i in range(1, n + 1):
-        part = bi.shard(sources, i, n)
-        assert bi.shard(list(reversed(sources)), i, n) == part  # independent of input order
+        part = src.shard(sources, i, n)
+        assert src.shard(list(reversed(sources)), i, n) == part  # independent of input order
         for source in part:
             seen.update(source.entries())
             if source.is_shot:
@@ -302,7 +303,7 @@ def test_shards_cover_everything_once_and_keep_shots_whole(shot, tmp_path, n):
     assert seen == all_entries and set(seen.values()) == {1}
     assert len(shot_home) == 2
     with pytest.raises(UsageError, match="`shard` must be i/n with 1 <= i <= n, got 4/3"):
-        bi.shard(sources, 4, 3)
+        src.shard(sources, 4, 3)
 
 
 def test_a_bad_line_of_a_list_is_reported_and_skipped_with_on_error(tree, tmp_path):

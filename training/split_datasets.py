@@ -35,7 +35,7 @@ from typing import Callable
 import numpy as np
 
 from betterdepth_cli.core.types import InputDataError, NoInputError
-from betterdepth_cli.evaluation.datasets import DataRoot
+from betterdepth_cli.evaluation.dataset_base import DataRoot
 from betterdepth_cli.evaluation.protocol import kb_crop as kitti_benchmark_crop
 from betterdepth_cli.io.images import decode_rgb, decode_uint16_map
 from training.datasets import (DEPTH_EXTS, RGB_EXTS, _DEFAULT_CFG, _Base, decode_depth, decode_depth_raw,

@@ -34,7 +34,7 @@ import numpy as np
 
 from betterdepth_cli.core.reprojection import pose_from_quaternion
 from betterdepth_cli.core.types import InputDataError, NoInputError, UsageError
-from betterdepth_cli.evaluation.datasets import Sample, natural_key
+from betterdepth_cli.evaluation.dataset_base import Sample, natural_key
 
 TUM_DEPTH_FACTOR = 5000.0
 TUM_DEFAULT_K = (525.0, 525.0, 319.5, 239.5)

@@ -17,8 +17,9 @@ PathLike = str | os.PathLike
 TEMP_MARK = ".tmp-"  # in the names of atomic_write's temporaries: .<name>.tmp-XXXX
 
 
-def file_ext(path: Path) -> str:
-    return path.suffix.lower().lstrip(".")
+def file_ext(path: Path | str) -> str:
+    """``photo.JPG`` -> ``jpg`` (no dot, lower case; empty without an extension)."""
+    return os.path.splitext(str(path))[1].lower().lstrip(".")
 
 
 def check_extension(path: Path, allowed: tuple[str, ...]) -> str:

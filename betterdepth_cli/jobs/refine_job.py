@@ -131,7 +131,7 @@ def _discover(options: dict[str, Any], continue_on_error: bool, error: Say) -> t
 
 def _missing_frames(sources: list, allow: bool, continue_on_error: bool, info: Say, error: Say) -> list[str]:
     """Sequences with frames of ``--frames`` that do not exist: left out, failures, or the end of the job."""
-    from betterdepth_cli.io.inputs import format_frames
+    from betterdepth_cli.io.sources import format_frames
 
     failures: list[str] = []
     for source in sources:
@@ -152,8 +152,8 @@ def _missing_frames(sources: list, allow: bool, continue_on_error: bool, info: S
 def prepare(options: dict[str, Any], *, info: Say, error: Say) -> RefineJob | None:
     """Settings, inputs and the plan of outputs; nothing is written. ``None``: this shard has no input."""
     from betterdepth_cli.core.devices import parse_device, parse_dtype
-    from betterdepth_cli.io.inputs import parse_shard
-    from betterdepth_cli.io.inputs import shard as shard_sources
+    from betterdepth_cli.io.sources import parse_shard
+    from betterdepth_cli.io.sources import shard as shard_sources
 
     if not options.get("inputs"):
         raise UsageError("no INPUTS given (files, folders, globs, videos, @list.txt or -); see `betterdepth refine --help`")
