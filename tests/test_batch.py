@@ -412,7 +412,6 @@ def test_a_crash_inside_the_model_is_one_error_with_exit_70(tmp_path, loaded):
 
 def test_two_runs_on_one_output_folder_share_the_work(tmp_path, loaded):
     """A group claimed by a live run is skipped by a second one; a dead run's claim is taken over."""
-    import os
     import subprocess
     import sys
 

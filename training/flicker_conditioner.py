@@ -72,7 +72,7 @@ def write_flicker_maps(dataset: str, root: str, out: str, seed: int = 0, scale_j
                        shift_jitter: float = SHIFT_JITTER, **options) -> int:
     """One ``<out>/<clip>/<frame>.npy`` per frame of a sequence dataset; returns the count."""
     from betterdepth_cli.evaluation.sequences import get_sequence_dataset
-    from betterdepth_cli.io.outputs import write_npy
+    from betterdepth_cli.io.depth_files import write_npy
 
     cond = FlickerConditioner(scale_jitter, shift_jitter, seed)
     n = 0

@@ -147,7 +147,7 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
 
 def _write_clip(out: Path, clip: str, seed: int, n_frames: int, size: tuple[int, int], kind: str, motion: str,
                 amplitude: float | None, nthreads: int) -> None:
-    from betterdepth_cli.io.outputs import atomic_write_bytes
+    from betterdepth_cli.io.files import atomic_write_bytes
 
     d = out / clip
     if (d / CAMERA_FILE).exists():
@@ -173,7 +173,7 @@ def write_sequences(out_dir: str | os.PathLike, n_clips: int, n_frames: int, see
     folder written with other settings is refused.
     """
     from betterdepth_cli.core.types import OutputError
-    from betterdepth_cli.io.outputs import atomic_write_bytes
+    from betterdepth_cli.io.files import atomic_write_bytes
 
     if n_clips < 0 or n_frames < 1:
         raise ValueError(f"need n_clips >= 0 and n_frames >= 1, got {n_clips}, {n_frames}")

@@ -11,7 +11,7 @@ def eval_sequences(o: dict, device: str, dtype: str, out_json: Path | None, quie
     """Run :func:`~betterdepth_cli.evaluation.temporal_runner.run_temporal_evaluation` and print its table."""
     from betterdepth_cli.evaluation.runner import jsonable
     from betterdepth_cli.evaluation.temporal_runner import TemporalConfig, format_table, run_temporal_evaluation
-    from betterdepth_cli.io.outputs import atomic_write_bytes
+    from betterdepth_cli.io.files import atomic_write_bytes
 
     from betterdepth_cli.core.types import UsageError
 

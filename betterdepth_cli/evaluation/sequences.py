@@ -82,7 +82,7 @@ def _read_rgb(path: Path) -> np.ndarray:
 
 
 def _synth_clip(folder: Path) -> Clip:
-    from betterdepth_cli.io.images import load_npy
+    from betterdepth_cli.io.depth_files import load_npy
 
     cam_path = folder / "camera.json"
     try:
