@@ -14,8 +14,7 @@ with one torch thread (the machine is shared; every ratio compares passes of thi
    and the peak RSS of the refine engine (``jobs.run``, a child process each, the peak reset
    after the model is loaded and warmed up) on a 48- and a 480-frame sequence (the clip played
    forth and back), with ``--format npy`` (frames streamed out) and with the default ``png16``
-   (a shot's frames wait for the shared range, spilled to disk past 1 GiB, so that one grows
-   with the shot up to that budget).
+   (a shot's frames wait for the shared range: at most 8 in memory, the others spilled to disk).
 
     PYTHONPATH=. nice python bench/temporal.py [--cache /work/runs/sequences]
 

@@ -40,3 +40,21 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tiny-refiner") / "model"
     BetterDepthModel.tiny(seed=0).save(path)
     return path
+
+
+@pytest.fixture()
+def models(tiny_dpt_dir, tiny_model_dir) -> list[str]:
+    """`refine` flags for the tiny conditioner and refiner at 64 px."""
+    return ["--conditioner", f"hf:{tiny_dpt_dir}", "--model", str(tiny_model_dir), "--processing-res", "64"]
+
+
+@pytest.fixture()
+def tree(tmp_path) -> Path:
+    """photos/a.png, photos/b.jpg, photos/sub/c.png."""
+    from refine_cli_helpers import write_png
+
+    root = tmp_path / "photos"
+    write_png(root / "a.png", seed=1)
+    write_png(root / "b.jpg", seed=2)
+    write_png(root / "sub" / "c.png", 32, 32, seed=3)
+    return root

@@ -20,11 +20,6 @@ from refine_cli_helpers import pngs as _pngs, refine, write_mp4 as _write_mp4, w
 # --------------------------------------------------------------------------- values
 
 
-@pytest.fixture()
-def models(tiny_dpt_dir, tiny_model_dir) -> list[str]:
-    return ["--conditioner", f"hf:{tiny_dpt_dir}", "--model", str(tiny_model_dir), "--processing-res", "64"]
-
-
 def test_png16_sidecar_recovers_refine_batch_values(tmp_path, models, tiny_dpt_dir, tiny_model_dir):
     import torch
 
@@ -122,15 +117,6 @@ def test_uncertainty_without_ensemble_is_a_usage_error(tmp_path, models):
 
 
 # --------------------------------------------------------------------------- input kinds
-
-
-@pytest.fixture()
-def tree(tmp_path) -> Path:
-    root = tmp_path / "photos"
-    _write_png(root / "a.png", seed=1)
-    _write_png(root / "b.jpg", seed=2)
-    _write_png(root / "sub" / "c.png", 32, 32, seed=3)
-    return root
 
 
 def test_folder_is_flat_without_recursive_and_mirrored_with_it(tmp_path, tree, models):

@@ -15,11 +15,6 @@ from betterdepth_cli.io.depth_files import load_depth_output, read_exr
 from refine_cli_helpers import REPO, pngs as _pngs, refine, write_png as _write_png
 
 
-@pytest.fixture()
-def models(tiny_dpt_dir, tiny_model_dir) -> list[str]:
-    return ["--conditioner", f"hf:{tiny_dpt_dir}", "--model", str(tiny_model_dir), "--processing-res", "64"]
-
-
 def _one_line(res) -> str:
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("betterdepth: error:")]
     assert len(lines) == 1, res.stderr

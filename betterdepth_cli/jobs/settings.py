@@ -36,6 +36,7 @@ class RefineSettings:
     preview_video: bool = False
     per_frame: bool = False  # True: no shot-level co-alignment of a shot's conditioning (core.shot_align)
     spill_bytes: int = 1 << 30  # float frames of open shots kept in memory before spilling
+    spill_frames: int = 8  # ... and at most this many: a shot's memory does not grow with its length
     prefetch: int = 0  # decoded images queued ahead of the model (0: 2 x batch_size + 2)
     max_batch_pixels: int = 64_000_000  # a batch is cut when its images exceed this many pixels
     fps: float = 24.0  # preview video rate when the source does not say

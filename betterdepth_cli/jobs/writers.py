@@ -2,7 +2,7 @@
 
 A shot (every frame of one ``Source.group``: a video or an image sequence) shares one
 png16 range, so normalisation adds no flicker. Frames are kept as float until the shot
-ends; past ``spill_bytes`` they are spilled to temporary ``.npy`` files in the output
+ends; past ``spill_frames`` frames or ``spill_bytes`` they are spilled to temporary ``.npy`` files in the output
 folder, so memory stays bounded. Every file is written atomically (``io.outputs``).
 """
 
@@ -67,21 +67,24 @@ class OutputWriter:
         self.abort = abort
         self.log = log
         self.held_bytes = 0
+        self.held_frames = 0
         self.spill_dir: Path | None = None
         self.shots: dict[str, ShotBuffer] = {}
         self.groups = {g.key: g for g in plan.groups}
         self.remaining = {g.key: len(g.todo) for g in plan.groups}
 
     # ------------------------------------------------------------ memory for shots
-    # ------------------------------------------------------------ memory for shots
     def keep(self, arr: np.ndarray) -> Any:
-        if self.held_bytes + arr.nbytes <= self.s.spill_bytes:
+        """A frame of an open shot: held in memory while few are held, else spilled to a temporary ``.npy``
+        (memory stays bounded whatever the shot's length)."""
+        if self.held_frames < self.s.spill_frames and self.held_bytes + arr.nbytes <= self.s.spill_bytes:
             self.held_bytes += arr.nbytes
+            self.held_frames += 1
             return arr
         if self.spill_dir is None:
             self.s.out_dir.mkdir(parents=True, exist_ok=True)
             self.spill_dir = Path(tempfile.mkdtemp(prefix=".betterdepth-spill-", dir=self.s.out_dir))
-            self.log(f"shot frames past {self.s.spill_bytes / 2**20:.0f} MiB are kept in {self.spill_dir} until the shot ends")
+            self.log(f"frames of long shots wait in {self.spill_dir} until the shot's shared range is known")
         fd, name = tempfile.mkstemp(suffix=".npy", dir=self.spill_dir)
         with os.fdopen(fd, "wb") as f:
             np.save(f, arr, allow_pickle=False)
@@ -92,6 +95,7 @@ class OutputWriter:
             held.unlink(missing_ok=True)
         else:
             self.held_bytes -= held.nbytes
+            self.held_frames -= 1
 
     def close(self) -> None:
         """Drop every open shot and the spill folder."""
