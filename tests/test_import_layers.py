@@ -17,12 +17,11 @@ HEAVY_OUTSIDE_CLI = ("typer", "rich", "click")
 #: what each layer may not import (by package prefix)
 FORBIDDEN = {
     "betterdepth_cli.core": ("betterdepth_cli.io", "betterdepth_cli.evaluation", "betterdepth_cli.cli",
-                             "betterdepth_cli.jobs", "betterdepth_cli.batch", "betterdepth_cli.depth_pipeline",
+                             "betterdepth_cli.jobs", "betterdepth_cli.depth_pipeline",
                              "betterdepth_cli.conditioner_registry", "training"),
     "betterdepth_cli.io": ("betterdepth_cli.evaluation", "betterdepth_cli.cli", "betterdepth_cli.jobs",
-                           "betterdepth_cli.batch", "betterdepth_cli.depth_pipeline", "training"),
-    "betterdepth_cli.evaluation": ("betterdepth_cli.cli", "betterdepth_cli.jobs", "betterdepth_cli.batch",
-                                   "training"),
+                           "betterdepth_cli.depth_pipeline", "betterdepth_cli.conditioner_registry", "training"),
+    "betterdepth_cli.evaluation": ("betterdepth_cli.cli", "betterdepth_cli.jobs", "training"),
     "betterdepth_cli.jobs": ("betterdepth_cli.cli", "betterdepth_cli.evaluation", "training"),
 }
 
