@@ -114,18 +114,18 @@ def score_clip(clip: Clip, frames, conditioner, model, settings: dict, cfg: Temp
 def run_temporal_evaluation(cfg: TemporalConfig, progress: Callable[[int, int, str], None] | None = None,
                             conditioner=None, model=None) -> TemporalResult:
     """Evaluate every clip of ``cfg.dataset`` (module doc); loaded ``conditioner``/``model`` may be passed in."""
-    import torch
 
     from betterdepth_cli.conditioner_registry import get_conditioner
-    from betterdepth_cli.core.refiner import DEFAULTS, load_model
+    from betterdepth_cli.core.devices import torch_dtype
+    from betterdepth_cli.core.refiner import load_model
+    from betterdepth_cli.core.settings import card_defaults
 
     clips = get_sequence_dataset(cfg.dataset, cfg.data_root, **cfg.dataset_options)
-    dtype = getattr(torch, {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}.get(cfg.dtype, cfg.dtype))
+    dtype = torch_dtype(cfg.dtype)
     if model is None and cfg.refine:
         model = load_model(cfg.model, device=cfg.device, dtype=dtype)
-    defaults = model.defaults if model is not None else dict(DEFAULTS)
     if conditioner is None:
-        spec = cfg.conditioner or defaults.get("conditioner") or DEFAULTS["conditioner"]
+        spec = cfg.conditioner or card_defaults(getattr(model, "card", None))["conditioner"]
         conditioner = get_conditioner(spec, device=cfg.device, dtype=dtype)
     settings = {"steps": cfg.steps, "ensemble": cfg.ensemble, "reduction": cfg.reduction,
                 "processing_res": cfg.processing_res}
