@@ -216,15 +216,3 @@ def test_metric_names_resolve_offline(tmp_path):
     assert rows["depth-pro"][0] == "DepthProForDepthEstimation"
     assert rows["dpt-dinov2-small-kitti"][0] == "DPTForDepthEstimation"
     assert all(r[1:4] == ["depth", "True", "(1,"] for r in rows.values())
-
-
-def test_core_imports_nothing_from_io_evaluation_cli_or_batch():
-    """Layering (#20): conditioner models in core, file maps in io, names in conditioner_registry."""
-    import re
-    from pathlib import Path
-
-    import betterdepth_cli.core as core
-
-    bad = re.compile(r"^\s*(from|import)\s+betterdepth_cli\.(io|evaluation|cli|batch|conditioner_registry)\b", re.M)
-    offenders = [p.name for p in Path(core.__file__).parent.glob("*.py") if bad.search(p.read_text())]
-    assert offenders == []
