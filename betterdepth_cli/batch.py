@@ -112,6 +112,8 @@ class RefineSettings:
     prefetch: int = 0  # decoded images queued ahead of the model (0: 2 x batch_size + 2)
     max_batch_pixels: int = 64_000_000  # a batch is cut when its images exceed this many pixels
     fps: float = 24.0  # preview video rate when the source does not say
+    tile: int | None = None  # tiled refinement: None = automatic (the card's tile_above), 0 = off, N = tile side
+    tile_overlap: int | None = None  # pixels; None = the card's tile_overlap (or 1/8 of the tile)
 
     def __post_init__(self) -> None:
         from betterdepth_cli.io.outputs import check_formats
@@ -658,7 +660,7 @@ class _Engine:
             if tag in ("fail", "skip"):
                 self._emit((tag, item, payload))
                 continue
-            image = _to_float_rgb(payload)
+            image = np.asarray(payload)  # converted to float in _flush (a tiled plate never is, whole)
             h, w = image.shape[:2]
             if image.ndim != 3 or image.shape[2] != 3:
                 self._emit(("fail", item, f"{item.label}: expected an RGB image, got shape {image.shape}"))
@@ -737,21 +739,29 @@ class _Engine:
         if self.halt.is_set():
             return
         items = [it for it, _ in batch]
-        stacked = np.stack([img for _, img in batch])  # [B,H,W,3]
-        images = torch.from_numpy(stacked).permute(0, 3, 1, 2)  # [B,3,H,W], a view
+        tiling = self._tiling(batch[0][1].shape[:2])
+        if tiling is not None and len(batch) > 1:  # plates are tiled one at a time
+            for one in batch:
+                self._flush([one])
+            return
         generator = seeded_generators(self.s.seed, len(items))
         try:
-            res = refine_batch(
-                images,
-                conditioner=self.conditioner,
-                model=self.model,
-                steps=self.s.steps,
-                ensemble=self.s.ensemble,
-                reduction=self.s.reduction,
-                processing_res=self.s.processing_res,
-                generator=generator,
-                keys=[str(getattr(it.entry, "key", it.key)) for it in items],
-            )
+            if tiling is not None:
+                res = self._refine_tiled(batch[0][1], tiling, generator, items)
+            else:
+                stacked = np.stack([_to_float_rgb(img) for _, img in batch])  # [B,H,W,3]
+                images = torch.from_numpy(stacked).permute(0, 3, 1, 2)  # [B,3,H,W], a view
+                res = refine_batch(
+                    images,
+                    conditioner=self.conditioner,
+                    model=self.model,
+                    steps=self.s.steps,
+                    ensemble=self.s.ensemble,
+                    reduction=self.s.reduction,
+                    processing_res=self.s.processing_res,
+                    generator=generator,
+                    keys=[str(getattr(it.entry, "key", it.key)) for it in items],
+                )
         except (InputDataError, NoInputError) as exc:
             if len(batch) > 1:  # find the bad one(s): rerun one by one
                 for one in batch:
@@ -780,10 +790,26 @@ class _Engine:
         for k, v in res.timings.items():
             self.summary.timings[k] = self.summary.timings.get(k, 0.0) + float(v)
         refined = res.refined.detach().float().cpu().numpy()[:, 0]  # [B,H,W]
-        valid = res.valid.detach().cpu().numpy()[:, 0].astype(bool)
+        valid = res.valid.detach().cpu().numpy()[:, 0].astype(bool, copy=False)
         unc = None if res.uncertainty is None else res.uncertainty.detach().float().cpu().numpy()[:, 0]
         for i, item in enumerate(items):
             self._emit(("result", item, (refined[i], valid[i], None if unc is None else unc[i], res.kind, res.metric)))
+
+    def _tiling(self, hw: tuple[int, int]) -> tuple[int, int] | None:
+        """(tile, overlap) when an image of this size is refined in tiles (core.tiling.tiling_for)."""
+        if self.model is None or getattr(self.model, "classical", False):
+            return None
+        from betterdepth_cli.core.tiling import tiling_for
+
+        return tiling_for(*hw, self.model.defaults, self.s.tile, self.s.tile_overlap, self.s.processing_res)
+
+    def _refine_tiled(self, image: np.ndarray, tiling: tuple[int, int], generator, items: list[Item]):
+        from betterdepth_cli.core.tiled import refine_tiled
+
+        return refine_tiled(image, model=self.model, conditioner=self.conditioner, tile=tiling[0],
+                            overlap=tiling[1], steps=self.s.steps, ensemble=self.s.ensemble,
+                            reduction=self.s.reduction, generator=generator,
+                            keys=[str(getattr(it.entry, "key", it.key)) for it in items])
 
     # ------------------------------------------------------------ writer thread
     def writer(self) -> None:

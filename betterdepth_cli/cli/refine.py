@@ -23,6 +23,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from betterdepth_cli.cli.app import app, error_line, handle_errors
+from betterdepth_cli.cli.ranks import ranked
 from betterdepth_cli.cli.options import (
     BatchSizeOpt,
     ConditionerOpt,
@@ -46,7 +47,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
     "reduction": str, "processing_res": int, "seed": int, "device": str, "dtype": str, "batch_size": int,
     "no_refine": bool, "format": (list, str), "overwrite": bool, "continue_on_error": bool, "shard": str,
     "recursive": bool, "ext": (list, str), "frames": (str, int), "preview_video": bool, "quiet": bool,
-    "max_pixels": int, "allow_missing": bool,
+    "max_pixels": int, "allow_missing": bool, "tile": (str, int),
 }  # fmt: skip
 
 #: Defaults that do not come from the model card.
@@ -209,6 +210,19 @@ def _discover(inputs: list[str], opts: dict, continue_on_error: bool, report: _R
     return sources, failures
 
 
+def _tile_settings(spec) -> dict:
+    """``--tile`` SIZE[:OVERLAP] / 0 as RefineSettings fields (absent: automatic, from the model card)."""
+    if spec is None:
+        return {}
+    from betterdepth_cli.core.tiling import parse_tile
+
+    try:
+        size, overlap = parse_tile(str(spec))
+    except ValueError as exc:
+        raise _usage(str(exc)) from None
+    return {"tile": size, "tile_overlap": overlap}
+
+
 EXIT_TERMINATED = 143  # 128 + SIGTERM, what a farm scheduler sees after preempting a job
 
 
@@ -266,6 +280,7 @@ EPILOG = (
 
 @app.command(epilog=EPILOG)
 @handle_errors
+@ranked
 def refine(
     inputs: Annotated[
         Optional[list[str]],
@@ -306,6 +321,10 @@ def refine(
         "--allow-missing", help="Refine the frames of --frames that exist when some are missing (default: exit 65, "
         "or 3 with --continue-on-error).", show_default=False)] = None,
     max_pixels: MaxPixelsOpt = None,
+    tile: Annotated[Optional[str], typer.Option(
+        "--tile", help="Refine large images in overlapping tiles of SIZE pixels guided by the whole frame: SIZE or "
+        "SIZE:OVERLAP, 0 = never. Default: automatic above the model card's tile_above (its max_processing_res) "
+        "at native resolution.", show_default=False)] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Refine depth for images, folders, videos and image sequences; write 16-bit PNG (+ sidecar), EXR, NPY, previews."""
@@ -319,7 +338,7 @@ def refine(
         "processing_res": processing_res, "seed": seed, "device": device, "dtype": dtype, "batch_size": batch_size,
         "no_refine": no_refine, "format": fmt, "overwrite": overwrite, "continue_on_error": continue_on_error,
         "shard": shard, "recursive": recursive, "ext": ext, "frames": frames, "preview_video": preview_video,
-        "quiet": quiet or None, "max_pixels": max_pixels, "allow_missing": allow_missing,
+        "quiet": quiet or None, "max_pixels": max_pixels, "allow_missing": allow_missing, "tile": tile,
     }  # fmt: skip
     cfg = {}
     if config is not None:
@@ -365,19 +384,20 @@ def refine(
         reduction=str(merged["reduction"]), processing_res=int(merged["processing_res"]), seed=int(merged["seed"]),
         batch_size=int(merged["batch_size"]), overwrite=bool(merged["overwrite"]),
         continue_on_error=bool(merged["continue_on_error"]), preview_video=bool(merged["preview_video"]),
+        **_tile_settings(merged.get("tile")),
     )  # fmt: skip
 
+    from betterdepth_cli.cli import ranks
     from betterdepth_cli.io.inputs import parse_shard
-    from betterdepth_cli.io.inputs import shard as shard_sources
 
     shard_ij = parse_shard(shard_spec) if shard_spec else None
+    rank = ranks.rank_info()  # under torchrun / accelerate launch: this rank's share, no flag needed
     sources, discover_failures = _discover(
         merged["inputs"], {"recursive": bool(merged["recursive"]), "ext": exts, "frames": frame_spec},
         settings.continue_on_error, report,
     )  # fmt: skip
     n_found = len(sources)
-    if shard_ij is not None:
-        sources = shard_sources(sources, *shard_ij)
+    sources = ranks.split_shard(shard_ij, rank)(sources)
     for source in sources:
         missing = getattr(source, "missing", None)
         if missing:
@@ -393,7 +413,8 @@ def refine(
             else:
                 raise InputDataError(f"{line}; nothing was refined (--allow-missing refines the frames that exist)")
     if not sources:
-        report.info(f"shard {shard_spec}: nothing to do ({n_found} input groups over {shard_ij[1]} shards)")
+        where = " ".join(([f"shard {shard_spec}"] if shard_ij else []) + ([f"rank {rank.rank}"] if rank else []))
+        report.info(f"{where}: nothing to do ({n_found} input groups)")
         raise typer.Exit(0)
     plan = batch.plan_run(sources, settings)
     if plan.excluded:
@@ -408,7 +429,7 @@ def refine(
         "batch_size": settings.batch_size, "no_refine": not refine_on, "format": list(settings.formats),
         "overwrite": settings.overwrite, "continue_on_error": settings.continue_on_error, "shard": shard_spec,
         "recursive": bool(merged["recursive"]), "ext": exts, "frames": frame_spec,
-        "preview_video": settings.preview_video,
+        "preview_video": settings.preview_video, "tile": merged.get("tile"),
     }  # fmt: skip
     what = (f"{settings.conditioner} refined by {model_name} (steps {settings.steps}, ensemble {settings.ensemble}, "
             f"processing-res {settings.processing_res or 'native'}, seed {settings.seed})"
@@ -424,15 +445,18 @@ def refine(
         raise typer.Exit(0)
 
     batch.check_output_dir(out_dir)
-    device_name = o.resolve_device(device_req)
+    device_name = ranks.rank_device(o.resolve_device(device_req), device_req, rank)
     o.check_dtype_for_device(dtype_name, device_name)
     run_config = out_dir / (batch.RUN_CONFIG_NAME if not shard_ij else
                             f"betterdepth-run.shard-{shard_ij[0]}-of-{shard_ij[1]}.toml")  # fmt: skip
+    if rank is not None:
+        run_config = run_config.with_name(f"{run_config.stem}.rank-{rank.rank}-of-{rank.world}.toml")
     report.info(f"refine: {summary_line}")
     if plan.todo == 0:
         report.info("nothing to do: every output exists (use --overwrite to redo them)")
         done = batch.Summary(total=plan.total, skipped=plan.skipped, failed=len(discover_failures))
         report.info(done.line())
+        ranks.record(done, settings.continue_on_error)
         raise typer.Exit(batch.EXIT_OK if not discover_failures else batch.EXIT_PARTIAL)
 
     report.info(f"loading {what} on {device_name} {dtype_name}")
@@ -458,6 +482,7 @@ def refine(
         raise typer.Exit(EXIT_TERMINATED if terminated else batch.EXIT_INTERRUPTED) from None
     summary.failed += len(discover_failures)
     report.info(summary.line())
+    ranks.record(summary, settings.continue_on_error)
     code = batch.exit_code(summary, settings.continue_on_error)
     if code == batch.EXIT_DATAERR and summary.halted_by and summary.processed + summary.failed < plan.todo:
         report.info("stopped at the first bad input (use --continue-on-error to go on past bad inputs)")
