@@ -89,3 +89,55 @@ def test_two_cpu_processes_under_torchrun_match_one_process(tmp_path, tiny_dpt_d
     assert a == b  # byte-identical
     assert sorted(p.name for p in (tmp_path / "two").glob("betterdepth-run*.toml")) == [
         "betterdepth-run.rank-0-of-2.toml", "betterdepth-run.rank-1-of-2.toml"]
+
+
+def _eval_config(root: Path, dpt: Path, model: Path, shard=None):
+    from betterdepth_cli.evaluation.runner import EvalConfig
+
+    return EvalConfig(dataset="nyuv2", data_root=str(root), conditioner=f"hf:{dpt}", model=str(model), compare=True,
+                      processing_res=32, score_workers=0, shard=shard)
+
+
+def _scores(result) -> list[tuple]:
+    return [(r["id"], r["variant"], *(r[m] for m in result.config.metrics)) for r in result.rows]
+
+
+def test_sharded_evaluations_merge_into_the_single_run(tmp_path, tiny_dpt_dir, tiny_model_dir):
+    from test_cli_eval import make_nyu
+
+    from betterdepth_cli.evaluation.merge import merge_results
+    from betterdepth_cli.evaluation.runner import run_evaluation
+
+    make_nyu(tmp_path / "nyu", n=5)
+    whole = run_evaluation(_eval_config(tmp_path / "nyu", tiny_dpt_dir, tiny_model_dir))
+    parts = [run_evaluation(_eval_config(tmp_path / "nyu", tiny_dpt_dir, tiny_model_dir, (i, 2))) for i in (1, 2)]
+    assert [len({r["id"] for r in p.rows}) for p in parts] == [3, 2]  # samples 1, 3, 5 and 2, 4
+    merged = merge_results(parts)
+    assert _scores(merged) == _scores(whole)  # same rows, in the dataset's order
+    assert merged.means == whole.means and merged.counts == whole.counts
+    assert merged.dataset["samples"] == 5 and merged.config.shard is None
+
+
+@pytest.mark.slow
+def test_eval_under_torchrun_writes_one_merged_result(tmp_path, tiny_dpt_dir, tiny_model_dir):
+    import json
+
+    from test_cli_eval import make_nyu
+
+    make_nyu(tmp_path / "nyu", n=4)
+    args = ["eval", "--dataset", "nyuv2", "--data-root", str(tmp_path / "nyu"), "--conditioner", f"hf:{tiny_dpt_dir}",
+            "--model", str(tiny_model_dir), "--processing-res", "32", "--device", "cpu", "-q"]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    one = subprocess.run([sys.executable, "-m", "betterdepth_cli", *args, "--output", str(tmp_path / "one.json")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "betterdepth_cli", *args, "--output", str(tmp_path / "two.json")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert two.returncode == 0, two.stderr
+    a, b = json.loads((tmp_path / "one.json").read_text()), json.loads((tmp_path / "two.json").read_text())
+    assert a["metrics"] == b["metrics"] and a["samples"] == b["samples"] == 4
+    rows = [[line.split(",")[:-8] for line in (tmp_path / f"{n}_per_sample.csv").read_text().splitlines()]
+            for n in ("one", "two")]  # without the 8 seconds_* columns
+    assert rows[0] == rows[1] and len(rows[0]) == 5  # the header and 4 samples, in order

@@ -116,3 +116,31 @@ def test_tiled_refine_is_seamless_where_tiles_disagree_by_an_offset():
     steps = cols[1:] - cols[:-1]
     assert float(steps.min()) > 0  # still increasing everywhere: no tile border pulls it back
     assert float(steps.max()) < 4 * float(steps.median())  # and no jump at a hand-over
+
+
+def test_refine_tiles_above_the_cards_size_and_tile_flag(tmp_path, tiny_dpt_dir):
+    import cv2
+    from typer.testing import CliRunner
+
+    from betterdepth_cli.cli.app import app
+
+    model = _identity_model(True)
+    model.card["defaults"] = {**model.card.get("defaults", {}), "processing_res": 0, "max_processing_res": 64,
+                              "tile_above": 64, "tile": 64, "tile_overlap": 16}
+    model.save(tmp_path / "m")
+    rng = np.random.default_rng(3)
+    (tmp_path / "in").mkdir()
+    assert cv2.imwrite(str(tmp_path / "in" / "plate.png"), (rng.random((96, 160, 3)) * 255).astype(np.uint8))
+
+    def run(name, *flags):
+        res = CliRunner().invoke(app, ["refine", str(tmp_path / "in"), "-o", str(tmp_path / name), "--conditioner",
+                                       f"hf:{tiny_dpt_dir}", "--model", str(tmp_path / "m"), "-f", "npy", "-q", *flags])
+        assert res.exit_code == 0, res.output
+        return np.load(tmp_path / name / "plate.npy")
+
+    auto, forced, whole = run("auto"), run("forced", "--tile", "64:16"), run("whole", "--tile", "0")
+    assert auto.shape == whole.shape == (96, 160)
+    np.testing.assert_array_equal(auto, forced)  # the card's tiles are the flag's
+    assert not np.array_equal(auto, whole)  # 160 px > tile_above: tiled unless --tile 0
+    res = CliRunner().invoke(app, ["refine", str(tmp_path / "in"), "-o", str(tmp_path / "x"), "--tile", "64:40"])
+    assert res.exit_code == 64 and "overlap" in res.output

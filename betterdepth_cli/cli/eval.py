@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from betterdepth_cli.cli.app import app, handle_errors
+from betterdepth_cli.cli.ranks import defer, rank_device, rank_info, ranked
 from betterdepth_cli.cli.options import (
     BatchSizeOpt,
     ConditionerOpt,
@@ -123,6 +124,7 @@ def render_table(result, console) -> None:
 
 @app.command("eval")
 @handle_errors
+@ranked
 def eval_command(
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help=f"Dataset loader: {DATASET_NAMES}.", show_default=False)] = None,
     data_root: Annotated[
@@ -203,6 +205,7 @@ def eval_command(
         check_dtype_for_device,
         load_config,
         merge_options,
+        parse_device,
         parse_dtype,
         resolve_device,
         split_list,
@@ -236,7 +239,8 @@ def eval_command(
         raise UsageError("`--compare` scores the conditioner and the refined output: drop --no-refine")
     if o["no_refine"] and o.get("model"):
         raise UsageError("`--model` and `--no-refine` exclude each other")
-    dev = resolve_device(o["device"])
+    rank = rank_info()  # under torchrun / accelerate launch: every n-th sample, merged on rank 0
+    dev = rank_device(resolve_device(o["device"]), parse_device(o["device"]), rank)
     dt = parse_dtype(o["dtype"])
     check_dtype_for_device(dt, dev)
     names = tuple(split_list(o["metrics"], "--metrics"))
@@ -258,7 +262,7 @@ def eval_command(
         edge_tolerance=float(o["edge_tolerance"]),
         save_predictions=None if o.get("save_predictions") is None else str(o["save_predictions"]),
         score_workers=None if o.get("score_workers") is None else int(o["score_workers"]),
-        continue_on_error=bool(o.get("continue_on_error")),
+        continue_on_error=bool(o.get("continue_on_error")), shard=None if rank is None else rank.shard,
     )
     ev.validate()
     for path, what in ((out_json, "--output"), (out_csv, "--csv")):
@@ -281,6 +285,16 @@ def eval_command(
             print(f"eval: {done}/{total} samples ({now - t0:.0f} s) {sample_id}", end=end, file=sys.stderr, flush=True)
 
     result = run_evaluation(ev, progress=progress)
+    if rank is not None:  # rank 0 writes and prints the merged result once every rank is done
+        from betterdepth_cli.evaluation.merge import merge_results
+
+        defer(result, lambda results: _report(merge_results(results), out_json, out_csv, quiet))
+        return
+    _report(result, out_json, out_csv, quiet)
+
+
+def _report(result, out_json: Path | None, out_csv: Path | None, quiet: bool) -> None:
+    """Warn about skipped samples, write the JSON and CSV, print the table."""
     skipped = result.dataset.get("incomplete") or []
     for line in skipped:
         print(f"eval: warning: skipped {line}", file=sys.stderr, flush=True)

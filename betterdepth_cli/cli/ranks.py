@@ -82,6 +82,13 @@ def rank_device(device: str, requested: str, info: RankInfo | None) -> str:
 # --------------------------------------------------------------------------- the merged end
 
 _recorded: dict[str, Any] = {}
+_deferred: dict[str, Any] = {}
+
+
+def defer(payload: Any, finish: Callable[[list], None]) -> None:
+    """Hand this rank's result to rank 0: once every rank has ended normally, rank 0 calls
+    ``finish(payloads)`` with every rank's ``payload`` in rank order (e.g. to write one merged file)."""
+    _deferred.update(payload=payload, finish=finish)
 
 
 def record(summary, continue_on_error: bool) -> None:
@@ -152,11 +159,15 @@ def ranked(fn: Callable) -> Callable:
         if not dist.is_initialized():
             dist.init_process_group("gloo", rank=info.rank, world_size=info.world, timeout=MEET_TIMEOUT)
         _recorded.clear()
+        _deferred.clear()
         code = _run_one(fn, info, args, kwargs)
         reports: list[Any] = [None] * info.world
-        dist.all_gather_object(reports, {"rank": info.rank, "code": code, "summary": dict(_recorded)})
+        dist.all_gather_object(reports, {"rank": info.rank, "code": code, "summary": dict(_recorded),
+                                         "payload": _deferred.get("payload")})
         merged, merged_code = merge(reports)
-        if info.rank == 0:
+        if info.rank == 0 and merged_code == 0 and "finish" in _deferred:
+            merged_code = _run_one(_deferred["finish"], info, ([r["payload"] for r in reports],), {})
+        if info.rank == 0 and _recorded:
             print(f"all {info.world} ranks: {merged['line']}", file=sys.stderr, flush=True)
             for r in reports:
                 s = r["summary"] or {}

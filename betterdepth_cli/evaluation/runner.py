@@ -52,6 +52,7 @@ from betterdepth_cli.core.types import UsageError
 from betterdepth_cli.evaluation import metrics as M
 from betterdepth_cli.evaluation import protocol as P
 from betterdepth_cli.evaluation.datasets import DatasetLoader, Sample, get_dataset
+from betterdepth_cli.evaluation.merge import mean_scores, shard_entries
 
 RESULTS_FORMAT = "betterdepth-eval/1"
 VARIANTS = ("conditioner", "guided", "refined")
@@ -98,6 +99,7 @@ class EvalConfig:
     save_predictions: str | None = None
     score_workers: int | None = None  # None: auto (see the module docstring); 0 inline; 1 a scoring thread
     continue_on_error: bool = False  # skip samples that miss a file (counted in the results) instead of failing
+    shard: tuple[int, int] | None = None  # (i, n): score every n-th sample from the (i-1)-th (ranks; evaluation.merge)
 
     def variants(self) -> tuple[str, ...]:
         if self.compare:
@@ -329,6 +331,8 @@ def run_evaluation(
         config.dataset, config.data_root, split_file=config.split_file, limit=config.limit,
         skip_incomplete=config.continue_on_error, **config.dataset_options
     )
+    if config.shard is not None:
+        shard_entries(dataset, *config.shard)
     dtype = getattr(torch, {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}.get(config.dtype, config.dtype))
     model = load_model(config.model, device=config.device, dtype=dtype) if config.refine else None
     defaults = model.defaults if model is not None else dict(DEFAULTS)
@@ -456,16 +460,7 @@ def run_evaluation(
         torch.set_num_threads(torch_threads)
 
     dataset.root.close()
-    means: dict[str, dict[str, float]] = {}
-    counts: dict[str, dict[str, int]] = {}
-    for variant in variants:
-        vrows = [r for r in rows if r["variant"] == variant]
-        means[variant], counts[variant] = {}, {}
-        for name in config.metrics:
-            vals = np.array([r[name] for r in vrows], np.float64)
-            ok = np.isfinite(vals)
-            counts[variant][name] = int(ok.sum())
-            means[variant][name] = float(vals[ok].mean()) if ok.any() else math.nan
+    means, counts = mean_scores(rows, variants, config.metrics)
     spi = {k: v / max(done, 1) for k, v in stage_sums.items()}
     cond_info = {"spec": cond_spec, "name": getattr(conditioner, "name", cond_spec), "kind": kind, "metric": metric_flag}
     model_info = None
