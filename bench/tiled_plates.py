@@ -121,6 +121,8 @@ def main() -> int:
             maps, (rows, cols) = run_plate(model, builtin if c == "builtin" else None, rgb, cond)
             for v, pred in maps.items():
                 scores[c][v].append(_score(pred, depth, valid))
+                print(f"  {rgb_path.stem} {c} {v}: " + ", ".join(f"{k} {x:.4f}" for k, x in scores[c][v][-1].items()),
+                      file=sys.stderr, flush=True)
                 if c == conds[0]:
                     seams[v].append(seam_ratio(pred, rows, cols))
         print(f"{rgb_path.stem}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
