@@ -61,7 +61,8 @@ def _score(pred: np.ndarray, depth: np.ndarray, valid: np.ndarray) -> dict[str, 
     return {k: float(s.metrics[k]) for k in METRICS}
 
 
-def run_plate(model, conditioner, rgb: np.ndarray, cond: np.ndarray | None) -> tuple[dict, tuple[list, list]]:
+def run_plate(model, conditioner, rgb: np.ndarray, cond: np.ndarray | None,
+              tiling: tuple[int, int] | None = None) -> tuple[dict, tuple[list, list]]:
     import torch
 
     from betterdepth_cli.core.pipeline import refine_batch
@@ -74,7 +75,7 @@ def run_plate(model, conditioner, rgb: np.ndarray, cond: np.ndarray | None) -> t
     if cond is not None:
         t = torch.from_numpy(cond)[None, None]
         pred = DepthPrediction(t, torch.ones_like(t, dtype=torch.bool), "disparity")
-    tile, overlap = tiling_for(h, w, model.defaults, None, None, 0)
+    tile, overlap = tiling or tiling_for(h, w, model.defaults, None, None, 0)
     up = refine_batch(rgb, model=model, conditioner=conditioner, prediction=pred, processing_res=0)
     tiled = refine_tiled(rgb, model=model, conditioner=conditioner, prediction=pred, tile=tile, overlap=overlap)
     m = model.pad_multiple
@@ -91,6 +92,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1000000, help="held-out scenes start at 1000000")
     ap.add_argument("--sigmas", default="0.005,0.01")
     ap.add_argument("--builtin", action="store_true", help="also score over the builtin conditioner")
+    ap.add_argument("--tile", default=None, help="SIZE:OVERLAP (default: the model card's)")
     a = ap.parse_args()
 
     import cv2
@@ -118,7 +120,8 @@ def main() -> int:
             if c != "builtin":
                 sigma = float(c.split()[1]) * max(depth.shape)
                 cond = simulated_disparity(depth, valid, sigma, 0.0, np.random.default_rng(0))
-            maps, (rows, cols) = run_plate(model, builtin if c == "builtin" else None, rgb, cond)
+            tiling = tuple(int(v) for v in a.tile.split(":")) if a.tile else None
+            maps, (rows, cols) = run_plate(model, builtin if c == "builtin" else None, rgb, cond, tiling)
             for v, pred in maps.items():
                 scores[c][v].append(_score(pred, depth, valid))
                 print(f"  {rgb_path.stem} {c} {v}: " + ", ".join(f"{k} {x:.4f}" for k, x in scores[c][v][-1].items()),
@@ -126,7 +129,7 @@ def main() -> int:
                 if c == conds[0]:
                     seams[v].append(seam_ratio(pred, rows, cols))
         print(f"{rgb_path.stem}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-    print(f"{len(seams['tiled'])} plates {a.size}, default model, tiles of the card's default")
+    print(f"{len(seams['tiled'])} plates {a.size}, default model, tiles {a.tile or 'of the card'}")
     print("| conditioning | variant | AbsRel | DBE_acc | edge F1 |\n|---|---|---|---|---|")
     for c in conds:
         for v in ("upsampled", "tiled"):
