@@ -239,8 +239,10 @@ OBSERVATIONS = [
     "  of high-contrast print (letters on a box); the plane-leakage figure measures it (about a",
     "  third of the luminance control's). The offline model cannot invent layout its conditioner",
     "  lacks: for real work use a public conditioner (`--conditioner depth-anything-v2-large`).",
-    "- Images larger than 1536 px on the longest side are refined at 1536 px (`max_processing_res`,",
-    "  the pixel scale the refiner was trained for) and the result is resized to the input size.",
+    "- Images larger than 1536 px on the longest side (`tile_above`) are refined in overlapping",
+    "  1024 px tiles (`tile`, `tile_overlap` 128) at their own pixel scale, each fitted to a whole-frame",
+    "  anchor refined at 1536 px (`max_processing_res`); with `--tile 0` (or an explicit",
+    "  `--processing-res`) they are refined at that size and the result is resized to the input size.",
     "- Relative (affine-invariant) disparity only; no metric scale. Trained on procedural scenes only.",
 ]
 

@@ -103,6 +103,10 @@ def trained_card(card: dict, r: Recipe, kind: str, metric: bool, steps: int, num
         defaults["processing_res"] = 0
     if r.model.max_processing_res:
         defaults["max_processing_res"] = int(r.model.max_processing_res)
+        # larger images are refined in tiles at their own pixel scale (core.tiling)
+        defaults["tile_above"] = int(r.model.max_processing_res)
+        defaults["tile"] = min(1024, int(r.model.max_processing_res))
+        defaults["tile_overlap"] = defaults["tile"] // 8
     if r.model.residual_smoothing:
         card["residual_smoothing"] = int(r.model.residual_smoothing)
     card["defaults"] = defaults

@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from betterdepth_cli.cli.app import app, handle_errors
+from betterdepth_cli.cli.ranks import defer, ranked
 from betterdepth_cli.cli.options import (
     BatchSizeOpt,
     ConditionerOpt,
@@ -162,6 +163,7 @@ ContinueOpt = _opt("--continue-on-error", "Skip samples that miss a file (warned
 
 @app.command("eval")
 @handle_errors
+@ranked
 def eval_command(
     dataset: DatasetOpt = None, data_root: DataRootOpt = None, split_file: SplitFileOpt = None, limit: LimitOpt = None,
     dataset_option: DatasetOptionOpt = None, conditioner: ConditionerOpt = None, model: ModelOpt = None,
@@ -199,6 +201,11 @@ def eval_command(
     ev = _eval_config(o)
     out_json, out_csv = _output_files(o)
     result = run_evaluation(ev, progress=_progress_printer(quiet))
+    if ev.shard is not None:  # a rank of a multi-process launch: rank 0 writes and prints the merged result
+        from betterdepth_cli.evaluation.merge import merge_results
+
+        defer(result, lambda results: _report(merge_results(results), out_json, out_csv, quiet))
+        return
     _report(result, out_json, out_csv, quiet)
 
 
@@ -245,10 +252,12 @@ def _eval_sequences(o: dict, quiet: bool) -> None:
 
 def _eval_config(o: dict):
     """The library's :class:`EvalConfig` of the merged options (device resolved, checked)."""
-    from betterdepth_cli.cli.options import check_dtype_for_device, parse_dtype, resolve_device, split_list
+    from betterdepth_cli.cli.options import check_dtype_for_device, parse_device, parse_dtype, resolve_device, split_list
     from betterdepth_cli.evaluation.runner import EvalConfig
+    from betterdepth_cli.jobs.ranks import rank_device, rank_info
 
-    dev, dt = resolve_device(o["device"]), parse_dtype(o["dtype"])
+    rank = rank_info()  # under torchrun / accelerate launch: every n-th sample, merged on rank 0
+    dev, dt = rank_device(resolve_device(o["device"]), parse_device(o["device"]), rank), parse_dtype(o["dtype"])
     check_dtype_for_device(dt, dev)
     optional = lambda key, cast: None if o.get(key) is None else cast(o[key])  # noqa: E731
     ev = EvalConfig(
@@ -262,6 +271,7 @@ def _eval_config(o: dict):
         dbe_max_dist=float(o["dbe_max_dist"]), edge_threshold=float(o["edge_threshold"]),
         edge_tolerance=float(o["edge_tolerance"]), save_predictions=optional("save_predictions", str),
         score_workers=optional("score_workers", int), continue_on_error=bool(o.get("continue_on_error")),
+        shard=None if rank is None else rank.shard,
     )  # fmt: skip
     ev.validate()
     return ev

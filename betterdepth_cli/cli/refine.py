@@ -23,6 +23,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from betterdepth_cli.cli.app import app, error_line, handle_errors
+from betterdepth_cli.cli.ranks import ranked
 from betterdepth_cli.cli.options import (
     BatchSizeOpt,
     ConditionerOpt,
@@ -46,7 +47,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
     "reduction": str, "processing_res": int, "seed": int, "device": str, "dtype": str, "batch_size": int,
     "no_refine": bool, "format": (list, str), "overwrite": bool, "continue_on_error": bool, "shard": str,
     "recursive": bool, "ext": (list, str), "frames": (str, int), "preview_video": bool, "quiet": bool,
-    "max_pixels": int, "allow_missing": bool, "per_frame": bool,
+    "max_pixels": int, "allow_missing": bool, "per_frame": bool, "tile": (str, int),
 }  # fmt: skip
 
 #: Defaults that do not come from the model card.
@@ -194,6 +195,7 @@ EPILOG = (
 
 @app.command(epilog=EPILOG)
 @handle_errors
+@ranked
 def refine(
     inputs: Annotated[
         Optional[list[str]],
@@ -237,6 +239,10 @@ def refine(
         "--per-frame", help="Refine the frames of videos and sequences independently (default: co-align each "
         "frame's conditioning to the shot first, so per-frame scale and shift jumps do not flicker).",
         show_default=False)] = None,
+    tile: Annotated[Optional[str], typer.Option(
+        "--tile", help="Refine large images in overlapping tiles of SIZE pixels guided by the whole frame: SIZE or "
+        "SIZE:OVERLAP, 0 = never. Default: automatic above the model card's tile_above (its max_processing_res) "
+        "at native resolution.", show_default=False)] = None,
     max_pixels: MaxPixelsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -250,6 +256,7 @@ def refine(
         "no_refine": no_refine, "format": fmt, "overwrite": overwrite, "continue_on_error": continue_on_error,
         "shard": shard, "recursive": recursive, "ext": ext, "frames": frames, "preview_video": preview_video,
         "quiet": quiet or None, "max_pixels": max_pixels, "allow_missing": allow_missing, "per_frame": per_frame,
+        "tile": tile,
     }  # fmt: skip
     options = _options(flags, config)
     report = _Reporter(bool(options["quiet"]), 0)
@@ -281,10 +288,14 @@ def _run(job, report: _Reporter) -> int:
     from betterdepth_cli.core.exit_codes import EXIT_INTERRUPTED
     from betterdepth_cli.jobs import Runner, refine_job
 
+    from betterdepth_cli.cli import ranks
+
     report.info(f"refine: {job.summary_line}")
     if job.plan.todo == 0:
         report.info("nothing to do: every output exists (use --overwrite to redo them)")
-        return refine_job.finish(job, refine_job.nothing_to_do(job), report.info)
+        done = refine_job.nothing_to_do(job)
+        ranks.record(done, job.settings.continue_on_error)
+        return refine_job.finish(job, done, report.info)
     cond, model = refine_job.load_models(job, report.info)
     report.total = job.plan.todo
     runner = Runner(job.plan, job.settings, cond, model, on_item=report.item, log=report.info)
@@ -296,4 +307,6 @@ def _run(job, report: _Reporter) -> int:
         report.info(runner.summary.line())
         error_line(f"{'terminated' if terminated else 'interrupted'}; rerun the same command to resume")
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
-    return refine_job.finish(job, runner.summary, report.info)
+    code = refine_job.finish(job, runner.summary, report.info)
+    ranks.record(runner.summary, job.settings.continue_on_error)
+    return code

@@ -53,6 +53,7 @@ from betterdepth_cli.evaluation import metrics as M
 from betterdepth_cli.evaluation import protocol as P
 from betterdepth_cli.evaluation.dataset_base import DatasetLoader, Sample
 from betterdepth_cli.evaluation.datasets import get_dataset
+from betterdepth_cli.evaluation.merge import mean_scores, shard_entries
 
 RESULTS_FORMAT = "betterdepth-eval/1"
 VARIANTS = ("conditioner", "guided", "refined")
@@ -99,6 +100,7 @@ class EvalConfig:
     save_predictions: str | None = None
     score_workers: int | None = None  # None: auto (see the module docstring); 0 inline; 1 a scoring thread
     continue_on_error: bool = False  # skip samples that miss a file (counted in the results) instead of failing
+    shard: tuple[int, int] | None = None  # (i, n): score every n-th sample from the (i-1)-th (ranks; evaluation.merge)
 
     def variants(self) -> tuple[str, ...]:
         if self.compare:
@@ -442,17 +444,7 @@ class _Scorer:
 
     def means(self) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, int]]]:
         """Per variant and metric: the mean over the samples where it is finite, and how many those are."""
-        means: dict[str, dict[str, float]] = {}
-        counts: dict[str, dict[str, int]] = {}
-        for variant in self.variants:
-            vrows = [r for r in self.rows if r["variant"] == variant]
-            means[variant], counts[variant] = {}, {}
-            for name in self.config.metrics:
-                vals = np.array([r[name] for r in vrows], np.float64)
-                ok = np.isfinite(vals)
-                counts[variant][name] = int(ok.sum())
-                means[variant][name] = float(vals[ok].mean()) if ok.any() else math.nan
-        return means, counts
+        return mean_scores(self.rows, self.variants, self.config.metrics)
 
 
 def run_evaluation(
@@ -472,6 +464,8 @@ def run_evaluation(
     t_wall = time.perf_counter()
     dataset = get_dataset(config.dataset, config.data_root, split_file=config.split_file, limit=config.limit,
                           skip_incomplete=config.continue_on_error, **config.dataset_options)  # fmt: skip
+    if config.shard is not None:
+        shard_entries(dataset, *config.shard)
     models = _load_models(config)
     save_root = _save_root(config)
     variants = config.variants()

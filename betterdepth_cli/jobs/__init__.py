@@ -11,36 +11,25 @@ engine, writers); ``export-ply`` on :func:`.sequential.run_each`; both report a
     summary.py     counts and the exit status (the codes: core/exit_codes.py)
 """
 
-from betterdepth_cli.core.exit_codes import (
-    EXIT_CANTCREAT,
-    EXIT_DATAERR,
-    EXIT_INTERRUPTED,
-    EXIT_NOINPUT,
-    EXIT_OK,
-    EXIT_PARTIAL,
-    EXIT_TERMINATED,
-    EXIT_UNAVAILABLE,
-    EXIT_USAGE,
-)
-from betterdepth_cli.jobs.claims import CLAIMS_DIR
-from betterdepth_cli.jobs.engine import Runner, run
-from betterdepth_cli.jobs.plan import (
-    RUN_CONFIG_NAME,
-    Group,
-    Item,
-    Plan,
-    check_output_dir,
-    display_path,
-    plan_run,
-    preview_video_path,
-    remove_stale_temps,
-)
-from betterdepth_cli.jobs.settings import DEFAULT_FORMATS, RefineSettings, read_card
-from betterdepth_cli.jobs.summary import Summary, exit_code
+import importlib
 
-__all__ = [
-    "CLAIMS_DIR", "DEFAULT_FORMATS", "EXIT_CANTCREAT", "EXIT_DATAERR", "EXIT_INTERRUPTED", "EXIT_NOINPUT", "EXIT_OK",
-    "EXIT_PARTIAL", "EXIT_TERMINATED", "EXIT_UNAVAILABLE", "EXIT_USAGE", "RUN_CONFIG_NAME", "Group", "Item", "Plan",
-    "RefineSettings", "Runner", "Summary", "check_output_dir", "display_path", "exit_code", "plan_run",
-    "preview_video_path", "read_card", "remove_stale_temps", "run",
-]
+#: Public names and the module that holds each (loaded on first use: ``betterdepth --help`` imports
+#: ``jobs.ranks`` and must not pay for numpy).
+_WHERE = {
+    **dict.fromkeys(("EXIT_CANTCREAT", "EXIT_DATAERR", "EXIT_INTERRUPTED", "EXIT_NOINPUT", "EXIT_OK", "EXIT_PARTIAL",
+                     "EXIT_TERMINATED", "EXIT_UNAVAILABLE", "EXIT_USAGE"), "betterdepth_cli.core.exit_codes"),
+    "CLAIMS_DIR": "betterdepth_cli.jobs.claims",
+    "Runner": "betterdepth_cli.jobs.engine",
+    "run": "betterdepth_cli.jobs.engine",
+    **dict.fromkeys(("RUN_CONFIG_NAME", "Group", "Item", "Plan", "check_output_dir", "display_path", "plan_run",
+                     "preview_video_path", "remove_stale_temps"), "betterdepth_cli.jobs.plan"),
+    **dict.fromkeys(("DEFAULT_FORMATS", "RefineSettings", "read_card"), "betterdepth_cli.jobs.settings"),
+    **dict.fromkeys(("Summary", "exit_code"), "betterdepth_cli.jobs.summary"),
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'betterdepth_cli.jobs' has no attribute {name!r}")

@@ -151,7 +151,7 @@ class _Engine:
             if tag in ("fail", "skip"):
                 self._emit((tag, item, payload))
                 continue
-            image = _to_float_rgb(payload)
+            image = np.asarray(payload)  # converted to float when refined (a tiled plate never is, whole)
             h, w = image.shape[:2]
             if image.ndim != 3 or image.shape[2] != 3:
                 self._emit(("fail", item, f"{item.label}: expected an RGB image, got shape {image.shape}"))
@@ -182,20 +182,16 @@ class _Engine:
     def _flush(self, batch: list[tuple[Item, np.ndarray]]) -> None:
         import torch
 
-        from betterdepth_cli.core.pipeline import refine_batch, seeded_generators
-
         if self.halt.is_set():
             return
         items = [it for it, _ in batch]
-        stacked = np.stack([img for _, img in batch])  # [B,H,W,3]
-        images = torch.from_numpy(stacked).permute(0, 3, 1, 2)  # [B,3,H,W], a view
-        generator = seeded_generators(self.s.seed, len(items))  # one seed: every frame of a shot shares one noise field
-        keys = [str(getattr(it.entry, "key", it.key)) for it in items]
+        tiling = self._tiling(batch[0][1].shape[:2])
+        if tiling is not None and len(batch) > 1:  # plates are tiled one at a time
+            for one in batch:
+                self._flush([one])
+            return
         try:
-            res = refine_batch(images, conditioner=self.conditioner, model=self.model, steps=self.s.steps,
-                               ensemble=self.s.ensemble, reduction=self.s.reduction,
-                               processing_res=self.s.processing_res, generator=generator, keys=keys,
-                               prediction=self._shot_prediction(images, items, keys))  # fmt: skip
+            res = self._refine(batch, items, tiling)
         except (InputDataError, NoInputError) as exc:
             if len(batch) > 1:  # find the bad one(s): rerun one by one
                 for one in batch:
@@ -224,10 +220,41 @@ class _Engine:
         for k, v in res.timings.items():
             self.summary.timings[k] = self.summary.timings.get(k, 0.0) + float(v)
         refined = res.refined.detach().float().cpu().numpy()[:, 0]  # [B,H,W]
-        valid = res.valid.detach().cpu().numpy()[:, 0].astype(bool)
+        valid = res.valid.detach().cpu().numpy()[:, 0].astype(bool, copy=False)
         unc = None if res.uncertainty is None else res.uncertainty.detach().float().cpu().numpy()[:, 0]
         for i, item in enumerate(items):
             self._emit(("result", item, (refined[i], valid[i], None if unc is None else unc[i], res.kind, res.metric)))
+
+    def _refine(self, batch: list[tuple[Item, np.ndarray]], items: list[Item], tiling: tuple[int, int] | None):
+        """One model call: a plate in tiles guided by the whole frame, or a same-size batch (a shot's
+        frames co-aligned first). Every image draws its noise from its own generator seeded with ``seed``,
+        so every frame of a shot shares one noise field."""
+        import torch
+
+        from betterdepth_cli.core.pipeline import refine_batch, seeded_generators
+
+        generator = seeded_generators(self.s.seed, len(items))
+        keys = [str(getattr(it.entry, "key", it.key)) for it in items]
+        if tiling is not None:
+            from betterdepth_cli.core.tiled import refine_tiled
+
+            return refine_tiled(batch[0][1], model=self.model, conditioner=self.conditioner, tile=tiling[0],
+                                overlap=tiling[1], steps=self.s.steps, ensemble=self.s.ensemble,
+                                reduction=self.s.reduction, generator=generator, keys=keys)  # fmt: skip
+        stacked = np.stack([_to_float_rgb(img) for _, img in batch])  # [B,H,W,3]
+        images = torch.from_numpy(stacked).permute(0, 3, 1, 2)  # [B,3,H,W], a view
+        return refine_batch(images, conditioner=self.conditioner, model=self.model, steps=self.s.steps,
+                            ensemble=self.s.ensemble, reduction=self.s.reduction,
+                            processing_res=self.s.processing_res, generator=generator, keys=keys,
+                            prediction=self._shot_prediction(images, items, keys))  # fmt: skip
+
+    def _tiling(self, hw: tuple[int, int]) -> tuple[int, int] | None:
+        """(tile, overlap) when an image of this size is refined in tiles (core.tiling.tiling_for)."""
+        if self.model is None or getattr(self.model, "classical", False):
+            return None
+        from betterdepth_cli.core.tiling import tiling_for
+
+        return tiling_for(*hw, self.model.defaults, self.s.tile, self.s.tile_overlap, self.s.processing_res)
 
     def _shot_prediction(self, images, items: list[Item], keys: list[str]):
         """The conditioning co-aligned per shot (``core.shot_align``), or None (single images, ``per_frame``)."""

@@ -40,6 +40,7 @@ class RefineJob:
     dtype: str
     shard: tuple[int, int] | None = None
     discover_failures: list[str] = field(default_factory=list)
+    rank: Any = None  # jobs.ranks.RankInfo under a multi-process launch
 
     @property
     def what(self) -> str:
@@ -66,6 +67,7 @@ class RefineJob:
             "no_refine": not s.refine, "format": list(s.formats), "overwrite": s.overwrite,
             "continue_on_error": s.continue_on_error, "shard": o.get("shard"), "recursive": bool(o.get("recursive")),
             "ext": o.get("ext"), "frames": o.get("frames"), "preview_video": s.preview_video, "per_frame": s.per_frame,
+            "tile": o.get("tile"),
         }  # fmt: skip
 
 
@@ -89,8 +91,21 @@ def _settings(options: dict[str, Any], info: Say) -> RefineSettings:
         reduction=run.reduction, processing_res=run.processing_res, seed=int(options["seed"]),
         batch_size=int(options["batch_size"]), overwrite=bool(options["overwrite"]),
         continue_on_error=bool(options["continue_on_error"]), preview_video=bool(options["preview_video"]),
-        per_frame=bool(options.get("per_frame")),
+        per_frame=bool(options.get("per_frame")), **_tile_settings(options.get("tile")),
     )  # fmt: skip
+
+
+def _tile_settings(spec) -> dict:
+    """``--tile`` SIZE[:OVERLAP] / 0 as RefineSettings fields (absent: automatic, from the model card)."""
+    if spec is None:
+        return {}
+    from betterdepth_cli.core.tiling import parse_tile
+
+    try:
+        size, overlap = parse_tile(str(spec))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return {"tile": size, "tile_overlap": overlap}
 
 
 def _deterministic_model_notes(ensemble: int | None, formats, info: Say) -> None:
@@ -153,7 +168,7 @@ def prepare(options: dict[str, Any], *, info: Say, error: Say) -> RefineJob | No
     """Settings, inputs and the plan of outputs; nothing is written. ``None``: this shard has no input."""
     from betterdepth_cli.core.devices import parse_device, parse_dtype
     from betterdepth_cli.io.sources import parse_shard
-    from betterdepth_cli.io.sources import shard as shard_sources
+    from betterdepth_cli.jobs.ranks import rank_info, take_share
 
     if not options.get("inputs"):
         raise UsageError("no INPUTS given (files, folders, globs, videos, @list.txt or -); see `betterdepth refine --help`")
@@ -163,17 +178,17 @@ def prepare(options: dict[str, Any], *, info: Say, error: Say) -> RefineJob | No
     settings = _settings(options, info)
     shard = parse_shard(options["shard"]) if options.get("shard") else None
     sources, failures = _discover(options, settings.continue_on_error, error)
-    found = len(sources)
-    if shard is not None:
-        sources = shard_sources(sources, *shard)
+    found, rank = len(sources), rank_info()  # under torchrun / accelerate launch: this rank's share
+    sources = take_share(sources, shard, rank)
     failures += _missing_frames(sources, bool(options.get("allow_missing")), settings.continue_on_error, info, error)
     if not sources:
-        info(f"shard {options['shard']}: nothing to do ({found} input groups over {shard[1]} shards)")
+        where = " ".join(([f"shard {options['shard']}"] if shard else []) + ([f"rank {rank.rank}"] if rank else []))
+        info(f"{where}: nothing to do ({found} input groups)")
         return None
     plan = plan_run(sources, settings)
     if plan.excluded:
         info(f"warning: left out {plan.excluded} input(s) inside the output folder {settings.out_dir}")
-    return RefineJob(settings, plan, dict(options), device, dtype, shard, failures)
+    return RefineJob(settings, plan, dict(options), device, dtype, shard, failures, rank)
 
 
 def load_models(job: RefineJob, info: Say):
@@ -182,10 +197,11 @@ def load_models(job: RefineJob, info: Say):
     from betterdepth_cli.conditioner_registry import get_conditioner
     from betterdepth_cli.core.devices import check_dtype_for_device, resolve_device, torch_dtype
     from betterdepth_cli.core.refiner import load_model
+    from betterdepth_cli.jobs.ranks import rank_device
 
     s = job.settings
     check_output_dir(s.out_dir)
-    job.device = resolve_device(job.device)
+    job.device = rank_device(resolve_device(job.device), job.device, job.rank)
     check_dtype_for_device(job.dtype, job.device)
     info(f"loading {job.what} on {job.device} {job.dtype}")
     tdtype = torch_dtype(job.dtype)
@@ -193,6 +209,8 @@ def load_models(job: RefineJob, info: Say):
     cond = get_conditioner(s.conditioner, device=job.device, dtype=tdtype)
     model = load_model(job.options.get("model"), device=job.device, dtype=tdtype) if s.refine else None
     name = RUN_CONFIG_NAME if not job.shard else f"betterdepth-run.shard-{job.shard[0]}-of-{job.shard[1]}.toml"
+    if job.rank is not None:
+        name = f"{Path(name).stem}.rank-{job.rank.rank}-of-{job.rank.world}.toml"
     _write_run_config(s.out_dir / name, job.run_config(), job.device, job.dtype)  # the work starts
     return cond, model
 

@@ -35,6 +35,8 @@ class RefineSettings:
     continue_on_error: bool = False
     preview_video: bool = False
     per_frame: bool = False  # True: no shot-level co-alignment of a shot's conditioning (core.shot_align)
+    tile: int | None = None  # tiled refinement: None = automatic (the card's tile_above), 0 = off, N = tile side
+    tile_overlap: int | None = None  # pixels; None = the card's tile_overlap (or 1/8 of the tile)
     spill_bytes: int = 1 << 30  # float frames of open shots kept in memory before spilling
     spill_frames: int = 8  # ... and at most this many: a shot's memory does not grow with its length
     prefetch: int = 0  # decoded images queued ahead of the model (0: 2 x batch_size + 2)

@@ -1,0 +1,192 @@
+"""Tiled refinement of one plate of any size, guided by the whole frame, in bounded memory.
+
+1. **Anchor.** The plate is shrunk to the model's resolution (the card's ``max_processing_res``,
+   else one tile); the conditioner and the refiner run on that whole frame. The anchor fixes the
+   layout: every tile is later mapped onto it, so tiles cannot disagree about what is near and far.
+2. **Tiles.** Overlapping tiles (:mod:`betterdepth_cli.core.tiling`) are refined one at a time at
+   the plate's own pixel scale by :func:`~betterdepth_cli.core.pipeline.refine_batch`, each with its
+   crop of the photo, its crop of the conditioning (the conditioner's low-resolution map sampled
+   at the tile's plate coordinates, or a crop of a full-size ``prediction``) and, for models that
+   sample from noise, its crop of one plate-wide latent noise field (overlapping tiles start from
+   the same noise where they overlap).
+3. **Fit and blend.** Each tile's map is fitted to the anchor sampled on the tile (a closed-form
+   least-squares scale and shift, refitted without outliers: :func:`~betterdepth_cli.core.tiling.
+   robust_scale_shift`), weighted by its feather weights and added to the plate; rows are
+   normalised as soon as no later tile reaches them.
+
+Memory: the photo as given (uint8 stays uint8; only tile crops become float), the output (float32,
+plate size), its valid mask (bool), and one tile's working set; no plate-sized float copy of the
+photo, the conditioning or the weights. Cost: the tiles' overlap (1/8 of a side: about 27 % more
+pixels than the plate) plus one refine at the anchor's size.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from betterdepth_cli.core.pipeline import check_images, draw_noise, processing_size, refine_batch, resize
+from betterdepth_cli.core.tiling import axis_tiles, axis_weight_sum, axis_weights, robust_scale_shift, sample_region
+from betterdepth_cli.core.types import DepthPrediction, RefineResult, UsageError
+
+
+def _plate_size(image: Any) -> tuple[int, int]:
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] < 3:
+            raise UsageError(f"tiled refine: expected a numpy image (H,W,3), got shape {image.shape}")
+        return int(image.shape[0]), int(image.shape[1])
+    if isinstance(image, torch.Tensor) and image.ndim in (3, 4) and (image.ndim == 3 or image.shape[0] == 1):
+        return int(image.shape[-2]), int(image.shape[-1])
+    raise UsageError("tiled refine: pass one image, a numpy (H,W,3) array or a (3,H,W)/(1,3,H,W) tensor")
+
+
+def crop_image(image: Any, rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:
+    """A crop of the photo as (1,3,h,w) float32 in [0,1] (only the crop is converted)."""
+    if isinstance(image, np.ndarray):
+        return check_images(np.ascontiguousarray(image[rows[0] : rows[1], cols[0] : cols[1], :3]))
+    img = image if image.ndim == 4 else image[None]
+    return check_images(img[:, :, rows[0] : rows[1], cols[0] : cols[1]])
+
+
+def shrink_image(image: Any, size: tuple[int, int]) -> torch.Tensor:
+    """The whole photo at ``size`` (h, w) as (1,3,h,w) float32, area-averaged, without a full float copy."""
+    if isinstance(image, np.ndarray):
+        import cv2
+
+        arr = np.ascontiguousarray(image[..., :3])
+        small = cv2.resize(arr, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        return check_images(small)
+    img = image if image.ndim == 4 else image[None]
+    return resize(check_images(img), size)
+
+
+def _anchor(image, size, conditioner, model, prediction, keys, options: dict, generator) -> tuple[RefineResult, DepthPrediction]:
+    """The whole frame at the anchor ``size``: the conditioner (or the given prediction, shrunk) and the refiner."""
+    small = shrink_image(image, size)
+    if prediction is None:
+        if conditioner is None:
+            raise UsageError("tiled refine needs a `conditioner` or a `prediction`")
+        pred = conditioner.predict(small.to(getattr(conditioner, "device", "cpu")), keys=keys)
+        pred = DepthPrediction(pred.values.float().cpu(), pred.valid.bool().cpu(), pred.kind, pred.metric, pred.source)
+    else:
+        pred = prediction
+    pred_small = DepthPrediction(resize(pred.values.float().cpu(), size),
+                                 resize(pred.valid.cpu(), size, mode="nearest").bool(),
+                                 pred.kind, pred.metric, pred.source)
+    res = refine_batch(small, model=model, prediction=pred_small, processing_res=0, generator=generator, **options)
+    return res, pred
+
+
+def _noise_field(model, generator, ensemble: int, height: int, width: int) -> torch.Tensor | None:
+    """One latent noise field over the padded plate, (1, E, C, H'/f, W'/f); None for zero-noise models."""
+    if model.zero_noise:
+        return None
+    m, f = model.pad_multiple, model.codec.factor
+    hp, wp = -(-height // m) * m, -(-width // m) * m
+    return draw_noise(generator, 1, ensemble, (model.codec.depth_channels, hp // f, wp // f))
+
+
+def _tile(image, pred: DepthPrediction, full, rows, cols, model, noise, options) -> RefineResult:
+    """One tile refined at the plate's pixel scale with its crops of the photo, conditioning and noise."""
+    img = crop_image(image, rows, cols)
+    mode = "bicubic"
+    values = sample_region(pred.values.float(), full, rows, cols, mode)
+    valid = sample_region(pred.valid, full, rows, cols, "nearest").bool() & torch.isfinite(values)
+    tile_pred = DepthPrediction(values.contiguous(), valid.contiguous(), pred.kind, pred.metric, pred.source)
+    tile_noise = None
+    if noise is not None:
+        m, f = model.pad_multiple, model.codec.factor
+        ph, pw = -(-(rows[1] - rows[0]) // m) * m, -(-(cols[1] - cols[0]) // m) * m
+        y0, x0 = rows[0] // f, cols[0] // f
+        tile_noise = noise[..., y0 : y0 + ph // f, x0 : x0 + pw // f]
+    return refine_batch(img, model=model, prediction=tile_pred, processing_res=0, noise=tile_noise, **options)
+
+
+def _finish_rows(out: np.ndarray, unc: np.ndarray | None, wy: torch.Tensor, wx: np.ndarray, a: int, b: int) -> None:
+    """Divide rows a..b of the accumulated maps by the weight sums (outer product of the axis sums)."""
+    if b <= a:
+        return
+    norm = (wy[a:b].numpy()[:, None] * wx[None, :]).astype(np.float32)
+    out[a:b] /= norm
+    if unc is not None:
+        unc[a:b] /= norm
+
+
+@torch.no_grad()
+def refine_tiled(
+    image: Any,
+    *,
+    model,
+    tile: int,
+    overlap: int,
+    conditioner=None,
+    prediction: DepthPrediction | None = None,
+    anchor_res: int | None = None,
+    steps: int | None = None,
+    ensemble: int | None = None,
+    reduction: str | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
+    keys: list[str] | None = None,
+    restore_tails: bool = True,
+) -> RefineResult:
+    """Refine one plate in overlapping tiles guided by a whole-frame anchor (module docstring).
+
+    Args:
+        image: a numpy (H,W,3) uint8/uint16/float array (kept as is; crops are converted), or a
+            (3,H,W)/(1,3,H,W) tensor.
+        model: a BetterDepth model (not the classical guided filter: it needs no tiles).
+        tile, overlap: tile side and overlap in pixels (see :func:`~betterdepth_cli.core.tiling.tiling_for`).
+        conditioner / prediction: the conditioner (run on the anchor-size photo), or its output at
+            any size (full size: tiles take crops of it, no resampling).
+        anchor_res: the anchor's longest side (default: the card's ``max_processing_res``, else ``tile``).
+        steps, ensemble, reduction, generator, keys, restore_tails: as in ``refine_batch``; the noise
+            field is drawn from ``generator`` first, then the anchor's noise.
+    Returns:
+        :class:`RefineResult` at plate size: ``refined``, ``valid`` and ``uncertainty`` (ensemble > 1) at
+        full size, ``conditioning`` at the anchor's size (the plate-size conditioning is never made).
+    """
+    t_start = time.perf_counter()
+    h, w = _plate_size(image)
+    if getattr(model, "classical", False) or model is None:
+        raise UsageError("tiled refine needs a BetterDepth model (the guided filter runs whole at any size)")
+    defaults = model.defaults
+    ensemble = int(ensemble if ensemble is not None else defaults["ensemble"])
+    gen = generator[0] if isinstance(generator, (list, tuple)) else generator
+    options = {"steps": steps, "ensemble": ensemble, "reduction": reduction, "restore_tails": restore_tails}
+    noise = _noise_field(model, gen, ensemble, h, w)
+    anchor_side = int(anchor_res or defaults.get("max_processing_res") or tile)
+    anchor, pred = _anchor(image, processing_size(h, w, min(anchor_side, max(h, w))), conditioner, model,
+                           prediction, keys, options, gen)
+    anchor_map = anchor.refined.float().cpu()
+    t_anchor = time.perf_counter() - t_start
+
+    m = model.pad_multiple
+    ty, tx = axis_tiles(h, tile, overlap, m), axis_tiles(w, tile, overlap, m)
+    wy_sum, wx_sum = axis_weight_sum(ty, h), axis_weight_sum(tx, w).numpy()
+    out = np.zeros((h, w), np.float32)
+    valid = np.zeros((h, w), bool)
+    unc = np.zeros((h, w), np.float32) if ensemble > 1 else None
+    done_rows = 0
+    for i, rows in enumerate(ty):
+        wy = axis_weights(ty, i)
+        for j, cols in enumerate(tx):
+            res = _tile(image, pred, (h, w), rows, cols, model, noise, options)
+            target = sample_region(anchor_map, (h, w), rows, cols, "bilinear")
+            scale, shift = robust_scale_shift(res.refined.cpu(), target, res.valid.cpu())
+            weight = (wy[:, None] * axis_weights(tx, j)[None, :]).float().numpy()
+            block = (res.refined.float().cpu()[0, 0].numpy() * scale + shift) * weight
+            out[rows[0] : rows[1], cols[0] : cols[1]] += block
+            valid[rows[0] : rows[1], cols[0] : cols[1]] |= res.valid.cpu()[0, 0].numpy()
+            if unc is not None and res.uncertainty is not None:
+                unc[rows[0] : rows[1], cols[0] : cols[1]] += res.uncertainty.float().cpu()[0, 0].numpy() * scale * weight
+        final = ty[i + 1][0] if i + 1 < len(ty) else h  # no later tile reaches above this row
+        _finish_rows(out, unc, wy_sum, wx_sum, done_rows, final)
+        done_rows = final
+    timings = {"anchor": t_anchor, "tiles": time.perf_counter() - t_start - t_anchor,
+               "total": time.perf_counter() - t_start}
+    as_map = lambda a: None if a is None else torch.from_numpy(a)[None, None]  # noqa: E731 - (1,1,H,W) views
+    return RefineResult(as_map(out), anchor.conditioning, as_map(valid), anchor.kind, anchor.metric, as_map(unc),
+                        timings)

@@ -1,0 +1,146 @@
+"""Tiled refinement: the grid, the feather weights, the robust fit, region sampling, and the tiled
+refine itself on a real (tiny) BetterDepth model that is the identity at initialisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from betterdepth_cli.core.refiner import BetterDepthModel
+from betterdepth_cli.core.tiled import refine_tiled
+from betterdepth_cli.core.tiling import (
+    axis_tiles,
+    axis_weight_sum,
+    axis_weights,
+    parse_tile,
+    robust_scale_shift,
+    sample_region,
+    tile_borders,
+    tiling_for,
+)
+from betterdepth_cli.core.types import DepthPrediction
+
+
+def test_axis_tiles_by_hand():
+    # n = ceil((1000 - 32) / 224) = 5 tiles; the last starts at 744 (= 1000 - 256, a multiple of 8);
+    # starts i * 744 / 4 = 0, 186, 372, 558, 744 rounded to multiples of 8
+    assert axis_tiles(1000, 256, 32, 8) == [(0, 256), (184, 440), (368, 624), (560, 816), (744, 1000)]
+    assert axis_tiles(200, 256, 32, 8) == [(0, 200)]  # one tile when the side fits
+    # the last tile ends at the side and may be longer than the tile by under one multiple
+    assert axis_tiles(1003, 256, 32, 8)[-1] == (744, 1003)
+    assert tile_borders([(0, 256), (184, 440), (368, 500)], 500) == [184, 256, 368, 440]
+
+
+def test_feather_weights_sum_to_one_and_vanish_at_inner_edges():
+    tiles = axis_tiles(1000, 256, 32, 8)
+    torch.testing.assert_close(axis_weight_sum(tiles, 1000), torch.ones(1000, dtype=torch.float64), rtol=0, atol=1e-12)
+    w = axis_weights(tiles, 1)  # an inner tile: ramps at both ends, 72 px each (440 - 368)
+    assert w[0] < 0.01 and w[-1] < 0.01 and bool((w[72:-72] == 1).all())
+    assert axis_weights(tiles, 0)[0] == 1.0  # the plate's border is not feathered
+
+
+def test_robust_fit_recovers_scale_and_shift_despite_outliers():
+    g = torch.Generator().manual_seed(0)
+    pred = torch.rand(1, 1, 64, 64, generator=g)
+    target = 2.0 * pred + 3.0
+    target[0, 0, :6] += 100.0  # ~10 % of the pixels disagree wildly (an edge the anchor lacks)
+    s, b = robust_scale_shift(pred, target)
+    assert s == pytest.approx(2.0, abs=1e-6) and b == pytest.approx(3.0, abs=1e-6)  # float32 target
+    s, b = robust_scale_shift(torch.full((8, 8), 5.0), torch.full((8, 8), 7.0))  # a flat tile: offset only
+    assert (s, b) == (1.0, 2.0)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic", "nearest"])
+def test_sample_region_is_the_crop_of_the_resized_map(mode):
+    src = torch.rand(1, 1, 13, 17, generator=torch.Generator().manual_seed(1))
+    full = (50, 70)
+    # nearest: the pixel whose centre is nearest ("nearest-exact"; no ties at these sizes)
+    want = F.interpolate(src, size=full, mode="nearest-exact") if mode == "nearest" else F.interpolate(
+        src, size=full, mode=mode, align_corners=False)
+    got = sample_region(src, full, (9, 41), (20, 70), mode)
+    # bicubic: grid_sample replicates the border where interpolate clamps the taps: equal inside
+    inner = (slice(None), slice(None), slice(2, -2), slice(2, -2)) if mode == "bicubic" else (Ellipsis,)
+    torch.testing.assert_close(got[inner], want[..., 9:41, 20:70][inner], rtol=0, atol=1e-5)
+    assert sample_region(want, full, (1, 3), (2, 5)).data_ptr() == want[..., 1:3, 2:5].data_ptr()  # a view
+
+
+def test_tiling_for_follows_the_card_and_the_flags():
+    card = {"max_processing_res": 1536, "tile_above": 1536, "tile": 1024, "tile_overlap": 128}
+    assert tiling_for(4000, 6000, card, None, None, 0) == (1024, 128)
+    assert tiling_for(1000, 1500, card, None, None, 0) is None  # under tile_above
+    assert tiling_for(4000, 6000, card, None, None, 768) is None  # an explicit processing size wins
+    assert tiling_for(4000, 6000, card, 0, None, 0) is None  # --tile 0
+    assert tiling_for(1000, 1500, card, 512, 64, 768) == (512, 64)  # --tile forces it
+    assert tiling_for(4000, 6000, {"max_processing_res": 768}, None, None, 0) == (768, 96)  # derived from the cap
+    assert tiling_for(4000, 6000, {}, None, None, 0) is None  # no cap, no automatic tiling
+    assert parse_tile("512:48") == (512, 48) and parse_tile("off") == (0, None)
+    with pytest.raises(ValueError, match="overlap"):
+        parse_tile("128:64")
+
+
+def _identity_model(filter_: bool = False) -> BetterDepthModel:
+    """A residual model whose output layer is zero: it returns its conditioning exactly (the codec is exact)."""
+    spec = {"type": "guided", "radius": 0.05, "eps": 1e-3} if filter_ else None
+    model = BetterDepthModel.tiny(seed=0, residual=True, conditioning_filter=spec)
+    model.card["zero_noise"] = True
+    return model
+
+
+def test_tiled_refine_of_an_identity_model_returns_the_conditioning():
+    h, w = 72, 136
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    plane = (1.0 + 0.01 * xx + 0.02 * yy)[None, None]
+    pred = DepthPrediction(plane, torch.ones_like(plane, dtype=torch.bool), "disparity")
+    image = (np.random.default_rng(0).random((h, w, 3)) * 255).astype(np.uint8)
+    out = refine_tiled(image, model=_identity_model(), prediction=pred, tile=48, overlap=16, anchor_res=40)
+    assert out.refined.shape == (1, 1, h, w) and bool(out.valid.all())
+    assert out.conditioning.shape[-1] == 40  # the anchor's conditioning, not a plate-size copy
+    # every tile is the plane's crop; its fit to the anchor is scale 1, shift 0 up to the anchor's own
+    # resampling at the plate's border (a shrunk and re-enlarged plane bends there): 0.05 % here
+    torch.testing.assert_close(out.refined, plane, rtol=0, atol=1e-3)
+    assert set(out.timings) >= {"anchor", "tiles", "total"}
+
+
+def test_tiled_refine_is_seamless_where_tiles_disagree_by_an_offset():
+    # a guided-filter model: each tile filters with its own clipped windows, so tiles differ near their
+    # edges; the fit and the feathering must leave no step where one tile hands over to the next
+    h, w = 64, 160
+    g = torch.Generator().manual_seed(2)
+    image = torch.rand(1, 3, h, w, generator=g)
+    xx = torch.arange(w, dtype=torch.float32)[None, None, None, :].expand(1, 1, h, w)
+    pred = DepthPrediction(1.0 + xx / w, torch.ones(1, 1, h, w, dtype=torch.bool), "disparity")
+    out = refine_tiled(image, model=_identity_model(True), prediction=pred, tile=64, overlap=24, anchor_res=80)
+    cols = out.refined[0, 0].mean(0)  # the ramp averaged over rows
+    steps = cols[1:] - cols[:-1]
+    assert float(steps.min()) > 0  # still increasing everywhere: no tile border pulls it back
+    assert float(steps.max()) < 4 * float(steps.median())  # and no jump at a hand-over
+
+
+def test_refine_tiles_above_the_cards_size_and_tile_flag(tmp_path, tiny_dpt_dir):
+    import cv2
+    from typer.testing import CliRunner
+
+    from betterdepth_cli.cli.app import app
+
+    model = _identity_model(True)
+    model.card["defaults"] = {**model.card.get("defaults", {}), "processing_res": 0, "max_processing_res": 64,
+                              "tile_above": 64, "tile": 64, "tile_overlap": 16}
+    model.save(tmp_path / "m")
+    rng = np.random.default_rng(3)
+    (tmp_path / "in").mkdir()
+    assert cv2.imwrite(str(tmp_path / "in" / "plate.png"), (rng.random((96, 160, 3)) * 255).astype(np.uint8))
+
+    def run(name, *flags):
+        res = CliRunner().invoke(app, ["refine", str(tmp_path / "in"), "-o", str(tmp_path / name), "--conditioner",
+                                       f"hf:{tiny_dpt_dir}", "--model", str(tmp_path / "m"), "-f", "npy", "-q", *flags])
+        assert res.exit_code == 0, res.output
+        return np.load(tmp_path / name / "plate.npy")
+
+    auto, forced, whole = run("auto"), run("forced", "--tile", "64:16"), run("whole", "--tile", "0")
+    assert auto.shape == whole.shape == (96, 160)
+    np.testing.assert_array_equal(auto, forced)  # the card's tiles are the flag's
+    assert not np.array_equal(auto, whole)  # 160 px > tile_above: tiled unless --tile 0
+    res = CliRunner().invoke(app, ["refine", str(tmp_path / "in"), "-o", str(tmp_path / "x"), "--tile", "64:40"])
+    assert res.exit_code == 64 and "overlap" in res.output
