@@ -213,7 +213,6 @@ def test_sequence_with_frames_keeps_numbers_and_one_range(tmp_path, models):
     assert any(v.max() < hi - (hi - lo) * 1e-3 for v in vals)  # the frames do not each span the range
 
 
-@pytest.mark.slow
 def test_missing_frames_are_not_a_success_unless_allowed(tmp_path, models):
     for f in (1, 2, 3, 5, 6):  # frame 4 is missing
         _write_png(tmp_path / "seq" / f"shot.{f:04d}.png", 32, 40, seed=f)
@@ -280,7 +279,6 @@ def test_dry_run_writes_nothing(tmp_path, tree, models):
     assert "nothing written" in res.stderr
 
 
-@pytest.mark.slow
 def test_shards_cover_every_input_once_with_the_same_results(tmp_path, models):
     src = tmp_path / "in"
     for i in range(3):

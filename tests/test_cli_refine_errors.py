@@ -214,7 +214,7 @@ def test_subprocess_plain_progress_and_summary(tmp_path, tree, models):
 
 @pytest.mark.parametrize(
     "sig, code, word",
-    [pytest.param(signal.SIGINT, 130, "interrupted", marks=pytest.mark.slow),
+    [(signal.SIGINT, 130, "interrupted"),
      pytest.param(signal.SIGTERM, 143, "terminated", marks=pytest.mark.slow)],
 )
 def test_ctrl_c_exits_130_without_partial_files_and_resumes(tmp_path, models, sig, code, word):

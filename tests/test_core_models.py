@@ -221,7 +221,6 @@ def test_metric_depth_anything_reports_metric_depth(tmp_path):
     assert override.kind == "disparity" and not override.metric
 
 
-@pytest.mark.slow
 def test_registry_names_resolve_through_the_hf_cache(tmp_path):
     """Every public name loads a tiny model of its real class from an offline HF cache."""
     cache = tmp_path / "hf" / "hub"
