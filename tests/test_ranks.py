@@ -68,20 +68,25 @@ def _outputs(folder: Path) -> dict[str, bytes]:
             if p.is_file() and p.suffix in (".png", ".npy")}
 
 
+def _one_process_and_torchrun(args: list[str], out_one: list, out_two: list):
+    """``betterdepth ARGS`` in one process and under torchrun with 2 CPU processes (gloo); both must succeed."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    runs = []
+    for launcher, out in (([], out_one), (["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"], out_two)):
+        cmd = [sys.executable, *launcher, "-m", "betterdepth_cli", *args, *map(str, out)]
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        assert p.returncode == 0, p.stderr
+        runs.append(p)
+    return runs
+
+
 @pytest.mark.slow
 def test_two_cpu_processes_under_torchrun_match_one_process(tmp_path, tiny_dpt_dir, tiny_model_dir):
     _write_inputs(tmp_path / "in", 5)
     args = ["refine", str(tmp_path / "in"), "--conditioner", f"hf:{tiny_dpt_dir}", "--model", str(tiny_model_dir),
             "--processing-res", "32", "--format", "png16,npy", "--device", "cpu"]
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    one = subprocess.run([sys.executable, "-m", "betterdepth_cli", *args, "-o", str(tmp_path / "one")],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "betterdepth_cli", *args, "-o", str(tmp_path / "two")],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert two.returncode == 0, two.stderr
+    one, two = _one_process_and_torchrun(args, ["-o", tmp_path / "one"], ["-o", tmp_path / "two"])
     per_rank = {int(m.group(1)): int(m.group(2)) for m in re.finditer(r"rank (\d): exit 0, (\d+) processed", two.stderr)}
     assert per_rank == {0: 3, 1: 2}  # sorted inputs, every other one: 3 and 2, none twice
     assert "all 2 ranks: done: 5 processed, 0 skipped, 0 failed" in two.stderr
@@ -128,15 +133,7 @@ def test_eval_under_torchrun_writes_one_merged_result(tmp_path, tiny_dpt_dir, ti
     make_nyu(tmp_path / "nyu", n=4)
     args = ["eval", "--dataset", "nyuv2", "--data-root", str(tmp_path / "nyu"), "--conditioner", f"hf:{tiny_dpt_dir}",
             "--model", str(tiny_model_dir), "--processing-res", "32", "--device", "cpu", "-q"]
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    one = subprocess.run([sys.executable, "-m", "betterdepth_cli", *args, "--output", str(tmp_path / "one.json")],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "betterdepth_cli", *args, "--output", str(tmp_path / "two.json")],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert two.returncode == 0, two.stderr
+    one, two = _one_process_and_torchrun(args, ["--output", tmp_path / "one.json"], ["--output", tmp_path / "two.json"])
     a, b = json.loads((tmp_path / "one.json").read_text()), json.loads((tmp_path / "two.json").read_text())
     assert a["metrics"] == b["metrics"] and a["samples"] == b["samples"] == 4
     rows = [[line.split(",")[:-8] for line in (tmp_path / f"{n}_per_sample.csv").read_text().splitlines()]
