@@ -85,6 +85,19 @@ def test_output_says_what_it_holds(pipe):
     assert out.depth_np.dtype == np.float32 and out.valid_np.dtype == bool
 
 
+def test_one_integer_to_float_conversion_for_library_refine_and_eval():
+    """uint8 and uint16 pixels become the same floats through the library and through the file readers."""
+    from betterdepth_cli.core.image_input import as_image_batch
+    from betterdepth_cli.io.images import to_float_rgb
+
+    for dtype, top in ((np.uint8, 255), (np.uint16, 65535)):
+        img = np.linspace(0, top, 3 * 64, dtype=np.int64).astype(dtype).reshape(8, 8, 3)
+        lib = as_image_batch(img)[0].permute(1, 2, 0).numpy()
+        assert np.array_equal(lib, to_float_rgb(img, "x"))
+    lib_t = as_image_batch(torch.from_numpy(img8 := np.arange(192, dtype=np.uint8).reshape(8, 8, 3)).permute(2, 0, 1))
+    assert np.array_equal(lib_t[0].permute(1, 2, 0).numpy(), to_float_rgb(img8, "x"))
+
+
 def test_save_load_round_trip_gives_the_same_map(pipe, tmp_path, tiny_dpt_dir):
     from betterdepth_cli import BetterDepthPipeline
 
@@ -153,5 +166,11 @@ def test_same_image_and_seed_byte_identical_through_refine_batch_and_eval(tmp_pa
     one = (tmp_path / "alone" / "im2.png").read_bytes()
     assert (tmp_path / "batched" / "im2.png").read_bytes() == one
     assert (tmp_path / "preds" / "refined" / "im2.png").read_bytes() == one
+    # and the library on the same file, opened with PIL
+    from betterdepth_cli import BetterDepthPipeline
+
+    pipe = BetterDepthPipeline.from_pretrained(tiny_model_dir, f"hf:{tiny_dpt_dir}")
+    pipe(Image.open(rgb / "im2.png"), steps=2, processing_res=32, seed=11).save_png16(tmp_path / "lib.png")
+    assert (tmp_path / "lib.png").read_bytes() == one
     # and the maps differ between images: the comparison is not trivially true
     assert (tmp_path / "batched" / "im1.png").read_bytes() != one

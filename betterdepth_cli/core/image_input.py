@@ -23,6 +23,12 @@ from betterdepth_cli.core.types import UsageError
 _SCALES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
+def unit_range(a: np.ndarray) -> np.ndarray:
+    """uint8 / uint16 -> float32 in [0,1] as ``x * float32(1 / max)``: the one conversion the library,
+    ``refine`` and ``eval`` share, so the same pixels give the same floats (and the same depth) in each."""
+    return np.multiply(a, np.float32(1.0 / _SCALES[a.dtype]), dtype=np.float32)
+
+
 def _check_float_range(x: torch.Tensor | np.ndarray, what: str) -> None:
     lo, hi = float(x.min()), float(x.max())
     if not (np.isfinite(lo) and np.isfinite(hi)):
@@ -40,7 +46,7 @@ def _from_numpy(a: np.ndarray, what: str) -> torch.Tensor:
         raise UsageError(f"{what}: expected a numpy image (H,W), (H,W,3) or (H,W,4), got shape {a.shape}{hint}")
     a = a[..., :3]
     if a.dtype in _SCALES:
-        out = a.astype(np.float32) / _SCALES[a.dtype]
+        out = unit_range(a)
     elif np.issubdtype(a.dtype, np.floating):
         _check_float_range(a, what)
         out = a.astype(np.float32)
@@ -56,7 +62,7 @@ def _from_torch(t: torch.Tensor, what: str) -> torch.Tensor:
         hint = " (tensors are channels first: permute (H,W,3) to (3,H,W))" if t.shape[-1] in (3, 4) else ""
         raise UsageError(f"{what}: expected a tensor (3,H,W) or (B,3,H,W), got shape {tuple(t.shape)}{hint}")
     if t.dtype == torch.uint8:
-        return t.float() / 255.0
+        return t.float() * torch.tensor(np.float32(1.0 / 255.0))  # as unit_range
     if not t.is_floating_point():
         raise UsageError(f"{what}: unsupported tensor dtype {t.dtype} (use uint8, or float in [0, 1])")
     _check_float_range(t, what)

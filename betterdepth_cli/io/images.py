@@ -109,10 +109,8 @@ def to_float_rgb(arr: np.ndarray, path: Path | str, linear_float: bool = True) -
     grey = arr.ndim == 2
     src = arr[..., None] if grey else arr
     out = np.empty((arr.shape[0], arr.shape[1], 3), np.float32)
-    if arr.dtype == np.uint8:
-        np.multiply(src, np.float32(1 / 255), out=out, casting="unsafe")
-    elif arr.dtype == np.uint16:
-        np.multiply(src, np.float32(1 / 65535), out=out, casting="unsafe")
+    if arr.dtype in (np.uint8, np.uint16):
+        np.multiply(src, np.float32(1.0 / (255 if arr.dtype == np.uint8 else 65535)), out=out, casting="unsafe")
     elif arr.dtype in (np.float16, np.float32, np.float64):
         out[...] = src
         out = srgb_from_linear(out) if linear_float else np.clip(np.nan_to_num(out), 0.0, 1.0)

@@ -45,11 +45,11 @@ ItemCallback = Callable[[str, Item, "str | None"], None]
 
 def _to_float_rgb(image: Any) -> np.ndarray:
     """(H,W,3) uint8/uint16/float -> float32 (H,W,3) in [0,1]."""
+    from betterdepth_cli.core.image_input import unit_range
+
     arr = np.asarray(image)
-    if arr.dtype == np.uint8:
-        return arr.astype(np.float32) * np.float32(1 / 255)
-    if arr.dtype == np.uint16:
-        return arr.astype(np.float32) * np.float32(1 / 65535)
+    if arr.dtype in (np.uint8, np.uint16):
+        return unit_range(arr)
     return arr.astype(np.float32, copy=False)
 
 
