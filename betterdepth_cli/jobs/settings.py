@@ -62,9 +62,12 @@ class RefineSettings:
         if not self.refine:
             return {"model": None, "conditioner": self.conditioner, "steps": None, "ensemble": None,
                     "reduction": None, "seed": None, "processing_res": None, "refined": False}  # fmt: skip
-        return {"model": self.model, "conditioner": self.conditioner, "steps": self.steps,
-                "ensemble": self.ensemble, "reduction": self.reduction, "seed": self.seed,
-                "processing_res": self.processing_res}  # fmt: skip
+        fields = {"model": self.model, "conditioner": self.conditioner, "steps": self.steps,
+                  "ensemble": self.ensemble, "reduction": self.reduction, "seed": self.seed,
+                  "processing_res": self.processing_res}  # fmt: skip
+        if self.tile is not None:  # --tile given (absent: automatic, by the card)
+            fields.update(tile=self.tile, tile_overlap=self.tile_overlap)
+        return fields
 
 
 def read_card(model: str | None) -> dict | None:
