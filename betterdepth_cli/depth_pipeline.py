@@ -69,8 +69,8 @@ class DepthOutput:
     def uncertainty_np(self) -> "np.ndarray | None":
         return self._np(self.uncertainty)
 
-    def sidecar(self, index: int = 0) -> dict[str, Any]:
-        """The sidecar fields ``refine`` writes for image ``index`` (kind, metric, units, settings)."""
+    def sidecar(self) -> dict[str, Any]:
+        """The sidecar fields ``refine`` writes (kind, metric, units, settings; one for every image of the call)."""
         from betterdepth_cli.io.depth_files import make_sidecar
 
         return make_sidecar(kind=self.kind, metric=self.metric, **self.settings)
@@ -79,7 +79,7 @@ class DepthOutput:
         """Write image ``index``'s map as a 16-bit PNG plus its JSON sidecar (the range and meaning)."""
         from betterdepth_cli.io.depth_files import write_png16
 
-        write_png16(path, self.depth_np[index], self.valid_np[index], self.sidecar(index))
+        write_png16(path, self.depth_np[index], self.valid_np[index], self.sidecar())
         return Path(path)
 
 

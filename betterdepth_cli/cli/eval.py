@@ -240,25 +240,33 @@ def _is_sequence_dataset(name: str) -> bool:
     return name in SEQUENCE_DATASETS
 
 
+def _device_and_dtype(o: dict, rank=None) -> tuple[str, str]:
+    """``--device`` resolved on this machine (a rank's own GPU under a multi-process launch) and
+    ``--dtype``, checked together."""
+    from betterdepth_cli.cli.options import check_dtype_for_device, parse_device, parse_dtype, resolve_device
+    from betterdepth_cli.jobs.ranks import rank_device
+
+    dev, dt = rank_device(resolve_device(o["device"]), parse_device(o["device"]), rank), parse_dtype(o["dtype"])
+    check_dtype_for_device(dt, dev)
+    return dev, dt
+
+
 def _eval_sequences(o: dict, quiet: bool) -> None:
     from betterdepth_cli.cli.eval_temporal import eval_sequences
-    from betterdepth_cli.cli.options import check_dtype_for_device, parse_dtype, resolve_device
 
-    dev, dt = resolve_device(o["device"]), parse_dtype(o["dtype"])
-    check_dtype_for_device(dt, dev)
+    dev, dt = _device_and_dtype(o)
     out_json, _ = _output_files(o)
     eval_sequences(o, dev, dt, out_json, quiet, _parse_dataset_options(list(o.get("dataset_option") or [])))
 
 
 def _eval_config(o: dict):
     """The library's :class:`EvalConfig` of the merged options (device resolved, checked)."""
-    from betterdepth_cli.cli.options import check_dtype_for_device, parse_device, parse_dtype, resolve_device, split_list
+    from betterdepth_cli.cli.options import split_list
     from betterdepth_cli.evaluation.runner import EvalConfig
-    from betterdepth_cli.jobs.ranks import rank_device, rank_info
+    from betterdepth_cli.jobs.ranks import rank_info
 
     rank = rank_info()  # under torchrun / accelerate launch: every n-th sample, merged on rank 0
-    dev, dt = rank_device(resolve_device(o["device"]), parse_device(o["device"]), rank), parse_dtype(o["dtype"])
-    check_dtype_for_device(dt, dev)
+    dev, dt = _device_and_dtype(o, rank)
     optional = lambda key, cast: None if o.get(key) is None else cast(o[key])  # noqa: E731
     ev = EvalConfig(
         dataset=o["dataset"], data_root=str(o["data_root"]), split_file=optional("split_file", str),

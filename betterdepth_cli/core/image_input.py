@@ -18,15 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from betterdepth_cli.core.pixels import INTEGER_SCALES, unit_range
 from betterdepth_cli.core.types import UsageError
 
-_SCALES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
-
-
-def unit_range(a: np.ndarray) -> np.ndarray:
-    """uint8 / uint16 -> float32 in [0,1] as ``x * float32(1 / max)``: the one conversion the library,
-    ``refine`` and ``eval`` share, so the same pixels give the same floats (and the same depth) in each."""
-    return np.multiply(a, np.float32(1.0 / _SCALES[a.dtype]), dtype=np.float32)
 
 
 def _check_float_range(x: torch.Tensor | np.ndarray, what: str) -> None:
@@ -45,7 +39,7 @@ def _from_numpy(a: np.ndarray, what: str) -> torch.Tensor:
         hint = " (numpy images are channels last: transpose (3,H,W) to (H,W,3))" if a.ndim == 3 and a.shape[0] in (3, 4) else ""
         raise UsageError(f"{what}: expected a numpy image (H,W), (H,W,3) or (H,W,4), got shape {a.shape}{hint}")
     a = a[..., :3]
-    if a.dtype in _SCALES:
+    if a.dtype in INTEGER_SCALES:
         out = unit_range(a)
     elif np.issubdtype(a.dtype, np.floating):
         _check_float_range(a, what)

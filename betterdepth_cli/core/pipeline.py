@@ -13,9 +13,8 @@ import torch.nn.functional as F
 from betterdepth_cli.core.normalize import denormalize, normalize, normalize_with
 from betterdepth_cli.core.sampler import align_members, reduce_members, sample
 from betterdepth_cli.core.settings import processing_size, resolve_settings
-from betterdepth_cli.core.types import DepthPrediction, InputDataError, RefineResult, UsageError
+from betterdepth_cli.core.types import MIN_SIDE, DepthPrediction, InputDataError, RefineResult, UsageError
 
-MIN_SIDE = 2
 #: Feed-forward models resize their input to a few hundred pixels; plates larger
 #: than this are shrunk before the conditioner (its map is resized back), so a
 #: 12000 x 8000 plate costs no full-size preprocessing.
@@ -79,6 +78,15 @@ def predict_conditioner(conditioner, images, keys: list[str] | None = None) -> D
     return _predict_bounded(conditioner, images, keys)
 
 
+def per_image_generators(generator, count: int) -> list:
+    """``generator`` as one entry per image: a list with one per image as given, or one generator
+    (or ``None``) repeated, so the images draw from it in turn."""
+    gens = list(generator) if isinstance(generator, (list, tuple)) else [generator] * count
+    if len(gens) != count:
+        raise UsageError(f"got {len(gens)} generators for {count} images; pass one, or one per image")
+    return gens
+
+
 def draw_noise(generator, batch: int, ensemble: int, latent: tuple[int, int, int]) -> torch.Tensor:
     """Standard normal starting noise (B,E,C,h,w), image by image.
 
@@ -86,11 +94,8 @@ def draw_noise(generator, batch: int, ensemble: int, latent: tuple[int, int, int
     image 1's, ...), a list with one per image, or ``None`` (the global generator).
     With a list, an image's noise depends only on its own generator, not on the batch.
     """
-    gens = list(generator) if isinstance(generator, (list, tuple)) else [generator] * batch
-    if len(gens) != batch:
-        raise UsageError(f"got {len(gens)} generators for {batch} images; pass one, or one per image")
     out = []
-    for g in gens:
+    for g in per_image_generators(generator, batch):
         dev = g.device if g is not None else "cpu"
         out.append(torch.randn((ensemble, *latent), generator=g, device=dev, dtype=torch.float32).cpu())
     return torch.stack(out)
@@ -105,9 +110,7 @@ def seeded_generators(seed: int, count: int) -> list[torch.Generator]:
 def _one_by_one(images: torch.Tensor, *, generator, noise, keys, prediction, **kwargs) -> RefineResult:
     """:func:`refine_batch` image by image (each with its own generator, noise, key and prediction), stacked."""
     b = images.shape[0]
-    gens = list(generator) if isinstance(generator, (list, tuple)) else [generator] * b
-    if len(gens) != b:
-        raise UsageError(f"got {len(gens)} generators for {b} images; pass one, or one per image")
+    gens = per_image_generators(generator, b)
     parts = []
     for i in range(b):
         pred = None

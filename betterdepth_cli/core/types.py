@@ -15,6 +15,7 @@ from typing import Any
 from betterdepth_cli.core import exit_codes as codes
 
 KINDS = ("disparity", "depth")
+MIN_SIDE = 2  # the smallest image side any command or the library takes, in pixels
 
 
 class BetterDepthError(Exception):

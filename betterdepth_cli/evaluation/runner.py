@@ -481,7 +481,7 @@ def run_evaluation(
             kind, metric_flag = res.kind, bool(res.metric)
             for i, sample in enumerate(batch):
                 if save_root is not None:
-                    _save_sample(save_root, sample, outputs, valid[i], i, res, models, config)
+                    _save_sample(save_root, sample, {v: outputs[v][i] for v in variants}, valid[i], res, models, config)
                 preds = {v: np.where(valid[i], outputs[v][i], np.nan) for v in variants}
                 scorer.submit(sample, {"load": load_times.pop(sample.id, 0.0), **per_image}, res.kind, preds)
         scorer.drain(0)
@@ -501,12 +501,10 @@ def run_evaluation(
     )  # fmt: skip
 
 
-def _save_sample(root: Path, sample: Sample, outputs: dict, valid, i: int, res, models: _Models,
-                 config: EvalConfig) -> None:
-    for variant, maps in outputs.items():
-        if variant not in config.variants():
-            continue
-        _save_prediction(root, variant, sample.id, maps[i], valid, {
+def _save_sample(root: Path, sample: Sample, maps: dict, valid, res, models: _Models, config: EvalConfig) -> None:
+    """One sample's map of every scored variant (``maps``: variant -> (H,W))."""
+    for variant, values in maps.items():
+        _save_prediction(root, variant, sample.id, values, valid, {
             "kind": res.kind, "metric": bool(res.metric), "variant": variant, "sample": sample.id,
             "conditioner": models.spec, "model": None if models.model is None else models.model.card.get("source"),
             **{k: v for k, v in models.settings.items() if k != "conditioner"}, "seed": config.seed,

@@ -44,14 +44,14 @@ from pathlib import Path
 
 import numpy as np
 
-from betterdepth_cli.core.types import InputDataError
+from betterdepth_cli.core.pixels import unit_range
+from betterdepth_cli.core.types import MIN_SIDE, InputDataError
 from betterdepth_cli.io.files import check_extension, read_head
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "tif", "tiff", "exr", "webp", "bmp")
 MAX_IMAGE_PIXELS = 1 << 30  # ~1.07 gigapixels: Pillow's own bomb guard (the header check below comes first)
 DEFAULT_PIXEL_LIMIT = 150_000_000  # refuse larger images from their header (decompression bombs)
 PIXEL_LIMIT_ENV = "BETTERDEPTH_MAX_PIXELS"
-MIN_SIZE = 2
 
 _SIGNATURES = {
     "jpeg": (b"\xff\xd8\xff",),
@@ -78,8 +78,8 @@ def sniff_format(head: bytes) -> str | None:
 
 def check_size(path: Path, arr: np.ndarray) -> np.ndarray:
     h, w = arr.shape[:2]
-    if h < MIN_SIZE or w < MIN_SIZE:
-        raise InputDataError(f"{path}: image is {w} x {h} pixels, at least {MIN_SIZE} x {MIN_SIZE} needed")
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise InputDataError(f"{path}: image is {w} x {h} pixels, at least {MIN_SIDE} x {MIN_SIDE} needed")
     return arr
 
 
@@ -110,7 +110,7 @@ def to_float_rgb(arr: np.ndarray, path: Path | str, linear_float: bool = True) -
     src = arr[..., None] if grey else arr
     out = np.empty((arr.shape[0], arr.shape[1], 3), np.float32)
     if arr.dtype in (np.uint8, np.uint16):
-        np.multiply(src, np.float32(1.0 / (255 if arr.dtype == np.uint8 else 65535)), out=out, casting="unsafe")
+        unit_range(src, out=out)
     elif arr.dtype in (np.float16, np.float32, np.float64):
         out[...] = src
         out = srgb_from_linear(out) if linear_float else np.clip(np.nan_to_num(out), 0.0, 1.0)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from betterdepth_cli.core.types import BetterDepthError, InputDataError, ModelError, NoInputError
+from betterdepth_cli.core.types import MIN_SIDE, BetterDepthError, InputDataError, ModelError, NoInputError
 from betterdepth_cli.io.files import one_line
 from betterdepth_cli.jobs.claims import Claims
 from betterdepth_cli.jobs.plan import Item, Plan, _existing_state, remove_stale_temps
@@ -35,7 +35,6 @@ from betterdepth_cli.jobs.settings import RefineSettings
 from betterdepth_cli.jobs.summary import Summary
 from betterdepth_cli.jobs.writers import OutputWriter
 
-MIN_SIDE = 2
 _END = object()
 # --------------------------------------------------------------------------- engine
 
@@ -45,7 +44,7 @@ ItemCallback = Callable[[str, Item, "str | None"], None]
 
 def _to_float_rgb(image: Any) -> np.ndarray:
     """(H,W,3) uint8/uint16/float -> float32 (H,W,3) in [0,1]."""
-    from betterdepth_cli.core.image_input import unit_range
+    from betterdepth_cli.core.pixels import unit_range
 
     arr = np.asarray(image)
     if arr.dtype in (np.uint8, np.uint16):
