@@ -194,3 +194,23 @@ def test_a_raw_based_residual_model_is_its_conditioner_at_initialisation():
     pred = DepthPrediction(cond, torch.ones_like(cond, dtype=torch.bool), "disparity")
     out = refine_batch(images, prediction=pred, model=model, steps=1, processing_res=0)
     torch.testing.assert_close(out.refined, cond, rtol=0, atol=1e-5)
+
+
+def test_layout_lowpass_takes_the_low_frequencies_from_the_conditioner():
+    # at initialisation the residual model returns the guided filter's map; with the card's
+    # layout_lowpass s the pipeline adds back G_sigma(cond - that map), sigma = s x the longest side
+    from betterdepth_cli.core.layout import keep_layout
+
+    model = _guided_residual_model()
+    g = torch.Generator().manual_seed(4)
+    images = torch.rand(1, 3, 40, 56, generator=g)
+    cond = 1.0 + torch.rand(1, 1, 40, 56, generator=g)
+    pred = DepthPrediction(cond, torch.ones_like(cond, dtype=torch.bool), "disparity")
+    plain = refine_batch(images, prediction=pred, model=model, steps=1, processing_res=0).refined
+    torch.testing.assert_close(plain, guided_refine(cond, images, 0.05, 1e-3), rtol=0, atol=1e-5)
+    model.card["layout_lowpass"] = 0.05
+    out = refine_batch(images, prediction=pred, model=model, steps=1, processing_res=0).refined
+    torch.testing.assert_close(out, keep_layout(plain, cond, None, 0.05 * 56), rtol=0, atol=1e-6)
+    model.card["layout_lowpass"] = -1
+    with pytest.raises(ValueError):
+        refine_batch(images, prediction=pred, model=model, steps=1, processing_res=0)

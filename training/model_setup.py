@@ -109,5 +109,7 @@ def trained_card(card: dict, r: Recipe, kind: str, metric: bool, steps: int, num
         defaults["tile_overlap"] = defaults["tile"] // 8
     if r.model.residual_smoothing:
         card["residual_smoothing"] = int(r.model.residual_smoothing)
+    if r.model.layout_lowpass:
+        card["layout_lowpass"] = float(r.model.layout_lowpass)
     card["defaults"] = defaults
     return card

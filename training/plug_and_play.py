@@ -234,8 +234,8 @@ def gates(s: Scores, max_abs_rel_ratio: float = 1.05, half: str = "report") -> l
                                                 f"{ratio:.3f} x the conditioner's (limit {max_abs_rel_ratio})"))
     for ds in ("middlebury", "nyuv2"):
         c, r, k = (s.get(ds, half, "builtin", v) for v in ("conditioner", "refined", "control"))
-        out.append((r["abs_rel"] <= c["abs_rel"], f"{ds} {half}, builtin: AbsRel {r['abs_rel']:.4f} not worse "
-                                                  f"than builtin alone {c['abs_rel']:.4f}"))
+        out.append((r["abs_rel"] <= c["abs_rel"], f"{ds} {half}, builtin: AbsRel {r['abs_rel']:.6f} not worse "
+                                                  f"than builtin alone {c['abs_rel']:.6f}"))
         no_edges = not (r["ep"] > 0)
         ok = no_edges or r["ep"] >= k["ep"]
         out.append((ok, f"{ds} {half}, builtin: EP {r['ep']:.4f} at least the luminance control's {k['ep']:.4f} "

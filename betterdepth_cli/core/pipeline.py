@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from betterdepth_cli.core.layout import keep_layout, layout_sigma
 from betterdepth_cli.core.normalize import denormalize, normalize, normalize_with
 from betterdepth_cli.core.sampler import align_members, reduce_members, sample
 from betterdepth_cli.core.settings import processing_size, resolve_settings
@@ -203,7 +204,7 @@ def refine_batch(
     timings["sample"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    refined, uncertainty = _decode(model, enc, z0, run, cond_full, restore_tails)
+    refined, uncertainty = _decode(model, enc, z0, run, cond_full, valid_full, restore_tails)
     timings["decode"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     device = model.device
@@ -273,9 +274,11 @@ def _sample_latents(model, enc: _Encoded, run, generator, noise) -> torch.Tensor
     return z0
 
 
-def _decode(model, enc: _Encoded, z0, run, cond_full: torch.Tensor, restore_tails: bool):
+def _decode(model, enc: _Encoded, z0, run, cond_full: torch.Tensor, valid_full: torch.Tensor, restore_tails: bool):
     """Decode, ensemble and de-normalise to the conditioner's units at the size of its map ``cond_full``;
-    returns (refined, uncertainty). ``restore_tails``: add back the tails the normalisation clipped."""
+    returns (refined, uncertainty). ``restore_tails``: add back the tails the normalisation clipped.
+    A card with ``layout_lowpass`` then takes the frequencies below that share of the longest side
+    from the conditioner's map (:func:`~betterdepth_cli.core.layout.keep_layout`)."""
     b = enc.z_image.shape[0]
     h, w = cond_full.shape[-2:]
     decoded = unpad(model.codec.decode_depth(z0).float(), enc.padding).clamp(-1.0, 1.0)  # [E*B,1,h,w]
@@ -293,5 +296,7 @@ def _decode(model, enc: _Encoded, z0, run, cond_full: torch.Tensor, restore_tail
             base = resize(enc.raw if model.raw_base else enc.cond, (h, w))
         shape4 = (-1, 1, 1, 1)
         refined = refined + (base - torch.minimum(torch.maximum(base, enc.lo.reshape(shape4)), enc.hi.reshape(shape4)))
+    if model.layout_lowpass:
+        refined = keep_layout(refined, cond_full, valid_full, layout_sigma(h, w, model.layout_lowpass))
     _sync(model.device)
     return refined, uncertainty

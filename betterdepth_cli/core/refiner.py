@@ -131,6 +131,15 @@ class BetterDepthModel(nn.Module):
 
         return guided_refine(cond.float(), images.float(), float(spec.get("radius", RADIUS)), float(spec.get("eps", EPS)))
 
+    @property
+    def layout_lowpass(self) -> float:
+        """Inference only: below this share of the longest side the output takes the conditioner's
+        map (card ``layout_lowpass``; 0 = off, see :mod:`betterdepth_cli.core.layout`)."""
+        share = float(self.card.get("layout_lowpass") or 0.0)
+        if share < 0:
+            raise ValueError(f"model card: layout_lowpass must be >= 0, got {share}")
+        return share
+
     def smooth_residual(self, x0: torch.Tensor) -> torch.Tensor:
         """Inference only: the decoded residual box-filtered over the card's ``residual_smoothing`` pixels.
 
