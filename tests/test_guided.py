@@ -214,3 +214,24 @@ def test_layout_lowpass_takes_the_low_frequencies_from_the_conditioner():
     model.card["layout_lowpass"] = -1
     with pytest.raises(ValueError):
         refine_batch(images, prediction=pred, model=model, steps=1, processing_res=0)
+
+
+def test_edge_gate_returns_the_conditioner_where_it_has_no_edges():
+    # the card's edge_gate keeps the refiner's changes only near the conditioner's transitions:
+    # over a smooth ramp (no transition) the pipeline returns the conditioning itself
+    from betterdepth_cli.core.edge_gate import gate_changes
+
+    model = _guided_residual_model()
+    g = torch.Generator().manual_seed(5)
+    images = torch.rand(1, 3, 40, 56, generator=g)
+    ramp = torch.linspace(1.0, 2.0, 40)[:, None].expand(40, 56).clone()[None, None]
+    pred = DepthPrediction(ramp, torch.ones_like(ramp, dtype=torch.bool), "disparity")
+    plain = refine_batch(images, prediction=pred, model=model, steps=1, processing_res=0).refined
+    assert float((plain - ramp).abs().max()) > 1e-3  # the guided filter printed the photo's texture
+    model.card["edge_gate"] = [2.5, 5.0]
+    out = refine_batch(images, prediction=pred, model=model, steps=1, processing_res=0).refined
+    torch.testing.assert_close(out, gate_changes(plain, ramp, None, 2.5, 5.0), rtol=0, atol=1e-6)
+    torch.testing.assert_close(out, ramp, rtol=0, atol=1e-6)
+    model.card["edge_gate"] = [5.0, 2.5]
+    with pytest.raises(ValueError):
+        refine_batch(images, prediction=pred, model=model, steps=1, processing_res=0)

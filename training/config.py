@@ -64,6 +64,7 @@ class ModelSection:
     raw_conditioning: bool = False  # tiny only, with conditioning_filter: the UNet also sees the unfiltered map
     residual_base: str = ""  # residual models with raw_conditioning: "raw" adds the unfiltered map's latent ("" = filtered)
     residual_smoothing: int = 0  # inference only (the card's): box width over the decoded residual (no codec grid)
+    edge_gate: list[float] = field(default_factory=list)  # inference only (the card's): [low, high] evidence thresholds (core.edge_gate)
     layout_lowpass: float = 0.0  # inference only (the card's): below this share of the longest side the output is the conditioner's map
 
 

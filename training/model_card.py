@@ -234,28 +234,50 @@ def _layout_lines(card: dict) -> list[str]:
         "  as the share (of 0.5-3 %) with the lowest worst-case AbsRel over the conditioner's (dev 0.94 x,",
         "  synthetic 0.99 x, against 1.12 x and 1.15 x without it at sigma 0.5 %). The paper keeps the",
         "  layout by pre-alignment and training alone.",
+        *_gate_lines(card),
+    ]
+
+
+def _gate_lines(card: dict) -> list[str]:
+    gate = card.get("edge_gate")
+    if not gate:
+        return []
+    low, high = gate
+    return [
+        f"- **Refine only where the conditioner has an edge** (card `edge_gate` [{low:g}, {high:g}]). The",
+        "  refiner's changes are kept in full where the conditioner's gradient, in units of its 2-98 %",
+        f"  range per image side, exceeds {high:g}, dropped below {low:g}, blended between, and the gate is",
+        "  widened by 0.3 % of the side (`betterdepth_cli.core.edge_gate`). A map that spans its range once",
+        f"  across the image has evidence about 1; a 30 % depth step blurred by 2 % of the side about 6. So a",
+        "  tilted plane or a weak conditioner's smooth ramp comes back unchanged (no photo texture printed",
+        "  into depth, by construction) and the edges of a strong conditioner are refined. Inference only.",
+        "  Chosen on the dev half and held-out synthetic scenes as the lowest thresholds (of 1-8) at which",
+        "  the refiner adds no edges over `builtin` there; the cost is a little edge recall over strong",
+        "  conditioners (dev edge F1 -1 to -5 %, synthetic -2 to -16 %: thin structures that the",
+        "  conditioner blurred away are no longer restored).",
     ]
 
 
 #: What the pictures show (kept in the card's JSON as ``observations`` so a re-render keeps them).
 OBSERVATIONS = [
-    "Looked at side by side (photo | conditioning | refined without / with the layout low-pass |",
-    "ground truth; Middlebury report scenes at sigma = 0.5 % and photos with `builtin`, 2026-12-06):",
+    "Looked at side by side (photo | conditioning | guided filter | refined | ground truth; Middlebury",
+    "report scenes at sigma = 0.5 % and 1 %, and photos with `builtin`, 2026-12-06):",
     "",
     "- Over a strong conditioner (what a public model gives), the refined map keeps the conditioner's",
     "  layout and its depth edges are visibly sharper than the conditioner's and the guided filter's",
     "  (bottle and spray outlines, the spray's nozzle, the points of the paper stars); DBE_comp and",
-    "  edge F1 above say the same. Since the layout low-pass, AbsRel is within 0.94-1.04 x the",
-    "  conditioner's at sigma 0.5 % and 0.74-0.96 x at 1-2 % (Middlebury and NYUv2, both halves):",
-    "  the refiner no longer moves an accurate map. A few edges are placed a pixel or two off the",
-    "  true one, which is why DBE_acc is still worse than the guided filter's at sigma 0.5-1 % on",
-    "  Middlebury; faint texture of strongly patterned surfaces (the plaid in Moebius) is fainter",
-    "  than before but not gone.",
-    "- Over `builtin` on real photos the output is `builtin`'s near-to-far ramp with faint outlines",
-    "  of strong photo edges (a cup's rim and saucer) and a faint copy of high-contrast print (letters",
-    "  on a box); AbsRel equals `builtin`'s to 0.1 %. The offline model cannot invent layout its",
-    "  conditioner lacks: for real work use a public conditioner (`--conditioner",
-    "  depth-anything-v2-large`).",
+    "  edge F1 above say the same. With the layout low-pass and the edge gate, AbsRel is 0.72-1.01 x",
+    "  the conditioner's at every sigma (Middlebury and NYUv2, both halves), and flat patterned",
+    "  surfaces (the basket's lattice, the plaid) stay flat. A few edges are placed a pixel or two off",
+    "  the true one, which is why DBE_acc is still worse than the guided filter's at sigma 0.5-1 % on",
+    "  Middlebury.",
+    "- Over `builtin` on real photos the output is `builtin`'s map, unchanged: its smooth near-to-far",
+    "  ramp has no transition for the gate to open on, so the refiner adds nothing (before the gate it",
+    "  drew faint outlines of photo edges and print, most of them not depth edges). The offline model",
+    "  cannot invent layout its conditioner lacks: for real work use a public conditioner",
+    "  (`--conditioner depth-anything-v2-large`).",
+    "- Thin structures that a conditioner blurred away entirely (wires, rods a few pixels wide) are not",
+    "  restored: the gate only opens where the conditioner shows a transition.",
     "- Images larger than 1536 px on the longest side (`tile_above`) are refined in overlapping",
     "  1024 px tiles (`tile`, `tile_overlap` 128) at their own pixel scale, each fitted to a whole-frame",
     "  anchor refined at 1536 px (`max_processing_res`); with `--tile 0` (or an explicit",

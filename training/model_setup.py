@@ -111,5 +111,7 @@ def trained_card(card: dict, r: Recipe, kind: str, metric: bool, steps: int, num
         card["residual_smoothing"] = int(r.model.residual_smoothing)
     if r.model.layout_lowpass:
         card["layout_lowpass"] = float(r.model.layout_lowpass)
+    if r.model.edge_gate:
+        card["edge_gate"] = [float(v) for v in r.model.edge_gate]
     card["defaults"] = defaults
     return card

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from betterdepth_cli.core.edge_gate import gate_changes
 from betterdepth_cli.core.layout import keep_layout, layout_sigma
 from betterdepth_cli.core.normalize import denormalize, normalize, normalize_with
 from betterdepth_cli.core.sampler import align_members, reduce_members, sample
@@ -278,7 +279,8 @@ def _decode(model, enc: _Encoded, z0, run, cond_full: torch.Tensor, valid_full: 
     """Decode, ensemble and de-normalise to the conditioner's units at the size of its map ``cond_full``;
     returns (refined, uncertainty). ``restore_tails``: add back the tails the normalisation clipped.
     A card with ``layout_lowpass`` then takes the frequencies below that share of the longest side
-    from the conditioner's map (:func:`~betterdepth_cli.core.layout.keep_layout`)."""
+    from the conditioner's map (:func:`~betterdepth_cli.core.layout.keep_layout`), and one with
+    ``edge_gate`` keeps the changes only where the conditioner has edges (:mod:`~betterdepth_cli.core.edge_gate`)."""
     b = enc.z_image.shape[0]
     h, w = cond_full.shape[-2:]
     decoded = unpad(model.codec.decode_depth(z0).float(), enc.padding).clamp(-1.0, 1.0)  # [E*B,1,h,w]
@@ -298,5 +300,7 @@ def _decode(model, enc: _Encoded, z0, run, cond_full: torch.Tensor, valid_full: 
         refined = refined + (base - torch.minimum(torch.maximum(base, enc.lo.reshape(shape4)), enc.hi.reshape(shape4)))
     if model.layout_lowpass:
         refined = keep_layout(refined, cond_full, valid_full, layout_sigma(h, w, model.layout_lowpass))
+    if model.edge_gate is not None:
+        refined = gate_changes(refined, cond_full, valid_full, *model.edge_gate)
     _sync(model.device)
     return refined, uncertainty

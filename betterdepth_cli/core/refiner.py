@@ -140,6 +140,18 @@ class BetterDepthModel(nn.Module):
             raise ValueError(f"model card: layout_lowpass must be >= 0, got {share}")
         return share
 
+    @property
+    def edge_gate(self) -> tuple[float, float] | None:
+        """Inference only: the card's ``edge_gate`` ``[low, high]`` (evidence thresholds of
+        :mod:`betterdepth_cli.core.edge_gate`), or None: changes kept only where the conditioner has edges."""
+        spec = self.card.get("edge_gate")
+        if not spec:
+            return None
+        low, high = (float(v) for v in spec)
+        if not 0 <= low < high:
+            raise ValueError(f"model card: edge_gate must be [low, high] with 0 <= low < high, got {spec}")
+        return low, high
+
     def smooth_residual(self, x0: torch.Tensor) -> torch.Tensor:
         """Inference only: the decoded residual box-filtered over the card's ``residual_smoothing`` pixels.
 
