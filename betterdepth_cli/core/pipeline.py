@@ -205,7 +205,7 @@ def refine_batch(
     timings["sample"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    refined, uncertainty = _decode(model, enc, z0, run, cond_full, valid_full, restore_tails)
+    refined, uncertainty = _decode(model, enc, z0, run, cond_full, restore_tails)
     timings["decode"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     device = model.device
@@ -233,6 +233,7 @@ class _Encoded:
     padding: tuple[int, int]
     size: tuple[int, int]
     raw: torch.Tensor  # the conditioner's map at the processing size [B,1,h,w]
+    valid: torch.Tensor  # its valid pixels [B,1,h,w] bool
     cond: torch.Tensor  # the map the model is conditioned on (filtered when the card says so)
 
 
@@ -251,7 +252,7 @@ def _encode(model, images, cond_full, valid_full, size: tuple[int, int]) -> _Enc
         raw_p, _ = pad_to_multiple(normalize_with(raw, lo, hi), m)
         z_cond = torch.cat([z_cond, model.codec.encode_depth(raw_p.to(dtype))], dim=1)
     _sync(device)
-    return _Encoded(z_image, z_cond, lo, hi, padding, size, raw, cond)
+    return _Encoded(z_image, z_cond, lo, hi, padding, size, raw, valid.bool(), cond)
 
 
 def _sample_latents(model, enc: _Encoded, run, generator, noise) -> torch.Tensor:
@@ -275,32 +276,34 @@ def _sample_latents(model, enc: _Encoded, run, generator, noise) -> torch.Tensor
     return z0
 
 
-def _decode(model, enc: _Encoded, z0, run, cond_full: torch.Tensor, valid_full: torch.Tensor, restore_tails: bool):
-    """Decode, ensemble and de-normalise to the conditioner's units at the size of its map ``cond_full``;
-    returns (refined, uncertainty). ``restore_tails``: add back the tails the normalisation clipped.
-    A card with ``layout_lowpass`` then takes the frequencies below that share of the longest side
-    from the conditioner's map (:func:`~betterdepth_cli.core.layout.keep_layout`), and one with
-    ``edge_gate`` keeps the changes only where the conditioner has edges (:mod:`~betterdepth_cli.core.edge_gate`)."""
+def _decode(model, enc: _Encoded, z0, run, cond_full: torch.Tensor, restore_tails: bool):
+    """Decode, ensemble and de-normalise to the conditioner's units, then resize to the size of its map
+    ``cond_full``; returns (refined, uncertainty).
+
+    At the processing size, before the one resize: ``restore_tails`` adds back the tails the
+    normalisation clipped; a card with ``layout_lowpass`` takes the frequencies below that share of
+    the longest side from the conditioner's map (:func:`~betterdepth_cli.core.layout.keep_layout`),
+    and one with ``edge_gate`` keeps the changes only where the conditioner has edges
+    (:mod:`~betterdepth_cli.core.edge_gate`). So their cost is bounded by the processing size.
+    """
     b = enc.z_image.shape[0]
     h, w = cond_full.shape[-2:]
     decoded = unpad(model.codec.decode_depth(z0).float(), enc.padding).clamp(-1.0, 1.0)  # [E*B,1,h,w]
     members = decoded.reshape(run.ensemble, b, 1, *enc.size)
     refined_n, spread_n = reduce_members(align_members(members), run.reduction)
-    refined = resize(denormalize(refined_n.clamp(-1.0, 1.0), enc.lo, enc.hi), (h, w))
+    refined = denormalize(refined_n.clamp(-1.0, 1.0), enc.lo, enc.hi)
     uncertainty = None
     if spread_n is not None:
         uncertainty = resize(spread_n * ((enc.hi - enc.lo) / 2.0).reshape(-1, 1, 1, 1), (h, w))
     if restore_tails:
         # the [-1,1] range clipped the tails of the map the residual rides on: the conditioner's, or the filtered one
-        if model.conditioning_filter is None:
-            base = cond_full.to(model.device)
-        else:
-            base = resize(enc.raw if model.raw_base else enc.cond, (h, w))
+        base = enc.raw if model.conditioning_filter is None or model.raw_base else enc.cond
         shape4 = (-1, 1, 1, 1)
         refined = refined + (base - torch.minimum(torch.maximum(base, enc.lo.reshape(shape4)), enc.hi.reshape(shape4)))
     if model.layout_lowpass:
-        refined = keep_layout(refined, cond_full, valid_full, layout_sigma(h, w, model.layout_lowpass))
+        refined = keep_layout(refined, enc.raw, enc.valid, layout_sigma(*enc.size, model.layout_lowpass))
     if model.edge_gate is not None:
-        refined = gate_changes(refined, cond_full, valid_full, *model.edge_gate)
+        refined = gate_changes(refined, enc.raw, enc.valid, *model.edge_gate)
+    refined = resize(refined, (h, w))
     _sync(model.device)
     return refined, uncertainty
