@@ -73,3 +73,10 @@ def test_flat_map_and_bad_arguments():
     with pytest.raises(ValueError):
         edge_evidence(flat[:, 0])
     assert dilation_radius(480, 640) == 2 and dilation_radius(2048, 3072) == 9
+
+
+def test_evidence_on_a_frame_scale_is_linear_in_its_side_and_inverse_in_its_range():
+    cond = _soft_step()
+    e = edge_evidence(cond)
+    torch.testing.assert_close(edge_evidence(cond, side=600.0, span=(0.0, 1.0)), 3.0 * e)  # side 200 -> 600
+    torch.testing.assert_close(edge_evidence(cond, side=200.0, span=(0.0, 4.0)), e / 4.0)

@@ -235,3 +235,26 @@ def test_edge_gate_returns_the_conditioner_where_it_has_no_edges():
     model.card["edge_gate"] = [5.0, 2.5]
     with pytest.raises(ValueError):
         refine_batch(images, prediction=pred, model=model, steps=1, processing_res=0)
+
+
+def test_a_frame_sets_the_scale_of_the_layout_low_pass_and_the_gate():
+    # a tile of a larger plate: the low-pass sigma is the share of the frame's side, not the tile's
+    from betterdepth_cli.core.edge_gate import gate_changes
+    from betterdepth_cli.core.layout import keep_layout
+    from betterdepth_cli.core.types import Frame
+
+    model = _guided_residual_model()
+    g = torch.Generator().manual_seed(6)
+    images = torch.rand(1, 3, 40, 56, generator=g)
+    cond = 1.0 + torch.rand(1, 1, 40, 56, generator=g)
+    pred = DepthPrediction(cond, torch.ones_like(cond, dtype=torch.bool), "disparity")
+    plain = refine_batch(images, prediction=pred, model=model, steps=1, processing_res=0).refined
+    model.card["layout_lowpass"] = 0.01
+    out = refine_batch(images, prediction=pred, model=model, steps=1, processing_res=0, frame=Frame(side=300.0)).refined
+    torch.testing.assert_close(out, keep_layout(plain, cond, None, 3.0), rtol=0, atol=1e-6)
+    model.card["layout_lowpass"] = 0
+    model.card["edge_gate"] = [2.5, 5.0]
+    frame = Frame(side=300.0, lo=0.5, hi=2.5)
+    out = refine_batch(images, prediction=pred, model=model, steps=1, processing_res=0, frame=frame).refined
+    want = gate_changes(plain, cond, None, 2.5, 5.0, side=300.0, span=(0.5, 2.5))
+    torch.testing.assert_close(out, want, rtol=0, atol=1e-6)

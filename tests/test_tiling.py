@@ -97,9 +97,12 @@ def test_tiled_refine_of_an_identity_model_returns_the_conditioning():
     out = refine_tiled(image, model=_identity_model(), prediction=pred, tile=48, overlap=16, anchor_res=40)
     assert out.refined.shape == (1, 1, h, w) and bool(out.valid.all())
     assert out.conditioning.shape[-1] == 40  # the anchor's conditioning, not a plate-size copy
-    # every tile is the plane's crop; its fit to the anchor is scale 1, shift 0 up to the anchor's own
-    # resampling at the plate's border (a shrunk and re-enlarged plane bends there): 0.05 % here
-    torch.testing.assert_close(out.refined, plane, rtol=0, atol=1e-3)
+    # every tile is the plane's crop; its fit to the anchor is scale 1, shift 0, and its frequencies
+    # below one anchor pixel (136 / 40 = 3.4 px) are the anchor's: the same plane, except at the plate's
+    # border, where the shrunk and re-enlarged plane bends (the upsampling clamps): about 1 % there
+    inner = (..., slice(12, -12), slice(12, -12))  # beyond the low-pass's reach of the border
+    torch.testing.assert_close(out.refined[inner], plane[inner], rtol=0, atol=1e-3)
+    torch.testing.assert_close(out.refined, plane, rtol=0, atol=2e-2)
     assert set(out.timings) >= {"anchor", "tiles", "total"}
 
 

@@ -32,16 +32,18 @@ DILATION_SHARE = 0.003
 DILATION_MIN = 2
 
 
-def dilation_radius(height: int, width: int) -> int:
+def dilation_radius(height: float, width: float) -> int:
     """``max(DILATION_MIN, round(DILATION_SHARE * longest side))`` pixels."""
     return max(DILATION_MIN, round(DILATION_SHARE * max(height, width)))
 
 
-def edge_evidence(cond: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+def edge_evidence(cond: torch.Tensor, valid: torch.Tensor | None = None, side: float | None = None,
+                  span: tuple[float, float] | None = None) -> torch.Tensor:
     """(B,1,H,W) conditioning -> (B,1,H,W) evidence ``|grad S(c)| * L / (q98 - q2)`` (module docstring).
 
     Invalid pixels (``valid`` False or non-finite) give no evidence and take no part in the
-    smoothing or the range; a map without range gives 0.
+    smoothing or the range; a map without range gives 0. ``side`` and ``span`` (q2, q98) override
+    the map's own longest side and range (a tile measured on its whole plate's scale).
     """
     from betterdepth_cli.core.layout import masked_lowpass
     from betterdepth_cli.core.normalize import masked_quantiles
@@ -54,29 +56,34 @@ def edge_evidence(cond: torch.Tensor, valid: torch.Tensor | None = None) -> torc
         ok &= valid.to(c.device).bool()
     smooth = masked_lowpass(c, ok.to(c.dtype), PRESMOOTH)
     gy, gx = torch.gradient(smooth, dim=(-2, -1))
-    lo, hi = masked_quantiles(c, ok)
-    span = (hi - lo).to(c.dtype).clamp_min(torch.finfo(c.dtype).tiny).reshape(-1, 1, 1, 1)
-    e = torch.hypot(gy, gx) * float(max(c.shape[-2:])) / span
+    if span is None:
+        lo, hi = masked_quantiles(c, ok)
+    else:
+        lo, hi = (torch.full((c.shape[0],), float(v), dtype=c.dtype, device=c.device) for v in span)
+    rng = (hi - lo).to(c.dtype).clamp_min(torch.finfo(c.dtype).tiny).reshape(-1, 1, 1, 1)
+    e = torch.hypot(gy, gx) * float(side or max(c.shape[-2:])) / rng
     e = torch.where((hi > lo).reshape(-1, 1, 1, 1), e, torch.zeros_like(e))
     return torch.where(ok, e, torch.zeros_like(e))
 
 
-def edge_gate(cond: torch.Tensor, valid: torch.Tensor | None, low: float, high: float) -> torch.Tensor:
-    """The gate in [0, 1] (B,1,H,W): evidence ramped from ``low`` to ``high``, widened by the max filter."""
+def edge_gate(cond: torch.Tensor, valid: torch.Tensor | None, low: float, high: float, side: float | None = None,
+              span: tuple[float, float] | None = None) -> torch.Tensor:
+    """The gate in [0, 1] (B,1,H,W): evidence ramped from ``low`` to ``high``, widened by the max filter
+    (``side``, ``span``: see :func:`edge_evidence`; ``side`` also sets the filter's radius)."""
     if not 0 <= low < high:
         raise ValueError(f"edge gate needs 0 <= low < high, got {low}, {high}")
-    g = ((edge_evidence(cond, valid) - low) / (high - low)).clamp_(0.0, 1.0)
-    r = dilation_radius(*cond.shape[-2:])
+    g = ((edge_evidence(cond, valid, side, span) - low) / (high - low)).clamp_(0.0, 1.0)
+    r = dilation_radius(*((side, side) if side else cond.shape[-2:]))
     return F.max_pool2d(g, kernel_size=2 * r + 1, stride=1, padding=r)
 
 
-def gate_changes(refined: torch.Tensor, cond: torch.Tensor, valid: torch.Tensor | None,
-                 low: float, high: float) -> torch.Tensor:
+def gate_changes(refined: torch.Tensor, cond: torch.Tensor, valid: torch.Tensor | None, low: float, high: float,
+                 side: float | None = None, span: tuple[float, float] | None = None) -> torch.Tensor:
     """``cond + g * (refined - cond)`` with ``g`` = :func:`edge_gate`; ``refined`` where ``cond`` is invalid."""
     if refined.shape != cond.shape:
         raise ValueError(f"`refined` {tuple(refined.shape)} and `cond` {tuple(cond.shape)} differ")
     c = cond.to(device=refined.device, dtype=torch.float64)
-    g = edge_gate(c, None if valid is None else valid.to(refined.device), low, high)
+    g = edge_gate(c, None if valid is None else valid.to(refined.device), low, high, side, span)
     r = refined.to(torch.float64)
     out = torch.where(torch.isfinite(c), c + g * (r - c), r)
     if valid is not None:

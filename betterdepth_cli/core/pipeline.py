@@ -15,7 +15,7 @@ from betterdepth_cli.core.layout import keep_layout, layout_sigma
 from betterdepth_cli.core.normalize import denormalize, normalize, normalize_with
 from betterdepth_cli.core.sampler import align_members, reduce_members, sample
 from betterdepth_cli.core.settings import processing_size, resolve_settings
-from betterdepth_cli.core.types import MIN_SIDE, DepthPrediction, InputDataError, RefineResult, UsageError
+from betterdepth_cli.core.types import MIN_SIDE, DepthPrediction, Frame, InputDataError, RefineResult, UsageError
 
 #: Feed-forward models resize their input to a few hundred pixels; plates larger
 #: than this are shrunk before the conditioner (its map is resized back), so a
@@ -148,6 +148,7 @@ def refine_batch(
     prediction: DepthPrediction | None = None,
     restore_tails: bool = True,
     batch_invariant: bool = True,
+    frame: Frame | None = None,
 ) -> RefineResult:
     """Refine a batch of images.
 
@@ -174,6 +175,8 @@ def refine_batch(
         batch_invariant: run the networks one image at a time, so an image's result is bitwise
             the same alone and in any batch (batched kernels round differently); ``False``
             batches the networks (faster on some GPUs, results then vary in the last bits).
+        frame: the images are crops (tiles) of a larger image: its scale for the card's layout
+            low-pass and edge gate (:class:`~betterdepth_cli.core.types.Frame`).
     Returns:
         :class:`RefineResult` at input size in the conditioner's units.
     """
@@ -181,7 +184,7 @@ def refine_batch(
     if batch_invariant and images.shape[0] > 1:
         return _one_by_one(images, conditioner=conditioner, model=model, steps=steps, ensemble=ensemble,
                            reduction=reduction, processing_res=processing_res, generator=generator, noise=noise,
-                           keys=keys, prediction=prediction, restore_tails=restore_tails)
+                           keys=keys, prediction=prediction, restore_tails=restore_tails, frame=frame)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     pred = prediction if prediction is not None else _condition(images, conditioner, keys)
@@ -205,7 +208,7 @@ def refine_batch(
     timings["sample"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    refined, uncertainty = _decode(model, enc, z0, run, cond_full, restore_tails)
+    refined, uncertainty = _decode(model, enc, z0, run, cond_full, restore_tails, frame)
     timings["decode"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     device = model.device
@@ -276,7 +279,7 @@ def _sample_latents(model, enc: _Encoded, run, generator, noise) -> torch.Tensor
     return z0
 
 
-def _decode(model, enc: _Encoded, z0, run, cond_full: torch.Tensor, restore_tails: bool):
+def _decode(model, enc: _Encoded, z0, run, cond_full: torch.Tensor, restore_tails: bool, frame: Frame | None = None):
     """Decode, ensemble and de-normalise to the conditioner's units, then resize to the size of its map
     ``cond_full``; returns (refined, uncertainty).
 
@@ -285,6 +288,7 @@ def _decode(model, enc: _Encoded, z0, run, cond_full: torch.Tensor, restore_tail
     the longest side from the conditioner's map (:func:`~betterdepth_cli.core.layout.keep_layout`),
     and one with ``edge_gate`` keeps the changes only where the conditioner has edges
     (:mod:`~betterdepth_cli.core.edge_gate`). So their cost is bounded by the processing size.
+    With a ``frame`` both act at the whole frame's scale (its side at the processing scale, its range).
     """
     b = enc.z_image.shape[0]
     h, w = cond_full.shape[-2:]
@@ -300,10 +304,12 @@ def _decode(model, enc: _Encoded, z0, run, cond_full: torch.Tensor, restore_tail
         base = enc.raw if model.conditioning_filter is None or model.raw_base else enc.cond
         shape4 = (-1, 1, 1, 1)
         refined = refined + (base - torch.minimum(torch.maximum(base, enc.lo.reshape(shape4)), enc.hi.reshape(shape4)))
+    side = None if frame is None else frame.side * max(enc.size) / max(h, w)
     if model.layout_lowpass:
-        refined = keep_layout(refined, enc.raw, enc.valid, layout_sigma(*enc.size, model.layout_lowpass))
+        refined = keep_layout(refined, enc.raw, enc.valid, layout_sigma(side or max(enc.size), 0, model.layout_lowpass))
     if model.edge_gate is not None:
-        refined = gate_changes(refined, enc.raw, enc.valid, *model.edge_gate)
+        span = None if frame is None or frame.lo is None else (frame.lo, frame.hi)
+        refined = gate_changes(refined, enc.raw, enc.valid, *model.edge_gate, side=side, span=span)
     refined = resize(refined, (h, w))
     _sync(model.device)
     return refined, uncertainty

@@ -11,8 +11,14 @@
    the same noise where they overlap).
 3. **Fit and blend.** Each tile's map is fitted to the anchor sampled on the tile (a closed-form
    least-squares scale and shift, refitted without outliers: :func:`~betterdepth_cli.core.tiling.
-   robust_scale_shift`), weighted by its feather weights and added to the plate; rows are
-   normalised as soon as no later tile reaches them.
+   robust_scale_shift`), its frequencies below one anchor pixel are replaced by the anchor's
+   (:func:`~betterdepth_cli.core.layout.keep_layout` with sigma = plate side / anchor side: the
+   tile adds only the detail the anchor's resolution cannot hold), then it is weighted by its
+   feather weights and added to the plate; rows are normalised as soon as no later tile reaches them.
+
+The card's layout low-pass and edge gate act on each tile at the plate's scale
+(:class:`~betterdepth_cli.core.types.Frame`: the plate's side and the conditioning's range over the
+whole plate), as they act on the anchor.
 
 Memory: the photo as given (uint8 stays uint8; only tile crops become float), the output (float32,
 plate size), its valid mask (bool), and one tile's working set; no plate-sized float copy of the
@@ -28,9 +34,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from betterdepth_cli.core.layout import keep_layout
 from betterdepth_cli.core.pipeline import check_images, draw_noise, processing_size, refine_batch, resize
 from betterdepth_cli.core.tiling import axis_tiles, axis_weight_sum, axis_weights, robust_scale_shift, sample_region
-from betterdepth_cli.core.types import DepthPrediction, RefineResult, UsageError
+from betterdepth_cli.core.types import DepthPrediction, Frame, RefineResult, UsageError
 
 
 def _plate_size(image: Any) -> tuple[int, int]:
@@ -80,6 +87,15 @@ def _anchor(image, size, conditioner, model, prediction, keys, options: dict, ge
     return res, pred
 
 
+def _frame(anchor: RefineResult, height: int, width: int) -> Frame:
+    """The plate as the tiles' frame: its longest side and the conditioning's 2-98 % range over the
+    whole plate (from the anchor's), so each tile's layout low-pass and edge gate act at plate scale."""
+    from betterdepth_cli.core.normalize import masked_quantiles
+
+    lo, hi = masked_quantiles(anchor.conditioning.float().cpu(), anchor.valid.cpu().bool())
+    return Frame(side=float(max(height, width)), lo=float(lo[0]), hi=float(hi[0]))
+
+
 def _noise_field(model, generator, ensemble: int, height: int, width: int) -> torch.Tensor | None:
     """One latent noise field over the padded plate, (1, E, C, H'/f, W'/f); None for zero-noise models."""
     if model.zero_noise:
@@ -89,7 +105,7 @@ def _noise_field(model, generator, ensemble: int, height: int, width: int) -> to
     return draw_noise(generator, 1, ensemble, (model.codec.depth_channels, hp // f, wp // f))
 
 
-def _tile(image, pred: DepthPrediction, full, rows, cols, model, noise, options) -> RefineResult:
+def _tile(image, pred: DepthPrediction, full, rows, cols, model, noise, options, frame: Frame) -> RefineResult:
     """One tile refined at the plate's pixel scale with its crops of the photo, conditioning and noise."""
     img = crop_image(image, rows, cols)
     mode = "bicubic"
@@ -102,7 +118,8 @@ def _tile(image, pred: DepthPrediction, full, rows, cols, model, noise, options)
         ph, pw = -(-(rows[1] - rows[0]) // m) * m, -(-(cols[1] - cols[0]) // m) * m
         y0, x0 = rows[0] // f, cols[0] // f
         tile_noise = noise[..., y0 : y0 + ph // f, x0 : x0 + pw // f]
-    return refine_batch(img, model=model, prediction=tile_pred, processing_res=0, noise=tile_noise, **options)
+    return refine_batch(img, model=model, prediction=tile_pred, processing_res=0, noise=tile_noise, frame=frame,
+                        **options)
 
 
 def _finish_rows(out: np.ndarray, unc: np.ndarray | None, wy: torch.Tensor, wx: np.ndarray, a: int, b: int) -> None:
@@ -161,6 +178,8 @@ def refine_tiled(
     anchor, pred = _anchor(image, processing_size(h, w, min(anchor_side, max(h, w))), conditioner, model,
                            prediction, keys, options, gen)
     anchor_map = anchor.refined.float().cpu()
+    frame = _frame(anchor, h, w)
+    anchor_px = max(h, w) / max(anchor_map.shape[-2:])  # one anchor pixel, in plate pixels
     t_anchor = time.perf_counter() - t_start
 
     m = model.pad_multiple
@@ -173,11 +192,12 @@ def refine_tiled(
     for i, rows in enumerate(ty):
         wy = axis_weights(ty, i)
         for j, cols in enumerate(tx):
-            res = _tile(image, pred, (h, w), rows, cols, model, noise, options)
+            res = _tile(image, pred, (h, w), rows, cols, model, noise, options, frame)
             target = sample_region(anchor_map, (h, w), rows, cols, "bilinear")
             scale, shift = robust_scale_shift(res.refined.cpu(), target, res.valid.cpu())
+            fitted = keep_layout(res.refined.float().cpu() * scale + shift, target, res.valid.cpu(), anchor_px)
             weight = (wy[:, None] * axis_weights(tx, j)[None, :]).float().numpy()
-            block = (res.refined.float().cpu()[0, 0].numpy() * scale + shift) * weight
+            block = fitted[0, 0].numpy() * weight
             out[rows[0] : rows[1], cols[0] : cols[1]] += block
             valid[rows[0] : rows[1], cols[0] : cols[1]] |= res.valid.cpu()[0, 0].numpy()
             if unc is not None and res.uncertainty is not None:

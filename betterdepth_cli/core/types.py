@@ -83,6 +83,21 @@ class DepthPrediction:
         check_kind(self.kind)
 
 
+@dataclass(frozen=True)
+class Frame:
+    """The whole image that the refined images are crops of (tiles of a plate), at their pixel scale.
+
+    ``side``: its longest side in pixels; ``lo``, ``hi``: the conditioning's 2 % / 98 % quantiles
+    over it (None: each crop's own). The card's layout low-pass and edge gate then act at the
+    frame's scale (sigma = share x the frame's side; evidence per frame side and range), so tiles
+    agree with the whole-frame anchor instead of each being treated as an image of its own.
+    """
+
+    side: float
+    lo: float | None = None
+    hi: float | None = None
+
+
 @dataclass
 class RefineResult:
     """What :func:`betterdepth_cli.core.pipeline.refine_batch` returns.
