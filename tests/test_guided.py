@@ -196,24 +196,34 @@ def test_a_raw_based_residual_model_is_its_conditioner_at_initialisation():
     torch.testing.assert_close(out.refined, cond, rtol=0, atol=1e-5)
 
 
+def _refine_once(model, images, cond, **kwargs) -> torch.Tensor:
+    pred = DepthPrediction(cond, torch.ones_like(cond, dtype=torch.bool), "disparity")
+    return refine_batch(images, prediction=pred, model=model, steps=1, processing_res=0, **kwargs).refined
+
+
+def _photo_and_map(seed: int, ramp: bool = False):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(1, 3, 40, 56, generator=g)
+    cond = torch.linspace(1.0, 2.0, 40)[:, None].expand(40, 56).clone()[None, None] if ramp else \
+        1.0 + torch.rand(1, 1, 40, 56, generator=g)
+    return images, cond
+
+
 def test_layout_lowpass_takes_the_low_frequencies_from_the_conditioner():
     # at initialisation the residual model returns the guided filter's map; with the card's
     # layout_lowpass s the pipeline adds back G_sigma(cond - that map), sigma = s x the longest side
     from betterdepth_cli.core.layout import keep_layout
 
     model = _guided_residual_model()
-    g = torch.Generator().manual_seed(4)
-    images = torch.rand(1, 3, 40, 56, generator=g)
-    cond = 1.0 + torch.rand(1, 1, 40, 56, generator=g)
-    pred = DepthPrediction(cond, torch.ones_like(cond, dtype=torch.bool), "disparity")
-    plain = refine_batch(images, prediction=pred, model=model, steps=1, processing_res=0).refined
+    images, cond = _photo_and_map(4)
+    plain = _refine_once(model, images, cond)
     torch.testing.assert_close(plain, guided_refine(cond, images, 0.05, 1e-3), rtol=0, atol=1e-5)
     model.card["layout_lowpass"] = 0.05
-    out = refine_batch(images, prediction=pred, model=model, steps=1, processing_res=0).refined
-    torch.testing.assert_close(out, keep_layout(plain, cond, None, 0.05 * 56), rtol=0, atol=1e-6)
+    torch.testing.assert_close(_refine_once(model, images, cond), keep_layout(plain, cond, None, 0.05 * 56),
+                               rtol=0, atol=1e-6)
     model.card["layout_lowpass"] = -1
     with pytest.raises(ValueError):
-        refine_batch(images, prediction=pred, model=model, steps=1, processing_res=0)
+        _refine_once(model, images, cond)
 
 
 def test_edge_gate_returns_the_conditioner_where_it_has_no_edges():
@@ -222,19 +232,16 @@ def test_edge_gate_returns_the_conditioner_where_it_has_no_edges():
     from betterdepth_cli.core.edge_gate import gate_changes
 
     model = _guided_residual_model()
-    g = torch.Generator().manual_seed(5)
-    images = torch.rand(1, 3, 40, 56, generator=g)
-    ramp = torch.linspace(1.0, 2.0, 40)[:, None].expand(40, 56).clone()[None, None]
-    pred = DepthPrediction(ramp, torch.ones_like(ramp, dtype=torch.bool), "disparity")
-    plain = refine_batch(images, prediction=pred, model=model, steps=1, processing_res=0).refined
+    images, ramp = _photo_and_map(5, ramp=True)
+    plain = _refine_once(model, images, ramp)
     assert float((plain - ramp).abs().max()) > 1e-3  # the guided filter printed the photo's texture
     model.card["edge_gate"] = [2.5, 5.0]
-    out = refine_batch(images, prediction=pred, model=model, steps=1, processing_res=0).refined
+    out = _refine_once(model, images, ramp)
     torch.testing.assert_close(out, gate_changes(plain, ramp, None, 2.5, 5.0), rtol=0, atol=1e-6)
     torch.testing.assert_close(out, ramp, rtol=0, atol=1e-6)
     model.card["edge_gate"] = [5.0, 2.5]
     with pytest.raises(ValueError):
-        refine_batch(images, prediction=pred, model=model, steps=1, processing_res=0)
+        _refine_once(model, images, ramp)
 
 
 def test_a_frame_sets_the_scale_of_the_layout_low_pass_and_the_gate():
@@ -244,17 +251,13 @@ def test_a_frame_sets_the_scale_of_the_layout_low_pass_and_the_gate():
     from betterdepth_cli.core.types import Frame
 
     model = _guided_residual_model()
-    g = torch.Generator().manual_seed(6)
-    images = torch.rand(1, 3, 40, 56, generator=g)
-    cond = 1.0 + torch.rand(1, 1, 40, 56, generator=g)
-    pred = DepthPrediction(cond, torch.ones_like(cond, dtype=torch.bool), "disparity")
-    plain = refine_batch(images, prediction=pred, model=model, steps=1, processing_res=0).refined
+    images, cond = _photo_and_map(6)
+    plain = _refine_once(model, images, cond)
     model.card["layout_lowpass"] = 0.01
-    out = refine_batch(images, prediction=pred, model=model, steps=1, processing_res=0, frame=Frame(side=300.0)).refined
+    out = _refine_once(model, images, cond, frame=Frame(side=300.0))
     torch.testing.assert_close(out, keep_layout(plain, cond, None, 3.0), rtol=0, atol=1e-6)
     model.card["layout_lowpass"] = 0
     model.card["edge_gate"] = [2.5, 5.0]
-    frame = Frame(side=300.0, lo=0.5, hi=2.5)
-    out = refine_batch(images, prediction=pred, model=model, steps=1, processing_res=0, frame=frame).refined
+    out = _refine_once(model, images, cond, frame=Frame(side=300.0, lo=0.5, hi=2.5))
     want = gate_changes(plain, cond, None, 2.5, 5.0, side=300.0, span=(0.5, 2.5))
     torch.testing.assert_close(out, want, rtol=0, atol=1e-6)

@@ -115,10 +115,7 @@ def render_card(card: dict, metrics: dict) -> str:
     from training import plug_and_play as pp
 
     tw = card.get("trained_with", {})
-    cfg = tw.get("config", {})
     d = card.get("defaults", {})
-    filt = card.get("conditioning_filter") or {}
-    sim = cfg.get("conditioner", {}).get("simulated", {})
     pnp = metrics.get("plug_and_play")
     out = [
         "# The embedded default model",
@@ -134,33 +131,7 @@ def render_card(card: dict, metrics: dict) -> str:
         f"  `training/recipes/{tw.get('recipe')}.toml`, trained here from scratch in {tw.get('steps')} steps of batch",
         f"  {tw.get('effective_batch')} on 2 CPU cores.",
         "",
-        "## How the refiner works, and where it departs from the paper",
-        "",
-        "It is built to be plug-and-play over any conditioner and to do no harm by construction:",
-        "",
-        f"- **Guided conditioning.** The conditioner's map is first guided-filtered with the photo as the guide",
-        f"  (He et al.; grey guide, radius {filt.get('radius')} x the longest side, eps {filt.get('eps')}: the",
-        "  classical refiner that `--model guided` runs alone). The UNet sees that map and, beside it, the",
-        "  unfiltered one (`raw_conditioning`), both normalised and pre-aligned together (paper eq. 3).",
-        "- **Residual, identity at initialisation.** The clean latent is the UNet's one-step prediction plus",
-        "  the guided map's latent, and the UNet's output layer starts at zero: before training the model",
-        "  returns the guided filter's output exactly; training only learns corrections (sharper true depth",
-        "  edges, less texture copied from the photo, the filter's halos undone). The paper's refiner",
-        "  predicts the depth latent itself from a Stable Diffusion prior, which this CPU-sized model lacks.",
-        *_layout_lines(card),
-        "- **End-to-end objective.** One DDIM step at t = T from zero noise (Garcia et al. 2024; the card's",
-        "  `zero_noise`: deterministic, seed and ensemble have no effect), L1 plus a multi-scale",
-        "  gradient-matching loss on the decoded map, pre-alignment kept, **no patch mask**: with strong",
-        "  conditioners the edges to restore are exactly the patches the paper's mask drops. `betterdepth",
-        "  train` and the Stable Diffusion recipes keep the paper's objective (pre-alignment, w = 8,",
-        "  eta = 0.1, masked v-loss) as their default.",
-        "- **Trained on what users feed it.** For 3 samples in 4 the conditioning is the ground truth's",
-        "  disparity degraded afresh at every step (`training.simulated_conditioner.SimulatedConditioner`:",
-        f"  thin structures removed with probability {sim.get('thin')}, a Gaussian blur of",
-        f"  {sim.get('sigma_min')}-{sim.get('sigma_max')} x the longest side (log-uniform), a monotone warp",
-        f"  d^gamma, gamma {sim.get('gamma_min')}-{sim.get('gamma_max')}, a low-frequency distortion up to",
-        f"  {sim.get('warp')}); for the rest it is `builtin`'s prediction.",
-        "",
+        *_design_lines(card),
         f"Defaults: conditioner `{d.get('conditioner')}`, steps {d.get('steps')}, ensemble {d.get('ensemble')},"
         f" processing resolution {d.get('processing_res') or 'native (0)'}, zero-noise start {card.get('zero_noise')}.",
         "",
@@ -221,6 +192,41 @@ def render_card(card: dict, metrics: dict) -> str:
     return "\n".join(out)
 
 
+def _design_lines(card: dict) -> list[str]:
+    """The card's "How the refiner works" section."""
+    filt = card.get("conditioning_filter") or {}
+    sim = card.get("trained_with", {}).get("config", {}).get("conditioner", {}).get("simulated", {})
+    return [
+        "## How the refiner works, and where it departs from the paper",
+        "",
+        "It is built to be plug-and-play over any conditioner and to do no harm by construction:",
+        "",
+        "- **Guided conditioning.** The conditioner's map is first guided-filtered with the photo as the guide",
+        f"  (He et al.; grey guide, radius {filt.get('radius')} x the longest side, eps {filt.get('eps')}: the",
+        "  classical refiner that `--model guided` runs alone). The UNet sees that map and, beside it, the",
+        "  unfiltered one (`raw_conditioning`), both normalised and pre-aligned together (paper eq. 3).",
+        "- **Residual, identity at initialisation.** The clean latent is the UNet's one-step prediction plus",
+        "  the guided map's latent, and the UNet's output layer starts at zero: before training the model",
+        "  returns the guided filter's output exactly; training only learns corrections (sharper true depth",
+        "  edges, less texture copied from the photo, the filter's halos undone). The paper's refiner",
+        "  predicts the depth latent itself from a Stable Diffusion prior, which this CPU-sized model lacks.",
+        *_layout_lines(card),
+        "- **End-to-end objective.** One DDIM step at t = T from zero noise (Garcia et al. 2024; the card's",
+        "  `zero_noise`: deterministic, seed and ensemble have no effect), L1 plus a multi-scale",
+        "  gradient-matching loss on the decoded map, pre-alignment kept, **no patch mask**: with strong",
+        "  conditioners the edges to restore are exactly the patches the paper's mask drops. `betterdepth",
+        "  train` and the Stable Diffusion recipes keep the paper's objective (pre-alignment, w = 8,",
+        "  eta = 0.1, masked v-loss) as their default.",
+        "- **Trained on what users feed it.** For 3 samples in 4 the conditioning is the ground truth's",
+        "  disparity degraded afresh at every step (`training.simulated_conditioner.SimulatedConditioner`:",
+        f"  thin structures removed with probability {sim.get('thin')}, a Gaussian blur of",
+        f"  {sim.get('sigma_min')}-{sim.get('sigma_max')} x the longest side (log-uniform), a monotone warp",
+        f"  d^gamma, gamma {sim.get('gamma_min')}-{sim.get('gamma_max')}, a low-frequency distortion up to",
+        f"  {sim.get('warp')}); for the rest it is `builtin`'s prediction.",
+        "",
+    ]
+
+
 def _layout_lines(card: dict) -> list[str]:
     share = card.get("layout_lowpass")
     if not share:
@@ -248,7 +254,7 @@ def _gate_lines(card: dict) -> list[str]:
         "  refiner's changes are kept in full where the conditioner's gradient, in units of its 2-98 %",
         f"  range per image side, exceeds {high:g}, dropped below {low:g}, blended between, and the gate is",
         "  widened by 0.3 % of the side (`betterdepth_cli.core.edge_gate`). A map that spans its range once",
-        f"  across the image has evidence about 1; a 30 % depth step blurred by 2 % of the side about 6. So a",
+        "  across the image has evidence about 1; a 30 % depth step blurred by 2 % of the side about 6. So a",
         "  tilted plane or a weak conditioner's smooth ramp comes back unchanged (no photo texture printed",
         "  into depth, by construction) and the edges of a strong conditioner are refined. Inference only.",
         "  Chosen on the dev half and held-out synthetic scenes as the lowest thresholds (of 1-8) at which",

@@ -169,9 +169,8 @@ def refine_batch(
             processing size (overrides ``generator``; ignored by zero-noise models).
         keys: file stems (needed by the ``file:`` conditioner).
         prediction: a precomputed conditioner output to refine.
-        restore_tails: the [-1,1] normalisation clips the 2 % nearest and farthest
-            pixels; add back the conditioner's values beyond that range so the
-            output keeps the full range of the input layout.
+        restore_tails: add back the conditioner's values beyond the 2-98 % range that the
+            [-1,1] normalisation clips, so the output keeps the full range of the input layout.
         batch_invariant: run the networks one image at a time, so an image's result is bitwise
             the same alone and in any batch (batched kernels round differently); ``False``
             batches the networks (faster on some GPUs, results then vary in the last bits).
