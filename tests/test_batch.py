@@ -445,3 +445,21 @@ def test_two_runs_on_one_output_folder_share_the_work(tmp_path, loaded):
     summary = batch.run(plan_run(discover([src]), settings), settings, cond, model)
     assert summary.processed == 1 and (out / "b.npy").exists()
     assert not (out / CLAIMS_DIR).exists()
+
+
+def test_outputs_of_a_model_with_another_card_are_stale(tmp_path):
+    # the sidecar records the card's digest (measurements left out): a changed card (here the layout
+    # low-pass) makes earlier outputs stale; re-measured metrics alone do not
+    from betterdepth_cli.core.settings import card_digest
+
+    card = {"format": "betterdepth-model/1", "layout_lowpass": 0.01, "metrics": {"abs_rel": 0.1}}
+    assert card_digest(card) == card_digest({**card, "metrics": {"abs_rel": 0.2}, "observations": ["x"]})
+    other = card_digest({**card, "layout_lowpass": 0.02})
+    assert other != card_digest(card) and len(other) == 12 and card_digest(None) is None
+    src = tmp_path / "in"
+    _png(src / "a.png")
+    out = tmp_path / "out"
+    _done(out, "a", _settings(out, formats=("png16",), model_card=card_digest(card)))
+    assert plan_run(discover([src]), _settings(out, formats=("png16",), model_card=card_digest(card))).todo == 0
+    (item,) = plan_run(discover([src]), _settings(out, formats=("png16",), model_card=other)).groups[0].todo
+    assert f"model_card {card_digest(card)!r} -> {other!r}" in item.blocked

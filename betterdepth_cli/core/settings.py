@@ -60,6 +60,27 @@ def card_defaults(card: Mapping | None) -> dict[str, Any]:
     return {**DEFAULTS, **(stated if isinstance(stated, Mapping) else {})}
 
 
+#: Card keys that record measurements or notes, not what the model does: left out of :func:`card_digest`.
+CARD_NOTES = ("metrics", "observations")
+
+
+def card_digest(card: Mapping | None) -> str | None:
+    """A short fingerprint (12 hex digits of SHA-256) of a model card without its measurements, or None.
+
+    Recorded in every sidecar: outputs written by a model whose card differed (other inference
+    settings such as the layout low-pass or the edge gate, another training run's record) are stale.
+    The weights themselves are not hashed (an SD-size UNet is gigabytes).
+    """
+    if not card:
+        return None
+    import hashlib
+    import json
+
+    kept = {k: v for k, v in card.items() if k not in CARD_NOTES}
+    text = json.dumps(kept, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def _check_int(name: str, value: Any, minimum: int, note: str = "") -> int:
     try:
         number = int(value)

@@ -126,8 +126,8 @@ def _is_our_output(path: Path) -> bool:
 
 
 #: Sidecar fields that change the pixels: outputs written with other values are stale.
-PIXEL_SETTINGS = ("model", "conditioner", "steps", "ensemble", "reduction", "seed", "processing_res", "tile",
-                  "tile_overlap")
+PIXEL_SETTINGS = ("model", "model_card", "conditioner", "steps", "ensemble", "reduction", "seed", "processing_res",
+                  "tile", "tile_overlap")
 
 
 def _existing_state(item: Item, settings: RefineSettings) -> str:

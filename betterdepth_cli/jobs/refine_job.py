@@ -74,7 +74,7 @@ class RefineJob:
 def _settings(options: dict[str, Any], info: Say) -> RefineSettings:
     """The job's settings: the options over the model card's defaults, checked once."""
     from betterdepth_cli.conditioner_registry import check_conditioner_name
-    from betterdepth_cli.core.settings import card_defaults, resolve_settings
+    from betterdepth_cli.core.settings import card_defaults, card_digest, resolve_settings
 
     card = read_card(options.get("model")) or {}
     conditioner = options.get("conditioner") or card_defaults(card)["conditioner"]
@@ -87,7 +87,8 @@ def _settings(options: dict[str, Any], info: Say) -> RefineSettings:
         info(BUILTIN_NOTICE)
     return RefineSettings(
         out_dir=Path(options["output"]).expanduser(), formats=tuple(options["format"]), conditioner=conditioner,
-        model=options.get("model") or "default", refine=refine, steps=run.steps, ensemble=run.ensemble,
+        model=options.get("model") or "default", model_card=card_digest(card) if refine else None, refine=refine,
+        steps=run.steps, ensemble=run.ensemble,
         reduction=run.reduction, processing_res=run.processing_res, seed=int(options["seed"]),
         batch_size=int(options["batch_size"]), overwrite=bool(options["overwrite"]),
         continue_on_error=bool(options["continue_on_error"]), preview_video=bool(options["preview_video"]),

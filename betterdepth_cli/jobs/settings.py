@@ -24,6 +24,7 @@ class RefineSettings:
     formats: tuple[str, ...] = DEFAULT_FORMATS
     conditioner: str = "builtin"
     model: str | None = "default"
+    model_card: str | None = None  # the model card's digest (core.settings.card_digest): a changed model makes outputs stale
     refine: bool = True
     steps: int = DEFAULTS["steps"]
     ensemble: int = DEFAULTS["ensemble"]
@@ -65,6 +66,8 @@ class RefineSettings:
         fields = {"model": self.model, "conditioner": self.conditioner, "steps": self.steps,
                   "ensemble": self.ensemble, "reduction": self.reduction, "seed": self.seed,
                   "processing_res": self.processing_res}  # fmt: skip
+        if self.model_card is not None:
+            fields["model_card"] = self.model_card
         if self.tile is not None:  # --tile given (absent: automatic, by the card)
             fields.update(tile=self.tile, tile_overlap=self.tile_overlap)
         return fields
