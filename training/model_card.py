@@ -92,7 +92,7 @@ def gate_lines(metrics: dict) -> list[str]:
     if pnp:
         from training import plug_and_play as pp
 
-        scores = pp.Scores(table=pnp["table"], grid=pnp.get("grid", {}), leakage=pnp.get("leakage", {}))
+        scores = pp.from_json(pnp)
         out += [f"- {'PASS' if ok else 'FAIL'}: {line}" for ok, line in pp.gates(scores)]
     sec = metrics.get("seconds_640x480")
     if sec is not None:
@@ -159,7 +159,7 @@ def render_card(card: dict, metrics: dict) -> str:
             "(conditioner + 0.3 x the photo's luminance). Conditionings: `builtin`, and a simulated strong",
             "conditioner (the ground truth's disparity blurred by sigma x the longest side). Eval protocol:",
             "least-squares alignment in disparity; AbsRel, EP, ER, edge F1 as fractions, DBE in pixels.",
-            *pp.render(pp.Scores(table=pnp["table"], grid=pnp.get("grid", {}), leakage=pnp.get("leakage", {}))),
+            *pp.render(pp.from_json(pnp)),
             "",
             "Grid ratio: mean |gradient| across the codec's 4-pixel cell borders over that inside cells (1 = no",
             "grid). Plane leakage: photos as the texture of a tilted plane whose exact disparity is the",
@@ -282,10 +282,9 @@ OBSERVATIONS = [
     "  drew faint outlines of photo edges and print, most of them not depth edges). The offline model",
     "  cannot invent layout its conditioner lacks: for real work use a public conditioner",
     "  (`--conditioner depth-anything-v2-large`).",
-    "- The grid and leakage figures above are over `builtin`, where the gate now leaves the map alone;",
-    "  over the simulated strong conditioner on the dev scenes the grid ratio is 0.98-1.00 (the",
-    "  conditioner's own 1.00-1.01: `training.plug_and_play.grid_ratio` of the refined maps at sigma",
-    "  0.5-2 %).",
+    "- The first grid row and the leakage figure are over `builtin`, whose maps the gate now leaves",
+    "  alone, so they no longer exercise the refiner; the second grid row (over the strong conditioner",
+    "  on the real scenes, a gate since 2026-12-06) does, and shows no grid.",
     "- Thin structures that a conditioner blurred away entirely (wires, rods a few pixels wide) are not",
     "  restored: the gate only opens where the conditioner shows a transition.",
     "- Images larger than 1536 px on the longest side (`tile_above`) are refined in overlapping",
