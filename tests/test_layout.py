@@ -89,4 +89,4 @@ def test_zero_sigma_is_the_identity_and_bad_shapes_fail():
         keep_layout(ref, cond[..., :-1], None, 1.0)
     with pytest.raises(ValueError):
         keep_layout(ref, cond, None, -1.0)
-    assert layout_sigma(480, 640, 0.015) == pytest.approx(9.6)
+    assert layout_sigma(640, 0.015) == pytest.approx(9.6)

@@ -82,6 +82,11 @@ def grid_ratio(x: np.ndarray, cell: int) -> float:
     return float(cross.mean() / max(within.mean(), 1e-12))
 
 
+def codec_cell(model) -> int:
+    """The side of the model's autoencoder cell in pixels (the grid a codec could print); 4 without one."""
+    return int(getattr(getattr(model, "codec", None), "factor", 4))
+
+
 def tilted_plane(height: int, width: int, near: float = 1.0, far: float = 0.25) -> np.ndarray:
     """(H,W) float32 disparity of a plane tilted away from the camera: ``near`` at the bottom row, ``far`` at the top."""
     rows = np.linspace(far, near, height, dtype=np.float32)[:, None]
@@ -171,7 +176,7 @@ def measure(model, real_root: str | Path, datasets: Iterable[str] = ("middlebury
     builtin = get_conditioner("builtin")
     per: dict[str, list[dict[str, float]]] = {}
     strong_grid: dict[str, list[float]] = {}
-    cell = int(getattr(getattr(model, "codec", None), "factor", 4))
+    cell = codec_cell(model)
     for name in datasets:
         ds = get_dataset(name, Path(real_root) / DATASET_FOLDERS[name])
         halves = {scene: half for half, scenes in SPLITS[name].items() for scene in scenes}
@@ -209,7 +214,7 @@ def artefacts(model, photos: Iterable[str | Path]) -> tuple[dict[str, float], di
     from betterdepth_cli.io.images import read_image
 
     builtin = get_conditioner("builtin")
-    cell = int(getattr(getattr(model, "codec", None), "factor", 4))
+    cell = codec_cell(model)
     grid: dict[str, list[float]] = {}
     leak: dict[str, list[float]] = {}
     for path in photos:

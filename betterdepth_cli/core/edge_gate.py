@@ -25,6 +25,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from betterdepth_cli.core.layout import masked_lowpass
+from betterdepth_cli.core.normalize import masked_quantiles
+
 #: Pre-smoothing of the conditioning before its gradient, in pixels (about a Gaussian's sigma).
 PRESMOOTH = 1.0
 #: The max filter's radius as a share of the longest side, and its minimum in pixels.
@@ -45,9 +48,6 @@ def edge_evidence(cond: torch.Tensor, valid: torch.Tensor | None = None, side: f
     smoothing or the range; a map without range gives 0. ``side`` and ``span`` (q2, q98) override
     the map's own longest side and range (a tile measured on its whole plate's scale).
     """
-    from betterdepth_cli.core.layout import masked_lowpass
-    from betterdepth_cli.core.normalize import masked_quantiles
-
     if cond.ndim != 4 or cond.shape[1] != 1:
         raise ValueError(f"`cond` must be (B,1,H,W), got {tuple(cond.shape)}")
     c = cond.to(torch.float64)
@@ -83,9 +83,10 @@ def gate_changes(refined: torch.Tensor, cond: torch.Tensor, valid: torch.Tensor 
     if refined.shape != cond.shape:
         raise ValueError(f"`refined` {tuple(refined.shape)} and `cond` {tuple(cond.shape)} differ")
     c = cond.to(device=refined.device, dtype=torch.float64)
-    g = edge_gate(c, None if valid is None else valid.to(refined.device), low, high, side, span)
+    v = None if valid is None else valid.to(refined.device).bool()
+    g = edge_gate(c, v, low, high, side, span)
     r = refined.to(torch.float64)
     out = torch.where(torch.isfinite(c), c + g * (r - c), r)
-    if valid is not None:
-        out = torch.where(valid.to(refined.device).bool(), out, r)
+    if v is not None:
+        out = torch.where(v, out, r)
     return out.to(refined.dtype)

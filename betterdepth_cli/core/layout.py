@@ -21,6 +21,8 @@ import math
 
 import torch
 
+from betterdepth_cli.core.guided import box_mean
+
 #: Box passes whose repeated mean approximates the Gaussian (3: within a few % of it, central limit).
 PASSES = 3
 
@@ -43,8 +45,6 @@ def masked_lowpass(x: torch.Tensor, weight: torch.Tensor, sigma: float) -> torch
     ``sigma`` pixels; numerator and denominator share it, so a constant comes back exactly and pixels
     with zero weight do not contribute (``x`` may be NaN there). ``x``, ``weight``: (N,1,H,W).
     """
-    from betterdepth_cli.core.guided import box_mean
-
     r = box_radius(sigma)
     w = weight.to(x.dtype)
     if bool((w == 1).all()):  # every weight 1: the clipped box means are already normalised (den = 1)
@@ -59,11 +59,11 @@ def masked_lowpass(x: torch.Tensor, weight: torch.Tensor, sigma: float) -> torch
     return torch.where(den > tiny, num / den.clamp_min(tiny), torch.zeros_like(num))
 
 
-def layout_sigma(height: int, width: int, share: float) -> float:
-    """The low-pass scale in pixels for an image: ``share`` x its longest side."""
+def layout_sigma(side: float, share: float) -> float:
+    """The low-pass scale in pixels: ``share`` x the image's (or its frame's) longest ``side``."""
     if share < 0:
         raise ValueError(f"`share` must be >= 0, got {share}")
-    return float(share) * max(height, width)
+    return float(share) * float(side)
 
 
 def keep_layout(refined: torch.Tensor, conditioning: torch.Tensor, valid: torch.Tensor | None,

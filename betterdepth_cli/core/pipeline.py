@@ -305,7 +305,7 @@ def _decode(model, enc: _Encoded, z0, run, cond_full: torch.Tensor, restore_tail
         refined = refined + (base - torch.minimum(torch.maximum(base, enc.lo.reshape(shape4)), enc.hi.reshape(shape4)))
     side = None if frame is None else frame.side * max(enc.size) / max(h, w)
     if model.layout_lowpass:
-        refined = keep_layout(refined, enc.raw, enc.valid, layout_sigma(side or max(enc.size), 0, model.layout_lowpass))
+        refined = keep_layout(refined, enc.raw, enc.valid, layout_sigma(side or max(enc.size), model.layout_lowpass))
     if model.edge_gate is not None:
         span = None if frame is None or frame.lo is None else (frame.lo, frame.hi)
         refined = gate_changes(refined, enc.raw, enc.valid, *model.edge_gate, side=side, span=span)
