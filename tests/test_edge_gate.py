@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from betterdepth_cli.core.edge_gate import dilation_radius, edge_evidence, edge_gate, gate_changes
+from betterdepth_cli.core.edge_gate import PLANE_SHARE, dilation_radius, edge_evidence, edge_gate, gate_changes
 from betterdepth_cli.core.layout import box_radius
 
 
@@ -17,26 +17,44 @@ def _soft_step(h=50, w=200, sigma=6.0, x0=100.0):
 
 
 def test_a_soft_step_peaks_at_its_hand_computed_evidence():
-    sigma = 6.0
-    e = edge_evidence(_soft_step(sigma=sigma))
-    # range 0..1 (2 % / 98 % quantiles are the plateaus), L = 200; the pre-smoothing (three boxes of
-    # radius 1, variance 2) widens the Gaussian: peak |grad| = 1 / (sqrt(2 pi) sqrt(sigma^2 + 2))
-    r = box_radius(1.0)
-    want = 200.0 / (math.sqrt(2 * math.pi) * math.sqrt(sigma**2 + r * (r + 1)))
-    peak = float(e[0, 0, 25, 95:106].max())
+    sigma, w = 6.0, 1000
+    e = edge_evidence(_soft_step(w=w, sigma=sigma, x0=500.0))
+    # range 0..1 (2 % / 98 % quantiles are the plateaus), L = 1000; the pre-smoothing (three boxes of
+    # radius r, variance r (r + 1)) widens the Gaussian: peak |grad| = 1 / (sqrt(2 pi) s1) with
+    # s1 = sqrt(sigma^2 + r (r + 1)); the local mean removed (three boxes of radius R, about a
+    # Gaussian) is the same bump widened again: 1 / (sqrt(2 pi) s2), s2 = sqrt(s1^2 + R (R + 1))
+    want = _peak(w, sigma)
+    peak = float(e[0, 0, 25, 495:506].max())
     assert peak == pytest.approx(want, rel=0.02)
-    assert float(e[0, 0, 25, :40].max()) < 1e-6  # far from the edge: no evidence
+    assert float(e[0, 0, 25, :200].max()) < 1e-6  # far from the edge: no evidence
 
 
-def test_a_tilted_plane_gets_no_changes_at_all():
-    # a plane going once from far to near: evidence about 1 everywhere, below the gate's low end
+def test_any_plane_at_any_tilt_has_no_evidence_and_gets_no_changes():
+    # a plane's disparity is affine in (x, y): its gradient is its own local mean, evidence 0, even
+    # measured against a range 20 x smaller than its own (a steep floor in a deep room)
     h, w = 60, 80
-    plane = torch.linspace(0.25, 1.0, h, dtype=torch.float64)[:, None].expand(h, w).clone()[None, None]
+    y = torch.arange(h, dtype=torch.float64)[:, None]
+    x = torch.arange(w, dtype=torch.float64)[None, :]
+    plane = (0.25 + 0.75 * y / h + 0.3 * x / w)[None, None]
     texture = 0.05 * torch.rand((1, 1, h, w), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    e = edge_evidence(plane)
-    assert float(e.max()) < 2.0
-    out = gate_changes(plane + texture, plane, None, 2.5, 5.0)
+    assert float(edge_evidence(plane).max()) < 1e-9
+    assert float(edge_evidence(plane, span=(0.0, 0.05)).max()) < 1e-9
+    out = gate_changes(plane + texture, plane, None, 2.0, 4.0)
     torch.testing.assert_close(out, plane, rtol=0, atol=0)
+
+
+def test_a_steep_floor_beside_a_flat_wall_opens_the_gate_at_the_crease_only():
+    # top half a wall (constant), bottom half a floor rising steeply towards the camera: the plain
+    # gradient would read 2 x 400 / 400 ~ 2 ... 8 over the whole floor; less its local mean, only
+    # rows within the wide low-pass's reach of the crease (3 boxes of radius R) keep any evidence
+    h = w = 400
+    y = torch.arange(h, dtype=torch.float64)[:, None].expand(h, w)
+    cond = torch.where(y < 200, torch.zeros_like(y), (y - 200) / 200)[None, None]
+    e = edge_evidence(cond)
+    reach = 3 * box_radius(PLANE_SHARE * w) + 3 * box_radius(1.0) + 2
+    assert float(e[0, 0, 200 + reach:, :].max()) < 1e-9  # the floor, away from the crease
+    assert float(e[0, 0, : 200 - reach, :].max()) < 1e-9  # the wall
+    assert float(e[0, 0, 195:206, :].max()) > 0.5  # the crease itself is a transition (weak: below the card's gate)
 
 
 def test_changes_are_kept_around_a_strong_edge_and_dropped_elsewhere():
@@ -75,8 +93,20 @@ def test_flat_map_and_bad_arguments():
     assert dilation_radius(480, 640) == 2 and dilation_radius(2048, 3072) == 9
 
 
-def test_evidence_on_a_frame_scale_is_linear_in_its_side_and_inverse_in_its_range():
+def _peak(length: float, sigma: float) -> float:
+    """Hand-computed peak evidence of a unit step blurred by ``sigma`` px, range 1, longest side ``length``
+    (see the first test)."""
+    r, big = box_radius(1.0), box_radius(PLANE_SHARE * length)
+    s1 = math.sqrt(sigma**2 + r * (r + 1))
+    s2 = math.sqrt(s1**2 + big * (big + 1))
+    return length * (1 / s1 - 1 / s2) / math.sqrt(2 * math.pi)
+
+
+def test_evidence_on_a_frame_scale_takes_its_side_and_its_range():
     cond = _soft_step()
     e = edge_evidence(cond)
-    torch.testing.assert_close(edge_evidence(cond, side=600.0, span=(0.0, 1.0)), 3.0 * e)  # side 200 -> 600
-    torch.testing.assert_close(edge_evidence(cond, side=200.0, span=(0.0, 4.0)), e / 4.0)
+    torch.testing.assert_close(edge_evidence(cond, side=200.0, span=(0.0, 4.0)), e / 4.0)  # range x 4
+    # a tile measured on a 3 x larger frame: gradient units of 600 px and the local mean over 5 % of 600
+    e3 = edge_evidence(cond, side=600.0, span=(0.0, 1.0))
+    assert float(e3[0, 0, 25, 95:106].max()) == pytest.approx(_peak(600.0, 6.0), rel=0.02)
+    assert float(e[0, 0, 25, 95:106].max()) == pytest.approx(_peak(200.0, 6.0), rel=0.03)

@@ -251,16 +251,19 @@ def _gate_lines(card: dict) -> list[str]:
     low, high = gate
     return [
         f"- **Refine only where the conditioner has an edge** (card `edge_gate` [{low:g}, {high:g}]). The",
-        "  refiner's changes are kept in full where the conditioner's gradient, in units of its 2-98 %",
-        f"  range per image side, exceeds {high:g}, dropped below {low:g}, blended between, and the gate is",
-        "  widened by 0.3 % of the side (`betterdepth_cli.core.edge_gate`). A map that spans its range once",
-        "  across the image has evidence about 1; a 30 % depth step blurred by 2 % of the side about 6. So a",
-        "  tilted plane or a weak conditioner's smooth ramp comes back unchanged (no photo texture printed",
-        "  into depth, by construction) and the edges of a strong conditioner are refined. Inference only.",
-        "  Chosen on the dev half and held-out synthetic scenes as the lowest thresholds (of 1-8) at which",
-        "  the refiner adds no edges over `builtin` there; the cost is a little edge recall over strong",
-        "  conditioners (dev edge F1 -1 to -5 %, synthetic -2 to -16 %: thin structures that the",
-        "  conditioner blurred away are no longer restored).",
+        "  refiner's changes are kept in full where the conditioner's gradient, less its local mean over",
+        "  5 % of the side and in units of its 2-98 % range per image side, exceeds "
+        f"{high:g}, dropped below {low:g},",
+        "  blended between, and the gate is widened by 0.3 % of the side (`betterdepth_cli.core.edge_gate`).",
+        "  A plane's disparity is affine in the pixel coordinates, so any plane at any tilt (a floor falling",
+        "  steeply to the camera as much as a wall) has evidence 0; a 30 % depth step blurred by 2 % of the",
+        "  side about 4. So planes and a weak conditioner's smooth ramps come back unchanged (no photo",
+        "  texture printed into depth, by construction) and the edges of a strong conditioner are refined.",
+        "  Inference only. Chosen on the dev half and held-out synthetic scenes as the lowest thresholds",
+        "  (of 1-4) at which the refiner adds no edges over `builtin` there and leaves its AbsRel unchanged",
+        "  (the first version, without the local mean, opened on NYUv2's steep floors); the cost is a",
+        "  little edge recall over strong conditioners (thin structures that the conditioner blurred",
+        "  away are no longer restored).",
     ]
 
 

@@ -6,16 +6,21 @@ ramp) every change the refiner makes comes from the photo alone: texture, print,
 keeps the refiner's changes where the conditioner's own gradient says "an edge is here" and
 returns the conditioner elsewhere:
 
-- **evidence** ``e = |grad S(c)| * L / (q98 - q2)``: the gradient of the conditioning ``c``
-  (lightly smoothed, :data:`PRESMOOTH` px, so pixel noise is no evidence) in units of its robust
-  range per image side ``L`` (the longest side). A map that goes once from near to far across the
-  image has ``e`` about 1 everywhere; a depth step of height ``h`` (share of the range) blurred by
-  a Gaussian of ``s * L`` peaks at ``h / (2.5 s)`` (a 30 % step blurred by 2 % of the side: 6);
+- **evidence** ``e = |grad S(c) - W(grad S(c))| * L / (q98 - q2)``: the gradient of the
+  conditioning ``c`` (lightly smoothed, :data:`PRESMOOTH` px, so pixel noise is no evidence) less
+  its own local mean ``W`` (a normalised low-pass of :data:`PLANE_SHARE` x ``L``), in units of the
+  map's robust range per image side ``L`` (the longest side). The disparity of a plane is affine in
+  the pixel coordinates, so its gradient is constant and equals its local mean: **any plane, at any
+  tilt, has no evidence** (a floor falling steeply towards the camera as much as a gentle wall);
+  only where the gradient changes within ``W``'s scale (a step, a crease) is there any. A depth
+  step of height ``h`` (share of the range) blurred by a Gaussian of ``s * L`` (``s`` well below
+  :data:`PLANE_SHARE`) peaks at about ``h / (2.5 s) - h / (2.5 * 0.05)`` (a 30 % step blurred by
+  2 % of the side: about 4);
 - **gate** ``g = clip((e - low) / (high - low), 0, 1)``, then widened by a max filter of radius
   :func:`dilation_radius` so the refiner may move an edge a little sideways;
 - **output** ``c + g * (refined - c)``.
 
-So it is 0 on a tilted plane (no texture printed, by construction) and over a conditioner with no
+So it is 0 on any plane (no texture printed, by construction) and over a conditioner with no
 edges, and 1 around the edges of a strong conditioner, which is where refining pays. Pure torch,
 (B,1,H,W), any units (the evidence is scale and shift invariant).
 """
@@ -30,6 +35,9 @@ from betterdepth_cli.core.normalize import masked_quantiles
 
 #: Pre-smoothing of the conditioning before its gradient, in pixels (about a Gaussian's sigma).
 PRESMOOTH = 1.0
+#: The scale of the gradient's local mean ``W`` that the evidence removes, a share of the longest side
+#: (2.5 x the strongest blur the benchmark simulates, 0.02: a blurred step keeps most of its peak).
+PLANE_SHARE = 0.05
 #: The max filter's radius as a share of the longest side, and its minimum in pixels.
 DILATION_SHARE = 0.003
 DILATION_MIN = 2
@@ -42,7 +50,7 @@ def dilation_radius(height: float, width: float) -> int:
 
 def edge_evidence(cond: torch.Tensor, valid: torch.Tensor | None = None, side: float | None = None,
                   span: tuple[float, float] | None = None) -> torch.Tensor:
-    """(B,1,H,W) conditioning -> (B,1,H,W) evidence ``|grad S(c)| * L / (q98 - q2)`` (module docstring).
+    """(B,1,H,W) conditioning -> (B,1,H,W) evidence ``|grad S(c) - W(grad S(c))| * L / (q98 - q2)`` (module doc).
 
     Invalid pixels (``valid`` False or non-finite) give no evidence and take no part in the
     smoothing or the range; a map without range gives 0. ``side`` and ``span`` (q2, q98) override
@@ -54,16 +62,41 @@ def edge_evidence(cond: torch.Tensor, valid: torch.Tensor | None = None, side: f
     ok = torch.isfinite(c)
     if valid is not None:
         ok &= valid.to(c.device).bool()
-    smooth = masked_lowpass(c, ok.to(c.dtype), PRESMOOTH)
-    gy, gx = torch.gradient(smooth, dim=(-2, -1))
+    length = float(side or max(c.shape[-2:]))
+    gy, gx = (_planar_residual(g, w, PLANE_SHARE * length) for g, w in _gradients(c, ok))
     if span is None:
         lo, hi = masked_quantiles(c, ok)
     else:
         lo, hi = (torch.full((c.shape[0],), float(v), dtype=c.dtype, device=c.device) for v in span)
     rng = (hi - lo).to(c.dtype).clamp_min(torch.finfo(c.dtype).tiny).reshape(-1, 1, 1, 1)
-    e = torch.hypot(gy, gx) * float(side or max(c.shape[-2:])) / rng
+    e = torch.hypot(gy, gx) * length / rng
     e = torch.where((hi > lo).reshape(-1, 1, 1, 1), e, torch.zeros_like(e))
     return torch.where(ok, e, torch.zeros_like(e))
+
+
+def _gradients(c: torch.Tensor, ok: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``[(d/dy, weight), (d/dx, weight)]`` of ``c`` (``torch.gradient``: central differences, one-sided
+    at the border), each weighted 1 where every pixel it reads is valid and 0 elsewhere."""
+    c0 = torch.where(ok, c, torch.zeros_like(c))
+    okf = ok.to(c.dtype)
+    out = []
+    for dim, grad in zip((-2, -1), torch.gradient(c0, dim=(-2, -1))):
+        kernel = (3, 1) if dim == -2 else (1, 3)
+        pad = (0, 0, 1, 1) if dim == -2 else (1, 1, 0, 0)
+        # a min filter over the pixels the difference reads (replicated border = the one-sided case)
+        reads = -F.max_pool2d(-F.pad(okf, pad, mode="replicate"), kernel_size=kernel, stride=1)
+        out.append((grad, reads))
+    return out
+
+
+def _planar_residual(grad: torch.Tensor, weight: torch.Tensor, wide: float) -> torch.Tensor:
+    """``S(grad) - W(S(grad))``: the lightly smoothed gradient less its local mean over ``wide`` px.
+
+    Smoothing the gradient (not the map) keeps a plane exact up to the border: an affine map's
+    gradient is a constant, and normalised box means return a constant exactly.
+    """
+    smooth = masked_lowpass(grad, weight, PRESMOOTH)
+    return smooth - masked_lowpass(smooth, weight, wide)
 
 
 def edge_gate(cond: torch.Tensor, valid: torch.Tensor | None, low: float, high: float, side: float | None = None,
