@@ -181,7 +181,23 @@ def test_residual_smoothing_removes_any_pattern_that_repeats_every_cell():
     step = torch.zeros(1, 1, 16, 32)
     step[..., 16:] = 1.0
     out = model.codec.decode_depth(model.smooth_residual(model.codec.encode_depth(step)))[0, 0, 8]
-    assert float(out[:14].abs().max()) == 0.0 and float((out[18:] - 1).abs().max()) == 0.0
+    assert float(out[:14].abs().max()) == 0.0 and float((out[19:] - 1).abs().max()) == 0.0
+    # centred, not half a pixel off: the step's ramp is [1, 3, 5, 7] / 8 about the step at 15.5
+    torch.testing.assert_close(out[14:18], torch.tensor([1.0, 3.0, 5.0, 7.0]) / 8)
+
+
+def test_centred_box_has_the_hand_computed_symmetric_kernel():
+    from betterdepth_cli.core.refiner import centred_box
+
+    impulse = torch.zeros(1, 1, 11, 11, dtype=torch.float64)
+    impulse[..., 5, 5] = 1.0
+    row = torch.tensor([1.0, 2.0, 2.0, 2.0, 1.0], dtype=torch.float64) / 8  # k = 4: [1, 2, 2, 2, 1] / 8
+    want = torch.zeros(11, 11, dtype=torch.float64)
+    want[3:8, 3:8] = row[:, None] * row[None, :]
+    torch.testing.assert_close(centred_box(impulse, 4)[0, 0], want)
+    want3 = torch.zeros(11, 11, dtype=torch.float64)
+    want3[4:7, 4:7] = 1.0 / 9  # odd k: the plain centred box
+    torch.testing.assert_close(centred_box(impulse, 3)[0, 0], want3)
 
 
 def test_a_raw_based_residual_model_is_its_conditioner_at_initialisation():

@@ -57,6 +57,21 @@ def new_card(**fields: Any) -> dict:
     return card
 
 
+def centred_box(x: torch.Tensor, k: int) -> torch.Tensor:
+    """(N,C,H,W) -> the same, box-filtered over ``k`` px per axis with no shift (replicated border).
+
+    Odd ``k``: the centred box. Even ``k``: the box (centred half a pixel off) then a box of 2 that
+    moves it back, i.e. the symmetric kernel ``[1, 2, ..., 2, 1] / 2k`` of width ``k + 1``; it keeps the
+    box's zeros at the frequencies of every pattern of period ``k`` (and its divisors).
+    """
+    import torch.nn.functional as F
+
+    x = F.avg_pool2d(F.pad(x, (k // 2, (k - 1) // 2, k // 2, (k - 1) // 2), mode="replicate"), k, stride=1)
+    if k % 2 == 0:
+        x = F.avg_pool2d(F.pad(x, (0, 1, 0, 1), mode="replicate"), 2, stride=1)
+    return x
+
+
 class BetterDepthModel(nn.Module):
     """UNet over ``cat[z_image, z_cond, z_t]`` with a pluggable autoencoder."""
 
@@ -158,17 +173,16 @@ class BetterDepthModel(nn.Module):
         A box as wide as the space-to-depth cell has zeros at the frequencies of any pattern that
         repeats every cell, so a residual cannot print the codec's grid (by construction); edges the
         residual moves stay within a few pixels. Only for residual models over the exact codec.
+        The filter is centred on every pixel: a box of even width ``k`` is followed by a box of 2
+        (kernel ``[1, 2, ..., 2, 1] / 2k`` per axis), since an even box alone would move every edge
+        by half a pixel (it did until 2026-12-06).
         """
         k = int(self.card.get("residual_smoothing") or 0)
         if k <= 1 or not self.residual:
             return x0
         if not isinstance(self.codec, SpaceToDepthCodec):
             raise ValueError("model card: residual_smoothing needs the space-to-depth autoencoder")
-        import torch.nn.functional as F
-
-        r = self.codec.decode_depth(x0)
-        r = F.avg_pool2d(F.pad(r, (k // 2, (k - 1) // 2, k // 2, (k - 1) // 2), mode="replicate"), k, stride=1)
-        return self.codec.encode_depth(r)
+        return self.codec.encode_depth(centred_box(self.codec.decode_depth(x0), k))
 
     def clean_latent(self, x0: torch.Tensor, z_cond: torch.Tensor) -> torch.Tensor:
         """The predicted clean depth latent from the sampler's ``x0``: for residual models plus the
