@@ -1,6 +1,7 @@
 """training.simulated_conditioner: GT disparity, dense, blurred and warped; read back as a file: conditioner."""
 
 import numpy as np
+import pytest
 import torch
 
 from training.simulated_conditioner import simulated_disparity, write_maps
@@ -79,3 +80,33 @@ def test_sigma_max_draws_each_samples_blur_from_the_range(tmp_path):
     for i in range(3):
         want = simulated_disparity(step, step > 0, sample_sigma(1.0, 6.0, 0, i), 0, np.random.default_rng(0))
         np.testing.assert_allclose(np.load(tmp_path / "maps" / f"s{i}.npy"), want, rtol=1e-6)
+
+
+def test_background_fill_gives_an_occlusion_the_farther_of_its_two_neighbours():
+    from training.simulated_conditioner import background_fill
+
+    nan = np.nan
+    disp = np.array([[2.0, 2.0, nan, nan, 1.0, 1.0],    # occlusion between near (2) and far (1): far
+                     [nan, 3.0, 1.0, 1.0, 1.0, nan],    # runs at the border: their one neighbour
+                     [nan, nan, nan, nan, nan, nan],    # nothing known: filled along the columns
+                     [4.0, 4.0, 4.0, 0.5, 4.0, 4.0]])
+    known = np.isfinite(disp)
+    want = np.array([[2.0, 2.0, 1.0, 1.0, 1.0, 1.0],
+                     [3.0, 3.0, 1.0, 1.0, 1.0, 1.0],
+                     [3.0, 3.0, 1.0, 0.5, 1.0, 1.0],    # min of the filled row above and the row below
+                     [4.0, 4.0, 4.0, 0.5, 4.0, 4.0]])
+    np.testing.assert_array_equal(background_fill(disp, known), want)
+    np.testing.assert_array_equal(background_fill(disp, np.zeros_like(known)), np.ones_like(disp))
+
+
+def test_simulated_disparity_fills_holes_with_the_background_when_asked():
+    depth = np.full((8, 10), 2.0)
+    depth[:, :4] = 1.0  # near on the left (disparity 1), far on the right (0.5)
+    valid = np.ones((8, 10), bool)
+    valid[:, 4:6] = False  # the occluded band beside the near object
+    d = simulated_disparity(depth, valid, sigma=0, warp=0, rng=np.random.default_rng(0), fill="background")
+    np.testing.assert_allclose(d[:, 4:6], 0.5)  # the far side's disparity, not a hole
+    far = simulated_disparity(depth, valid, sigma=0, warp=0, rng=np.random.default_rng(0))
+    np.testing.assert_allclose(far[:, 4:6], 0.25)  # the default: half the smallest disparity
+    with pytest.raises(ValueError):
+        simulated_disparity(depth, valid, sigma=0, warp=0, rng=np.random.default_rng(0), fill="zero")

@@ -15,7 +15,11 @@ alignment in disparity, `betterdepth_cli.evaluation.protocol`) for four maps:
 Conditionings: ``builtin`` (the embedded feed-forward model), and a simulated
 strong conditioner, the ground truth's disparity blurred by a Gaussian of
 sigma = 0.5 %, 1 % and 2 % of the longest side (the right layout with soft
-edges, which is what public models give relative to ground truth).
+edges, which is what public models give relative to ground truth). Pixels
+without ground truth (stereo occlusions, NYUv2's cropped border) take the
+background's disparity before the blur (``background_fill``); until
+2026-12-06 they took half the smallest disparity, which drew a far hole at
+every occlusion and a far frame around every NYUv2 image.
 
 Scenes are split in two named halves: settings are chosen on ``dev`` and
 reported on ``report`` (:data:`SPLITS`). Two artefact figures complete it:
@@ -153,11 +157,14 @@ def variant_maps(model, rgb: np.ndarray, cond: np.ndarray) -> dict[str, np.ndarr
 
 
 def simulated_strong(sample, sigma: float) -> np.ndarray:
-    """The ground truth's disparity blurred by ``sigma`` x the longest side (no warp)."""
+    """The ground truth's disparity blurred by ``sigma`` x the longest side (no warp), its invalid pixels
+    first given the background's disparity (``fill="background"``: occlusions and NYUv2's cropped
+    border, which a constant far fill would turn into holes and a frame that no conditioner draws)."""
     from training.simulated_conditioner import simulated_disparity
 
     h, w = sample.valid.shape
-    return simulated_disparity(sample.depth(), sample.valid, sigma * max(h, w), 0.0, np.random.default_rng(0))
+    return simulated_disparity(sample.depth(), sample.valid, sigma * max(h, w), 0.0, np.random.default_rng(0),
+                               fill="background")
 
 
 def measure(model, real_root: str | Path, datasets: Iterable[str] = ("middlebury", "nyuv2"),

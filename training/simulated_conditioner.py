@@ -23,15 +23,55 @@ from pathlib import Path
 import numpy as np
 
 
+def _fill_runs_along_rows(disp: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Each row's unknown runs take the smaller of the known values that bound them (the one where the
+    run touches the border); rows with nothing known stay NaN. (H,W) float64 -> (H,W) float64."""
+    h, w = disp.shape
+    idx = np.broadcast_to(np.arange(w), (h, w))
+    left = np.maximum.accumulate(np.where(known, idx, -1), axis=1)
+    right = np.minimum.accumulate(np.where(known, idx, w)[:, ::-1], axis=1)[:, ::-1]
+    lv = np.where(left >= 0, np.take_along_axis(disp, np.clip(left, 0, w - 1), axis=1), np.inf)
+    rv = np.where(right < w, np.take_along_axis(disp, np.clip(right, 0, w - 1), axis=1), np.inf)
+    fill = np.minimum(lv, rv)
+    return np.where(known, disp, np.where(np.isfinite(fill), fill, np.nan))
+
+
+def background_fill(disp: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """(H,W) disparity with ``known`` pixels -> (H,W) float64 dense: each unknown run of a row takes the
+    smaller (farther) disparity of the two known pixels that bound it, or its one neighbour where it
+    touches the border; rows with nothing known are then filled the same way along the columns.
+
+    The stereo convention for occlusions (an occluded pixel sees the background) and, for a frame
+    with no ground truth (NYUv2's crop), the nearest row or column extended: a conditioner's
+    layout without the holes or frames that a constant fill would draw as depth edges. A map with
+    nothing known is all 1.
+    """
+    known = np.asarray(known, bool)
+    out = _fill_runs_along_rows(np.where(known, disp, 0.0).astype(np.float64), known)
+    rows_done = np.isfinite(out)
+    out = _fill_runs_along_rows(np.where(rows_done, out, 0.0).T, rows_done.T).T
+    return np.where(np.isfinite(out), out, 1.0)
+
+
 def simulated_disparity(depth: np.ndarray, valid: np.ndarray, sigma: float, warp: float,
-                        rng: np.random.Generator) -> np.ndarray:
-    """(H,W) depth and valid -> (H,W) float32 dense disparity, blurred and warped (module doc)."""
+                        rng: np.random.Generator, fill: str = "far") -> np.ndarray:
+    """(H,W) depth and valid -> (H,W) float32 dense disparity, blurred and warped (module doc).
+
+    ``fill``: what invalid pixels get before the blur: ``"far"``, half the smallest valid disparity
+    (sky, in rendered scenes), or ``"background"`` (:func:`background_fill`: the occlusions and
+    cropped borders of real datasets).
+    """
     import cv2
 
     v = valid & (depth > 0)
     disp = np.where(v, 1.0 / np.maximum(depth, 1e-6), 0.0)
-    fill = 0.5 * disp[v].min() if v.any() else 1.0
-    disp = np.where(v, disp, fill).astype(np.float32)
+    if fill == "background":
+        disp = background_fill(disp, v).astype(np.float32)
+    elif fill == "far":
+        far = 0.5 * disp[v].min() if v.any() else 1.0
+        disp = np.where(v, disp, far).astype(np.float32)
+    else:
+        raise ValueError(f"fill must be 'far' or 'background', got {fill!r}")
     if sigma > 0:
         disp = cv2.GaussianBlur(disp, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
     field = rng.uniform(-1, 1, (3, 3)).astype(np.float32)
