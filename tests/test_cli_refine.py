@@ -397,16 +397,19 @@ def test_progress_bar_total_follows_the_plan_and_plain_lines_show_an_eta(monkeyp
     assert "refine: 1/4 (25%)" in line and "eta 0:00:0" in line and line.rstrip().endswith("a.png")
 
 
-def test_deterministic_model_runs_one_member_and_says_so_and_builtin_notice(tmp_path):
+def test_deterministic_model_runs_at_most_two_members_and_says_so_and_builtin_notice(tmp_path):
     img = _write_png(tmp_path / "a.png")
     res = refine([img, "-o", tmp_path / "o", "--ensemble", "3", "--seed", "4"])  # the embedded model (zero_noise)
     assert res.exit_code == 0, res.stderr
-    assert "deterministic (zero-noise start): --ensemble 3 would repeat one result; running one member" in res.stderr
+    assert "--ensemble 3 would repeat its 2 members (the photo and its mirror image); running 2" in res.stderr
     assert "the builtin conditioner is a small offline model" in res.stderr
     assert res.stderr.count("the builtin conditioner is a small offline model") == 1
-    assert json.loads((tmp_path / "o" / "a.json").read_text())["ensemble"] == 1
-    res = refine([img, "-o", tmp_path / "u", "--format", "uncertainty"])
+    assert json.loads((tmp_path / "o" / "a.json").read_text())["ensemble"] == 2
+    res = refine([img, "-o", tmp_path / "u", "--format", "uncertainty", "--ensemble", "1"])
     assert res.exit_code == 64 and "this model is deterministic" in res.stderr
+    res = refine([img, "-o", tmp_path / "v", "--format", "uncertainty", "--ensemble", "2"])  # the two members' spread
+    assert res.exit_code == 0, res.stderr
+    assert (tmp_path / "v" / "a_uncertainty.exr").is_file()
 
 
 @pytest.mark.parametrize("command", ["", "refine", "train", "synth", "eval", "export-ply", "info"])

@@ -200,6 +200,31 @@ def test_centred_box_has_the_hand_computed_symmetric_kernel():
     torch.testing.assert_close(centred_box(impulse, 3)[0, 0], want3)
 
 
+def test_a_zero_noise_models_two_members_are_the_photo_and_its_mirror_image():
+    # members of a deterministic model differ by a left-right flip: the pair's result is mirror-equivariant
+    # (refining the mirrored photo gives the mirrored result), which one member alone is not
+    model = _guided_residual_model(raw=True)
+    with torch.no_grad():
+        out_conv = model.unet.conv_out
+        out_conv.weight.copy_(0.05 * torch.randn(out_conv.weight.shape, generator=torch.Generator().manual_seed(4)))
+    g = torch.Generator().manual_seed(5)
+    images = torch.rand(1, 3, 40, 56, generator=g)
+    cond = 1.0 + torch.rand(1, 1, 40, 56, generator=g)
+    pred = lambda c: DepthPrediction(c, torch.ones_like(c, dtype=torch.bool), "disparity")
+    run = lambda imgs, c, e: refine_batch(imgs, prediction=pred(c), model=model, steps=1, ensemble=e, processing_res=0)
+    one, one_m = run(images, cond, 1), run(images.flip(-1), cond.flip(-1), 1)
+    assert float((one_m.refined.flip(-1) - one.refined).abs().max()) > 1e-3  # one member: not equivariant
+    pair, pair_m = run(images, cond, 2), run(images.flip(-1), cond.flip(-1), 2)
+    torch.testing.assert_close(pair_m.refined.flip(-1), pair.refined, rtol=0, atol=1e-5)
+    assert pair.uncertainty is not None and float(pair.uncertainty.max()) > 0  # the two members' spread
+    for member in (one.refined, one_m.refined.flip(-1)):  # both members count: the pair is neither alone
+        assert float((pair.refined - member).abs().max()) > 1e-3
+    assert run(images, cond, 5).refined.shape == pair.refined.shape  # more members are capped at two
+    from betterdepth_cli.core.settings import resolve_settings
+
+    assert resolve_settings(model.card, ensemble=5).ensemble == 2
+
+
 def test_a_raw_based_residual_model_is_its_conditioner_at_initialisation():
     # residual_base = "raw": the zero output layer gives back the unfiltered conditioning (the conditioner itself)
     model = _guided_residual_model(raw=True)

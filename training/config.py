@@ -66,6 +66,7 @@ class ModelSection:
     residual_smoothing: int = 0  # inference only (the card's): box width over the decoded residual (no codec grid)
     edge_gate: list[float] = field(default_factory=list)  # inference only (the card's): [low, high] evidence thresholds (core.edge_gate)
     layout_lowpass: float = 0.0  # inference only (the card's): below this share of the longest side the output is the conditioner's map
+    ensemble: int = 0  # inference only (the card's default; 0 = 1): a zero-noise model's 2 = the photo and its mirror image
 
 
 @dataclass

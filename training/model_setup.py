@@ -107,6 +107,8 @@ def trained_card(card: dict, r: Recipe, kind: str, metric: bool, steps: int, num
         defaults["tile_above"] = int(r.model.max_processing_res)
         defaults["tile"] = min(1024, int(r.model.max_processing_res))
         defaults["tile_overlap"] = defaults["tile"] // 8
+    if r.model.ensemble:
+        defaults["ensemble"] = int(r.model.ensemble)
     if r.model.residual_smoothing:
         card["residual_smoothing"] = int(r.model.residual_smoothing)
     if r.model.layout_lowpass:

@@ -199,7 +199,8 @@ def refine_batch(
     run = resolve_settings(model.card, steps=steps, ensemble=ensemble, reduction=reduction,
                            processing_res=processing_res)
     t0 = time.perf_counter()
-    enc = _encode(model, images, cond_full, valid_full, run.processing_size(*images.shape[-2:]))
+    enc = _encode(model, images, cond_full, valid_full, run.processing_size(*images.shape[-2:]),
+                  mirror=mirrored_members(model, run.ensemble))
     timings["encode"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -237,31 +238,60 @@ class _Encoded:
     raw: torch.Tensor  # the conditioner's map at the processing size [B,1,h,w]
     valid: torch.Tensor  # its valid pixels [B,1,h,w] bool
     cond: torch.Tensor  # the map the model is conditioned on (filtered when the card says so)
+    mirrored: tuple[torch.Tensor, torch.Tensor] | None = None  # (z_image, z_cond) of the mirrored inputs
 
 
-def _encode(model, images, cond_full, valid_full, size: tuple[int, int]) -> _Encoded:
-    device, dtype, m = model.device, model.dtype, model.pad_multiple
+def mirrored_members(model, ensemble: int) -> bool:
+    """Whether the odd ensemble members see the photo and the conditioning mirrored left to right.
+
+    A zero-noise model is deterministic, so members that differ only in their noise would all be the
+    same: its members differ by a horizontal flip instead (mirrored back before the reduction), a
+    test-time augmentation that the training's random flips make fair. Members beyond two repeat.
+    """
+    return bool(model.zero_noise) and ensemble > 1
+
+
+def _latents(model, img: torch.Tensor, cond_n: torch.Tensor, raw_n: torch.Tensor | None):
+    """Pad and encode the photo ([0,1]) and the normalised conditioning(s): (z_image, z_cond, padding)."""
+    m, dtype = model.pad_multiple, model.dtype
+    img_p, padding = pad_to_multiple(img * 2.0 - 1.0, m)
+    z_image = model.codec.encode_image(img_p.to(dtype))
+    z_cond = model.codec.encode_depth(pad_to_multiple(cond_n, m)[0].to(dtype))
+    if raw_n is not None:  # the unfiltered map too, on the filtered one's scale: [B,2Cd,h/f,w/f]
+        z_cond = torch.cat([z_cond, model.codec.encode_depth(pad_to_multiple(raw_n, m)[0].to(dtype))], dim=1)
+    return z_image, z_cond, padding
+
+
+def _encode(model, images, cond_full, valid_full, size: tuple[int, int], mirror: bool = False) -> _Encoded:
+    device = model.device
     img = resize(images.to(device=device, dtype=torch.float32), size)  # [B,3,h,w]
     raw = resize(cond_full.to(device), size)  # [B,1,h,w]
     valid = resize(valid_full.to(device), size, mode="nearest")
     cond = model.filter_conditioning(raw, img)  # the guided conditioning, when the card names it
     cond_n, lo, hi = normalize(cond, valid)  # [-1,1], (B,), (B,)
-    img_p, padding = pad_to_multiple(img * 2.0 - 1.0, m)
-    cond_p, _ = pad_to_multiple(cond_n, m)
-    z_image = model.codec.encode_image(img_p.to(dtype))
-    z_cond = model.codec.encode_depth(cond_p.to(dtype))
-    if model.raw_conditioning:  # the unfiltered map too, on the filtered one's scale: [B,2Cd,h/f,w/f]
-        raw_p, _ = pad_to_multiple(normalize_with(raw, lo, hi), m)
-        z_cond = torch.cat([z_cond, model.codec.encode_depth(raw_p.to(dtype))], dim=1)
+    raw_n = normalize_with(raw, lo, hi) if model.raw_conditioning else None
+    z_image, z_cond, padding = _latents(model, img, cond_n, raw_n)
+    mirrored = None
+    if mirror:  # the same maps, mirrored left to right
+        flip = lambda x: None if x is None else x.flip(-1)
+        mirrored = _latents(model, flip(img), flip(cond_n), flip(raw_n))[:2]
     _sync(device)
-    return _Encoded(z_image, z_cond, lo, hi, padding, size, raw, valid.bool(), cond)
+    return _Encoded(z_image, z_cond, lo, hi, padding, size, raw, valid.bool(), cond, mirrored)
+
+
+def _member_latents(enc: _Encoded, ensemble: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z_image, z_cond) for every member, member-major [E*B,...]; odd members mirrored when encoded so."""
+    if enc.mirrored is None:
+        return enc.z_image.repeat(ensemble, 1, 1, 1), enc.z_cond.repeat(ensemble, 1, 1, 1)
+    pick = lambda k: (enc.z_image, enc.z_cond) if k % 2 == 0 else enc.mirrored
+    members = [pick(k) for k in range(ensemble)]
+    return torch.cat([zi for zi, _ in members]), torch.cat([zc for _, zc in members])
 
 
 def _sample_latents(model, enc: _Encoded, run, generator, noise) -> torch.Tensor:
     """DDIM from the starting noise (or zeros) to the clean latents, members stacked member-major [E*B,...]."""
     b, ensemble = enc.z_image.shape[0], run.ensemble
-    z_image_e = enc.z_image.repeat(ensemble, 1, 1, 1)  # [E*B,...], member-major
-    z_cond_e = enc.z_cond.repeat(ensemble, 1, 1, 1)
+    z_image_e, z_cond_e = _member_latents(enc, ensemble)
     latent = (model.codec.depth_channels, *enc.z_image.shape[-2:])
     shape = (ensemble * b, *latent)
     z_noise = None
@@ -293,6 +323,8 @@ def _decode(model, enc: _Encoded, z0, run, cond_full: torch.Tensor, restore_tail
     h, w = cond_full.shape[-2:]
     decoded = unpad(model.codec.decode_depth(z0).float(), enc.padding).clamp(-1.0, 1.0)  # [E*B,1,h,w]
     members = decoded.reshape(run.ensemble, b, 1, *enc.size)
+    if enc.mirrored is not None:  # the odd members saw the mirrored inputs: mirror them back
+        members = torch.stack([m.flip(-1) if k % 2 else m for k, m in enumerate(members)])
     refined_n, spread_n = reduce_members(align_members(members), run.reduction)
     refined = denormalize(refined_n.clamp(-1.0, 1.0), enc.lo, enc.hi)
     uncertainty = None

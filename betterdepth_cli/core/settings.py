@@ -93,6 +93,10 @@ def _check_int(name: str, value: Any, minimum: int, note: str = "") -> int:
     return number
 
 
+#: The most ensemble members a zero-noise model runs: the photo and its mirror image.
+DETERMINISTIC_MEMBERS = 2
+
+
 def resolve_settings(
     card: Mapping | None = None,
     *,
@@ -103,9 +107,10 @@ def resolve_settings(
 ) -> InferenceSettings:
     """The settings a model card gives, with any argument that is not ``None`` overriding it.
 
-    A deterministic model (the card's ``zero_noise``: every member starts from zeros) runs one
-    ensemble member whatever is asked: the others would repeat it. Raises :class:`UsageError`
-    naming the option when a value is out of range.
+    A deterministic model (the card's ``zero_noise``: every member starts from zeros) runs at most
+    :data:`DETERMINISTIC_MEMBERS` members, the photo and its mirror image
+    (:func:`~betterdepth_cli.core.pipeline.mirrored_members`): more would repeat them. Raises
+    :class:`UsageError` naming the option when a value is out of range.
     """
     base = card_defaults(card)
     chosen = {"steps": steps, "ensemble": ensemble, "reduction": reduction, "processing_res": processing_res}
@@ -115,7 +120,7 @@ def resolve_settings(
     ensemble = _check_int("ensemble", merged["ensemble"], 1)
     return InferenceSettings(
         steps=_check_int("steps", merged["steps"], 1),
-        ensemble=1 if (card or {}).get("zero_noise") else ensemble,
+        ensemble=min(ensemble, DETERMINISTIC_MEMBERS) if (card or {}).get("zero_noise") else ensemble,
         reduction=str(merged["reduction"]),
         processing_res=_check_int("processing_res", merged["processing_res"], 0, " (0 = native)"),
         max_processing_res=int(base.get("max_processing_res") or 0),

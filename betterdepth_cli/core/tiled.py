@@ -36,6 +36,7 @@ import torch
 
 from betterdepth_cli.core.layout import keep_layout
 from betterdepth_cli.core.pipeline import check_images, draw_noise, processing_size, refine_batch, resize
+from betterdepth_cli.core.settings import resolve_settings
 from betterdepth_cli.core.tiling import axis_tiles, axis_weight_sum, axis_weights, robust_scale_shift, sample_region
 from betterdepth_cli.core.types import DepthPrediction, Frame, RefineResult, UsageError
 
@@ -148,6 +149,7 @@ def refine_tiled(
     generator: torch.Generator | list[torch.Generator] | None = None,
     keys: list[str] | None = None,
     restore_tails: bool = True,
+    uncertainty: bool = True,
 ) -> RefineResult:
     """Refine one plate in overlapping tiles guided by a whole-frame anchor (module docstring).
 
@@ -161,6 +163,8 @@ def refine_tiled(
         anchor_res: the anchor's longest side (default: the card's ``max_processing_res``, else ``tile``).
         steps, ensemble, reduction, generator, keys, restore_tails: as in ``refine_batch``; the noise
             field is drawn from ``generator`` first, then the anchor's noise.
+        uncertainty: assemble the plate's uncertainty map (ensemble > 1); ``False`` saves its plate-size
+            buffer when no one will write it.
     Returns:
         :class:`RefineResult` at plate size: ``refined``, ``valid`` and ``uncertainty`` (ensemble > 1) at
         full size, ``conditioning`` at the anchor's size (the plate-size conditioning is never made).
@@ -170,7 +174,7 @@ def refine_tiled(
     if getattr(model, "classical", False) or model is None:
         raise UsageError("tiled refine needs a BetterDepth model (the guided filter runs whole at any size)")
     defaults = model.defaults
-    ensemble = int(ensemble if ensemble is not None else defaults["ensemble"])
+    ensemble = resolve_settings(model.card, ensemble=ensemble).ensemble  # a zero-noise model's: at most 2
     gen = generator[0] if isinstance(generator, (list, tuple)) else generator
     options = {"steps": steps, "ensemble": ensemble, "reduction": reduction, "restore_tails": restore_tails}
     noise = _noise_field(model, gen, ensemble, h, w)
@@ -187,7 +191,7 @@ def refine_tiled(
     wy_sum, wx_sum = axis_weight_sum(ty, h), axis_weight_sum(tx, w).numpy()
     out = np.zeros((h, w), np.float32)
     valid = np.zeros((h, w), bool)
-    unc = np.zeros((h, w), np.float32) if ensemble > 1 else None
+    unc = np.zeros((h, w), np.float32) if ensemble > 1 and uncertainty else None
     done_rows = 0
     for i, rows in enumerate(ty):
         wy = axis_weights(ty, i)

@@ -239,7 +239,8 @@ class _Engine:
 
             return refine_tiled(batch[0][1], model=self.model, conditioner=self.conditioner, tile=tiling[0],
                                 overlap=tiling[1], steps=self.s.steps, ensemble=self.s.ensemble,
-                                reduction=self.s.reduction, generator=generator, keys=keys)  # fmt: skip
+                                reduction=self.s.reduction, generator=generator, keys=keys,
+                                uncertainty="uncertainty" in self.s.formats)  # fmt: skip
         stacked = np.stack([_to_float_rgb(img) for _, img in batch])  # [B,H,W,3]
         images = torch.from_numpy(stacked).permute(0, 3, 1, 2)  # [B,3,H,W], a view
         return refine_batch(images, conditioner=self.conditioner, model=self.model, steps=self.s.steps,

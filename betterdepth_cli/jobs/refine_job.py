@@ -82,7 +82,7 @@ def _settings(options: dict[str, Any], info: Say) -> RefineSettings:
     run = resolve_settings(card, **{k: options.get(k) for k in ("steps", "ensemble", "reduction", "processing_res")})
     refine = not options.get("no_refine")
     if refine and card.get("zero_noise"):
-        _deterministic_model_notes(options.get("ensemble"), options["format"], info)
+        _deterministic_model_notes(options.get("ensemble"), run.ensemble, options["format"], info)
     if conditioner == "builtin":
         info(BUILTIN_NOTICE)
     return RefineSettings(
@@ -109,16 +109,20 @@ def _tile_settings(spec) -> dict:
     return {"tile": size, "tile_overlap": overlap}
 
 
-def _deterministic_model_notes(ensemble: int | None, formats, info: Say) -> None:
-    """A model that starts from zero noise (its card's ``zero_noise``) samples one result whatever the
-    seed: ensembling would repeat it N times at N times the cost. Say so once (resolve_settings runs
-    one member); an uncertainty map (the members' spread, all zeros) is refused."""
-    if "uncertainty" in formats:
+def _deterministic_model_notes(asked: int | None, members: int, formats, info: Say) -> None:
+    """A model that starts from zero noise (its card's ``zero_noise``) gives one result per input whatever
+    the seed: its ensemble members are the photo and its mirror image, at most two (resolve_settings).
+    Say so when more were asked; an uncertainty map needs the two (the spread between them)."""
+    from betterdepth_cli.core.settings import DETERMINISTIC_MEMBERS
+
+    if "uncertainty" in formats and members < 2:
         raise UsageError("`--format uncertainty`: this model is deterministic (zero-noise start, its card's "
-                         "zero_noise), so ensemble members are identical and their spread is zero; drop uncertainty")
-    if ensemble is not None and int(ensemble) > 1:
-        info(f"note: this model is deterministic (zero-noise start): --ensemble {ensemble} would "
-             "repeat one result; running one member (--seed has no effect either)")
+                         "zero_noise) and runs one member here, so there is no spread; use --ensemble 2 "
+                         "(the photo and its mirror image)")
+    if asked is not None and int(asked) > DETERMINISTIC_MEMBERS:
+        info(f"note: this model is deterministic (zero-noise start): --ensemble {asked} would repeat its "
+             f"{DETERMINISTIC_MEMBERS} members (the photo and its mirror image); running {DETERMINISTIC_MEMBERS} "
+             "(--seed has no effect either)")
 
 
 def _discover(options: dict[str, Any], continue_on_error: bool, error: Say) -> tuple[list, list[str]]:
