@@ -58,7 +58,7 @@ def test_plug_reuses_the_full_refiner_over_three_conditioners_and_adds_the_shipp
     assert sorted((e.conditioner, e.dataset) for e in p["evals"] if e.run == "full") == pairs
     shipped = [e for e in p["evals"] if e.run == "shipped"]
     assert sorted((e.conditioner, e.dataset) for e in shipped) == pairs
-    assert {(e.steps, e.ensemble) for e in shipped} == {(1, 1)}  # the shipped card's setting
+    assert {(e.steps, e.ensemble) for e in shipped} == {(1, 2)}  # the shipped card's defaults: two mirrored members
     assert p["shipped"] == {"main": "shipped", "dpt": "shipped", "classical": "shipped"}
 
 

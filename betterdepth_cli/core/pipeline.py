@@ -199,8 +199,7 @@ def refine_batch(
     run = resolve_settings(model.card, steps=steps, ensemble=ensemble, reduction=reduction,
                            processing_res=processing_res)
     t0 = time.perf_counter()
-    enc = _encode(model, images, cond_full, valid_full, run.processing_size(*images.shape[-2:]),
-                  mirror=mirrored_members(model, run.ensemble))
+    enc = _encode(model, images, cond_full, valid_full, run)
     timings["encode"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -262,8 +261,9 @@ def _latents(model, img: torch.Tensor, cond_n: torch.Tensor, raw_n: torch.Tensor
     return z_image, z_cond, padding
 
 
-def _encode(model, images, cond_full, valid_full, size: tuple[int, int], mirror: bool = False) -> _Encoded:
-    device = model.device
+def _encode(model, images, cond_full, valid_full, run) -> _Encoded:
+    """The latents at the run's processing size (and the mirrored ones when the members are mirrored)."""
+    device, size = model.device, run.processing_size(*images.shape[-2:])
     img = resize(images.to(device=device, dtype=torch.float32), size)  # [B,3,h,w]
     raw = resize(cond_full.to(device), size)  # [B,1,h,w]
     valid = resize(valid_full.to(device), size, mode="nearest")
@@ -272,7 +272,7 @@ def _encode(model, images, cond_full, valid_full, size: tuple[int, int], mirror:
     raw_n = normalize_with(raw, lo, hi) if model.raw_conditioning else None
     z_image, z_cond, padding = _latents(model, img, cond_n, raw_n)
     mirrored = None
-    if mirror:  # the same maps, mirrored left to right
+    if mirrored_members(model, run.ensemble):  # the same maps, mirrored left to right
         flip = lambda x: None if x is None else x.flip(-1)
         mirrored = _latents(model, flip(img), flip(cond_n), flip(raw_n))[:2]
     _sync(device)

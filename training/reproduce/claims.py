@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
+from training.reproduce.plan import shipped_defaults
 from training.reproduce.results import (edge_f1, exp_datasets, find_eval, fmt_paired, fmt_pct, fmt_seconds,
                                         paired_diff, table_setting)
 
@@ -130,14 +131,14 @@ def plug_claim(exp: dict, budget: dict) -> Claim:
 
 
 def shipped_claim(exp: dict, shipped: str) -> Claim:
-    """The shipped refiner (1 step) over the conditioners it never saw: edges restored, AbsRel kept."""
+    """The shipped refiner (at its card's defaults) over the conditioners it never saw: edges restored, AbsRel kept."""
     ok = n = 0
     ev = []
     for c in exp["shipped"]:
         if c == "main":
             continue
         for d in exp_datasets(exp):
-            e = find_eval(exp, shipped, c, d, 1, 1)
+            e = find_eval(exp, shipped, c, d, *shipped_defaults())
             if not e:
                 continue
             a, r = _variants(e)

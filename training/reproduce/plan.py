@@ -136,6 +136,17 @@ def make_run(budget: Budget, *, depth_conditioning: bool = True, prealign: bool 
 SHIPPED = RunSpec("shipped", steps=0)
 
 
+def shipped_defaults() -> tuple[int, int]:
+    """(steps, ensemble) the package's default refiner runs at: its card's defaults, resolved."""
+    import json
+
+    from betterdepth_cli.core.refiner import default_model_path
+    from betterdepth_cli.core.settings import resolve_settings
+
+    run = resolve_settings(json.loads((default_model_path() / "betterdepth.json").read_text()))
+    return run.steps, run.ensemble
+
+
 @dataclass(frozen=True)
 class EvalSpec:
     """One evaluation: a refiner run over a conditioner on a dataset at one inference setting.
@@ -197,8 +208,10 @@ def plan_experiment(name: str, budget: Budget, datasets: Iterable[str] = DATASET
     if name == "plug":
         conds = ["main", "dpt", "classical"]
         evals = [e for c in conds for e in _standard_evals(full, budget, datasets, c)]
-        # the shipped default refiner (its own recipe, not trained here) over the same conditioners, at its card's 1 step
-        evals += [EvalSpec(SHIPPED.name, c, d, 1, 1, "mean", _limit(budget, d)) for c in conds for d in datasets]
+        # the shipped default refiner (its own recipe, not trained here) over the same conditioners, at its card's
+        # steps and ensemble (1 step; 2 members, the photo and its mirror image)
+        steps, members = shipped_defaults()
+        evals += [EvalSpec(SHIPPED.name, c, d, steps, members, "mean", _limit(budget, d)) for c in conds for d in datasets]
         return {"runs": [full, SHIPPED], "evals": evals, "needs": ["dpt", "classical"],
                 "rows": {c: full.name for c in conds}, "shipped": {c: SHIPPED.name for c in conds}}
     if name == "steps":

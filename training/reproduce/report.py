@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from training.reproduce.claims import claims
-from training.reproduce.plan import METRICS
+from training.reproduce.plan import METRICS, shipped_defaults
 from training.reproduce.results import (exp_datasets, fmt_metric, fmt_seconds, index_evals, md_table, metric_cells,
                                         table_setting)
 
@@ -111,7 +111,7 @@ def render_plug(exp: dict, budget: dict, conditioners: dict) -> list[str]:
             rows.append([f"{c} + refiner", *metric_cells(e["metrics"].get("refined")),
                          fmt_seconds(e["seconds_per_image"]["refined_total"])])
             shipped = (exp.get("shipped") or {}).get(c)
-            s = idx.get((shipped, c, d, 1, 1, "mean")) if shipped else None
+            s = idx.get((shipped, c, d, *shipped_defaults(), "mean")) if shipped else None
             if s:
                 rows.append([f"{c} + guided filter", *metric_cells(s["metrics"].get("guided")), "-"])
                 rows.append([f"{c} + shipped refiner", *metric_cells(s["metrics"].get("refined")),
