@@ -110,3 +110,24 @@ def test_simulated_disparity_fills_holes_with_the_background_when_asked():
     np.testing.assert_allclose(far[:, 4:6], 0.25)  # the default: half the smallest disparity
     with pytest.raises(ValueError):
         simulated_disparity(depth, valid, sigma=0, warp=0, rng=np.random.default_rng(0), fill="zero")
+
+
+def test_the_command_fills_holes_with_the_background_when_asked(tmp_path, capsys):
+    import cv2
+
+    from training.simulated_conditioner import main
+
+    root = tmp_path / "scenes"
+    (root / "rgb").mkdir(parents=True)
+    (root / "depth").mkdir()
+    (root / "dataset.toml").write_text('images = "rgb"\nground_truth = "depth"\nkind = "depth"\nunits = "m"\n')
+    cv2.imwrite(str(root / "rgb" / "s0.png"), np.zeros((6, 8, 3), np.uint8))
+    depth = np.full((6, 8), 4.0, np.float32)
+    depth[:, :3] = 1.0  # near on the left (disparity 1), far on the right (0.25)
+    depth[:, 3:5] = 0.0  # no ground truth beside the near object: an occlusion
+    np.save(root / "depth" / "s0.npy", depth)
+    for fill, want in (("background", 0.25), ("far", 0.125)):
+        out = tmp_path / fill
+        main(["folder", str(root), str(out), "--sigma", "0", "--warp", "0", "--fill", fill])
+        np.testing.assert_allclose(np.load(out / "s0.npy")[:, 3:5], want)
+    assert "1 maps" in capsys.readouterr().out

@@ -160,11 +160,12 @@ def sample_sigma(sigma: float, sigma_max: float | None, seed: int, index: int) -
 
 
 def write_maps(dataset: str, root: str, out: str, sigma: float = 2.5, warp: float = 0.1, seed: int = 0,
-               sigma_max: float | None = None, **options) -> int:
+               sigma_max: float | None = None, fill: str = "far", **options) -> int:
     """One ``<out>/<sample id>.npy`` per sample of an eval dataset (``get_dataset`` names); returns the count.
 
     With ``sigma_max``, each sample's blur is drawn from [sigma, sigma_max] (:func:`sample_sigma`),
-    so a refiner trained on the maps sees edges blurred by a range of widths.
+    so a refiner trained on the maps sees edges blurred by a range of widths. ``fill``: what pixels
+    without ground truth get (:func:`simulated_disparity`; ``"background"`` for real datasets' holes).
     """
     from betterdepth_cli.evaluation.datasets import get_dataset
     from betterdepth_cli.io.depth_files import write_npy
@@ -173,7 +174,7 @@ def write_maps(dataset: str, root: str, out: str, sigma: float = 2.5, warp: floa
     n = 0
     for k, s in enumerate(get_dataset(dataset, root, **options)):
         disp = simulated_disparity(s.depth(), s.valid, sample_sigma(sigma, sigma_max, seed, k), warp,
-                                   np.random.default_rng([seed, k]))
+                                   np.random.default_rng([seed, k]), fill=fill)
         path = dst / f"{s.id}.npy"
         path.parent.mkdir(parents=True, exist_ok=True)
         write_npy(path, disp)
@@ -191,8 +192,11 @@ def main(argv: list[str] | None = None) -> None:
                     help="draw each sample's blur uniformly from [--sigma, --sigma-max] pixels")
     ap.add_argument("--warp", type=float, default=0.1, help="amplitude of the smooth multiplicative warp")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fill", choices=("far", "background"), default="far",
+                    help="pixels without ground truth: half the smallest disparity (rendered sky) or the "
+                         "background's disparity (real datasets' occlusions and cropped borders)")
     a = ap.parse_args(argv)
-    n = write_maps(a.dataset, a.root, a.out, a.sigma, a.warp, a.seed, a.sigma_max)
+    n = write_maps(a.dataset, a.root, a.out, a.sigma, a.warp, a.seed, a.sigma_max, fill=a.fill)
     print(f"{n} maps -> {a.out} (use --conditioner 'file:{a.out}?kind=disparity')")
 
 
