@@ -6,7 +6,9 @@ apart from its conditioner: train and evaluate with
 ``--conditioner file:<OUT>?kind=disparity`` (maps matched by sample id).
 
 Per sample: disparity = 1 / depth over the valid pixels, invalid pixels (sky)
-filled with half the smallest valid disparity (a dense map, as a model gives),
+filled with half the smallest valid disparity (a dense map, as a model gives; with
+``--fill background`` the background's disparity, for real datasets' occlusions
+and cropped borders: :func:`background_fill`),
 a Gaussian blur of ``sigma`` pixels (or, with ``--sigma-max``, a per-sample
 width drawn uniformly from [sigma, sigma_max]), then a smooth multiplicative warp
 ``1 + warp * field`` (``field`` a bicubic upsampling of a 3 x 3 uniform [-1, 1]
