@@ -225,6 +225,24 @@ def test_a_zero_noise_models_two_members_are_the_photo_and_its_mirror_image():
     assert resolve_settings(model.card, ensemble=5).ensemble == 2
 
 
+def test_the_uncertainty_is_the_spread_of_what_is_returned_zero_where_the_gate_keeps_the_conditioner():
+    model = _guided_residual_model(raw=True)
+    with torch.no_grad():
+        out_conv = model.unet.conv_out
+        out_conv.weight.copy_(0.05 * torch.randn(out_conv.weight.shape, generator=torch.Generator().manual_seed(4)))
+    model.card["edge_gate"] = [2.0, 4.0]
+    images = torch.rand(1, 3, 40, 64, generator=torch.Generator().manual_seed(6))
+    cond = torch.ones(1, 1, 40, 64)
+    cond[..., 32:] = 3.0  # one vertical depth step at column 32: the gate opens around it only
+    pred = DepthPrediction(cond, torch.ones_like(cond, dtype=torch.bool), "disparity")
+    out = refine_batch(images, prediction=pred, model=model, steps=1, ensemble=2, processing_res=0)
+    far = torch.cat([out.uncertainty[..., :20], out.uncertainty[..., 44:]], -1)
+    assert float(far.abs().max()) == 0.0  # the conditioner returned there: no spread
+    torch.testing.assert_close(torch.cat([out.refined[..., :20], out.refined[..., 44:]], -1),
+                               torch.cat([cond[..., :20], cond[..., 44:]], -1), rtol=0, atol=1e-6)
+    assert float(out.uncertainty[..., 28:36].max()) > 0  # the two members differ at the refined edge
+
+
 def test_a_raw_based_residual_model_is_its_conditioner_at_initialisation():
     # residual_base = "raw": the zero output layer gives back the unfiltered conditioning (the conditioner itself)
     model = _guided_residual_model(raw=True)

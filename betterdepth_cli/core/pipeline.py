@@ -309,15 +309,13 @@ def _sample_latents(model, enc: _Encoded, run, generator, noise) -> torch.Tensor
 
 
 def _decode(model, enc: _Encoded, z0, run, cond_full: torch.Tensor, restore_tails: bool, frame: Frame | None = None):
-    """Decode, ensemble and de-normalise to the conditioner's units, then resize to the size of its map
-    ``cond_full``; returns (refined, uncertainty).
+    """Decode, de-normalise to the conditioner's units, finish and reduce the members, then resize to the
+    size of its map ``cond_full``; returns (refined, uncertainty).
 
-    At the processing size, before the one resize: ``restore_tails`` adds back the tails the
-    normalisation clipped; a card with ``layout_lowpass`` takes the frequencies below that share of
-    the longest side from the conditioner's map (:func:`~betterdepth_cli.core.layout.keep_layout`),
-    and one with ``edge_gate`` keeps the changes only where the conditioner has edges
-    (:mod:`~betterdepth_cli.core.edge_gate`). So their cost is bounded by the processing size.
-    With a ``frame`` both act at the whole frame's scale (its side at the processing scale, its range).
+    Each member is finished at the processing size (:func:`_finish`: tails, layout low-pass, edge
+    gate), then the members are reduced: the uncertainty is the spread of what is returned (where
+    the gate keeps the conditioner it is 0), and, all finishing steps being affine, the mean of the
+    finished members is the finished mean. So their cost is bounded by the processing size.
     """
     b = enc.z_image.shape[0]
     h, w = cond_full.shape[-2:]
@@ -325,22 +323,38 @@ def _decode(model, enc: _Encoded, z0, run, cond_full: torch.Tensor, restore_tail
     members = decoded.reshape(run.ensemble, b, 1, *enc.size)
     if enc.mirrored is not None:  # the odd members saw the mirrored inputs: mirror them back
         members = torch.stack([m.flip(-1) if k % 2 else m for k, m in enumerate(members)])
-    refined_n, spread_n = reduce_members(align_members(members), run.reduction)
-    refined = denormalize(refined_n.clamp(-1.0, 1.0), enc.lo, enc.hi)
-    uncertainty = None
-    if spread_n is not None:
-        uncertainty = resize(spread_n * ((enc.hi - enc.lo) / 2.0).reshape(-1, 1, 1, 1), (h, w))
+    e = run.ensemble
+    aligned = align_members(members).clamp(-1.0, 1.0).reshape(e * b, 1, *enc.size)
+    maps = _finish(model, denormalize(aligned, enc.lo.repeat(e), enc.hi.repeat(e)), enc, e, restore_tails,
+                   None if frame is None else (frame, max(h, w)))
+    refined, spread = reduce_members(maps.reshape(e, b, 1, *enc.size), run.reduction)
+    uncertainty = None if spread is None else resize(spread, (h, w))
+    refined = resize(refined, (h, w))
+    _sync(model.device)
+    return refined, uncertainty
+
+
+def _finish(model, maps: torch.Tensor, enc: _Encoded, members: int, restore_tails: bool, frame) -> torch.Tensor:
+    """The members' maps ([E*B,1,h,w], member-major, the conditioner's units) finished by the card.
+
+    ``restore_tails`` adds back the tails the normalisation clipped; a card with ``layout_lowpass``
+    takes the frequencies below that share of the longest side from the conditioner's map
+    (:func:`~betterdepth_cli.core.layout.keep_layout`), and one with ``edge_gate`` keeps the changes
+    only where the conditioner has edges (:mod:`~betterdepth_cli.core.edge_gate`). ``frame``:
+    (:class:`~betterdepth_cli.core.types.Frame`, the input's longest side): both then act at the whole
+    frame's scale (its side at the processing scale, its range).
+    """
+    rep = lambda x: x.repeat(members, 1, 1, 1)  # noqa: E731 - the conditioner's maps, once per member
+    raw, valid = rep(enc.raw), rep(enc.valid)
     if restore_tails:
         # the [-1,1] range clipped the tails of the map the residual rides on: the conditioner's, or the filtered one
         base = enc.raw if model.conditioning_filter is None or model.raw_base else enc.cond
         shape4 = (-1, 1, 1, 1)
-        refined = refined + (base - torch.minimum(torch.maximum(base, enc.lo.reshape(shape4)), enc.hi.reshape(shape4)))
-    side = None if frame is None else frame.side * max(enc.size) / max(h, w)
+        maps = maps + rep(base - torch.minimum(torch.maximum(base, enc.lo.reshape(shape4)), enc.hi.reshape(shape4)))
+    side = None if frame is None else frame[0].side * max(enc.size) / frame[1]
     if model.layout_lowpass:
-        refined = keep_layout(refined, enc.raw, enc.valid, layout_sigma(side or max(enc.size), model.layout_lowpass))
+        maps = keep_layout(maps, raw, valid, layout_sigma(side or max(enc.size), model.layout_lowpass))
     if model.edge_gate is not None:
-        span = None if frame is None or frame.lo is None else (frame.lo, frame.hi)
-        refined = gate_changes(refined, enc.raw, enc.valid, *model.edge_gate, side=side, span=span)
-    refined = resize(refined, (h, w))
-    _sync(model.device)
-    return refined, uncertainty
+        span = None if frame is None or frame[0].lo is None else (frame[0].lo, frame[0].hi)
+        maps = gate_changes(maps, raw, valid, *model.edge_gate, side=side, span=span)
+    return maps
