@@ -110,3 +110,14 @@ def test_evidence_on_a_frame_scale_takes_its_side_and_its_range():
     e3 = edge_evidence(cond, side=600.0, span=(0.0, 1.0))
     assert float(e3[0, 0, 25, 95:106].max()) == pytest.approx(_peak(600.0, 6.0), rel=0.02)
     assert float(e[0, 0, 25, 95:106].max()) == pytest.approx(_peak(200.0, 6.0), rel=0.03)
+
+
+def test_members_stacked_over_one_conditioning_are_gated_as_each_alone():
+    cond = _soft_step(sigma=3.0)
+    g = torch.Generator().manual_seed(1)
+    a, b = (cond + 0.1 * torch.rand(cond.shape, generator=g, dtype=torch.float64) for _ in range(2))
+    both = gate_changes(torch.cat([a, b]), cond, None, 2.0, 4.0)
+    torch.testing.assert_close(both, torch.cat([gate_changes(a, cond, None, 2.0, 4.0),
+                                                gate_changes(b, cond, None, 2.0, 4.0)]), rtol=0, atol=0)
+    with pytest.raises(ValueError):
+        gate_changes(torch.cat([a, b, a])[..., :-1], cond, None, 2.0, 4.0)

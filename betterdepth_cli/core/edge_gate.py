@@ -112,14 +112,21 @@ def edge_gate(cond: torch.Tensor, valid: torch.Tensor | None, low: float, high: 
 
 def gate_changes(refined: torch.Tensor, cond: torch.Tensor, valid: torch.Tensor | None, low: float, high: float,
                  side: float | None = None, span: tuple[float, float] | None = None) -> torch.Tensor:
-    """``cond + g * (refined - cond)`` with ``g`` = :func:`edge_gate`; ``refined`` where ``cond`` is invalid."""
-    if refined.shape != cond.shape:
-        raise ValueError(f"`refined` {tuple(refined.shape)} and `cond` {tuple(cond.shape)} differ")
+    """``cond + g * (refined - cond)`` with ``g`` = :func:`edge_gate`; ``refined`` where ``cond`` is invalid.
+
+    ``refined`` may hold several maps per conditioning map, stacked member-major ((M*B,1,H,W) over a
+    (B,1,H,W) ``cond``: an ensemble's members); the gate is computed once and serves them all.
+    """
+    b = cond.shape[0]
+    if refined.shape[1:] != cond.shape[1:] or refined.shape[0] % max(b, 1):
+        raise ValueError(f"`refined` {tuple(refined.shape)} does not stack maps of `cond`'s {tuple(cond.shape)}")
+    members = refined.shape[0] // b
     c = cond.to(device=refined.device, dtype=torch.float64)
     v = None if valid is None else valid.to(refined.device).bool()
-    g = edge_gate(c, v, low, high, side, span)
+    g = edge_gate(c, v, low, high, side, span).repeat(members, 1, 1, 1)
+    c = c.repeat(members, 1, 1, 1)
     r = refined.to(torch.float64)
     out = torch.where(torch.isfinite(c), c + g * (r - c), r)
     if v is not None:
-        out = torch.where(v, out, r)
+        out = torch.where(v.repeat(members, 1, 1, 1), out, r)
     return out.to(refined.dtype)

@@ -245,7 +245,7 @@ def mirrored_members(model, ensemble: int) -> bool:
 
     A zero-noise model is deterministic, so members that differ only in their noise would all be the
     same: its members differ by a horizontal flip instead (mirrored back before the reduction), a
-    test-time augmentation that the training's random flips make fair. Members beyond two repeat.
+    test-time augmentation that the training's random flips make fair (resolve_settings runs at most two).
     """
     return bool(model.zero_noise) and ensemble > 1
 
@@ -325,8 +325,9 @@ def _decode(model, enc: _Encoded, z0, run, cond_full: torch.Tensor, restore_tail
         members = torch.stack([m.flip(-1) if k % 2 else m for k, m in enumerate(members)])
     e = run.ensemble
     aligned = align_members(members).clamp(-1.0, 1.0).reshape(e * b, 1, *enc.size)
-    maps = _finish(model, denormalize(aligned, enc.lo.repeat(e), enc.hi.repeat(e)), enc, e, restore_tails,
-                   None if frame is None else (frame, max(h, w)))
+    side = None if frame is None else frame.side * max(enc.size) / max(h, w)  # the frame at the processing scale
+    span = None if frame is None or frame.lo is None else (frame.lo, frame.hi)
+    maps = _finish(model, denormalize(aligned, enc.lo.repeat(e), enc.hi.repeat(e)), enc, e, restore_tails, side, span)
     refined, spread = reduce_members(maps.reshape(e, b, 1, *enc.size), run.reduction)
     uncertainty = None if spread is None else resize(spread, (h, w))
     refined = resize(refined, (h, w))
@@ -334,27 +335,26 @@ def _decode(model, enc: _Encoded, z0, run, cond_full: torch.Tensor, restore_tail
     return refined, uncertainty
 
 
-def _finish(model, maps: torch.Tensor, enc: _Encoded, members: int, restore_tails: bool, frame) -> torch.Tensor:
+def _finish(model, maps: torch.Tensor, enc: _Encoded, members: int, restore_tails: bool, side: float | None,
+            span: tuple[float, float] | None) -> torch.Tensor:
     """The members' maps ([E*B,1,h,w], member-major, the conditioner's units) finished by the card.
 
     ``restore_tails`` adds back the tails the normalisation clipped; a card with ``layout_lowpass``
     takes the frequencies below that share of the longest side from the conditioner's map
     (:func:`~betterdepth_cli.core.layout.keep_layout`), and one with ``edge_gate`` keeps the changes
-    only where the conditioner has edges (:mod:`~betterdepth_cli.core.edge_gate`). ``frame``:
-    (:class:`~betterdepth_cli.core.types.Frame`, the input's longest side): both then act at the whole
-    frame's scale (its side at the processing scale, its range).
+    only where the conditioner has edges (:mod:`~betterdepth_cli.core.edge_gate`; its gate computed
+    once for all members). ``side``, ``span``: a frame's longest side at the processing scale and its
+    conditioning range (:class:`~betterdepth_cli.core.types.Frame`), None for the image's own.
     """
     rep = lambda x: x.repeat(members, 1, 1, 1)  # noqa: E731 - the conditioner's maps, once per member
-    raw, valid = rep(enc.raw), rep(enc.valid)
     if restore_tails:
         # the [-1,1] range clipped the tails of the map the residual rides on: the conditioner's, or the filtered one
         base = enc.raw if model.conditioning_filter is None or model.raw_base else enc.cond
         shape4 = (-1, 1, 1, 1)
         maps = maps + rep(base - torch.minimum(torch.maximum(base, enc.lo.reshape(shape4)), enc.hi.reshape(shape4)))
-    side = None if frame is None else frame[0].side * max(enc.size) / frame[1]
     if model.layout_lowpass:
-        maps = keep_layout(maps, raw, valid, layout_sigma(side or max(enc.size), model.layout_lowpass))
+        sigma = layout_sigma(side or max(enc.size), model.layout_lowpass)
+        maps = keep_layout(maps, rep(enc.raw), rep(enc.valid), sigma)
     if model.edge_gate is not None:
-        span = None if frame is None or frame[0].lo is None else (frame[0].lo, frame[0].hi)
-        maps = gate_changes(maps, raw, valid, *model.edge_gate, side=side, span=span)
+        maps = gate_changes(maps, enc.raw, enc.valid, *model.edge_gate, side=side, span=span)
     return maps

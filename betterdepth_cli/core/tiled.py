@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from betterdepth_cli.core.layout import keep_layout
+from betterdepth_cli.core.normalize import masked_quantiles
 from betterdepth_cli.core.pipeline import check_images, draw_noise, processing_size, refine_batch, resize
 from betterdepth_cli.core.settings import resolve_settings
 from betterdepth_cli.core.tiling import axis_tiles, axis_weight_sum, axis_weights, robust_scale_shift, sample_region
@@ -91,8 +92,6 @@ def _anchor(image, size, conditioner, model, prediction, keys, options: dict, ge
 def _frame(anchor: RefineResult, height: int, width: int) -> Frame:
     """The plate as the tiles' frame: its longest side and the conditioning's 2-98 % range over the
     whole plate (from the anchor's), so each tile's layout low-pass and edge gate act at plate scale."""
-    from betterdepth_cli.core.normalize import masked_quantiles
-
     lo, hi = masked_quantiles(anchor.conditioning.float().cpu(), anchor.valid.cpu().bool())
     return Frame(side=float(max(height, width)), lo=float(lo[0]), hi=float(hi[0]))
 

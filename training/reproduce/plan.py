@@ -8,6 +8,7 @@ training/recipes/reproduce-refiner.toml).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -136,8 +137,10 @@ def make_run(budget: Budget, *, depth_conditioning: bool = True, prealign: bool 
 SHIPPED = RunSpec("shipped", steps=0)
 
 
+@functools.lru_cache(maxsize=1)
 def shipped_defaults() -> tuple[int, int]:
-    """(steps, ensemble) the package's default refiner runs at: its card's defaults, resolved."""
+    """(steps, ensemble) the package's default refiner runs at: its card's defaults, resolved (read once:
+    the plan, the report's rows and the claim all ask)."""
     import json
 
     from betterdepth_cli.core.refiner import default_model_path
