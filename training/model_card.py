@@ -312,8 +312,8 @@ OBSERVATIONS = [
     "- Thin structures that a conditioner blurred away entirely (wires, rods a few pixels wide) are not",
     "  restored: the gate only opens where the conditioner shows a transition.",
     "- Images larger than 1536 px on the longest side (`tile_above`) are refined in overlapping",
-    "  1024 px tiles (`tile`, `tile_overlap` 128) at their own pixel scale, each fitted to a whole-frame",
-    "  anchor refined at 1536 px (`max_processing_res`); with `--tile 0` (or an explicit",
+    "  1024 px tiles (`tile`, `tile_overlap` 128) at their own pixel scale, each conditioned on and",
+    "  fitted to a whole-frame anchor refined at 1536 px (`max_processing_res`); with `--tile 0` (or an explicit",
     "  `--processing-res`) they are refined at that size and the result is resized to the input size.",
     "- Relative (affine-invariant) disparity only; no metric scale. Trained on procedural scenes only.",
 ]
