@@ -79,7 +79,8 @@ def shrink_image(image: Any, size: tuple[int, int]) -> torch.Tensor:
 
 
 def _anchor(image, size, conditioner, model, prediction, keys, options: dict, generator) -> tuple[RefineResult, DepthPrediction]:
-    """The whole frame at the anchor ``size``: the conditioner (or the given prediction, shrunk) and the refiner."""
+    """The whole frame at the anchor ``size``: the conditioner (or the given prediction, shrunk) and the
+    refiner; returns the result and its refined map as the tiles' conditioning."""
     small = shrink_image(image, size)
     if prediction is None:
         if conditioner is None:
@@ -92,7 +93,8 @@ def _anchor(image, size, conditioner, model, prediction, keys, options: dict, ge
                                  resize(pred.valid.cpu(), size, mode="nearest").bool(),
                                  pred.kind, pred.metric, pred.source)
     res = refine_batch(small, model=model, prediction=pred_small, processing_res=0, generator=generator, **options)
-    return res, pred
+    guide = DepthPrediction(res.refined.float().cpu(), res.valid.cpu().bool(), pred.kind, pred.metric, pred.source)
+    return res, guide
 
 
 def _frame(anchor: RefineResult, height: int, width: int) -> Frame:
@@ -185,10 +187,9 @@ def refine_tiled(
     options = {"steps": steps, "ensemble": ensemble, "reduction": reduction, "restore_tails": restore_tails}
     noise = _noise_field(model, gen, ensemble, h, w)
     anchor_side = int(anchor_res or defaults.get("max_processing_res") or tile)
-    anchor, pred = _anchor(image, processing_size(h, w, min(anchor_side, max(h, w))), conditioner, model,
-                           prediction, keys, options, gen)
-    anchor_map = anchor.refined.float().cpu()
-    guide = DepthPrediction(anchor_map, anchor.valid.cpu().bool(), pred.kind, pred.metric, pred.source)
+    anchor, guide = _anchor(image, processing_size(h, w, min(anchor_side, max(h, w))), conditioner, model,
+                            prediction, keys, options, gen)
+    anchor_map = guide.values
     frame = _frame(anchor, h, w)
     anchor_px = max(h, w) / max(anchor_map.shape[-2:])  # one anchor pixel, in plate pixels
     t_anchor = time.perf_counter() - t_start
