@@ -125,6 +125,23 @@ def test_tiles_are_conditioned_on_the_anchor_not_on_the_full_size_conditioning()
     torch.testing.assert_close(out.refined[inner], plane[inner], rtol=0, atol=1e-3)
 
 
+def test_a_full_size_conditionings_holes_stay_exact_in_the_tiled_output():
+    # the tiles take their values from the anchor but their validity from the conditioning at its own
+    # resolution: a 7 x 11 px hole, not aligned to the anchor's 2 px pixels, comes back exactly
+    h, w = 80, 160
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    plane = (1.0 + 0.01 * xx + 0.02 * yy)[None, None]
+    valid = torch.ones_like(plane, dtype=torch.bool)
+    valid[..., 31:38, 51:62] = False
+    image = (np.random.default_rng(1).random((h, w, 3)) * 255).astype(np.uint8)
+    out = refine_tiled(image, model=_identity_model(), prediction=DepthPrediction(plane, valid, "disparity"),
+                       tile=48, overlap=16, anchor_res=80)
+    assert torch.equal(out.valid, valid)
+    inner = valid[..., 12:-12, 12:-12]
+    torch.testing.assert_close(out.refined[..., 12:-12, 12:-12][inner], plane[..., 12:-12, 12:-12][inner],
+                               rtol=0, atol=1e-3)
+
+
 def test_tiled_refine_is_seamless_where_tiles_disagree_by_an_offset():
     # a guided-filter model: each tile filters with its own clipped windows, so tiles differ near their
     # edges; the fit and the feathering must leave no step where one tile hands over to the next

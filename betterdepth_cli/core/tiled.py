@@ -79,8 +79,7 @@ def shrink_image(image: Any, size: tuple[int, int]) -> torch.Tensor:
 
 
 def _anchor(image, size, conditioner, model, prediction, keys, options: dict, generator) -> tuple[RefineResult, DepthPrediction]:
-    """The whole frame at the anchor ``size``: the conditioner (or the given prediction, shrunk) and the
-    refiner; returns the result and its refined map as the tiles' conditioning."""
+    """The whole frame at the anchor ``size``: the conditioner (or the given prediction, shrunk) and the refiner."""
     small = shrink_image(image, size)
     if prediction is None:
         if conditioner is None:
@@ -93,8 +92,7 @@ def _anchor(image, size, conditioner, model, prediction, keys, options: dict, ge
                                  resize(pred.valid.cpu(), size, mode="nearest").bool(),
                                  pred.kind, pred.metric, pred.source)
     res = refine_batch(small, model=model, prediction=pred_small, processing_res=0, generator=generator, **options)
-    guide = DepthPrediction(res.refined.float().cpu(), res.valid.cpu().bool(), pred.kind, pred.metric, pred.source)
-    return res, guide
+    return res, pred
 
 
 def _frame(anchor: RefineResult, height: int, width: int) -> Frame:
@@ -113,12 +111,14 @@ def _noise_field(model, generator, ensemble: int, height: int, width: int) -> to
     return draw_noise(generator, 1, ensemble, (model.codec.depth_channels, hp // f, wp // f))
 
 
-def _tile(image, pred: DepthPrediction, full, rows, cols, model, noise, options, frame: Frame) -> RefineResult:
+def _tile(image, anchor_map: torch.Tensor, pred: DepthPrediction, full, rows, cols, model, noise, options,
+          frame: Frame) -> RefineResult:
     """One tile refined at the plate's pixel scale with its crops of the photo and noise, conditioned on
-    ``pred`` (the anchor's refined map) sampled at the tile's plate coordinates."""
+    the anchor's refined map sampled at the tile's plate coordinates, valid where the conditioning
+    ``pred`` is (at its own resolution: a full-size prediction's holes stay exact)."""
     img = crop_image(image, rows, cols)
     # bilinear: exact on planes (PyTorch's bicubic, a = -0.75, ripples by 5 % of a source pixel's step)
-    values = sample_region(pred.values.float(), full, rows, cols, "bilinear")
+    values = sample_region(anchor_map, full, rows, cols, "bilinear")
     valid = sample_region(pred.valid, full, rows, cols, "nearest").bool() & torch.isfinite(values)
     tile_pred = DepthPrediction(values.contiguous(), valid.contiguous(), pred.kind, pred.metric, pred.source)
     tile_noise = None
@@ -187,9 +187,9 @@ def refine_tiled(
     options = {"steps": steps, "ensemble": ensemble, "reduction": reduction, "restore_tails": restore_tails}
     noise = _noise_field(model, gen, ensemble, h, w)
     anchor_side = int(anchor_res or defaults.get("max_processing_res") or tile)
-    anchor, guide = _anchor(image, processing_size(h, w, min(anchor_side, max(h, w))), conditioner, model,
-                            prediction, keys, options, gen)
-    anchor_map = guide.values
+    anchor, pred = _anchor(image, processing_size(h, w, min(anchor_side, max(h, w))), conditioner, model,
+                           prediction, keys, options, gen)
+    anchor_map = anchor.refined.float().cpu()
     frame = _frame(anchor, h, w)
     anchor_px = max(h, w) / max(anchor_map.shape[-2:])  # one anchor pixel, in plate pixels
     t_anchor = time.perf_counter() - t_start
@@ -204,7 +204,7 @@ def refine_tiled(
     for i, rows in enumerate(ty):
         wy = axis_weights(ty, i)
         for j, cols in enumerate(tx):
-            res = _tile(image, guide, (h, w), rows, cols, model, noise, options, frame)
+            res = _tile(image, anchor_map, pred, (h, w), rows, cols, model, noise, options, frame)
             target = sample_region(anchor_map, (h, w), rows, cols, "bilinear")
             scale, shift = robust_scale_shift(res.refined.cpu(), target, res.valid.cpu())
             fitted = keep_layout(res.refined.float().cpu() * scale + shift, target, res.valid.cpu(), anchor_px)
