@@ -213,6 +213,12 @@ def test_scannet_jpg_png_mm(tmp_path):
     assert a.id == "scene0088_02/color/001100"
     assert a.rgb.shape == (24, 32, 3) and a.meta["rgb_resized_from"] == [64, 48] and not a.valid.any()
     assert b.gt[0, 5] == pytest.approx(1.5) and b.valid.sum() == 24 * 31
+    # white colour shrunk by a non-integer factor (45 x 33 -> 32 x 24): OpenCV's area weights give
+    # 1.0000001, which the refiner's image check refuses; the loader keeps it in [0, 1]
+    write_rgb(root / "scene0099_00/color/000000.jpg", np.full((33, 45, 3), 255, np.uint8))
+    write_grey(root / "scene0099_00/depth/000000.png", np.full((24, 32), 1000, np.uint16))
+    white = next(s for s in D.get_dataset("scannet", root) if s.id == "scene0099_00/color/000000")
+    assert white.rgb.shape == (24, 32, 3) and float(white.rgb.max()) == 1.0
     split = tmp_path / "scannet_val_sampled_list_800_1.txt"
     split.write_text("scene0406_02/color/000300.jpg scene0406_02/depth/000300.png\n")
     assert [s.id for s in D.get_dataset("scannet", root, split_file=split)] == ["scene0406_02/color/000300"]

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from betterdepth_cli.core.refiner import BetterDepthModel
-from betterdepth_cli.core.tiled import refine_tiled
+from betterdepth_cli.core.tiled import refine_tiled, shrink_image
 from betterdepth_cli.core.tiling import (
     axis_tiles,
     axis_weight_sum,
@@ -140,6 +140,16 @@ def test_a_full_size_conditionings_holes_stay_exact_in_the_tiled_output():
     inner = valid[..., 12:-12, 12:-12]
     torch.testing.assert_close(out.refined[..., 12:-12, 12:-12][inner], plane[..., 12:-12, 12:-12][inner],
                                rtol=0, atol=1e-3)
+
+
+def test_shrinking_a_float_plate_with_saturated_white_stays_in_range():
+    # OpenCV's area shrink of float32 ones by a non-integer factor gives values 1 ulp above 1, which
+    # the image check refused: every `refine` of a large photo with blown-out white regions failed
+    image = np.ones((2135, 3200, 3), np.float32)
+    image[:, :1600] = 0.25
+    small = shrink_image(image, (1025, 1536))
+    assert small.shape == (1, 3, 1025, 1536) and float(small.max()) == 1.0
+    assert abs(float(small.min()) - 0.25) < 1e-6
 
 
 def test_tiled_refine_is_seamless_where_tiles_disagree_by_an_offset():

@@ -73,6 +73,8 @@ def shrink_image(image: Any, size: tuple[int, int]) -> torch.Tensor:
 
         arr = np.ascontiguousarray(image[..., :3])
         small = cv2.resize(arr, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        if small.dtype.kind == "f":  # area weights summing to 1 + 1 ulp: saturated white comes out 1.0000001
+            np.clip(small, 0.0, 1.0, out=small)
         return check_images(small)
     img = image if image.ndim == 4 else image[None]
     return resize(check_images(img), size)

@@ -180,6 +180,7 @@ class ScanNetDataset(DatasetLoader):
         if rgb.shape[:2] != depth.shape:
             meta["rgb_resized_from"] = [rgb.shape[1], rgb.shape[0]]
             rgb = cv2.resize(rgb, (depth.shape[1], depth.shape[0]), interpolation=cv2.INTER_AREA)
+            np.clip(rgb, 0.0, 1.0, out=rgb)  # area weights can sum to 1 + 1 ulp: white would read 1.0000001
         return Sample(entry.id, rgb, depth, "depth", self.range_valid(depth), meta=meta)
 
 
