@@ -113,16 +113,15 @@ def _noise_field(model, generator, ensemble: int, height: int, width: int) -> to
     return draw_noise(generator, 1, ensemble, (model.codec.depth_channels, hp // f, wp // f))
 
 
-def _tile(image, anchor_map: torch.Tensor, pred: DepthPrediction, full, rows, cols, model, noise, options,
+def _tile(image, guide: torch.Tensor, pred: DepthPrediction, full, rows, cols, model, noise, options,
           frame: Frame) -> RefineResult:
     """One tile refined at the plate's pixel scale with its crops of the photo and noise, conditioned on
-    the anchor's refined map sampled at the tile's plate coordinates, valid where the conditioning
-    ``pred`` is (at its own resolution: a full-size prediction's holes stay exact)."""
+    ``guide`` (the anchor's refined map sampled bilinearly at the tile's plate coordinates: exact on
+    planes, where PyTorch's bicubic, a = -0.75, ripples by 5 % of a source pixel's step), valid where
+    the conditioning ``pred`` is (at its own resolution: a full-size prediction's holes stay exact)."""
     img = crop_image(image, rows, cols)
-    # bilinear: exact on planes (PyTorch's bicubic, a = -0.75, ripples by 5 % of a source pixel's step)
-    values = sample_region(anchor_map, full, rows, cols, "bilinear")
-    valid = sample_region(pred.valid, full, rows, cols, "nearest").bool() & torch.isfinite(values)
-    tile_pred = DepthPrediction(values.contiguous(), valid.contiguous(), pred.kind, pred.metric, pred.source)
+    valid = sample_region(pred.valid, full, rows, cols, "nearest").bool() & torch.isfinite(guide)
+    tile_pred = DepthPrediction(guide.contiguous(), valid.contiguous(), pred.kind, pred.metric, pred.source)
     tile_noise = None
     if noise is not None:
         m, f = model.pad_multiple, model.codec.factor
@@ -206,8 +205,8 @@ def refine_tiled(
     for i, rows in enumerate(ty):
         wy = axis_weights(ty, i)
         for j, cols in enumerate(tx):
-            res = _tile(image, anchor_map, pred, (h, w), rows, cols, model, noise, options, frame)
-            target = sample_region(anchor_map, (h, w), rows, cols, "bilinear")
+            target = sample_region(anchor_map, (h, w), rows, cols, "bilinear")  # conditions the tile, then fits it
+            res = _tile(image, target, pred, (h, w), rows, cols, model, noise, options, frame)
             scale, shift = robust_scale_shift(res.refined.cpu(), target, res.valid.cpu())
             fitted = keep_layout(res.refined.float().cpu() * scale + shift, target, res.valid.cpu(), anchor_px)
             weight = (wy[:, None] * axis_weights(tx, j)[None, :]).float().numpy()
