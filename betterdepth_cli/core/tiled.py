@@ -43,6 +43,7 @@ import torch
 from betterdepth_cli.core.layout import keep_layout
 from betterdepth_cli.core.normalize import masked_quantiles
 from betterdepth_cli.core.pipeline import check_images, draw_noise, processing_size, refine_batch, resize
+from betterdepth_cli.core.pixels import area_resize
 from betterdepth_cli.core.settings import resolve_settings
 from betterdepth_cli.core.tiling import axis_tiles, axis_weight_sum, axis_weights, robust_scale_shift, sample_region
 from betterdepth_cli.core.types import DepthPrediction, Frame, RefineResult, UsageError
@@ -69,13 +70,7 @@ def crop_image(image: Any, rows: tuple[int, int], cols: tuple[int, int]) -> torc
 def shrink_image(image: Any, size: tuple[int, int]) -> torch.Tensor:
     """The whole photo at ``size`` (h, w) as (1,3,h,w) float32, area-averaged, without a full float copy."""
     if isinstance(image, np.ndarray):
-        import cv2
-
-        arr = np.ascontiguousarray(image[..., :3])
-        small = cv2.resize(arr, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-        if small.dtype.kind == "f":  # area weights summing to 1 + 1 ulp: saturated white comes out 1.0000001
-            np.clip(small, 0.0, 1.0, out=small)
-        return check_images(small)
+        return check_images(area_resize(np.ascontiguousarray(image[..., :3]), size[1], size[0]))
     img = image if image.ndim == 4 else image[None]
     return resize(check_images(img), size)
 

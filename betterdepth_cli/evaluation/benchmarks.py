@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from betterdepth_cli.core.pixels import area_resize
 from betterdepth_cli.core.types import InputDataError
 from betterdepth_cli.evaluation import protocol as P
 from betterdepth_cli.evaluation.dataset_base import DatasetLoader, Entry, Sample, check_same_size, natural_key, path_stem
@@ -173,14 +174,11 @@ class ScanNetDataset(DatasetLoader):
         return Entry(path_stem(rgb), (rgb, gt))
 
     def load(self, entry: Entry) -> Sample:
-        import cv2
-
         rgb, depth, _ = self.read_png16_sample(entry, 1000.0, "depth in millimetres", same_size=False)
         meta: dict[str, Any] = {"files": list(entry.files)}
         if rgb.shape[:2] != depth.shape:
             meta["rgb_resized_from"] = [rgb.shape[1], rgb.shape[0]]
-            rgb = cv2.resize(rgb, (depth.shape[1], depth.shape[0]), interpolation=cv2.INTER_AREA)
-            np.clip(rgb, 0.0, 1.0, out=rgb)  # area weights can sum to 1 + 1 ulp: white would read 1.0000001
+            rgb = area_resize(rgb, depth.shape[1], depth.shape[0])
         return Sample(entry.id, rgb, depth, "depth", self.range_valid(depth), meta=meta)
 
 
