@@ -47,3 +47,21 @@ def test_refine_runs_offline_on_the_default_model(tmp_path):
     assert sidecar["conditioner"] == "builtin" and sidecar["model"] == "default" and sidecar["kind"] == "disparity"
     model = load_model()
     assert model.defaults["conditioner"] == "builtin"
+
+
+def test_the_shipped_recipe_gives_the_shipped_cards_inference_settings():
+    # a rebuild (python -m training.build_default) must ship the same inference-only settings
+    from pathlib import Path
+
+    from training.config import load_recipe
+    from training.model_setup import trained_card
+
+    root = Path(__file__).resolve().parents[1]
+    shipped = json.loads((default_model_path() / "betterdepth.json").read_text())
+    recipe = load_recipe(root / "training" / "recipes" / f"{shipped['trained_with']['recipe']}.toml")
+    built = trained_card({}, recipe, "disparity", False, recipe.train.max_steps, 1)
+    for key in ("residual_smoothing", "layout_lowpass", "edge_gate", "cascade"):
+        assert built.get(key) == shipped.get(key), key
+    for key in ("ensemble", "max_processing_res", "tile_above", "tile", "tile_overlap"):
+        assert built["defaults"].get(key) == shipped["defaults"].get(key), key
+    assert shipped["cascade"] == {"blur_above": 11.0, "scale": 0.5}

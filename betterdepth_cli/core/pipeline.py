@@ -149,6 +149,7 @@ def refine_batch(
     restore_tails: bool = True,
     batch_invariant: bool = True,
     frame: Frame | None = None,
+    cascade: bool = True,
 ) -> RefineResult:
     """Refine a batch of images.
 
@@ -176,6 +177,10 @@ def refine_batch(
             batches the networks (faster on some GPUs, results then vary in the last bits).
         frame: the images are crops (tiles) of a larger image: its scale for the card's layout
             low-pass and edge gate (:class:`~betterdepth_cli.core.types.Frame`).
+        cascade: run the card's ``cascade`` where it applies (:func:`cascade_resolution`): a
+            conditioning too soft for one pass is refined at a lower resolution first, and the
+            full pass is conditioned on that; ``False``: one pass (tiles, conditioned on an anchor
+            that had its cascade). ``noise`` is the last pass's.
     Returns:
         :class:`RefineResult` at input size in the conditioner's units.
     """
@@ -183,7 +188,8 @@ def refine_batch(
     if batch_invariant and images.shape[0] > 1:
         return _one_by_one(images, conditioner=conditioner, model=model, steps=steps, ensemble=ensemble,
                            reduction=reduction, processing_res=processing_res, generator=generator, noise=noise,
-                           keys=keys, prediction=prediction, restore_tails=restore_tails, frame=frame)
+                           keys=keys, prediction=prediction, restore_tails=restore_tails, frame=frame,
+                           cascade=cascade)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     pred = prediction if prediction is not None else _condition(images, conditioner, keys)
@@ -198,8 +204,23 @@ def refine_batch(
 
     run = resolve_settings(model.card, steps=steps, ensemble=ensemble, reduction=reduction,
                            processing_res=processing_res)
+    cond_pass = cond_full  # what this pass is conditioned on
+    first_res = cascade_resolution(model, run, cond_full, valid_full) if cascade else 0
+    if first_res is None:  # the images of this batch disagree: one by one, each deciding for itself
+        return _one_by_one(images, conditioner=conditioner, model=model, steps=steps, ensemble=ensemble,
+                           reduction=reduction, processing_res=processing_res, generator=generator, noise=noise,
+                           keys=keys, prediction=pred, restore_tails=restore_tails, frame=frame)
+    if first_res:  # too soft for one pass: refine at a lower resolution first, then condition on that
+        first = refine_batch(images, model=model, steps=run.steps, ensemble=run.ensemble, reduction=run.reduction,
+                             processing_res=first_res, generator=generator, prediction=pred,
+                             restore_tails=restore_tails, batch_invariant=batch_invariant, cascade=False)
+        timings["cascade"] = first.timings["total"]
+        # its changes, upsampled, over the full-size conditioning: where the first pass changed nothing
+        # the full pass sees the conditioner's own map, to the last pixel (upsampling is linear)
+        small = resize(cond_full, processing_size(*cond_full.shape[-2:], first_res))
+        cond_pass = cond_full + first.refined.to(cond_full.device).float() - resize(small, cond_full.shape[-2:])
     t0 = time.perf_counter()
-    enc = _encode(model, images, cond_full, valid_full, run)
+    enc = _encode(model, images, cond_pass, valid_full, run)
     timings["encode"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -213,6 +234,28 @@ def refine_batch(
     device = model.device
     return RefineResult(refined, cond_full.to(device), valid_full.to(device), pred.kind, pred.metric, uncertainty,
                         timings)
+
+
+def cascade_resolution(model, run, cond: torch.Tensor, valid: torch.Tensor) -> int | None:
+    """The processing resolution of the card's first pass for this batch: 0 for no first pass, None when
+    its images disagree (then each decides alone).
+
+    A card's ``cascade`` ``{blur_above, scale}`` asks for a first pass at ``scale`` x the processing
+    size wherever the conditioning's edges, at the processing size, are softer than ``blur_above``
+    pixels (:func:`~betterdepth_cli.core.blur.estimate_blur`): more than the refiner was trained
+    to sharpen in one pass. At the lower resolution the same blur is fewer pixels.
+    """
+    spec = model.cascade
+    if spec is None:
+        return 0
+    from betterdepth_cli.core.blur import estimate_blur
+
+    blur_above, scale = spec
+    size = run.processing_size(*cond.shape[-2:])
+    soft = estimate_blur(resize(cond.float(), size), resize(valid, size, mode="nearest")) > blur_above
+    if not soft.any():
+        return 0
+    return max(MIN_SIDE, round(scale * max(size))) if soft.all() else None
 
 
 def _condition(images: torch.Tensor, conditioner, keys) -> DepthPrediction:

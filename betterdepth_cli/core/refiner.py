@@ -167,6 +167,19 @@ class BetterDepthModel(nn.Module):
             raise ValueError(f"model card: edge_gate must be [low, high] with 0 <= low < high, got {spec}")
         return low, high
 
+    @property
+    def cascade(self) -> tuple[float, float] | None:
+        """Inference only: the card's ``cascade`` ``{blur_above, scale}`` as (blur_above px, scale), or None:
+        a conditioning whose edges are softer than ``blur_above`` px is refined at ``scale`` x the
+        processing size first (:func:`~betterdepth_cli.core.pipeline.cascade_resolution`)."""
+        spec = self.card.get("cascade")
+        if not spec:
+            return None
+        blur_above, scale = float(spec.get("blur_above", 0.0)), float(spec.get("scale", 0.0))
+        if not (blur_above > 0 and 0 < scale < 1):
+            raise ValueError(f"model card: cascade needs blur_above > 0 and 0 < scale < 1, got {spec}")
+        return blur_above, scale
+
     def smooth_residual(self, x0: torch.Tensor) -> torch.Tensor:
         """Inference only: the decoded residual box-filtered over the card's ``residual_smoothing`` pixels.
 

@@ -123,8 +123,9 @@ def _tile(image, guide: torch.Tensor, pred: DepthPrediction, full, rows, cols, m
         ph, pw = -(-(rows[1] - rows[0]) // m) * m, -(-(cols[1] - cols[0]) // m) * m
         y0, x0 = rows[0] // f, cols[0] // f
         tile_noise = noise[..., y0 : y0 + ph // f, x0 : x0 + pw // f]
+    # one pass: the tile's conditioning is the anchor's refined map, which had the card's cascade
     return refine_batch(img, model=model, prediction=tile_pred, processing_res=0, noise=tile_noise, frame=frame,
-                        **options)
+                        cascade=False, **options)
 
 
 def _finish_rows(out: np.ndarray, unc: np.ndarray | None, wy: torch.Tensor, wx: np.ndarray, a: int, b: int) -> None:

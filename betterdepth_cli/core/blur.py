@@ -1,0 +1,74 @@
+"""How soft are a depth map's edges? A scale-space estimate of its blur, in pixels.
+
+A depth step blurred by a Gaussian of sigma ``s`` has its steepest gradient proportional to
+``1 / s``; blurred again by a known Gaussian of :data:`PROBE` px it is a step blurred by
+``sqrt(s^2 + PROBE^2)``. So the ratio of the steepest gradients after and before the probe,
+``rho = s / sqrt(s^2 + PROBE^2)``, gives ``s = PROBE * rho / sqrt(1 - rho^2)``, whatever the
+step's height. The steepest gradient of a map is taken as the :data:`QUANTILE` quantile of its
+gradient magnitude over the valid pixels (robust to a few noisy pixels, dominated by the map's
+sharpest edges). A sharp map gives about 0.5-1 px; a plane or a map without edges gives a large
+value (a gradient no blur can lower), which only matters to a caller that sharpens edges, and
+there is none to sharpen; a constant map gives 0.
+
+The card's ``cascade`` (:func:`~betterdepth_cli.core.pipeline.refine_batch`) uses it to decide
+whether a conditioning map is softer than the refiner was trained to sharpen in one pass. Pure
+torch, (B,1,H,W), any units (the estimate is scale and shift invariant).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+#: The probe's sigma in pixels.
+PROBE = 4.0
+#: The quantile of the gradient magnitude taken as a map's steepest gradient.
+QUANTILE = 0.995
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(B,1,H,W) blurred by a separable Gaussian of ``sigma`` px (truncated at 4 sigma, reflected borders)."""
+    r = max(1, math.ceil(4.0 * sigma))
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    # reflect padding needs the pad below the side; replicate where the map is smaller
+    mode = "reflect" if min(x.shape[-2:]) > r else "replicate"
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode=mode), k.reshape(1, 1, 1, -1))
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode=mode), k.reshape(1, 1, -1, 1))
+
+
+def _steepest(x: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+    """(B,) the :data:`QUANTILE` quantile of |grad x| over the pixels of ``ok`` (0 where none)."""
+    gy, gx = torch.gradient(x, dim=(-2, -1))
+    mag = torch.hypot(gy, gx)
+    out = []
+    for m, k in zip(mag, ok):
+        values = m[k]
+        out.append(torch.quantile(values[:1_000_000], QUANTILE) if values.numel() else m.new_zeros(()))
+    return torch.stack(out)
+
+
+def estimate_blur(cond: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,1,H,W) depth or disparity -> (B,) float64: the Gaussian blur of its edges in pixels (module doc).
+
+    Invalid pixels (``valid`` False or non-finite) take no part: the map is filled there by a
+    normalised blur of its valid neighbours before the probe, and gradients are read only on valid
+    pixels whose neighbours are valid. A map without valid gradient gives 0.
+    """
+    if cond.ndim != 4 or cond.shape[1] != 1:
+        raise ValueError(f"`cond` must be (B,1,H,W), got {tuple(cond.shape)}")
+    c = cond.to(torch.float64)
+    ok = torch.isfinite(c)
+    if valid is not None:
+        ok &= valid.to(c.device).bool()
+    okf = ok.to(c.dtype)
+    c = torch.where(ok, c, torch.zeros_like(c))
+    probed = gaussian_blur(c, PROBE) / gaussian_blur(okf, PROBE).clamp_min(1e-12)
+    inner = -F.max_pool2d(-okf, kernel_size=3, stride=1, padding=1) > 0.5  # valid with valid neighbours
+    before, after = _steepest(c, inner), _steepest(probed, inner)
+    rho = (after / before.clamp_min(torch.finfo(c.dtype).tiny)).clamp(0.0, 1.0 - 1e-9)
+    sigma = PROBE * rho / torch.sqrt(1.0 - rho**2)
+    return torch.where(before > 0, sigma, torch.zeros_like(sigma))
