@@ -143,3 +143,15 @@ def test_a_plane_stays_a_plane_through_both_passes():
     out = refine_batch(images, prediction=pred, model=model, steps=1, ensemble=1, processing_res=0)
     assert "cascade" in out.timings
     torch.testing.assert_close(out.refined, plane, rtol=0, atol=1e-5)
+
+
+def test_a_large_map_is_sampled_evenly(monkeypatch):
+    # above MAX_SAMPLES pixels the quantile is taken over every k-th pixel of the whole map, so an
+    # edge in its bottom rows counts as much as one at the top
+    import betterdepth_cli.core.blur as blur
+
+    step = blurred_step(6.0, 64, 128, at=100.0).transpose(-1, -2)  # 128 rows: the edge along row 100
+    full = float(estimate_blur(step))
+    monkeypatch.setattr(blur, "MAX_SAMPLES", 1000)
+    assert float(estimate_blur(step)) == pytest.approx(full, rel=0.05)
+    assert 5.0 < full < 7.0

@@ -22,10 +22,14 @@ import math
 import torch
 import torch.nn.functional as F
 
+from betterdepth_cli.core.normalize import float64_map
+
 #: The probe's sigma in pixels.
 PROBE = 4.0
 #: The quantile of the gradient magnitude taken as a map's steepest gradient.
 QUANTILE = 0.995
+#: Above this many valid pixels the quantile is taken over an evenly strided subset of at most this many.
+MAX_SAMPLES = 1 << 20
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -47,7 +51,8 @@ def _steepest(x: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
     out = []
     for m, k in zip(mag, ok):
         values = m[k]
-        out.append(torch.quantile(values[:1_000_000], QUANTILE) if values.numel() else m.new_zeros(()))
+        values = values[:: -(-values.numel() // MAX_SAMPLES)] if values.numel() > MAX_SAMPLES else values
+        out.append(torch.quantile(values, QUANTILE) if values.numel() else m.new_zeros(()))
     return torch.stack(out)
 
 
@@ -58,12 +63,7 @@ def estimate_blur(cond: torch.Tensor, valid: torch.Tensor | None = None) -> torc
     normalised blur of its valid neighbours before the probe, and gradients are read only on valid
     pixels whose neighbours are valid. A map without valid gradient gives 0.
     """
-    if cond.ndim != 4 or cond.shape[1] != 1:
-        raise ValueError(f"`cond` must be (B,1,H,W), got {tuple(cond.shape)}")
-    c = cond.to(torch.float64)
-    ok = torch.isfinite(c)
-    if valid is not None:
-        ok &= valid.to(c.device).bool()
+    c, ok = float64_map(cond, valid)
     okf = ok.to(c.dtype)
     c = torch.where(ok, c, torch.zeros_like(c))
     probed = gaussian_blur(c, PROBE) / gaussian_blur(okf, PROBE).clamp_min(1e-12)

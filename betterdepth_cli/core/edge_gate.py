@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from betterdepth_cli.core.layout import masked_lowpass
-from betterdepth_cli.core.normalize import masked_quantiles
+from betterdepth_cli.core.normalize import float64_map, masked_quantiles
 
 #: Pre-smoothing of the conditioning before its gradient, in pixels (about a Gaussian's sigma).
 PRESMOOTH = 1.0
@@ -56,12 +56,7 @@ def edge_evidence(cond: torch.Tensor, valid: torch.Tensor | None = None, side: f
     smoothing or the range; a map without range gives 0. ``side`` and ``span`` (q2, q98) override
     the map's own longest side and range (a tile measured on its whole plate's scale).
     """
-    if cond.ndim != 4 or cond.shape[1] != 1:
-        raise ValueError(f"`cond` must be (B,1,H,W), got {tuple(cond.shape)}")
-    c = cond.to(torch.float64)
-    ok = torch.isfinite(c)
-    if valid is not None:
-        ok &= valid.to(c.device).bool()
+    c, ok = float64_map(cond, valid)
     length = float(side or max(c.shape[-2:]))
     gy, gx = (_planar_residual(g, w, PLANE_SHARE * length) for g, w in _gradients(c, ok))
     if span is None:

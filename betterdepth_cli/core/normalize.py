@@ -25,6 +25,17 @@ def _subsample(values: torch.Tensor) -> torch.Tensor:
     return values if n <= QUANTILE_SAMPLES else values[..., :: -(-n // QUANTILE_SAMPLES)]
 
 
+def float64_map(cond: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (B,1,H,W) map as float64 and its usable pixels (finite, and ``valid`` where given); other shapes are refused."""
+    if cond.ndim != 4 or cond.shape[1] != 1:
+        raise ValueError(f"`cond` must be (B,1,H,W), got {tuple(cond.shape)}")
+    c = cond.to(torch.float64)
+    ok = torch.isfinite(c)
+    if valid is not None:
+        ok &= valid.to(c.device).bool()
+    return c, ok
+
+
 def masked_quantiles(
     x: torch.Tensor, valid: torch.Tensor, low: float = LOW_QUANTILE, high: float = HIGH_QUANTILE
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -157,10 +157,8 @@ def refine_batch(
         images: (B,3,H,W) float in [0,1], or a PIL image, a numpy (H,W,3) array (uint8, uint16
             or float in [0,1]), a uint8 tensor, or a list of them (converted explicitly; ambiguous
             input is refused, see :mod:`betterdepth_cli.core.image_input`).
-        conditioner: a :class:`~betterdepth_cli.core.conditioners.Conditioner`
-            (not needed when ``prediction`` is given).
-        model: a :class:`~betterdepth_cli.core.refiner.BetterDepthModel`, or ``None``
-            for the conditioner alone.
+        conditioner: a :class:`~betterdepth_cli.core.conditioners.Conditioner` (not needed with ``prediction``).
+        model: a :class:`~betterdepth_cli.core.refiner.BetterDepthModel`, or ``None`` for the conditioner alone.
         steps, ensemble, reduction, processing_res: ``None`` takes the model card's
             defaults; ``processing_res=0`` means native resolution, capped at the card's
             ``max_processing_res`` when it has one (the longest side; the output keeps the input size).
@@ -177,19 +175,18 @@ def refine_batch(
             batches the networks (faster on some GPUs, results then vary in the last bits).
         frame: the images are crops (tiles) of a larger image: its scale for the card's layout
             low-pass and edge gate (:class:`~betterdepth_cli.core.types.Frame`).
-        cascade: run the card's ``cascade`` where it applies (:func:`cascade_resolution`): a
-            conditioning too soft for one pass is refined at a lower resolution first, and the
-            full pass is conditioned on that; ``False``: one pass (tiles, conditioned on an anchor
-            that had its cascade). ``noise`` is the last pass's.
+        cascade: run the card's ``cascade`` (:func:`cascade_resolution`: a conditioning too soft for one
+            pass is refined at a lower resolution first); ``False``: one pass. ``noise`` is the last pass's.
     Returns:
         :class:`RefineResult` at input size in the conditioner's units.
     """
     images = check_images(images)
+    split = lambda p: _one_by_one(images, conditioner=conditioner, model=model, steps=steps,  # noqa: E731
+                                  ensemble=ensemble, reduction=reduction, processing_res=processing_res,
+                                  generator=generator, noise=noise, keys=keys, prediction=p,
+                                  restore_tails=restore_tails, frame=frame, cascade=cascade)
     if batch_invariant and images.shape[0] > 1:
-        return _one_by_one(images, conditioner=conditioner, model=model, steps=steps, ensemble=ensemble,
-                           reduction=reduction, processing_res=processing_res, generator=generator, noise=noise,
-                           keys=keys, prediction=prediction, restore_tails=restore_tails, frame=frame,
-                           cascade=cascade)
+        return split(prediction)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     pred = prediction if prediction is not None else _condition(images, conditioner, keys)
@@ -207,33 +204,29 @@ def refine_batch(
     cond_pass = cond_full  # what this pass is conditioned on
     first_res = cascade_resolution(model, run, cond_full, valid_full) if cascade else 0
     if first_res is None:  # the images of this batch disagree: one by one, each deciding for itself
-        return _one_by_one(images, conditioner=conditioner, model=model, steps=steps, ensemble=ensemble,
-                           reduction=reduction, processing_res=processing_res, generator=generator, noise=noise,
-                           keys=keys, prediction=pred, restore_tails=restore_tails, frame=frame)
+        return split(pred)
     if first_res:  # too soft for one pass: refine at a lower resolution first, then condition on that
-        first = refine_batch(images, model=model, steps=run.steps, ensemble=run.ensemble, reduction=run.reduction,
-                             processing_res=first_res, generator=generator, prediction=pred,
-                             restore_tails=restore_tails, batch_invariant=batch_invariant, cascade=False)
-        timings["cascade"] = first.timings["total"]
-        # its changes, upsampled, over the full-size conditioning: where the first pass changed nothing
-        # the full pass sees the conditioner's own map, to the last pixel (upsampling is linear)
-        small = resize(cond_full, processing_size(*cond_full.shape[-2:], first_res))
-        cond_pass = cond_full + first.refined.to(cond_full.device).float() - resize(small, cond_full.shape[-2:])
-    t0 = time.perf_counter()
-    enc = _encode(model, images, cond_pass, valid_full, run)
-    timings["encode"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    z0 = _sample_latents(model, enc, run, generator, noise)
-    timings["sample"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    refined, uncertainty = _decode(model, enc, z0, run, cond_full, restore_tails, frame)
-    timings["decode"] = time.perf_counter() - t0
+        cond_pass, timings["cascade"] = _first_pass(images, model, pred, run, first_res, generator, restore_tails,
+                                                    batch_invariant)
+    refined, uncertainty = _one_pass(model, images, cond_pass, valid_full, run, generator, noise, restore_tails,
+                                     frame, timings)
     timings["total"] = time.perf_counter() - t_start
-    device = model.device
-    return RefineResult(refined, cond_full.to(device), valid_full.to(device), pred.kind, pred.metric, uncertainty,
-                        timings)
+    return RefineResult(refined, cond_full.to(model.device), valid_full.to(model.device), pred.kind, pred.metric,
+                        uncertainty, timings)
+
+
+def _one_pass(model, images, cond, valid, run, generator, noise, restore_tails: bool, frame: Frame | None,
+              timings: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Encode, sample and decode over the conditioning ``cond``: (refined, uncertainty) at its size;
+    the seconds of each stage are added to ``timings``."""
+    t0 = time.perf_counter()
+    enc = _encode(model, images, cond, valid, run)
+    t1 = time.perf_counter()
+    z0 = _sample_latents(model, enc, run, generator, noise)
+    t2 = time.perf_counter()
+    out = _decode(model, enc, z0, run, cond, restore_tails, frame)
+    timings["encode"], timings["sample"], timings["decode"] = t1 - t0, t2 - t1, time.perf_counter() - t2
+    return out
 
 
 def cascade_resolution(model, run, cond: torch.Tensor, valid: torch.Tensor) -> int | None:
@@ -256,6 +249,21 @@ def cascade_resolution(model, run, cond: torch.Tensor, valid: torch.Tensor) -> i
     if not soft.any():
         return 0
     return max(MIN_SIDE, round(scale * max(size))) if soft.all() else None
+
+
+def _first_pass(images, model, pred: DepthPrediction, run, first_res: int, generator, restore_tails: bool,
+                batch_invariant: bool) -> tuple[torch.Tensor, float]:
+    """The cascade's first pass at ``first_res``: (the map the full pass is conditioned on, its seconds).
+
+    Its changes, upsampled, are added to the full-size conditioning: where the first pass changed
+    nothing, the full pass sees the conditioner's own map to the last pixel (upsampling is linear).
+    """
+    cond = pred.values.float()
+    first = refine_batch(images, model=model, steps=run.steps, ensemble=run.ensemble, reduction=run.reduction,
+                         processing_res=first_res, generator=generator, prediction=pred, restore_tails=restore_tails,
+                         batch_invariant=batch_invariant, cascade=False)
+    small = resize(cond, processing_size(*cond.shape[-2:], first_res))
+    return cond + first.refined.to(cond.device).float() - resize(small, cond.shape[-2:]), first.timings["total"]
 
 
 def _condition(images: torch.Tensor, conditioner, keys) -> DepthPrediction:
