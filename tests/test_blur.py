@@ -34,8 +34,8 @@ def test_the_estimate_is_scale_and_shift_invariant_and_per_image():
     a, b = blurred_step(4.0), blurred_step(10.0)
     est = estimate_blur(torch.cat([a, 7.0 * b - 3.0]))
     assert est.shape == (2,)
-    assert float(est[0]) == pytest.approx(float(estimate_blur(a)), rel=1e-9)
-    assert float(est[1]) == pytest.approx(float(estimate_blur(b)), rel=1e-9)
+    assert float(est[0]) == pytest.approx(float(estimate_blur(a)), rel=1e-5)  # float32 inside
+    assert float(est[1]) == pytest.approx(float(estimate_blur(b)), rel=1e-5)
     assert float(est[0]) < 5.0 < 9.0 < float(est[1])
 
 
@@ -155,3 +155,12 @@ def test_a_large_map_is_sampled_evenly(monkeypatch):
     monkeypatch.setattr(blur, "MAX_SAMPLES", 1000)
     assert float(estimate_blur(step)) == pytest.approx(full, rel=0.05)
     assert 5.0 < full < 7.0
+
+
+def test_the_quantile_by_selection_equals_torch_quantile():
+    from betterdepth_cli.core.blur import _quantile
+
+    for n in (1, 2, 7, 1001):
+        v = torch.rand(n, dtype=torch.float64, generator=torch.Generator().manual_seed(n))
+        for q in (0.0, 0.5, 0.995, 1.0):
+            assert float(_quantile(v, q)) == float(torch.quantile(v, q))
