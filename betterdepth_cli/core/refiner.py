@@ -175,7 +175,7 @@ class BetterDepthModel(nn.Module):
         spec = self.card.get("cascade")
         if not spec:
             return None
-        blur_above, scale = float(spec.get("blur_above", 0.0)), float(spec.get("scale", 0.0))
+        blur_above, scale = (float(spec.get(k, 0.0)) for k in ("blur_above", "scale")) if isinstance(spec, dict) else (0, 0)
         if not (blur_above > 0 and 0 < scale < 1):
             raise ValueError(f"model card: cascade needs blur_above > 0 and 0 < scale < 1, got {spec}")
         return blur_above, scale
