@@ -22,7 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from betterdepth_cli.core.normalize import float64_map
+from betterdepth_cli.core.normalize import float64_map, strided_subset
 
 #: The probe's sigma in pixels.
 PROBE = 4.0
@@ -51,7 +51,7 @@ def _steepest(x: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
     out = []
     for m, k in zip(mag, ok):
         values = m[k]
-        values = values[:: -(-values.numel() // MAX_SAMPLES)] if values.numel() > MAX_SAMPLES else values
+        values = strided_subset(values, MAX_SAMPLES)
         out.append(_quantile(values.to(torch.float64), QUANTILE) if values.numel() else torch.zeros((), dtype=torch.float64))
     return torch.stack(out)
 

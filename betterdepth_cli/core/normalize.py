@@ -19,10 +19,10 @@ _MIN_RANGE = 1e-6
 QUANTILE_SAMPLES = 65_536
 
 
-def _subsample(values: torch.Tensor) -> torch.Tensor:
-    """Every k-th value along the last dim, so that at most :data:`QUANTILE_SAMPLES` remain."""
+def strided_subset(values: torch.Tensor, limit: int = QUANTILE_SAMPLES) -> torch.Tensor:
+    """Every k-th value along the last dim, so that at most ``limit`` remain (all of them when they fit)."""
     n = values.shape[-1]
-    return values if n <= QUANTILE_SAMPLES else values[..., :: -(-n // QUANTILE_SAMPLES)]
+    return values if n <= limit else values[..., :: -(-n // limit)]
 
 
 def float64_map(cond: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,13 +54,13 @@ def masked_quantiles(
     hi = torch.ones(b, dtype=flat.dtype, device=flat.device)
     if bool(mask.all()):
         q = torch.tensor([low, high], dtype=flat.dtype, device=flat.device)
-        qs = torch.quantile(_subsample(flat), q, dim=1)  # [2,B]
+        qs = torch.quantile(strided_subset(flat), q, dim=1)  # [2,B]
         return qs[0], qs[1]
     for i in range(b):
         vals = flat[i][mask[i]]
         if vals.numel() == 0:
             continue
-        vals = _subsample(vals)
+        vals = strided_subset(vals)
         q = torch.quantile(vals, torch.tensor([low, high], dtype=vals.dtype, device=vals.device))
         lo[i], hi[i] = q[0], q[1]
     return lo, hi
