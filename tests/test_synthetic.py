@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import tomllib
+from pathlib import Path
 
 import numpy as np
+
 import pytest
 
 pytest.importorskip("open3d")
@@ -241,6 +243,44 @@ def test_write_dataset_refuses_a_folder_with_other_settings(tmp_path):
     (tmp_path / "other" / "x.txt").write_text("x")
     with pytest.raises(OutputError, match="not empty"):
         write_dataset(tmp_path / "other", 1, size=16)
+
+
+def test_the_generator_digest_follows_the_rendering_code(tmp_path):
+    import shutil
+
+    from training.synthetic import writer
+
+    here = Path(writer.__file__).parent
+    assert writer.generator_digest() == writer.generator_digest(here)
+    assert len(writer.generator_digest()) == 16 and int(writer.generator_digest(), 16) >= 0
+    for name in writer.RENDERING_MODULES:
+        shutil.copy(here / f"{name}.py", tmp_path / f"{name}.py")
+    assert writer.generator_digest(tmp_path) == writer.generator_digest()
+    (tmp_path / "textures.py").write_text((here / "textures.py").read_text() + "\n# one more line\n")
+    assert writer.generator_digest(tmp_path) != writer.generator_digest()
+    (tmp_path / "unrelated.py").write_text("x = 1\n")  # only the rendering modules count
+    (tmp_path / "textures.py").write_text((here / "textures.py").read_text())
+    assert writer.generator_digest(tmp_path) == writer.generator_digest()
+
+
+def test_write_dataset_refuses_to_extend_a_folder_of_another_generator_version(tmp_path):
+    import tomllib
+
+    from betterdepth_cli.core.types import OutputError
+    from training.synthetic.writer import generator_digest
+
+    out = write_dataset(tmp_path / "ds", 1, seed0=0, size=(16, 16), kind="indoor")
+    toml = (out / "dataset.toml").read_text()
+    assert tomllib.loads(toml)["source"]["generator_digest"] == generator_digest()
+    (out / "dataset.toml").write_text(toml.replace(generator_digest(), "0123456789abcdef"))
+    with pytest.raises(OutputError, match="another version of the scene generator.*0123456789abcdef"):
+        write_dataset(out, 2, seed0=0, size=(16, 16), kind="indoor")
+    assert not (out / "rgb" / "000001.png").exists()  # nothing written
+    # a folder written before the digest was recorded: extended as before (its version is unknown)
+    lines = [ln for ln in toml.splitlines() if not ln.startswith("generator_digest")]
+    (out / "dataset.toml").write_text("\n".join(lines) + "\n")
+    write_dataset(out, 2, seed0=0, size=(16, 16), kind="indoor")
+    assert (out / "rgb" / "000001.png").exists()
 
 
 def test_write_dataset_png16_round_trip(tmp_path):

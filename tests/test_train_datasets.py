@@ -125,6 +125,22 @@ def test_folder_reads_synth_output(tmp_path):
     assert (s["valid"][0].numpy() == ref.valid).all()
 
 
+def test_a_synthetic_training_set_is_cached_per_generator_version(tmp_path, monkeypatch):
+    pytest.importorskip("open3d")
+    from training import batches
+    from training.synthetic import writer
+
+    spec = {"type": "synthetic", "n": 1, "size": 16, "seed": 2, "kind": "indoor"}
+    real = writer.generator_digest()
+    first = batches.build_dataset(spec, tmp_path)
+    assert batches.build_dataset(spec, tmp_path).root == first.root  # the same version: reused
+    monkeypatch.setattr(writer, "generator_digest", lambda root=None: "feedfacefeedface")
+    other = batches.build_dataset(spec, tmp_path)  # another version: rendered afresh, beside the first
+    assert sorted(p.name for p in (tmp_path / "synthetic").iterdir()) == sorted(
+        [f"n1-s16-seed2-indoor-g{real}", "n1-s16-seed2-indoor-gfeedfacefeedface"])
+    assert other.root != first.root and (other.root / ".complete").exists()
+
+
 def test_folder_accepts_the_evaluation_spelling_and_subfolders(tmp_path):
     root = tmp_path / "ev"
     rgb = np.full((4, 5, 3), 200, np.uint8)

@@ -183,10 +183,12 @@ def build_dataset(spec: dict, cache_dir: Path, log: Callable[[str], None] | None
     try:
         if kind == "synthetic":
             from training.synthetic import write_dataset
+            from training.synthetic.writer import generator_digest
 
             n, size = int(spec["n"]), int(spec["size"])
             seed, skind = int(spec.get("seed", 0)), str(spec.get("kind", "mixed"))
-            folder = cache_dir / "synthetic" / f"n{n}-s{size}-seed{seed}-{skind}"
+            # the generator's version in the name: a changed generator renders afresh instead of reusing old scenes
+            folder = cache_dir / "synthetic" / f"n{n}-s{size}-seed{seed}-{skind}-g{generator_digest()}"
             complete = folder / ".complete"
             if not complete.exists():
                 if log:

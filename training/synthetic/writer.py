@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -14,6 +15,23 @@ from training.synthetic.scenes import render_scene
 
 
 DEPTH_FORMATS = ("npy", "png16")
+
+
+#: The modules whose code decides what a rendered sample holds; a hash of their source is the
+#: generator's version (:func:`generator_digest`).
+RENDERING_MODULES = ("builder", "indoor", "meshes", "outdoor", "renderer", "scene", "scenes", "textures", "writer")
+
+
+def generator_digest(root: str | os.PathLike | None = None) -> str:
+    """16 hex digits that change whenever the code of :data:`RENDERING_MODULES` (under ``root``, this
+    package by default) does: datasets and caches record it, so samples of two generator versions
+    never mix (a folder resumed after the generator changed, a training cache keyed by seeds alone)."""
+    folder = Path(root) if root is not None else Path(__file__).parent
+    h = hashlib.blake2b(digest_size=8)
+    for name in RENDERING_MODULES:
+        data = (folder / f"{name}.py").read_bytes()
+        h.update(name.encode() + b"\0" + len(data).to_bytes(8, "little") + data)
+    return h.hexdigest()
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -102,6 +120,10 @@ def _check_same_recipe(out: Path, source: dict, depth_format: str) -> None:
     old_format = cfg.get("depth", {}).get("format")
     if old.get("generator") != source["generator"]:
         raise OutputError(f"{out}: holds a dataset not written by `betterdepth synth`; use another folder")
+    old_digest = old.get("generator_digest")
+    if old_digest is not None and old_digest != source["generator_digest"]:  # folders written before 2026-12-06 have none
+        raise OutputError(f"{out}: was written by another version of the scene generator (digest {old_digest}, this one "
+                          f"{source['generator_digest']}): new samples would not match its others; use another folder")
     diff = [k for k in ("seed0", "size", "kind", "supersample") if old.get(k, 1 if k == "supersample" else None)
             != source[k]]
     if old_format != depth_format:
@@ -143,7 +165,8 @@ def write_dataset(out_dir: str | os.PathLike, n: int, seed0: int = 0, size: tupl
         size = (size, size)
     out = Path(out_dir)
     source = {"generator": "betterdepth training.synthetic", "seed0": int(seed0), "n": int(n),
-              "size": [int(size[0]), int(size[1])], "kind": kind, "supersample": int(supersample)}
+              "size": [int(size[0]), int(size[1])], "kind": kind, "supersample": int(supersample),
+              "generator_digest": generator_digest()}
     _check_same_recipe(out, source, depth_format)
     for sub in ("rgb", "depth", "meta"):
         (out / sub).mkdir(parents=True, exist_ok=True)
