@@ -7,7 +7,6 @@ import tomllib
 from pathlib import Path
 
 import numpy as np
-
 import pytest
 
 pytest.importorskip("open3d")
@@ -264,8 +263,6 @@ def test_the_generator_digest_follows_the_rendering_code(tmp_path):
 
 
 def test_write_dataset_refuses_to_extend_a_folder_of_another_generator_version(tmp_path):
-    import tomllib
-
     from betterdepth_cli.core.types import OutputError
     from training.synthetic.writer import generator_digest
 
