@@ -359,7 +359,7 @@ OBSERVATIONS = [
     "  Looked at on synthetic 3072 x 2048 choosing plates at sigma 1 %: the tiles sharpen outlines",
     "  beyond the anchor's (edge F1 0.21 against 0.15 upsampled), but where a strongly patterned",
     "  surface lies inside the edge gate (a striped tabletop crossed by branches) its stripes show in",
-    "  depth: the anchor at 1536 px already carries them as soft ramps (about 5 % of the range over",
+    "  depth: the anchor at 1536 px already carries them as soft ramps (about 6 % of the range over",
     "  7 px, below the edge detector) and the tiles, which sharpen soft transitions, turn them into",
     "  one-pixel steps of 2-3.5 % of the range; that is where the tiled map's edges lie further from",
     "  the true ones (DBE_acc). A fine-tune on scenes of 384 and 1024 px",
