@@ -3,6 +3,10 @@
 1. **Anchor.** The plate is shrunk to the model's resolution (the card's ``max_processing_res``,
    else one tile); the conditioner and the refiner run on that whole frame. The anchor fixes the
    layout: every tile is later mapped onto it, so tiles cannot disagree about what is near and far.
+   The anchor takes the card's cascade (a first pass at half its size when the conditioning is
+   softer than ``blur_above``): on four synthetic choosing plates at 1 % blur, an anchor without it
+   gave tiled maps whose edges lie closer to the truth (DBE_acc 2.04 -> 1.48 px) but a worse layout
+   (AbsRel 0.056 -> 0.068, against 0.057 upsampled), so the layout wins.
 2. **Tiles.** Overlapping tiles (:mod:`betterdepth_cli.core.tiling`) are refined one at a time at
    the plate's own pixel scale by :func:`~betterdepth_cli.core.pipeline.refine_batch`, each with its
    crop of the photo, its conditioning and, for models that sample from noise, its crop of one
