@@ -121,8 +121,13 @@ def _one_by_one(images: torch.Tensor, *, generator, noise, keys, prediction, **k
                                    prediction.metric, prediction.source)  # fmt: skip
         parts.append(refine_batch(images[i : i + 1], generator=gens[i], keys=None if keys is None else keys[i : i + 1],
                                   noise=None if noise is None else noise[i : i + 1], prediction=pred, **kwargs))
-    cat = lambda name: None if getattr(parts[0], name) is None else torch.cat([getattr(p, name) for p in parts])
-    timings = {k: sum(p.timings.get(k, 0.0) for p in parts) for k in parts[0].timings}
+    return stack_results(parts)
+
+
+def stack_results(parts: list[RefineResult]) -> RefineResult:
+    """Results of single images as one batch: maps concatenated, each stage's seconds summed."""
+    cat = lambda name: None if getattr(parts[0], name) is None else torch.cat([getattr(p, name) for p in parts])  # noqa: E731
+    timings = {k: sum(p.timings.get(k, 0.0) for p in parts) for k in dict.fromkeys(k for p in parts for k in p.timings)}
     return RefineResult(cat("refined"), cat("conditioning"), cat("valid"), parts[0].kind, parts[0].metric,
                         cat("uncertainty"), timings)
 
