@@ -153,23 +153,41 @@ class BetterDepthPipeline:
         processing_res: int | None = None,
         seed: int = 0,
         generator: "torch.Generator | list[torch.Generator] | None" = None,
+        tile: int | str | None = None,
     ) -> DepthOutput:
         """Refine ``images``. ``generator`` (one, or one per image) overrides ``seed``; by default
-        every image draws its noise from its own generator seeded with ``seed``, as ``refine`` does."""
+        every image draws its noise from its own generator seeded with ``seed``, as ``refine`` does.
+        ``tile``: as ``refine --tile`` (``None``: tiles above the card's ``tile_above``, 0: never,
+        ``SIZE`` or ``"SIZE:OVERLAP"``: tiles of that size); a plate refined in tiles gives the same
+        map as through ``refine``."""
+        from betterdepth_cli.core.image_input import as_image_list, image_size
         from betterdepth_cli.core.pipeline import check_images, refine_batch, seeded_generators
+        from betterdepth_cli.core.tiling import model_tiling
         from betterdepth_cli.io.depth_files import units_for
 
         t0 = time.perf_counter()
-        batch = check_images(images)
         chosen = {"steps": steps, "ensemble": ensemble, "reduction": reduction, "processing_res": processing_res}
         run = self.settings(**chosen) if self._samples() else None
-        res = refine_batch(batch, conditioner=self.conditioner, model=self.model,
-                           generator=generator if generator is not None else seeded_generators(seed, len(batch)),
-                           **chosen)  # fmt: skip
+        size, overlap = _parse_tile(tile)
+        plates = as_image_list(images)
+        gens = generator if generator is not None else seeded_generators(seed, len(plates))
+        tiling = None if run is None else model_tiling(self.model, *image_size(plates[0]), size, overlap,
+                                                        run.processing_res)
+        if tiling is None:
+            res = refine_batch(check_images(images), conditioner=self.conditioner, model=self.model, generator=gens,
+                               **chosen)  # fmt: skip
+        else:
+            from betterdepth_cli.core.tiled import refine_plates
+
+            res = refine_plates(plates, model=self.model, conditioner=self.conditioner, tile=tiling[0],
+                                overlap=tiling[1], generator=gens, steps=steps, ensemble=ensemble,
+                                reduction=reduction)  # fmt: skip
         settings = {"conditioner": self.conditioner_name, "model": self.model_name, "seed": seed}
         if run is not None:
             settings.update(steps=run.steps, ensemble=run.ensemble, reduction=run.reduction,
                             processing_res=run.processing_res)  # fmt: skip
+            if size is not None:  # as refine's sidecar: recorded when asked for (absent: the card decides)
+                settings.update(tile=size, tile_overlap=overlap)
         timings = {**res.timings, "call": time.perf_counter() - t0}
         return DepthOutput(res.refined, res.conditioning, res.valid, res.kind, bool(res.metric),
                            units_for(res.kind, bool(res.metric)), res.uncertainty, timings, settings)  # fmt: skip
@@ -177,3 +195,16 @@ class BetterDepthPipeline:
     def _samples(self) -> bool:
         """Whether the refiner samples (a diffusion model), so the inference settings apply."""
         return self.model is not None and not getattr(self.model, "classical", False)
+
+
+def _parse_tile(tile: int | str | None) -> tuple[int | None, int | None]:
+    """``tile`` as (size, overlap): ``None`` stays automatic; an int or ``"SIZE[:OVERLAP]"`` as ``--tile``."""
+    if tile is None:
+        return None, None
+    from betterdepth_cli.core.tiling import parse_tile
+    from betterdepth_cli.core.types import UsageError
+
+    try:
+        return parse_tile(str(tile))
+    except ValueError as exc:
+        raise UsageError(str(exc).replace("`--tile`", "`tile`")) from None

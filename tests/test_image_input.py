@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from betterdepth_cli.core.image_input import as_image_batch
+from betterdepth_cli.core.image_input import as_image_batch, as_image_list
 from betterdepth_cli.core.pipeline import refine_batch
 from betterdepth_cli.core.refiner import BetterDepthModel
 from betterdepth_cli.core.types import DepthPrediction, UsageError
@@ -26,6 +26,28 @@ WANT = torch.from_numpy(RGB8.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
 ])
 def test_every_accepted_form_gives_the_same_batch(make):
     torch.testing.assert_close(as_image_batch(make()), WANT, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Image.fromarray(RGB8),
+    lambda: RGB8,
+    lambda: (RGB8.astype(np.uint16) * 257),
+    lambda: RGB8.astype(np.float32) / 255.0,
+    lambda: np.concatenate([RGB8, np.full((12, 16, 1), 7, np.uint8)], -1),
+])
+def test_the_plate_list_holds_float_rgb_as_refine_reads_files(make):
+    (one,) = as_image_list(make())
+    assert one.dtype == np.float32 and one.shape == (12, 16, 3)
+    np.testing.assert_allclose(one, WANT[0].permute(1, 2, 0).numpy(), rtol=0, atol=1e-6)
+
+
+def test_the_plate_list_keeps_tensors_and_splits_batches():
+    two = as_image_list([WANT, torch.cat([WANT, WANT])])
+    assert len(two) == 3 and all(t.shape == (1, 3, 12, 16) for t in two)
+    with pytest.raises(UsageError, match="must have one size"):
+        as_image_list([RGB8, RGB8[:8]])
+    with pytest.raises(UsageError, match="unsupported image type str"):
+        as_image_list("photo.jpg")
 
 
 def test_grey_and_lists():

@@ -193,3 +193,38 @@ def test_refine_tiles_above_the_cards_size_and_tile_flag(tmp_path, tiny_dpt_dir)
     assert not np.array_equal(auto, whole)  # 160 px > tile_above: tiled unless --tile 0
     res = CliRunner().invoke(app, ["refine", str(tmp_path / "in"), "-o", str(tmp_path / "x"), "--tile", "64:40"])
     assert res.exit_code == 64 and "overlap" in res.output
+
+    # the library decides as refine does and gives the same maps (the PNG opened with PIL, as a user would)
+    from PIL import Image
+
+    from betterdepth_cli import BetterDepthPipeline
+    from betterdepth_cli.core.types import UsageError
+
+    pipe = BetterDepthPipeline.from_pretrained(str(tmp_path / "m"), f"hf:{tiny_dpt_dir}")
+    photo = Image.open(tmp_path / "in" / "plate.png")
+    lib_auto = pipe(photo)
+    np.testing.assert_array_equal(lib_auto.depth_np[0], auto)
+    assert lib_auto.conditioning.shape == lib_auto.depth.shape == (1, 1, 96, 160)  # the anchor's, at input size
+    assert "tile" not in lib_auto.settings  # the card decided, as in refine's sidecar
+    lib_whole = pipe(np.asarray(photo), tile=0)
+    np.testing.assert_array_equal(lib_whole.depth_np[0], whole)
+    assert lib_whole.settings["tile"] == 0
+    two = pipe([photo, np.asarray(photo)], tile="64:16")  # a batch of plates: one by one, each as alone
+    np.testing.assert_array_equal(two.depth_np[0], forced)
+    np.testing.assert_array_equal(two.depth_np[1], forced)
+    assert (two.settings["tile"], two.settings["tile_overlap"]) == (64, 16)
+    with pytest.raises(UsageError, match="`tile` overlap"):
+        pipe(photo, tile="64:40")
+
+    # and eval refines a plate above tile_above in tiles too: its saved prediction is refine's map
+    data = tmp_path / "data"
+    for sub in ("depth", "rgb"):
+        (data / sub).mkdir(parents=True)
+    (data / "rgb" / "plate.png").write_bytes((tmp_path / "in" / "plate.png").read_bytes())
+    np.save(data / "depth" / "plate.npy", np.linspace(1.0, 3.0, 96 * 160, dtype=np.float32).reshape(96, 160))
+    (data / "dataset.toml").write_text('images = "rgb"\nground_truth = "depth"\nkind = "depth"\nunits = "m"\n')
+    res = CliRunner().invoke(app, ["eval", "--dataset", "folder", "--data-root", str(data), "--conditioner",
+                                   f"hf:{tiny_dpt_dir}", "--model", str(tmp_path / "m"), "--save-predictions",
+                                   str(tmp_path / "preds"), "--output", str(tmp_path / "r.json"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(np.load(tmp_path / "preds" / "refined" / "plate.npy"), auto)

@@ -32,35 +32,49 @@ def _check_float_range(x: torch.Tensor | np.ndarray, what: str) -> None:
         raise UsageError(f"{what}: float image values must be in [0, 1], got [{lo:.4g}, {hi:.4g}]{hint}")
 
 
-def _from_numpy(a: np.ndarray, what: str) -> torch.Tensor:
+def _numpy_rgb(a: np.ndarray, what: str) -> np.ndarray:
+    """A numpy image checked (shape, dtype, float range) as (H,W,3), not converted (grey repeated, alpha dropped)."""
     if a.ndim == 2:
         a = a[..., None].repeat(3, axis=-1)
     if a.ndim != 3 or a.shape[-1] not in (3, 4):
         hint = " (numpy images are channels last: transpose (3,H,W) to (H,W,3))" if a.ndim == 3 and a.shape[0] in (3, 4) else ""
         raise UsageError(f"{what}: expected a numpy image (H,W), (H,W,3) or (H,W,4), got shape {a.shape}{hint}")
     a = a[..., :3]
-    if a.dtype in INTEGER_SCALES:
-        out = unit_range(a)
-    elif np.issubdtype(a.dtype, np.floating):
+    if np.issubdtype(a.dtype, np.floating):
         _check_float_range(a, what)
-        out = a.astype(np.float32)
-    else:
+    elif a.dtype not in INTEGER_SCALES:
         raise UsageError(f"{what}: unsupported numpy dtype {a.dtype} (use uint8, uint16 or float in [0, 1])")
-    return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))  # [3,H,W]
+    return a
 
 
-def _from_torch(t: torch.Tensor, what: str) -> torch.Tensor:
+def _from_numpy(a: np.ndarray, what: str) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(_unit_rgb(a, what).transpose(2, 0, 1)))  # [3,H,W]
+
+
+def _torch_rgb(t: torch.Tensor, what: str) -> torch.Tensor:
+    """A tensor image checked (shape, dtype, float range) as (B,3,H,W), not converted."""
     if t.ndim == 3:
         t = t[None]
     if t.ndim != 4 or t.shape[1] != 3:
         hint = " (tensors are channels first: permute (H,W,3) to (3,H,W))" if t.shape[-1] in (3, 4) else ""
         raise UsageError(f"{what}: expected a tensor (3,H,W) or (B,3,H,W), got shape {tuple(t.shape)}{hint}")
+    if t.is_floating_point():
+        _check_float_range(t, what)
+    elif t.dtype != torch.uint8:
+        raise UsageError(f"{what}: unsupported tensor dtype {t.dtype} (use uint8, or float in [0, 1])")
+    return t
+
+
+def _from_torch(t: torch.Tensor, what: str) -> torch.Tensor:
+    t = _torch_rgb(t, what)
     if t.dtype == torch.uint8:
         return t.float() * torch.tensor(np.float32(1.0 / 255.0))  # as unit_range
-    if not t.is_floating_point():
-        raise UsageError(f"{what}: unsupported tensor dtype {t.dtype} (use uint8, or float in [0, 1])")
-    _check_float_range(t, what)
     return t.float()
+
+
+def _one_size(sizes: set) -> None:
+    if len(sizes) > 1:
+        raise UsageError(f"images of one call must have one size, got {sorted(sizes)}; call once per size")
 
 
 def as_image_batch(images: Any) -> torch.Tensor:
@@ -69,15 +83,52 @@ def as_image_batch(images: Any) -> torch.Tensor:
         if not images:
             raise UsageError("no images given (an empty list)")
         parts = [as_image_batch(x) for x in images]
-        sizes = {tuple(p.shape[-2:]) for p in parts}
-        if len(sizes) > 1:
-            raise UsageError(f"images of one call must have one size, got {sorted(sizes)}; call once per size")
+        _one_size({tuple(p.shape[-2:]) for p in parts})
         return torch.cat([p.to(parts[0].device) for p in parts])
     if isinstance(images, torch.Tensor):
         return _from_torch(images, "tensor")
     if isinstance(images, np.ndarray):
         return _from_numpy(images, "numpy array")[None]
-    if hasattr(images, "convert") and hasattr(images, "size") and hasattr(images, "mode"):  # a PIL image
+    if _is_pil(images):
         return _from_numpy(np.asarray(images.convert("RGB")), "PIL image")[None]
-    raise UsageError(f"unsupported image type {type(images).__name__}: pass a PIL image, a numpy array "
-                     "(H,W,3), a torch tensor (3,H,W) or (B,3,H,W), or a list of them")
+    raise _unsupported(images)
+
+
+def as_image_list(images: Any) -> list[np.ndarray | torch.Tensor]:
+    """Each accepted image (module doc), one per image, all of one size, as ``refine`` reads files: a
+    numpy (H,W,3) float32 array in [0,1] (integers divided as :func:`as_image_batch` divides them; a
+    PIL image as RGB), or a (1,3,H,W) tensor as given (checked). For plates refined in tiles, which
+    convert one tile at a time: no (B,3,H,W) batch is made."""
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise UsageError("no images given (an empty list)")
+        parts = [p for x in images for p in as_image_list(x)]
+        _one_size({image_size(p) for p in parts})
+        return parts
+    if isinstance(images, torch.Tensor):
+        t = _torch_rgb(images, "tensor")
+        return [t[i : i + 1] for i in range(t.shape[0])]
+    if isinstance(images, np.ndarray):
+        return [_unit_rgb(images, "numpy array")]
+    if _is_pil(images):
+        return [_unit_rgb(np.asarray(images.convert("RGB")), "PIL image")]
+    raise _unsupported(images)
+
+
+def _unit_rgb(a: np.ndarray, what: str) -> np.ndarray:
+    a = _numpy_rgb(a, what)
+    return unit_range(a) if a.dtype in INTEGER_SCALES else a.astype(np.float32, copy=False)
+
+
+def _is_pil(image: Any) -> bool:
+    return hasattr(image, "convert") and hasattr(image, "size") and hasattr(image, "mode")
+
+
+def image_size(image: np.ndarray | torch.Tensor) -> tuple[int, int]:
+    """(H, W) of one entry of :func:`as_image_list`."""
+    return tuple(image.shape[:2]) if isinstance(image, np.ndarray) else tuple(image.shape[-2:])
+
+
+def _unsupported(images: Any) -> UsageError:
+    return UsageError(f"unsupported image type {type(images).__name__}: pass a PIL image, a numpy array "
+                      "(H,W,3), a torch tensor (3,H,W) or (B,3,H,W), or a list of them")

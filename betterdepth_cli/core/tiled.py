@@ -39,6 +39,7 @@ pixels than the plate) plus one refine at the anchor's size.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,8 @@ import torch
 
 from betterdepth_cli.core.layout import keep_layout
 from betterdepth_cli.core.normalize import masked_quantiles
-from betterdepth_cli.core.pipeline import check_images, draw_noise, processing_size, refine_batch, resize
+from betterdepth_cli.core.pipeline import (check_images, draw_noise, per_image_generators, processing_size, refine_batch,
+                                          resize, stack_results)
 from betterdepth_cli.core.pixels import area_resize
 from betterdepth_cli.core.settings import resolve_settings
 from betterdepth_cli.core.tiling import axis_tiles, axis_weight_sum, axis_weights, robust_scale_shift, sample_region
@@ -82,6 +84,7 @@ def shrink_image(image: Any, size: tuple[int, int]) -> torch.Tensor:
 def _anchor(image, size, conditioner, model, prediction, keys, options: dict, generator) -> tuple[RefineResult, DepthPrediction]:
     """The whole frame at the anchor ``size``: the conditioner (or the given prediction, shrunk) and the refiner."""
     small = shrink_image(image, size)
+    t0 = time.perf_counter()
     if prediction is None:
         if conditioner is None:
             raise UsageError("tiled refine needs a `conditioner` or a `prediction`")
@@ -92,7 +95,9 @@ def _anchor(image, size, conditioner, model, prediction, keys, options: dict, ge
     pred_small = DepthPrediction(resize(pred.values.float().cpu(), size),
                                  resize(pred.valid.cpu(), size, mode="nearest").bool(),
                                  pred.kind, pred.metric, pred.source)
+    t_cond = time.perf_counter() - t0
     res = refine_batch(small, model=model, prediction=pred_small, processing_res=0, generator=generator, **options)
+    res.timings["conditioner"] = res.timings.get("conditioner", 0.0) + t_cond
     return res, pred
 
 
@@ -190,6 +195,7 @@ def refine_tiled(
     anchor_side = int(anchor_res or defaults.get("max_processing_res") or tile)
     anchor, pred = _anchor(image, processing_size(h, w, min(anchor_side, max(h, w))), conditioner, model,
                            prediction, keys, options, gen)
+    stages = {k: v for k, v in anchor.timings.items() if k != "total"}  # conditioner, encode, ... summed over passes
     anchor_map = anchor.refined.float().cpu()
     frame = _frame(anchor, h, w)
     anchor_px = max(h, w) / max(anchor_map.shape[-2:])  # one anchor pixel, in plate pixels
@@ -207,6 +213,9 @@ def refine_tiled(
         for j, cols in enumerate(tx):
             target = sample_region(anchor_map, (h, w), rows, cols, "bilinear")  # conditions the tile, then fits it
             res = _tile(image, target, pred, (h, w), rows, cols, model, noise, options, frame)
+            for k, v in res.timings.items():
+                if k != "total":
+                    stages[k] = stages.get(k, 0.0) + v
             scale, shift = robust_scale_shift(res.refined.cpu(), target, res.valid.cpu())
             fitted = keep_layout(res.refined.float().cpu() * scale + shift, target, res.valid.cpu(), anchor_px)
             weight = (wy[:, None] * axis_weights(tx, j)[None, :]).float().numpy()
@@ -218,8 +227,24 @@ def refine_tiled(
         final = ty[i + 1][0] if i + 1 < len(ty) else h  # no later tile reaches above this row
         _finish_rows(out, unc, wy_sum, wx_sum, done_rows, final)
         done_rows = final
-    timings = {"anchor": t_anchor, "tiles": time.perf_counter() - t_start - t_anchor,
+    timings = {**stages, "anchor": t_anchor, "tiles": time.perf_counter() - t_start - t_anchor,
                "total": time.perf_counter() - t_start}
     as_map = lambda a: None if a is None else torch.from_numpy(a)[None, None]  # noqa: E731 - (1,1,H,W) views
     return RefineResult(as_map(out), anchor.conditioning, as_map(valid), anchor.kind, anchor.metric, as_map(unc),
                         timings)
+
+
+def refine_plates(plates: list, *, model, tile: int, overlap: int, generator=None, keys: list[str] | None = None,
+                  **options) -> RefineResult:
+    """:func:`refine_tiled` for each of ``plates`` (one size; numpy (H,W,3) arrays or (1,3,H,W) tensors,
+    as :func:`~betterdepth_cli.core.image_input.as_image_list` gives them), stacked into one (B,1,H,W)
+    :class:`RefineResult`. ``generator``: one, or one per plate (as ``refine_batch``); ``keys``: one per
+    plate (the ``file:`` conditioner's file stems). The conditioning of each plate is its anchor's,
+    resized to the plate (the library's and ``eval``'s maps are at input size).
+    ``options``: the other keywords of :func:`refine_tiled`."""
+    gens = per_image_generators(generator, len(plates))
+    parts = [refine_tiled(plate, model=model, tile=tile, overlap=overlap, generator=gen,
+                          keys=None if keys is None else keys[i : i + 1], **options)
+             for i, (plate, gen) in enumerate(zip(plates, gens))]
+    return stack_results([replace(p, conditioning=resize(p.conditioning.float().cpu(), tuple(p.refined.shape[-2:])))
+                          for p in parts])

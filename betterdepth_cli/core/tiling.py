@@ -70,6 +70,15 @@ def tiling_for(height: int, width: int, defaults: dict, tile: int | None, overla
     return size, min(int(overlap), size // 2 - 1)
 
 
+def model_tiling(model, height: int, width: int, tile: int | None = None, overlap: int | None = None,
+                 processing_res: int | None = None) -> tuple[int, int] | None:
+    """:func:`tiling_for` with ``model``'s card; ``None`` for no model or the guided filter (whole at any
+    size). The one decision of ``refine``, ``eval`` and the library."""
+    if model is None or getattr(model, "classical", False):
+        return None
+    return tiling_for(height, width, model.defaults, tile, overlap, processing_res)
+
+
 def axis_tiles(length: int, size: int, overlap: int, multiple: int = 1) -> list[tuple[int, int]]:
     """[(start, stop)] covering ``0..length`` with tiles of ``size`` overlapping by at least
     ``overlap - multiple``; starts are multiples of ``multiple``; the last tile ends at ``length``

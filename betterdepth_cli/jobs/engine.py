@@ -250,11 +250,9 @@ class _Engine:
 
     def _tiling(self, hw: tuple[int, int]) -> tuple[int, int] | None:
         """(tile, overlap) when an image of this size is refined in tiles (core.tiling.tiling_for)."""
-        if self.model is None or getattr(self.model, "classical", False):
-            return None
-        from betterdepth_cli.core.tiling import tiling_for
+        from betterdepth_cli.core.tiling import model_tiling
 
-        return tiling_for(*hw, self.model.defaults, self.s.tile, self.s.tile_overlap, self.s.processing_res)
+        return model_tiling(self.model, *hw, self.s.tile, self.s.tile_overlap, self.s.processing_res)
 
     def _shot_prediction(self, images, items: list[Item], keys: list[str]):
         """The conditioning co-aligned per shot (``core.shot_align``), or None (single images, ``per_frame``)."""
