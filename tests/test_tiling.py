@@ -228,3 +228,42 @@ def test_refine_tiles_above_the_cards_size_and_tile_flag(tmp_path, tiny_dpt_dir)
                                    str(tmp_path / "preds"), "--output", str(tmp_path / "r.json"), "--device", "cpu"])
     assert res.exit_code == 0, res.output
     np.testing.assert_array_equal(np.load(tmp_path / "preds" / "refined" / "plate.npy"), auto)
+
+
+def test_a_shot_of_plates_is_co_aligned_before_its_frames_are_tiled(tmp_path):
+    """Frames above tile_above in a sequence: their anchors' conditionings are co-aligned with the shot,
+    as smaller frames' are, so a conditioner whose scale and shift jump between frames gives one map."""
+    import cv2
+    from typer.testing import CliRunner
+
+    from betterdepth_cli.cli.app import app
+
+    model = _identity_model()
+    model.card["defaults"] = {**model.card.get("defaults", {}), "processing_res": 0, "max_processing_res": 64,
+                              "tile_above": 64, "tile": 64, "tile_overlap": 16}
+    model.save(tmp_path / "m")
+    rng = np.random.default_rng(4)
+    seq, maps = tmp_path / "shot", tmp_path / "maps"
+    seq.mkdir()
+    maps.mkdir()
+    img = (rng.random((96, 160, 3)) * 255).astype(np.uint8)
+    yy, xx = np.mgrid[0:96, 0:160].astype(np.float32)
+    base = 1.0 + xx / 160 + 0.5 * (yy > 48)
+    for i, (a, c) in enumerate([(1.0, 0.0), (1.3, 0.2), (0.8, -0.1)]):
+        assert cv2.imwrite(str(seq / f"frame.{i:04d}.png"), img)
+        np.save(maps / f"frame.{i:04d}.npy", (a * base + c).astype(np.float32))
+
+    def run(name, *flags):
+        res = CliRunner().invoke(app, ["refine", str(seq / "frame.%04d.png"), "-o", str(tmp_path / name),
+                                       "--conditioner", f"file:{maps}?kind=disparity", "--model", str(tmp_path / "m"),
+                                       "-f", "npy", "-q", *flags])
+        assert res.exit_code == 0, res.output
+        return [np.load(tmp_path / name / f"frame.{i:04d}.npy") for i in range(3)]
+
+    shot, apart = run("shot"), run("apart", "--per-frame")
+    assert shot[0].shape == (96, 160)
+    span = float(shot[0].max() - shot[0].min())
+    for i in (1, 2):  # every frame in frame 0's units: the jump is gone
+        np.testing.assert_allclose(shot[i], shot[0], rtol=0, atol=1e-4 * span)
+    np.testing.assert_array_equal(apart[0], shot[0])  # the first frame defines the units
+    assert float(np.abs(apart[1] - shot[0]).max()) > 0.1 * span  # per frame, the jump stays

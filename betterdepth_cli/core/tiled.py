@@ -101,6 +101,20 @@ def _anchor(image, size, conditioner, model, prediction, keys, options: dict, ge
     return res, pred
 
 
+def anchor_size(model, height: int, width: int, tile: int, anchor_res: int | None = None) -> tuple[int, int]:
+    """The anchor's (h, w) for a plate: its longest side ``anchor_res``, else the card's
+    ``max_processing_res``, else ``tile`` (never larger than the plate)."""
+    side = int(anchor_res or model.defaults.get("max_processing_res") or tile)
+    return processing_size(height, width, min(side, max(height, width)))
+
+
+def anchor_image(image: Any, model, tile: int, anchor_res: int | None = None) -> torch.Tensor:
+    """The whole photo at the anchor's size, (1,3,h,w) float32: what the conditioner sees in
+    :func:`refine_tiled` (a caller that adjusts the conditioning, e.g. co-aligns a shot's frames,
+    runs it there and passes ``prediction``)."""
+    return shrink_image(image, anchor_size(model, *_plate_size(image), tile, anchor_res))
+
+
 def _frame(anchor: RefineResult, height: int, width: int) -> Frame:
     """The plate as the tiles' frame: its longest side and the conditioning's 2-98 % range over the
     whole plate (from the anchor's), so each tile's layout low-pass and edge gate act at plate scale."""
@@ -187,14 +201,12 @@ def refine_tiled(
     h, w = _plate_size(image)
     if getattr(model, "classical", False) or model is None:
         raise UsageError("tiled refine needs a BetterDepth model (the guided filter runs whole at any size)")
-    defaults = model.defaults
     ensemble = resolve_settings(model.card, ensemble=ensemble).ensemble  # a zero-noise model's: at most 2
     gen = generator[0] if isinstance(generator, (list, tuple)) else generator
     options = {"steps": steps, "ensemble": ensemble, "reduction": reduction, "restore_tails": restore_tails}
     noise = _noise_field(model, gen, ensemble, h, w)
-    anchor_side = int(anchor_res or defaults.get("max_processing_res") or tile)
-    anchor, pred = _anchor(image, processing_size(h, w, min(anchor_side, max(h, w))), conditioner, model,
-                           prediction, keys, options, gen)
+    anchor, pred = _anchor(image, anchor_size(model, h, w, tile, anchor_res), conditioner, model, prediction, keys,
+                           options, gen)
     stages = {k: v for k, v in anchor.timings.items() if k != "total"}  # conditioner, encode, ... summed over passes
     anchor_map = anchor.refined.float().cpu()
     frame = _frame(anchor, h, w)

@@ -237,7 +237,13 @@ class _Engine:
         if tiling is not None:
             from betterdepth_cli.core.tiled import refine_tiled
 
-            return refine_tiled(batch[0][1], model=self.model, conditioner=self.conditioner, tile=tiling[0],
+            plate = batch[0][1]
+            pred = None
+            if self._in_shot(items[0]):  # a frame of a shot: its anchor's conditioning co-aligned with the others
+                from betterdepth_cli.core.tiled import anchor_image
+
+                pred = self._shot_prediction(anchor_image(plate, self.model, tiling[0]), items, keys)
+            return refine_tiled(plate, model=self.model, conditioner=self.conditioner, prediction=pred, tile=tiling[0],
                                 overlap=tiling[1], steps=self.s.steps, ensemble=self.s.ensemble,
                                 reduction=self.s.reduction, generator=generator, keys=keys,
                                 uncertainty="uncertainty" in self.s.formats)  # fmt: skip
@@ -254,12 +260,16 @@ class _Engine:
 
         return model_tiling(self.model, *hw, self.s.tile, self.s.tile_overlap, self.s.processing_res)
 
+    def _in_shot(self, item: Item) -> bool:
+        """Whether ``item`` is a frame co-aligned with its shot (a video or sequence, not ``--per-frame``)."""
+        return self.out.groups[item.group].is_shot and not self.s.per_frame
+
     def _shot_prediction(self, images, items: list[Item], keys: list[str]):
         """The conditioning co-aligned per shot (``core.shot_align``), or None (single images, ``per_frame``)."""
         from betterdepth_cli.core.pipeline import predict_conditioner
         from betterdepth_cli.core.shot_align import ShotAligner, coalign_prediction
 
-        shots = [self.out.groups[it.group].is_shot and not self.s.per_frame for it in items]
+        shots = [self._in_shot(it) for it in items]
         if not any(shots):
             return None
         for it, shot in zip(items, shots):
