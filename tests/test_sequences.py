@@ -246,6 +246,76 @@ def test_an_interrupted_shot_resumes_to_the_same_co_aligned_maps(tmp_path):
         np.testing.assert_array_equal(np.load(out / f"frame.{i:04d}.npy"), first[i])
 
 
+def _jittered_frames(folder, names, shape=(24, 32)):
+    """Precomputed maps ``<name>.npy`` that are one map under a different scale and shift each, and that map."""
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    jitter = [(1.0, 0.0), (1.1, 0.05), (0.9, -0.03), (1.2, 0.1), (0.8, -0.05)]
+    folder.mkdir(exist_ok=True)
+    for name, (a, c) in zip(names, jitter):
+        np.save(folder / f"{name}.npy", (a * base + c).astype(np.float32))
+    return base
+
+
+@pytest.mark.parametrize("kind", ["sequence", "video"])
+def test_a_frames_chunk_of_a_shot_gets_the_whole_shots_units(tmp_path, kind):
+    """`--frames` chunks of one shot, each its own run: every frame equals the whole shot's run, so a
+    render farm's chunks share units; a one-frame chunk too."""
+    import cv2
+    from refine_cli_helpers import write_mp4
+
+    if kind == "video":
+        src = write_mp4(tmp_path / "clip.mp4", n=5, h=24, w=32)
+        names, first = [f"clip.{i:04d}" for i in range(5)], 0
+        outputs = lambda out: [out / "clip" / f"{n}.npy" for n in names]  # noqa: E731
+    else:
+        (tmp_path / "shot").mkdir()
+        img = (np.random.default_rng(0).uniform(0, 255, (24, 32, 3))).astype(np.uint8)
+        names, first = [f"frame.{1001 + i}" for i in range(5)], 1001
+        for n in names:
+            cv2.imwrite(str(tmp_path / "shot" / f"{n}.png"), img)
+        src = tmp_path / "shot" / "frame.%04d.png"
+        outputs = lambda out: [out / f"{n}.npy" for n in names]  # noqa: E731
+    base = _jittered_frames(tmp_path / "maps", names)
+
+    def run(out, *flags):
+        r = runner.invoke(app, ["refine", str(src), "--conditioner", f"file:{tmp_path / 'maps'}?kind=disparity",
+                                "--no-refine", "-o", str(out), "--format", "npy", *flags])
+        assert r.exit_code == 0, r.output
+        return r
+
+    run(tmp_path / "whole", "-q")
+    whole = [np.load(f) for f in outputs(tmp_path / "whole")]
+    np.testing.assert_allclose(whole[3], base, rtol=0, atol=1e-5)  # the jitter is gone in the whole run
+    chunks = tmp_path / "chunks"
+    for frames in (f"{first}-{first + 1}", f"{first + 2}", f"{first + 3}-{first + 4}"):
+        r = run(chunks, "--frames", frames)
+        assert ("co-aligning from the shot's first frame" in r.output) is (frames != f"{first}-{first + 1}")
+    for f, want in zip(outputs(chunks), whole):
+        np.testing.assert_array_equal(np.load(f), want)
+    assert json.loads(outputs(chunks)[2].with_suffix(".json").read_text())["shot_aligned"] is True
+
+
+def test_a_batch_across_two_shots_co_aligns_both(tmp_path):
+    """With --batch-size 4 a batch can hold the end of one shot and the start of the next: both stay aligned."""
+    import cv2
+
+    img = (np.random.default_rng(0).uniform(0, 255, (24, 32, 3))).astype(np.uint8)
+    (tmp_path / "in").mkdir()
+    for shot in ("a", "b"):  # two sequences in one folder
+        for i in range(3):
+            cv2.imwrite(str(tmp_path / "in" / f"{shot}.{i:04d}.png"), img)
+    base_a = _jittered_frames(tmp_path / "maps", [f"a.{i:04d}" for i in range(3)])
+    _jittered_frames(tmp_path / "maps", [f"b.{i:04d}" for i in (2, 0, 1)])  # b's first frame is 1.1 x + 0.05
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["refine", str(tmp_path / "in"), "--conditioner", f"file:{tmp_path / 'maps'}?kind=disparity",
+                            "--no-refine", "-o", str(out), "--format", "npy", "-q", "--batch-size", "4"])
+    assert r.exit_code == 0, r.output
+    for i in range(3):  # every frame of a in a.0000's units, and of b in b.0000's
+        np.testing.assert_allclose(np.load(out / f"a.{i:04d}.npy"), base_a, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(np.load(out / f"b.{i:04d}.npy"), 1.1 * base_a + 0.05, rtol=0, atol=1e-5)
+
+
 def test_eval_of_a_sequence_dataset_refuses_per_sample_options(seq_root, tmp_path):
     r = runner.invoke(app, ["eval", "--dataset", "synth-seq", "--data-root", str(seq_root), "--no-refine",
                             "--csv", str(tmp_path / "x.csv")])

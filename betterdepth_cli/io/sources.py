@@ -118,6 +118,11 @@ class Source:
         for entry in self._own(entries):
             yield entry, read_image(entry.source)
 
+    def lead_in(self) -> Iterator[tuple[Entry, np.ndarray]]:
+        """A shot's frames before its first selected one (a ``frames`` chunk that starts later), read
+        like :meth:`read`: what a whole-shot run saw first. Nothing for single images."""
+        return iter(())
+
     def _own(self, entries: Iterable[Entry] | None) -> list[Entry]:
         mine = self.entries()
         if entries is None:
@@ -167,9 +172,15 @@ class SequenceSource(Source):
         self.group = str(self.reldir / self.pattern)
 
     def entries(self) -> list[Entry]:
-        return [
-            Entry(str(self.files[n]), n, self.reldir / self.files[n].stem, self.files[n].stem) for n in self.selected
-        ]
+        return [self._entry(n) for n in self.selected]
+
+    def _entry(self, n: int) -> Entry:
+        return Entry(str(self.files[n]), n, self.reldir / self.files[n].stem, self.files[n].stem)
+
+    def lead_in(self) -> Iterator[tuple[Entry, np.ndarray]]:
+        first = min(self.selected, default=None)
+        for n in sorted(f for f in self.files if first is not None and f < first):
+            yield self._entry(n), read_image(self.files[n])
 
 
 @dataclass(repr=False, eq=False)
@@ -206,12 +217,21 @@ class VideoSource(Source):
         return [f for f in self.frames if f < n]
 
     def entries(self) -> list[Entry]:
+        return [self._entry(i) for i in self._indices()]
+
+    def _entry(self, i: int) -> Entry:
         name = self.relbase.name
         width = max(4, len(str(self.nframes - 1)))
-        return [
-            Entry(str(self.path), i, self.relbase / f"{name}.{i:0{width}d}", f"{name}.{i:0{width}d}")
-            for i in self._indices()
-        ]
+        return Entry(str(self.path), i, self.relbase / f"{name}.{i:0{width}d}", f"{name}.{i:0{width}d}")
+
+    def lead_in(self) -> Iterator[tuple[Entry, np.ndarray]]:
+        from betterdepth_cli.io.video import iter_video_frames
+
+        first = min(self._indices(), default=0)
+        if first == 0:
+            return
+        for index, frame in iter_video_frames(self.path, range(first)):
+            yield self._entry(index), to_float_rgb(frame, self.path)
 
     def read(self, entries: Iterable[Entry] | None = None) -> Iterator[tuple[Entry, np.ndarray]]:
         """Decode the video once as a stream, yielding the requested frames in frame order."""

@@ -240,9 +240,7 @@ class _Engine:
             plate = batch[0][1]
             pred = None
             if self._in_shot(items[0]):  # a frame of a shot: its anchor's conditioning co-aligned with the others
-                from betterdepth_cli.core.tiled import anchor_image
-
-                pred = self._shot_prediction(anchor_image(plate, self.model, tiling[0]), items, keys)
+                pred = self._shot_prediction(self._conditioner_input(plate), items, keys)
             return refine_tiled(plate, model=self.model, conditioner=self.conditioner, prediction=pred, tile=tiling[0],
                                 overlap=tiling[1], steps=self.s.steps, ensemble=self.s.ensemble,
                                 reduction=self.s.reduction, generator=generator, keys=keys,
@@ -261,25 +259,56 @@ class _Engine:
         return model_tiling(self.model, *hw, self.s.tile, self.s.tile_overlap, self.s.processing_res)
 
     def _in_shot(self, item: Item) -> bool:
-        """Whether ``item`` is a frame co-aligned with its shot (a video or sequence, not ``--per-frame``)."""
-        return self.out.groups[item.group].is_shot and not self.s.per_frame
+        """Whether ``item`` is a frame co-aligned with its shot (a video or sequence, not ``--per-frame``;
+        a one-frame ``--frames`` chunk of a shot too: it takes the shot's units)."""
+        return self.out.groups[item.group].source.is_shot and not self.s.per_frame
 
     def _shot_prediction(self, images, items: list[Item], keys: list[str]):
         """The conditioning co-aligned per shot (``core.shot_align``), or None (single images, ``per_frame``)."""
         from betterdepth_cli.core.pipeline import predict_conditioner
-        from betterdepth_cli.core.shot_align import ShotAligner, coalign_prediction
+        from betterdepth_cli.core.shot_align import coalign_prediction
 
         shots = [self._in_shot(it) for it in items]
         if not any(shots):
             return None
-        for it, shot in zip(items, shots):
-            if shot and it.group not in self.aligners:
-                self.aligners = {it.group: ShotAligner()}  # frames come shot by shot: the previous one is done
-        aligners = [self.aligners.get(it.group) if shot else None for it, shot in zip(items, shots)]
         t0 = time.perf_counter()
+        groups = dict.fromkeys(it.group for it, shot in zip(items, shots) if shot)  # frames come shot by shot
+        self.aligners = {g: self.aligners[g] if g in self.aligners else self._new_aligner(g) for g in groups}
+        aligners = [self.aligners[it.group] if shot else None for it, shot in zip(items, shots)]
         pred = coalign_prediction(predict_conditioner(self.conditioner, images, keys), aligners)
         self.summary.timings["conditioner"] = self.summary.timings.get("conditioner", 0.0) + time.perf_counter() - t0
         return pred
+
+    def _new_aligner(self, group_key: str):
+        """A shot's co-aligner, first shown the shot's frames before the run's first one (a ``--frames``
+        chunk that starts later): the conditioner runs on them as on the run's frames, so the chunk gets
+        the units and the alignment of a whole-shot run."""
+        from betterdepth_cli.core.pipeline import predict_conditioner
+        from betterdepth_cli.core.shot_align import ShotAligner
+
+        aligner = ShotAligner()
+        count = 0
+        for entry, image in self.out.groups[group_key].source.lead_in():
+            if self.abort.is_set():
+                break
+            if count == 0:
+                self.log(f"{group_key}: co-aligning from the shot's first frame (the conditioner runs on the frames "
+                         f"before {self.out.groups[group_key].items[0].label})")
+            pred = predict_conditioner(self.conditioner, self._conditioner_input(image), [entry.key])
+            aligner.align(pred.values, pred.valid)
+            count += 1
+        return aligner
+
+    def _conditioner_input(self, image: np.ndarray):
+        """What the conditioner sees of one frame in :meth:`_refine`: the photo, or its anchor when tiled."""
+        import torch
+
+        tiling = self._tiling(image.shape[:2])
+        if tiling is not None:
+            from betterdepth_cli.core.tiled import anchor_image
+
+            return anchor_image(image, self.model, tiling[0])
+        return torch.from_numpy(_to_float_rgb(image)[None]).permute(0, 3, 1, 2)
 
     # ------------------------------------------------------------ writer thread
     def writer(self) -> None:

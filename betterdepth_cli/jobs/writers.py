@@ -108,7 +108,7 @@ class OutputWriter:
     def meta(self, item: Item, kind: str, metric: bool) -> dict:
         side_dir = Path(item.outputs["sidecar"]).parent
         src = getattr(item.entry, "source", None)
-        extra = {"shot_aligned": not self.s.per_frame} if self.groups[item.group].is_shot else {}
+        extra = {"shot_aligned": not self.s.per_frame} if self.groups[item.group].source.is_shot else {}
         return depth_files.make_sidecar(  # ``source`` relative to the sidecar's folder: it resolves wherever the tree moves
             kind=kind, metric=metric, source=_relative_to(src, side_dir) if src else item.source_path,
             frame=getattr(item.entry, "frame", None), **self.s.sidecar_fields(), **extra,
