@@ -447,6 +447,40 @@ def test_two_runs_on_one_output_folder_share_the_work(tmp_path, loaded):
     assert not (out / CLAIMS_DIR).exists()
 
 
+def test_frame_chunks_of_one_shot_are_claimed_apart(tmp_path, loaded):
+    """A render farm's array over `--frames` chunks of one shot, into one folder: a chunk that a live
+    run holds is skipped, the other chunks of the same shot are not."""
+    import socket
+    import subprocess
+    import sys
+
+    from betterdepth_cli.jobs.claims import Claims
+
+    src = tmp_path / "in"
+    for i in range(4):
+        _png(src / f"shot.{1001 + i}.png", seed=i)
+    out = tmp_path / "out"
+    cond, model = loaded
+    plans = {frames: plan_run(discover([src], frames=frames), _settings(out, formats=("npy",)))
+             for frames in ("1001-1002", "1003-1004")}
+    keys = {frames: plan.groups[0].claim_key for frames, plan in plans.items()}
+    assert keys["1001-1002"] != keys["1003-1004"]  # one shot, two chunks, two claims
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:  # the first chunk's job is running
+        claim = Claims(out).path(keys["1001-1002"])
+        claim.parent.mkdir(parents=True, exist_ok=True)
+        claim.write_text(f"{socket.gethostname()} {sleeper.pid}")
+        summary = batch.run(plans["1003-1004"], _settings(out, formats=("npy",)), cond, model)
+        assert (summary.processed, summary.skipped) == (2, 0)
+        assert sorted(p.name for p in out.glob("*.npy")) == ["shot.1003.npy", "shot.1004.npy"]
+        summary = batch.run(plan_run(discover([src], frames="1001-1002"), _settings(out, formats=("npy",))),
+                            _settings(out, formats=("npy",)), cond, model)
+        assert (summary.processed, summary.skipped) == (0, 2)  # that chunk is the running job's
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
 def test_outputs_of_a_model_with_another_card_are_stale(tmp_path):
     # the sidecar records the card's digest (measurements left out): a changed card (here the layout
     # low-pass) makes earlier outputs stale; re-measured metrics alone do not

@@ -90,7 +90,7 @@ class _Engine:
                     continue
                 if self.halt.is_set():
                     break
-                taken = self.claims.take(group.key, group.items[0].label)
+                taken = self.claims.take(group.claim_key, group.items[0].label)
                 if taken is None and not self.s.overwrite and all(
                         _existing_state(it, self.s) == "done" for it in group.todo):
                     taken = f"{group.items[0].label}: written by another run meanwhile; skipped"

@@ -72,6 +72,15 @@ class Group:
     def is_shot(self) -> bool:
         return len(self.items) > 1
 
+    @property
+    def claim_key(self) -> str:
+        """What a run claims when it writes this group (``jobs.claims``): its key, and for frames of a
+        shot the frames it holds, so ``--frames`` chunks of one shot run side by side into one folder."""
+        from betterdepth_cli.io.sources import format_frames
+
+        frames = [it.entry.frame for it in self.items if getattr(it.entry, "frame", None) is not None]
+        return f"{self.key}@{format_frames(frames)}" if frames else self.key
+
 
 @dataclass
 class Plan:
