@@ -216,8 +216,8 @@ class _Recording(ImageSource):
 
     threads: list[str] = []
 
-    def read(self, entries=None):
-        for entry, image in super().read(entries):
+    def read(self, entries=None, on_error=None):
+        for entry, image in super().read(entries, on_error):
             _Recording.threads.append(threading.current_thread().name)
             yield entry, image
 

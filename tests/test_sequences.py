@@ -296,6 +296,27 @@ def test_a_frames_chunk_of_a_shot_gets_the_whole_shots_units(tmp_path, kind):
     assert json.loads(outputs(chunks)[2].with_suffix(".json").read_text())["shot_aligned"] is True
 
 
+def test_a_chunk_leaves_an_unreadable_earlier_frame_out_as_a_whole_run_does(tmp_path):
+    import cv2
+
+    (tmp_path / "shot").mkdir()
+    img = (np.random.default_rng(0).uniform(0, 255, (24, 32, 3))).astype(np.uint8)
+    names = [f"frame.{1001 + i}" for i in range(5)]
+    for n in names:
+        cv2.imwrite(str(tmp_path / "shot" / f"{n}.png"), img)
+    (tmp_path / "shot" / "frame.1002.png").write_bytes(b"not a png")
+    _jittered_frames(tmp_path / "maps", names)
+    common = [str(tmp_path / "shot" / "frame.%04d.png"), "--conditioner", f"file:{tmp_path / 'maps'}?kind=disparity",
+              "--no-refine", "--format", "npy"]
+    whole = runner.invoke(app, ["refine", *common, "-o", str(tmp_path / "whole"), "--continue-on-error", "-q"])
+    assert whole.exit_code == 3, whole.output  # frame 1002 failed, the others were written
+    chunk = runner.invoke(app, ["refine", *common, "-o", str(tmp_path / "chunk"), "--frames", "1004-1005"])
+    assert chunk.exit_code == 0, chunk.output
+    assert "left out of the co-alignment" in chunk.output and "frame.1002.png" in chunk.output
+    for n in names[3:]:
+        np.testing.assert_array_equal(np.load(tmp_path / "chunk" / f"{n}.npy"), np.load(tmp_path / "whole" / f"{n}.npy"))
+
+
 def test_a_batch_across_two_shots_co_aligns_both(tmp_path):
     """With --batch-size 4 a batch can hold the end of one shot and the start of the next: both stay aligned."""
     import cv2

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -99,6 +99,22 @@ class Entry:
     key: str
 
 
+OnError = Callable[["Entry", Exception], None]
+
+
+def _read_files(entries: Iterable["Entry"], on_error: OnError | None) -> Iterator[tuple["Entry", np.ndarray]]:
+    """Read each entry's file; one that cannot be read goes to ``on_error`` and is left out (raised without)."""
+    for entry in entries:
+        try:
+            image = read_image(entry.source)
+        except InputDataError as exc:
+            if on_error is None:
+                raise
+            on_error(entry, exc)
+            continue
+        yield entry, image
+
+
 class Source:
     """One group of inputs: a single image, an image sequence or a video."""
 
@@ -113,12 +129,14 @@ class Source:
     def entries(self) -> list[Entry]:
         raise NotImplementedError
 
-    def read(self, entries: Iterable[Entry] | None = None) -> Iterator[tuple[Entry, np.ndarray]]:
-        """Yield ``(entry, image float32 (H,W,3) in [0,1])`` for ``entries`` (default: all), in order."""
-        for entry in self._own(entries):
-            yield entry, read_image(entry.source)
+    def read(self, entries: Iterable[Entry] | None = None, on_error: OnError | None = None
+             ) -> Iterator[tuple[Entry, np.ndarray]]:
+        """Yield ``(entry, image float32 (H,W,3) in [0,1])`` for ``entries`` (default: all), in order.
+        ``on_error(entry, exc)``: called for a file that cannot be read, which is then left out (the
+        others are still read); ``None`` raises the error."""
+        return _read_files(self._own(entries), on_error)
 
-    def lead_in(self) -> Iterator[tuple[Entry, np.ndarray]]:
+    def lead_in(self, on_error: OnError | None = None) -> Iterator[tuple[Entry, np.ndarray]]:
         """A shot's frames before its first selected one (a ``frames`` chunk that starts later), read
         like :meth:`read`: what a whole-shot run saw first. Nothing for single images."""
         return iter(())
@@ -177,10 +195,9 @@ class SequenceSource(Source):
     def _entry(self, n: int) -> Entry:
         return Entry(str(self.files[n]), n, self.reldir / self.files[n].stem, self.files[n].stem)
 
-    def lead_in(self) -> Iterator[tuple[Entry, np.ndarray]]:
+    def lead_in(self, on_error: OnError | None = None) -> Iterator[tuple[Entry, np.ndarray]]:
         first = min(self.selected, default=None)
-        for n in sorted(f for f in self.files if first is not None and f < first):
-            yield self._entry(n), read_image(self.files[n])
+        return _read_files([self._entry(n) for n in sorted(self.files) if first is not None and n < first], on_error)
 
 
 @dataclass(repr=False, eq=False)
@@ -224,7 +241,8 @@ class VideoSource(Source):
         width = max(4, len(str(self.nframes - 1)))
         return Entry(str(self.path), i, self.relbase / f"{name}.{i:0{width}d}", f"{name}.{i:0{width}d}")
 
-    def lead_in(self) -> Iterator[tuple[Entry, np.ndarray]]:
+    def lead_in(self, on_error: OnError | None = None) -> Iterator[tuple[Entry, np.ndarray]]:
+        """A video's frames before the first selected one (a broken stream raises: no frame after it decodes)."""
         from betterdepth_cli.io.video import iter_video_frames
 
         first = min(self._indices(), default=0)
@@ -233,8 +251,10 @@ class VideoSource(Source):
         for index, frame in iter_video_frames(self.path, range(first)):
             yield self._entry(index), to_float_rgb(frame, self.path)
 
-    def read(self, entries: Iterable[Entry] | None = None) -> Iterator[tuple[Entry, np.ndarray]]:
-        """Decode the video once as a stream, yielding the requested frames in frame order."""
+    def read(self, entries: Iterable[Entry] | None = None, on_error: OnError | None = None
+             ) -> Iterator[tuple[Entry, np.ndarray]]:
+        """Decode the video once as a stream, yielding the requested frames in frame order (a broken
+        stream raises whatever ``on_error``: no frame after it decodes)."""
         from betterdepth_cli.io.video import iter_video_frames
 
         by_frame = {e.frame: e for e in self._own(entries)}

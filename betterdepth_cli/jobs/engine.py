@@ -108,8 +108,14 @@ class _Engine:
                     continue
                 by_key = {it.key: it for it in readable}
                 pending = dict(by_key)
+
+                def unreadable(entry, exc) -> None:  # one frame of a sequence: it fails alone
+                    item = pending.pop(str(entry.relpath), None)
+                    if item is not None:
+                        self._put(self.in_q, ("fail", item, one_line(exc)), self.halt)
+
                 try:
-                    for entry, image in group.source.read([it.entry for it in readable]):
+                    for entry, image in group.source.read([it.entry for it in readable], on_error=unreadable):
                         item = by_key.get(str(entry.relpath))
                         if item is None:
                             continue
@@ -288,7 +294,8 @@ class _Engine:
 
         aligner = ShotAligner()
         count = 0
-        for entry, image in self.out.groups[group_key].source.lead_in():
+        left_out = lambda entry, exc: self.log(f"{group_key}: left out of the co-alignment: {one_line(exc)}")  # noqa: E731
+        for entry, image in self.out.groups[group_key].source.lead_in(on_error=left_out):
             if self.abort.is_set():
                 break
             if count == 0:
