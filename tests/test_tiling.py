@@ -267,3 +267,16 @@ def test_a_shot_of_plates_is_co_aligned_before_its_frames_are_tiled(tmp_path):
         np.testing.assert_allclose(shot[i], shot[0], rtol=0, atol=1e-4 * span)
     np.testing.assert_array_equal(apart[0], shot[0])  # the first frame defines the units
     assert float(np.abs(apart[1] - shot[0]).max()) > 0.1 * span  # per frame, the jump stays
+    # core.shot.refine_shot (eval's temporal runner) tiles the same frames the same way
+    from betterdepth_cli.conditioner_registry import get_conditioner
+    from betterdepth_cli.core.refiner import load_model
+    from betterdepth_cli.core.shot import refine_shot
+    from betterdepth_cli.io.images import read_image
+
+    frames = [(torch.from_numpy(read_image(seq / f"frame.{i:04d}.png")).permute(2, 0, 1), f"frame.{i:04d}")
+              for i in range(3)]
+    results = list(refine_shot(frames, conditioner=get_conditioner(f"file:{maps}?kind=disparity"),
+                               model=load_model(str(tmp_path / "m"))))
+    for i, res in enumerate(results):
+        np.testing.assert_array_equal(res.refined[0, 0].numpy(), shot[i])
+        assert res.conditioning.shape == res.refined.shape

@@ -29,6 +29,7 @@ import torch
 
 from betterdepth_cli.core.pipeline import predict_conditioner, refine_batch, seeded_generators
 from betterdepth_cli.core.shot_align import ShotAligner, coalign_prediction
+from betterdepth_cli.core.tiling import model_tiling
 from betterdepth_cli.core.types import RefineResult
 
 
@@ -71,6 +72,11 @@ def refine_shot(
 def _run(batch, conditioner, model, aligner, seed, steps, ensemble, reduction, processing_res) -> Iterator[RefineResult]:
     images = torch.cat([im for im, _ in batch])  # [B,3,H,W]
     keys = [k for _, k in batch]
+    tiling = model_tiling(model, *images.shape[-2:], processing_res=processing_res)
+    if tiling is not None:  # frames above the card's tile_above: in tiles, as `refine` does
+        for image, key in batch:
+            yield _tiled_frame(image, key, conditioner, model, aligner, tiling, seed, steps, ensemble, reduction)
+        return
     pred = predict_conditioner(conditioner, images, keys if all(k is not None for k in keys) else None)
     if aligner is not None:
         pred = coalign_prediction(pred, [aligner] * len(batch))
@@ -80,3 +86,18 @@ def _run(batch, conditioner, model, aligner, seed, steps, ensemble, reduction, p
         unc = None if res.uncertainty is None else res.uncertainty[i : i + 1]
         yield RefineResult(res.refined[i : i + 1], res.conditioning[i : i + 1], res.valid[i : i + 1], res.kind,
                            res.metric, unc, res.timings)
+
+
+def _tiled_frame(image, key, conditioner, model, aligner, tiling, seed, steps, ensemble, reduction) -> RefineResult:
+    """One frame refined in tiles, its anchor's conditioning co-aligned with the shot, as ``refine`` does
+    (the frame as float32 (H,W,3), as ``refine`` reads files, so the maps are the same)."""
+    from betterdepth_cli.core.tiled import anchor_image, refine_plates
+
+    plate = image[0].permute(1, 2, 0).float().cpu().numpy()
+    keys = None if key is None else [key]
+    pred = predict_conditioner(conditioner, anchor_image(plate, model, tiling[0]), keys)
+    if aligner is not None:
+        pred = coalign_prediction(pred, [aligner])
+    return refine_plates([plate], model=model, tile=tiling[0], overlap=tiling[1], prediction=pred,
+                         generator=seeded_generators(seed, 1), keys=keys, steps=steps, ensemble=ensemble,
+                         reduction=reduction)
