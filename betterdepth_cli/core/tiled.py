@@ -30,6 +30,11 @@ The card's layout low-pass and edge gate act on each tile at the plate's scale
 (:class:`~betterdepth_cli.core.types.Frame`: the plate's side and the conditioning's range over the
 whole plate), as they act on the anchor.
 
+Who tiles: ``refine`` (``jobs.engine``), ``eval`` and the library (:func:`refine_plates`) and
+:func:`~betterdepth_cli.core.shot.refine_shot` take one decision
+(:func:`~betterdepth_cli.core.tiling.model_tiling`) and give one map; frames of a shot pass their
+anchor's conditioner map, co-aligned with the shot, as ``prediction`` (:func:`anchor_image`).
+
 Memory: the photo as given (uint8 stays uint8; only tile crops become float), the output (float32,
 plate size), its valid mask (bool), and one tile's working set; no plate-sized float copy of the
 photo, the conditioning or the weights. Cost: the tiles' overlap (1/8 of a side: about 27 % more
