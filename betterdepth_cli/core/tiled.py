@@ -156,6 +156,14 @@ def _tile(image, guide: torch.Tensor, pred: DepthPrediction, full, rows, cols, m
                         cascade=False, **options)
 
 
+def _add_stages(into: dict[str, float], timings: dict[str, float]) -> dict[str, float]:
+    """Add a pass's stage seconds (all but its ``total``) to ``into``; returns ``into``."""
+    for k, v in timings.items():
+        if k != "total":
+            into[k] = into.get(k, 0.0) + v
+    return into
+
+
 def _finish_rows(out: np.ndarray, unc: np.ndarray | None, wy: torch.Tensor, wx: np.ndarray, a: int, b: int) -> None:
     """Divide rows a..b of the accumulated maps by the weight sums (outer product of the axis sums)."""
     if b <= a:
@@ -212,7 +220,7 @@ def refine_tiled(
     noise = _noise_field(model, gen, ensemble, h, w)
     anchor, pred = _anchor(image, anchor_size(model, h, w, tile, anchor_res), conditioner, model, prediction, keys,
                            options, gen)
-    stages = {k: v for k, v in anchor.timings.items() if k != "total"}  # conditioner, encode, ... summed over passes
+    stages = _add_stages({}, anchor.timings)  # conditioner, encode, ... summed over the anchor and the tiles
     anchor_map = anchor.refined.float().cpu()
     frame = _frame(anchor, h, w)
     anchor_px = max(h, w) / max(anchor_map.shape[-2:])  # one anchor pixel, in plate pixels
@@ -230,9 +238,7 @@ def refine_tiled(
         for j, cols in enumerate(tx):
             target = sample_region(anchor_map, (h, w), rows, cols, "bilinear")  # conditions the tile, then fits it
             res = _tile(image, target, pred, (h, w), rows, cols, model, noise, options, frame)
-            for k, v in res.timings.items():
-                if k != "total":
-                    stages[k] = stages.get(k, 0.0) + v
+            _add_stages(stages, res.timings)
             scale, shift = robust_scale_shift(res.refined.cpu(), target, res.valid.cpu())
             fitted = keep_layout(res.refined.float().cpu() * scale + shift, target, res.valid.cpu(), anchor_px)
             weight = (wy[:, None] * axis_weights(tx, j)[None, :]).float().numpy()
