@@ -253,8 +253,8 @@ class VideoSource(Source):
 
     def read(self, entries: Iterable[Entry] | None = None, on_error: OnError | None = None
              ) -> Iterator[tuple[Entry, np.ndarray]]:
-        """Decode the video once as a stream, yielding the requested frames in frame order (a broken
-        stream raises whatever ``on_error``: no frame after it decodes)."""
+        """Decode the video once as a stream, yielding the requested frames in frame order. A broken
+        stream raises with or without ``on_error``: no frame after it decodes."""
         from betterdepth_cli.io.video import iter_video_frames
 
         by_frame = {e.frame: e for e in self._own(entries)}
