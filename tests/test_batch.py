@@ -192,6 +192,7 @@ def test_plan_leaves_out_earlier_results_inside_the_output_folder(tmp_path, load
 
 def test_preview_video_path():
     assert batch.preview_video_path(Path("out"), "clip/clip.0000") == Path("out/clip/clip_preview.mp4")
+    assert batch.preview_video_path(Path("out"), "sh/sh.1001", [1001, 1003, 1100]) == Path("out/sh/sh_preview.1001-1100.mp4")
 
 
 def test_check_output_dir(tmp_path):

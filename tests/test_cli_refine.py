@@ -190,6 +190,16 @@ def test_video_frames_share_one_range_and_preview_video(tmp_path, models):
     reader = iio.get_reader(str(out / "clip_preview.mp4"))
     assert reader.count_frames() == 3
     reader.close()
+    # two --frames chunks of the clip: each keeps its own preview video beside the whole clip's
+    for frames in ("0-1", "1-2"):
+        res = refine([clip, "-o", tmp_path / "o", *models, "--format", "png16", "--preview-video", "-q",
+                      "--frames", frames, "--overwrite"])
+        assert res.exit_code == 0, res.stderr
+    assert sorted(p.name for p in out.glob("*_preview*.mp4")) == [
+        "clip_preview.0-1.mp4", "clip_preview.1-2.mp4", "clip_preview.mp4"]
+    reader = iio.get_reader(str(out / "clip_preview.0-1.mp4"))
+    assert reader.count_frames() == 2
+    reader.close()
 
 
 def test_sequence_with_frames_keeps_numbers_and_one_range(tmp_path, models):

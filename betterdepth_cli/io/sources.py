@@ -141,6 +141,11 @@ class Source:
         like :meth:`read`: what a whole-shot run saw first. Nothing for single images."""
         return iter(())
 
+    @property
+    def is_chunk(self) -> bool:
+        """Whether ``frames`` selected part of a shot (not every frame it has)."""
+        return False
+
     def _own(self, entries: Iterable[Entry] | None) -> list[Entry]:
         mine = self.entries()
         if entries is None:
@@ -195,6 +200,10 @@ class SequenceSource(Source):
     def _entry(self, n: int) -> Entry:
         return Entry(str(self.files[n]), n, self.reldir / self.files[n].stem, self.files[n].stem)
 
+    @property
+    def is_chunk(self) -> bool:
+        return set(self.selected) != set(self.files)
+
     def lead_in(self, on_error: OnError | None = None) -> Iterator[tuple[Entry, np.ndarray]]:
         first = min(self.selected, default=None)
         return _read_files([self._entry(n) for n in sorted(self.files) if first is not None and n < first], on_error)
@@ -240,6 +249,10 @@ class VideoSource(Source):
         name = self.relbase.name
         width = max(4, len(str(self.nframes - 1)))
         return Entry(str(self.path), i, self.relbase / f"{name}.{i:0{width}d}", f"{name}.{i:0{width}d}")
+
+    @property
+    def is_chunk(self) -> bool:
+        return self.frames is not None and len(self._indices()) < self.nframes
 
     def lead_in(self, on_error: OnError | None = None) -> Iterator[tuple[Entry, np.ndarray]]:
         """A video's frames before the first selected one (a broken stream raises: no frame after it decodes)."""

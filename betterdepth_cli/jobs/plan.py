@@ -164,13 +164,16 @@ def _existing_state(item: Item, settings: RefineSettings) -> str:
     return "done"
 
 
-def preview_video_path(out_dir: Path, relpath: str) -> Path:
-    """``<out>/clip/clip.0000`` -> ``<out>/clip/clip_preview.mp4``."""
+def preview_video_path(out_dir: Path, relpath: str, chunk: Sequence[int] | None = None) -> Path:
+    """``<out>/clip/clip.0000`` -> ``<out>/clip/clip_preview.mp4``; a ``--frames`` chunk's frames
+    ``chunk`` name their own after its first and last frame (``clip_preview.1001-1100.mp4``), so chunks
+    of one shot keep theirs."""
     from betterdepth_cli.io.outputs import split_frame
 
     rel = PurePosixPath(str(relpath))
     stem, _ = split_frame(rel.name)
-    return Path(out_dir).joinpath(*rel.parent.parts, f"{stem}_preview.mp4")
+    part = f".{min(chunk)}-{max(chunk)}" if chunk else ""
+    return Path(out_dir).joinpath(*rel.parent.parts, f"{stem}_preview{part}.mp4")
 
 
 def plan_run(sources: Sequence[Any], settings: RefineSettings) -> Plan:
@@ -228,7 +231,8 @@ def plan_run(sources: Sequence[Any], settings: RefineSettings) -> Plan:
         raise NoInputError("no input found")
     for group in groups.values():
         if settings.preview_video and group.is_shot:
-            group.extra_outputs["preview_video"] = preview_video_path(out_dir, group.items[0].key)
+            chunk = [it.entry.frame for it in group.items] if group.source.is_chunk else None
+            group.extra_outputs["preview_video"] = preview_video_path(out_dir, group.items[0].key, chunk)
         if settings.overwrite:
             group.todo = list(group.items)
             continue
