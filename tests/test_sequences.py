@@ -315,6 +315,15 @@ def test_a_chunk_leaves_an_unreadable_earlier_frame_out_as_a_whole_run_does(tmp_
     assert "left out of the co-alignment" in chunk.output and "frame.1002.png" in chunk.output
     for n in names[3:]:
         np.testing.assert_array_equal(np.load(tmp_path / "chunk" / f"{n}.npy"), np.load(tmp_path / "whole" / f"{n}.npy"))
+    # an earlier frame without a precomputed map is left out the same way (a whole run fails that frame)
+    (tmp_path / "maps" / "frame.1003.npy").unlink()
+    whole = runner.invoke(app, ["refine", *common, "-o", str(tmp_path / "whole2"), "--continue-on-error", "-q"])
+    chunk = runner.invoke(app, ["refine", *common, "-o", str(tmp_path / "chunk2"), "--frames", "1004-1005"])
+    assert whole.exit_code == 3 and chunk.exit_code == 0, chunk.output
+    assert chunk.output.count("co-aligning from the shot's first frame") == 1
+    assert "no precomputed map for 'frame.1003'" in chunk.output
+    for n in names[3:]:
+        np.testing.assert_array_equal(np.load(tmp_path / "chunk2" / f"{n}.npy"), np.load(tmp_path / "whole2" / f"{n}.npy"))
 
 
 def test_a_batch_across_two_shots_co_aligns_both(tmp_path):

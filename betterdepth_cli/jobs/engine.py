@@ -293,17 +293,21 @@ class _Engine:
         from betterdepth_cli.core.shot_align import ShotAligner
 
         aligner = ShotAligner()
-        count = 0
+        announced = False
         left_out = lambda entry, exc: self.log(f"{group_key}: left out of the co-alignment: {one_line(exc)}")  # noqa: E731
         for entry, image in self.out.groups[group_key].source.lead_in(on_error=left_out):
             if self.abort.is_set():
                 break
-            if count == 0:
+            if not announced:
+                announced = True
                 self.log(f"{group_key}: co-aligning from the shot's first frame (the conditioner runs on the frames "
                          f"before {self.out.groups[group_key].items[0].label})")
-            pred = predict_conditioner(self.conditioner, self._conditioner_input(image), [entry.key])
+            try:  # e.g. no precomputed map for it: a whole run fails that frame, and aligns without it
+                pred = predict_conditioner(self.conditioner, self._conditioner_input(image), [entry.key])
+            except InputDataError as exc:
+                left_out(entry, exc)
+                continue
             aligner.align(pred.values, pred.valid)
-            count += 1
         return aligner
 
     def _conditioner_input(self, image: np.ndarray):
