@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -163,7 +164,6 @@ class BetterDepthPipeline:
         from betterdepth_cli.core.image_input import as_image_list, image_size
         from betterdepth_cli.core.pipeline import check_images, refine_batch, seeded_generators
         from betterdepth_cli.core.tiling import model_tiling
-        from betterdepth_cli.io.depth_files import units_for
 
         t0 = time.perf_counter()
         chosen = {"steps": steps, "ensemble": ensemble, "reduction": reduction, "processing_res": processing_res}
@@ -182,15 +182,48 @@ class BetterDepthPipeline:
             res = refine_plates(plates, model=self.model, conditioner=self.conditioner, tile=tiling[0],
                                 overlap=tiling[1], generator=gens, steps=steps, ensemble=ensemble,
                                 reduction=reduction)  # fmt: skip
-        settings = {"conditioner": self.conditioner_name, "model": self.model_name, "seed": seed}
+        settings = self._record(run, seed)
+        if run is not None and size is not None:  # as refine's sidecar: recorded when asked for (else the card decides)
+            settings.update(tile=size, tile_overlap=overlap)
+        return _output(res, settings, {"call": time.perf_counter() - t0})
+
+    def shot(
+        self,
+        frames: Iterable[Any],
+        *,
+        keys: Iterable[str] | None = None,
+        per_frame: bool = False,
+        steps: int | None = None,
+        ensemble: int | None = None,
+        reduction: str | None = None,
+        processing_res: int | None = None,
+        seed: int = 0,
+    ) -> Iterator[DepthOutput]:
+        """Refine the frames of ONE shot (a video's or a sequence's, in order) as ``refine`` does a
+        video or a sequence: the conditioner's maps co-aligned to the shot's units (its scale and shift
+        jumps do not reach the output; the first frame defines the units), one noise field, frames
+        above the card's ``tile_above`` in tiles. Streams: yields one :class:`DepthOutput` per frame,
+        holding one frame at a time. ``keys``: the frames' names, for the ``file:`` conditioner.
+        ``per_frame``: each frame on its own (``--per-frame``)."""
+        from betterdepth_cli.core.image_input import as_image_batch
+        from betterdepth_cli.core.shot import refine_shot
+
+        chosen = {"steps": steps, "ensemble": ensemble, "reduction": reduction, "processing_res": processing_res}
+        run = self.settings(**chosen) if self._samples() else None
+        names = iter(keys) if keys is not None else None
+        stream = ((as_image_batch(frame), None if names is None else str(next(names))) for frame in frames)
+        settings = {**self._record(run, seed), "shot_aligned": not per_frame}
+        for res in refine_shot(stream, conditioner=self.conditioner, model=self.model, consistent=not per_frame,
+                               seed=seed, **chosen):  # fmt: skip
+            yield _output(res, settings, {})
+
+    def _record(self, run, seed: int) -> dict[str, Any]:
+        """The settings a sidecar records for a call (those of ``refine``)."""
+        settings: dict[str, Any] = {"conditioner": self.conditioner_name, "model": self.model_name, "seed": seed}
         if run is not None:
             settings.update(steps=run.steps, ensemble=run.ensemble, reduction=run.reduction,
                             processing_res=run.processing_res)  # fmt: skip
-            if size is not None:  # as refine's sidecar: recorded when asked for (absent: the card decides)
-                settings.update(tile=size, tile_overlap=overlap)
-        timings = {**res.timings, "call": time.perf_counter() - t0}
-        return DepthOutput(res.refined, res.conditioning, res.valid, res.kind, bool(res.metric),
-                           units_for(res.kind, bool(res.metric)), res.uncertainty, timings, settings)  # fmt: skip
+        return settings
 
     def _samples(self) -> bool:
         """Whether the refiner samples (a diffusion model), so the inference settings apply."""
@@ -208,3 +241,12 @@ def _parse_tile(tile: int | str | None) -> tuple[int | None, int | None]:
         return parse_tile(str(tile))
     except ValueError as exc:
         raise UsageError(str(exc).replace("`--tile`", "`tile`")) from None
+
+
+def _output(res, settings: dict[str, Any], timings: dict[str, float]) -> DepthOutput:
+    """A :class:`DepthOutput` of a :class:`~betterdepth_cli.core.types.RefineResult`."""
+    from betterdepth_cli.io.depth_files import units_for
+
+    return DepthOutput(res.refined, res.conditioning, res.valid, res.kind, bool(res.metric),
+                       units_for(res.kind, bool(res.metric)), res.uncertainty, {**res.timings, **timings},
+                       dict(settings))  # fmt: skip

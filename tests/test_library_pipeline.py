@@ -174,3 +174,36 @@ def test_same_image_and_seed_byte_identical_through_refine_batch_and_eval(tmp_pa
     assert (tmp_path / "lib.png").read_bytes() == one
     # and the maps differ between images: the comparison is not trivially true
     assert (tmp_path / "batched" / "im1.png").read_bytes() != one
+
+
+@pytest.mark.parametrize("per_frame", [False, True])
+def test_a_shot_through_the_library_equals_refine_on_the_sequence(tmp_path, tiny_model_dir, per_frame):
+    """`pipe.shot(frames, keys=...)` co-aligns a jittering conditioner's maps as `refine` does a
+    sequence (and `per_frame=True` as `--per-frame`): the same maps to the bit."""
+    from PIL import Image
+
+    from betterdepth_cli import BetterDepthPipeline
+
+    (tmp_path / "shot").mkdir()
+    (tmp_path / "maps").mkdir()
+    rng = np.random.default_rng(0)
+    img = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
+    base = rng.uniform(0.5, 1.5, (48, 64)).astype(np.float32)
+    names = [f"frame.{1001 + i}" for i in range(3)]
+    for name, (a, c) in zip(names, [(1.0, 0.0), (1.3, 0.2), (0.8, -0.1)]):
+        Image.fromarray(img).save(tmp_path / "shot" / f"{name}.png")
+        np.save(tmp_path / "maps" / f"{name}.npy", (a * base + c).astype(np.float32))
+    cond = f"file:{tmp_path / 'maps'}?kind=disparity"
+    flags = ["--per-frame"] if per_frame else []
+    res = CliRunner().invoke(app, ["refine", str(tmp_path / "shot" / "frame.%04d.png"), "-o", str(tmp_path / "out"),
+                                   "--conditioner", cond, "--model", str(tiny_model_dir), "-f", "npy", "-q", *flags])
+    assert res.exit_code == 0, res.output
+    pipe = BetterDepthPipeline.from_pretrained(tiny_model_dir, cond)
+    frames = (Image.open(tmp_path / "shot" / f"{n}.png") for n in names)  # streamed
+    outs = list(pipe.shot(frames, keys=names, per_frame=per_frame))
+    assert len(outs) == 3
+    for name, out in zip(names, outs):
+        np.testing.assert_array_equal(out.depth_np[0], np.load(tmp_path / "out" / f"{name}.npy"))
+        assert out.settings["shot_aligned"] is (not per_frame)
+    spread = float(np.abs(outs[1].depth_np[0] - outs[0].depth_np[0]).max())
+    assert (spread < 1e-3 * float(np.ptp(outs[0].depth_np[0]))) is (not per_frame)  # the jump is gone, or kept
