@@ -88,7 +88,8 @@ class BetterDepthPipeline:
     """A conditioner and a refiner, called on images.
 
     Build it with :meth:`from_pretrained`; call it on a PIL image, a numpy HWC array (uint8,
-    uint16 or float in [0,1]), a torch tensor (CHW or BCHW) or a list of same-size images.
+    uint16 or float in [0,1]), a torch tensor (CHW or BCHW) or a list of same-size images; pass a
+    video's or a sequence's frames to :meth:`shot` to have them co-aligned as ``refine`` does.
     """
 
     def __init__(self, conditioner, model=None, *, conditioner_name: str = "", model_name: str | None = None):
