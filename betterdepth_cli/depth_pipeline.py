@@ -17,9 +17,9 @@ alone, in any batch, through ``refine`` and through ``eval``.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -174,8 +174,8 @@ class BetterDepthPipeline:
         gens = generator if generator is not None else seeded_generators(seed, len(plates))
         tiling = None if run is None else model_tiling(self.model, *image_size(plates[0]), size, overlap,
                                                         run.processing_res)
-        if tiling is None:
-            res = refine_batch(check_images(images), conditioner=self.conditioner, model=self.model, generator=gens,
+        if tiling is None:  # the plates, already checked and in [0,1]: stacked without converting them again
+            res = refine_batch(check_images(plates), conditioner=self.conditioner, model=self.model, generator=gens,
                                **chosen)  # fmt: skip
         else:
             from betterdepth_cli.core.tiled import refine_plates
