@@ -9,8 +9,8 @@ from scipy.special import erf
 
 from betterdepth_cli.core.blur import PROBE, estimate_blur, gaussian_blur
 from betterdepth_cli.core.guided import guided_refine
-from betterdepth_cli.core.pipeline import cascade_resolution, refine_batch, resize
-from betterdepth_cli.core.refiner import BetterDepthModel
+from betterdepth_cli.core.pipeline import cascade_resolution, frame_cascade, refine_batch, resize
+from betterdepth_cli.core.refiner import BetterDepthModel, load_model
 from betterdepth_cli.core.settings import resolve_settings
 from betterdepth_cli.core.types import DepthPrediction
 
@@ -128,6 +128,104 @@ def test_in_a_batch_each_image_decides_for_itself():
     torch.testing.assert_close(both.refined[:1], sharp_once, rtol=0, atol=1e-5)
     assert both.timings["cascade"] > 0  # the second image's first pass is counted, though the first had none
 
+
+
+def test_cascade_true_or_false_overrides_the_blur_and_a_list_decides_per_image():
+    model = _residual_model({"blur_above": 5.0, "scale": 0.5})
+    g = torch.Generator().manual_seed(5)
+    images = torch.rand(2, 3, 48, 96, generator=g)
+    maps = torch.cat([1.0 + blurred_step(1.5, 48, 96), 1.0 + blurred_step(9.0, 48, 96)]).float()
+    ok = torch.ones_like(maps, dtype=torch.bool)
+    pred = DepthPrediction(maps, ok, "disparity")
+    assert [frame_cascade(model, pred.item(i), 0) for i in range(2)] == [False, True]  # what None decides
+    assert frame_cascade(_residual_model(None), pred.item(1), 0) is False
+    kw = {"model": model, "steps": 1, "ensemble": 1, "processing_res": 0}
+    # True on the sharp map: the first pass at half size runs all the same (by hand, as above)
+    forced = refine_batch(images[:1], prediction=pred.item(0), cascade=True, **kw)
+    shrunk = resize(maps[:1], (24, 48))
+    change = guided_refine(shrunk, resize(images[:1], (24, 48)), 0.05, 1e-3) - shrunk
+    torch.testing.assert_close(forced.refined, guided_refine(maps[:1] + resize(change, (48, 96)), images[:1], 0.05,
+                                                             1e-3), rtol=0, atol=1e-5)
+    assert "cascade" in forced.timings
+    # one per image: the sharp one forced to two passes, the soft one held to one
+    both = refine_batch(images, prediction=pred, cascade=[True, False], **kw)
+    torch.testing.assert_close(both.refined[:1], forced.refined, rtol=0, atol=0)
+    torch.testing.assert_close(both.refined[1:], guided_refine(maps[1:], images[1:], 0.05, 1e-3), rtol=0, atol=1e-5)
+    same = refine_batch(images, prediction=pred, cascade=[None, None], **kw)  # as the default
+    torch.testing.assert_close(same.refined, refine_batch(images, prediction=pred, **kw).refined, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="2 images"):
+        refine_batch(images, prediction=pred, cascade=[True], **kw)
+
+
+def _soft_and_sharp_shot(tmp_path, blurs, tiled: bool):
+    """A sequence ``frame.000i.png`` of one photo whose precomputed maps are steps of the given blurs,
+    each under its own scale and shift (a per-frame conditioner's jumps), and a residual model with a
+    cascade (blur_above 5 px) saved at ``m``; ``tiled``: its card tiles the 96 px frames (64 px tiles,
+    anchor at 64 px, where the blurs are 2/3 as many pixels: 1.0 and 6.0)."""
+    import cv2
+
+    seq, maps = tmp_path / "shot", tmp_path / "maps"
+    seq.mkdir()
+    maps.mkdir()
+    img = (np.random.default_rng(6).uniform(0, 255, (48, 96, 3))).astype(np.uint8)
+    for i, (blur, (a, c)) in enumerate(zip(blurs, [(1.0, 1.0), (1.2, 0.9), (0.9, 1.1)])):
+        assert cv2.imwrite(str(seq / f"frame.{i:04d}.png"), img)
+        np.save(maps / f"frame.{i:04d}.npy", (a * blurred_step(blur, 48, 96)[0, 0].numpy() + c).astype(np.float32))
+    model = _residual_model({"blur_above": 5.0, "scale": 0.5})
+    if tiled:
+        model.card["defaults"] = {**model.card.get("defaults", {}), "processing_res": 0, "max_processing_res": 64,
+                                  "tile_above": 64, "tile": 64, "tile_overlap": 16}
+    model.save(tmp_path / "m")
+    return seq, maps
+
+
+@pytest.mark.parametrize("blurs,two_passes,tiled", [((1.5, 9.0, 1.5), False, False), ((9.0, 1.5, 9.0), True, False),
+                                                     ((1.5, 9.0, 1.5), False, True), ((9.0, 1.5, 9.0), True, True)])
+def test_a_shot_takes_one_cascade_decision_on_its_first_frame(tmp_path, blurs, two_passes, tiled):
+    """A shot whose conditioning's blur crosses the card's blur_above does not switch between one pass
+    and two from frame to frame: its first frame decides for all (refine, a --frames chunk, the
+    library); --per-frame frames decide for themselves."""
+    from typer.testing import CliRunner
+
+    from betterdepth_cli import BetterDepthPipeline
+    from betterdepth_cli.cli.app import app
+    from betterdepth_cli.io.images import read_image
+
+    seq, maps = _soft_and_sharp_shot(tmp_path, blurs, tiled)
+    cond = f"file:{maps}?kind=disparity"
+    res_flags, res = ([], None) if tiled else (["--processing-res", "0"], 0)
+    pipe = BetterDepthPipeline.from_pretrained(str(tmp_path / "m"), cond)
+    frames = [read_image(seq / f"frame.{i:04d}.png") for i in range(3)]
+    keys = [f"frame.{i:04d}" for i in range(3)]
+    shot = list(pipe.shot(frames, keys=keys, processing_res=res))
+    apart = list(pipe.shot(frames, keys=keys, processing_res=res, per_frame=True))
+    assert [("cascade" in out.timings) for out in shot] == [two_passes] * 3
+    assert [("cascade" in out.timings) for out in apart] == [b > 5.0 for b in blurs]
+
+    def run(name, *flags):
+        res = CliRunner().invoke(app, ["refine", str(seq / "frame.%04d.png"), "-o", str(tmp_path / name),
+                                       "--conditioner", cond, "--model", str(tmp_path / "m"), *res_flags,
+                                       "-f", "npy", "-q", *flags])
+        assert res.exit_code == 0, res.output
+        return {i: np.load(f) for i in range(3) if (f := tmp_path / name / f"frame.{i:04d}.npy").is_file()}
+
+    whole, chunk = run("whole"), run("chunk", "--frames", "1-2")  # the chunk decides on frame 0 too
+    assert sorted(chunk) == [1, 2]
+    for i in range(3):
+        np.testing.assert_array_equal(whole[i], shot[i].depth_np[0])
+        if i:
+            np.testing.assert_array_equal(chunk[i], whole[i])
+    np.testing.assert_array_equal(run("apart", "--per-frame")[1], apart[1].depth_np[0])
+    if tiled:
+        return
+    # frame 1's map is the shot's decision over its co-aligned conditioning; the other decision differs
+    image = torch.from_numpy(frames[1]).permute(2, 0, 1)[None]
+    pred = DepthPrediction(shot[1].conditioning, torch.ones_like(shot[1].conditioning, dtype=torch.bool), "disparity")
+    model = load_model(str(tmp_path / "m"))
+    kept, other = (refine_batch(image, prediction=pred, model=model, processing_res=0, cascade=c).refined[0, 0].numpy()
+                   for c in (two_passes, not two_passes))
+    np.testing.assert_array_equal(kept, whole[1])
+    assert np.abs(other - whole[1]).max() > 1e-3
 
 def test_a_plane_stays_a_plane_through_both_passes():
     # a plane has no edge, so its blur estimate is huge and the cascade runs; the edge gate leaves the

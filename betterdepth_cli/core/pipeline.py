@@ -109,18 +109,18 @@ def seeded_generators(seed: int, count: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(int(seed)) for _ in range(count)]
 
 
-def _one_by_one(images: torch.Tensor, *, generator, noise, keys, prediction, **kwargs) -> RefineResult:
-    """:func:`refine_batch` image by image (each with its own generator, noise, key and prediction), stacked."""
+def _one_by_one(images: torch.Tensor, *, generator, noise, keys, prediction, cascade, **kwargs) -> RefineResult:
+    """:func:`refine_batch` image by image (each with its own generator, noise, key, prediction and
+    cascade decision), stacked."""
     b = images.shape[0]
     gens = per_image_generators(generator, b)
+    cascades = list(cascade) if isinstance(cascade, (list, tuple)) else [cascade] * b
     parts = []
     for i in range(b):
-        pred = None
-        if prediction is not None:
-            pred = DepthPrediction(prediction.values[i : i + 1], prediction.valid[i : i + 1], prediction.kind,
-                                   prediction.metric, prediction.source)  # fmt: skip
+        pred = None if prediction is None else prediction.item(i)
         parts.append(refine_batch(images[i : i + 1], generator=gens[i], keys=None if keys is None else keys[i : i + 1],
-                                  noise=None if noise is None else noise[i : i + 1], prediction=pred, **kwargs))
+                                  noise=None if noise is None else noise[i : i + 1], prediction=pred,
+                                  cascade=cascades[i], **kwargs))
     return stack_results(parts)
 
 
@@ -154,7 +154,7 @@ def refine_batch(
     restore_tails: bool = True,
     batch_invariant: bool = True,
     frame: Frame | None = None,
-    cascade: bool = True,
+    cascade: bool | None | list[bool | None] = None,
 ) -> RefineResult:
     """Refine a batch of images.
 
@@ -180,8 +180,11 @@ def refine_batch(
             batches the networks (faster on some GPUs, results then vary in the last bits).
         frame: the images are crops (tiles) of a larger image: its scale for the card's layout
             low-pass and edge gate (:class:`~betterdepth_cli.core.types.Frame`).
-        cascade: run the card's ``cascade`` (:func:`cascade_resolution`: a conditioning too soft for one
-            pass is refined at a lower resolution first); ``False``: one pass. ``noise`` is the last pass's.
+        cascade: the card's ``cascade`` (a conditioning too soft for one pass is refined at a lower
+            resolution first): ``None`` lets the card decide for each image from its conditioning's
+            blur (:func:`cascade_resolution`); ``True`` runs the first pass (when the card has a
+            cascade) and ``False`` one pass, whatever the blur (a shot decides once, on its first
+            frame: :func:`frame_cascade`); a list gives one of these per image. ``noise`` is the last pass's.
     Returns:
         :class:`RefineResult` at input size in the conditioner's units.
     """
@@ -190,6 +193,12 @@ def refine_batch(
                                   ensemble=ensemble, reduction=reduction, processing_res=processing_res,
                                   generator=generator, noise=noise, keys=keys, prediction=p,
                                   restore_tails=restore_tails, frame=frame, cascade=cascade)
+    if isinstance(cascade, (list, tuple)):
+        if len(cascade) != images.shape[0]:
+            raise ValueError(f"`cascade` has {len(cascade)} entries for {images.shape[0]} images")
+        if len(set(cascade)) > 1:
+            return split(prediction)
+        cascade = cascade[0]
     if batch_invariant and images.shape[0] > 1:
         return split(prediction)
     timings: dict[str, float] = {}
@@ -207,7 +216,10 @@ def refine_batch(
     run = resolve_settings(model.card, steps=steps, ensemble=ensemble, reduction=reduction,
                            processing_res=processing_res)
     cond_pass = cond_full  # what this pass is conditioned on
-    first_res = cascade_resolution(model, run, cond_full, valid_full) if cascade else 0
+    if cascade is None:
+        first_res = cascade_resolution(model, run, cond_full, valid_full)
+    else:
+        first_res = first_pass_resolution(model, run, cond_full.shape[-2:]) if cascade else 0
     if first_res is None:  # the images of this batch disagree: one by one, each deciding for itself
         return split(pred)
     if first_res:  # too soft for one pass: refine at a lower resolution first, then condition on that
@@ -248,12 +260,30 @@ def cascade_resolution(model, run, cond: torch.Tensor, valid: torch.Tensor) -> i
         return 0
     from betterdepth_cli.core.blur import estimate_blur
 
-    blur_above, scale = spec
     size = run.processing_size(*cond.shape[-2:])
-    soft = estimate_blur(resize(cond.float(), size), resize(valid, size, mode="nearest")) > blur_above
+    soft = estimate_blur(resize(cond.float(), size), resize(valid, size, mode="nearest")) > spec[0]
     if not soft.any():
         return 0
-    return max(MIN_SIDE, round(scale * max(size))) if soft.all() else None
+    return first_pass_resolution(model, run, cond.shape[-2:]) if soft.all() else None
+
+
+def first_pass_resolution(model, run, shape: tuple[int, int]) -> int:
+    """The card's first-pass processing resolution for maps of ``shape`` (``scale`` x the longest
+    processing side); 0 when the card has no cascade."""
+    spec = model.cascade
+    if spec is None:
+        return 0
+    return max(MIN_SIDE, round(spec[1] * max(run.processing_size(*shape))))
+
+
+def frame_cascade(model, prediction: DepthPrediction, processing_res: int | None = None) -> bool:
+    """Whether :func:`refine_batch` (``cascade=None``) runs the card's first pass on this one
+    frame's conditioning at ``processing_res``: the decision a shot takes on its first frame and keeps
+    for every frame (:func:`~betterdepth_cli.core.shot.shot_cascade`)."""
+    if model is None or getattr(model, "classical", False):
+        return False
+    run = resolve_settings(model.card, processing_res=processing_res)
+    return bool(cascade_resolution(model, run, prediction.values.float(), prediction.valid.bool()))
 
 
 def _first_pass(images, model, pred: DepthPrediction, run, first_res: int, generator, restore_tails: bool,

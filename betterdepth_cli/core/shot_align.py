@@ -93,6 +93,9 @@ class ShotAligner:
         self.ref_valid: torch.Tensor | None = None
         self.scale, self.shift = 1.0, 0.0
         self.frames = 0
+        # the shot's one-pass-or-two decision (the card's cascade), taken on the frame this aligner saw
+        # first and kept for every frame: :func:`betterdepth_cli.core.shot.shot_cascade`
+        self.cascade: bool | None = None
 
     def fit(self, values: torch.Tensor, valid: torch.Tensor) -> tuple[float, float]:
         """Scale and shift of one frame (1,1,H,W) into the shot's units; updates the reference."""

@@ -52,8 +52,8 @@ import torch
 
 from betterdepth_cli.core.layout import keep_layout
 from betterdepth_cli.core.normalize import masked_quantiles
-from betterdepth_cli.core.pipeline import (check_images, draw_noise, per_image_generators, processing_size, refine_batch,
-                                          resize, stack_results)
+from betterdepth_cli.core.pipeline import (check_images, draw_noise, frame_cascade, per_image_generators,
+                                          processing_size, refine_batch, resize, stack_results)
 from betterdepth_cli.core.pixels import area_resize
 from betterdepth_cli.core.settings import resolve_settings
 from betterdepth_cli.core.tiling import axis_tiles, axis_weight_sum, axis_weights, robust_scale_shift, sample_region
@@ -86,7 +86,8 @@ def shrink_image(image: Any, size: tuple[int, int]) -> torch.Tensor:
     return resize(check_images(img), size)
 
 
-def _anchor(image, size, conditioner, model, prediction, keys, options: dict, generator) -> tuple[RefineResult, DepthPrediction]:
+def _anchor(image, size, conditioner, model, prediction, keys, options: dict, generator,
+            cascade: bool | None) -> tuple[RefineResult, DepthPrediction]:
     """The whole frame at the anchor ``size``: the conditioner (or the given prediction, shrunk) and the refiner."""
     small = shrink_image(image, size)
     t0 = time.perf_counter()
@@ -97,13 +98,25 @@ def _anchor(image, size, conditioner, model, prediction, keys, options: dict, ge
         pred = DepthPrediction(pred.values.float().cpu(), pred.valid.bool().cpu(), pred.kind, pred.metric, pred.source)
     else:
         pred = prediction
-    pred_small = DepthPrediction(resize(pred.values.float().cpu(), size),
-                                 resize(pred.valid.cpu(), size, mode="nearest").bool(),
-                                 pred.kind, pred.metric, pred.source)
     t_cond = time.perf_counter() - t0
-    res = refine_batch(small, model=model, prediction=pred_small, processing_res=0, generator=generator, **options)
+    res = refine_batch(small, model=model, prediction=_shrink_prediction(pred, size), processing_res=0,
+                       generator=generator, cascade=cascade, **options)
     res.timings["conditioner"] = res.timings.get("conditioner", 0.0) + t_cond
     return res, pred
+
+
+def _shrink_prediction(pred: DepthPrediction, size: tuple[int, int]) -> DepthPrediction:
+    """A conditioner's output at the anchor's ``size`` (what the anchor refines)."""
+    return DepthPrediction(resize(pred.values.float().cpu(), size), resize(pred.valid.cpu(), size, mode="nearest").bool(),
+                           pred.kind, pred.metric, pred.source)
+
+
+def anchor_cascade(model, prediction: DepthPrediction, height: int, width: int, tile: int,
+                   anchor_res: int | None = None) -> bool:
+    """Whether the anchor of a ``height`` x ``width`` plate runs the card's first pass on ``prediction``
+    (:func:`~betterdepth_cli.core.pipeline.frame_cascade` at the anchor's size)."""
+    size = anchor_size(model, height, width, tile, anchor_res)
+    return frame_cascade(model, _shrink_prediction(prediction, size), processing_res=0)
 
 
 def anchor_size(model, height: int, width: int, tile: int, anchor_res: int | None = None) -> tuple[int, int]:
@@ -191,6 +204,7 @@ def refine_tiled(
     keys: list[str] | None = None,
     restore_tails: bool = True,
     uncertainty: bool = True,
+    cascade: bool | None = None,
 ) -> RefineResult:
     """Refine one plate in overlapping tiles guided by a whole-frame anchor (module docstring).
 
@@ -206,6 +220,8 @@ def refine_tiled(
             field is drawn from ``generator`` first, then the anchor's noise.
         uncertainty: assemble the plate's uncertainty map (ensemble > 1); ``False`` saves its plate-size
             buffer when no one will write it.
+        cascade: the anchor's, as in ``refine_batch`` (a shot's frames pass their shot's decision,
+            :func:`anchor_cascade` on its first frame); the tiles take one pass.
     Returns:
         :class:`RefineResult` at plate size: ``refined``, ``valid`` and ``uncertainty`` (ensemble > 1) at
         full size, ``conditioning`` at the anchor's size (the plate-size conditioning is never made).
@@ -219,7 +235,7 @@ def refine_tiled(
     options = {"steps": steps, "ensemble": ensemble, "reduction": reduction, "restore_tails": restore_tails}
     noise = _noise_field(model, gen, ensemble, h, w)
     anchor, pred = _anchor(image, anchor_size(model, h, w, tile, anchor_res), conditioner, model, prediction, keys,
-                           options, gen)
+                           options, gen, cascade)
     stages = _add_stages({}, anchor.timings)  # conditioner, encode, ... summed over the anchor and the tiles
     anchor_map = anchor.refined.float().cpu()
     frame = _frame(anchor, h, w)

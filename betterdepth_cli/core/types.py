@@ -82,6 +82,10 @@ class DepthPrediction:
     def __post_init__(self) -> None:
         check_kind(self.kind)
 
+    def item(self, i: int) -> "DepthPrediction":
+        """Image ``i`` of the batch, as a batch of one (views, not copies)."""
+        return DepthPrediction(self.values[i : i + 1], self.valid[i : i + 1], self.kind, self.metric, self.source)
+
 
 @dataclass(frozen=True)
 class Frame:

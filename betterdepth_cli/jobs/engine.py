@@ -244,19 +244,21 @@ class _Engine:
             from betterdepth_cli.core.tiled import refine_tiled
 
             plate = batch[0][1]
-            pred = None
+            pred, cascade = None, [None]
             if self._in_shot(items[0]):  # a frame of a shot: its anchor's conditioning co-aligned with the others
-                pred = self._shot_prediction(self._conditioner_input(plate), items, keys)
+                pred, cascade = self._shot_prediction(self._conditioner_input(plate), items, keys, plate.shape[:2],
+                                                      tiling)
             return refine_tiled(plate, model=self.model, conditioner=self.conditioner, prediction=pred, tile=tiling[0],
                                 overlap=tiling[1], steps=self.s.steps, ensemble=self.s.ensemble,
                                 reduction=self.s.reduction, generator=generator, keys=keys,
-                                uncertainty="uncertainty" in self.s.formats)  # fmt: skip
+                                uncertainty="uncertainty" in self.s.formats, cascade=cascade[0])  # fmt: skip
         stacked = np.stack([_to_float_rgb(img) for _, img in batch])  # [B,H,W,3]
         images = torch.from_numpy(stacked).permute(0, 3, 1, 2)  # [B,3,H,W], a view
+        pred, cascade = self._shot_prediction(images, items, keys, stacked.shape[1:3], None)
         return refine_batch(images, conditioner=self.conditioner, model=self.model, steps=self.s.steps,
                             ensemble=self.s.ensemble, reduction=self.s.reduction,
                             processing_res=self.s.processing_res, generator=generator, keys=keys,
-                            prediction=self._shot_prediction(images, items, keys))  # fmt: skip
+                            prediction=pred, cascade=cascade)  # fmt: skip
 
     def _tiling(self, hw: tuple[int, int]) -> tuple[int, int] | None:
         """(tile, overlap) when an image of this size is refined in tiles (core.tiling.tiling_for)."""
@@ -269,28 +271,34 @@ class _Engine:
         a one-frame ``--frames`` chunk of a shot too: it takes the shot's units)."""
         return self.out.groups[item.group].source.is_shot and not self.s.per_frame
 
-    def _shot_prediction(self, images, items: list[Item], keys: list[str]):
-        """The conditioning co-aligned per shot (``core.shot_align``), or None (single images, ``per_frame``)."""
+    def _shot_prediction(self, images, items: list[Item], keys: list[str], hw: tuple[int, int], tiling):
+        """(the conditioning co-aligned per shot (``core.shot_align``), each frame's cascade decision: its
+        shot's (``core.shot.shot_cascade``), None for single images), or (None, None) when no frame is
+        of a shot (single images, ``per_frame``). ``hw``: the frames' size; ``tiling``: their tiles."""
         from betterdepth_cli.core.pipeline import predict_conditioner
+        from betterdepth_cli.core.shot import shot_cascade
         from betterdepth_cli.core.shot_align import coalign_prediction
 
         shots = [self._in_shot(it) for it in items]
         if not any(shots):
-            return None
+            return None, None
         t0 = time.perf_counter()
         groups = dict.fromkeys(it.group for it, shot in zip(items, shots) if shot)  # frames come shot by shot
         self.aligners = {g: self.aligners[g] if g in self.aligners else self._new_aligner(g) for g in groups}
         aligners = [self.aligners[it.group] if shot else None for it, shot in zip(items, shots)]
         pred = coalign_prediction(predict_conditioner(self.conditioner, images, keys), aligners)
+        cascades = [shot_cascade(a, self.model, pred.item(i), *hw, tiling, self.s.processing_res)
+                    for i, a in enumerate(aligners)]
         self.summary.timings["conditioner"] = self.summary.timings.get("conditioner", 0.0) + time.perf_counter() - t0
-        return pred
+        return pred, cascades
 
     def _new_aligner(self, group_key: str):
         """A shot's co-aligner, first shown the shot's frames before the run's first one (a ``--frames``
         chunk that starts later): the conditioner runs on them as on the run's frames, so the chunk gets
         the units and the alignment of a whole-shot run."""
         from betterdepth_cli.core.pipeline import predict_conditioner
-        from betterdepth_cli.core.shot_align import ShotAligner
+        from betterdepth_cli.core.shot import shot_cascade
+        from betterdepth_cli.core.shot_align import ShotAligner, coalign_prediction
 
         aligner = ShotAligner()
         announced = False
@@ -307,7 +315,9 @@ class _Engine:
             except InputDataError as exc:
                 left_out(entry, exc)
                 continue
-            aligner.align(pred.values, pred.valid)
+            hw = image.shape[:2]  # the shot's cascade is decided on the first frame aligned, as a whole run's
+            shot_cascade(aligner, self.model, coalign_prediction(pred, [aligner]), *hw, self._tiling(hw),
+                         self.s.processing_res)
         return aligner
 
     def _conditioner_input(self, image: np.ndarray):
