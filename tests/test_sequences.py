@@ -294,6 +294,23 @@ def test_a_frames_chunk_of_a_shot_gets_the_whole_shots_units(tmp_path, kind):
     for f, want in zip(outputs(chunks), whole):
         np.testing.assert_array_equal(np.load(f), want)
     assert json.loads(outputs(chunks)[2].with_suffix(".json").read_text())["shot_aligned"] is True
+    # each chunk keeps its own run record in the shared folder, and it reruns that chunk
+    records = sorted(p.name for p in chunks.glob("betterdepth-run*.toml"))
+    assert records == sorted(f"betterdepth-run.frames-{f}.toml"
+                             for f in (f"{first}-{first + 1}", f"{first + 2}", f"{first + 3}-{first + 4}"))
+    rerun = runner.invoke(app, ["refine", "--config", str(chunks / f"betterdepth-run.frames-{first + 2}.toml")])
+    assert rerun.exit_code == 0 and "0 processed, 1 skipped" in rerun.output, rerun.output
+
+
+def test_the_run_records_name_says_which_part_of_the_work_it_is():
+    from betterdepth_cli.jobs.ranks import RankInfo
+    from betterdepth_cli.jobs.refine_job import run_config_name
+
+    assert run_config_name(None, None, None) == "betterdepth-run.toml"
+    assert run_config_name((3, 8), None, None) == "betterdepth-run.shard-3-of-8.toml"
+    assert run_config_name(None, "1001-1100x2, 1200", None) == "betterdepth-run.frames-1001-1100x2_1200.toml"
+    assert (run_config_name((1, 2), "7", RankInfo(rank=0, world=2, local_rank=0))
+            == "betterdepth-run.frames-7.shard-1-of-2.rank-0-of-2.toml")
 
 
 def test_a_chunk_leaves_an_unreadable_earlier_frame_out_as_a_whole_run_does(tmp_path):

@@ -11,6 +11,7 @@ here, once, by :func:`betterdepth_cli.core.settings.resolve_settings`.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -213,11 +214,23 @@ def load_models(job: RefineJob, info: Say):
     _quiet_hf()
     cond = get_conditioner(s.conditioner, device=job.device, dtype=tdtype)
     model = load_model(job.options.get("model"), device=job.device, dtype=tdtype) if s.refine else None
-    name = RUN_CONFIG_NAME if not job.shard else f"betterdepth-run.shard-{job.shard[0]}-of-{job.shard[1]}.toml"
-    if job.rank is not None:
-        name = f"{Path(name).stem}.rank-{job.rank.rank}-of-{job.rank.world}.toml"
-    _write_run_config(s.out_dir / name, job.run_config(), job.device, job.dtype)  # the work starts
+    _write_run_config(s.out_dir / run_config_name(job.shard, job.options.get("frames"), job.rank), job.run_config(),
+                      job.device, job.dtype)  # the work starts
     return cond, model
+
+
+def run_config_name(shard: tuple[int, int] | None, frames: str | None, rank) -> str:
+    """The run record's file name: ``betterdepth-run.toml``, with the job's part of the work in it when
+    it has one (``--frames`` chunk, ``--shard``, rank), so that jobs sharing one output folder each
+    keep theirs: ``betterdepth-run.frames-1001-1100.shard-1-of-8.rank-0-of-2.toml``."""
+    parts = [Path(RUN_CONFIG_NAME).stem]
+    if frames:
+        parts.append("frames-" + re.sub(r"[^0-9A-Za-z-]+", "_", str(frames)).strip("_"))
+    if shard:
+        parts.append(f"shard-{shard[0]}-of-{shard[1]}")
+    if rank is not None:
+        parts.append(f"rank-{rank.rank}-of-{rank.world}")
+    return ".".join(parts) + ".toml"
 
 
 def nothing_to_do(job: RefineJob) -> Summary:
