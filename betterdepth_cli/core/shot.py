@@ -57,6 +57,18 @@ def shot_cascade(aligner: ShotAligner | None, model, prediction: DepthPrediction
     return aligner.cascade
 
 
+def shot_conditioning(conditioner, images: torch.Tensor, keys: list[str] | None, aligners: list[ShotAligner | None],
+                      model, hw: tuple[int, int], tiling: tuple[int, int] | None, processing_res: int | None = None
+                      ) -> tuple[DepthPrediction, list[bool | None]]:
+    """The conditioner's maps of B frames (``images``: what it sees, the anchor's photo for tiled frames),
+    frame i co-aligned with its shot by ``aligners[i]`` (in order; ``None``: a single image, left as is),
+    and each frame's cascade decision (:func:`shot_cascade`; ``None`` for single images). ``hw``: the
+    frames' size, ``tiling``: their tiles. What ``refine`` (``jobs.engine``, lead-ins included) and
+    :func:`refine_shot` do to every frame of a shot before refining it."""
+    pred = coalign_prediction(predict_conditioner(conditioner, images, keys), aligners)
+    return pred, [shot_cascade(a, model, pred.item(i), *hw, tiling, processing_res) for i, a in enumerate(aligners)]
+
+
 def refine_shot(
     frames: Iterable[tuple[torch.Tensor, str | None]],
     *,
@@ -101,13 +113,10 @@ def _run(batch, conditioner, model, aligner, seed, steps, ensemble, reduction, p
         for image, key in batch:
             yield _tiled_frame(image, key, conditioner, model, aligner, tiling, seed, steps, ensemble, reduction)
         return
-    pred = predict_conditioner(conditioner, images, keys if all(k is not None for k in keys) else None)
-    cascade = None
-    if aligner is not None:
-        pred = coalign_prediction(pred, [aligner] * len(batch))
-        cascade = shot_cascade(aligner, model, pred.item(0), *images.shape[-2:], None, processing_res)
+    pred, cascades = shot_conditioning(conditioner, images, keys if all(k is not None for k in keys) else None,
+                                       [aligner] * len(batch), model, tuple(images.shape[-2:]), None, processing_res)
     res = refine_batch(images, model=model, prediction=pred, steps=steps, ensemble=ensemble, reduction=reduction,
-                       processing_res=processing_res, generator=seeded_generators(seed, len(batch)), cascade=cascade)
+                       processing_res=processing_res, generator=seeded_generators(seed, len(batch)), cascade=cascades)
     for i in range(len(batch)):
         unc = None if res.uncertainty is None else res.uncertainty[i : i + 1]
         yield RefineResult(res.refined[i : i + 1], res.conditioning[i : i + 1], res.valid[i : i + 1], res.kind,
@@ -121,11 +130,8 @@ def _tiled_frame(image, key, conditioner, model, aligner, tiling, seed, steps, e
 
     plate = image[0].permute(1, 2, 0).float().cpu().numpy()
     keys = None if key is None else [key]
-    pred = predict_conditioner(conditioner, anchor_image(plate, model, tiling[0]), keys)
-    cascade = None
-    if aligner is not None:
-        pred = coalign_prediction(pred, [aligner])
-        cascade = shot_cascade(aligner, model, pred, *plate.shape[:2], tiling)
+    pred, cascades = shot_conditioning(conditioner, anchor_image(plate, model, tiling[0]), keys, [aligner], model,
+                                       plate.shape[:2], tiling)
     return refine_plates([plate], model=model, tile=tiling[0], overlap=tiling[1], prediction=pred,
                          generator=seeded_generators(seed, 1), keys=keys, steps=steps, ensemble=ensemble,
-                         reduction=reduction, cascade=cascade)
+                         reduction=reduction, cascade=cascades[0])

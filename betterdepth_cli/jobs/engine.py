@@ -275,9 +275,7 @@ class _Engine:
         """(the conditioning co-aligned per shot (``core.shot_align``), each frame's cascade decision: its
         shot's (``core.shot.shot_cascade``), None for single images), or (None, None) when no frame is
         of a shot (single images, ``per_frame``). ``hw``: the frames' size; ``tiling``: their tiles."""
-        from betterdepth_cli.core.pipeline import predict_conditioner
-        from betterdepth_cli.core.shot import shot_cascade
-        from betterdepth_cli.core.shot_align import coalign_prediction
+        from betterdepth_cli.core.shot import shot_conditioning
 
         shots = [self._in_shot(it) for it in items]
         if not any(shots):
@@ -286,9 +284,8 @@ class _Engine:
         groups = dict.fromkeys(it.group for it, shot in zip(items, shots) if shot)  # frames come shot by shot
         self.aligners = {g: self.aligners[g] if g in self.aligners else self._new_aligner(g) for g in groups}
         aligners = [self.aligners[it.group] if shot else None for it, shot in zip(items, shots)]
-        pred = coalign_prediction(predict_conditioner(self.conditioner, images, keys), aligners)
-        cascades = [shot_cascade(a, self.model, pred.item(i), *hw, tiling, self.s.processing_res)
-                    for i, a in enumerate(aligners)]
+        pred, cascades = shot_conditioning(self.conditioner, images, keys, aligners, self.model, hw, tiling,
+                                           self.s.processing_res)
         self.summary.timings["conditioner"] = self.summary.timings.get("conditioner", 0.0) + time.perf_counter() - t0
         return pred, cascades
 
@@ -296,9 +293,8 @@ class _Engine:
         """A shot's co-aligner, first shown the shot's frames before the run's first one (a ``--frames``
         chunk that starts later): the conditioner runs on them as on the run's frames, so the chunk gets
         the units and the alignment of a whole-shot run."""
-        from betterdepth_cli.core.pipeline import predict_conditioner
-        from betterdepth_cli.core.shot import shot_cascade
-        from betterdepth_cli.core.shot_align import ShotAligner, coalign_prediction
+        from betterdepth_cli.core.shot import shot_conditioning
+        from betterdepth_cli.core.shot_align import ShotAligner
 
         aligner = ShotAligner()
         announced = False
@@ -311,13 +307,12 @@ class _Engine:
                 self.log(f"{group_key}: co-aligning from the shot's first frame (the conditioner runs on the frames "
                          f"before {self.out.groups[group_key].items[0].label})")
             try:  # e.g. no precomputed map for it: a whole run fails that frame, and aligns without it
-                pred = predict_conditioner(self.conditioner, self._conditioner_input(image), [entry.key])
+                hw = image.shape[:2]  # the shot's units and cascade decision, as a whole run's
+                shot_conditioning(self.conditioner, self._conditioner_input(image), [entry.key], [aligner], self.model,
+                                  hw, self._tiling(hw), self.s.processing_res)
             except InputDataError as exc:
                 left_out(entry, exc)
                 continue
-            hw = image.shape[:2]  # the shot's cascade is decided on the first frame aligned, as a whole run's
-            shot_cascade(aligner, self.model, coalign_prediction(pred, [aligner]), *hw, self._tiling(hw),
-                         self.s.processing_res)
         return aligner
 
     def _conditioner_input(self, image: np.ndarray):
