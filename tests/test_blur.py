@@ -210,9 +210,11 @@ def test_a_shot_takes_one_cascade_decision_on_its_first_frame(tmp_path, blurs, t
         return {i: np.load(f) for i in range(3) if (f := tmp_path / name / f"frame.{i:04d}.npy").is_file()}
 
     whole, chunk = run("whole"), run("chunk", "--frames", "1-2")  # the chunk decides on frame 0 too
+    batched = run("batched", "--batch-size", "3")  # one batch holds the deciding frame and the others
     assert sorted(chunk) == [1, 2]
     for i in range(3):
         np.testing.assert_array_equal(whole[i], shot[i].depth_np[0])
+        np.testing.assert_array_equal(batched[i], whole[i])
         if i:
             np.testing.assert_array_equal(chunk[i], whole[i])
     np.testing.assert_array_equal(run("apart", "--per-frame")[1], apart[1].depth_np[0])
