@@ -88,6 +88,9 @@ def test_cascade_resolution_asks_for_a_first_pass_only_where_the_conditioning_is
     assert cascade_resolution(model, resolve_settings(model.card, processing_res=64), soft, ok) == 32
     assert cascade_resolution(model, run, torch.cat([sharp, soft]), ok.repeat(2, 1, 1, 1)) is None  # they disagree
     assert cascade_resolution(_residual_model(None), run, soft, ok) == 0  # a card without a cascade
+    assert cascade_resolution(model, run, sharp, ok, decided=True) == 48  # a shot's decision beats the blur
+    assert cascade_resolution(model, run, soft, ok, decided=False) == 0
+    assert cascade_resolution(_residual_model(None), run, sharp, ok, decided=True) == 0
     for bad in ({"blur_above": 0, "scale": 0.5}, {"blur_above": 5.0, "scale": 1.0}, [11.0, 0.5]):
         with pytest.raises(ValueError):
             cascade_resolution(_residual_model(bad), run, soft, ok)

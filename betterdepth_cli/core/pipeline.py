@@ -171,20 +171,16 @@ def refine_batch(
             one per image (then an image's result does not depend on its batch).
         noise: the starting latent noise itself, (B, ensemble, C, h/f, w/f) at the padded
             processing size (overrides ``generator``; ignored by zero-noise models).
-        keys: file stems (needed by the ``file:`` conditioner).
-        prediction: a precomputed conditioner output to refine.
+        keys: file stems (needed by the ``file:`` conditioner); prediction: a precomputed conditioner output.
         restore_tails: add back the conditioner's values beyond the 2-98 % range that the
             [-1,1] normalisation clips, so the output keeps the full range of the input layout.
-        batch_invariant: run the networks one image at a time, so an image's result is bitwise
-            the same alone and in any batch (batched kernels round differently); ``False``
-            batches the networks (faster on some GPUs, results then vary in the last bits).
+        batch_invariant: run the networks one image at a time, so an image's result is bitwise the same
+            alone and in any batch; ``False`` batches them (faster on some GPUs, varies in the last bits).
         frame: the images are crops (tiles) of a larger image: its scale for the card's layout
             low-pass and edge gate (:class:`~betterdepth_cli.core.types.Frame`).
-        cascade: the card's ``cascade`` (a conditioning too soft for one pass is refined at a lower
-            resolution first): ``None`` lets the card decide for each image from its conditioning's
-            blur (:func:`cascade_resolution`); ``True`` runs the first pass (when the card has a
-            cascade) and ``False`` one pass, whatever the blur (a shot decides once, on its first
-            frame: :func:`frame_cascade`); a list gives one of these per image. ``noise`` is the last pass's.
+        cascade: the card's first pass at a lower resolution: ``None``: where the conditioning is too
+            soft (:func:`cascade_resolution`, per image); ``True`` / ``False``: whatever the blur (a
+            shot's decision, :func:`frame_cascade`); or one per image. ``noise`` is the last pass's.
     Returns:
         :class:`RefineResult` at input size in the conditioner's units.
     """
@@ -193,13 +189,8 @@ def refine_batch(
                                   ensemble=ensemble, reduction=reduction, processing_res=processing_res,
                                   generator=generator, noise=noise, keys=keys, prediction=p,
                                   restore_tails=restore_tails, frame=frame, cascade=cascade)
-    if isinstance(cascade, (list, tuple)):
-        if len(cascade) != images.shape[0]:
-            raise ValueError(f"`cascade` has {len(cascade)} entries for {images.shape[0]} images")
-        if len(set(cascade)) > 1:
-            return split(prediction)
-        cascade = cascade[0]
-    if batch_invariant and images.shape[0] > 1:
+    cascade = _batch_cascade(cascade, images.shape[0])
+    if (batch_invariant and images.shape[0] > 1) or isinstance(cascade, list):  # one by one
         return split(prediction)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
@@ -216,10 +207,7 @@ def refine_batch(
     run = resolve_settings(model.card, steps=steps, ensemble=ensemble, reduction=reduction,
                            processing_res=processing_res)
     cond_pass = cond_full  # what this pass is conditioned on
-    if cascade is None:
-        first_res = cascade_resolution(model, run, cond_full, valid_full)
-    else:
-        first_res = first_pass_resolution(model, run, cond_full.shape[-2:]) if cascade else 0
+    first_res = cascade_resolution(model, run, cond_full, valid_full, decided=cascade)
     if first_res is None:  # the images of this batch disagree: one by one, each deciding for itself
         return split(pred)
     if first_res:  # too soft for one pass: refine at a lower resolution first, then condition on that
@@ -230,6 +218,16 @@ def refine_batch(
     timings["total"] = time.perf_counter() - t_start
     return RefineResult(refined, cond_full.to(model.device), valid_full.to(model.device), pred.kind, pred.metric,
                         uncertainty, timings)
+
+
+def _batch_cascade(cascade: bool | None | list, count: int) -> bool | None | list:
+    """``refine_batch``'s ``cascade`` for a batch of ``count``: one value for all, or the list when its
+    images differ (then they are refined one by one)."""
+    if not isinstance(cascade, (list, tuple)):
+        return cascade
+    if len(cascade) != count:
+        raise ValueError(f"`cascade` has {len(cascade)} entries for {count} images")
+    return list(cascade) if len(set(cascade)) > 1 else cascade[0]
 
 
 def _one_pass(model, images, cond, valid, run, generator, noise, restore_tails: bool, frame: Frame | None,
@@ -246,9 +244,10 @@ def _one_pass(model, images, cond, valid, run, generator, noise, restore_tails: 
     return out
 
 
-def cascade_resolution(model, run, cond: torch.Tensor, valid: torch.Tensor) -> int | None:
+def cascade_resolution(model, run, cond: torch.Tensor, valid: torch.Tensor, decided: bool | None = None) -> int | None:
     """The processing resolution of the card's first pass for this batch: 0 for no first pass, None when
-    its images disagree (then each decides alone).
+    its images disagree (then each decides alone). ``decided``: the caller's decision (a shot's), which
+    the blur does not change.
 
     A card's ``cascade`` ``{blur_above, scale}`` asks for a first pass at ``scale`` x the processing
     size wherever the conditioning's edges, at the processing size, are softer than ``blur_above``
@@ -256,8 +255,8 @@ def cascade_resolution(model, run, cond: torch.Tensor, valid: torch.Tensor) -> i
     to sharpen in one pass. At the lower resolution the same blur is fewer pixels.
     """
     spec = model.cascade
-    if spec is None:
-        return 0
+    if spec is None or decided is not None:
+        return first_pass_resolution(model, run, cond.shape[-2:]) if decided else 0
     from betterdepth_cli.core.blur import estimate_blur
 
     size = run.processing_size(*cond.shape[-2:])

@@ -209,22 +209,19 @@ def refine_tiled(
     """Refine one plate in overlapping tiles guided by a whole-frame anchor (module docstring).
 
     Args:
-        image: a numpy (H,W,3) uint8/uint16/float array (kept as is; crops are converted), or a
-            (3,H,W)/(1,3,H,W) tensor.
+        image: a numpy (H,W,3) uint8/uint16/float array (kept as is; crops are converted) or a tensor.
         model: a BetterDepth model (not the classical guided filter: it needs no tiles).
         tile, overlap: tile side and overlap in pixels (see :func:`~betterdepth_cli.core.tiling.tiling_for`).
-        conditioner / prediction: the conditioner (run on the anchor-size photo), or its output at
-            any size (shrunk to the anchor's; the tiles are conditioned on the anchor's refined map).
+        conditioner / prediction: the conditioner (run on the anchor-size photo), or its output at any
+            size (shrunk to the anchor's); the tiles are conditioned on the anchor's refined map.
         anchor_res: the anchor's longest side (default: the card's ``max_processing_res``, else ``tile``).
         steps, ensemble, reduction, generator, keys, restore_tails: as in ``refine_batch``; the noise
-            field is drawn from ``generator`` first, then the anchor's noise.
-        uncertainty: assemble the plate's uncertainty map (ensemble > 1); ``False`` saves its plate-size
-            buffer when no one will write it.
-        cascade: the anchor's, as in ``refine_batch`` (a shot's frames pass their shot's decision,
-            :func:`anchor_cascade` on its first frame); the tiles take one pass.
+            field is drawn from ``generator`` first, then the anchor's noise. ``cascade``: the
+            anchor's, as in ``refine_batch`` (a shot passes its decision); tiles take one pass.
+        uncertainty: assemble the plate's uncertainty map (ensemble > 1); ``False`` saves its buffer.
     Returns:
-        :class:`RefineResult` at plate size: ``refined``, ``valid`` and ``uncertainty`` (ensemble > 1) at
-        full size, ``conditioning`` at the anchor's size (the plate-size conditioning is never made).
+        :class:`RefineResult`: ``refined``, ``valid``, ``uncertainty`` (ensemble > 1) at plate size,
+        ``conditioning`` at the anchor's (a plate-size one is never made).
     """
     t_start = time.perf_counter()
     h, w = _plate_size(image)
