@@ -33,7 +33,8 @@ whole plate), as they act on the anchor.
 Who tiles: ``refine`` (``jobs.engine``), ``eval`` and the library (:func:`refine_plates`) and
 :func:`~betterdepth_cli.core.shot.refine_shot` take one decision
 (:func:`~betterdepth_cli.core.tiling.model_tiling`) and give one map; frames of a shot pass their
-anchor's conditioner map, co-aligned with the shot, as ``prediction`` (:func:`anchor_image`).
+anchor's conditioner map, co-aligned with the shot, as ``prediction`` (:func:`anchor_image`), and
+their shot's cascade decision, taken on its first frame's anchor (:func:`anchor_cascade`).
 
 Memory: the photo as given (uint8 stays uint8; only tile crops become float), the output (float32,
 plate size), its valid mask (bool), and one tile's working set; no plate-sized float copy of the
