@@ -244,14 +244,14 @@ class _Engine:
             from betterdepth_cli.core.tiled import refine_tiled
 
             plate = batch[0][1]
-            pred, cascade = None, [None]
+            pred = cascade = None
             if self._in_shot(items[0]):  # a frame of a shot: its anchor's conditioning co-aligned with the others
-                pred, cascade = self._shot_prediction(self._conditioner_input(plate), items, keys, plate.shape[:2],
-                                                      tiling)
+                pred, [cascade] = self._shot_prediction(self._conditioner_input(plate), items, keys, plate.shape[:2],
+                                                        tiling)
             return refine_tiled(plate, model=self.model, conditioner=self.conditioner, prediction=pred, tile=tiling[0],
                                 overlap=tiling[1], steps=self.s.steps, ensemble=self.s.ensemble,
                                 reduction=self.s.reduction, generator=generator, keys=keys,
-                                uncertainty="uncertainty" in self.s.formats, cascade=cascade[0])  # fmt: skip
+                                uncertainty="uncertainty" in self.s.formats, cascade=cascade)  # fmt: skip
         stacked = np.stack([_to_float_rgb(img) for _, img in batch])  # [B,H,W,3]
         images = torch.from_numpy(stacked).permute(0, 3, 1, 2)  # [B,3,H,W], a view
         pred, cascade = self._shot_prediction(images, items, keys, stacked.shape[1:3], None)
