@@ -34,7 +34,9 @@ class DepthOutput:
     ``depth``, ``conditioning``, ``uncertainty``: torch (B,1,H,W) float32 at input size, in the
     conditioner's units (``uncertainty`` is ``None`` without ensembling); ``valid`` (B,1,H,W) bool.
     ``kind`` is ``"depth"`` or ``"disparity"``; ``metric`` says whether the units are metres.
-    The ``*_np`` properties are numpy (B,H,W) views of the same maps.
+    The ``*_np`` properties are numpy (B,H,W) views of the same maps. ``settings``: the call's, as
+    ``refine``'s sidecars record them; ``routes``: per image, how it was refined (``cascade``: the
+    card's first pass at a lower resolution; ``tiles``: [size, overlap] when in tiles).
     """
 
     depth: "torch.Tensor"
@@ -46,6 +48,7 @@ class DepthOutput:
     uncertainty: "torch.Tensor | None" = None
     timings: dict[str, float] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    routes: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.depth.shape[0])
@@ -70,17 +73,19 @@ class DepthOutput:
     def uncertainty_np(self) -> "np.ndarray | None":
         return self._np(self.uncertainty)
 
-    def sidecar(self) -> dict[str, Any]:
-        """The sidecar fields ``refine`` writes (kind, metric, units, settings; one for every image of the call)."""
+    def sidecar(self, index: int = 0) -> dict[str, Any]:
+        """The sidecar fields ``refine`` writes for image ``index`` (kind, metric, units, the call's settings,
+        how the image was refined)."""
         from betterdepth_cli.io.depth_files import make_sidecar
 
-        return make_sidecar(kind=self.kind, metric=self.metric, **self.settings)
+        return make_sidecar(kind=self.kind, metric=self.metric, **self.settings,
+                            **(self.routes[index] if self.routes else {}))
 
     def save_png16(self, path: str | Path, index: int = 0) -> Path:
         """Write image ``index``'s map as a 16-bit PNG plus its JSON sidecar (the range and meaning)."""
         from betterdepth_cli.io.depth_files import write_png16
 
-        write_png16(path, self.depth_np[index], self.valid_np[index], self.sidecar())
+        write_png16(path, self.depth_np[index], self.valid_np[index], self.sidecar(index))
         return Path(path)
 
 
@@ -250,4 +255,4 @@ def _output(res, settings: dict[str, Any], timings: dict[str, float]) -> DepthOu
 
     return DepthOutput(res.refined, res.conditioning, res.valid, res.kind, bool(res.metric),
                        units_for(res.kind, bool(res.metric)), res.uncertainty, {**res.timings, **timings},
-                       dict(settings))  # fmt: skip
+                       dict(settings), [res.route(i) for i in range(res.refined.shape[0])])  # fmt: skip

@@ -1,5 +1,6 @@
 """core.blur (how soft a map's edges are) and the card's cascade that it drives."""
 
+import json
 import math
 
 import numpy as np
@@ -130,6 +131,7 @@ def test_in_a_batch_each_image_decides_for_itself():
     sharp_once = guided_refine(maps[:1], images[:1], 0.05, 1e-3)  # the sharp one had one pass
     torch.testing.assert_close(both.refined[:1], sharp_once, rtol=0, atol=1e-5)
     assert both.timings["cascade"] > 0  # the second image's first pass is counted, though the first had none
+    assert both.cascade == (False, True) and both.route(1) == {"cascade": True, "tiles": None}
 
 
 
@@ -154,6 +156,7 @@ def test_cascade_true_or_false_overrides_the_blur_and_a_list_decides_per_image()
     both = refine_batch(images, prediction=pred, cascade=[True, False], **kw)
     torch.testing.assert_close(both.refined[:1], forced.refined, rtol=0, atol=0)
     torch.testing.assert_close(both.refined[1:], guided_refine(maps[1:], images[1:], 0.05, 1e-3), rtol=0, atol=1e-5)
+    assert forced.cascade == (True,) and both.cascade == (True, False)
     same = refine_batch(images, prediction=pred, cascade=[None, None], **kw)  # as the default
     torch.testing.assert_close(same.refined, refine_batch(images, prediction=pred, **kw).refined, rtol=0, atol=0)
     with pytest.raises(ValueError, match="2 images"):
@@ -204,14 +207,21 @@ def test_a_shot_takes_one_cascade_decision_on_its_first_frame(tmp_path, blurs, t
     apart = list(pipe.shot(frames, keys=keys, processing_res=res, per_frame=True))
     assert [("cascade" in out.timings) for out in shot] == [two_passes] * 3
     assert [("cascade" in out.timings) for out in apart] == [b > 5.0 for b in blurs]
+    tiles = [64, 16] if tiled else None  # how each frame was refined, as its sidecar says
+    assert [out.routes for out in shot] == [[{"cascade": two_passes, "tiles": tiles}]] * 3
+    assert [out.sidecar()["cascade"] for out in apart] == [b > 5.0 for b in blurs]
 
     def run(name, *flags):
         res = CliRunner().invoke(app, ["refine", str(seq / "frame.%04d.png"), "-o", str(tmp_path / name),
                                        "--conditioner", cond, "--model", str(tmp_path / "m"), *res_flags,
                                        "-f", "npy", "-q", *flags])
         assert res.exit_code == 0, res.output
+        sidecars = {i: json.loads(f.read_text()) for i in range(3) if (f := tmp_path / name / f"frame.{i:04d}.json").is_file()}
+        assert all(side["tiles"] == tiles for side in sidecars.values())
+        decided[name] = [side["cascade"] for side in sidecars.values()]
         return {i: np.load(f) for i in range(3) if (f := tmp_path / name / f"frame.{i:04d}.npy").is_file()}
 
+    decided = {}
     whole, chunk = run("whole"), run("chunk", "--frames", "1-2")  # the chunk decides on frame 0 too
     batched = run("batched", "--batch-size", "3")  # one batch holds the deciding frame and the others
     assert sorted(chunk) == [1, 2]
@@ -221,6 +231,8 @@ def test_a_shot_takes_one_cascade_decision_on_its_first_frame(tmp_path, blurs, t
         if i:
             np.testing.assert_array_equal(chunk[i], whole[i])
     np.testing.assert_array_equal(run("apart", "--per-frame")[1], apart[1].depth_np[0])
+    assert decided == {"whole": [two_passes] * 3, "chunk": [two_passes] * 2, "batched": [two_passes] * 3,
+                       "apart": [b > 5.0 for b in blurs]}
     if tiled:
         return
     # frame 1's map is the shot's decision over its co-aligned conditioning; the other decision differs

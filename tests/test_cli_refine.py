@@ -64,6 +64,7 @@ def test_no_refine_writes_the_conditioner_output(tmp_path, tiny_dpt_dir):
     np.testing.assert_allclose(got, pred.values[0, 0].numpy(), rtol=1e-5, atol=1e-12)
     meta = json.loads((tmp_path / "out" / "a.json").read_text())
     assert meta["refined"] is False and meta["model"] is None
+    assert "cascade" not in meta and "tiles" not in meta  # no refiner ran: nothing to say how
 
 
 def test_model_guided_writes_the_guided_filter_of_the_conditioner(tmp_path, tiny_dpt_dir):
@@ -107,6 +108,7 @@ def test_every_output_format(tmp_path, models):
     preview = cv2.imread(str(out / "p_preview.jpg"))
     assert preview.shape == (32, 48, 3)
     assert meta["ensemble"] == 2
+    assert (meta["cascade"], meta["tiles"]) == (False, None)  # one pass, whole
 
 
 def test_uncertainty_without_ensemble_is_a_usage_error(tmp_path, models):

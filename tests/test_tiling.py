@@ -3,6 +3,8 @@ refine itself on a real (tiny) BetterDepth model that is the identity at initial
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -187,7 +189,11 @@ def test_refine_tiles_above_the_cards_size_and_tile_flag(tmp_path, tiny_dpt_dir)
         assert res.exit_code == 0, res.output
         return np.load(tmp_path / name / "plate.npy")
 
+    def tiles(name):  # how the plate was refined, as its sidecar says (automatic tiles too)
+        return json.loads((tmp_path / name / "plate.json").read_text())["tiles"]
+
     auto, forced, whole = run("auto"), run("forced", "--tile", "64:16"), run("whole", "--tile", "0")
+    assert (tiles("auto"), tiles("forced"), tiles("whole")) == ([64, 16], [64, 16], None)
     assert auto.shape == whole.shape == (96, 160)
     np.testing.assert_array_equal(auto, forced)  # the card's tiles are the flag's
     assert not np.array_equal(auto, whole)  # 160 px > tile_above: tiled unless --tile 0
@@ -206,6 +212,7 @@ def test_refine_tiles_above_the_cards_size_and_tile_flag(tmp_path, tiny_dpt_dir)
     np.testing.assert_array_equal(lib_auto.depth_np[0], auto)
     assert lib_auto.conditioning.shape == lib_auto.depth.shape == (1, 1, 96, 160)  # the anchor's, at input size
     assert "tile" not in lib_auto.settings  # the card decided, as in refine's sidecar
+    assert lib_auto.routes == [{"cascade": False, "tiles": [64, 16]}] and lib_auto.sidecar()["tiles"] == [64, 16]
     lib_whole = pipe(np.asarray(photo), tile=0)
     np.testing.assert_array_equal(lib_whole.depth_np[0], whole)
     assert lib_whole.settings["tile"] == 0
@@ -228,6 +235,7 @@ def test_refine_tiles_above_the_cards_size_and_tile_flag(tmp_path, tiny_dpt_dir)
                                    str(tmp_path / "preds"), "--output", str(tmp_path / "r.json"), "--device", "cpu"])
     assert res.exit_code == 0, res.output
     np.testing.assert_array_equal(np.load(tmp_path / "preds" / "refined" / "plate.npy"), auto)
+    assert json.loads((tmp_path / "preds" / "refined" / "plate.json").read_text())["tiles"] == [64, 16]
 
 
 def test_a_shot_of_plates_is_co_aligned_before_its_frames_are_tiled(tmp_path):

@@ -128,8 +128,9 @@ def stack_results(parts: list[RefineResult]) -> RefineResult:
     """Results of single images as one batch: maps concatenated, each stage's seconds summed."""
     cat = lambda name: None if getattr(parts[0], name) is None else torch.cat([getattr(p, name) for p in parts])  # noqa: E731
     timings = {k: sum(p.timings.get(k, 0.0) for p in parts) for k in dict.fromkeys(k for p in parts for k in p.timings)}
+    cascade = None if any(p.cascade is None for p in parts) else tuple(c for p in parts for c in p.cascade)
     return RefineResult(cat("refined"), cat("conditioning"), cat("valid"), parts[0].kind, parts[0].metric,
-                        cat("uncertainty"), timings)
+                        cat("uncertainty"), timings, cascade, parts[0].tiles)
 
 
 def _sync(device: torch.device) -> None:
@@ -217,7 +218,7 @@ def refine_batch(
                                      frame, timings)
     timings["total"] = time.perf_counter() - t_start
     return RefineResult(refined, cond_full.to(model.device), valid_full.to(model.device), pred.kind, pred.metric,
-                        uncertainty, timings)
+                        uncertainty, timings, (bool(first_res),) * images.shape[0])
 
 
 def _batch_cascade(cascade: bool | None | list, count: int) -> bool | None | list:

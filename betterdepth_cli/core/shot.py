@@ -118,9 +118,7 @@ def _run(batch, conditioner, model, aligner, seed, steps, ensemble, reduction, p
     res = refine_batch(images, model=model, prediction=pred, steps=steps, ensemble=ensemble, reduction=reduction,
                        processing_res=processing_res, generator=seeded_generators(seed, len(batch)), cascade=cascades)
     for i in range(len(batch)):
-        unc = None if res.uncertainty is None else res.uncertainty[i : i + 1]
-        yield RefineResult(res.refined[i : i + 1], res.conditioning[i : i + 1], res.valid[i : i + 1], res.kind,
-                           res.metric, unc, res.timings)
+        yield res.item(i)
 
 
 def _tiled_frame(image, key, conditioner, model, aligner, tiling, seed, steps, ensemble, reduction) -> RefineResult:

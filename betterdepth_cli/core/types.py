@@ -108,6 +108,9 @@ class RefineResult:
 
     refined, conditioning, uncertainty: (B,1,H,W) float32 at input size, in the
     conditioner's units (uncertainty in the same units, ``None`` without ensembling).
+    cascade: per image, whether it took the card's first pass at a lower resolution (a tiled plate:
+    its anchor's); ``None`` where no refiner ran (the conditioner alone, the guided filter).
+    tiles: ``(size, overlap)`` when the images were refined in tiles, else ``None``.
     """
 
     refined: Any
@@ -117,3 +120,18 @@ class RefineResult:
     metric: bool
     uncertainty: Any = None
     timings: dict[str, float] = field(default_factory=dict)
+    cascade: tuple[bool, ...] | None = None
+    tiles: tuple[int, int] | None = None
+
+    def item(self, i: int) -> "RefineResult":
+        """Image ``i`` as a batch of one (views; the batch's timings)."""
+        one = lambda t: None if t is None else t[i : i + 1]  # noqa: E731
+        return RefineResult(one(self.refined), one(self.conditioning), one(self.valid), self.kind, self.metric,
+                            one(self.uncertainty), self.timings, one(self.cascade), self.tiles)
+
+    def route(self, i: int) -> dict[str, Any]:
+        """How image ``i`` was refined, as its sidecar records it: ``cascade`` and ``tiles``
+        (empty where no refiner ran)."""
+        if self.cascade is None:
+            return {}
+        return {"cascade": bool(self.cascade[i]), "tiles": None if self.tiles is None else list(self.tiles)}

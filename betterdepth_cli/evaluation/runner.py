@@ -491,7 +491,8 @@ def run_evaluation(
             kind, metric_flag = res.kind, bool(res.metric)
             for i, sample in enumerate(batch):
                 if save_root is not None:
-                    _save_sample(save_root, sample, {v: outputs[v][i] for v in variants}, valid[i], res, models, config)
+                    _save_sample(save_root, sample, {v: outputs[v][i] for v in variants}, valid[i], res, i, models,
+                                 config)
                 preds = {v: np.where(valid[i], outputs[v][i], np.nan) for v in variants}
                 scorer.submit(sample, {"load": load_times.pop(sample.id, 0.0), **per_image}, res.kind, preds)
         scorer.drain(0)
@@ -511,12 +512,15 @@ def run_evaluation(
     )  # fmt: skip
 
 
-def _save_sample(root: Path, sample: Sample, maps: dict, valid, res, models: _Models, config: EvalConfig) -> None:
-    """One sample's map of every scored variant (``maps``: variant -> (H,W))."""
+def _save_sample(root: Path, sample: Sample, maps: dict, valid, res, index: int, models: _Models,
+                 config: EvalConfig) -> None:
+    """One sample's map of every scored variant (``maps``: variant -> (H,W)); the sample is image ``index``
+    of the batch's result ``res`` (the refined map's sidecar says how it was refined, as ``refine``'s)."""
     for variant, values in maps.items():
         _save_prediction(root, variant, sample.id, values, valid, {
             "kind": res.kind, "metric": bool(res.metric), "variant": variant, "sample": sample.id,
             "conditioner": models.spec, "model": None if models.model is None else models.model.card.get("source"),
             **{k: v for k, v in models.settings.items() if k != "conditioner"}, "seed": config.seed,
+            **(res.route(index) if variant == "refined" else {}),
             "note": "raw prediction at the image's size, before alignment",
         })

@@ -228,7 +228,8 @@ class _Engine:
         valid = res.valid.detach().cpu().numpy()[:, 0].astype(bool, copy=False)
         unc = None if res.uncertainty is None else res.uncertainty.detach().float().cpu().numpy()[:, 0]
         for i, item in enumerate(items):
-            self._emit(("result", item, (refined[i], valid[i], None if unc is None else unc[i], res.kind, res.metric)))
+            self._emit(("result", item, (refined[i], valid[i], None if unc is None else unc[i], res.kind, res.metric,
+                                         res.route(i))))
 
     def _refine(self, batch: list[tuple[Item, np.ndarray]], items: list[Item], tiling: tuple[int, int] | None):
         """One model call: a plate in tiles guided by the whole frame, or a same-size batch (a shot's

@@ -31,14 +31,14 @@ class ShotBuffer:
 
     def __init__(self, store: "OutputWriter"):
         self.store = store
-        self.frames: list[tuple[Item, Any]] = []  # (item, array or spilled path)
+        self.frames: list[tuple[Item, Any, dict]] = []  # (item, array or spilled path, how it was refined)
         self.lo, self.hi = math.inf, -math.inf
         self.p_lo, self.p_hi = math.inf, -math.inf
         self.kind, self.metric = "disparity", False
         self.expected = 0
         self.seen = 0
 
-    def add(self, item: Item, values: np.ndarray, valid: np.ndarray, kind: str, metric: bool) -> None:
+    def add(self, item: Item, values: np.ndarray, valid: np.ndarray, kind: str, metric: bool, route: dict) -> None:
         self.kind, self.metric = kind, metric
         arr = np.where(valid & np.isfinite(values), values, np.nan).astype(np.float32)
         ok = arr[np.isfinite(arr)]
@@ -47,14 +47,14 @@ class ShotBuffer:
             sample = ok[:: max(1, ok.size // 65536)]
             p2, p98 = np.percentile(sample, (2.0, 98.0))
             self.p_lo, self.p_hi = min(self.p_lo, float(p2)), max(self.p_hi, float(p98))
-        self.frames.append((item, self.store.keep(arr)))
+        self.frames.append((item, self.store.keep(arr), route))
 
-    def arrays(self) -> Iterable[tuple[Item, np.ndarray]]:
-        for item, held in self.frames:
-            yield item, (np.load(held) if isinstance(held, Path) else held)
+    def arrays(self) -> Iterable[tuple[Item, np.ndarray, dict]]:
+        for item, held, route in self.frames:
+            yield item, (np.load(held) if isinstance(held, Path) else held), route
 
     def release(self) -> None:
-        for _, held in self.frames:
+        for _, held, _ in self.frames:
             self.store.drop(held)
         self.frames = []
 
@@ -105,18 +105,19 @@ class OutputWriter:
             shutil.rmtree(self.spill_dir, ignore_errors=True)
 
     # ------------------------------------------------------------ files
-    def meta(self, item: Item, kind: str, metric: bool) -> dict:
+    def meta(self, item: Item, kind: str, metric: bool, route: dict) -> dict:
+        """An output's sidecar fields; ``route``: how it was refined (``RefineResult.route``)."""
         side_dir = Path(item.outputs["sidecar"]).parent
         src = getattr(item.entry, "source", None)
         extra = {"shot_aligned": not self.s.per_frame} if self.groups[item.group].source.is_shot else {}
         return depth_files.make_sidecar(  # ``source`` relative to the sidecar's folder: it resolves wherever the tree moves
             kind=kind, metric=metric, source=_relative_to(src, side_dir) if src else item.source_path,
-            frame=getattr(item.entry, "frame", None), **self.s.sidecar_fields(), **extra,
+            frame=getattr(item.entry, "frame", None), **self.s.sidecar_fields(), **route, **extra,
         )
 
-    def write(self, item: Item, values, valid, unc, kind: str, metric: bool) -> None:
+    def write(self, item: Item, values, valid, unc, kind: str, metric: bool, route: dict) -> None:
         outs = item.outputs
-        meta = self.meta(item, kind, metric)
+        meta = self.meta(item, kind, metric, route)
         attrs = {k: v for k, v in meta.items() if k in ("source", "frame", "model", "conditioner", "steps",
                                                          "ensemble", "seed", "processing_res", "version")}
         if "exr" in outs:
@@ -133,7 +134,7 @@ class OutputWriter:
                 shot = self.shots.get(item.group)
                 if shot is None:
                     shot = self.shots[item.group] = ShotBuffer(self)
-                shot.add(item, values, valid, kind, metric)
+                shot.add(item, values, valid, kind, metric, route)
             return
         if "png16" in outs:
             depth_files.write_png16(outs["png16"], values, valid, meta=meta)
@@ -157,12 +158,12 @@ class OutputWriter:
             return
         vrange = (shot.lo, shot.hi) if shot.hi >= shot.lo else (0.0, 0.0)
         crange = (shot.p_lo, shot.p_hi) if shot.p_hi >= shot.p_lo else (0.0, 1.0)
-        for item, arr in shot.arrays():
+        for item, arr, route in shot.arrays():
             if self.abort.is_set():
                 return
             valid = np.isfinite(arr)
             if "png16" in item.outputs:
-                meta = self.meta(item, shot.kind, shot.metric)
+                meta = self.meta(item, shot.kind, shot.metric, route)
                 meta["range"] = "shot"
                 meta["shot_range"] = list(crange)  # the shot's robust 2-98 % range (export-ply maps every frame by it)
                 depth_files.write_png16(item.outputs["png16"], arr, valid, meta=meta, vrange=vrange)
@@ -189,7 +190,7 @@ class OutputWriter:
             writer = iio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", quality=8,
                                     macro_block_size=2, ffmpeg_log_level="error")  # fmt: skip
             try:
-                for _, arr in shot.arrays():
+                for _, arr, _ in shot.arrays():
                     rgb = bo.colorize(arr, np.isfinite(arr), kind=shot.kind, vrange=crange)
                     h, w = rgb.shape[:2]
                     writer.append_data(rgb[: h - h % 2, : w - w % 2])  # x264 needs even sides
