@@ -167,9 +167,9 @@ class BetterDepthPipeline:
         ``tile``: as ``refine --tile`` (``None``: tiles above the card's ``tile_above``, 0: never,
         ``SIZE`` or ``"SIZE:OVERLAP"``: tiles of that size); a plate refined in tiles gives the same
         map as through ``refine``."""
-        from betterdepth_cli.core.image_input import as_image_list, image_size
-        from betterdepth_cli.core.pipeline import check_images, refine_batch, seeded_generators
-        from betterdepth_cli.core.tiling import model_tiling
+        from betterdepth_cli.core.image_input import as_image_list
+        from betterdepth_cli.core.pipeline import seeded_generators
+        from betterdepth_cli.core.tiled import refine_images
 
         t0 = time.perf_counter()
         chosen = {"steps": steps, "ensemble": ensemble, "reduction": reduction, "processing_res": processing_res}
@@ -177,17 +177,8 @@ class BetterDepthPipeline:
         size, overlap = _parse_tile(tile)
         plates = as_image_list(images)
         gens = generator if generator is not None else seeded_generators(seed, len(plates))
-        tiling = None if run is None else model_tiling(self.model, *image_size(plates[0]), size, overlap,
-                                                        run.processing_res)
-        if tiling is None:  # the plates, already checked and in [0,1]: stacked without converting them again
-            res = refine_batch(check_images(plates), conditioner=self.conditioner, model=self.model, generator=gens,
-                               **chosen)  # fmt: skip
-        else:
-            from betterdepth_cli.core.tiled import refine_plates
-
-            res = refine_plates(plates, model=self.model, conditioner=self.conditioner, tile=tiling[0],
-                                overlap=tiling[1], generator=gens, steps=steps, ensemble=ensemble,
-                                reduction=reduction)  # fmt: skip
+        res = refine_images(plates, model=self.model, conditioner=self.conditioner, tile=size, overlap=overlap,
+                            generator=gens, **chosen)  # fmt: skip
         settings = self._record(run, seed)
         if run is not None and size is not None:  # as refine's sidecar: recorded when asked for (else the card decides)
             settings.update(tile=size, tile_overlap=overlap)

@@ -285,3 +285,23 @@ def refine_plates(plates: list, *, model, tile: int, overlap: int, generator=Non
              for i, (plate, gen) in enumerate(zip(plates, gens))]
     return stack_results([replace(p, conditioning=resize(p.conditioning.float().cpu(), tuple(p.refined.shape[-2:])))
                           for p in parts])
+
+
+def refine_images(plates: list, *, model, conditioner=None, tile: int | None = None, overlap: int | None = None,
+                  processing_res: int | None = None, generator=None, keys: list[str] | None = None,
+                  **options) -> RefineResult:
+    """Same-size images (numpy (H,W,3) float arrays or (1,3,H,W) tensors, as
+    :func:`~betterdepth_cli.core.image_input.as_image_list` gives them) refined as ``refine`` refines
+    files: in tiles where :func:`~betterdepth_cli.core.tiling.model_tiling` says so (``tile``,
+    ``overlap``: as ``--tile``; ``None``: the card's), with :func:`refine_plates`, else as one batch
+    with :func:`refine_batch`. The library's and ``eval``'s one path. ``options``: ``steps``,
+    ``ensemble``, ``reduction``."""
+    from betterdepth_cli.core.image_input import image_size
+    from betterdepth_cli.core.tiling import model_tiling
+
+    tiling = model_tiling(model, *image_size(plates[0]), tile, overlap, processing_res)
+    if tiling is None:
+        return refine_batch(check_images(plates), conditioner=conditioner, model=model, processing_res=processing_res,
+                            generator=generator, keys=keys, **options)
+    return refine_plates(plates, model=model, conditioner=conditioner, tile=tiling[0], overlap=tiling[1],
+                         generator=generator, keys=keys, **options)

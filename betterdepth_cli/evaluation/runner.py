@@ -366,25 +366,17 @@ def _infer(batch: list[Sample], models: _Models, config: EvalConfig, variants: t
     import torch
 
     from betterdepth_cli.core.guided import guided_refine
-    from betterdepth_cli.core.pipeline import refine_batch, seeded_generators
-    from betterdepth_cli.core.tiling import model_tiling
+    from betterdepth_cli.core.pipeline import seeded_generators
+    from betterdepth_cli.core.tiled import refine_images
 
-    images = torch.from_numpy(np.stack([s.rgb for s in batch])).permute(0, 3, 1, 2).contiguous()  # [B,3,H,W]
     chosen = {k: models.settings.get(k) for k in ("steps", "ensemble", "reduction", "processing_res")}
     keys, gens = [s.id for s in batch], seeded_generators(config.seed, len(batch))  # like `refine`: per image
-    tiling = model_tiling(models.model, *images.shape[-2:], processing_res=chosen["processing_res"])
-    if tiling is None:
-        res = refine_batch(images, conditioner=models.conditioner, model=models.model, keys=keys, generator=gens,
-                           **chosen)  # fmt: skip
-    else:  # a plate above the card's tile_above: in tiles, as `refine` does
-        from betterdepth_cli.core.tiled import refine_plates
-
-        res = refine_plates([s.rgb for s in batch], model=models.model, conditioner=models.conditioner,
-                            tile=tiling[0], overlap=tiling[1], generator=gens, keys=keys, steps=chosen["steps"],
-                            ensemble=chosen["ensemble"], reduction=chosen["reduction"])  # fmt: skip
+    res = refine_images([s.rgb for s in batch], model=models.model, conditioner=models.conditioner, keys=keys,
+                        generator=gens, **chosen)  # plates above the card's tile_above in tiles, as `refine` does
     outputs = {"refined": res.refined.detach().float().cpu().numpy()[:, 0],
                "conditioner": res.conditioning.detach().float().cpu().numpy()[:, 0]}
     if "guided" in variants:
+        images = torch.from_numpy(np.stack([s.rgb for s in batch])).permute(0, 3, 1, 2)  # [B,3,H,W]
         outputs["guided"] = guided_refine(res.conditioning.detach().float().cpu(), images.float()).numpy()[:, 0]
     valid = res.valid.detach().cpu().numpy()[:, 0]
     per_image = {s: res.timings.get(s, 0.0) / len(batch) for s in ("conditioner", "encode", "sample", "decode")}
