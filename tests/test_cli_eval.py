@@ -42,6 +42,22 @@ def make_nyu(root: Path, n: int = 3) -> list[tuple[str, np.ndarray]]:
     return out
 
 
+def make_folder(root: Path, pred_dir: Path, ids=("000000", "000001", "000002")) -> None:
+    """A `folder` dataset (rgb/<id>.png + depth/<id>.npy in metres, as `synth` writes) whose ground truth of
+    sample i is 2 (i + 1) m everywhere, and metric predictions 1.25 x the ground truth in ``pred_dir``: with
+    --alignment none, AbsRel is 0.25 and RMSE 0.5 (i + 1) m for every sample."""
+    rng = np.random.default_rng(0)
+    for dirname in ("rgb", "depth"):
+        (root / dirname).mkdir(parents=True, exist_ok=True)
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    for i, sid in enumerate(ids):
+        assert cv2.imwrite(str(root / "rgb" / f"{sid}.png"), rng.integers(0, 256, (H, W, 3), dtype=np.uint8))
+        depth = np.full((H, W), 2.0 * (i + 1), np.float32)
+        np.save(root / "depth" / f"{sid}.npy", depth)
+        np.save(pred_dir / f"{sid}.npy", 1.25 * depth)
+    (root / "dataset.toml").write_text('images = "rgb"\nground_truth = "depth"\nkind = "depth"\nunits = "m"\n')
+
+
 def read_csv(path: Path) -> list[dict]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
@@ -281,3 +297,48 @@ def test_incomplete_middlebury_scene_exit_65_or_skipped_and_counted(tmp_path, ti
     assert "skipped" in res.output and "1 incomplete sample(s) skipped, 1 scored" in res.output
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["samples"] == 1 and len(data["dataset"]["incomplete"]) == 1
+
+
+def folder_args(root: Path, pred_dir: Path, *more) -> tuple:
+    return ("--dataset", "folder", "--data-root", root, "--conditioner", f"file:{pred_dir}?kind=depth", "--no-refine",
+            "--alignment", "none", "--metrics", "abs_rel,rmse", "--device", "cpu", *more)
+
+
+def test_quiet_prints_the_results_table_on_stdout_and_nothing_on_stderr(tmp_path):
+    """-q silences the progress and notes on stderr, never the result: without --output the table is the only one."""
+    make_folder(tmp_path / "data", tmp_path / "preds", ids=("a", "b"))
+    for more in ((), ("--output", tmp_path / "r.json")):
+        res = run(*folder_args(tmp_path / "data", tmp_path / "preds", "-q", *more))
+        assert res.exit_code == 0, res.output
+        assert res.stderr == ""
+        lines = res.stdout.splitlines()
+        assert lines[0] == f"folder: 2 samples, conditioner file:{tmp_path / 'preds'}?kind=depth"
+        # AbsRel 0.25 for both samples; RMSE 0.5 m and 1.0 m, mean 0.75 m
+        assert [ln for ln in lines if "abs_rel" in ln or "rmse" in ln] == ["│ abs_rel % ↓ │       25.00 │",
+                                                                         "│ rmse ↓      │      0.7500 │"]
+        assert lines[-1].startswith("seconds per image: load ")
+    assert json.loads((tmp_path / "r.json").read_text())["metrics"]["conditioner"]["rmse"] == pytest.approx(0.75)
+    res = run(*folder_args(tmp_path / "data", tmp_path / "preds", "--output", tmp_path / "r.json"))
+    assert res.exit_code == 0 and "eval: 2/2 samples" in res.stderr and "eval: wrote results to" in res.stderr
+
+
+def test_folder_image_without_ground_truth_exit_65_or_skipped_and_counted(tmp_path):
+    """As nyuv2 and middlebury (the test above): the image's missing map is named, not silently dropped."""
+    root, preds = tmp_path / "syn", tmp_path / "preds"
+    make_folder(root, preds)
+    (root / "depth" / "000001.npy").unlink()
+    args = folder_args(root, preds, "--output", tmp_path / "r.json")
+    missing = f"{root / 'depth' / '000001.npy'}: missing (needed by rgb/000001.png)"
+    res = run(*args)
+    assert res.exit_code == 65
+    assert res.stderr == f"betterdepth: error: folder: {missing}; use --continue-on-error to skip them\n"
+    assert not (tmp_path / "r.json").exists()
+    res = run(*args, "--continue-on-error")
+    assert res.exit_code == 0, res.output
+    assert f"eval: warning: skipped {missing}\n" in res.stderr
+    assert "eval: 1 incomplete sample(s) skipped, 2 scored" in res.stderr
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["samples"] == 2 and data["dataset"]["incomplete"] == [missing]
+    assert data["metrics"]["conditioner"]["abs_rel"] == pytest.approx(0.25)
+    assert data["metrics"]["conditioner"]["rmse"] == pytest.approx((0.5 + 1.5) / 2)  # samples 0 and 2
+    assert [r["id"] for r in read_csv(tmp_path / "r_per_sample.csv")] == ["000000", "000002"]

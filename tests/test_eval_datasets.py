@@ -356,6 +356,68 @@ def test_folder_dataset_errors(tmp_path):
         D.get_dataset("folder", root)
 
 
+def test_folder_image_without_its_map_is_an_error_or_counted(tmp_path):
+    """As nyuv2 and middlebury: an image under `images` without its map is exit 65, or skipped and counted."""
+    root = tmp_path / "mine"
+    for rel in ("rgb/a.png", "rgb/b.png", "rgb/sub/c.jpg", "rgb/d.png"):
+        write_rgb(root / rel, rgb_image(6, 8))
+    for rel in ("depth/a.png", "depth/sub/c.png"):  # no depth/b.*
+        write_grey(root / rel, np.full((6, 8), 2000, np.uint16))
+    np.save(root / "depth/d.npy", np.full((6, 8), 2000.0, np.float32))
+    (root / "dataset.toml").write_text('images = "rgb"\nground_truth = "depth"\nkind = "depth"\nunits = "mm"\n')
+    # the missing map is named with the extension most maps have (.png: 2 of 3)
+    want = f"{root}/depth/b.png: missing (needed by rgb/b.png)"
+    with pytest.raises(InputDataError) as err:
+        D.get_dataset("folder", root)
+    assert str(err.value) == f"folder: {want}; use --continue-on-error to skip them"
+    ds = D.get_dataset("folder", root, skip_incomplete=True)
+    assert [e.id for e in ds.entries] == ["a", "d", "sub/c"]  # natural order of the paths
+    assert ds.incomplete == [want] and ds.describe()["incomplete"] == [want]
+    assert ds.describe()["samples"] == 3
+
+    # with `masks`, a missing mask is the missing file
+    for rel in ("masks/a.png", "masks/d.png"):
+        write_grey(root / rel, np.full((6, 8), 255, np.uint8))
+    (root / "dataset.toml").write_text(
+        'images = "rgb"\nground_truth = "depth"\nkind = "depth"\nunits = "mm"\nmasks = "masks"\n'
+    )
+    ds = D.get_dataset("folder", root, skip_incomplete=True)
+    assert [e.id for e in ds.entries] == ["a", "d"]
+    assert ds.incomplete == [want, f"{root}/masks/sub/c.png: missing (needed by rgb/sub/c.jpg)"]
+    with pytest.raises(InputDataError, match=r"depth/b\.png: missing \(needed by rgb/b\.png\) \(and 1 more incomplete\)"):
+        D.get_dataset("folder", root)
+
+
+def test_folder_without_any_map_is_still_the_layout_error(tmp_path):
+    """No map at all is a wrong `ground_truth` folder, not N incomplete samples: the layout error, with or
+    without skipping."""
+    root = tmp_path / "mine"
+    write_rgb(root / "rgb/a.png", rgb_image(6, 8))
+    write_rgb(root / "rgb/b.png", rgb_image(6, 8))
+    (root / "gt").mkdir()  # the maps are elsewhere than `ground_truth` says
+    np.save(root / "gt/a.npy", np.ones((6, 8), np.float32))
+    (root / "dataset.toml").write_text('images = "rgb"\nground_truth = "depth"\nkind = "depth"\nunits = "m"\n')
+    for skip in (False, True):
+        with pytest.raises(NoInputError, match=r"folder: no samples found in .*mine; expected images under "
+                                                r".*mine/rgb with maps of the same name under .*mine/depth"):
+            D.get_dataset("folder", root, skip_incomplete=skip)
+
+
+def test_folder_maps_nested_in_the_image_folder_are_not_images(tmp_path):
+    """images = "." with the maps (PNG) and masks in subfolders: the maps are not images lacking a map."""
+    root = tmp_path / "mine"
+    write_rgb(root / "a.jpg", rgb_image(6, 8))
+    write_grey(root / "depth/a.png", np.full((6, 8), 3000, np.uint16))
+    write_grey(root / "masks/a.png", np.full((6, 8), 1, np.uint8))
+    (root / "dataset.toml").write_text(
+        'images = "."\nground_truth = "depth"\nkind = "depth"\nunits = "mm"\nmasks = "masks"\n'
+    )
+    ds = D.get_dataset("folder", root)
+    assert [e.files for e in ds.entries] == [("a.jpg", "depth/a.png", "masks/a.png")] and ds.incomplete == []
+    (s,) = list(ds)
+    assert s.gt[0, 0] == pytest.approx(3.0) and s.valid.all()
+
+
 # ----------------------------------------------------------------- real samples
 
 

@@ -229,6 +229,8 @@ def test_eval_tum_scores_a_hand_made_sequence(tmp_path):
     res = json.loads(out.read_text())
     assert res["clips"][0]["frames"] == 3
     assert res["means"]["conditioner"]["abs_rel"] == pytest.approx(0.0, abs=1e-6)
+    # -q hides the progress on stderr, not the result on stdout
+    assert r.stdout.startswith("tum: 1 clips, clip-level alignment") and r.stderr == ""
 
 
 def test_an_interrupted_shot_resumes_to_the_same_co_aligned_maps(tmp_path):

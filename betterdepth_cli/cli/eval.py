@@ -315,7 +315,8 @@ def _progress_printer(quiet: bool):
 
 
 def _report(result, out_json: Path | None, out_csv: Path | None, quiet: bool) -> None:
-    """Warnings for skipped samples, the files, and the table."""
+    """Warnings for skipped samples, the files, and the table: the table is the result (stdout), so
+    ``quiet`` hides only the notes on stderr about the files written."""
     skipped = result.dataset.get("incomplete") or []
     for line in skipped:
         print(f"eval: warning: skipped {line}", file=sys.stderr, flush=True)
@@ -326,10 +327,10 @@ def _report(result, out_json: Path | None, out_csv: Path | None, quiet: bool) ->
         result.write_json(out_json)
     if out_csv is not None:
         result.write_csv(out_csv)
-    if not quiet:
-        from rich.console import Console
+    from rich.console import Console
 
-        render_table(result, Console(soft_wrap=True))
+    render_table(result, Console(soft_wrap=True))
+    if not quiet:
         for path, what in ((out_json, "results"), (out_csv, "per-sample metrics")):
             if path is not None:
                 print(f"eval: wrote {what} to {path}", file=sys.stderr, flush=True)

@@ -36,9 +36,9 @@ def eval_sequences(o: dict, device: str, dtype: str, out_json: Path | None, quie
     if out_json is not None:
         text = json.dumps(jsonable(result.to_json()), indent=2)
         atomic_write_bytes(out_json, text.encode())
-    if not quiet:
-        print(f"{cfg.dataset}: {len(result.clips)} clips, clip-level alignment; TAE as Video Depth Anything "
-              "(both directions, GT poses)")
-        print(format_table(result))
-        spf = result.seconds_per_frame
-        print(f"seconds per frame: per-frame {spf['per-frame']:.3f}, shot {spf['shot']:.3f}")
+    # the table is the result (stdout): -q silences only the progress on stderr
+    print(f"{cfg.dataset}: {len(result.clips)} clips, clip-level alignment; TAE as Video Depth Anything "
+          "(both directions, GT poses)")
+    print(format_table(result))
+    spf = result.seconds_per_frame
+    print(f"seconds per frame: per-frame {spf['per-frame']:.3f}, shot {spf['shot']:.3f}")

@@ -45,6 +45,7 @@ class FolderDataset(DatasetLoader):
     """
 
     name = "folder"
+    incomplete_is_error = True  # every image under `images` has its map: a missing one is exit 65 or skipped
     layout = "dataset.toml at the root naming the `images` and `ground_truth` folders, `kind` and `units`"
     KEYS = ("images", "ground_truth", "kind", "units", "scale", "invalid", "min_depth", "max_depth",
             "disparity_scale", "masks", "eigen_crop")
@@ -108,33 +109,56 @@ class FolderDataset(DatasetLoader):
         return None
 
     def _gt_for(self, rgb_rel: str) -> tuple[str, ...] | None:
+        files = self._maps_for(rgb_rel)
+        return None if None in files else files
+
+    def _maps_for(self, rgb_rel: str) -> tuple[str | None, ...]:
+        """The ground truth (and the mask, with ``masks``) of an image: each file found, or None."""
         img_dir = self._folder("images")
         rel = rgb_rel[len(img_dir):] if rgb_rel.startswith(img_dir) else PurePosixPath(rgb_rel).name
         stem = path_stem(rel)
         gt = self._find_with_stem(self._folder("ground_truth") + stem)
-        if gt is None:
-            return None
-        if "masks" in self.cfg:
-            mask = self._find_with_stem(self._folder("masks") + stem, GT_EXTS + IMAGE_EXTS)
-            if mask is None:
-                return None
-            return gt, mask
-        return (gt,)
+        if "masks" not in self.cfg:
+            return (gt,)
+        return gt, self._find_with_stem(self._folder("masks") + stem, GT_EXTS + IMAGE_EXTS)
+
+    def _is_image(self, rel: str) -> bool:
+        """An image file under ``images`` that is not in the ground-truth or mask folder nested inside it."""
+        img_dir = self._folder("images")
+        if not (rel.startswith(img_dir) and rel.lower().endswith(IMAGE_EXTS)):
+            return False
+        nested = [self._folder(k) for k in ("ground_truth", "masks") if k in self.cfg]
+        return not any(d != img_dir and d.startswith(img_dir) and rel.startswith(d) for d in nested)
 
     def discover(self) -> list[Entry]:
         img_dir = self._folder("images")
-        out = []
+        out, lacking = [], []
         for rel in self.root.files():
-            if rel.startswith(img_dir) and rel.lower().endswith(IMAGE_EXTS):
-                gts = self._gt_for(rel)
-                if gts is not None:
-                    out.append(Entry(path_stem(rel[len(img_dir):]), (rel, *gts)))
-        if not out:
+            if self._is_image(rel):
+                files = self._maps_for(rel)
+                if None in files:
+                    lacking.append((rel, files))
+                else:
+                    out.append(Entry(path_stem(rel[len(img_dir):]), (rel, *files)))
+        if not out:  # no ground truth at all: the layout is wrong, not a few samples
             self.layout = (
                 f"images under {self.root.where(img_dir or '.')} with maps of the same name under "
                 f"{self.root.where(self._folder('ground_truth') or '.')} ({', '.join(GT_EXTS)})"
             )
+            return out
+        for rel, files in lacking:  # reported as the other loaders do (exit 65, or skipped and counted)
+            missing = self._expected(rel, files, out)
+            self.incomplete.append(f"{self.root.where(missing)}: missing (needed by {rel})")
         return out
+
+    def _expected(self, rgb_rel: str, files: tuple[str | None, ...], found: list[Entry]) -> str:
+        """The first missing map of an image, named with the extension most maps of its kind have."""
+        from collections import Counter
+
+        i = files.index(None)
+        folder = self._folder("ground_truth" if i == 0 else "masks")
+        ext = Counter(PurePosixPath(e.files[i + 1]).suffix for e in found).most_common(1)[0][0]
+        return folder + path_stem(rgb_rel[len(self._folder("images")):]) + ext
 
     def entry_from_line(self, cols: list[str]) -> Entry:
         rgb = cols[0]
