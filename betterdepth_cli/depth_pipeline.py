@@ -81,11 +81,16 @@ class DepthOutput:
         return make_sidecar(kind=self.kind, metric=self.metric, **self.settings,
                             **(self.routes[index] if self.routes else {}))
 
-    def save_png16(self, path: str | Path, index: int = 0) -> Path:
-        """Write image ``index``'s map as a 16-bit PNG plus its JSON sidecar (the range and meaning)."""
+    def save_png16(self, path: str | Path, index: int = 0, source: str | Path | None = None) -> Path:
+        """Write image ``index``'s map as a 16-bit PNG plus its JSON sidecar (the range and meaning), as
+        ``refine`` writes them. ``source``: the photo's file, recorded relative to the sidecar's folder."""
         from betterdepth_cli.io.depth_files import write_png16
+        from betterdepth_cli.jobs.plan import relative_path
 
-        write_png16(path, self.depth_np[index], self.valid_np[index], self.sidecar(index))
+        meta = self.sidecar(index)
+        if source is not None:
+            meta["source"] = relative_path(source, Path(path).absolute().parent)
+        write_png16(path, self.depth_np[index], self.valid_np[index], meta)
         return Path(path)
 
 
@@ -97,11 +102,13 @@ class BetterDepthPipeline:
     video's or a sequence's frames to :meth:`shot` to have them co-aligned as ``refine`` does.
     """
 
-    def __init__(self, conditioner, model=None, *, conditioner_name: str = "", model_name: str | None = None):
+    def __init__(self, conditioner, model=None, *, conditioner_name: str = "", model_name: str | None = None,
+                 model_card: str | None = None):
         self.conditioner = conditioner
         self.model = model
         self.conditioner_name = conditioner_name or getattr(conditioner, "name", "")
         self.model_name = model_name
+        self.model_card = model_card  # the digest of the model's card as saved (refine's sidecars record it)
 
     @classmethod
     def from_pretrained(
@@ -133,8 +140,13 @@ class BetterDepthPipeline:
         loaded = load_model(model, device=device, dtype=tdtype) if refine else None
         spec = conditioner or card_defaults(getattr(loaded, "card", None))["conditioner"]
         cond = get_conditioner(spec, device=device, dtype=tdtype)
-        name = None if loaded is None else str(model or "default")
-        return cls(cond, loaded, conditioner_name=spec, model_name=name)
+        from betterdepth_cli.core.model_names import model_record_name
+        from betterdepth_cli.core.settings import card_digest
+        from betterdepth_cli.jobs.settings import read_card
+
+        name = None if loaded is None else model_record_name(model)
+        digest = None if loaded is None else card_digest(read_card(model))  # as refine reads it
+        return cls(cond, loaded, conditioner_name=spec, model_name=name, model_card=digest)
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Save the refiner (weights and card) to ``path``; :meth:`from_pretrained` loads it back."""
@@ -220,6 +232,8 @@ class BetterDepthPipeline:
         if run is not None:
             settings.update(steps=run.steps, ensemble=run.ensemble, reduction=run.reduction,
                             processing_res=run.processing_res)  # fmt: skip
+        if self.model_card is not None:  # as refine's sidecar: outputs of another card are stale
+            settings["model_card"] = self.model_card
         return settings
 
     def _samples(self) -> bool:

@@ -264,6 +264,7 @@ def refine(
     if job is None:  # a shard with no input
         raise typer.Exit(0)
     if dry_run:
+        refine_job.check_device(job)  # a device or dtype this machine lacks fails the dry run as the run
         for line in job.plan.describe():
             print(line)
         report.info(f"dry run: {job.summary_line}; {job.what}; nothing written")
@@ -296,6 +297,10 @@ def _run(job, report: _Reporter) -> int:
         done = refine_job.nothing_to_do(job)
         ranks.record(done, job.settings.continue_on_error)
         return refine_job.finish(job, done, report.info)
+    failed = refine_job.fail_blocked(job, report.error)  # every input would fail: no model loaded, no record
+    if failed is not None:
+        ranks.record(failed, job.settings.continue_on_error)
+        return refine_job.finish(job, failed, report.info)
     cond, model = refine_job.load_models(job, report.info)
     report.total = job.plan.todo
     runner = Runner(job.plan, job.settings, cond, model, on_item=report.item, log=report.info)

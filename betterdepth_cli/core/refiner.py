@@ -28,7 +28,7 @@ from betterdepth_cli import __version__
 from betterdepth_cli.core.autoencoders import LatentCodec, SpaceToDepthCodec, load_codec, tiny_codec
 from betterdepth_cli.core.sampler import SCHEDULER_CONFIG, make_scheduler
 from betterdepth_cli.core.settings import DEFAULTS, card_defaults
-from betterdepth_cli.core.types import ModelNotFoundError, UsageError
+from betterdepth_cli.core.types import ModelNotFoundError
 
 CARD_FILE = "betterdepth.json"
 TEXT_EMBEDDING_FILE = "text_embedding.safetensors"
@@ -413,14 +413,12 @@ def empty_text_embedding(root: Path, dtype: torch.dtype = torch.float32) -> torc
 
 def resolve_model_path(path_or_id: str | Path, what: str = "model") -> Path:
     """A local folder as is; otherwise a hub id through the local cache or a download."""
-    p = Path(path_or_id).expanduser()
-    if p.exists():
-        if not p.is_dir():
-            raise UsageError(f"{p}: a {what} must be a folder")
-        return p
+    from betterdepth_cli.core.model_names import local_model_folder
+
+    local = local_model_folder(path_or_id, what)
+    if local is not None:
+        return local
     text = str(path_or_id)
-    if text.startswith((".", "/", "~")) or text.count("/") != 1:
-        raise ModelNotFoundError(f"{text}: {what} folder not found")
     try:
         from huggingface_hub import snapshot_download
 

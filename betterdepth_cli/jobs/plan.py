@@ -40,7 +40,7 @@ class Item:
         return f"{self.source_path} frame {frame}" if frame is not None else self.source_path
 
 
-def _relative_to(path: Any, folder: Path) -> str:
+def relative_path(path: Any, folder: Path) -> str:
     """``path`` relative to ``folder`` ('/'-separated), or absolute when no relative path exists."""
     try:
         return Path(os.path.relpath(os.path.abspath(str(path)), os.path.abspath(folder))).as_posix()
@@ -101,6 +101,11 @@ class Plan:
     def skipped(self) -> int:
         return self.total - self.todo
 
+    @property
+    def blocked(self) -> int:
+        """Inputs to process that will fail before they are read (their outputs are not this run's to write)."""
+        return sum(1 for g in self.groups for it in g.todo if it.blocked)
+
     def describe(self) -> Iterable[str]:
         """One line per input: ``<input> -> <outputs>`` and whether it would be skipped."""
         for g in self.groups:
@@ -139,6 +144,21 @@ PIXEL_SETTINGS = ("model", "model_card", "conditioner", "steps", "ensemble", "re
                   "tile", "tile_overlap")
 
 
+def comparable_settings(fields: dict) -> dict:
+    """The :data:`PIXEL_SETTINGS` of a sidecar or a run in one spelling: a local model folder as its
+    absolute path (``m``, ``./m`` and ``/abs/m`` are one model; sidecars of earlier versions kept the
+    path as typed), a ``--tile SIZE`` without overlap with the overlap it runs with."""
+    from betterdepth_cli.core.model_names import model_record_name
+    from betterdepth_cli.core.tiling import OVERLAP_SHARE
+
+    out = {k: fields.get(k) for k in PIXEL_SETTINGS}
+    if isinstance(out["model"], str):
+        out["model"] = model_record_name(out["model"])
+    if out["tile"] and out["tile_overlap"] is None:
+        out["tile_overlap"] = min(round(int(out["tile"]) * OVERLAP_SHARE), int(out["tile"]) // 2 - 1)
+    return out
+
+
 def _existing_state(item: Item, settings: RefineSettings) -> str:
     """``new`` (nothing there), ``done`` (all ours, same settings), ``partial`` (ours, some missing),
     or the reason the outputs must not be written without ``--overwrite``."""
@@ -158,7 +178,8 @@ def _existing_state(item: Item, settings: RefineSettings) -> str:
     if len(present) < len(outs):
         return "partial"
     want = settings.sidecar_fields()
-    diff = [f"{k} {stored.get(k)!r} -> {want.get(k)!r}" for k in PIXEL_SETTINGS if stored.get(k) != want.get(k)]
+    a, b = comparable_settings(stored), comparable_settings(want)
+    diff = [f"{k} {stored.get(k)!r} -> {want.get(k)!r}" for k in PIXEL_SETTINGS if a[k] != b[k]]
     if diff:
         return f"{item.label}: outputs exist from other settings ({', '.join(diff)}); --overwrite redoes them"
     return "done"

@@ -1,7 +1,10 @@
 """A ``refine`` job from its options to its exit status, for the CLI and for scripts.
 
     job = prepare(options, info=print, error=print)    # settings, inputs, plan (nothing written)
-    code = execute(job, on_item=..., info=print)        # models loaded, outputs written; the exit status
+    check_device(job)                                   # the device and dtype exist here (a dry run stops)
+    cond, model = load_models(job, info=print)          # models loaded, the run recorded
+    summary = jobs.run(job.plan, job.settings, cond, model)
+    code = finish(job, summary, info=print)             # the exit status
 
 ``options`` holds the long flag names of ``betterdepth refine`` with parsed values
 (``formats`` and ``ext`` as lists), already merged flags > config file > defaults;
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from betterdepth_cli.core.exit_codes import EXIT_DATAERR, EXIT_OK, EXIT_PARTIAL
+from betterdepth_cli.core.model_names import model_record_name
 from betterdepth_cli.core.types import InputDataError, NoInputError, UsageError
 from betterdepth_cli.jobs.plan import RUN_CONFIG_NAME, Plan, check_output_dir, plan_run
 from betterdepth_cli.jobs.settings import RefineSettings, read_card
@@ -54,41 +58,56 @@ class RefineJob:
     @property
     def summary_line(self) -> str:
         shots = sum(1 for g in self.plan.groups if g.is_shot)
-        return (f"{self.plan.total} input(s) ({shots} shot(s)), {self.plan.todo} to process, {self.plan.skipped} "
+        blocked = self.plan.blocked
+        todo = f"{self.plan.todo - blocked} to process" + (f", {blocked} that will fail (see below)" if blocked else "")
+        return (f"{self.plan.total} input(s) ({shots} shot(s)), {todo}, {self.plan.skipped} "
                 f"existing to skip -> {self.settings.out_dir}")
 
     def run_config(self) -> dict[str, Any]:
         """The options as run, absolute paths and resolved settings: ``betterdepth-run.toml``."""
         s, o = self.settings, self.options
         return {
-            "inputs": [i if i == "-" or i.startswith("@") else str(Path(i).expanduser().absolute()) for i in o["inputs"]],
-            "output": str(s.out_dir.absolute()), "conditioner": s.conditioner, "model": o.get("model"),
+            "inputs": [_absolute_input(i) for i in o["inputs"]],
+            "output": str(s.out_dir.absolute()), "conditioner": s.conditioner,
+            "model": None if o.get("model") is None else model_record_name(o.get("model")),
             "steps": s.steps, "ensemble": s.ensemble, "reduction": s.reduction, "processing_res": s.processing_res,
             "seed": s.seed, "device": self.device, "dtype": self.dtype, "batch_size": s.batch_size,
             "no_refine": not s.refine, "format": list(s.formats), "overwrite": s.overwrite,
             "continue_on_error": s.continue_on_error, "shard": o.get("shard"), "recursive": bool(o.get("recursive")),
             "ext": o.get("ext"), "frames": o.get("frames"), "preview_video": s.preview_video, "per_frame": s.per_frame,
-            "tile": o.get("tile"),
+            "tile": o.get("tile"), "allow_missing": bool(o.get("allow_missing")), "max_pixels": o.get("max_pixels"),
         }  # fmt: skip
+
+
+def _absolute_input(spec: str) -> str:
+    """An input as the run record keeps it: absolute (``@list.txt`` too), so the record reruns from any folder."""
+    if spec == "-":
+        return spec
+    if spec.startswith("@"):
+        return "@" + str(Path(spec[1:]).expanduser().absolute())
+    return str(Path(spec).expanduser().absolute())
 
 
 def _settings(options: dict[str, Any], info: Say) -> RefineSettings:
     """The job's settings: the options over the model card's defaults, checked once."""
     from betterdepth_cli.conditioner_registry import check_conditioner_name
+    from betterdepth_cli.core.model_names import local_model_folder
     from betterdepth_cli.core.settings import card_defaults, card_digest, resolve_settings
 
+    refine = not options.get("no_refine")
+    if refine and model_record_name(options.get("model")) not in ("default", "guided"):
+        local_model_folder(options["model"])  # a missing folder fails now (exit 69), a dry run too
     card = read_card(options.get("model")) or {}
     conditioner = options.get("conditioner") or card_defaults(card)["conditioner"]
     check_conditioner_name(conditioner)  # a misspelt name fails now, not after discovery and setup
     run = resolve_settings(card, **{k: options.get(k) for k in ("steps", "ensemble", "reduction", "processing_res")})
-    refine = not options.get("no_refine")
     if refine and card.get("zero_noise"):
         _deterministic_model_notes(options.get("ensemble"), run.ensemble, options["format"], info)
     if conditioner == "builtin":
         info(BUILTIN_NOTICE)
     return RefineSettings(
         out_dir=Path(options["output"]).expanduser(), formats=tuple(options["format"]), conditioner=conditioner,
-        model=options.get("model") or "default", model_card=card_digest(card) if refine else None, refine=refine,
+        model=model_record_name(options.get("model")), model_card=card_digest(card) if refine else None, refine=refine,
         steps=run.steps, ensemble=run.ensemble,
         reduction=run.reduction, processing_res=run.processing_res, seed=int(options["seed"]),
         batch_size=int(options["batch_size"]), overwrite=bool(options["overwrite"]),
@@ -197,18 +216,40 @@ def prepare(options: dict[str, Any], *, info: Say, error: Say) -> RefineJob | No
     return RefineJob(settings, plan, dict(options), device, dtype, shard, failures, rank)
 
 
+def check_device(job: RefineJob) -> None:
+    """Resolve the job's device (``auto``, this rank's GPU) and check that it and the dtype exist here:
+    a dry run fails as the run would (exit 64)."""
+    from betterdepth_cli.core.devices import check_dtype_for_device, resolve_device
+    from betterdepth_cli.jobs.ranks import rank_device
+
+    job.device = rank_device(resolve_device(job.device), job.device, job.rank)
+    check_dtype_for_device(job.dtype, job.device)
+
+
+def fail_blocked(job: RefineJob, error: Say) -> Summary | None:
+    """When every input to process would fail before it is read (its outputs exist from other
+    settings, or files not ours are in the way): their failures, without loading a model or writing
+    the run record (the record of the job that wrote those outputs stays). ``None`` otherwise."""
+    todo = [it for g in job.plan.groups for it in g.todo]
+    if not todo or any(it.blocked is None for it in todo):
+        return None
+    failures = [(it.label, it.blocked) for it in todo]
+    for _, reason in failures if job.settings.continue_on_error else failures[:1]:
+        error(reason)
+    return Summary(total=job.plan.total, skipped=job.plan.skipped, failed=len(todo), failures=failures,
+                   halted_by=None if job.settings.continue_on_error else failures[0][1])
+
+
 def load_models(job: RefineJob, info: Say):
     """Check the output folder, resolve the device, load the conditioner and the refiner, and record how
     to rerun the job (``betterdepth-run.toml``). Returns (conditioner, model or None)."""
     from betterdepth_cli.conditioner_registry import get_conditioner
-    from betterdepth_cli.core.devices import check_dtype_for_device, resolve_device, torch_dtype
+    from betterdepth_cli.core.devices import torch_dtype
     from betterdepth_cli.core.refiner import load_model
-    from betterdepth_cli.jobs.ranks import rank_device
 
     s = job.settings
     check_output_dir(s.out_dir)
-    job.device = rank_device(resolve_device(job.device), job.device, job.rank)
-    check_dtype_for_device(job.dtype, job.device)
+    check_device(job)
     info(f"loading {job.what} on {job.device} {job.dtype}")
     tdtype = torch_dtype(job.dtype)
     _quiet_hf()

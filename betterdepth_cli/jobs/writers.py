@@ -22,7 +22,7 @@ import numpy as np
 from betterdepth_cli.core.types import BetterDepthError
 from betterdepth_cli.io import depth_files, files
 from betterdepth_cli.io import outputs as bo
-from betterdepth_cli.jobs.plan import Group, Item, Plan, _relative_to
+from betterdepth_cli.jobs.plan import Group, Item, Plan, relative_path
 from betterdepth_cli.jobs.settings import RefineSettings
 
 
@@ -111,7 +111,7 @@ class OutputWriter:
         src = getattr(item.entry, "source", None)
         extra = {"shot_aligned": not self.s.per_frame} if self.groups[item.group].source.is_shot else {}
         return depth_files.make_sidecar(  # ``source`` relative to the sidecar's folder: it resolves wherever the tree moves
-            kind=kind, metric=metric, source=_relative_to(src, side_dir) if src else item.source_path,
+            kind=kind, metric=metric, source=relative_path(src, side_dir) if src else item.source_path,
             frame=getattr(item.entry, "frame", None), **self.s.sidecar_fields(), **route, **extra,
         )
 

@@ -1,0 +1,35 @@
+"""How a refiner given by name is found and recorded, without loading it (no torch): the embedded
+``default``, the classical ``guided``, a local folder, or a hub id (``owner/name``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from betterdepth_cli.core.types import ModelNotFoundError, UsageError
+
+
+def local_model_folder(path_or_id: str | Path, what: str = "model") -> Path | None:
+    """A local folder as is; ``None`` for a hub id (``owner/name`` with no such local folder); a path
+    that looks local (``./m``, ``/abs/m``, ``~/m``, ``m``, ``a/b/c``) and does not exist raises
+    :class:`ModelNotFoundError` (exit 69), a file that is not a folder :class:`UsageError`."""
+    folder = Path(path_or_id).expanduser()
+    if folder.exists():
+        if not folder.is_dir():
+            raise UsageError(f"{folder}: a {what} must be a folder")
+        return folder
+    text = str(path_or_id)
+    if text.startswith((".", "/", "~")) or text.count("/") != 1:
+        raise ModelNotFoundError(f"{text}: {what} folder not found")
+    return None
+
+
+def model_record_name(model: Any) -> str:
+    """How sidecars and run records name a refiner: ``default`` (the embedded model), ``guided``, a
+    local folder as its absolute path (one spelling whatever the working folder it was given from:
+    ``m``, ``./m`` and ``/abs/m`` are one model), else a hub id as given."""
+    text = "default" if model is None or str(model) == "" else str(model)
+    if text in ("default", "guided"):
+        return text
+    folder = Path(text).expanduser()
+    return str(folder.resolve()) if folder.is_dir() else text

@@ -1,0 +1,110 @@
+"""`refine`'s run record (betterdepth-run.toml) and resume across spellings, the dry run's checks, and
+the library's sidecar: what a rerun (from the record, another folder or the library) needs."""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+
+import pytest
+from refine_cli_helpers import refine, write_png
+
+
+def _record(folder, name="betterdepth-run.toml") -> dict:
+    return tomllib.loads((folder / name).read_text())
+
+
+def test_a_run_that_fails_on_every_input_keeps_the_record_of_the_job_that_wrote_them(tmp_path, models):
+    img = write_png(tmp_path / "in" / "a.png")
+    out = tmp_path / "out"
+    assert refine([img, "-o", out, *models, "--steps", "1", "-q"]).exit_code == 0
+    for flags in ([], ["--continue-on-error"]):
+        res = refine([img, "-o", out, *models, "--steps", "2", *flags])
+        assert res.exit_code == 65, res.stderr
+        assert "0 to process, 1 that will fail" in res.stderr and "steps 1 -> 2" in res.stderr
+        assert "loading" not in res.stderr  # no model is loaded for inputs that cannot be written
+        assert _record(out)["steps"] == 1  # the record of the job that wrote the outputs stays
+    again = refine(["--config", out / "betterdepth-run.toml"])
+    assert again.exit_code == 0 and "1 skipped" in again.stderr
+
+
+def test_the_record_keeps_every_option_and_absolute_paths_so_it_reruns_from_anywhere(tmp_path, models,
+                                                                                     tiny_model_dir, monkeypatch):
+    for f in (1001, 1002):
+        write_png(tmp_path / "shot" / f"s.{f}.png", seed=f)
+    (tmp_path / "list.txt").write_text("shot/s.%04d.png\n")
+    monkeypatch.chdir(tmp_path)  # the list and the model given relative to here
+    flags = [*models[:2], "--model", os.path.relpath(tiny_model_dir, tmp_path), "--processing-res", "64"]
+    res = refine(["@list.txt", "-o", "out", *flags, "--frames", "1001-1003", "--allow-missing",
+                  "--max-pixels", "5000000", "-q"])
+    assert res.exit_code == 0, res.stderr
+    record = _record(tmp_path / "out", "betterdepth-run.frames-1001-1003.toml")
+    assert record["inputs"] == [f"@{tmp_path}/list.txt"]
+    assert record["model"] == str(tiny_model_dir.resolve())
+    assert (record["allow-missing"], record["max-pixels"]) == (True, 5000000)
+    monkeypatch.chdir(tmp_path / "shot")  # elsewhere: the record alone reruns the job (all skipped)
+    again = refine(["--config", tmp_path / "out" / "betterdepth-run.frames-1001-1003.toml"])
+    assert again.exit_code == 0, again.stderr
+    assert "2 skipped" in again.stderr
+    side = json.loads((tmp_path / "out" / "shot" / "s.1001.json").read_text())
+    assert side["model"] == str(tiny_model_dir.resolve())
+
+
+def test_resume_takes_one_spelling_of_the_model_folder_and_of_the_tile(tmp_path, tiny_dpt_dir, tiny_model_dir,
+                                                                       monkeypatch):
+    img = write_png(tmp_path / "a.png")
+    monkeypatch.chdir(tiny_model_dir.parent)
+    cond = ["--conditioner", f"hf:{tiny_dpt_dir}", "--processing-res", "64"]
+    assert refine([img, "-o", tmp_path / "o", *cond, "--model", "model", "--tile", "256", "-q"]).exit_code == 0
+    for model, tile in (("./model", "256:32"), (str(tiny_model_dir), "256"), ("model/", "256:32")):
+        res = refine([img, "-o", tmp_path / "o", *cond, "--model", model, "--tile", tile])
+        assert res.exit_code == 0 and "1 skipped" in res.stderr, res.stderr
+    res = refine([img, "-o", tmp_path / "o", *cond, "--model", "model", "--tile", "256:40"])  # another overlap
+    assert res.exit_code == 65 and "tile_overlap None -> 40" in res.stderr
+
+
+def test_a_dry_run_fails_as_the_run_would(tmp_path, models):
+    import torch
+
+    img = write_png(tmp_path / "a.png")
+    ok = refine([img, "-o", tmp_path / "o", *models, "--dry-run"])
+    assert ok.exit_code == 0 and "nothing written" in ok.stderr
+    assert refine([img, "-o", tmp_path / "o", *models, "--dry-run", "--dtype", "fp16", "--device", "cpu"]).exit_code == 64
+    if not torch.cuda.is_available():
+        assert refine([img, "-o", tmp_path / "o", *models, "--dry-run", "--device", "cuda"]).exit_code == 64
+    missing = refine([img, "-o", tmp_path / "o", *models[:2], "--model", tmp_path / "nope", "--dry-run"])
+    assert missing.exit_code == 69 and "nope: model folder not found" in missing.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_librarys_sidecar_is_refines_so_refine_resumes_over_it(tmp_path, tiny_dpt_dir, tiny_model_dir):
+    from PIL import Image
+
+    from betterdepth_cli import BetterDepthPipeline
+
+    img = write_png(tmp_path / "photos" / "a.png")
+    flags = ["--conditioner", f"hf:{tiny_dpt_dir}", "--model", tiny_model_dir, "--processing-res", "64"]
+    assert refine([img, "-o", tmp_path / "cli", *flags, "-q"]).exit_code == 0
+    pipe = BetterDepthPipeline.from_pretrained(tiny_model_dir, f"hf:{tiny_dpt_dir}")
+    pipe(Image.open(img), processing_res=64).save_png16(tmp_path / "lib" / "a.png", source=img)
+    cli, lib = (json.loads((tmp_path / d / "a.json").read_text()) for d in ("cli", "lib"))
+    assert lib == cli and lib["source"] == "../photos/a.png" and lib["model_card"]
+    assert (tmp_path / "lib" / "a.png").read_bytes() == (tmp_path / "cli" / "a.png").read_bytes()
+    again = refine([img, "-o", tmp_path / "lib", *flags])
+    assert again.exit_code == 0 and "1 skipped" in again.stderr, again.stderr
+
+
+@pytest.mark.parametrize("spec", ["a/b/c", "./m", "m"])
+def test_a_local_looking_model_that_is_not_there_is_not_found(tmp_path, spec, monkeypatch):
+    from betterdepth_cli.core.model_names import local_model_folder, model_record_name
+    from betterdepth_cli.core.types import ModelNotFoundError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelNotFoundError, match="model folder not found"):
+        local_model_folder(spec)
+    assert local_model_folder("owner/name") is None  # a hub id
+    (tmp_path / "m").mkdir()
+    assert model_record_name("./m") == model_record_name("m") == str((tmp_path / "m").resolve())
+    assert (model_record_name(None), model_record_name("guided"), model_record_name("owner/x")) == (
+        "default", "guided", "owner/x")
