@@ -63,6 +63,7 @@ SUPPORTED_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
 _SEQ_TOKEN = re.compile(r"%0?(\d*)d|#+")
 _FRAME_NAME = re.compile(r"^(?P<prefix>.+)\.(?P<digits>\d+)$")
 _GLOB_MAGIC = re.compile(r"[*?\[]")
+_EXT_ALIAS = {"jpeg": "jpg", "tiff": "tif"}
 
 
 # --------------------------------------------------------------------------- frames and shards
@@ -159,7 +160,8 @@ def discover(
     Raises NoInputError for a missing path, an empty folder, a glob or sequence
     without matches; InputDataError for an unsupported file or a video without
     frames; UsageError for bad parameters or two inputs mapping to the same
-    output name.
+    output name (a file of the tool's own, :func:`is_own_output`, does not count:
+    a rerun with ``-o`` = the input folder finds the last run's outputs there).
     """
     frame_list = parse_frames(frames) if isinstance(frames, str) else (sorted(set(frames)) if frames is not None else None)
     ctx = _Ctx(bool(recursive), _norm_extensions(extensions), frame_list, stdin, on_error=on_error)
@@ -189,15 +191,60 @@ def iter_entries(sources: Iterable[Source]) -> Iterator[Entry]:
 
 
 def _check_collisions(sources: list[Source]) -> None:
+    """Refuse two inputs that would be written under one output name. A file this tool wrote (its
+    sidecar is ours, e.g. the last run's ``a.png`` beside ``a.jpg`` under ``-o`` = the input folder)
+    does not count: ``plan_run`` leaves it out (or refuses it as an input like any other)."""
     owner: dict[PurePosixPath, str] = {}
     for source in sources:
         for entry in source.entries():
             previous = owner.setdefault(entry.relpath, entry.source)
-            if previous != entry.source:
-                raise UsageError(
-                    f"inputs {previous} and {entry.source} would both be written as {entry.relpath}; "
-                    "give their common parent folder instead"
-                )
+            if previous == entry.source or is_own_output(entry.source):
+                continue
+            if is_own_output(previous):  # the input takes the name back from an earlier output
+                owner[entry.relpath] = entry.source
+                continue
+            raise UsageError(_collision_message(previous, entry.source, entry.relpath))
+
+
+def is_own_output(path: str | os.PathLike) -> bool:
+    """A file ``refine`` wrote, so not an input: named as an output of a sidecar of ours (``a.png``,
+    ``a.exr``, ``a.npy``, ``a_preview.jpg``, ``a_uncertainty.exr`` for ``a.json``) and not the file
+    that sidecar names as its source. So the ``a.jpg`` (or the ``a.png`` of an npy run) that an
+    ``a.json`` beside it was made from stays an input; a user's file with no sidecar of ours too."""
+    from betterdepth_cli.io.depth_files import read_sidecar
+    from betterdepth_cli.io.outputs import OUTPUT_FORMATS, output_paths, sidecar_of
+
+    path = Path(path)
+    side = sidecar_of(path)
+    try:
+        names = output_paths(side.parent, side.stem, OUTPUT_FORMATS)
+        meta = read_sidecar(side)
+    except (UsageError, InputDataError):
+        return False
+    if path.name not in {p.name for key, p in names.items() if key != "sidecar"}:
+        return False
+    source = meta.get("source")
+    return not (isinstance(source, str) and source and _same_file(side.parent / source, path))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _collision_message(first: str | os.PathLike, second: str | os.PathLike, relpath: PurePosixPath | str) -> str:
+    """One line: two inputs map to ``relpath``, and what to do about it. Side by side in one folder
+    (``a.jpg``, ``a.png``) a common parent cannot tell them apart: one must be renamed or left out."""
+    a, b = Path(first), Path(second)
+    head = f"inputs {a} and {b} would both be written as {relpath}; "
+    if a.parent != b.parent:
+        return head + "give their common parent folder instead"
+    exts = [file_ext(a), file_ext(b)]
+    same_kind = len({_EXT_ALIAS.get(e, e) for e in exts}) == 1  # --ext jpg takes .jpeg too
+    hint = "" if same_kind else f" (e.g. --ext {exts[0]} or --ext {exts[1]})"
+    return head + f"they are in the same folder: rename one, or leave one out{hint}"
 
 
 def _read_spec_lines(lines: Iterable[str]) -> list[str]:

@@ -132,11 +132,12 @@ def _inside(path: Path | None, folder: Path) -> bool:
 
 
 def _is_our_output(path: Path) -> bool:
-    """A file ``refine`` wrote: its sidecar (``a.json`` for ``a.png`` and ``a_preview.jpg``) is ours.
-    A user's ``A_preview.jpg`` with no sidecar of ours is an input like any other."""
-    from betterdepth_cli.io.outputs import is_own_sidecar, sidecar_of
+    """A file ``refine`` wrote: its sidecar (``a.json`` for ``a.png`` and ``a_preview.jpg``) is ours
+    and does not name it as its source (``io.inputs.is_own_output``: the ``a.jpg`` beside its own
+    ``a.json`` stays an input). A user's ``A_preview.jpg`` with no sidecar of ours is an input like any other."""
+    from betterdepth_cli.io.inputs import is_own_output
 
-    return is_own_sidecar(sidecar_of(path))
+    return is_own_output(path)
 
 
 #: Sidecar fields that change the pixels: outputs written with other values are stale.
