@@ -52,7 +52,26 @@ def test_encode_png16_invalid_pixels_get_zero_and_do_not_set_range():
     valid = np.array([[True, True], [False, True]])
     codes, lo, hi = depth_files.encode_png16(values, valid)
     assert (lo, hi) == (1.0, 3.0)
-    assert codes.tolist() == [[0, 0], [0, 65535]]
+    assert codes.tolist() == [[1, 0], [0, 65535]]  # 0 marks the holes; the valid minimum is code 1
+    assert depth_files.png16_has_holes(values, valid) and not depth_files.png16_has_holes(values[:1, :1])
+
+
+def test_a_png16_with_holes_reads_back_nan_there_and_its_minimum_exactly(tmp_path):
+    values = np.array([[2.0, 4.0, 6.0], [8.0, 10.0, 0.0]], np.float32)
+    valid = np.array([[True, True, True], [True, True, False]])
+    side = depth_files.write_png16(tmp_path / "h.png", values, valid, meta=depth_files.make_sidecar(
+        kind="depth", metric=True))
+    assert side["encoding"]["invalid"] == 0 and side["encoding"]["formula"] == depth_files.PNG16_HOLES_FORMULA
+    back, _ = depth_files.load_depth_output(tmp_path / "h.png")
+    assert np.isnan(back[1, 2]) and np.isfinite(back[valid]).all()
+    np.testing.assert_allclose(back[valid], values[valid], atol=8.0 / 65534 / 2 + 1e-6)
+    assert back[0, 0] == 2.0  # the minimum is a value, not a hole
+    read, ok = depth_files.read_depth_map(tmp_path / "h.png")  # as the file: conditioner reads it
+    np.testing.assert_array_equal(ok, valid)
+    # a map without holes keeps the plain encoding: code 0 is its minimum
+    side = depth_files.write_png16(tmp_path / "f.png", values, meta=depth_files.make_sidecar(kind="depth", metric=True))
+    assert "invalid" not in side["encoding"] and depth_files.read_png16(tmp_path / "f.png")[1, 2] == 0
+    assert depth_files.load_depth_output(tmp_path / "f.png")[0][1, 2] == 0.0
 
 
 def test_encode_png16_constant_and_empty_maps():

@@ -164,6 +164,36 @@ def test_bad_options_fail_in_one_line(tmp_path):
             get_conditioner(f"file:{tmp_path}{spec}")
 
 
+def test_holes_in_a_map_are_holes_in_every_output_format(tmp_path, tiny_model_dir):
+    """A conditioning with invalid pixels (a metric map's zeros): the refined map holds no depth there in
+    any format (NaN in EXR and NPY, code 0 in the PNG, read back as NaN), and the PNG's valid minimum
+    is not taken for a hole."""
+    from typer.testing import CliRunner
+
+    from betterdepth_cli.cli.app import app
+    from betterdepth_cli.io.depth_files import load_depth_output, read_png16
+
+    photos, maps = tmp_path / "photos", tmp_path / "maps"
+    photos.mkdir()
+    maps.mkdir()
+    h, w = H * 4, W * 4
+    cv2.imwrite(str(photos / "img_a.png"), np.random.default_rng(1).integers(0, 255, (h, w, 3), np.uint8))
+    depth = cv2.resize(_ramp(1.0, 4.0), (w, h), interpolation=cv2.INTER_LINEAR)
+    hole = np.zeros((h, w), bool)
+    hole[:6, :10] = True
+    np.save(maps / "img_a.npy", np.where(hole, 0.0, depth).astype(np.float32))
+    res = CliRunner().invoke(app, ["refine", str(photos), "--conditioner", f"file:{maps}?kind=depth&metric=1",
+                                   "-o", str(tmp_path / "out"), "--model", str(tiny_model_dir),
+                                   "--processing-res", "32", "-f", "png16,exr,npy"])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "out"
+    for name in ("img_a.npy", "img_a.exr", "img_a.png"):
+        values, _ = load_depth_output(out / name)
+        np.testing.assert_array_equal(np.isnan(values), hole)
+    codes = read_png16(out / "img_a.png")
+    np.testing.assert_array_equal(codes == 0, hole)
+
+
 # ------------------------------------------------------------------ the README's "coming from" commands
 @pytest.mark.parametrize("tool", ["marigold", "depth-pro", "depth-anything"])
 def test_refine_each_tools_existing_outputs_with_one_command(tmp_path, tiny_model_dir, tool):

@@ -308,7 +308,7 @@ def _save_prediction(root: Path, variant: str, sample_id: str, values: np.ndarra
 
     base = safe_join(root / variant, sample_id)  # ids come from input names (tar members): never outside root
     base.parent.mkdir(parents=True, exist_ok=True)
-    write_npy(base.with_suffix(".npy"), values.astype(np.float32))
+    write_npy(base.with_suffix(".npy"), np.where(valid, values, np.nan).astype(np.float32))  # holes NaN, as refine
     write_png16(base.with_suffix(".png"), values, valid, meta=make_sidecar(**meta))
 
 

@@ -167,6 +167,8 @@ SIDECAR_FORMAT = "betterdepth/1"
 
 
 PNG16_FORMULA = "value = min + (max - min) * png / 65535"
+#: The encoding of a map with invalid pixels (holes): code 0 marks them, valid values take 1..65535.
+PNG16_HOLES_FORMULA = "value = min + (max - min) * (png - 1) / 65534; png 0: invalid"
 
 
 EXR_ATTR_PREFIX = "betterdepth:"
@@ -208,12 +210,14 @@ def encode_png16(values: Any, valid: Any = None, vrange: tuple[float, float] | N
     (min, max) instead of the map's own, e.g. one range for every frame of a
     shot (values outside it are clipped).
     Returns (codes uint16 (H,W), min, max) with ``value ~= min + (max - min) * code / 65535``;
-    the error is at most half a step ``(max - min) / 65535 / 2``. Invalid and
-    non-finite pixels get code 0 (they decode to ``min``). A constant map gives
-    all zeros and ``min == max``; a map with no valid pixel gives ``0.0, 0.0``.
+    the error is at most half a step ``(max - min) / 65535 / 2``. A map with invalid or
+    non-finite pixels (:func:`png16_has_holes`) reserves code 0 for them:
+    ``value ~= min + (max - min) * (code - 1) / 65534`` for the valid ones, so a hole never decodes
+    to a depth. A constant map gives all zeros (all ones with holes) and ``min == max``; a map with
+    no valid pixel gives ``0.0, 0.0``.
     """
     arr = as_map(values)
-    ok = as_mask(valid, arr.shape) & np.isfinite(arr)
+    ok = _png16_valid(arr, valid)
     if vrange is not None:
         lo, hi = float(vrange[0]), float(vrange[1])
         if not (np.isfinite(lo) and np.isfinite(hi) and hi >= lo):
@@ -222,17 +226,33 @@ def encode_png16(values: Any, valid: Any = None, vrange: tuple[float, float] | N
         return np.zeros(arr.shape, np.uint16), 0.0, 0.0
     else:
         lo, hi = float(arr[ok].min()), float(arr[ok].max())
+    first = 0 if ok.all() else 1  # the lowest code of a valid pixel: 1 when 0 marks the holes
     codes = np.zeros(arr.shape, np.uint16)
+    codes[ok] = first
     if hi > lo:
-        scaled = (arr[ok].astype(np.float64) - lo) / (hi - lo) * 65535.0
-        codes[ok] = np.clip(np.rint(scaled), 0, 65535).astype(np.uint16)
+        scaled = (arr[ok].astype(np.float64) - lo) / (hi - lo) * (65535.0 - first) + first
+        codes[ok] = np.clip(np.rint(scaled), first, 65535).astype(np.uint16)
     return codes, lo, hi
 
 
-def decode_png16(codes: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
-    """Inverse of :func:`encode_png16`: ``min + (max - min) * codes / 65535`` as float32 (H,W)."""
-    codes = np.asarray(codes)
-    return (vmin + (vmax - vmin) * codes.astype(np.float64) / 65535.0).astype(np.float32)
+def _png16_valid(arr: np.ndarray, valid: Any) -> np.ndarray:
+    return as_mask(valid, arr.shape) & np.isfinite(arr)
+
+
+def png16_has_holes(values: Any, valid: Any = None) -> bool:
+    """Whether a map has invalid or non-finite pixels, so its PNG reserves code 0 for them."""
+    arr = as_map(values)
+    return not bool(_png16_valid(arr, valid).all())
+
+
+def decode_png16(codes: np.ndarray, vmin: float, vmax: float, invalid: int | None = None) -> np.ndarray:
+    """Inverse of :func:`encode_png16` as float32 (H,W): ``min + (max - min) * codes / 65535``, or with
+    ``invalid`` (0: the encoding of a map with holes) NaN there and ``min + (max - min) * (codes - 1) / 65534``."""
+    codes = np.asarray(codes).astype(np.float64)
+    if invalid is None:
+        return (vmin + (vmax - vmin) * codes / 65535.0).astype(np.float32)
+    out = vmin + (vmax - vmin) * (codes - 1.0) / 65534.0
+    return np.where(codes == invalid, np.nan, out).astype(np.float32)
 
 
 def _write_png16_codes(path: PathLike, codes: np.ndarray) -> Path:
@@ -260,17 +280,20 @@ def write_png16(
     """
     path = Path(path)
     codes, lo, hi = encode_png16(values, valid, vrange)
-    sidecar = _png16_sidecar(meta or {}, lo, hi, codes.shape)
+    sidecar = _png16_sidecar(meta or {}, lo, hi, codes.shape, png16_has_holes(values, valid))
     _write_png16_codes(path, codes)
     write_sidecar(sidecar_path(path), sidecar)
     return sidecar
 
 
-def _png16_sidecar(meta: Mapping[str, Any], lo: float, hi: float, shape: tuple[int, ...]) -> dict:
+def _png16_sidecar(meta: Mapping[str, Any], lo: float, hi: float, shape: tuple[int, ...], holes: bool) -> dict:
     """``meta`` plus the encoding, width and height, in the contract's key order."""
+    encoding = {"type": "png16", "min": lo, "max": hi, "formula": PNG16_FORMULA}
+    if holes:
+        encoding.update(formula=PNG16_HOLES_FORMULA, invalid=0)
     fields = {
         "format": meta.get("format", SIDECAR_FORMAT),
-        "encoding": {"type": "png16", "min": lo, "max": hi, "formula": PNG16_FORMULA},
+        "encoding": encoding,
         "width": int(shape[1]),
         "height": int(shape[0]),
     }
@@ -484,7 +507,8 @@ def load_depth_output(path: PathLike) -> tuple[np.ndarray, dict]:
     """Read a map written by ``refine``: (values float32 (H,W), meta dict).
 
     - ``.png``: decoded with its sidecar ``<base>.json`` (InputDataError naming the
-      json when it is missing); meta is the sidecar.
+      json when it is missing); meta is the sidecar; invalid pixels (code 0 of a map with
+      holes, the encoding's ``invalid``) are NaN.
     - ``.exr``: channel ``Z`` (or see :func:`read_exr`); meta is the sibling
       ``.json`` if present, updated with the ``betterdepth:*`` header attributes.
     - ``.npy``: meta from a sibling ``.json`` if present, else ``{}``.
@@ -503,7 +527,8 @@ def load_depth_output(path: PathLike) -> tuple[np.ndarray, dict]:
         if not isinstance(enc, dict) or enc.get("type") != "png16" or "min" not in enc or "max" not in enc:
             raise InputDataError(f"{side}: no png16 encoding (min, max) in the sidecar")
         lo, hi = (_finite_number(enc[k], f"{side}: encoding {k}") for k in ("min", "max"))
-        return decode_png16(read_png16(path), lo, hi), meta
+        invalid = None if enc.get("invalid") is None else int(_finite_number(enc["invalid"], f"{side}: encoding invalid"))
+        return decode_png16(read_png16(path), lo, hi, invalid), meta
     meta = read_sidecar(side) if side.is_file() else {}
     if ext == ".exr":
         values, attrs = read_exr(path)

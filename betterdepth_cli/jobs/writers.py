@@ -118,6 +118,8 @@ class OutputWriter:
     def write(self, item: Item, values, valid, unc, kind: str, metric: bool, route: dict) -> None:
         outs = item.outputs
         meta = self.meta(item, kind, metric, route)
+        if not valid.all():  # holes (the conditioning's invalid pixels) hold no depth: NaN in EXR and NPY
+            values = np.where(valid, values, np.float32(np.nan)).astype(np.float32)
         attrs = {k: v for k, v in meta.items() if k in ("source", "frame", "model", "conditioner", "steps",
                                                          "ensemble", "seed", "processing_res", "version")}
         if "exr" in outs:
