@@ -223,6 +223,14 @@ def test_sequence_with_frames_keeps_numbers_and_one_range(tmp_path, models):
     assert min(v.min() for v in vals) == pytest.approx(lo, abs=(hi - lo) / 65535)
     assert max(v.max() for v in vals) == pytest.approx(hi, abs=(hi - lo) / 65535)
     assert any(v.max() < hi - (hi - lo) * 1e-3 for v in vals)  # the frames do not each span the range
+    # EXR or NPY alone: every frame's sidecar records the same shot range (export-ply maps frames by it)
+    for fmt in ("exr", "npy"):
+        res = refine([tmp_path / "seq" / "shot.%04d.png", "--frames", "1002-1004", "-o", tmp_path / fmt, *models,
+                      "--format", fmt, "--batch-size", "2", "-q"])
+        assert res.exit_code == 0, res.stderr
+        floats = [json.loads((tmp_path / fmt / f"shot.{f}.json").read_text()) for f in (1002, 1003, 1004)]
+        assert [m["shot_range"] for m in floats] == [metas[0]["shot_range"]] * 3
+        assert "range" not in floats[0] and floats[0]["frame"] == 1002
 
 
 def test_missing_frames_are_not_a_success_unless_allowed(tmp_path, models):

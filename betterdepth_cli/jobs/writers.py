@@ -31,14 +31,17 @@ class ShotBuffer:
 
     def __init__(self, store: "OutputWriter"):
         self.store = store
-        self.frames: list[tuple[Item, Any, dict]] = []  # (item, array or spilled path, how it was refined)
+        self.frames: list[tuple[Item, Any, dict]] = []  # (item, array or spilled path (None: not kept), how it was refined)
         self.lo, self.hi = math.inf, -math.inf
         self.p_lo, self.p_hi = math.inf, -math.inf
         self.kind, self.metric = "disparity", False
         self.expected = 0
         self.seen = 0
 
-    def add(self, item: Item, values: np.ndarray, valid: np.ndarray, kind: str, metric: bool, route: dict) -> None:
+    def add(self, item: Item, values: np.ndarray, valid: np.ndarray, kind: str, metric: bool, route: dict,
+            keep: bool = True) -> None:
+        """A frame's range into the shot's; its map kept (``keep``: for the png16, previews) or not (only
+        its sidecar gains the shot's range at the end)."""
         self.kind, self.metric = kind, metric
         arr = np.where(valid & np.isfinite(values), values, np.nan).astype(np.float32)
         ok = arr[np.isfinite(arr)]
@@ -47,15 +50,16 @@ class ShotBuffer:
             sample = ok[:: max(1, ok.size // 65536)]
             p2, p98 = np.percentile(sample, (2.0, 98.0))
             self.p_lo, self.p_hi = min(self.p_lo, float(p2)), max(self.p_hi, float(p98))
-        self.frames.append((item, self.store.keep(arr), route))
+        self.frames.append((item, self.store.keep(arr) if keep else None, route))
 
-    def arrays(self) -> Iterable[tuple[Item, np.ndarray, dict]]:
+    def arrays(self) -> Iterable[tuple[Item, np.ndarray | None, dict]]:
         for item, held, route in self.frames:
             yield item, (np.load(held) if isinstance(held, Path) else held), route
 
     def release(self) -> None:
         for _, held, _ in self.frames:
-            self.store.drop(held)
+            if held is not None:
+                self.store.drop(held)
         self.frames = []
 
 
@@ -131,12 +135,12 @@ class OutputWriter:
         if "uncertainty" in outs and unc is not None:
             bo.write_uncertainty(outs["uncertainty"], unc, kind=kind, metric=metric, attrs=attrs)
         group = self.groups[item.group]
-        if group.is_shot:
-            if "png16" in outs or "preview" in outs or group.extra_outputs:
-                shot = self.shots.get(item.group)
-                if shot is None:
-                    shot = self.shots[item.group] = ShotBuffer(self)
-                shot.add(item, values, valid, kind, metric, route)
+        if group.is_shot:  # every frame's sidecar records the shot's range, whatever the formats
+            shot = self.shots.get(item.group)
+            if shot is None:
+                shot = self.shots[item.group] = ShotBuffer(self)
+            shot.add(item, values, valid, kind, metric, route,
+                     keep="png16" in outs or "preview" in outs or bool(group.extra_outputs))
             return
         if "png16" in outs:
             depth_files.write_png16(outs["png16"], values, valid, meta=meta)
@@ -154,7 +158,8 @@ class OutputWriter:
                     shot.release()
 
     def _finish_shot(self, group: Group, shot: ShotBuffer) -> None:
-        """Write every frame's png16 and preview with the shot's one range (and the preview mp4)."""
+        """Write every frame's png16 and preview with the shot's one range (and the preview mp4); the
+        sidecars of frames without a png16 (EXR, NPY) gain the shot's range too."""
 
         if not shot.frames:
             return
@@ -163,6 +168,10 @@ class OutputWriter:
         for item, arr, route in shot.arrays():
             if self.abort.is_set():
                 return
+            if arr is None:  # float formats only: the sidecar written with the frame gains the range
+                side = item.outputs["sidecar"]
+                depth_files.write_sidecar(side, {**depth_files.read_sidecar(side), "shot_range": list(crange)})
+                continue
             valid = np.isfinite(arr)
             if "png16" in item.outputs:
                 meta = self.meta(item, shot.kind, shot.metric, route)
