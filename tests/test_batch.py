@@ -448,6 +448,67 @@ def test_two_runs_on_one_output_folder_share_the_work(tmp_path, loaded):
     assert not (out / CLAIMS_DIR).exists()
 
 
+@pytest.mark.parametrize("holder", ["dead long ago", "dead just now", "alive"])
+def test_a_claim_of_another_host_is_taken_over_once_its_heartbeat_stops(tmp_path, loaded, monkeypatch, holder):
+    """A farm job killed on another node leaves claims this host cannot ask about: one whose heartbeat
+    (its modification time) stopped long ago is taken over at once; a fresh one is watched after the
+    other inputs and taken over when it goes stale; one whose run keeps beating is that run's."""
+    import os
+    import threading
+    import time
+
+    from betterdepth_cli.jobs.claims import STALE_ENV, Claims
+
+    monkeypatch.setenv(STALE_ENV, "1.5")
+    src = tmp_path / "in"
+    for name in ("a", "b", "c"):
+        _png(src / f"{name}.png", seed=ord(name))
+    out = tmp_path / "out"
+    settings = _settings(out, formats=("npy",))
+    plan = plan_run(discover([src]), settings)
+    claim = Claims(out).path(next(g for g in plan.groups if g.items[0].key == "b").claim_key)
+    claim.parent.mkdir(parents=True)
+    claim.write_text("another-node 12345")
+    if holder == "dead long ago":
+        os.utime(claim, (time.time() - 3600, time.time() - 3600))
+    stop = threading.Event()
+
+    def beat():  # the other node's run, alive
+        while not stop.wait(0.2):
+            os.utime(claim)
+
+    beating = threading.Thread(target=beat) if holder == "alive" else None
+    if beating:
+        beating.start()
+    try:
+        summary = batch.run(plan, settings, *loaded)
+    finally:
+        stop.set()
+        if beating:
+            beating.join()
+    if holder == "alive":
+        assert (summary.processed, summary.skipped) == (2, 1) and claim.exists()
+        assert not (out / "b.npy").exists()
+    else:
+        assert (summary.processed, summary.skipped) == (3, 0) and (out / "b.npy").exists()
+        assert not claim.exists()
+
+
+def test_a_run_beats_on_its_claims_until_it_releases_them(tmp_path):
+    import time
+
+    from betterdepth_cli.jobs.claims import Claims
+
+    claims = Claims(tmp_path, heartbeat=0.05)
+    assert claims.take("g", "g") is None
+    path = claims.path("g")
+    before = path.stat().st_mtime
+    time.sleep(0.3)
+    assert path.stat().st_mtime > before  # touched: alive
+    claims.release()
+    assert not path.exists() and not path.parent.exists()
+
+
 def test_frame_chunks_of_one_shot_are_claimed_apart(tmp_path, loaded):
     """A render farm's array over `--frames` chunks of one shot, into one folder: a chunk that a live
     run holds is skipped, the other chunks of the same shot are not."""

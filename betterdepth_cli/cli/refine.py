@@ -63,6 +63,7 @@ class _Reporter:
 
     def __init__(self, quiet: bool, total: int):
         self.quiet = quiet
+        self.said: set[str] = set()  # skip reasons already shown
         self._total = total
         self.done = 0
         self.t0 = time.perf_counter()
@@ -122,6 +123,9 @@ class _Reporter:
             self.error(message or item.label)
         if self.quiet:
             return
+        if status == "skipped" and message and message not in self.said:  # another run's: once per group
+            self.said.add(message)
+            self.info(message)
         elapsed = time.perf_counter() - self.t0
         rate = self.done / elapsed if elapsed > 0 else 0.0
         if self.progress is not None:

@@ -29,7 +29,7 @@ import numpy as np
 
 from betterdepth_cli.core.types import MIN_SIDE, BetterDepthError, InputDataError, ModelError, NoInputError
 from betterdepth_cli.io.files import one_line
-from betterdepth_cli.jobs.claims import Claims
+from betterdepth_cli.jobs.claims import Claims, stale_seconds
 from betterdepth_cli.jobs.plan import Item, Plan, _existing_state, remove_stale_temps
 from betterdepth_cli.jobs.settings import RefineSettings
 from betterdepth_cli.jobs.summary import Summary
@@ -85,57 +85,71 @@ class _Engine:
     # ------------------------------------------------------------ reader thread
     def reader(self) -> None:
         try:
+            deferred: list = []  # groups that runs on other hosts had claimed: watched once the rest is read
             for group in self.plan.groups:
-                if not group.todo:
-                    continue
-                if self.halt.is_set():
-                    break
-                taken = self.claims.take(group.claim_key, group.items[0].label)
-                if taken is None and not self.s.overwrite and all(
-                        _existing_state(it, self.s) == "done" for it in group.todo):
-                    taken = f"{group.items[0].label}: written by another run meanwhile; skipped"
-                if taken is not None:
-                    for item in group.todo:
-                        if not self._put(self.in_q, ("skip", item, taken), self.halt):
-                            return
-                    continue
-                blocked = [it for it in group.todo if it.blocked]
-                for item in blocked:  # never read: their outputs must not be written
-                    if not self._put(self.in_q, ("fail", item, item.blocked), self.halt):
+                if group.todo and not self._read_group(group, deferred):
+                    return
+            if deferred and not self.halt.is_set():
+                self.log(f"{len(deferred)} input group(s) claimed by runs on other hosts: watching their "
+                         f"heartbeat (up to {stale_seconds():.0f} s) to take over those whose run is gone")
+                self.claims.watch([g.claim_key for g in deferred])
+                for group in deferred:
+                    if not self._read_group(group, None):
                         return
-                readable = [it for it in group.todo if not it.blocked]
-                if not readable:
-                    continue
-                by_key = {it.key: it for it in readable}
-                pending = dict(by_key)
-
-                def unreadable(entry, exc) -> None:  # one frame of a sequence: it fails alone
-                    item = pending.pop(str(entry.relpath), None)
-                    if item is not None:
-                        self._put(self.in_q, ("fail", item, one_line(exc)), self.halt)
-
-                try:
-                    for entry, image in group.source.read([it.entry for it in readable], on_error=unreadable):
-                        item = by_key.get(str(entry.relpath))
-                        if item is None:
-                            continue
-                        pending.pop(item.key, None)
-                        if not self._put(self.in_q, ("image", item, image), self.halt):
-                            return
-                    if pending:  # the source ended early (e.g. a video shorter than its count)
-                        first = next(iter(pending.values()))
-                        raise InputDataError(f"{first.label}: the source ended before this frame")
-                except (InputDataError, NoInputError) as exc:
-                    message = one_line(exc)
-                    for item in pending.values():
-                        if not self._put(self.in_q, ("fail", item, message), self.halt):
-                            return
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             self.error = self.error or exc
             self.abort.set()
             self.halt.set()
         finally:
             self._put(self.in_q, _END, self.abort)
+
+    def _read_group(self, group, deferred: list | None) -> bool:
+        """Claim one group and queue its images (or its skips and failures); ``deferred`` collects a
+        group another host's run holds, to be tried again after :meth:`Claims.watch`. False: stop."""
+        if self.halt.is_set():
+            return False
+        held = self.claims.take(group.claim_key, group.items[0].label)
+        if held is not None and held.remote and deferred is not None:
+            deferred.append(group)
+            return True
+        taken = None if held is None else held.reason
+        if taken is None and not self.s.overwrite and all(_existing_state(it, self.s) == "done" for it in group.todo):
+            taken = f"{group.items[0].label}: written by another run meanwhile; skipped"
+        if taken is not None:
+            return all(self._put(self.in_q, ("skip", item, taken), self.halt) for item in group.todo)
+        for item in (it for it in group.todo if it.blocked):  # never read: their outputs must not be written
+            if not self._put(self.in_q, ("fail", item, item.blocked), self.halt):
+                return False
+        readable = [it for it in group.todo if not it.blocked]
+        return self._read_images(group, readable) if readable else True
+
+    def _read_images(self, group, readable: list) -> bool:
+        """Queue the images of ``readable`` items of ``group``; a frame that cannot be read fails alone."""
+        by_key = {it.key: it for it in readable}
+        pending = dict(by_key)
+
+        def unreadable(entry, exc) -> None:  # one frame of a sequence: it fails alone
+            item = pending.pop(str(entry.relpath), None)
+            if item is not None:
+                self._put(self.in_q, ("fail", item, one_line(exc)), self.halt)
+
+        try:
+            for entry, image in group.source.read([it.entry for it in readable], on_error=unreadable):
+                item = by_key.get(str(entry.relpath))
+                if item is None:
+                    continue
+                pending.pop(item.key, None)
+                if not self._put(self.in_q, ("image", item, image), self.halt):
+                    return False
+            if pending:  # the source ended early (e.g. a video shorter than its count)
+                first = next(iter(pending.values()))
+                raise InputDataError(f"{first.label}: the source ended before this frame")
+        except (InputDataError, NoInputError) as exc:
+            message = one_line(exc)
+            for item in pending.values():
+                if not self._put(self.in_q, ("fail", item, message), self.halt):
+                    return False
+        return True
 
     # ------------------------------------------------------------ compute (main thread)
     def compute(self) -> None:
