@@ -23,6 +23,7 @@ New adapters register with :func:`register` (one decorator) or one entry in
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 from urllib.parse import parse_qsl
 
@@ -136,7 +137,7 @@ def _load_hf(target: str, name: str, device, dtype, options: dict[str, str]) -> 
         path = resolve_model_path(target, what=f"conditioner '{name}'")
     except ModelNotFoundError as exc:
         raise ModelNotFoundError(
-            f"{exc} Or pass --conditioner hf:/path/to/{target.split('/')[-1]}."
+            f"{exc}; or pass --conditioner hf:/path/to/{target.split('/')[-1]}."
         ) from None
     try:
         return HFConditioner(path, name, device=device, dtype=dtype, kind=kind,
@@ -169,7 +170,17 @@ def check_conditioner_name(spec: str) -> None:
     if not spec:
         raise UsageError("`--conditioner` must not be empty")
     base, _ = parse_options(spec)
-    if base.startswith(("hf:", "file:")) or ALIASES.get(base, base) in _known_names():
+    if base.startswith("file:"):  # a folder that is not there: not found (69), before anything runs
+        if base[5:] and not Path(base[5:]).expanduser().is_dir():
+            raise ModelNotFoundError(f"--conditioner {base}: folder not found")
+        return
+    if base.startswith("hf:"):
+        if base[3:]:
+            from betterdepth_cli.core.model_names import local_model_folder
+
+            local_model_folder(base[3:], what=f"conditioner '{base}'")  # a local path that is not there: 69
+        return
+    if ALIASES.get(base, base) in _known_names():
         return
     import difflib
 

@@ -193,6 +193,7 @@ def test_usage_and_data_errors(tmp_path):
     assert "nyuv2: data root" in res.stderr and "does not exist" in res.stderr
     res = run("--dataset", "nyu", "--data-root", root, "--no-refine", "--device", "cpu")
     assert res.exit_code == 64 and "unknown dataset 'nyu'; valid datasets: nyuv2" in res.stderr
+    assert "sequences (temporal metrics): synth-seq, tum" in res.stderr
     res = run("--dataset", "nyuv2", "--data-root", root, "--no-refine", "--compare", "--device", "cpu")
     assert res.exit_code == 64 and "--compare" in res.stderr
     res = run("--dataset", "nyuv2", "--data-root", root, "--no-refine", "--dataset-option", "eigen", "--device", "cpu")

@@ -75,6 +75,11 @@ def test_a_dry_run_fails_as_the_run_would(tmp_path, models):
         assert refine([img, "-o", tmp_path / "o", *models, "--dry-run", "--device", "cuda"]).exit_code == 64
     missing = refine([img, "-o", tmp_path / "o", *models[:2], "--model", tmp_path / "nope", "--dry-run"])
     assert missing.exit_code == 69 and "nope: model folder not found" in missing.stderr
+    for cond in (f"file:{tmp_path / 'nope'}?kind=depth", f"hf:{tmp_path / 'nope'}"):  # conditioners not found: 69
+        gone = refine([img, "-o", tmp_path / "o", "--conditioner", cond, *models[2:], "--dry-run"])
+        assert gone.exit_code == 69 and "folder not found" in gone.stderr, gone.stderr
+    unknown = refine([img, "-o", tmp_path / "o", "--conditioner", "dtp", *models[2:], "--dry-run"])
+    assert unknown.exit_code == 64 and "did you mean 'dpt'" in unknown.stderr  # a misspelt name: usage
     assert not (tmp_path / "o").exists()
 
 

@@ -202,7 +202,7 @@ def test_eval_synth_seq_prints_temporal_metrics(seq_root, tmp_path):
     out = tmp_path / "t.json"
     r = runner.invoke(app, ["eval", "--dataset", "synth-seq", "--data-root", str(seq_root), "--no-refine",
                             "--conditioner", "file:/nonexistent?kind=disparity", "-o", str(out)])
-    assert r.exit_code == 64 and "folder not found" in r.output
+    assert r.exit_code == 69 and "folder not found" in r.output  # a conditioner not found
     from training.flicker_conditioner import write_flicker_maps
 
     write_flicker_maps("synth-seq", str(seq_root), str(tmp_path / "maps"))

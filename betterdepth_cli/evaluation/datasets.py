@@ -84,5 +84,8 @@ def get_dataset(
 ) -> DatasetLoader:
     """Build the loader registered under ``name``; an unknown name lists the valid ones."""
     if name not in DATASETS:
-        raise UsageError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
+        from betterdepth_cli.evaluation.sequences import SEQUENCE_DATASETS
+
+        raise UsageError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}; sequences "
+                         f"(temporal metrics): {', '.join(SEQUENCE_DATASETS)}")
     return DATASETS[name](root, split_file=split_file, limit=limit, **options)

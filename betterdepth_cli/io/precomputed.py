@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from betterdepth_cli.core.conditioners import Conditioner
-from betterdepth_cli.core.types import DepthPrediction, InputDataError, UsageError, check_kind
+from betterdepth_cli.core.types import DepthPrediction, InputDataError, ModelNotFoundError, UsageError, check_kind
 from betterdepth_cli.io.depth_files import read_depth_map
 
 EXTENSIONS = (".png", ".npy", ".npz", ".exr", ".pfm", ".tif", ".tiff")
@@ -106,7 +106,7 @@ class FileConditioner(Conditioner):
                  pattern: str | None = None):
         self.folder = Path(folder).expanduser()
         if not self.folder.is_dir():
-            raise UsageError(f"--conditioner file:{folder}: folder not found")
+            raise ModelNotFoundError(f"--conditioner file:{folder}: folder not found")
         if kind is not None:
             check_kind(kind)
         if units is not None and units not in UNITS:
