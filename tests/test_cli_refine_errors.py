@@ -136,6 +136,16 @@ def test_decompression_bombs_are_refused_one_by_one(tmp_path, models, monkeypatc
     # a lower limit refuses the small image too
     res = refine([src / "c.png", "-o", tmp_path / "low", *models, "--max-pixels", "100"])
     assert res.exit_code == 65 and "c.png: image is 64 x 48 pixels" in _one_line(res)
+    # and a video's frames (their size from the stream)
+    from refine_cli_helpers import write_mp4
+
+    clip = write_mp4(tmp_path / "clip.mp4")
+    res = refine([clip, "-o", tmp_path / "vid", *models, "--max-pixels", "100"])
+    assert res.exit_code == 65 and "clip.mp4: image is 64 x 48 pixels" in _one_line(res)
+    # a limit that is not a number is a usage error
+    monkeypatch.setenv(PIXEL_LIMIT_ENV, "abc")
+    res = refine([src / "c.png", "-o", tmp_path / "abc", *models])
+    assert res.exit_code == 64 and "BETTERDEPTH_MAX_PIXELS='abc': expected a number" in _one_line(res)
 
 
 def test_continue_on_error_covers_bad_specs(tmp_path, models):

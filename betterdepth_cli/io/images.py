@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from betterdepth_cli.core.pixels import unit_range
-from betterdepth_cli.core.types import MIN_SIDE, InputDataError
+from betterdepth_cli.core.types import MIN_SIDE, InputDataError, UsageError
 from betterdepth_cli.io.files import check_extension, read_head
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "tif", "tiff", "exr", "webp", "bmp")
@@ -280,7 +280,7 @@ def pixel_limit(max_pixels: int | None = None) -> int:
         try:
             return int(float(text))
         except ValueError:
-            raise InputDataError(f"${PIXEL_LIMIT_ENV}={text!r}: expected a number of pixels") from None
+            raise UsageError(f"${PIXEL_LIMIT_ENV}={text!r}: expected a number of pixels") from None
     return DEFAULT_PIXEL_LIMIT
 
 

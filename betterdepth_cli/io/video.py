@@ -20,6 +20,7 @@ import numpy as np
 
 from betterdepth_cli.core.types import InputDataError
 from betterdepth_cli.io.files import check_file
+from betterdepth_cli.io.images import check_pixels
 
 VIDEO_EXTENSIONS = ("mp4", "mov", "mkv", "avi", "webm")
 _READ_PARAMS = ["-map", "0:v:0", "-fps_mode", "passthrough"]
@@ -105,6 +106,11 @@ def iter_video_frames(path: str | os.PathLike, indices: Collection[int] | None =
         return
     gen, meta = _open(path)
     width, height = meta["size"]
+    try:
+        check_pixels(path, int(width), int(height))  # --max-pixels holds for a video's frames too
+    except InputDataError:
+        gen.close()
+        raise
     index = -1
     try:
         for index, raw in enumerate(gen):
