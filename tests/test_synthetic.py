@@ -234,7 +234,7 @@ def test_write_dataset_refuses_a_folder_with_other_settings(tmp_path):
 
     out = write_dataset(tmp_path / "ds", 1, seed0=0, size=(16, 16), kind="indoor")
     write_dataset(out, 2, seed0=0, size=(16, 16), kind="indoor")  # same settings: extends
-    with pytest.raises(OutputError, match=r"other settings \(seed0, kind: seed0=0, kind='indoor'\)"):
+    with pytest.raises(OutputError, match=r"other settings \(seed0 0 there, 5 asked, kind 'indoor' there, 'outdoor' asked\)"):
         write_dataset(out, 2, seed0=5, size=(16, 16), kind="outdoor")
     with pytest.raises(OutputError, match="depth_format"):
         write_dataset(out, 2, seed0=0, size=(16, 16), kind="indoor", depth_format="png16")
@@ -331,4 +331,7 @@ def test_cli_synth_other_settings_exit_73(tmp_path):
     assert _invoke(["-n", "1", "-o", str(tmp_path / "d"), "--size", "16", "-q"]).exit_code == 0
     res = _invoke(["-n", "1", "-o", str(tmp_path / "d"), "--size", "20", "-q"])
     assert res.exit_code == 73
-    assert res.stderr.startswith("betterdepth: error: ") and "other settings (size" in res.stderr
+    assert res.stderr.startswith("betterdepth: error: ")
+    assert "other settings (size [16, 16] there, [20, 20] asked)" in res.stderr
+    again = _invoke(["-n", "2", "-o", str(tmp_path / "d"), "--size", "16"])  # one more scene: one written
+    assert again.exit_code == 0 and "wrote 1 scenes" in again.stderr and "(1 were there already)" in again.stderr

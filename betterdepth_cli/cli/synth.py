@@ -83,10 +83,13 @@ def synth(
         rate = done / max(now - t0, 1e-9)
         print(f"synth: {done}/{total} scenes ({100 * done / total:.0f}%), {rate:.1f}/s", file=sys.stderr, flush=True)
 
+    there = sum((out / "meta" / f"{i:06d}.json").is_file() for i in range(n))  # a rerun resumes: kept
     _writing(out, lambda: write_dataset(out, n, seed0=seed, size=hw, kind=kind, workers=workers,
                                         depth_format=depth_format, supersample=supersample, progress=progress))
     if not quiet:
-        print(f"synth: wrote {n} scenes to {out} in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+        kept = f" ({there} were there already)" if there else ""
+        print(f"synth: wrote {n - there} scenes to {out}{kept} in {time.perf_counter() - t0:.1f} s", file=sys.stderr,
+              flush=True)
 
 
 def _writing(out: Path, write) -> None:

@@ -129,9 +129,11 @@ def _check_same_recipe(out: Path, source: dict, depth_format: str) -> None:
     if old_format != depth_format:
         diff.append("depth_format")
     if diff:
-        raise OutputError(f"{out}: was written with other settings ({', '.join(diff)}: "
-                          + ", ".join(f"{k}={old.get(k, old_format if k == 'depth_format' else None)!r}"
-                                      for k in diff) + "); use another folder or the same settings")
+        asked = {**source, "depth_format": depth_format}
+        stored = {**old, "depth_format": old_format}
+        raise OutputError(f"{out}: was written with other settings ("
+                          + ", ".join(f"{k} {stored.get(k)!r} there, {asked[k]!r} asked" for k in diff)
+                          + "); use another folder or the same settings")
 
 
 def write_dataset(out_dir: str | os.PathLike, n: int, seed0: int = 0, size: tuple[int, int] | int = (256, 256),
