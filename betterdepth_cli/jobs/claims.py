@@ -134,20 +134,21 @@ class Claims:
             where += f", last sign of life {age:.0f} s ago"
         return Held(f"{label}: being written by another run ({where}); skipped", remote=host != socket.gethostname())
 
-    def watch(self, keys: list[str], poll: float = 1.0) -> None:
+    def watch(self, keys: list[str], poll: float = 1.0, stop: threading.Event | None = None) -> None:
         """Wait until each of these claims (other hosts', fresh when met) has beaten, disappeared or
-        gone stale: at most :func:`stale_seconds`. Afterwards :meth:`take` tells a live run's claim
-        (kept) from a dead one's (taken over)."""
+        gone stale: at most :func:`stale_seconds` (or until ``stop`` is set). Afterwards :meth:`take`
+        tells a live run's claim (kept) from a dead one's (taken over)."""
+        stop = stop or threading.Event()
         first = {key: _holder(self.path(key)) for key in keys}
         pending = {key for key, h in first.items() if h is not None}
         deadline = time.time() + stale_seconds() + poll
-        while pending and time.time() < deadline:
+        while pending and time.time() < deadline and not stop.is_set():
             for key in sorted(pending):
                 now = _holder(self.path(key))
                 if now is None or now[2] != first[key][2] or time.time() - now[2] > stale_seconds():
                     pending.discard(key)
             if pending:
-                time.sleep(poll)
+                stop.wait(poll)
 
     def _start_heartbeat(self) -> None:
         if self._beat is None:

@@ -92,7 +92,7 @@ class _Engine:
             if deferred and not self.halt.is_set():
                 self.log(f"{len(deferred)} input group(s) claimed by runs on other hosts: watching their "
                          f"heartbeat (up to {stale_seconds():.0f} s) to take over those whose run is gone")
-                self.claims.watch([g.claim_key for g in deferred])
+                self.claims.watch([g.claim_key for g in deferred], stop=self.halt)
                 for group in deferred:
                     if not self._read_group(group, None):
                         return
