@@ -182,11 +182,13 @@ class BetterDepthPipeline:
         from betterdepth_cli.core.image_input import as_image_list
         from betterdepth_cli.core.pipeline import seeded_generators
         from betterdepth_cli.core.tiled import refine_images
+        from betterdepth_cli.core.tiling import check_tile_and_resolution
 
         t0 = time.perf_counter()
         chosen = {"steps": steps, "ensemble": ensemble, "reduction": reduction, "processing_res": processing_res}
         run = self.settings(**chosen) if self._samples() else None
         size, overlap = _parse_tile(tile)
+        check_tile_and_resolution(size, processing_res, "`tile`")
         plates = as_image_list(images)
         gens = generator if generator is not None else seeded_generators(seed, len(plates))
         res = refine_images(plates, model=self.model, conditioner=self.conditioner, tile=size, overlap=overlap,

@@ -226,3 +226,29 @@ def test_relative_disparity_default_range_in_log(tmp_path):
     pts, _, _ = read_points(tmp_path / "rel.ply")
     z = -pts[:, 2]
     assert z.max() <= 4.0 + 1e-5 and z.min() < 2.0 + 1e-5
+
+
+def test_a_frame_of_a_chunked_shot_maps_as_the_whole_runs(tmp_path):
+    """Frames of one shot refined by separate `--frames` jobs into one folder each record their chunk's
+    range; export-ply maps a frame by the union over the shot's frames there, which is the whole run's."""
+    ramp = np.linspace(0.2, 0.6, H * W, dtype=np.float32).reshape(H, W)  # smooth: no pixel is an edge
+    frames = [(ramp * (1 + 0.2 * i) + 0.1 * i).astype(np.float32) for i in range(4)]
+
+    def write(folder, chunk):  # as refine's writer: each chunk's range is the min/max of its frames' 2-98 %
+        folder.mkdir(exist_ok=True)
+        lo = min(float(np.percentile(frames[i], 2)) for i in chunk)
+        hi = max(float(np.percentile(frames[i], 98)) for i in chunk)
+        for i in chunk:
+            meta = depth_files.make_sidecar(kind="disparity", metric=False, frame=1001 + i, shot_aligned=True)
+            depth_files.write_exr(folder / f"shot.{1001 + i}.exr", frames[i], kind="disparity", metric=False)
+            depth_files.write_sidecar(folder / f"shot.{1001 + i}.json", {**meta, "shot_range": [lo, hi]})
+
+    write(tmp_path / "whole", range(4))
+    write(tmp_path / "chunks", range(2))
+    write(tmp_path / "chunks", range(2, 4))
+    a = depth_files.read_sidecar(tmp_path / "chunks" / "shot.1002.json")["shot_range"]
+    assert a != depth_files.read_sidecar(tmp_path / "whole" / "shot.1002.json")["shot_range"]  # the chunk's own
+    for d in ("whole", "chunks"):
+        res = run(tmp_path / d / "shot.1002.exr", "-o", tmp_path / f"{d}.ply", "--edge-threshold", "0")
+        assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(read_points(tmp_path / "chunks.ply")[0], read_points(tmp_path / "whole.ply")[0])

@@ -273,9 +273,10 @@ def test_changed_settings_are_not_skipped_silently(tmp_path, models):
     assert refine([img, "-o", out, *models, "--steps", "1", "--overwrite", "-q"]).exit_code == 0
     assert json.loads((out / "a.json").read_text())["steps"] == 1
     # tiling changes the pixels too: a --tile the outputs were not made with is not skipped silently
-    res = refine([img, "-o", out, *models, "--steps", "1", "--tile", "64:8"])
-    assert res.exit_code == 65 and "(tile None -> 64, tile_overlap None -> 8)" in res.stderr
-    assert refine([img, "-o", out, *models, "--steps", "1", "--tile", "64:8", "--overwrite", "-q"]).exit_code == 0
+    native = [*models[:4], "--processing-res", "0"]  # tiles refine at the image's own scale
+    res = refine([img, "-o", out, *native, "--steps", "1", "--tile", "64:8"])
+    assert res.exit_code == 65 and "tile None -> 64, tile_overlap None -> 8)" in res.stderr
+    assert refine([img, "-o", out, *native, "--steps", "1", "--tile", "64:8", "--overwrite", "-q"]).exit_code == 0
     side = json.loads((out / "a.json").read_text())
     assert (side["tile"], side["tile_overlap"]) == (64, 8)
 

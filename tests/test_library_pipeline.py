@@ -166,6 +166,12 @@ def test_same_image_and_seed_byte_identical_through_refine_batch_and_eval(tmp_pa
     one = (tmp_path / "alone" / "im2.png").read_bytes()
     assert (tmp_path / "batched" / "im2.png").read_bytes() == one
     assert (tmp_path / "preds" / "refined" / "im2.png").read_bytes() == one
+    import json
+
+    cli, evald_side = (json.loads(p.read_text()) for p in (tmp_path / "alone" / "im2.json",
+                                                              tmp_path / "preds" / "refined" / "im2.json"))
+    for key in ("model", "model_card", "conditioner", "steps", "seed", "cascade", "tiles"):  # eval's says what refine's says
+        assert evald_side[key] == cli[key], key
     # and the library on the same file, opened with PIL
     from betterdepth_cli import BetterDepthPipeline
 

@@ -34,6 +34,9 @@ def test_the_record_keeps_every_option_and_absolute_paths_so_it_reruns_from_anyw
     for f in (1001, 1002):
         write_png(tmp_path / "shot" / f"s.{f}.png", seed=f)
     (tmp_path / "list.txt").write_text("shot/s.%04d.png\n")
+    from betterdepth_cli.io.images import DEFAULT_PIXEL_LIMIT, PIXEL_LIMIT_ENV
+
+    monkeypatch.setenv(PIXEL_LIMIT_ENV, str(DEFAULT_PIXEL_LIMIT))  # --max-pixels sets it for the process: restored
     monkeypatch.chdir(tmp_path)  # the list and the model given relative to here
     flags = [*models[:2], "--model", os.path.relpath(tiny_model_dir, tmp_path), "--processing-res", "64"]
     res = refine(["@list.txt", "-o", "out", *flags, "--frames", "1001-1003", "--allow-missing",
@@ -55,7 +58,7 @@ def test_resume_takes_one_spelling_of_the_model_folder_and_of_the_tile(tmp_path,
                                                                        monkeypatch):
     img = write_png(tmp_path / "a.png")
     monkeypatch.chdir(tiny_model_dir.parent)
-    cond = ["--conditioner", f"hf:{tiny_dpt_dir}", "--processing-res", "64"]
+    cond = ["--conditioner", f"hf:{tiny_dpt_dir}", "--processing-res", "0"]  # native: tiles allowed
     assert refine([img, "-o", tmp_path / "o", *cond, "--model", "model", "--tile", "256", "-q"]).exit_code == 0
     for model, tile in (("./model", "256:32"), (str(tiny_model_dir), "256"), ("model/", "256:32")):
         res = refine([img, "-o", tmp_path / "o", *cond, "--model", model, "--tile", tile])
@@ -113,3 +116,23 @@ def test_a_local_looking_model_that_is_not_there_is_not_found(tmp_path, spec, mo
     assert model_record_name("./m") == model_record_name("m") == str((tmp_path / "m").resolve())
     assert (model_record_name(None), model_record_name("guided"), model_record_name("owner/x")) == (
         "default", "guided", "owner/x")
+
+
+def test_a_script_runs_a_job_from_inputs_and_output_alone(tmp_path, tiny_dpt_dir, tiny_model_dir):
+    """The jobs API as the README shows it: the options a script leaves out take the flags' defaults."""
+    from betterdepth_cli import jobs
+    from betterdepth_cli.jobs import refine_job
+
+    img = write_png(tmp_path / "a.png")
+    models = {"conditioner": f"hf:{tiny_dpt_dir}", "model": str(tiny_model_dir), "processing_res": 64}
+    job = refine_job.prepare({"inputs": [str(img)], "output": str(tmp_path / "api"), **models}, info=print,
+                             error=print)
+    refine_job.check_device(job)
+    cond, model = refine_job.load_models(job, info=print)
+    assert refine_job.finish(job, jobs.run(job.plan, job.settings, cond, model), info=print) == 0
+    flags = ["--conditioner", models["conditioner"], "--model", tiny_model_dir, "--processing-res", "64"]
+    assert refine([img, "-o", tmp_path / "cli", *flags, "-q"]).exit_code == 0
+    assert (tmp_path / "api" / "a.png").read_bytes() == (tmp_path / "cli" / "a.png").read_bytes()
+    job = refine_job.prepare({"inputs": [str(img)], "output": str(tmp_path / "two"), "format": "npy,exr", **models},
+                             info=print, error=print)
+    assert job.settings.formats == ("npy", "exr")

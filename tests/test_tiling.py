@@ -199,6 +199,11 @@ def test_refine_tiles_above_the_cards_size_and_tile_flag(tmp_path, tiny_dpt_dir)
     assert not np.array_equal(auto, whole)  # 160 px > tile_above: tiled unless --tile 0
     res = CliRunner().invoke(app, ["refine", str(tmp_path / "in"), "-o", str(tmp_path / "x"), "--tile", "64:40"])
     assert res.exit_code == 64 and "overlap" in res.output
+    # tiles work at the plate's pixel scale: a resolution with them is refused, not silently dropped
+    res = CliRunner().invoke(app, ["refine", str(tmp_path / "in"), "-o", str(tmp_path / "x"), "--tile", "64",
+                                   "--processing-res", "48"])
+    assert res.exit_code == 64 and "`--tile` 64 and `--processing-res` 48 contradict each other" in res.output
+    assert run("low", "--tile", "0", "--processing-res", "48").shape == (96, 160)  # whole at 48 px: fine
 
     # the library decides as refine does and gives the same maps (the PNG opened with PIL, as a user would)
     from PIL import Image
@@ -222,6 +227,8 @@ def test_refine_tiles_above_the_cards_size_and_tile_flag(tmp_path, tiny_dpt_dir)
     assert (two.settings["tile"], two.settings["tile_overlap"]) == (64, 16)
     with pytest.raises(UsageError, match="`tile` overlap"):
         pipe(photo, tile="64:40")
+    with pytest.raises(UsageError, match="`tile` 64 and `processing_res` 48 contradict"):
+        pipe(photo, tile=64, processing_res=48)
 
     # and eval refines a plate above tile_above in tiles too: its saved prediction is refine's map
     data = tmp_path / "data"

@@ -54,7 +54,7 @@ def export_ply(
     mesh: Annotated[bool, typer.Option("--mesh", help="Write a mesh: grid triangles between valid neighbours, long edges cut.")] = False,
     fmt: Annotated[Optional[str], typer.Option("--format", help="ply|obj|glb for derived output names (folders, batch); default ply.", show_default=False)] = None,
     stride: Annotated[int, typer.Option("--stride", help="Keep every N-th pixel in x and y.")] = 1,
-    edge_threshold: Annotated[Optional[float], typer.Option("--edge-threshold", help="Drop pixels whose depth jumps by more than this fraction to a neighbour (flying pixels); 0 keeps them (default 0.05).", show_default=False)] = None,
+    edge_threshold: Annotated[Optional[float], typer.Option("--edge-threshold", help="Drop pixels whose depth jumps by more than this fraction to a neighbour (flying pixels); 0 keeps them (default 0.05). A point with no valid neighbour along a row or a column has no normal and is always left out.", show_default=False)] = None,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave outputs that already exist (resume a batch).")] = False,
     continue_on_error: Annotated[bool, typer.Option("--continue-on-error", help="In a batch, report a bad map and go on (exit code 3 if some failed).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-file lines on stderr.")] = False,

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from betterdepth_cli.cli.app import app, error_line, handle_errors
+from betterdepth_cli.jobs.refine_job import DEFAULT_OPTIONS
 from betterdepth_cli.cli.ranks import ranked
 from betterdepth_cli.cli.options import (
     BatchSizeOpt,
@@ -51,11 +52,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
 }  # fmt: skip
 
 #: Defaults that do not come from the model card.
-BASE_DEFAULTS: dict[str, Any] = {
-    "seed": 0, "device": "auto", "dtype": "fp32", "batch_size": 1, "no_refine": False, "format": "png16",
-    "overwrite": False, "continue_on_error": False, "recursive": False, "preview_video": False, "quiet": False,
-    "per_frame": False,
-}  # fmt: skip
+BASE_DEFAULTS: dict[str, Any] = {**DEFAULT_OPTIONS, "format": ",".join(DEFAULT_OPTIONS["format"])}  # flags' text
 
 
 class _Reporter:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from betterdepth_cli.core.align import fit_scale_shift
+from betterdepth_cli.core.types import UsageError
 
 #: Defaults when a model card names none (its ``defaults``: ``tile``, ``tile_overlap``, ``tile_above``).
 TILE = 1024
@@ -45,6 +46,15 @@ def parse_tile(text: str) -> tuple[int, int | None]:
     if overlap is not None and not 0 <= overlap < size // 2:
         raise ValueError(f"`--tile` overlap must be >= 0 and under half the tile ({size // 2}), got {overlap}")
     return size, overlap
+
+
+def check_tile_and_resolution(tile: int | None, processing_res: int | None, what: str = "`--tile`") -> None:
+    """Tiles refine at the plate's own pixel scale, so a tile size and a processing resolution other than
+    native (0) contradict each other: a usage error instead of one of them silently ignored."""
+    if tile and processing_res:
+        flag = "`processing_res`" if what == "`tile`" else "`--processing-res`"
+        raise UsageError(f"{what} {tile} and {flag} {processing_res} contradict each other: tiles refine at the "
+                         f"plate's own pixel scale; give one (an explicit resolution refines whole, as {what} 0)")
 
 
 def tiling_for(height: int, width: int, defaults: dict, tile: int | None, overlap: int | None,

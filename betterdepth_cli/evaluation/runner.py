@@ -320,6 +320,7 @@ class _Models:
     model: Any
     spec: str  # the conditioner as asked
     settings: dict[str, Any]
+    record: dict[str, Any] = field(default_factory=dict)  # the refiner as refine's sidecars name it (model, model_card)
 
     def info(self, kind, metric) -> tuple[dict, dict | None]:
         cond = {"spec": self.spec, "name": getattr(self.conditioner, "name", self.spec), "kind": kind, "metric": metric}
@@ -334,18 +335,23 @@ def _load_models(config: EvalConfig) -> _Models:
     from betterdepth_cli.conditioner_registry import get_conditioner
     from betterdepth_cli.core.devices import torch_dtype
     from betterdepth_cli.core.refiner import load_model
-    from betterdepth_cli.core.settings import card_defaults, resolve_settings
+    from betterdepth_cli.core.settings import card_defaults, card_digest, resolve_settings
 
     dtype = torch_dtype(config.dtype)
     model = load_model(config.model, device=config.device, dtype=dtype) if config.refine else None
     spec = config.conditioner or card_defaults(model.card if model is not None else None)["conditioner"]
     conditioner = get_conditioner(spec, device=config.device, dtype=dtype)
     settings: dict[str, Any] = {"conditioner": spec}
+    record: dict[str, Any] = {"model": None}
     if model is not None:
         run = resolve_settings(model.card, steps=config.steps, ensemble=config.ensemble,
                                reduction=config.reduction, processing_res=config.processing_res)
         settings.update({k: v for k, v in run.as_dict().items() if k != "max_processing_res"})
-    return _Models(conditioner, model, spec, settings)
+        from betterdepth_cli.core.model_names import model_record_name
+        from betterdepth_cli.jobs.settings import read_card
+
+        record = {"model": model_record_name(config.model), "model_card": card_digest(read_card(config.model))}
+    return _Models(conditioner, model, spec, settings, record)
 
 
 def _save_root(config: EvalConfig) -> Path | None:
@@ -511,7 +517,7 @@ def _save_sample(root: Path, sample: Sample, maps: dict, valid, res, index: int,
     for variant, values in maps.items():
         _save_prediction(root, variant, sample.id, values, valid, {
             "kind": res.kind, "metric": bool(res.metric), "variant": variant, "sample": sample.id,
-            "conditioner": models.spec, "model": None if models.model is None else models.model.card.get("source"),
+            "conditioner": models.spec, **models.record,
             **{k: v for k, v in models.settings.items() if k != "conditioner"}, "seed": config.seed,
             **(res.route(index) if variant == "refined" else {}),
             "note": "raw prediction at the image's size, before alignment",

@@ -8,6 +8,8 @@ The math is in :mod:`betterdepth_cli.core.geometry` (points, normals, triangles,
 
 from __future__ import annotations
 
+import glob
+import json
 import math
 import os
 import shutil
@@ -194,6 +196,44 @@ def shot_range(meta: dict) -> tuple[float, float] | None:
     return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) and hi > lo else None
 
 
+def shot_range_of(map_path: str | Path, meta: dict) -> tuple[float, float] | None:
+    """The range a frame of a shot is mapped by: the union of the ``shot_range`` every frame of its
+    shot in its folder records (:func:`shot_range`). A shot refined whole records one range; a shot
+    refined in ``--frames`` chunks by separate jobs records each chunk's, and their union is the
+    whole run's (its range is the lowest and highest of the frames' own), so a chunk's frame maps as
+    the whole run's does. None for a map that is not a frame of a shot."""
+    own = shot_range(meta)
+    if own is None or meta.get("frame") is None:
+        return own
+    from betterdepth_cli.io.outputs import split_frame
+
+    folder = Path(map_path).parent
+    stem = split_frame(Path(map_path).stem)[0]
+    key = (str(folder.resolve()), stem, _folder_stamp(folder))
+    if key not in _SHOT_RANGES:
+        ranges = [own]
+        for side in folder.glob(f"{glob.escape(stem)}.*.json"):
+            if split_frame(side.stem)[0] == stem:
+                try:
+                    other = shot_range(json.loads(side.read_text()))
+                except (OSError, ValueError):
+                    other = None
+                ranges += [other] if other is not None else []
+        _SHOT_RANGES[key] = (min(r[0] for r in ranges), max(r[1] for r in ranges))
+    lo, hi = _SHOT_RANGES[key]
+    return min(lo, own[0]), max(hi, own[1])
+
+
+_SHOT_RANGES: dict[tuple, tuple[float, float]] = {}  # (folder, shot, folder mtime) -> the union
+
+
+def _folder_stamp(folder: Path) -> float:
+    try:
+        return folder.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 def export_depth_file(
     map_path: str | Path,
     out_path: str | Path,
@@ -230,7 +270,7 @@ def export_depth_file(
     try:
         depth, valid, conv = to_depth(
             values, meta["kind"], metric=meta["metric"], depth_range=depth_range, scale=scale, shift=shift,
-            value_range=shot_range(meta),
+            value_range=shot_range_of(map_path, meta),
         )
         geom = depth_to_geometry(depth, valid, K, opts, rgb)
     except InputDataError as exc:  # the math does not know the file name

@@ -6,10 +6,12 @@
     summary = jobs.run(job.plan, job.settings, cond, model)
     code = finish(job, summary, info=print)             # the exit status
 
-``options`` holds the long flag names of ``betterdepth refine`` with parsed values
-(``formats`` and ``ext`` as lists), already merged flags > config file > defaults;
-settings the model card gives (steps, ensemble, resolution, conditioner) are resolved
-here, once, by :func:`betterdepth_cli.core.settings.resolve_settings`.
+``options`` holds the long flag names of ``betterdepth refine`` (dashes as underscores) with parsed
+values (``format`` and ``ext`` as lists), already merged flags > config file; what it leaves out takes
+the flags' defaults (:data:`DEFAULT_OPTIONS`), so a script needs only ``inputs`` and ``output``:
+``prepare({"inputs": ["photos"], "output": "out"}, ...)``. Settings the model card gives (steps,
+ensemble, resolution, conditioner) are resolved here, once, by
+:func:`betterdepth_cli.core.settings.resolve_settings`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,14 @@ Say = Callable[[str], None]
 BUILTIN_NOTICE = ("note: the builtin conditioner is a small offline model trained on synthetic scenes; on real "
                   "photos it gives little more than a near-to-far ramp. For real work use "
                   "--conditioner depth-anything-v2-large (downloaded once, then offline).")
+
+
+#: The defaults of ``betterdepth refine``'s flags that the job reads (the CLI's too).
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "seed": 0, "device": "auto", "dtype": "fp32", "batch_size": 1, "no_refine": False, "format": ["png16"],
+    "overwrite": False, "continue_on_error": False, "recursive": False, "preview_video": False, "quiet": False,
+    "per_frame": False,
+}  # fmt: skip
 
 
 @dataclass
@@ -112,20 +122,22 @@ def _settings(options: dict[str, Any], info: Say) -> RefineSettings:
         reduction=run.reduction, processing_res=run.processing_res, seed=int(options["seed"]),
         batch_size=int(options["batch_size"]), overwrite=bool(options["overwrite"]),
         continue_on_error=bool(options["continue_on_error"]), preview_video=bool(options["preview_video"]),
-        per_frame=bool(options.get("per_frame")), **_tile_settings(options.get("tile")),
+        per_frame=bool(options.get("per_frame")), **_tile_settings(options.get("tile"), options.get("processing_res")),
     )  # fmt: skip
 
 
-def _tile_settings(spec) -> dict:
-    """``--tile`` SIZE[:OVERLAP] / 0 as RefineSettings fields (absent: automatic, from the model card)."""
+def _tile_settings(spec, processing_res: int | None) -> dict:
+    """``--tile`` SIZE[:OVERLAP] / 0 as RefineSettings fields (absent: automatic, from the model card);
+    a tile size with an explicit ``--processing-res`` (not native) is a usage error."""
     if spec is None:
         return {}
-    from betterdepth_cli.core.tiling import parse_tile
+    from betterdepth_cli.core.tiling import check_tile_and_resolution, parse_tile
 
     try:
         size, overlap = parse_tile(str(spec))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    check_tile_and_resolution(size, processing_res)
     return {"tile": size, "tile_overlap": overlap}
 
 
@@ -195,6 +207,9 @@ def prepare(options: dict[str, Any], *, info: Say, error: Say) -> RefineJob | No
     from betterdepth_cli.io.sources import parse_shard
     from betterdepth_cli.jobs.ranks import rank_info, take_share
 
+    options = {**DEFAULT_OPTIONS, **{k: v for k, v in options.items() if v is not None}}
+    if isinstance(options["format"], str):
+        options["format"] = [f.strip() for f in options["format"].split(",") if f.strip()]
     if not options.get("inputs"):
         raise UsageError("no INPUTS given (files, folders, globs, videos, @list.txt or -); see `betterdepth refine --help`")
     if not options.get("output"):
