@@ -140,9 +140,8 @@ class BetterDepthPipeline:
         loaded = load_model(model, device=device, dtype=tdtype) if refine else None
         spec = conditioner or card_defaults(getattr(loaded, "card", None))["conditioner"]
         cond = get_conditioner(spec, device=device, dtype=tdtype)
-        from betterdepth_cli.core.model_names import model_record_name
+        from betterdepth_cli.core.model_names import model_record_name, read_card
         from betterdepth_cli.core.settings import card_digest
-        from betterdepth_cli.jobs.settings import read_card
 
         name = None if loaded is None else model_record_name(model)
         digest = None if loaded is None else card_digest(read_card(model))  # as refine reads it

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -33,3 +34,32 @@ def model_record_name(model: Any) -> str:
         return text
     folder = Path(text).expanduser()
     return str(folder.resolve()) if folder.is_dir() else text
+
+
+def read_card(model: str | None) -> dict | None:
+    """The model card (``betterdepth.json``) of a refiner, read without loading weights.
+
+    ``None``/``"default"``: the embedded model; a folder: its card; a hub id: the
+    card in the local Hugging Face cache if there. Returns None when not found.
+    """
+    from betterdepth_cli.core.guided import GUIDED_MODEL_NAME, guided_card
+    from betterdepth_cli.core.refiner import CARD_FILE, DEFAULT_MODEL_NAMES, default_model_path
+
+    if model == GUIDED_MODEL_NAME:
+        return guided_card()
+    if model in DEFAULT_MODEL_NAMES:
+        path = default_model_path() / CARD_FILE
+    else:
+        path = Path(str(model)).expanduser() / CARD_FILE
+        if not path.is_file() and str(model).count("/") == 1 and not str(model).startswith((".", "/", "~")):
+            try:
+                from huggingface_hub import try_to_load_from_cache
+
+                cached = try_to_load_from_cache(str(model), CARD_FILE)
+                path = Path(cached) if isinstance(cached, str) else path
+            except Exception:  # noqa: BLE001 - the cache is optional
+                pass
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

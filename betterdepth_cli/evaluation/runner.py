@@ -347,8 +347,7 @@ def _load_models(config: EvalConfig) -> _Models:
         run = resolve_settings(model.card, steps=config.steps, ensemble=config.ensemble,
                                reduction=config.reduction, processing_res=config.processing_res)
         settings.update({k: v for k, v in run.as_dict().items() if k != "max_processing_res"})
-        from betterdepth_cli.core.model_names import model_record_name
-        from betterdepth_cli.jobs.settings import read_card
+        from betterdepth_cli.core.model_names import model_record_name, read_card
 
         record = {"model": model_record_name(config.model), "model_card": card_digest(read_card(config.model))}
     return _Models(conditioner, model, spec, settings, record)

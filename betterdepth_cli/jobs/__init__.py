@@ -23,7 +23,8 @@ _WHERE = {
     "run": "betterdepth_cli.jobs.engine",
     **dict.fromkeys(("RUN_CONFIG_NAME", "Group", "Item", "Plan", "check_output_dir", "display_path", "plan_run",
                      "preview_video_path", "remove_stale_temps"), "betterdepth_cli.jobs.plan"),
-    **dict.fromkeys(("DEFAULT_FORMATS", "RefineSettings", "read_card"), "betterdepth_cli.jobs.settings"),
+    **dict.fromkeys(("DEFAULT_FORMATS", "RefineSettings"), "betterdepth_cli.jobs.settings"),
+    "read_card": "betterdepth_cli.core.model_names",
     **dict.fromkeys(("Summary", "exit_code"), "betterdepth_cli.jobs.summary"),
 }
 __all__ = sorted(_WHERE)

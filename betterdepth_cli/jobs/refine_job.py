@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from betterdepth_cli.core.exit_codes import EXIT_DATAERR, EXIT_OK, EXIT_PARTIAL
-from betterdepth_cli.core.model_names import model_record_name
+from betterdepth_cli.core.model_names import model_record_name, read_card
 from betterdepth_cli.core.types import InputDataError, NoInputError, UsageError
 from betterdepth_cli.jobs.plan import RUN_CONFIG_NAME, Plan, check_output_dir, plan_run
-from betterdepth_cli.jobs.settings import RefineSettings, read_card
+from betterdepth_cli.jobs.settings import RefineSettings
 from betterdepth_cli.jobs.summary import Summary, exit_code
 
 Say = Callable[[str], None]
