@@ -411,6 +411,16 @@ def test_a_crash_inside_the_model_is_one_error_with_exit_70(tmp_path, loaded):
     assert err.value.exit_code == 70 and "more lines" not in str(err.value)
 
 
+def _three_images(tmp_path):
+    """in/a.png, b.png, c.png, the npy settings of out/ and their plan."""
+    src = tmp_path / "in"
+    for name in ("a", "b", "c"):
+        _png(src / f"{name}.png", seed=ord(name))
+    out = tmp_path / "out"
+    settings = _settings(out, formats=("npy",))
+    return src, out, settings, plan_run(discover([src]), settings)
+
+
 def test_two_runs_on_one_output_folder_share_the_work(tmp_path, loaded):
     """A group claimed by a live run is skipped by a second one; a dead run's claim is taken over."""
     import subprocess
@@ -419,12 +429,7 @@ def test_two_runs_on_one_output_folder_share_the_work(tmp_path, loaded):
     from betterdepth_cli.jobs import CLAIMS_DIR
     from betterdepth_cli.jobs.claims import Claims
 
-    src = tmp_path / "in"
-    for name in ("a", "b", "c"):
-        _png(src / f"{name}.png", seed=ord(name))
-    out = tmp_path / "out"
-    settings = _settings(out, formats=("npy",))
-    plan = plan_run(discover([src]), settings)
+    src, out, settings, plan = _three_images(tmp_path)
     cond, model = loaded
     # another live process holds b's claim
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -460,12 +465,7 @@ def test_a_claim_of_another_host_is_taken_over_once_its_heartbeat_stops(tmp_path
     from betterdepth_cli.jobs.claims import STALE_ENV, Claims
 
     monkeypatch.setenv(STALE_ENV, "1.5")
-    src = tmp_path / "in"
-    for name in ("a", "b", "c"):
-        _png(src / f"{name}.png", seed=ord(name))
-    out = tmp_path / "out"
-    settings = _settings(out, formats=("npy",))
-    plan = plan_run(discover([src]), settings)
+    src, out, settings, plan = _three_images(tmp_path)
     claim = Claims(out).path(next(g for g in plan.groups if g.items[0].key == "b").claim_key)
     claim.parent.mkdir(parents=True)
     claim.write_text("another-node 12345")
