@@ -559,3 +559,30 @@ def test_outputs_of_a_model_with_another_card_are_stale(tmp_path):
     assert plan_run(discover([src]), _settings(out, formats=("png16",), model_card=card_digest(card))).todo == 0
     (item,) = plan_run(discover([src]), _settings(out, formats=("png16",), model_card=other)).groups[0].todo
     assert f"model_card {card_digest(card)!r} -> {other!r}" in item.blocked
+
+
+@pytest.mark.parametrize("formats", [("npy", "png16"), ("exr", "png16", "preview")])
+def test_a_shot_stopped_before_its_end_resumes_with_png16_beside_float_formats(tmp_path, loaded, formats):
+    """A shot's png16 waits for its last frame (one range); a run killed before then has written the
+    frames' EXR/NPY already. Those carry a sidecar of ours at once, so the rerun redoes the shot
+    instead of refusing them as files not ours (exit 65)."""
+    import threading
+
+    from betterdepth_cli.jobs.writers import OutputWriter
+
+    src = tmp_path / "in"
+    for i in range(3):
+        _png(src / f"shot.{1001 + i}.png", seed=i)
+    out = tmp_path / "out"
+    settings = _settings(out, formats=formats)
+    plan = plan_run(discover([src]), settings)
+    (group,) = plan.groups
+    writer = OutputWriter(plan, settings, threading.Event(), lambda m: None)
+    values, valid = np.full((24, 32), 0.5, np.float32), np.ones((24, 32), bool)
+    writer.write(group.todo[0], values, valid, None, "disparity", False, {})  # the first frame, then killed
+    writer.close()
+    again = plan_run(discover([src]), settings)
+    assert [it.blocked for it in again.groups[0].todo] == [None] * 3  # ours, partial: the shot is redone
+    summary = batch.run(again, settings, *loaded)
+    assert (summary.processed, summary.failed) == (3, 0)
+    assert all(load_depth_output(out / f"shot.{1001 + i}.png")[1]["range"] == "shot" for i in range(3))

@@ -65,7 +65,7 @@ def test_folder_not_recursive(tree):
 def test_folder_recursive_mirrors_tree(tree):
     sources = bi.discover([tree], recursive=True)
     assert _rels(sources) == ["a", "b", "sub/c", "sub/deeper/d"]
-    assert [e.key for e in bi.iter_entries(sources)] == ["a", "b", "c", "d"]
+    assert [e.key for e in bi.iter_entries(sources)] == ["a", "b", "sub/c", "sub/deeper/d"]
 
 
 def test_extension_filter(tree):
@@ -228,7 +228,7 @@ def test_video_streams_frames(tmp_path):
     assert source.kind == "video" and source.nframes == 5 and source.group == "clip/"
     entries = source.entries()
     assert [str(e.relpath) for e in entries] == [f"clip/clip.000{i}" for i in range(5)]
-    assert [e.frame for e in entries] == [0, 1, 2, 3, 4] and entries[2].key == "clip.0002"
+    assert [e.frame for e in entries] == [0, 1, 2, 3, 4] and entries[2].key == "clip/clip.0002"
     stream = source.read()
     assert isinstance(stream, types.GeneratorType)
     frames = list(stream)

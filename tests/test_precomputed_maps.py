@@ -232,3 +232,73 @@ def test_maps_of_different_kinds_in_one_folder_are_refused_in_one_line(tmp_path)
     assert (cond.kind, cond.metric) == ("depth", True)
     with pytest.raises(InputDataError, match=r"img_b-midas_v21_small_256.pfm: holds disparity .*from MiDaS"):
         cond.predict(torch.rand(2, 3, H, W), keys=["img_a", "img_b"])
+
+
+def test_maps_of_a_mirrored_tree_go_to_the_inputs_at_the_same_relative_path(tmp_path):
+    """Inputs of one name in different folders (a mirrored tree, frames of several clips) each get the
+    map at their relative path; a name that several map folders hold with none at the input's
+    relative path is an error for that input, not a silent pick."""
+    from typer.testing import CliRunner
+
+    from betterdepth_cli.cli.app import app
+
+    for sub, value in (("s1", 2.0), ("s2", 7.0)):
+        (tmp_path / "tree" / sub).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "tree" / sub / "x.png"), np.full((H * 4, W * 4, 3), 100, np.uint8))
+        for folder in (tmp_path / "mir" / sub, tmp_path / "pat" / "preds" / sub, tmp_path / "other" / f"o{sub}"):
+            folder.mkdir(parents=True)
+        np.save(tmp_path / "mir" / sub / "x.npy", np.full((H * 4, W * 4), value, np.float32))
+        np.save(tmp_path / "pat" / "preds" / sub / "x_disp.npy", np.full((H * 4, W * 4), value, np.float32))
+        np.save(tmp_path / "other" / f"o{sub}" / "x.npy", np.full((H * 4, W * 4), value, np.float32))
+
+    def run(spec, out, *flags):
+        return CliRunner().invoke(app, ["refine", str(tmp_path / "tree"), "-r", "-o", str(tmp_path / out), "-c", spec,
+                                        "--no-refine", "-f", "npy", *flags])
+
+    for spec, out in ((f"file:{tmp_path / 'mir'}?kind=disparity", "o1"),
+                      (f"file:{tmp_path / 'pat'}?kind=disparity&pattern=preds/{{key}}_disp.npy", "o2")):
+        res = run(spec, out)
+        assert res.exit_code == 0, res.output
+        assert [float(np.load(tmp_path / out / s / "x.npy").mean()) for s in ("s1", "s2")] == [2.0, 7.0]
+    res = run(f"file:{tmp_path / 'other'}?kind=disparity", "o3", "--continue-on-error")
+    assert res.exit_code == 65 and "maps named x in 2 folders (os1, os2) and none at s1/x" in res.output
+
+
+def test_a_smaller_map_keeps_its_holes_to_themselves_and_another_aspect_is_refused(tmp_path):
+    """A map at half the image's size is brought up over its valid pixels only: next to a hole the
+    values stay those of the surface (no blend with the hole's zeros). A map of another aspect ratio
+    is most likely another image's: that input fails (exit 65, alone under --continue-on-error)."""
+    d = np.full((12, 16), 5.0, np.float32)
+    d[:, :8] = 2.0
+    d[4:8, 10:14] = 0.0  # a hole inside the 5 m half
+    np.save(tmp_path / "img_a.npy", d)
+    np.save(tmp_path / "img_b.npy", np.full((12, 48), 5.0, np.float32))
+    cond = get_conditioner(f"file:{tmp_path}?kind=depth&metric=1")
+    pred = cond.predict(torch.rand(1, 3, 24, 32), keys=["img_a"])
+    values, valid = pred.values[0, 0].numpy(), pred.valid[0, 0].numpy()
+    assert not valid[8:16, 20:28].any() and valid[:, 20:28].sum() == 24 * 8 - 64
+    np.testing.assert_allclose(values[:, 18:][valid[:, 18:]], 5.0, rtol=1e-6)  # no blend with the hole's zeros
+    with pytest.raises(InputDataError, match=r"img_b.npy: the map is 48 x 12 pixels, its image 32 x 24: "
+                                             r"another aspect ratio"):
+        cond.predict(torch.rand(1, 3, 24, 32), keys=["img_b"])
+
+
+def test_one_map_that_does_not_say_what_it_holds_fails_alone(tmp_path):
+    from typer.testing import CliRunner
+
+    from betterdepth_cli.cli.app import app
+    from betterdepth_cli.io.depth_files import make_sidecar, write_png16
+
+    photos, maps = tmp_path / "photos", tmp_path / "maps"
+    photos.mkdir()
+    maps.mkdir()
+    for name in ("a", "b", "c"):
+        cv2.imwrite(str(photos / f"{name}.png"), np.full((H, W, 3), 90, np.uint8))
+    for name in ("a", "c"):  # this tool's outputs say what they hold
+        write_png16(maps / f"{name}.png", _ramp(1.0, 2.0), meta=make_sidecar(kind="disparity", metric=False))
+    cv2.imwrite(str(maps / "b.png"), np.full((H, W), 3000, np.uint16))  # a bare 16-bit PNG says nothing
+    res = CliRunner().invoke(app, ["refine", str(photos), "-o", str(tmp_path / "out"), "-c", f"file:{maps}",
+                                   "--no-refine", "-f", "npy", "--continue-on-error"])
+    assert res.exit_code == 3, res.output
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.npy")) == ["a.npy", "c.npy"]
+    assert "b.png does not say what it holds" in res.output

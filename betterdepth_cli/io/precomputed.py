@@ -96,6 +96,29 @@ def _npz_names(path: Path) -> list[str]:
         return list(data.files)
 
 
+#: How far a map's aspect ratio may stray from its image's (other tools round their working sizes to
+#: multiples of 14 or 32) before it is taken for another image's map.
+ASPECT_TOLERANCE = 0.05
+
+
+def _resize_map(values: torch.Tensor, valid: torch.Tensor, size: tuple[int, int], path: Path
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A map of another size brought to its image's: values interpolated over valid pixels only (a
+    hole's fill does not bleed into its neighbours), validity by nearest pixel. Another aspect ratio
+    (beyond :data:`ASPECT_TOLERANCE`) is an InputDataError: most likely the map of another image."""
+    import torch.nn.functional as F
+
+    h, w = values.shape[-2:]
+    if abs((w / h) / (size[1] / size[0]) - 1) > ASPECT_TOLERANCE:
+        raise InputDataError(f"{path}: the map is {w} x {h} pixels, its image {size[1]} x {size[0]}: another aspect "
+                             "ratio (the map of another image?)")
+    weight = valid.float()
+    num = F.interpolate(values * weight, size=size, mode="bilinear", align_corners=False)
+    den = F.interpolate(weight, size=size, mode="bilinear", align_corners=False)
+    out = torch.where(den > 1e-6, num / den.clamp_min(1e-6), torch.zeros_like(num))
+    return out, F.interpolate(weight, size=size, mode="nearest") > 0.5
+
+
 class FileConditioner(Conditioner):
     """Precomputed maps from any other tool, matched to inputs by file stem (see the module docstring)."""
 
@@ -117,12 +140,17 @@ class FileConditioner(Conditioner):
         self.device = torch.device(device)
         self._readings: dict[Path, Reading] = {}
         self._index: dict[str, Path] = {}  # stem and relative path without extension -> the first file
+        self._rel: dict[str, Path] = {}  # relative path without extension -> the first file
+        self._stem_dirs: dict[str, set[Path]] = {}  # stem -> the folders holding a map of that stem
         self._by_stem: dict[tuple[str, str], Path] = {}  # (stem, extension) -> the first file
         self._midas: dict[str, Path] = {}  # <stem> of <stem>-<model>.pfm -> the first file
         for p in sorted(self.folder.rglob("*")):
             if p.suffix.lower() in EXTENSIONS and p.is_file():
+                rel = p.relative_to(self.folder)
                 self._index.setdefault(p.stem, p)
-                self._index.setdefault(str(p.relative_to(self.folder).with_suffix("")), p)
+                self._index.setdefault(str(rel.with_suffix("")), p)
+                self._rel.setdefault(rel.with_suffix("").as_posix(), p)
+                self._stem_dirs.setdefault(p.stem, set()).add(rel.parent)
                 self._by_stem.setdefault((p.stem, p.suffix.lower()), p)
                 if p.suffix.lower() == ".pfm" and "-" in p.stem:
                     self._midas.setdefault(p.stem.rsplit("-", 1)[0], p)
@@ -147,9 +175,15 @@ class FileConditioner(Conditioner):
             if hits:
                 return hits[0]
             raise InputDataError(f"{self.folder}: no precomputed map for '{key}' (pattern {spec})")
-        for k in (key, stem):
-            if k in self._index:
-                return self._index[k]
+        if key in self._rel:  # the input's relative path: a mirrored tree, or a flat folder
+            return self._rel[key]
+        if stem in self._index:  # by name alone: only when one folder holds maps of that name
+            folders = self._stem_dirs[stem]
+            if len(folders) > 1:
+                where = ", ".join(sorted(str(d) for d in folders)[:4]) + (", ..." if len(folders) > 4 else "")
+                raise InputDataError(f"{self.folder}: maps named {stem} in {len(folders)} folders ({where}) and none "
+                                     f"at {key}: mirror the inputs' folders there, or pass ?pattern=...")
+            return self._index[stem]
         for suffix, exts, _ in TOOL_NAMES:
             for ext in exts:
                 if (stem + suffix, ext) in self._by_stem:
@@ -215,8 +249,8 @@ class FileConditioner(Conditioner):
         path = self.path_for(key)
         reading = self.reading(path)
         if reading.kind is None:
-            raise UsageError(f"--conditioner {self.name}: {path} does not say what it holds; add ?kind=disparity "
-                             "(or kind=depth)")
+            raise InputDataError(f"--conditioner {self.name}: {path} does not say what it holds; add ?kind=disparity "
+                                 "(or kind=depth)")  # this file's problem: it fails alone under --continue-on-error
         try:
             v, m = read_depth_map(path, invalid=reading.invalid)
         except InputDataError as exc:
@@ -226,8 +260,7 @@ class FileConditioner(Conditioner):
         v = torch.from_numpy(v * np.float32(reading.scale)).float()[None, None]
         m = torch.from_numpy(m)[None, None]
         if v.shape[-2:] != size:
-            v = torch.nn.functional.interpolate(v, size=size, mode="bilinear", align_corners=False)
-            m = torch.nn.functional.interpolate(m.float(), size=size, mode="nearest") > 0.5
+            v, m = _resize_map(v, m, size, path)
         return v, m, reading
 
     def predict(self, images: torch.Tensor, keys: list[str] | None = None) -> DepthPrediction:

@@ -90,7 +90,8 @@ class Entry:
 
     source: path of the file to read (the video for video frames); frame: the
     sequence frame number, the 0-based video frame index, or None; relpath:
-    output base without extension; key: file stem for precomputed maps.
+    output base without extension; key: the name precomputed maps (``file:``) are found by, the
+    relpath as text (a map at the same relative path wins; else one of the same file stem).
     """
 
     source: str
@@ -174,7 +175,7 @@ class ImageSource(Source):
         self.group = str(self.relpath)
 
     def entries(self) -> list[Entry]:
-        return [Entry(str(self.path), None, self.relpath, self.path.stem)]
+        return [Entry(str(self.path), None, self.relpath, self.relpath.as_posix())]
 
 
 @dataclass(repr=False, eq=False)
@@ -198,7 +199,8 @@ class SequenceSource(Source):
         return [self._entry(n) for n in self.selected]
 
     def _entry(self, n: int) -> Entry:
-        return Entry(str(self.files[n]), n, self.reldir / self.files[n].stem, self.files[n].stem)
+        rel = self.reldir / self.files[n].stem
+        return Entry(str(self.files[n]), n, rel, rel.as_posix())
 
     @property
     def is_chunk(self) -> bool:
@@ -248,7 +250,8 @@ class VideoSource(Source):
     def _entry(self, i: int) -> Entry:
         name = self.relbase.name
         width = max(4, len(str(self.nframes - 1)))
-        return Entry(str(self.path), i, self.relbase / f"{name}.{i:0{width}d}", f"{name}.{i:0{width}d}")
+        rel = self.relbase / f"{name}.{i:0{width}d}"
+        return Entry(str(self.path), i, rel, rel.as_posix())
 
     @property
     def is_chunk(self) -> bool:

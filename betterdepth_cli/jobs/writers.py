@@ -130,11 +130,13 @@ class OutputWriter:
             depth_files.write_exr(outs["exr"], values, kind=kind, metric=metric, attrs=attrs)
         if "npy" in outs:
             depth_files.write_npy(outs["npy"], values)
-        if "png16" not in outs:  # png16 writes the sidecar itself (with its encoding); every run has one
+        group = self.groups[item.group]
+        if "png16" not in outs or group.is_shot:  # png16 writes the sidecar itself (with its encoding); a shot's
+            # png16 waits for the shot's end: its frames' other files are marked ours now, so a run killed
+            # before then resumes (a shot with anything missing is redone whole)
             depth_files.write_sidecar(outs["sidecar"], {**meta, "height": int(values.shape[0]), "width": int(values.shape[1])})
         if "uncertainty" in outs and unc is not None:
             bo.write_uncertainty(outs["uncertainty"], unc, kind=kind, metric=metric, attrs=attrs)
-        group = self.groups[item.group]
         if group.is_shot:  # every frame's sidecar records the shot's range, whatever the formats
             shot = self.shots.get(item.group)
             if shot is None:
