@@ -171,7 +171,9 @@ def check_conditioner_name(spec: str) -> None:
         raise UsageError("`--conditioner` must not be empty")
     base, _ = parse_options(spec)
     if base.startswith("file:"):  # a folder that is not there: not found (69), before anything runs
-        if base[5:] and not Path(base[5:]).expanduser().is_dir():
+        if not base[5:]:
+            raise UsageError("--conditioner file: needs the folder of the maps, e.g. file:maps?kind=disparity")
+        if not Path(base[5:]).expanduser().is_dir():
             raise ModelNotFoundError(f"--conditioner {base}: folder not found")
         return
     if base.startswith("hf:"):

@@ -159,9 +159,12 @@ def test_pattern_finds_any_naming(tmp_path):
 def test_bad_options_fail_in_one_line(tmp_path):
     np.save(tmp_path / "img_a.npy", _ramp())
     for spec, match in [("?kind=depth&unit=mm", "unknown option"), ("?kind=depth&units=inch", "units must be"),
-                        ("?kind=depth&scale=abc", "must be a number"), ("?kind=depth&scale=-1", "positive")]:
+                        ("?kind=depth&scale=abc", "must be a number"), ("?kind=depth&scale=-1", "positive"),
+                        ("?kind=depth&metric=0&units=mm", "metric=0 and units=mm contradict")]:
         with pytest.raises(UsageError, match=match):
             get_conditioner(f"file:{tmp_path}{spec}")
+    with pytest.raises(UsageError, match="file: needs the folder of the maps"):
+        get_conditioner("file:?kind=depth")  # not the current folder, searched through
 
 
 def test_holes_in_a_map_are_holes_in_every_output_format(tmp_path, tiny_model_dir):

@@ -136,3 +136,48 @@ def test_a_script_runs_a_job_from_inputs_and_output_alone(tmp_path, tiny_dpt_dir
     job = refine_job.prepare({"inputs": [str(img)], "output": str(tmp_path / "two"), "format": "npy,exr", **models},
                              info=print, error=print)
     assert job.settings.formats == ("npy", "exr")
+
+
+def test_relative_paths_in_a_config_file_are_relative_to_the_file(tmp_path, tiny_model_dir, monkeypatch):
+    """refine's inputs, output, model and file: conditioner folder, and eval's data root, outputs,
+    model and conditioner, written relative to a job file, work from any folder."""
+    import shutil
+
+    import numpy as np
+    from test_cli_eval import make_folder
+    from typer.testing import CliRunner
+
+    from betterdepth_cli.cli.app import app
+
+    img = write_png(tmp_path / "photos" / "a.png")
+    (tmp_path / "maps").mkdir()
+    np.save(tmp_path / "maps" / "a.npy", np.linspace(1, 2, 48 * 64, dtype=np.float32).reshape(48, 64))
+    shutil.copytree(tiny_model_dir, tmp_path / "cfg" / "myrefiner")
+    (tmp_path / "cfg" / "rel.toml").write_text(
+        'inputs = ["../photos"]\noutput = "../out"\nmodel = "myrefiner"\nconditioner = "file:../maps?kind=disparity"\n'
+        'format = "npy"\n')
+    monkeypatch.chdir(tmp_path / "photos")
+    res = refine(["--config", tmp_path / "cfg" / "rel.toml", "-q"])
+    assert res.exit_code == 0, res.stderr
+    side = json.loads((tmp_path / "out" / "a.json").read_text())
+    assert side["model"] == str((tmp_path / "cfg" / "myrefiner").resolve()) and img.exists()
+    assert side["conditioner"] == f"file:{tmp_path / 'maps'}?kind=disparity"
+    make_folder(tmp_path / "ds", tmp_path / "preds")
+    (tmp_path / "cfg" / "ev.toml").write_text(
+        '[eval]\ndataset = "folder"\ndata-root = "../ds"\noutput = "../ev.json"\nno-refine = true\n'
+        'conditioner = "file:../preds?kind=depth&metric=1"\nalignment = "none"\n')
+    res = CliRunner().invoke(app, ["eval", "--config", str(tmp_path / "cfg" / "ev.toml"), "-q"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "ev.json").read_text())["metrics"]["conditioner"]["abs_rel"] == pytest.approx(0.25)
+
+
+def test_a_pixel_limit_of_zero_or_less_is_a_usage_error(tmp_path, models, monkeypatch):
+    from betterdepth_cli.io.images import PIXEL_LIMIT_ENV
+
+    img = write_png(tmp_path / "a.png")
+    (tmp_path / "t.toml").write_text(f'inputs = ["{img}"]\noutput = "{tmp_path / "o"}"\nmax-pixels = 0\n')
+    res = refine(["--config", tmp_path / "t.toml", *models, "--dry-run"])
+    assert res.exit_code == 64 and "`max-pixels` must be a positive number" in res.stderr
+    monkeypatch.setenv(PIXEL_LIMIT_ENV, "-5")
+    res = refine([img, "-o", tmp_path / "o", *models])
+    assert res.exit_code == 64 and "expected a positive number of pixels" in res.stderr

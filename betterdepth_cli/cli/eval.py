@@ -134,8 +134,8 @@ LimitOpt = _opt("--limit", "Only the first N samples.", kind=Optional[int], min=
 DatasetOptionOpt = _opt("--dataset-option", "Loader option KEY=VALUE, repeatable: kitti crop=eigen|garg|none, "
                         "kb_crop=true|false; nyuv2 eigen_crop=true|false; diode subset=all|indoor|outdoor.",
                         kind=Optional[list[str]])
-CompareOpt = _opt("--compare", "Score the conditioner and the refined output from one pass and print the improvement "
-                  "(the paper's Table 3).", kind=Optional[bool])
+CompareOpt = _opt("--compare", "Score the conditioner, its guided filter (the classical baseline) and the refined "
+                  "output from one pass and print the improvement (the paper's Table 3).", kind=Optional[bool])
 AlignmentOpt = _opt("--alignment", "auto: least-squares scale and shift in the prediction's space (disparity or depth); "
                     "none: metric predictions as they are. Default auto.")
 MetricsOpt = _opt("--metrics", "Comma-separated metrics (default all): abs_rel, sq_rel, rmse, rmse_log, delta1, delta2, "
@@ -216,6 +216,10 @@ def _options(flags: dict, config: Path | None) -> dict:
     from betterdepth_cli.evaluation import metrics as M
 
     cfg = load_config(config, CONFIG_SCHEMA, section="eval") if config else {}
+    if config:  # relative paths in the file are relative to it
+        from betterdepth_cli.cli.options import config_relative_paths
+
+        cfg = config_relative_paths(cfg, config, ("data_root", "split_file", "save_predictions", "output", "csv"))
     defaults = {
         "no_refine": False, "compare": False, "seed": 0, "device": "auto", "dtype": "fp32", "batch_size": 1,
         "alignment": "auto", "metrics": list(M.ALL_METRICS), "edge_threshold": M.EDGE_THRESHOLD,

@@ -88,6 +88,8 @@ MaxPixelsOpt = Annotated[
 
 def apply_pixel_limit(max_pixels: int | None) -> None:
     """Make ``--max-pixels`` the limit of every image read in this process (and its children)."""
+    if max_pixels is not None and int(max_pixels) <= 0:  # from a config file (the flag has min=1)
+        raise UsageError(f"`max-pixels` must be a positive number of pixels, got {max_pixels}")
     if max_pixels:
         import os
 
@@ -110,4 +112,29 @@ def split_list(value: str | list | tuple | None, name: str) -> list[str]:
         item = item.strip()
         if item:
             out.append(item)
+    return out
+
+
+def config_relative_paths(config: dict, config_file: Path, paths: tuple[str, ...] = ()) -> dict:
+    """A ``--config`` file's relative paths made relative to the file's folder: the keys ``paths``
+    (folders and files, whether they exist yet or not), a ``model`` folder and the folder of a
+    ``file:`` or ``hf:`` ``conditioner`` when one exists there (a hub id or a built-in name is left
+    as it is)."""
+    import os
+
+    base = config_file.expanduser().resolve().parent
+    out = dict(config)
+    for key in paths:
+        if isinstance(out.get(key), str) and not Path(out[key]).expanduser().is_absolute():
+            out[key] = os.path.normpath(base / out[key])
+    model = out.get("model")
+    if isinstance(model, str) and model not in ("default", "guided") and (base / model).is_dir() \
+            and not Path(model).expanduser().is_absolute():
+        out["model"] = os.path.normpath(base / model)
+    cond = out.get("conditioner")
+    if isinstance(cond, str) and cond.startswith(("file:", "hf:")):
+        scheme, _, rest = cond.partition(":")
+        folder, sep, query = rest.partition("?")
+        if folder and not Path(folder).expanduser().is_absolute() and (base / folder).is_dir():
+            out["conditioner"] = f"{scheme}:{os.path.normpath(base / folder)}{sep}{query}"
     return out

@@ -6,8 +6,9 @@ to the batch engine (``betterdepth_cli.jobs``), rendering progress on stderr.
 
 Exit codes: 0 all done; 3 some inputs failed under --continue-on-error;
 64 usage error; 65 bad input (the first one halts the batch without
---continue-on-error) or every input failed; 66 no input found; 69 model not
-found; 73 output not writable; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM).
+--continue-on-error) or every input failed; 66 no input found; 69 model or
+conditioner not found; 70 a model failed while running; 73 output not writable;
+130 interrupted (Ctrl-C); 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -139,7 +140,8 @@ class _Reporter:
 
 
 def _config_path_values(config: dict, config_file: Path) -> dict:
-    """Relative ``inputs``/``output`` of a config file are relative to the file's folder."""
+    """Relative ``inputs``, ``output``, ``model`` and ``file:`` conditioner folder of a config file are
+    relative to the file's folder."""
     base = config_file.expanduser().resolve().parent
     out = dict(config)
     if "inputs" in out:
@@ -155,9 +157,9 @@ def _config_path_values(config: dict, config_file: Path) -> dict:
             else:
                 fixed.append(str(base / spec))
         out["inputs"] = fixed
-    if "output" in out and not Path(out["output"]).expanduser().is_absolute():
-        out["output"] = str(base / out["output"])
-    return out
+    from betterdepth_cli.cli.options import config_relative_paths
+
+    return config_relative_paths(out, config_file, ("output",))
 
 
 def _usage(message: str):
@@ -189,8 +191,8 @@ def _on_sigterm(flag: list):
 
 EPILOG = (
     "Exit codes: 0 all done; 3 some inputs failed (--continue-on-error); 64 usage error; 65 bad input "
-    "(or every input failed); 66 no input found; 69 model not found; 73 output not writable; "
-    "130 interrupted; 143 terminated. Rerun the same command to resume."
+    "(or every input failed); 66 no input found; 69 model or conditioner not found; 70 a model failed while "
+    "running; 73 output not writable; 130 interrupted; 143 terminated. Rerun the same command to resume."
 )
 
 

@@ -278,9 +278,12 @@ def pixel_limit(max_pixels: int | None = None) -> int:
     text = os.environ.get(PIXEL_LIMIT_ENV, "").strip()
     if text:
         try:
-            return int(float(text))
+            value = int(float(text))
         except ValueError:
             raise UsageError(f"${PIXEL_LIMIT_ENV}={text!r}: expected a number of pixels") from None
+        if value <= 0:
+            raise UsageError(f"${PIXEL_LIMIT_ENV}={text!r}: expected a positive number of pixels")
+        return value
     return DEFAULT_PIXEL_LIMIT
 
 

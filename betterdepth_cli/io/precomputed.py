@@ -293,6 +293,9 @@ def file_conditioner(folder: str, options: dict[str, str], metric: bool | None =
         text = options["invalid"].lower()
         invalid = None if text in ("none", "") else _float(text, "invalid")
     scale = _float(options["scale"], "scale") if "scale" in options else None
+    if metric is False and options.get("units"):
+        raise UsageError(f"--conditioner file:{folder}: metric=0 and units={options['units']} contradict each other "
+                         "(values in m, cm or mm are metric); drop one")
     if scale is not None and scale <= 0:
         raise UsageError(f"--conditioner file:{folder}: scale must be positive, got {options['scale']!r}")
     return FileConditioner(folder, kind=options.get("kind"), metric=metric,
