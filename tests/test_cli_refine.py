@@ -224,7 +224,7 @@ def test_sequence_with_frames_keeps_numbers_and_one_range(tmp_path, models):
     assert max(v.max() for v in vals) == pytest.approx(hi, abs=(hi - lo) / 65535)
     assert any(v.max() < hi - (hi - lo) * 1e-3 for v in vals)  # the frames do not each span the range
     # EXR or NPY alone: every frame's sidecar records the same shot range (export-ply maps frames by it)
-    for fmt in ("exr", "npy"):
+    for fmt in ("exr", "npy", "exr,preview"):
         res = refine([tmp_path / "seq" / "shot.%04d.png", "--frames", "1002-1004", "-o", tmp_path / fmt, *models,
                       "--format", fmt, "--batch-size", "2", "-q"])
         assert res.exit_code == 0, res.stderr

@@ -170,9 +170,10 @@ class OutputWriter:
         for item, arr, route in shot.arrays():
             if self.abort.is_set():
                 return
-            if arr is None:  # float formats only: the sidecar written with the frame gains the range
+            if "png16" not in item.outputs:  # EXR, NPY: the sidecar written with the frame gains the range
                 side = item.outputs["sidecar"]
                 depth_files.write_sidecar(side, {**depth_files.read_sidecar(side), "shot_range": list(crange)})
+            if arr is None:
                 continue
             valid = np.isfinite(arr)
             if "png16" in item.outputs:
