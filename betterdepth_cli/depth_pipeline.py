@@ -17,6 +17,7 @@ alone, in any batch, through ``refine`` and through ``eval``.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,13 +182,18 @@ class BetterDepthPipeline:
         from betterdepth_cli.core.image_input import as_image_list
         from betterdepth_cli.core.pipeline import seeded_generators
         from betterdepth_cli.core.tiled import refine_images
-        from betterdepth_cli.core.tiling import check_tile_and_resolution
+        from betterdepth_cli.core.tiling import tile_resolution_note
 
         t0 = time.perf_counter()
         chosen = {"steps": steps, "ensemble": ensemble, "reduction": reduction, "processing_res": processing_res}
         run = self.settings(**chosen) if self._samples() else None
         size, overlap = _parse_tile(tile)
-        check_tile_and_resolution(size, processing_res, "`tile`")
+        if size:  # tiles work at the image's own scale, as refine's --tile
+            note = tile_resolution_note(size, processing_res, "tile")
+            if note:
+                warnings.warn(note[len("note: "):], stacklevel=2)
+            chosen["processing_res"] = 0
+            run = self.settings(**chosen) if self._samples() else None
         plates = as_image_list(images)
         gens = generator if generator is not None else seeded_generators(seed, len(plates))
         res = refine_images(plates, model=self.model, conditioner=self.conditioner, tile=size, overlap=overlap,

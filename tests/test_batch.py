@@ -586,3 +586,16 @@ def test_a_shot_stopped_before_its_end_resumes_with_png16_beside_float_formats(t
     summary = batch.run(again, settings, *loaded)
     assert (summary.processed, summary.failed) == (3, 0)
     assert all(load_depth_output(out / f"shot.{1001 + i}.png")[1]["range"] == "shot" for i in range(3))
+
+
+def test_a_claim_just_created_and_not_yet_written_is_held(tmp_path):
+    """Between creating its claim (O_EXCL) and writing ``host pid`` into it, another run's claim is
+    empty: it is held (fresh), not taken over at once."""
+    from betterdepth_cli.jobs.claims import Claims
+
+    claims = Claims(tmp_path)
+    path = claims.path("g")
+    path.parent.mkdir(parents=True)
+    path.touch()  # created, not yet written
+    held = claims.take("g", "g")
+    assert held is not None and held.remote and path.exists()

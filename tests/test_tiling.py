@@ -199,11 +199,16 @@ def test_refine_tiles_above_the_cards_size_and_tile_flag(tmp_path, tiny_dpt_dir)
     assert not np.array_equal(auto, whole)  # 160 px > tile_above: tiled unless --tile 0
     res = CliRunner().invoke(app, ["refine", str(tmp_path / "in"), "-o", str(tmp_path / "x"), "--tile", "64:40"])
     assert res.exit_code == 64 and "overlap" in res.output
-    # tiles work at the plate's pixel scale: a resolution with them is refused, not silently dropped
-    res = CliRunner().invoke(app, ["refine", str(tmp_path / "in"), "-o", str(tmp_path / "x"), "--tile", "64",
-                                   "--processing-res", "48"])
-    assert res.exit_code == 64 and "`--tile` 64 and `--processing-res` 48 contradict each other" in res.output
-    assert run("low", "--tile", "0", "--processing-res", "48").shape == (96, 160)  # whole at 48 px: fine
+    # tiles work at the plate's pixel scale: a resolution beside them is not used, and the run says so
+    res = CliRunner().invoke(app, ["refine", str(tmp_path / "in"), "-o", str(tmp_path / "x"), "--tile", "64:16",
+                                   "--processing-res", "48", "-f", "npy", "--conditioner", f"hf:{tiny_dpt_dir}",
+                                   "--model", str(tmp_path / "m")])
+    assert res.exit_code == 0 and "processing resolution 48 is not used" in res.output
+    np.testing.assert_array_equal(np.load(tmp_path / "x" / "plate.npy"), forced)
+    assert json.loads((tmp_path / "x" / "plate.json").read_text())["processing_res"] == 0  # what ran
+    rerun = CliRunner().invoke(app, ["refine", "--config", str(tmp_path / "x" / "betterdepth-run.toml")])
+    assert rerun.exit_code == 0 and "1 skipped" in rerun.output  # its record reruns it
+    assert run("low", "--tile", "0", "--processing-res", "48").shape == (96, 160)  # whole at 48 px
 
     # the library decides as refine does and gives the same maps (the PNG opened with PIL, as a user would)
     from PIL import Image
@@ -227,8 +232,10 @@ def test_refine_tiles_above_the_cards_size_and_tile_flag(tmp_path, tiny_dpt_dir)
     assert (two.settings["tile"], two.settings["tile_overlap"]) == (64, 16)
     with pytest.raises(UsageError, match="`tile` overlap"):
         pipe(photo, tile="64:40")
-    with pytest.raises(UsageError, match="`tile` 64 and `processing_res` 48 contradict"):
-        pipe(photo, tile=64, processing_res=48)
+    with pytest.warns(UserWarning, match="processing resolution 48 is not used"):
+        beside = pipe(photo, tile="64:16", processing_res=48)
+    np.testing.assert_array_equal(beside.depth_np[0], forced)
+    assert beside.settings["processing_res"] == 0
 
     # and eval refines a plate above tile_above in tiles too: its saved prediction is refine's map
     data = tmp_path / "data"

@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 
 from betterdepth_cli.core.align import fit_scale_shift
-from betterdepth_cli.core.types import UsageError
 
 #: Defaults when a model card names none (its ``defaults``: ``tile``, ``tile_overlap``, ``tile_above``).
 TILE = 1024
@@ -48,13 +47,13 @@ def parse_tile(text: str) -> tuple[int, int | None]:
     return size, overlap
 
 
-def check_tile_and_resolution(tile: int | None, processing_res: int | None, what: str = "`--tile`") -> None:
-    """Tiles refine at the plate's own pixel scale, so a tile size and a processing resolution other than
-    native (0) contradict each other: a usage error instead of one of them silently ignored."""
+def tile_resolution_note(tile: int | None, processing_res: int | None, what: str = "--tile") -> str | None:
+    """Tiles refine at the plate's own pixel scale: with a tile size, a processing resolution other
+    than native (0) is not used. The note that says so when one was asked for, else None."""
     if tile and processing_res:
-        flag = "`processing_res`" if what == "`tile`" else "`--processing-res`"
-        raise UsageError(f"{what} {tile} and {flag} {processing_res} contradict each other: tiles refine at the "
-                         f"plate's own pixel scale; give one (an explicit resolution refines whole, as {what} 0)")
+        return (f"note: {what} {tile} refines in tiles at the image's own pixel scale: processing resolution "
+                f"{processing_res} is not used (give {what} 0 to refine whole at it)")
+    return None
 
 
 def tiling_for(height: int, width: int, defaults: dict, tile: int | None, overlap: int | None,

@@ -68,15 +68,22 @@ class Held:
 
 
 def _holder(path: Path) -> tuple[str, int, float] | None:
-    """(host, pid, modification time) of a claim file, or None when it is gone."""
+    """(host, pid, modification time) of a claim file, or None when it is gone. A claim whose text
+    cannot be read yet (another run created it and is about to write it) is held by an unknown
+    host ("?"): kept while fresh, taken over once stale, as another host's."""
     try:
         mtime = path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return "?", 0, 0.0
+    try:
         host, pid = path.read_text().split()
         return host, int(pid), mtime
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
-        return "", 0, 0.0
+        return "?", 0, mtime
 
 
 class Claims:

@@ -148,7 +148,8 @@ PIXEL_SETTINGS = ("model", "model_card", "conditioner", "steps", "ensemble", "re
 def comparable_settings(fields: dict) -> dict:
     """The :data:`PIXEL_SETTINGS` of a sidecar or a run in one spelling: a local model folder as its
     absolute path (``m``, ``./m`` and ``/abs/m`` are one model; sidecars of earlier versions kept the
-    path as typed), a ``--tile SIZE`` without overlap with the overlap it runs with."""
+    path as typed), a ``--tile SIZE`` without overlap with the overlap it runs with, and with tiles
+    the native resolution they run at (records of earlier versions kept the card's beside them)."""
     from betterdepth_cli.core.model_names import model_record_name
     from betterdepth_cli.core.tiling import OVERLAP_SHARE
 
@@ -157,6 +158,8 @@ def comparable_settings(fields: dict) -> dict:
         out["model"] = model_record_name(out["model"])
     if out["tile"] and out["tile_overlap"] is None:
         out["tile_overlap"] = min(round(int(out["tile"]) * OVERLAP_SHARE), int(out["tile"]) // 2 - 1)
+    if out["tile"]:  # tiles work at the image's own scale whatever resolution was recorded beside them
+        out["processing_res"] = 0
     return out
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,14 @@ def _settings(options: dict[str, Any], info: Say) -> RefineSettings:
     conditioner = options.get("conditioner") or card_defaults(card)["conditioner"]
     check_conditioner_name(conditioner)  # a misspelt name fails now, not after discovery and setup
     run = resolve_settings(card, **{k: options.get(k) for k in ("steps", "ensemble", "reduction", "processing_res")})
+    tiles = _tile_settings(options.get("tile"))
+    if tiles.get("tile"):  # tiles work at the plate's own scale: the record says so, a rerun of it agrees
+        from betterdepth_cli.core.tiling import tile_resolution_note
+
+        note = tile_resolution_note(tiles["tile"], options.get("processing_res"))
+        if note:
+            info(note)
+        run = replace(run, processing_res=0)
     if refine and card.get("zero_noise"):
         _deterministic_model_notes(options.get("ensemble"), run.ensemble, options["format"], info)
     if conditioner == "builtin":
@@ -122,22 +130,20 @@ def _settings(options: dict[str, Any], info: Say) -> RefineSettings:
         reduction=run.reduction, processing_res=run.processing_res, seed=int(options["seed"]),
         batch_size=int(options["batch_size"]), overwrite=bool(options["overwrite"]),
         continue_on_error=bool(options["continue_on_error"]), preview_video=bool(options["preview_video"]),
-        per_frame=bool(options.get("per_frame")), **_tile_settings(options.get("tile"), options.get("processing_res")),
+        per_frame=bool(options.get("per_frame")), **tiles,
     )  # fmt: skip
 
 
-def _tile_settings(spec, processing_res: int | None) -> dict:
-    """``--tile`` SIZE[:OVERLAP] / 0 as RefineSettings fields (absent: automatic, from the model card);
-    a tile size with an explicit ``--processing-res`` (not native) is a usage error."""
+def _tile_settings(spec) -> dict:
+    """``--tile`` SIZE[:OVERLAP] / 0 as RefineSettings fields (absent: automatic, from the model card)."""
     if spec is None:
         return {}
-    from betterdepth_cli.core.tiling import check_tile_and_resolution, parse_tile
+    from betterdepth_cli.core.tiling import parse_tile
 
     try:
         size, overlap = parse_tile(str(spec))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    check_tile_and_resolution(size, processing_res)
     return {"tile": size, "tile_overlap": overlap}
 
 
