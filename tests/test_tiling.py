@@ -210,8 +210,7 @@ def test_refine_tiles_above_the_cards_size_and_tile_flag(tmp_path, tiny_dpt_dir)
     assert rerun.exit_code == 0 and "1 skipped" in rerun.output  # its record reruns it
     assert run("low", "--tile", "0", "--processing-res", "48").shape == (96, 160)  # whole at 48 px
 
-    # the library decides as refine does and gives the same maps (the PNG opened with PIL, as a user would)
-    from PIL import Image
+    from PIL import Image  # the library decides as refine does and gives the same maps (PNG opened with PIL)
 
     from betterdepth_cli import BetterDepthPipeline
     from betterdepth_cli.core.types import UsageError
