@@ -59,7 +59,7 @@ def test_folder_not_recursive(tree):
     assert _rels(sources) == ["a", "b"]
     assert all(s.kind == "image" and not s.is_shot for s in sources)
     entry = sources[0].entries()[0]
-    assert entry == src.Entry(str(tree / "a.jpg"), None, PurePosixPath("a"), "a")
+    assert entry == src.Entry(str(tree / "a.jpg"), None, PurePosixPath("a")) and entry.key == "a"
 
 
 def test_folder_recursive_mirrors_tree(tree):

@@ -90,14 +90,18 @@ class Entry:
 
     source: path of the file to read (the video for video frames); frame: the
     sequence frame number, the 0-based video frame index, or None; relpath:
-    output base without extension; key: the name precomputed maps (``file:``) are found by, the
-    relpath as text (a map at the same relative path wins; else one of the same file stem).
+    output base without extension.
     """
 
     source: str
     frame: int | None
     relpath: PurePosixPath
-    key: str
+
+    @property
+    def key(self) -> str:
+        """The name precomputed maps (``file:``) are found by: the relpath as text (a map at the same
+        relative path wins; else one of the same file stem)."""
+        return self.relpath.as_posix()
 
 
 OnError = Callable[["Entry", Exception], None]
@@ -175,7 +179,7 @@ class ImageSource(Source):
         self.group = str(self.relpath)
 
     def entries(self) -> list[Entry]:
-        return [Entry(str(self.path), None, self.relpath, self.relpath.as_posix())]
+        return [Entry(str(self.path), None, self.relpath)]
 
 
 @dataclass(repr=False, eq=False)
@@ -199,8 +203,7 @@ class SequenceSource(Source):
         return [self._entry(n) for n in self.selected]
 
     def _entry(self, n: int) -> Entry:
-        rel = self.reldir / self.files[n].stem
-        return Entry(str(self.files[n]), n, rel, rel.as_posix())
+        return Entry(str(self.files[n]), n, self.reldir / self.files[n].stem)
 
     @property
     def is_chunk(self) -> bool:
@@ -250,8 +253,7 @@ class VideoSource(Source):
     def _entry(self, i: int) -> Entry:
         name = self.relbase.name
         width = max(4, len(str(self.nframes - 1)))
-        rel = self.relbase / f"{name}.{i:0{width}d}"
-        return Entry(str(self.path), i, rel, rel.as_posix())
+        return Entry(str(self.path), i, self.relbase / f"{name}.{i:0{width}d}")
 
     @property
     def is_chunk(self) -> bool:

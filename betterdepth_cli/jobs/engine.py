@@ -254,7 +254,7 @@ class _Engine:
         from betterdepth_cli.core.pipeline import refine_batch, seeded_generators
 
         generator = seeded_generators(self.s.seed, len(items))
-        keys = [str(getattr(it.entry, "key", it.key)) for it in items]
+        keys = [it.key for it in items]  # the entries' relative paths: file: maps are found by them
         if tiling is not None:
             from betterdepth_cli.core.tiled import refine_tiled
 
