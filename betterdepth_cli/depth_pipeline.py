@@ -185,15 +185,13 @@ class BetterDepthPipeline:
         from betterdepth_cli.core.tiling import tile_resolution_note
 
         t0 = time.perf_counter()
-        chosen = {"steps": steps, "ensemble": ensemble, "reduction": reduction, "processing_res": processing_res}
-        run = self.settings(**chosen) if self._samples() else None
         size, overlap = _parse_tile(tile)
-        if size:  # tiles work at the image's own scale, as refine's --tile
-            note = tile_resolution_note(size, processing_res, "tile")
-            if note:
-                warnings.warn(note[len("note: "):], stacklevel=2)
-            chosen["processing_res"] = 0
-            run = self.settings(**chosen) if self._samples() else None
+        note = tile_resolution_note(size, processing_res, "tile")
+        if note:
+            warnings.warn(note[len("note: "):], stacklevel=2)
+        chosen = {"steps": steps, "ensemble": ensemble, "reduction": reduction,
+                  "processing_res": 0 if size else processing_res}  # tiles work at the image's own scale
+        run = self.settings(**chosen) if self._samples() else None
         plates = as_image_list(images)
         gens = generator if generator is not None else seeded_generators(seed, len(plates))
         res = refine_images(plates, model=self.model, conditioner=self.conditioner, tile=size, overlap=overlap,
