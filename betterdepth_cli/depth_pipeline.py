@@ -141,12 +141,11 @@ class BetterDepthPipeline:
         loaded = load_model(model, device=device, dtype=tdtype) if refine else None
         spec = conditioner or card_defaults(getattr(loaded, "card", None))["conditioner"]
         cond = get_conditioner(spec, device=device, dtype=tdtype)
-        from betterdepth_cli.core.model_names import model_record_name, read_card
-        from betterdepth_cli.core.settings import card_digest
+        from betterdepth_cli.core.model_names import model_record
 
-        name = None if loaded is None else model_record_name(model)
-        digest = None if loaded is None else card_digest(read_card(model))  # as refine reads it
-        return cls(cond, loaded, conditioner_name=spec, model_name=name, model_card=digest)
+        record = {} if loaded is None else model_record(model)  # as refine's sidecars name it
+        return cls(cond, loaded, conditioner_name=spec, model_name=record.get("model"),
+                   model_card=record.get("model_card"))
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Save the refiner (weights and card) to ``path``; :meth:`from_pretrained` loads it back."""

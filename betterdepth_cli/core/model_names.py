@@ -63,3 +63,12 @@ def read_card(model: str | None) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def model_record(model: Any) -> dict[str, Any]:
+    """How ``refine``'s sidecars name a refiner given by ``model``: its :func:`model_record_name` and
+    the digest of its card as saved (:func:`~betterdepth_cli.core.settings.card_digest` of
+    :func:`read_card`), for the library's and ``eval``'s sidecars to say the same."""
+    from betterdepth_cli.core.settings import card_digest
+
+    return {"model": model_record_name(model), "model_card": card_digest(read_card(model))}

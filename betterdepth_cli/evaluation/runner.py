@@ -335,7 +335,7 @@ def _load_models(config: EvalConfig) -> _Models:
     from betterdepth_cli.conditioner_registry import get_conditioner
     from betterdepth_cli.core.devices import torch_dtype
     from betterdepth_cli.core.refiner import load_model
-    from betterdepth_cli.core.settings import card_defaults, card_digest, resolve_settings
+    from betterdepth_cli.core.settings import card_defaults, resolve_settings
 
     dtype = torch_dtype(config.dtype)
     model = load_model(config.model, device=config.device, dtype=dtype) if config.refine else None
@@ -347,9 +347,9 @@ def _load_models(config: EvalConfig) -> _Models:
         run = resolve_settings(model.card, steps=config.steps, ensemble=config.ensemble,
                                reduction=config.reduction, processing_res=config.processing_res)
         settings.update({k: v for k, v in run.as_dict().items() if k != "max_processing_res"})
-        from betterdepth_cli.core.model_names import model_record_name, read_card
+        from betterdepth_cli.core.model_names import model_record
 
-        record = {"model": model_record_name(config.model), "model_card": card_digest(read_card(config.model))}
+        record = model_record(config.model)
     return _Models(conditioner, model, spec, settings, record)
 
 
