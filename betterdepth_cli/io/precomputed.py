@@ -139,7 +139,7 @@ class FileConditioner(Conditioner):
         self.pattern = pattern
         self.device = torch.device(device)
         self._readings: dict[Path, Reading] = {}
-        self._index: dict[str, Path] = {}  # stem and relative path without extension -> the first file
+        self._index: dict[str, Path] = {}  # stem -> the first file
         self._rel: dict[str, Path] = {}  # relative path without extension -> the first file
         self._stem_dirs: dict[str, set[Path]] = {}  # stem -> the folders holding a map of that stem
         self._by_stem: dict[tuple[str, str], Path] = {}  # (stem, extension) -> the first file
@@ -148,14 +148,13 @@ class FileConditioner(Conditioner):
             if p.suffix.lower() in EXTENSIONS and p.is_file():
                 rel = p.relative_to(self.folder)
                 self._index.setdefault(p.stem, p)
-                self._index.setdefault(str(rel.with_suffix("")), p)
                 self._rel.setdefault(rel.with_suffix("").as_posix(), p)
                 self._stem_dirs.setdefault(p.stem, set()).add(rel.parent)
                 self._by_stem.setdefault((p.stem, p.suffix.lower()), p)
                 if p.suffix.lower() == ".pfm" and "-" in p.stem:
                     self._midas.setdefault(p.stem.rsplit("-", 1)[0], p)
         probe = self._with_options(Reading(kind))
-        for path in list(dict.fromkeys(self._index.values()))[:PROBE_FILES]:
+        for path in list(self._rel.values())[:PROBE_FILES]:  # every file once, in sorted order
             if probe.kind is not None:
                 break
             probe = self.reading(path)
