@@ -217,7 +217,11 @@ def encode_png16(values: Any, valid: Any = None, vrange: tuple[float, float] | N
     no valid pixel gives ``0.0, 0.0``.
     """
     arr = as_map(values)
-    ok = _png16_valid(arr, valid)
+    return _encode_png16(arr, _png16_valid(arr, valid), vrange)
+
+
+def _encode_png16(arr: np.ndarray, ok: np.ndarray, vrange: tuple[float, float] | None) -> tuple[np.ndarray, float, float]:
+    """:func:`encode_png16` of a float32 (H,W) map whose valid, finite pixels ``ok`` are known."""
     if vrange is not None:
         lo, hi = float(vrange[0]), float(vrange[1])
         if not (np.isfinite(lo) and np.isfinite(hi) and hi >= lo):
@@ -279,8 +283,10 @@ def write_png16(
     ``vrange``: see :func:`encode_png16`. Returns the sidecar dict that was written.
     """
     path = Path(path)
-    codes, lo, hi = encode_png16(values, valid, vrange)
-    sidecar = _png16_sidecar(meta or {}, lo, hi, codes.shape, png16_has_holes(values, valid))
+    arr = as_map(values)
+    ok = _png16_valid(arr, valid)  # once: it sets the codes and says whether the map has holes
+    codes, lo, hi = _encode_png16(arr, ok, vrange)
+    sidecar = _png16_sidecar(meta or {}, lo, hi, codes.shape, not bool(ok.all()))
     _write_png16_codes(path, codes)
     write_sidecar(sidecar_path(path), sidecar)
     return sidecar
