@@ -10,6 +10,11 @@ from typing import Any
 from betterdepth_cli.core.types import ModelNotFoundError, UsageError
 
 
+def looks_like_hub_id(text: str) -> bool:
+    """``owner/name``: one slash, not a path (``./m``, ``/abs/m``, ``~/m``, ``m``, ``a/b/c`` are paths)."""
+    return text.count("/") == 1 and not text.startswith((".", "/", "~"))
+
+
 def local_model_folder(path_or_id: str | Path, what: str = "model") -> Path | None:
     """A local folder as is; ``None`` for a hub id (``owner/name`` with no such local folder); a path
     that looks local (``./m``, ``/abs/m``, ``~/m``, ``m``, ``a/b/c``) and does not exist raises
@@ -20,7 +25,7 @@ def local_model_folder(path_or_id: str | Path, what: str = "model") -> Path | No
             raise UsageError(f"{folder}: a {what} must be a folder")
         return folder
     text = str(path_or_id)
-    if text.startswith((".", "/", "~")) or text.count("/") != 1:
+    if not looks_like_hub_id(text):
         raise ModelNotFoundError(f"{text}: {what} folder not found")
     return None
 
@@ -51,7 +56,7 @@ def read_card(model: str | None) -> dict | None:
         path = default_model_path() / CARD_FILE
     else:
         path = Path(str(model)).expanduser() / CARD_FILE
-        if not path.is_file() and str(model).count("/") == 1 and not str(model).startswith((".", "/", "~")):
+        if not path.is_file() and looks_like_hub_id(str(model)):
             try:
                 from huggingface_hub import try_to_load_from_cache
 
