@@ -192,8 +192,12 @@ def test_refine_tiles_above_the_cards_size_and_tile_flag(tmp_path, tiny_dpt_dir)
     def tiles(name):  # how the plate was refined, as its sidecar says (automatic tiles too)
         return json.loads((tmp_path / name / "plate.json").read_text())["tiles"]
 
+    def refined_size(name):  # the size the refiner ran at: the plate's in tiles, else capped by the card
+        return json.loads((tmp_path / name / "plate.json").read_text())["refined_size"]
+
     auto, forced, whole = run("auto"), run("forced", "--tile", "64:16"), run("whole", "--tile", "0")
     assert (tiles("auto"), tiles("forced"), tiles("whole")) == ([64, 16], [64, 16], None)
+    assert (refined_size("auto"), refined_size("whole")) == ([160, 96], [64, 38])  # 96 x 64 / 160 = 38.4
     assert auto.shape == whole.shape == (96, 160)
     np.testing.assert_array_equal(auto, forced)  # the card's tiles are the flag's
     assert not np.array_equal(auto, whole)  # 160 px > tile_above: tiled unless --tile 0
@@ -221,7 +225,7 @@ def test_refine_tiles_above_the_cards_size_and_tile_flag(tmp_path, tiny_dpt_dir)
     np.testing.assert_array_equal(lib_auto.depth_np[0], auto)
     assert lib_auto.conditioning.shape == lib_auto.depth.shape == (1, 1, 96, 160)  # the anchor's, at input size
     assert "tile" not in lib_auto.settings  # the card decided, as in refine's sidecar
-    assert lib_auto.routes == [{"cascade": False, "tiles": [64, 16]}] and lib_auto.sidecar()["tiles"] == [64, 16]
+    assert lib_auto.routes == [{"cascade": False, "tiles": [64, 16], "refined_size": [160, 96]}] and lib_auto.sidecar()["tiles"] == [64, 16]
     lib_whole = pipe(np.asarray(photo), tile=0)
     np.testing.assert_array_equal(lib_whole.depth_np[0], whole)
     assert lib_whole.settings["tile"] == 0

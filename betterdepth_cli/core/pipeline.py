@@ -130,7 +130,7 @@ def stack_results(parts: list[RefineResult]) -> RefineResult:
     timings = {k: sum(p.timings.get(k, 0.0) for p in parts) for k in dict.fromkeys(k for p in parts for k in p.timings)}
     cascade = None if any(p.cascade is None for p in parts) else tuple(c for p in parts for c in p.cascade)
     return RefineResult(cat("refined"), cat("conditioning"), cat("valid"), parts[0].kind, parts[0].metric,
-                        cat("uncertainty"), timings, cascade, parts[0].tiles)
+                        cat("uncertainty"), timings, cascade, parts[0].tiles, parts[0].size)
 
 
 def _sync(device: torch.device) -> None:
@@ -218,7 +218,8 @@ def refine_batch(
                                      frame, timings)
     timings["total"] = time.perf_counter() - t_start
     return RefineResult(refined, cond_full.to(model.device), valid_full.to(model.device), pred.kind, pred.metric,
-                        uncertainty, timings, (bool(first_res),) * images.shape[0])
+                        uncertainty, timings, (bool(first_res),) * images.shape[0],
+                        size=run.processing_size(*images.shape[-2:]))
 
 
 def _batch_cascade(cascade: bool | None | list, count: int) -> bool | None | list:

@@ -268,7 +268,7 @@ def refine_tiled(
                "total": time.perf_counter() - t_start}
     as_map = lambda a: None if a is None else torch.from_numpy(a)[None, None]  # noqa: E731 - (1,1,H,W) views
     return RefineResult(as_map(out), anchor.conditioning, as_map(valid), anchor.kind, anchor.metric, as_map(unc),
-                        timings, anchor.cascade, (tile, overlap))
+                        timings, anchor.cascade, (tile, overlap), (h, w))
 
 
 def refine_plates(plates: list, *, model, tile: int, overlap: int, generator=None, keys: list[str] | None = None,

@@ -111,6 +111,8 @@ class RefineResult:
     cascade: per image, whether it took the card's first pass at a lower resolution (a tiled plate:
     its anchor's); ``None`` where no refiner ran (the conditioner alone, the guided filter).
     tiles: ``(size, overlap)`` when the images were refined in tiles, else ``None``.
+    size: ``(height, width)`` the refiner's last pass ran at (a tiled plate's own: its tiles run at
+    its pixel scale); ``None`` where no refiner ran.
     """
 
     refined: Any
@@ -122,16 +124,18 @@ class RefineResult:
     timings: dict[str, float] = field(default_factory=dict)
     cascade: tuple[bool, ...] | None = None
     tiles: tuple[int, int] | None = None
+    size: tuple[int, int] | None = None
 
     def item(self, i: int) -> "RefineResult":
         """Image ``i`` as a batch of one (views; the batch's timings)."""
         one = lambda t: None if t is None else t[i : i + 1]  # noqa: E731
         return RefineResult(one(self.refined), one(self.conditioning), one(self.valid), self.kind, self.metric,
-                            one(self.uncertainty), self.timings, one(self.cascade), self.tiles)
+                            one(self.uncertainty), self.timings, one(self.cascade), self.tiles, self.size)
 
     def route(self, i: int) -> dict[str, Any]:
-        """How image ``i`` was refined, as its sidecar records it: ``cascade`` and ``tiles``
-        (empty where no refiner ran)."""
+        """How image ``i`` was refined, as its sidecar records it: ``cascade``, ``tiles`` and
+        ``refined_size`` ([width, height] of the refiner's last pass; empty where no refiner ran)."""
         if self.cascade is None:
             return {}
-        return {"cascade": bool(self.cascade[i]), "tiles": None if self.tiles is None else list(self.tiles)}
+        return {"cascade": bool(self.cascade[i]), "tiles": None if self.tiles is None else list(self.tiles),
+                "refined_size": None if self.size is None else [self.size[1], self.size[0]]}
