@@ -7,12 +7,16 @@ being loaded: heavy imports happen inside the functions and commands that need t
 
 __version__ = "0.1.0"
 
-__all__ = ["BetterDepthPipeline", "DepthOutput", "__version__"]
+__all__ = ["BetterDepthPipeline", "DepthOutput", "save_shot_png16", "__version__"]
 
 
 def __getattr__(name: str):
-    if name in ("BetterDepthPipeline", "DepthOutput"):
+    if name in ("BetterDepthPipeline", "DepthOutput", "save_shot_png16"):
         from betterdepth_cli import depth_pipeline
 
         return getattr(depth_pipeline, name)
     raise AttributeError(f"module 'betterdepth_cli' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -148,7 +148,7 @@ def _load_hf(target: str, name: str, device, dtype, options: dict[str, str]) -> 
 
 
 @register("builtin")
-def _builtin(device="cpu", dtype=torch.float32, **options) -> Conditioner:
+def _builtin(device="cpu", dtype=torch.float32, kind: str | None = None, metric: str | None = None) -> Conditioner:
     path = builtin_conditioner_path()
     if not (path / "config.json").exists():
         raise ModelNotFoundError(
@@ -158,18 +158,39 @@ def _builtin(device="cpu", dtype=torch.float32, **options) -> Conditioner:
     # the embedded model draws a bright band one or two pixels wide at the image border (its DPT
     # head's zero padding; the loss on those columns was too small to undo it): padding the input by
     # reflection moves the band outside the crop (weights/MODEL_CARD.md)
-    return HFConditioner(path, "builtin", device=device, dtype=dtype, reflect_pad=BUILTIN_REFLECT_PAD)
+    return HFConditioner(path, "builtin", device=device, dtype=dtype, kind=kind, metric=parse_bool(metric, "metric"),
+                         reflect_pad=BUILTIN_REFLECT_PAD)
 
 
 def _known_names() -> set[str]:
     return set(_FACTORIES) | set(HF_MODELS) | set(METRIC_MODELS)
 
 
+#: The options every model takes after ``?`` (``file:`` takes more).
+MODEL_OPTIONS = ("kind", "metric")
+
+
+def _check_model_options(spec: str, options: dict[str, str]) -> None:
+    """A model's ``?kind=`` and ``?metric=`` checked; any other option is a usage error, not ignored."""
+    unknown = sorted(set(options) - set(MODEL_OPTIONS))
+    if unknown:
+        raise UsageError(f"--conditioner {spec}: unknown option {unknown[0]!r} (a model takes "
+                         f"{', '.join(MODEL_OPTIONS)}; file: takes more)")
+    if "kind" in options:
+        try:
+            check_kind(options["kind"])
+        except UsageError:
+            raise UsageError(f"--conditioner {spec}: kind must be disparity or depth, got {options['kind']!r}") from None
+    parse_bool(options.get("metric"), "metric")
+
+
 def check_conditioner_name(spec: str) -> None:
     """Refuse an unknown registry name before anything loads, suggesting the closest valid one."""
     if not spec:
         raise UsageError("`--conditioner` must not be empty")
-    base, _ = parse_options(spec)
+    base, options = parse_options(spec)
+    if not base.startswith("file:"):  # file: checks its own (more) options
+        _check_model_options(spec, options)
     if base.startswith("file:"):  # a folder that is not there: not found (69), before anything runs
         if not base[5:]:
             raise UsageError("--conditioner file: needs the folder of the maps, e.g. file:maps?kind=disparity")

@@ -16,6 +16,9 @@ alone, in any batch, through ``refine`` and through ``eval``.
 
 from __future__ import annotations
 
+import functools
+import inspect
+import re
 import time
 import warnings
 from collections.abc import Iterable, Iterator
@@ -23,9 +26,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from betterdepth_cli.core.types import UsageError
+
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import torch
+
+
+_FLAG = re.compile(r"--([a-z][a-z-]*)(?: ([^\s`;,)]+))?")
+
+
+def _library_names(message: str) -> str:
+    """A usage error's text with the command line's flags as the library's keywords (``--dtype fp16``
+    -> ``dtype=fp16``, ``--processing-res`` -> ``processing_res``)."""
+    return _FLAG.sub(lambda m: m.group(1).replace("-", "_") + (f"={m.group(2)}" if m.group(2) else ""), message)
+
+
+def _library_errors(fn):
+    """Usage errors raised under ``fn`` (a function or a generator function) name keywords, not flags."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def stream(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except UsageError as exc:
+                raise UsageError(_library_names(str(exc))) from None
+        return stream
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UsageError as exc:
+            raise UsageError(_library_names(str(exc))) from None
+    return call
 
 
 @dataclass
@@ -37,7 +71,10 @@ class DepthOutput:
     ``kind`` is ``"depth"`` or ``"disparity"``; ``metric`` says whether the units are metres.
     The ``*_np`` properties are numpy (B,H,W) views of the same maps. ``settings``: the call's, as
     ``refine``'s sidecars record them; ``routes``: per image, how it was refined (``cascade``: the
-    card's first pass at a lower resolution; ``tiles``: [size, overlap] when in tiles).
+    card's first pass at a lower resolution; ``tiles``: [size, overlap] when in tiles;
+    ``refined_size``: [width, height] the refiner ran at). Where ``valid`` is False (holes in the
+    conditioning) the maps hold no depth: mask them with ``valid`` (``refine``'s EXR and NPY hold NaN
+    there). A shot's frames are saved with one range, as ``refine`` saves them, by :func:`save_shot_png16`.
     """
 
     depth: "torch.Tensor"
@@ -86,20 +123,59 @@ class DepthOutput:
         """Write image ``index``'s map as a 16-bit PNG plus its JSON sidecar (the range and meaning), as
         ``refine`` writes them. ``source``: the photo's file, recorded relative to the sidecar's folder."""
         from betterdepth_cli.io.depth_files import write_png16
-        from betterdepth_cli.jobs.plan import relative_path
 
-        meta = self.sidecar(index)
-        if source is not None:
-            meta["source"] = relative_path(source, Path(path).absolute().parent)
+        meta = _png_meta(self.sidecar(index), path, source)
         write_png16(path, self.depth_np[index], self.valid_np[index], meta)
         return Path(path)
+
+
+def _png_meta(meta: dict[str, Any], path: str | Path, source: str | Path | None) -> dict[str, Any]:
+    """A sidecar's fields for a 16-bit PNG at ``path`` (which must be named ``.png``), ``source`` recorded
+    relative to its folder."""
+    from betterdepth_cli.jobs.plan import relative_path
+
+    if Path(path).suffix.lower() != ".png":
+        raise UsageError(f"{path}: a 16-bit PNG is named .png (got {Path(path).suffix or 'no extension'})")
+    if source is not None:
+        meta["source"] = relative_path(source, Path(path).absolute().parent)
+    return meta
+
+
+def save_shot_png16(outputs: Iterable["DepthOutput"], paths: Iterable[str | Path],
+                    sources: Iterable[str | Path | None] | None = None,
+                    frames: Iterable[int | None] | None = None) -> list[Path]:
+    """Write a shot's frames (the :class:`DepthOutput` of each frame, from :meth:`BetterDepthPipeline.shot`,
+    in order) as 16-bit PNGs with their sidecars, as ``refine`` writes a video's or a sequence's: one
+    range for every frame (``"range": "shot"``, and ``shot_range``, the shot's 2-98 % range that
+    ``export-ply`` maps every frame by), so the PNGs add no flicker. ``sources``: the photos' files and
+    ``frames``: their frame numbers, recorded as ``refine`` records them. Holds the shot's float maps."""
+    from betterdepth_cli.core.depth_values import ShotRange
+    from betterdepth_cli.io.depth_files import write_png16
+
+    shot, paths = list(outputs), [Path(p) for p in paths]
+    sources = [None] * len(shot) if sources is None else list(sources)
+    numbers = [None] * len(shot) if frames is None else list(frames)
+    if not len(shot) == len(paths) == len(sources) == len(numbers):
+        raise UsageError(f"save_shot_png16: {len(shot)} frames, {len(paths)} paths, {len(sources)} sources and "
+                         f"{len(numbers)} frame numbers")
+    span = ShotRange()
+    for out in shot:
+        for i in range(len(out)):
+            span.add(out.depth_np[i], out.valid_np[i])
+    written = []
+    for out, path, source, number in zip(shot, paths, sources, numbers):
+        meta = {**_png_meta(out.sidecar(0), path, source), "frame": number, "range": "shot",
+                "shot_range": list(span.robust())}
+        write_png16(path, out.depth_np[0], out.valid_np[0], meta, vrange=span.full())
+        written.append(path)
+    return written
 
 
 class BetterDepthPipeline:
     """A conditioner and a refiner, called on images.
 
-    Build it with :meth:`from_pretrained`; call it on a PIL image, a numpy HWC array (uint8,
-    uint16 or float in [0,1]), a torch tensor (CHW or BCHW) or a list of same-size images; pass a
+    Build it with :meth:`from_pretrained`; call it on an image file's path, a PIL image, a numpy HWC
+    array (uint8, uint16 or float in [0,1]), a torch tensor (CHW or BCHW) or a list of same-size images; pass a
     video's or a sequence's frames to :meth:`shot` to have them co-aligned as ``refine`` does.
     """
 
@@ -112,6 +188,7 @@ class BetterDepthPipeline:
         self.model_card = model_card  # the digest of the model's card as saved (refine's sidecars record it)
 
     @classmethod
+    @_library_errors
     def from_pretrained(
         cls,
         model: str | Path | None = None,
@@ -128,16 +205,18 @@ class BetterDepthPipeline:
                 guided filter), a BetterDepth model folder, or a hub id.
             conditioner: a registry name, ``hf:<id or folder>`` or ``file:<folder>``;
                 ``None`` takes the model card's default (``builtin`` for the embedded model).
-            device, dtype: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...; ``"fp32"``, ``"fp16"``,
-                ``"bf16"`` or a torch dtype.
+            device, dtype: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``; ``"fp32"``, ``"fp16"``,
+                ``"bf16"`` or a torch dtype (checked as ``refine`` checks them: fp16 needs a GPU).
             refine: ``False`` returns the conditioner's map alone.
         """
         from betterdepth_cli.conditioner_registry import get_conditioner
+        from betterdepth_cli.core.devices import check_dtype_for_device, parse_dtype, resolve_device, torch_dtype
         from betterdepth_cli.core.refiner import load_model
-        from betterdepth_cli.core.devices import torch_dtype
         from betterdepth_cli.core.settings import card_defaults
 
+        device = resolve_device(device)
         tdtype = torch_dtype(dtype)
+        check_dtype_for_device(parse_dtype(str(tdtype).replace("torch.", "")), device.split(":")[0])
         loaded = load_model(model, device=device, dtype=tdtype) if refine else None
         spec = conditioner or card_defaults(getattr(loaded, "card", None))["conditioner"]
         cond = get_conditioner(spec, device=device, dtype=tdtype)
@@ -149,18 +228,18 @@ class BetterDepthPipeline:
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Save the refiner (weights and card) to ``path``; :meth:`from_pretrained` loads it back."""
-        from betterdepth_cli.core.types import UsageError
-
         if self.model is None or not hasattr(self.model, "save"):
             raise UsageError("this pipeline has no trained refiner to save (conditioner only, or the guided filter)")
         return self.model.save(path)
 
+    @_library_errors
     def settings(self, **overrides: Any):
         """The :class:`~betterdepth_cli.core.settings.InferenceSettings` a call with ``overrides`` runs."""
         from betterdepth_cli.core.settings import resolve_settings
 
         return resolve_settings(getattr(self.model, "card", None), **overrides)
 
+    @_library_errors
     def __call__(
         self,
         images: Any,
@@ -172,12 +251,15 @@ class BetterDepthPipeline:
         seed: int = 0,
         generator: "torch.Generator | list[torch.Generator] | None" = None,
         tile: int | str | None = None,
+        keys: "str | list[str] | None" = None,
     ) -> DepthOutput:
-        """Refine ``images``. ``generator`` (one, or one per image) overrides ``seed``; by default
+        """Refine ``images`` (a path, a PIL image, an array or tensor, or a list of them). ``generator``
+        (one, or one per image) overrides ``seed`` (the sidecar then records no seed); by default
         every image draws its noise from its own generator seeded with ``seed``, as ``refine`` does.
         ``tile``: as ``refine --tile`` (``None``: tiles above the card's ``tile_above``, 0: never,
         ``SIZE`` or ``"SIZE:OVERLAP"``: tiles of that size); a plate refined in tiles gives the same
-        map as through ``refine``."""
+        map as through ``refine``. ``keys``: the images' names (file stems), one per image, for the
+        ``file:`` conditioner."""
         from betterdepth_cli.core.image_input import as_image_list
         from betterdepth_cli.core.pipeline import seeded_generators
         from betterdepth_cli.core.tiled import refine_images
@@ -191,15 +273,17 @@ class BetterDepthPipeline:
         chosen = {"steps": steps, "ensemble": ensemble, "reduction": reduction,
                   "processing_res": 0 if size else processing_res}  # tiles work at the image's own scale
         run = self.settings(**chosen) if self._samples() else None
-        plates = as_image_list(images)
+        plates = as_image_list(_read_paths(images))
         gens = generator if generator is not None else seeded_generators(seed, len(plates))
+        names = _keys(keys, len(plates))
         res = refine_images(plates, model=self.model, conditioner=self.conditioner, tile=size, overlap=overlap,
-                            generator=gens, **chosen)  # fmt: skip
-        settings = self._record(run, seed)
+                            generator=gens, keys=names, **chosen)  # fmt: skip
+        settings = self._record(chosen, None if generator is not None else seed)
         if run is not None and size is not None:  # as refine's sidecar: recorded when asked for (else the card decides)
             settings.update(tile=size, tile_overlap=overlap)
         return _output(res, settings, {"call": time.perf_counter() - t0})
 
+    @_library_errors
     def shot(
         self,
         frames: Iterable[Any],
@@ -218,31 +302,78 @@ class BetterDepthPipeline:
         above the card's ``tile_above`` in tiles. Streams: yields one :class:`DepthOutput` per frame,
         holding one frame at a time. ``keys``: the frames' names, for the ``file:`` conditioner.
         ``per_frame``: each frame on its own (``--per-frame``)."""
-        from betterdepth_cli.core.image_input import as_image_batch
         from betterdepth_cli.core.shot import refine_shot
 
         chosen = {"steps": steps, "ensemble": ensemble, "reduction": reduction, "processing_res": processing_res}
-        run = self.settings(**chosen) if self._samples() else None
-        names = iter(keys) if keys is not None else None
-        stream = ((as_image_batch(frame), None if names is None else str(next(names))) for frame in frames)
-        settings = {**self._record(run, seed), "shot_aligned": not per_frame}
+        settings = {**self._record(chosen, seed), "shot_aligned": not per_frame}
+        stream = _frames(frames, keys)
         for res in refine_shot(stream, conditioner=self.conditioner, model=self.model, consistent=not per_frame,
                                seed=seed, **chosen):  # fmt: skip
             yield _output(res, settings, {})
 
-    def _record(self, run, seed: int) -> dict[str, Any]:
-        """The settings a sidecar records for a call (those of ``refine``)."""
-        settings: dict[str, Any] = {"conditioner": self.conditioner_name, "model": self.model_name, "seed": seed}
-        if run is not None:
-            settings.update(steps=run.steps, ensemble=run.ensemble, reduction=run.reduction,
-                            processing_res=run.processing_res)  # fmt: skip
-        if self.model_card is not None:  # as refine's sidecar: outputs of another card are stale
-            settings["model_card"] = self.model_card
-        return settings
+    def _record(self, chosen: dict[str, Any], seed: int | None) -> dict[str, Any]:
+        """The settings a sidecar records for a call, as ``refine``'s (``jobs.settings.RefineSettings``)
+        with the same flags; ``seed`` None: the caller's own generators (no seed to record)."""
+        from betterdepth_cli.core.settings import check_seed, deterministic_ensemble_note
+        from betterdepth_cli.jobs.settings import RefineSettings
+
+        if seed is not None:
+            seed = check_seed(seed)
+        run = self.settings(**chosen)
+        if self._samples() and getattr(self.model, "card", {}).get("zero_noise"):
+            note = deterministic_ensemble_note(chosen.get("ensemble"))
+            if note:
+                warnings.warn(_library_names(note[len("note: "):]), stacklevel=3)
+        fields = RefineSettings(out_dir=Path("."), conditioner=self.conditioner_name, model=self.model_name,
+                                model_card=self.model_card, refine=self.model is not None, steps=run.steps,
+                                ensemble=run.ensemble, reduction=run.reduction, processing_res=run.processing_res,
+                                seed=0 if seed is None else seed).sidecar_fields()  # fmt: skip
+        if seed is None and self.model is not None:
+            fields["seed"] = None
+        return fields
 
     def _samples(self) -> bool:
         """Whether the refiner samples (a diffusion model), so the inference settings apply."""
         return self.model is not None and not getattr(self.model, "classical", False)
+
+
+def _read_paths(images: Any) -> Any:
+    """Paths (str or ``os.PathLike``, alone or in a list) read as ``refine`` reads them (16 bits kept,
+    EXR, EXIF orientation applied: :func:`betterdepth_cli.io.images.read_image`); other images as given."""
+    import os
+
+    if isinstance(images, (str, os.PathLike)):
+        from betterdepth_cli.io.images import read_image
+
+        return read_image(images)
+    if isinstance(images, (list, tuple)):
+        return [_read_paths(x) for x in images]
+    return images
+
+
+def _keys(keys: "str | list[str] | None", count: int) -> list[str] | None:
+    """The images' names, one per image (a single name for a single image)."""
+    if keys is None:
+        return None
+    names = [keys] if isinstance(keys, (str, Path)) else [str(k) for k in keys]
+    if len(names) != count:
+        raise UsageError(f"`keys`: {len(names)} names for {count} images; pass one per image")
+    return [str(k) for k in names]
+
+
+def _frames(frames: Iterable[Any], keys: Iterable[str] | None) -> Iterator[tuple[Any, str | None]]:
+    """A shot's frames as (one image (1,3,H,W), its name), each frame one image; as many names as frames."""
+    from betterdepth_cli.core.image_input import as_image_batch
+
+    names = None if keys is None else iter(keys)
+    for n, frame in enumerate(frames):
+        image = as_image_batch(_read_paths(frame))
+        if image.shape[0] != 1:
+            raise UsageError(f"shot: frame {n} holds {image.shape[0]} images; pass one image per frame")
+        name = None if names is None else next(names, None)
+        if names is not None and name is None:
+            raise UsageError(f"shot: `keys` ran out at frame {n}; pass one name per frame")
+        yield image, None if name is None else str(name)
 
 
 def _parse_tile(tile: int | str | None) -> tuple[int | None, int | None]:
@@ -250,7 +381,6 @@ def _parse_tile(tile: int | str | None) -> tuple[int | None, int | None]:
     if tile is None:
         return None, None
     from betterdepth_cli.core.tiling import parse_tile
-    from betterdepth_cli.core.types import UsageError
 
     try:
         return parse_tile(str(tile))

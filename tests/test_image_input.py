@@ -47,7 +47,7 @@ def test_the_plate_list_keeps_tensors_and_splits_batches():
     with pytest.raises(UsageError, match="must have one size"):
         as_image_list([RGB8, RGB8[:8]])
     with pytest.raises(UsageError, match="unsupported image type str"):
-        as_image_list("photo.jpg")
+        as_image_list("photo.jpg")  # the core takes no paths (it reads no files); the library reads them
 
 
 def test_grey_and_lists():
@@ -64,6 +64,9 @@ def test_grey_and_lists():
     (torch.from_numpy(RGB8), "tensors are channels first"),
     (RGB8.astype(np.int32), "unsupported numpy dtype int32"),
     ("photo.jpg", "unsupported image type str"),
+    (np.zeros((0, 10, 3), np.uint8), r"the image is empty \(shape \(0, 10, 3\)\)"),
+    (torch.zeros(3, 0, 4), r"the image is empty \(shape \(3, 0, 4\)\)"),
+    (torch.zeros(12, 16, 3), r"got shape \(12, 16, 3\) \(tensors are channels first"),  # the shape as given
     ([RGB8, RGB8[:8]], "must have one size"),
 ])
 def test_ambiguous_input_is_refused_with_what_to_pass(bad, match):
@@ -80,3 +83,34 @@ def test_refine_batch_gives_the_same_map_for_uint8_float_and_pil():
             for x in (RGB8, Image.fromarray(RGB8), WANT, torch.from_numpy(RGB8).permute(2, 0, 1))]
     for o in outs[1:]:
         torch.testing.assert_close(o, outs[0], rtol=0, atol=1e-6)
+
+
+def test_pil_images_keep_their_bit_depth_and_orientation(tmp_path):
+    """A 16-bit or float PIL image is not clipped to 8 bits (convert("RGB") would make it white), and a
+    photo's EXIF orientation is applied as refine applies it when it reads the file."""
+    from PIL import ImageOps
+
+    grey16 = np.array([[0, 1000, 40000], [65535, 12345, 7]], np.uint16)
+    want16 = grey16.astype(np.float32) / 65535
+    im16 = Image.fromarray(grey16)
+    assert im16.mode.startswith("I;16")
+    (one,) = as_image_list(im16)
+    np.testing.assert_allclose(one, np.repeat(want16[..., None], 3, -1), rtol=0, atol=1e-7)
+    floats = np.array([[0.0, 0.25], [0.5, 1.0]], np.float32)
+    torch.testing.assert_close(as_image_batch(Image.fromarray(floats, mode="F"))[0, 0], torch.from_numpy(floats))
+    with pytest.raises(UsageError, match=r"float image values must be in \[0, 1\]"):
+        as_image_batch(Image.fromarray(floats * 300, mode="F"))
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    Image.fromarray(RGB8).save(tmp_path / "rot.jpg", exif=exif, quality=100)
+    with Image.open(tmp_path / "rot.jpg") as im:
+        upright = np.asarray(ImageOps.exif_transpose(im)).astype(np.float32) / 255
+        got = as_image_list(im)[0]
+    assert got.shape == (16, 12, 3)  # 12 x 16 stored, shown 16 x 12
+    np.testing.assert_allclose(got, upright, rtol=0, atol=1e-6)
+
+
+def test_big_endian_pixels_are_read_as_their_values():
+    be = (RGB8.astype(np.uint16) * 257).astype(">u2")
+    torch.testing.assert_close(as_image_batch(be), WANT, rtol=0, atol=1e-6)

@@ -114,10 +114,12 @@ def test_settings_come_from_the_card_and_are_checked_once(pipe):
     card = pipe.model.card["defaults"]
     run = pipe.settings()
     assert (run.steps, run.ensemble, run.processing_res) == (card["steps"], card["ensemble"], card["processing_res"])
-    with pytest.raises(UsageError, match="`--steps` must be >= 1"):
+    with pytest.raises(UsageError, match="`steps` must be >= 1"):  # the library's keywords, not refine's flags
         pipe(_images(1), steps=0)
-    with pytest.raises(UsageError, match="`--reduction` must be mean or median"):
+    with pytest.raises(UsageError, match="`reduction` must be mean or median"):
         pipe.settings(reduction="max")
+    with pytest.raises(UsageError, match="`processing_res` must be"):
+        pipe(_images(1), processing_res=-1)
 
 
 def test_readme_library_example_pil_in_png16_out(tmp_path):

@@ -36,6 +36,33 @@ def robust_range(values: np.ndarray, valid: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+class ShotRange:
+    """The one range of a shot's frames, gathered frame by frame: ``full()`` their min and max (what a
+    shot's 16-bit PNGs are quantised by) and ``robust()`` the widest of their 2 % and 98 % quantiles
+    (a frame's over at most 65536 of its pixels; what previews and ``export-ply`` map by)."""
+
+    def __init__(self) -> None:
+        self.lo, self.hi = math.inf, -math.inf
+        self.p_lo, self.p_hi = math.inf, -math.inf
+
+    def add(self, values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """A frame into the range; returns it with NaN where it holds no depth (invalid or not finite)."""
+        arr = np.where(valid & np.isfinite(values), values, np.nan).astype(np.float32)
+        ok = arr[np.isfinite(arr)]
+        if ok.size:
+            self.lo, self.hi = min(self.lo, float(ok.min())), max(self.hi, float(ok.max()))
+            sample = ok[:: max(1, ok.size // 65536)]
+            p2, p98 = np.percentile(sample, (2.0, 98.0))
+            self.p_lo, self.p_hi = min(self.p_lo, float(p2)), max(self.p_hi, float(p98))
+        return arr
+
+    def full(self) -> tuple[float, float]:
+        return (self.lo, self.hi) if self.hi >= self.lo else (0.0, 0.0)
+
+    def robust(self) -> tuple[float, float]:
+        return (self.p_lo, self.p_hi) if self.p_hi >= self.p_lo else (0.0, 1.0)
+
+
 def parse_depth_range(text: str) -> tuple[float, float]:
     """``"NEAR,FAR"`` -> (near, far) with 0 < near < far."""
     parts = [p.strip() for p in str(text).split(",")]

@@ -1,6 +1,7 @@
 """What the library accepts as images, converted explicitly to the pipeline's (B,3,H,W) float in [0,1].
 
-- a PIL image (any mode: converted to RGB);
+- a PIL image: EXIF orientation applied (``ImageOps.exif_transpose``, as ``refine`` does), 16-bit
+  (``I;16``, ``I``) and float (``F``) pixels kept, other modes converted to RGB;
 - a numpy array, channels last: (H,W) grey, (H,W,3) RGB or (H,W,4) RGBA (alpha dropped);
   uint8 is divided by 255, uint16 by 65535, floats must already be in [0,1];
 - a torch tensor, channels first: (3,H,W) or (B,3,H,W); uint8 divided by 255, floats in [0,1];
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from betterdepth_cli.core.pixels import INTEGER_SCALES, unit_range
+from betterdepth_cli.core.pixels import INTEGER_SCALES, pil_pixels, unit_range
 from betterdepth_cli.core.types import UsageError
 
 
@@ -33,7 +34,12 @@ def _check_float_range(x: torch.Tensor | np.ndarray, what: str) -> None:
 
 
 def _numpy_rgb(a: np.ndarray, what: str) -> np.ndarray:
-    """A numpy image checked (shape, dtype, float range) as (H,W,3), not converted (grey repeated, alpha dropped)."""
+    """A numpy image checked (shape, dtype, float range) as (H,W,3), not converted (grey repeated, alpha dropped;
+    big-endian integers as native)."""
+    if not a.dtype.isnative:  # e.g. ">u2" from some TIFF/FITS readers
+        a = a.astype(a.dtype.newbyteorder("="))
+    if 0 in a.shape[:2]:
+        raise UsageError(f"{what}: the image is empty (shape {a.shape})")
     if a.ndim == 2:
         a = a[..., None].repeat(3, axis=-1)
     if a.ndim != 3 or a.shape[-1] not in (3, 4):
@@ -53,11 +59,14 @@ def _from_numpy(a: np.ndarray, what: str) -> torch.Tensor:
 
 def _torch_rgb(t: torch.Tensor, what: str) -> torch.Tensor:
     """A tensor image checked (shape, dtype, float range) as (B,3,H,W), not converted."""
+    given = tuple(t.shape)
     if t.ndim == 3:
         t = t[None]
     if t.ndim != 4 or t.shape[1] != 3:
-        hint = " (tensors are channels first: permute (H,W,3) to (3,H,W))" if t.shape[-1] in (3, 4) else ""
-        raise UsageError(f"{what}: expected a tensor (3,H,W) or (B,3,H,W), got shape {tuple(t.shape)}{hint}")
+        hint = " (tensors are channels first: permute (H,W,3) to (3,H,W))" if given[-1] in (3, 4) else ""
+        raise UsageError(f"{what}: expected a tensor (3,H,W) or (B,3,H,W), got shape {given}{hint}")
+    if 0 in t.shape:
+        raise UsageError(f"{what}: the image is empty (shape {given})")
     if t.is_floating_point():
         _check_float_range(t, what)
     elif t.dtype != torch.uint8:
@@ -90,7 +99,7 @@ def as_image_batch(images: Any) -> torch.Tensor:
     if isinstance(images, np.ndarray):
         return _from_numpy(images, "numpy array")[None]
     if _is_pil(images):
-        return _from_numpy(np.asarray(images.convert("RGB")), "PIL image")[None]
+        return torch.from_numpy(np.ascontiguousarray(as_image_list(images)[0].transpose(2, 0, 1)))[None]
     raise _unsupported(images)
 
 
@@ -111,8 +120,18 @@ def as_image_list(images: Any) -> list[np.ndarray | torch.Tensor]:
     if isinstance(images, np.ndarray):
         return [_unit_rgb(images, "numpy array")]
     if _is_pil(images):
-        return [_unit_rgb(np.asarray(images.convert("RGB")), "PIL image")]
+        return [_unit_rgb(_pil_rgb(images), "PIL image")]
     raise _unsupported(images)
+
+
+def _pil_rgb(image: Any) -> np.ndarray:
+    """A PIL image's pixels upright (its EXIF orientation applied, as ``refine`` reads files), bit depth kept."""
+    from PIL import ImageOps
+
+    try:
+        return pil_pixels(ImageOps.exif_transpose(image))
+    except ValueError as exc:
+        raise UsageError(f"PIL image: unsupported pixel format ({exc}, mode {image.mode})") from None
 
 
 def _unit_rgb(a: np.ndarray, what: str) -> np.ndarray:

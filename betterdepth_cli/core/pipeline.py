@@ -14,7 +14,7 @@ from betterdepth_cli.core.edge_gate import gate_changes
 from betterdepth_cli.core.layout import keep_layout, layout_sigma
 from betterdepth_cli.core.normalize import denormalize, normalize, normalize_with
 from betterdepth_cli.core.sampler import align_members, reduce_members, sample
-from betterdepth_cli.core.settings import processing_size, resolve_settings
+from betterdepth_cli.core.settings import check_seed, processing_size, resolve_settings
 from betterdepth_cli.core.types import MIN_SIDE, DepthPrediction, Frame, InputDataError, RefineResult, UsageError
 
 #: Feed-forward models resize their input to a few hundred pixels; plates larger
@@ -49,6 +49,44 @@ def resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> to
         return F.interpolate(x.float(), size=size, mode="nearest").to(x.dtype)
     shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
     return F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=shrink)
+
+
+#: How far a map's aspect ratio may stray from its image's (other tools round their working sizes to
+#: multiples of 14 or 32) before it is taken for another image's map.
+ASPECT_TOLERANCE = 0.05
+
+
+def check_map_aspect(shape: tuple[int, int], size: tuple[int, int]) -> None:
+    """ValueError when a map of ``shape`` (h, w) has another aspect ratio than its image's ``size``."""
+    h, w = shape
+    if abs((w / h) / (size[1] / size[0]) - 1) > ASPECT_TOLERANCE:
+        raise ValueError(f"the map is {w} x {h} pixels, its image {size[1]} x {size[0]}: another aspect ratio "
+                         "(the map of another image?)")
+
+
+def resize_map(values: torch.Tensor, valid: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A map (B,1,h,w) of another size brought to its image's ``size``: values interpolated over valid
+    pixels only (a hole's fill does not bleed into its neighbours), validity by nearest pixel. Another
+    aspect ratio (beyond :data:`ASPECT_TOLERANCE`) is a ValueError: most likely the map of another image."""
+    if tuple(values.shape[-2:]) == tuple(size):
+        return values, valid
+    check_map_aspect(tuple(values.shape[-2:]), size)
+    weight = valid.float()
+    num = F.interpolate(values.float() * weight, size=size, mode="bilinear", align_corners=False)
+    den = F.interpolate(weight, size=size, mode="bilinear", align_corners=False)
+    out = torch.where(den > 1e-6, num / den.clamp_min(1e-6), torch.zeros_like(num))
+    return out, F.interpolate(weight, size=size, mode="nearest") > 0.5
+
+
+def fit_prediction(pred: DepthPrediction, size: tuple[int, int]) -> DepthPrediction:
+    """A caller's prediction at its images' ``size`` (:func:`resize_map`); another aspect is a UsageError."""
+    if tuple(pred.values.shape[-2:]) == tuple(size):
+        return pred
+    try:
+        values, valid = resize_map(pred.values, pred.valid.bool(), tuple(size))
+    except ValueError as exc:
+        raise UsageError(f"prediction: {exc}") from None
+    return DepthPrediction(values, valid, pred.kind, pred.metric, pred.source)
 
 
 def check_images(images) -> torch.Tensor:
@@ -106,7 +144,8 @@ def draw_noise(generator, batch: int, ensemble: int, latent: tuple[int, int, int
 def seeded_generators(seed: int, count: int) -> list[torch.Generator]:
     """One CPU generator per image, each seeded with ``seed``: an image's noise is the same
     alone or in any batch, on any device, through ``refine`` and through ``eval``."""
-    return [torch.Generator().manual_seed(int(seed)) for _ in range(count)]
+    seed = check_seed(seed)
+    return [torch.Generator().manual_seed(seed) for _ in range(count)]
 
 
 def _one_by_one(images: torch.Tensor, *, generator, noise, keys, prediction, cascade, **kwargs) -> RefineResult:
@@ -195,7 +234,7 @@ def refine_batch(
         return split(prediction)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
-    pred = prediction if prediction is not None else _condition(images, conditioner, keys)
+    pred = fit_prediction(prediction, images.shape[-2:]) if prediction is not None else _condition(images, conditioner, keys)
     timings["conditioner"] = time.perf_counter() - t_start
     cond_full, valid_full = pred.values.float(), pred.valid.bool()
 

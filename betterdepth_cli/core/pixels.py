@@ -24,3 +24,22 @@ def area_resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     if out.dtype.kind == "f":
         np.clip(out, 0.0, 1.0, out=out)
     return out
+
+
+def pil_pixels(im) -> np.ndarray:
+    """A Pillow image's pixels as numpy: grey (H,W), RGB (H,W,3), 16-bit (uint16) and float kept
+    (``convert("RGB")`` would clip 16-bit and float pixels to 8 bits); ValueError for 32-bit integers
+    beyond 16 bits."""
+    mode = im.mode
+    if mode in ("L", "RGB", "F"):
+        return np.asarray(im)
+    if mode.startswith("I;16"):
+        return np.asarray(im).astype(np.uint16)
+    if mode == "I":
+        arr = np.asarray(im)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise ValueError("32-bit integer pixels")
+        return arr.astype(np.uint16)
+    if mode in ("LA", "La", "1"):
+        return np.asarray(im.convert("L"))
+    return np.asarray(im.convert("RGB"))

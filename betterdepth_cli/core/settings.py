@@ -93,8 +93,33 @@ def _check_int(name: str, value: Any, minimum: int, note: str = "") -> int:
     return number
 
 
+#: The seeds a torch generator takes: a signed or an unsigned 64-bit integer.
+SEED_RANGE = (-(2**63), 2**64 - 1)
+
+
+def check_seed(seed: Any) -> int:
+    """``--seed`` as an int, or a UsageError (a string, a float with a fraction, ``None``, beyond 64 bits)."""
+    import numbers
+
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise UsageError(f"`--seed` must be an integer, got {seed!r}")
+    if not SEED_RANGE[0] <= int(seed) <= SEED_RANGE[1]:
+        raise UsageError(f"`--seed` must be a 64-bit integer (-2**63 to 2**64 - 1), got {int(seed)}")
+    return int(seed)
+
+
 #: The most ensemble members a zero-noise model runs: the photo and its mirror image.
 DETERMINISTIC_MEMBERS = 2
+
+
+def deterministic_ensemble_note(asked: Any) -> str | None:
+    """What to tell a user who asked a zero-noise model (its card's ``zero_noise``) for ``asked`` members
+    (None when not more than it runs)."""
+    if asked is None or int(asked) <= DETERMINISTIC_MEMBERS:
+        return None
+    return (f"note: this model is deterministic (zero-noise start): --ensemble {asked} would repeat its "
+            f"{DETERMINISTIC_MEMBERS} members (the photo and its mirror image); running {DETERMINISTIC_MEMBERS} "
+            "(--seed has no effect either)")
 
 
 def resolve_settings(

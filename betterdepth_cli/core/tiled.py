@@ -53,7 +53,7 @@ import torch
 
 from betterdepth_cli.core.layout import keep_layout
 from betterdepth_cli.core.normalize import masked_quantiles
-from betterdepth_cli.core.pipeline import (check_images, draw_noise, frame_cascade, per_image_generators,
+from betterdepth_cli.core.pipeline import (check_images, check_map_aspect, draw_noise, frame_cascade, per_image_generators,
                                           processing_size, refine_batch, resize, stack_results)
 from betterdepth_cli.core.pixels import area_resize
 from betterdepth_cli.core.settings import resolve_settings
@@ -98,6 +98,10 @@ def _anchor(image, size, conditioner, model, prediction, keys, options: dict, ge
         pred = conditioner.predict(small.to(getattr(conditioner, "device", "cpu")), keys=keys)
         pred = DepthPrediction(pred.values.float().cpu(), pred.valid.bool().cpu(), pred.kind, pred.metric, pred.source)
     else:
+        try:
+            check_map_aspect(tuple(prediction.values.shape[-2:]), _plate_size(image))
+        except ValueError as exc:
+            raise UsageError(f"prediction: {exc}") from None
         pred = prediction
     t_cond = time.perf_counter() - t0
     res = refine_batch(small, model=model, prediction=_shrink_prediction(pred, size), processing_res=0,

@@ -70,7 +70,8 @@ def check_kind(kind: str) -> str:
 class DepthPrediction:
     """A batch of depth-like maps with their meaning.
 
-    values: (B,1,H,W) float32; valid: (B,1,H,W) bool.
+    values: (B,1,H,W) float32; valid: (B,1,H,W) bool (numpy arrays are taken as tensors). Pixels whose
+    value is not finite (NaN, inf: a hole in a map from another tool) are invalid, and their value 0.
     """
 
     values: Any
@@ -81,10 +82,27 @@ class DepthPrediction:
 
     def __post_init__(self) -> None:
         check_kind(self.kind)
+        self.values, self.valid = _checked_maps(self.values, self.valid)
 
     def item(self, i: int) -> "DepthPrediction":
         """Image ``i`` of the batch, as a batch of one (views, not copies)."""
         return DepthPrediction(self.values[i : i + 1], self.valid[i : i + 1], self.kind, self.metric, self.source)
+
+
+def _checked_maps(values: Any, valid: Any) -> tuple[Any, Any]:
+    """A prediction's maps as (B,1,H,W) tensors of one shape, non-finite values made invalid holes of 0."""
+    import torch
+
+    values, valid = torch.as_tensor(values), torch.as_tensor(valid)
+    if values.ndim != 4 or values.shape[1] != 1 or values.shape != valid.shape:
+        raise UsageError(f"a prediction's values and valid mask must both be (B,1,H,W), got {tuple(values.shape)} "
+                         f"and {tuple(valid.shape)}")
+    if values.is_floating_point():
+        finite = torch.isfinite(values)
+        if not bool(finite.all()):
+            valid = valid.bool() & finite
+            values = torch.where(finite, values, torch.zeros((), dtype=values.dtype, device=values.device))
+    return values, valid
 
 
 @dataclass(frozen=True)

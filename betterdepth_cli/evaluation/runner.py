@@ -118,6 +118,9 @@ class EvalConfig:
         }
 
     def validate(self) -> None:
+        from betterdepth_cli.core.settings import check_seed
+
+        check_seed(self.seed)
         if self.compare and not self.refine:
             raise UsageError("`--compare` scores the conditioner and the refined output: it needs a refiner, not --no-refine")
         if self.batch_size < 1:

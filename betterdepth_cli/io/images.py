@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from betterdepth_cli.core.pixels import unit_range
+from betterdepth_cli.core.pixels import pil_pixels, unit_range
 from betterdepth_cli.core.types import MIN_SIDE, InputDataError, UsageError
 from betterdepth_cli.io.files import check_extension, read_head
 
@@ -219,23 +219,6 @@ def _exif_orientation(path: Path, fmt: str) -> int:
         return 1
 
 
-def _pil_array(im) -> np.ndarray:
-    """A Pillow image as a numpy array: grey (H,W), RGB (H,W,3), 16-bit or float kept."""
-    mode = im.mode
-    if mode in ("L", "RGB", "F"):
-        return np.asarray(im)
-    if mode.startswith("I;16"):
-        return np.asarray(im).astype(np.uint16)
-    if mode == "I":
-        arr = np.asarray(im)
-        if arr.size and (arr.min() < 0 or arr.max() > 65535):
-            raise ValueError("32-bit integer pixels")
-        return arr.astype(np.uint16)
-    if mode in ("LA", "La", "1"):
-        return np.asarray(im.convert("L"))
-    return np.asarray(im.convert("RGB"))
-
-
 def pil_decode(path: Path) -> np.ndarray:
     """Decode with Pillow, EXIF orientation applied."""
     from PIL import ImageOps, UnidentifiedImageError
@@ -244,7 +227,7 @@ def pil_decode(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)
-            return _pil_array(im)
+            return pil_pixels(im)
     except UnidentifiedImageError as exc:
         raise InputDataError(f"{path}: corrupt image data (Pillow cannot identify it)") from exc
     except Image.DecompressionBombError as exc:

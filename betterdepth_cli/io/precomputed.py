@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from betterdepth_cli.core.conditioners import Conditioner
+from betterdepth_cli.core.pipeline import resize_map
 from betterdepth_cli.core.types import DepthPrediction, InputDataError, ModelNotFoundError, UsageError, check_kind
 from betterdepth_cli.io.depth_files import read_depth_map
 
@@ -94,29 +95,6 @@ def _npz_names(path: Path) -> list[str]:
 
     with load_npy(path, str(path), "npz") as data:
         return list(data.files)
-
-
-#: How far a map's aspect ratio may stray from its image's (other tools round their working sizes to
-#: multiples of 14 or 32) before it is taken for another image's map.
-ASPECT_TOLERANCE = 0.05
-
-
-def _resize_map(values: torch.Tensor, valid: torch.Tensor, size: tuple[int, int], path: Path
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A map of another size brought to its image's: values interpolated over valid pixels only (a
-    hole's fill does not bleed into its neighbours), validity by nearest pixel. Another aspect ratio
-    (beyond :data:`ASPECT_TOLERANCE`) is an InputDataError: most likely the map of another image."""
-    import torch.nn.functional as F
-
-    h, w = values.shape[-2:]
-    if abs((w / h) / (size[1] / size[0]) - 1) > ASPECT_TOLERANCE:
-        raise InputDataError(f"{path}: the map is {w} x {h} pixels, its image {size[1]} x {size[0]}: another aspect "
-                             "ratio (the map of another image?)")
-    weight = valid.float()
-    num = F.interpolate(values * weight, size=size, mode="bilinear", align_corners=False)
-    den = F.interpolate(weight, size=size, mode="bilinear", align_corners=False)
-    out = torch.where(den > 1e-6, num / den.clamp_min(1e-6), torch.zeros_like(num))
-    return out, F.interpolate(weight, size=size, mode="nearest") > 0.5
 
 
 class FileConditioner(Conditioner):
@@ -259,7 +237,10 @@ class FileConditioner(Conditioner):
         v = torch.from_numpy(v * np.float32(reading.scale)).float()[None, None]
         m = torch.from_numpy(m)[None, None]
         if v.shape[-2:] != size:
-            v, m = _resize_map(v, m, size, path)
+            try:
+                v, m = resize_map(v, m, size)
+            except ValueError as exc:
+                raise InputDataError(f"{path}: {exc}") from None
         return v, m, reading
 
     def predict(self, images: torch.Tensor, keys: list[str] | None = None) -> DepthPrediction:

@@ -151,16 +151,15 @@ def _deterministic_model_notes(asked: int | None, members: int, formats, info: S
     """A model that starts from zero noise (its card's ``zero_noise``) gives one result per input whatever
     the seed: its ensemble members are the photo and its mirror image, at most two (resolve_settings).
     Say so when more were asked; an uncertainty map needs the two (the spread between them)."""
-    from betterdepth_cli.core.settings import DETERMINISTIC_MEMBERS
+    from betterdepth_cli.core.settings import deterministic_ensemble_note
 
     if "uncertainty" in formats and members < 2:
         raise UsageError("`--format uncertainty`: this model is deterministic (zero-noise start, its card's "
                          "zero_noise) and runs one member here, so there is no spread; use --ensemble 2 "
                          "(the photo and its mirror image)")
-    if asked is not None and int(asked) > DETERMINISTIC_MEMBERS:
-        info(f"note: this model is deterministic (zero-noise start): --ensemble {asked} would repeat its "
-             f"{DETERMINISTIC_MEMBERS} members (the photo and its mirror image); running {DETERMINISTIC_MEMBERS} "
-             "(--seed has no effect either)")
+    note = deterministic_ensemble_note(asked)
+    if note:
+        info(note)
 
 
 def _discover(options: dict[str, Any], continue_on_error: bool, error: Say) -> tuple[list, list[str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from betterdepth_cli.core.settings import DEFAULTS, resolve_settings
+from betterdepth_cli.core.settings import DEFAULTS, check_seed, resolve_settings
 from betterdepth_cli.core.types import UsageError
 
 DEFAULT_FORMATS = ("png16",)
@@ -52,6 +52,7 @@ class RefineSettings:
             raise UsageError(f"`--batch-size` must be >= 1, got {self.batch_size}")
         resolve_settings(steps=self.steps, ensemble=self.ensemble, reduction=self.reduction,
                          processing_res=self.processing_res)  # the one place settings are checked
+        self.seed = check_seed(self.seed)
         if "uncertainty" in self.formats and (not self.refine or self.ensemble < 2):
             raise UsageError(
                 "`--format uncertainty` needs the ensemble spread: use --ensemble 2 or more (and no --no-refine)"

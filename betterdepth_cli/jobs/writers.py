@@ -8,7 +8,6 @@ folder, so memory stays bounded. Every file is written atomically (``io.outputs`
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import tempfile
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from betterdepth_cli.core.depth_values import ShotRange
 from betterdepth_cli.core.types import BetterDepthError
 from betterdepth_cli.io import depth_files, files
 from betterdepth_cli.io import outputs as bo
@@ -32,8 +32,7 @@ class ShotBuffer:
     def __init__(self, store: "OutputWriter"):
         self.store = store
         self.frames: list[tuple[Item, Any, dict]] = []  # (item, array or spilled path (None: not kept), how it was refined)
-        self.lo, self.hi = math.inf, -math.inf
-        self.p_lo, self.p_hi = math.inf, -math.inf
+        self.range = ShotRange()
         self.kind, self.metric = "disparity", False
         self.expected = 0
         self.seen = 0
@@ -43,13 +42,7 @@ class ShotBuffer:
         """A frame's range into the shot's; its map kept (``keep``: for the png16, previews) or not (only
         its sidecar gains the shot's range at the end)."""
         self.kind, self.metric = kind, metric
-        arr = np.where(valid & np.isfinite(values), values, np.nan).astype(np.float32)
-        ok = arr[np.isfinite(arr)]
-        if ok.size:
-            self.lo, self.hi = min(self.lo, float(ok.min())), max(self.hi, float(ok.max()))
-            sample = ok[:: max(1, ok.size // 65536)]
-            p2, p98 = np.percentile(sample, (2.0, 98.0))
-            self.p_lo, self.p_hi = min(self.p_lo, float(p2)), max(self.p_hi, float(p98))
+        arr = self.range.add(values, valid)
         self.frames.append((item, self.store.keep(arr) if keep else None, route))
 
     def arrays(self) -> Iterable[tuple[Item, np.ndarray | None, dict]]:
@@ -165,8 +158,7 @@ class OutputWriter:
 
         if not shot.frames:
             return
-        vrange = (shot.lo, shot.hi) if shot.hi >= shot.lo else (0.0, 0.0)
-        crange = (shot.p_lo, shot.p_hi) if shot.p_hi >= shot.p_lo else (0.0, 1.0)
+        vrange, crange = shot.range.full(), shot.range.robust()
         for item, arr, route in shot.arrays():
             if self.abort.is_set():
                 return
