@@ -181,3 +181,35 @@ def test_a_pixel_limit_of_zero_or_less_is_a_usage_error(tmp_path, models, monkey
     monkeypatch.setenv(PIXEL_LIMIT_ENV, "-5")
     res = refine([img, "-o", tmp_path / "o", *models])
     assert res.exit_code == 64 and "expected a positive number of pixels" in res.stderr
+
+
+def test_a_model_retrained_into_the_same_folder_makes_its_outputs_stale(tmp_path):
+    """The card records its weights' SHA-256 when saved: the same weights saved again keep the digest
+    (outputs are skipped), other weights in the same folder change it (refine redoes the outputs
+    instead of keeping the old model's maps)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from betterdepth_cli.cli.app import app
+    from betterdepth_cli.core.model_names import read_card
+    from betterdepth_cli.core.refiner import BetterDepthModel
+    from betterdepth_cli.core.settings import card_digest
+
+    model = BetterDepthModel.tiny(seed=0)
+    model.save(tmp_path / "m")
+    first = card_digest(read_card(str(tmp_path / "m")))
+    model.save(tmp_path / "m")
+    assert card_digest(read_card(str(tmp_path / "m"))) == first  # the same weights: the same card
+    (tmp_path / "in").mkdir()
+    Image.fromarray((np.random.default_rng(0).random((32, 48, 3)) * 255).astype(np.uint8)).save(tmp_path / "in" / "p.png")
+    args = ["refine", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "m"),
+            "--conditioner", "builtin", "-q"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    with torch.no_grad():
+        next(model.unet.parameters()).add_(0.5)  # "retrained"
+    model.save(tmp_path / "m")
+    assert card_digest(read_card(str(tmp_path / "m"))) != first
+    res = CliRunner().invoke(app, [a for a in args if a != "-q"])
+    assert res.exit_code == 65 and "outputs exist from other settings (model_card" in res.output  # not kept silently

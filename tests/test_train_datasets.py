@@ -105,8 +105,8 @@ def test_folder_errors_name_the_file(tmp_path):
         FolderDataset(root)
     (root / "dataset.toml").write_text('[depth]\nunits = "m"\n')
     cv2.imwrite(str(root / "depth" / "a.png"), np.ones((3, 3), np.uint16))
-    with pytest.raises(InputDataError, match="sizes differ"):
-        FolderDataset(root)[0]
+    with pytest.raises(InputDataError, match=r"depth/a.png: depth 3 x 3 pixels, its RGB 5 x 4: sizes differ"):
+        FolderDataset(root)[0]  # the file, not only the sample's id
     with pytest.raises(NoInputError, match="not found"):
         FolderDataset(tmp_path / "nope")
 

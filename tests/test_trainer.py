@@ -258,7 +258,9 @@ def test_run_writes_metrics_checkpoints_and_calls_the_conditioner_once_per_sampl
     train_rec = [r for r in records if r["type"] == "train"]
     assert [r["step"] for r in train_rec] == [1, 2, 3, 4, 5, 6]
     assert [r["loss"] for r in train_rec] == result.losses
-    assert train_rec[0]["lr"] == pytest.approx(1e-3 * lr_factor(1, 6, 2, "cosine", 0.1))
+    # each step logs the lr it used: step 1 half the peak (warm-up 2), step 2 the peak
+    assert [r["lr"] for r in train_rec[:2]] == pytest.approx([1e-3 * lr_factor(i, 6, 2, "cosine", 0.1) for i in (0, 1)])
+    assert [r["lr"] for r in train_rec[:2]] == pytest.approx([5e-4, 1e-3])
     val = [r for r in records if r["type"] == "val"]
     assert [r["step"] for r in val] == [3, 6]
     for r in val:
@@ -389,12 +391,14 @@ def test_stable_diffusion_init_trains_with_the_kl_codec(tiny_dpt_dir, scenes, tm
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
-def test_existing_run_needs_resume_and_bad_data_is_a_usage_error(run_a, tiny_dpt_dir, scenes, tmp_path):
+def test_another_recipe_in_a_runs_folder_and_bad_data_are_usage_errors(run_a, tiny_dpt_dir, scenes, tmp_path):
+    """A run folder is resumed by the same recipe (test_cli_train_end_to_end); another one is refused."""
     from training.trainer import train
 
     recipe, result, _ = run_a
-    with pytest.raises(UsageError, match="--resume"):
-        train(recipe, result.output, log=lambda m: None)
+    other = recipe_from_dict(apply_overrides(recipe.to_dict(), {"optim.lr": 2e-3}))
+    with pytest.raises(UsageError, match=r"was trained with optim.lr = 0.001, this run has 0.002 .*it is another run"):
+        train(other, result.output, log=lambda m: None)
     bad = tiny_recipe(tiny_dpt_dir, scenes, tmp_path / "cache", data={"crop": [12, 12]},
                       train={"max_steps": 1, "checkpoint_every": 0}, validation={"holdout": 0})
     with pytest.raises(UsageError, match="multiples of 8"):
@@ -429,8 +433,27 @@ def test_cli_train_end_to_end(tiny_dpt_dir, scenes, tmp_path):
     # errors: one line, sysexits code
     bad = runner.invoke(app, ["train", "--recipe", str(recipe), "--set", "optim.lrr=1"])
     assert bad.exit_code == 64 and "unknown key [optim] 'lrr'" in bad.output
-    again = runner.invoke(app, ["train", "--recipe", str(recipe), "--output", str(out)])
-    assert again.exit_code == 64 and "pass --resume" in again.output
+    again = runner.invoke(app, ["train", "--recipe", str(recipe), "--output", str(out)])  # without the flags
+    assert again.exit_code == 64 and "objective.eta = 0.3, this run has 0.1" in again.output  # another run
+    assert "it is another run" in again.output
+    before = (out / "model" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    rerun = runner.invoke(app, ["train", "--recipe", str(recipe), "--output", str(out), "--max-steps", "2",
+                                "--no-prealign", "--patch-size", "4", "--eta", "0.3", "--set", "train.batch_size=1"])
+    assert rerun.exit_code == 0 and "holds a previous run: resuming it" in rerun.output  # the same command resumes
+    assert (out / "model" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == before
+    (tmp_path / "afile").write_text("x")
+    for args, code, text in (
+        (["--output", str(tmp_path / "afile")], 73, "afile: not a folder"),
+        (["--output", str(tmp_path / "afile" / "run")], 73, "cannot create the run folder"),
+        (["--output", str(tmp_path / "r2"), "--set", f"data.cache_dir='{tmp_path / 'afile' / 'c'}'"], 73,
+         "cannot create the cache folder"),
+        (["--set", "data.synthetic={n=2, size=16, seed='a'}"], 64, "synthetic: `seed` must be an integer >= 0, got 'a'"),
+        (["--set", "data.synthetic={n=2, size=16, kind='forest'}"], 64, "`kind` must be one of indoor, outdoor, mixed"),
+        (["--set", "model.codec='foo'"], 64, "model.codec"),
+        (["--set", "data.datasets=[{type='folder', root='x', wieght=0.5}]"], 64, "folder: unknown key 'wieght'"),
+    ):
+        res = runner.invoke(app, ["train", "--recipe", str(recipe), *args])
+        assert res.exit_code == code and text in res.output, (args, res.output)
     missing = runner.invoke(app, ["train", "--recipe", str(tmp_path / "nope.toml")])
     assert missing.exit_code == 64 and "file not found" in missing.output
 

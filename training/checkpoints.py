@@ -55,6 +55,6 @@ def check_resume_compatible(saved: dict, recipe: Recipe, where: Path) -> None:
     if diff:
         k = diff[0]
         raise UsageError(
-            f"--resume: {where} was trained with {k} = {a.get(k)!r}, this run has {b.get(k)!r} "
-            f"({len(diff)} setting(s) differ); use the same recipe or another --output"
+            f"{where} was trained with {k} = {a.get(k)!r}, this run has {b.get(k)!r} "
+            f"({len(diff)} setting(s) differ): it is another run; use the same recipe to resume it, or another --output"
         )

@@ -38,6 +38,8 @@ from typing import Any
 from betterdepth_cli.core.types import UsageError
 
 DATASET_TYPES = ("synthetic", "folder", "hypersim", "vkitti2")
+TINY_CODECS = ("space-to-depth", "kl", "tiny")  # [model] codec of a tiny model (betterdepth_cli.core.autoencoders.tiny_codec)
+SCENE_KINDS = ("indoor", "outdoor", "mixed")  # a synthetic spec's kind (training.synthetic.scene.SCENE_KINDS)
 SCHEDULES = ("constant", "linear", "cosine", "exponential")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 OPTIMIZERS = ("adam", "adamw")
@@ -297,6 +299,7 @@ def _check_values(r: Recipe, where: str) -> None:
          "data.crop", "[] or [height, width] in pixels", d.crop)
     need(d.num_workers >= 0, "data.num_workers", ">= 0", d.num_workers)
     need(r.model.factor >= 1, "model.factor", ">= 1", r.model.factor)
+    need(r.model.codec in TINY_CODECS, "model.codec", " | ".join(TINY_CODECS), r.model.codec)
     need(len(r.model.block_out_channels) >= 1 and all(isinstance(c, int) and c >= 1 for c in r.model.block_out_channels),
          "model.block_out_channels", "a list of positive integers", r.model.block_out_channels)
     need(r.model.processing_res >= 0, "model.processing_res", ">= 0", r.model.processing_res)
@@ -329,15 +332,36 @@ def check_source(spec: Any, where: str) -> None:
             val = spec.get(key)
             if isinstance(val, bool) or not isinstance(val, int) or val < lo:
                 raise UsageError(f"{where} synthetic: `{key}` must be an integer >= {lo}, got {val!r}")
+        for key, lo in (("seed", 0), ("workers", 1)):
+            val = spec.get(key, lo)
+            if isinstance(val, bool) or not isinstance(val, int) or val < lo:
+                raise UsageError(f"{where} synthetic: `{key}` must be an integer >= {lo}, got {val!r}")
+        if spec.get("kind", "mixed") not in SCENE_KINDS:
+            raise UsageError(f"{where} synthetic: `kind` must be one of {', '.join(SCENE_KINDS)}, got {spec['kind']!r}")
         allowed = {"type", "n", "size", "seed", "kind", "weight", "workers"}
     else:
         if not isinstance(spec.get("root"), str) or not spec["root"]:
             raise UsageError(f"{where} {kind}: `root` (the dataset folder) is required")
-        allowed = None
-    if allowed is not None:
-        extra = sorted(set(spec) - allowed)
-        if extra:
-            raise UsageError(f"{where} synthetic: unknown key {extra[0]!r} (valid: {', '.join(sorted(allowed))})")
+        allowed = _loader_keys(kind)
+    extra = sorted(set(spec) - allowed)
+    if extra:
+        raise UsageError(f"{where} {kind}: unknown key {extra[0]!r} (valid: {', '.join(sorted(allowed))})")
+
+
+def _loader_keys(kind: str) -> set[str]:
+    """The keys a data spec of ``kind`` takes: ``type``, ``weight`` and its loaders' keyword arguments."""
+    import inspect
+
+    from training import datasets as D
+    from training import split_datasets as S
+
+    loaders = {"folder": (D.FolderDataset, S.TarFolderDataset), "hypersim": (D.HypersimDataset, S.marigold_hypersim),
+               "vkitti2": (D.VirtualKITTI2Dataset, S.marigold_vkitti, S.vkitti2_archive)}[kind]
+    keys = {"type", "weight"}
+    for loader in loaders:
+        params = inspect.signature(loader).parameters.values()
+        keys |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return keys - {"self", "transform"}  # the trainer's own
 
 
 # --------------------------------------------------------------------------- build / override

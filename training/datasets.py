@@ -112,10 +112,12 @@ def _one_map(arr, where: str) -> np.ndarray:
     return arr.astype(np.float64)
 
 
-def to_sample(rgb: np.ndarray, depth: np.ndarray, valid: np.ndarray, sample_id: str) -> dict:
-    """numpy rgb (H,W,3) [0,1], depth (H,W) metres, valid (H,W) -> the tensor sample dict."""
+def to_sample(rgb: np.ndarray, depth: np.ndarray, valid: np.ndarray, sample_id: str, where: str = "") -> dict:
+    """numpy rgb (H,W,3) [0,1], depth (H,W) metres, valid (H,W) -> the tensor sample dict. ``where``: the
+    sample's depth file, named in errors (default: its id)."""
     if rgb.shape[:2] != depth.shape or depth.shape != valid.shape:
-        raise InputDataError(f"{sample_id}: RGB {rgb.shape[:2]} and depth {depth.shape} sizes differ")
+        raise InputDataError(f"{where or sample_id}: depth {depth.shape[1]} x {depth.shape[0]} pixels, its RGB "
+                             f"{rgb.shape[1]} x {rgb.shape[0]}: sizes differ")
     valid = valid & np.isfinite(depth) & (depth > 0)
     depth = np.where(valid, depth, 0.0)
     return {
@@ -301,7 +303,7 @@ class FolderDataset(_Base):
             if m.shape != depth.shape:
                 raise InputDataError(f"{mask_path}: mask size {m.shape} differs from depth {depth.shape}")
             valid &= m > 0
-        return to_sample(read_rgb(rgb_path), depth, valid, sid)
+        return to_sample(read_rgb(rgb_path), depth, valid, sid, str(depth_path))
 
 
 # --------------------------------------------------------------------------- #

@@ -145,7 +145,7 @@ class SplitListDataset(_ArchiveRoots, _Base):
         valid = ~np.isin(raw, self.invalid) & (depth > 0)
         if self.max_depth is not None:
             valid &= depth <= self.max_depth
-        return to_sample(rgb, depth, valid, sid)
+        return to_sample(rgb, depth, valid, sid, droot.where(depth_rel))
 
 
 def marigold_hypersim(root: str | os.PathLike, filenames: str | os.PathLike | None = None,
@@ -256,4 +256,5 @@ class TarFolderDataset(_ArchiveRoots, _Base):
                                      f"{depth.shape}")
             valid &= mask > 0
         data = self.root()
-        return to_sample(decode_rgb(data.read(rgb_rel), data.where(rgb_rel)), depth, valid, sid)
+        return to_sample(decode_rgb(data.read(rgb_rel), data.where(rgb_rel)), depth, valid, sid,
+                         self.root().where(depth_rel))

@@ -36,7 +36,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from betterdepth_cli.core.types import UsageError
+from betterdepth_cli.core.types import OutputError, UsageError
 from training.config import Recipe, dump_recipe
 from training.batches import seed_from, BatchPlan, collate_list, PlanSampler, SourceDatasets, build_dataset, transform_sample
 from training.checkpoints import CHECKPOINTS, STATE_FILE, check_resume_compatible, list_checkpoints
@@ -53,6 +53,16 @@ def _stderr(message: str) -> None:
 
 
 # --------------------------------------------------------------------------- learning rate
+
+
+def make_folder(path: Path, what: str) -> None:
+    """``path`` made with its parents, or OutputError (exit 73) naming it and why not."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot create {what} ({exc.strerror or type(exc).__name__})") from None
+    if not os.access(path, os.W_OK):
+        raise OutputError(f"{path}: cannot write {what} (permission denied)")
 
 
 def lr_factor(step: int, total: int, warmup: int = 0, schedule: str = "constant", min_ratio: float = 0.0) -> float:
@@ -141,8 +151,6 @@ class Trainer:
         self.process = acc.process_index
         self.num_processes = acc.num_processes
         self._check_output()
-        if acc.is_main_process:
-            self.output.mkdir(parents=True, exist_ok=True)
         acc.wait_for_everyone()
 
         torch.manual_seed(t.seed)
@@ -193,6 +201,9 @@ class Trainer:
 
         recipe, c = self.recipe, self.recipe.conditioner
         self.cache_dir = recipe.cache_dir()
+        if recipe.data.cache_predictions or any(s["type"] == "synthetic" for s in
+                                                 recipe.train_sources() + recipe.validation_sources()):
+            make_folder(self.cache_dir, "the cache folder ($BETTERDEPTH_CACHE or [data] cache_dir)")
         if conditioner is None and c.name == "simulated":
             from training.simulated_conditioner import SimulatedConditioner
 
@@ -247,13 +258,31 @@ class Trainer:
             self._log(message)
 
     def _check_output(self) -> None:
-        if self.resume:
-            return
-        if list_checkpoints(self.output) or (self.output / MODEL_DIR).exists():
-            raise UsageError(
-                f"{self.output}: holds a previous run (checkpoints or model/); pass --resume to continue it "
-                "or choose another --output"
-            )
+        """The run folder, made (OutputError, exit 73, when it cannot be); a previous run in it is resumed
+        (a rerun of the same command continues; other settings are refused when its checkpoint loads)."""
+        if self.output.exists() and not self.output.is_dir():
+            raise OutputError(f"{self.output}: not a folder (the run folder of --output)")
+        if not self.resume and (list_checkpoints(self.output) or (self.output / MODEL_DIR).exists()):
+            if not list_checkpoints(self.output):  # a model without checkpoints: its run's recipe must be this one
+                self._check_previous_recipe()
+            self.log(f"{self.output} holds a previous run: resuming it (another --output, or delete it, to start over)")
+            self.resume = True
+        if self.accelerator.is_main_process:
+            make_folder(self.output, "the run folder (--output)")
+
+    def _check_previous_recipe(self) -> None:
+        """The recipe a finished run without checkpoints recorded (its config.toml) against this run's."""
+        import tomllib
+
+        from training.config import recipe_from_dict
+
+        path = self.output / CONFIG_FILE
+        try:
+            saved = recipe_from_dict(tomllib.loads(path.read_text()), where=str(path)).to_dict()
+        except (OSError, ValueError, UsageError):
+            raise UsageError(f"{self.output}: holds a model of an unknown run (no readable {CONFIG_FILE}); choose "
+                             "another --output") from None
+        check_resume_compatible(saved, self.recipe, path)
 
     def _build_data(self):
         r = self.recipe
@@ -478,7 +507,9 @@ class Trainer:
         if acc.is_main_process:
             if self.resumed_from == 0 and (self.output / METRICS_FILE).exists():
                 (self.output / METRICS_FILE).unlink()  # a fresh run starts a fresh log
-            header = f"resolved recipe of this run ({r.name}); rerun with: betterdepth train --recipe {self.output / CONFIG_FILE}"
+            header = (f"resolved recipe of this run ({r.name}); rerun (from {Path.cwd()}: relative data paths are "
+                      f"relative to it) with: betterdepth train --recipe {(self.output / CONFIG_FILE).absolute()} "
+                      f"--output {self.output.absolute()}")
             tmp = self.output / f".{CONFIG_FILE}.tmp"
             tmp.write_text(dump_recipe(r, header))
             os.replace(tmp, self.output / CONFIG_FILE)
@@ -493,8 +524,8 @@ class Trainer:
         loader = self._loader(self.step * t.gradient_accumulation_steps) if self.step < t.max_steps else None
         window: list[float] = []
         while self.step < t.max_steps:
+            lr = float(self.lr_scheduler.get_last_lr()[0])  # this step's (the scheduler steps after it)
             loss, info = self.train_step(loader)
-            lr = float(self.lr_scheduler.get_last_lr()[0])
             self.result.losses.append(loss)
             self.result.timings.append({k: info[k] for k in ("total", "data", "unet") if k in info})
             window.append(loss)
@@ -543,9 +574,12 @@ class Trainer:
         acc.wait_for_everyone()
         return path
 
-    def close(self) -> None:
-        """Release the accelerator (a later run in this process may use other settings)."""
-        self.accelerator.wait_for_everyone()
+    def close(self, failed: bool = False) -> None:
+        """Release the accelerator (a later run in this process may use other settings). ``failed``: this
+        process is ending on an error: no barrier (the other processes may be inside a collective that
+        never completes; the launcher ends them when this one exits)."""
+        if not failed:
+            self.accelerator.wait_for_everyone()
         self.accelerator.free_memory()
         self._reset_accelerate_state()
 
@@ -577,9 +611,12 @@ def train(
     """
     trainer = Trainer(recipe, output, resume=resume, log=log, conditioner=conditioner)
     try:
-        return trainer.run()
-    finally:
-        trainer.close()
+        result = trainer.run()
+    except BaseException:
+        trainer.close(failed=True)
+        raise
+    trainer.close()
+    return result
 
 
 __all__ = ["train", "Trainer", "TrainResult", "BatchPlan", "lr_factor", "transform_sample", "build_model",

@@ -19,7 +19,7 @@ def train(
         typer.Option("--output", "-o", help="Run folder (default: the recipe's `output`, else runs/<name>).",
                      show_default=False),
     ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in the run folder.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in the run folder (a rerun of the same command into a folder holding a run does this by itself; another recipe there is refused).")] = False,
     max_steps: Annotated[
         Optional[int], typer.Option("--max-steps", min=0, help="Optimizer steps (overrides train.max_steps).",
                                     show_default=False)

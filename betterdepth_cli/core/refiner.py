@@ -72,6 +72,20 @@ def centred_box(x: torch.Tensor, k: int) -> torch.Tensor:
     return x
 
 
+def weights_digest(folder: Path) -> str:
+    """SHA-256 of the files under ``folder`` (names and bytes, in name order), read in 16 MiB pieces: the
+    card records its UNet's, so a model retrained into the same folder has another card digest."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        h.update(f.relative_to(folder).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            while chunk := fh.read(16 << 20):
+                h.update(chunk)
+    return h.hexdigest()
+
+
 class BetterDepthModel(nn.Module):
     """UNet over ``cat[z_image, z_cond, z_t]`` with a pluggable autoencoder."""
 
@@ -257,7 +271,8 @@ class BetterDepthModel(nn.Module):
                 from safetensors.torch import save_file
 
                 save_file({"text_embedding": self.text_embedding.detach().cpu().contiguous()}, tmp / TEXT_EMBEDDING_FILE)
-            card = {**self.card, "version": __version__, "autoencoder": self.codec.kind, "latent_factor": self.codec.factor}
+            card = {**self.card, "version": __version__, "autoencoder": self.codec.kind, "latent_factor": self.codec.factor,
+                    "weights_sha256": weights_digest(tmp / "unet")}  # other weights, another card digest: outputs stale
             (tmp / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
             if path.exists():
                 old = path.with_name(f".{path.name}.old-{os.getpid()}")

@@ -69,7 +69,9 @@ def card_digest(card: Mapping | None) -> str | None:
 
     Recorded in every sidecar: outputs written by a model whose card differed (other inference
     settings such as the layout low-pass or the edge gate, another training run's record) are stale.
-    The weights themselves are not hashed (an SD-size UNet is gigabytes).
+    The weights are not read here (an SD-size UNet is gigabytes): a model saved by this version records
+    their SHA-256 in its card (``weights_sha256``, written once when it is saved), so a model retrained
+    into the same folder has another digest.
     """
     if not card:
         return None
