@@ -234,7 +234,7 @@ def refine_batch(
         return split(prediction)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
-    pred = fit_prediction(prediction, images.shape[-2:]) if prediction is not None else _condition(images, conditioner, keys)
+    pred = _condition(images, conditioner, keys, prediction)
     timings["conditioner"] = time.perf_counter() - t_start
     cond_full, valid_full = pred.values.float(), pred.valid.bool()
 
@@ -244,8 +244,7 @@ def refine_batch(
         return RefineResult(refined, cond_full.to(refined.device), valid_full.to(refined.device), pred.kind,
                             pred.metric, None, timings)
 
-    run = resolve_settings(model.card, steps=steps, ensemble=ensemble, reduction=reduction,
-                           processing_res=processing_res)
+    run = resolve_settings(model.card, steps=steps, ensemble=ensemble, reduction=reduction, processing_res=processing_res)
     cond_pass = cond_full  # what this pass is conditioned on
     first_res = cascade_resolution(model, run, cond_full, valid_full, decided=cascade)
     if first_res is None:  # the images of this batch disagree: one by one, each deciding for itself
@@ -341,7 +340,10 @@ def _first_pass(images, model, pred: DepthPrediction, run, first_res: int, gener
     return cond + first.refined.to(cond.device).float() - resize(small, cond.shape[-2:]), first.timings["total"]
 
 
-def _condition(images: torch.Tensor, conditioner, keys) -> DepthPrediction:
+def _condition(images: torch.Tensor, conditioner, keys, prediction: DepthPrediction | None = None) -> DepthPrediction:
+    """The caller's ``prediction`` fitted to the images' size, else the conditioner's."""
+    if prediction is not None:
+        return fit_prediction(prediction, images.shape[-2:])
     if conditioner is None:
         raise UsageError("refine_batch needs a `conditioner` or a `prediction`")
     pred = _predict_bounded(conditioner, images, keys)
