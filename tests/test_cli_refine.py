@@ -233,12 +233,39 @@ def test_sequence_with_frames_keeps_numbers_and_one_range(tmp_path, models):
         assert "range" not in floats[0] and floats[0]["frame"] == 1002
 
 
+@pytest.mark.parametrize("fmt", ["exr", "npy"])
+def test_an_interrupted_shot_resumes_where_it_stopped(tmp_path, models, fmt):
+    """A shot written frame by frame (EXR, NPY) and stopped after three of six frames: the rerun refines
+    the other three only (the done ones lead in, as a --frames chunk's earlier frames do), and every file
+    equals an uninterrupted run's, the shot's range in the done frames' sidecars included."""
+    for f in range(1001, 1007):
+        _write_png(tmp_path / "seq" / f"shot.{f:04d}.png", 32, 40, seed=f)
+    args = [tmp_path / "seq" / "shot.%04d.png", *models, "--format", fmt, "--batch-size", "2"]
+    assert refine([*args, "-o", tmp_path / "whole", "-q"]).exit_code == 0
+    assert refine([*args, "-o", tmp_path / "cut", "-q"]).exit_code == 0
+    for f in range(1001, 1007):  # as a run stopped after frame 1003 leaves it: no shot range yet, no later frames
+        side = tmp_path / "cut" / f"shot.{f}.json"
+        if f <= 1003:
+            side.write_text(json.dumps({k: v for k, v in json.loads(side.read_text()).items() if k != "shot_range"}))
+        else:
+            side.unlink()
+            (tmp_path / "cut" / f"shot.{f}.{fmt}").unlink()
+    res = refine([*args, "-o", tmp_path / "cut"])
+    assert res.exit_code == 0 and "3 to process, 3 existing to skip" in res.stderr, res.stderr
+    assert "co-aligning from the shot's first frame" in res.stderr
+    for f in range(1001, 1007):
+        assert (tmp_path / "cut" / f"shot.{f}.{fmt}").read_bytes() == (tmp_path / "whole" / f"shot.{f}.{fmt}").read_bytes()
+        cut, whole = (json.loads((tmp_path / d / f"shot.{f}.json").read_text()) for d in ("cut", "whole"))
+        assert cut == whole and "shot_range" in cut
+
+
 def test_missing_frames_are_not_a_success_unless_allowed(tmp_path, models):
     for f in (1, 2, 3, 5, 6):  # frame 4 is missing
         _write_png(tmp_path / "seq" / f"shot.{f:04d}.png", 32, 40, seed=f)
     seq = tmp_path / "seq" / "shot.%04d.png"
     res = refine([seq, "--frames", "1-6", "-o", tmp_path / "a", *models])
     assert res.exit_code == 65 and "frames 4 not found; nothing was refined" in res.stderr
+    assert f"{tmp_path / 'seq' / 'shot.%04d.png'}: frames 4" in res.stderr  # the input, in its folder
     assert _pngs(tmp_path / "a") == []
     res = refine([seq, "--frames", "1-6", "-o", tmp_path / "b", *models, "--continue-on-error"])
     assert res.exit_code == 3 and len(_pngs(tmp_path / "b")) == 5

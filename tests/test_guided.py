@@ -320,3 +320,35 @@ def test_a_frame_sets_the_scale_of_the_layout_low_pass_and_the_gate():
     out = _refine_once(model, images, cond, frame=Frame(side=300.0, lo=0.5, hi=2.5))
     want = gate_changes(plain, cond, None, 2.5, 5.0, side=300.0, span=(0.5, 2.5))
     torch.testing.assert_close(out, want, rtol=0, atol=1e-6)
+
+
+def test_holes_are_left_out_of_the_filter():
+    """A constant map with a hole of zeros (a `file:` map's invalid pixels): every valid pixel keeps the
+    constant (the plain filter pulls the hole's zeros into its neighbours); all valid is the plain
+    filter bit for bit; a pixel no window with a valid pixel covers keeps its value."""
+    g = torch.Generator().manual_seed(0)
+    guide = torch.rand(1, 1, 24, 32, generator=g, dtype=torch.float64)
+    p = torch.full((1, 1, 24, 32), 2.0, dtype=torch.float64)
+    valid = torch.ones_like(p, dtype=torch.bool)
+    p[..., 8:14, 10:18], valid[..., 8:14, 10:18] = 0.0, False
+    plain = guided_filter(p, guide, 3, 1e-3)
+    assert float((plain[valid] - 2.0).abs().max()) > 0.5  # the pits the hole digs into its neighbours
+    holed = guided_filter(p, guide, 3, 1e-3, valid)
+    torch.testing.assert_close(holed[valid], torch.full_like(holed[valid], 2.0), rtol=0, atol=1e-9)
+    assert torch.equal(guided_filter(p, guide, 3, 1e-3, torch.ones_like(valid)), plain)
+    far = torch.zeros_like(valid)
+    far[..., 0, 0] = True  # one valid pixel: windows more than 3 px from it hold none
+    out = guided_filter(p, guide, 3, 1e-3, far)
+    assert float(out[0, 0, 0, 0]) == pytest.approx(2.0) and torch.equal(out[..., 20:, 20:], p[..., 20:, 20:])
+
+
+def test_the_guided_model_leaves_a_maps_holes_out(tmp_path):
+    """`--model guided` over a `file:` map with holes (refine_batch's classical path): no pits."""
+    from betterdepth_cli.core.guided import GuidedFilterRefiner
+
+    images = torch.rand(1, 3, 40, 60, generator=torch.Generator().manual_seed(1))
+    values = torch.full((1, 1, 40, 60), 3.0)
+    valid = torch.ones_like(values, dtype=torch.bool)
+    values[..., 10:20, 20:30], valid[..., 10:20, 20:30] = 0.0, False
+    out = refine_batch(images, prediction=DepthPrediction(values, valid, "depth"), model=GuidedFilterRefiner())
+    torch.testing.assert_close(out.refined[valid], torch.full_like(out.refined[valid], 3.0), rtol=0, atol=1e-5)

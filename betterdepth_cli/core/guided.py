@@ -70,10 +70,13 @@ def box_mean(x: torch.Tensor, r: int) -> torch.Tensor:
     return s.div_(_window_counts(h, w, r, x.device).to(s.dtype))
 
 
-def guided_filter(p: torch.Tensor, guide: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
+def guided_filter(p: torch.Tensor, guide: torch.Tensor, radius: int, eps: float,
+                  valid: torch.Tensor | None = None) -> torch.Tensor:
     """Grey-guided filter of ``p`` (B,1,H,W) by ``guide`` (B,1,H,W); returns (B,1,H,W).
 
-    ``radius`` in pixels (0 returns ``p``), ``eps`` > 0 in guide-variance units.
+    ``radius`` in pixels (0 returns ``p``), ``eps`` > 0 in guide-variance units. ``valid`` (B,1,H,W)
+    bool: a map with holes is filtered from its valid pixels only (:func:`_holed_filter`); all valid
+    (or ``None``) is the plain filter, bit for bit.
     """
     if p.shape != guide.shape or p.ndim != 4 or p.shape[1] != 1:
         raise ValueError(f"`p` and `guide` must both be (B,1,H,W), got {tuple(p.shape)} and {tuple(guide.shape)}")
@@ -91,6 +94,8 @@ def guided_filter(p: torch.Tensor, guide: torch.Tensor, radius: int, eps: float)
     offset = p[..., :1, :1].to(dt)  # the filter is linear in p: added back after
     pc = p.to(dt) - offset
     gi = guide.to(dt) - guide[..., :1, :1].to(dt)  # a constant shift of the guide changes nothing
+    if valid is not None and not bool(valid.all()):
+        return _holed_filter(pc, gi, valid.to(dt), radius, eps).add_(offset).to(p.dtype)
     mean_i, mean_p = box_mean(gi, radius), box_mean(pc, radius)
     a = box_mean(gi * pc, radius).sub_(mean_i * mean_p)  # cov(I, p)
     var_i = box_mean(gi * gi, radius).sub_(mean_i * mean_i).clamp_min_(0.0)
@@ -102,6 +107,23 @@ def guided_filter(p: torch.Tensor, guide: torch.Tensor, radius: int, eps: float)
     return q.add_(offset).to(p.dtype)
 
 
+def _holed_filter(pc: torch.Tensor, gi: torch.Tensor, w: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
+    """The guided filter over the pixels where ``w`` is 1: each window's means, covariance and variance
+    from its valid pixels (a hole's value does not pull its neighbours), each pixel's ``a`` and ``b``
+    averaged over the windows that hold a valid pixel; a pixel no such window covers keeps its value."""
+    share = box_mean(w, radius)  # of each window's pixels, how many are valid
+    has = share > 0
+    n = share.clamp_min(1e-12)
+    mean_i, mean_p = box_mean(w * gi, radius) / n, box_mean(w * pc, radius) / n
+    cov = box_mean(w * gi * pc, radius) / n - mean_i * mean_p
+    var = (box_mean(w * gi * gi, radius) / n - mean_i * mean_i).clamp_min(0.0)
+    a = torch.where(has, cov / (var + eps), torch.zeros_like(cov))
+    b = torch.where(has, mean_p - a * mean_i, torch.zeros_like(cov))
+    cover = box_mean(has.to(pc.dtype), radius)
+    q = (box_mean(a, radius) * gi + box_mean(b, radius)) / cover.clamp_min(1e-12)
+    return torch.where(cover > 0, q, pc)
+
+
 def guided_radius(height: int, width: int, share: float = RADIUS) -> int:
     """The window radius in pixels for an image: ``round(share * longest side)``, at least 1."""
     if share < 0:
@@ -111,15 +133,18 @@ def guided_radius(height: int, width: int, share: float = RADIUS) -> int:
     return max(1, round(share * max(height, width)))
 
 
-def guided_refine(depth: torch.Tensor, images: torch.Tensor, radius: float = RADIUS, eps: float = EPS) -> torch.Tensor:
+def guided_refine(depth: torch.Tensor, images: torch.Tensor, radius: float = RADIUS, eps: float = EPS,
+                  valid: torch.Tensor | None = None) -> torch.Tensor:
     """The classical refiner: ``depth`` (B,1,H,W) filtered with the photos' luma as the guide.
 
-    ``images`` (B,3,H,W) in [0,1] at the map's size; ``radius`` a share of the longest side.
+    ``images`` (B,3,H,W) in [0,1] at the map's size; ``radius`` a share of the longest side;
+    ``valid``: the map's valid pixels (holes are left out of the filter).
     """
     h, w = depth.shape[-2:]
     if tuple(images.shape[-2:]) != (h, w):
         raise ValueError(f"`images` are {tuple(images.shape[-2:])}, the maps {(h, w)}")
-    return guided_filter(depth, luminance(images.to(depth.dtype)), guided_radius(h, w, radius), eps)
+    valid = None if valid is None else valid.to(depth.device)
+    return guided_filter(depth, luminance(images.to(depth.dtype)), guided_radius(h, w, radius), eps, valid)
 
 
 #: The name that selects the classical refiner wherever a refiner model is named (``--model guided``).
@@ -157,6 +182,8 @@ class GuidedFilterRefiner:
     def defaults(self) -> dict:
         return dict(self.card["defaults"])
 
-    def refine(self, depth: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        """(B,1,H,W) map in any units and (B,3,H,W) photos in [0,1] -> (B,1,H,W) filtered map."""
-        return guided_refine(depth.to(self.device).float(), images.to(self.device).float(), self.radius, self.eps)
+    def refine(self, depth: torch.Tensor, images: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,1,H,W) map in any units and (B,3,H,W) photos in [0,1] -> (B,1,H,W) filtered map (its holes,
+        where ``valid`` is False, left out of the filter)."""
+        return guided_refine(depth.to(self.device).float(), images.to(self.device).float(), self.radius, self.eps,
+                             valid)

@@ -239,7 +239,7 @@ def refine_batch(
     cond_full, valid_full = pred.values.float(), pred.valid.bool()
 
     if model is None or getattr(model, "classical", False):  # the conditioner alone, or the guided filter
-        refined = cond_full if model is None else model.refine(cond_full, images)
+        refined = cond_full if model is None else model.refine(cond_full, images, valid_full)
         timings["total"] = time.perf_counter() - t_start
         return RefineResult(refined, cond_full.to(refined.device), valid_full.to(refined.device), pred.kind,
                             pred.metric, None, timings)
@@ -395,7 +395,7 @@ def _encode(model, images, cond_full, valid_full, run) -> _Encoded:
     img = resize(images.to(device=device, dtype=torch.float32), size)  # [B,3,h,w]
     raw = resize(cond_full.to(device), size)  # [B,1,h,w]
     valid = resize(valid_full.to(device), size, mode="nearest")
-    cond = model.filter_conditioning(raw, img)  # the guided conditioning, when the card names it
+    cond = model.filter_conditioning(raw, img, valid)  # the guided conditioning, when the card names it
     cond_n, lo, hi = normalize(cond, valid)  # [-1,1], (B,), (B,)
     raw_n = normalize_with(raw, lo, hi) if model.raw_conditioning else None
     z_image, z_cond, padding = _latents(model, img, cond_n, raw_n)

@@ -150,15 +150,18 @@ class BetterDepthModel(nn.Module):
         """How many depth maps condition the UNet (1, or 2 with ``raw_conditioning``)."""
         return 2 if self.raw_conditioning else 1
 
-    def filter_conditioning(self, cond: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    def filter_conditioning(self, cond: torch.Tensor, images: torch.Tensor, valid: torch.Tensor | None = None
+                            ) -> torch.Tensor:
         """The conditioning the UNet sees: ``cond`` (B,1,H,W) guided-filtered by ``images`` (B,3,H,W) in [0,1]
-        when the card names a filter (radius relative to this size), else ``cond`` itself."""
+        when the card names a filter (radius relative to this size; holes, where ``valid`` is False, left
+        out), else ``cond`` itself."""
         spec = self.conditioning_filter
         if spec is None:
             return cond
         from betterdepth_cli.core.guided import EPS, RADIUS, guided_refine
 
-        return guided_refine(cond.float(), images.float(), float(spec.get("radius", RADIUS)), float(spec.get("eps", EPS)))
+        return guided_refine(cond.float(), images.float(), float(spec.get("radius", RADIUS)), float(spec.get("eps", EPS)),
+                             valid)
 
     @property
     def layout_lowpass(self) -> float:

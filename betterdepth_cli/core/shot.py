@@ -65,8 +65,17 @@ def shot_conditioning(conditioner, images: torch.Tensor, keys: list[str] | None,
     and each frame's cascade decision (:func:`shot_cascade`; ``None`` for single images). ``hw``: the
     frames' size, ``tiling``: their tiles. What ``refine`` (``jobs.engine``, lead-ins included) and
     :func:`refine_shot` do to every frame of a shot before refining it."""
-    pred = coalign_prediction(predict_conditioner(conditioner, images, keys), aligners)
+    # frame by frame, as refine_batch runs the networks: a frame's map does not depend on its batch, so a
+    # --frames chunk or a resumed shot (whose earlier frames lead in one by one) equals a whole run to the bit
+    parts = [predict_conditioner(conditioner, images[i : i + 1], None if keys is None else keys[i : i + 1])
+             for i in range(images.shape[0])]
+    pred = coalign_prediction(parts[0] if len(parts) == 1 else _stack_predictions(parts), aligners)
     return pred, [shot_cascade(a, model, pred.item(i), *hw, tiling, processing_res) for i, a in enumerate(aligners)]
+
+
+def _stack_predictions(parts: list[DepthPrediction]) -> DepthPrediction:
+    return DepthPrediction(torch.cat([p.values for p in parts]), torch.cat([p.valid for p in parts]), parts[0].kind,
+                           parts[0].metric, parts[0].source)
 
 
 def refine_shot(

@@ -131,6 +131,11 @@ class Source:
     def is_shot(self) -> bool:
         return self.kind in ("sequence", "video")
 
+    @property
+    def where(self) -> str:
+        """The input as a user named it, for messages (a video's file, a sequence's pattern in its folder)."""
+        return self.group
+
     def entries(self) -> list[Entry]:
         raise NotImplementedError
 
@@ -209,6 +214,15 @@ class SequenceSource(Source):
     def is_chunk(self) -> bool:
         return set(self.selected) != set(self.files)
 
+    def select(self, frames: list[int]) -> None:
+        """Refine only ``frames`` (a resumed shot's rest); the frames before them lead in."""
+        self.selected = [n for n in self.selected if n in set(frames)]
+
+    @property
+    def where(self) -> str:
+        folder = next(iter(self.files.values())).parent if self.files else self.reldir
+        return str(Path(folder) / self.pattern)
+
     def lead_in(self, on_error: OnError | None = None) -> Iterator[tuple[Entry, np.ndarray]]:
         first = min(self.selected, default=None)
         return _read_files([self._entry(n) for n in sorted(self.files) if first is not None and n < first], on_error)
@@ -227,6 +241,10 @@ class VideoSource(Source):
 
     def __post_init__(self) -> None:
         self.group = f"{self.relbase}/"
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
 
     @property
     def nframes(self) -> int:
@@ -258,6 +276,10 @@ class VideoSource(Source):
     @property
     def is_chunk(self) -> bool:
         return self.frames is not None and len(self._indices()) < self.nframes
+
+    def select(self, frames: list[int]) -> None:
+        """Refine only ``frames`` (a resumed shot's rest); the frames before them lead in."""
+        self.frames = [f for f in self._indices() if f in set(frames)]
 
     def lead_in(self, on_error: OnError | None = None) -> Iterator[tuple[Entry, np.ndarray]]:
         """A video's frames before the first selected one (a broken stream raises: no frame after it decodes)."""

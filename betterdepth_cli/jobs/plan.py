@@ -60,17 +60,19 @@ def display_path(path: Any) -> str:
 
 @dataclass
 class Group:
-    """A source's items; a shot when it has several frames (one shared png16 range)."""
+    """A source's items; a shot when its source is a video or an image sequence (one shared png16 range),
+    also a one-frame chunk of it or a one-frame video: its frame carries the shot's range and preview."""
 
     source: Any
     key: str
     items: list[Item]
     todo: list[Item]
     extra_outputs: dict[str, Path] = field(default_factory=dict)  # preview mp4
+    resumed: list[Item] = field(default_factory=list)  # a shot's frames an interrupted run finished (see resume_shot)
 
     @property
     def is_shot(self) -> bool:
-        return len(self.items) > 1
+        return bool(getattr(self.source, "is_shot", False))
 
     @property
     def claim_key(self) -> str:
@@ -271,9 +273,30 @@ def plan_run(sources: Sequence[Any], settings: RefineSettings) -> Plan:
                 it.blocked = reason
             missing = any(s != "done" for s in states) or not outputs_exist(group.extra_outputs)
             group.todo = list(group.items) if missing else []
+            if missing and reason is None:
+                resume_shot(group, states, settings)
         else:
             group.todo = [it for it, s in zip(group.items, states) if s != "done"]
     return Plan(groups=list(groups.values()), out_dir=out_dir, formats=settings.formats, excluded=excluded)
+
+
+#: Outputs a shot writes frame by frame (a shot's png16 and previews wait for its end: its one range).
+FRAME_BY_FRAME = {"exr", "npy", "uncertainty", "sidecar"}
+
+
+def resume_shot(group: Group, states: list[str], settings: RefineSettings) -> None:
+    """A shot an interrupted run wrote in part: when only frame-by-frame outputs are asked for (EXR, NPY)
+    and its first frames are done, only the rest is refined, as a ``--frames`` chunk that starts there is
+    (the conditioner runs on the done frames first, so the alignment and the maps are a whole run's);
+    the done frames' maps join the shot's range at its end (``group.resumed``)."""
+    done = next((i for i, s in enumerate(states) if s != "done"), len(states))
+    formats = {name for it in group.items for name in it.outputs}
+    if not 0 < done < len(states) or not formats <= FRAME_BY_FRAME or group.extra_outputs:
+        return
+    if any(s == "done" for s in states[done:]) or not hasattr(group.source, "select"):
+        return  # done frames after a missing one: not a run stopped part way
+    group.resumed, group.todo = group.items[:done], group.items[done:]
+    group.source.select([it.entry.frame for it in group.todo])
 
 
 def remove_stale_temps(plan: Plan, before: float) -> int:

@@ -195,7 +195,7 @@ def _missing_frames(sources: list, allow: bool, continue_on_error: bool, info: S
         missing = getattr(source, "missing", None)
         if not missing:
             continue
-        line = f"{source.group}: frames {format_frames(missing)} not found"
+        line = f"{source.where}: frames {format_frames(missing)} not found"
         if allow:
             info(f"warning: {line}, left out (--allow-missing)")
         elif continue_on_error:  # the run goes on; a farm sees exit 3, not success

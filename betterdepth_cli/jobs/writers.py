@@ -134,6 +134,7 @@ class OutputWriter:
             shot = self.shots.get(item.group)
             if shot is None:
                 shot = self.shots[item.group] = ShotBuffer(self)
+                self._add_resumed(shot, group)
             shot.add(item, values, valid, kind, metric, route,
                      keep="png16" in outs or "preview" in outs or bool(group.extra_outputs))
             return
@@ -141,6 +142,17 @@ class OutputWriter:
             depth_files.write_png16(outs["png16"], values, valid, meta=meta)
         if "preview" in outs:
             bo.write_preview(outs["preview"], values, valid, kind=kind)
+
+    @staticmethod
+    def _add_resumed(shot: ShotBuffer, group: Group) -> None:
+        """The frames an interrupted run finished (``plan.resume_shot``): their maps, read back, join the
+        shot's range, and their sidecars gain it at the shot's end."""
+        for item in group.resumed:
+            outs = item.outputs
+            values = np.load(outs["npy"]) if "npy" in outs else depth_files.read_exr(outs["exr"])[0]
+            meta = depth_files.read_sidecar(outs["sidecar"])
+            shot.add(item, values, np.isfinite(values), meta["kind"], bool(meta.get("metric")),
+                     {k: meta.get(k) for k in ("cascade", "tiles", "refined_size") if k in meta}, keep=False)
 
     def group_step(self, item: Item) -> None:
         self.remaining[item.group] -= 1
