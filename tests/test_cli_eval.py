@@ -294,8 +294,8 @@ def test_incomplete_middlebury_scene_exit_65_or_skipped_and_counted(tmp_path, ti
     res = run(*args)
     assert res.exit_code == 65 and "Books/dmin.txt: missing (needed by Books/view1.png)" in res.output
     res = run(*args, "--continue-on-error")
-    assert res.exit_code == 0, res.output
-    assert "skipped" in res.output and "1 incomplete sample(s) skipped, 1 scored" in res.output
+    assert res.exit_code == 3, res.output  # some samples failed (--continue-on-error), as refine's inputs
+    assert "skipped" in res.output and "1 sample(s) skipped, 1 scored" in res.output
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["samples"] == 1 and len(data["dataset"]["incomplete"]) == 1
 
@@ -335,9 +335,9 @@ def test_folder_image_without_ground_truth_exit_65_or_skipped_and_counted(tmp_pa
     assert res.stderr == f"betterdepth: error: folder: {missing}; use --continue-on-error to skip them\n"
     assert not (tmp_path / "r.json").exists()
     res = run(*args, "--continue-on-error")
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 3, res.output
     assert f"eval: warning: skipped {missing}\n" in res.stderr
-    assert "eval: 1 incomplete sample(s) skipped, 2 scored" in res.stderr
+    assert "eval: 1 sample(s) skipped, 2 scored" in res.stderr
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["samples"] == 2 and data["dataset"]["incomplete"] == [missing]
     assert data["metrics"]["conditioner"]["abs_rel"] == pytest.approx(0.25)

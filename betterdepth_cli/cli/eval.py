@@ -130,7 +130,8 @@ DatasetOpt = _opt("--dataset", f"Dataset loader: {DATASET_NAMES}.", "-d")
 DataRootOpt = _opt("--data-root", "Dataset folder or .tar archive (e.g. Marigold's evaluation packs).", kind=Optional[Path])
 SplitFileOpt = _opt("--split-file", "Sample list: one 'rgb gt [...]' line per sample, paths relative to the data root "
                     "(Marigold's data_split/*.txt). Default: every sample found.", kind=Optional[Path])
-LimitOpt = _opt("--limit", "Only the first N samples.", kind=Optional[int], min=1)
+LimitOpt = _opt("--limit", "Only the first N samples (those skipped by --continue-on-error included).",
+                kind=Optional[int], min=1)
 DatasetOptionOpt = _opt("--dataset-option", "Loader option KEY=VALUE, repeatable: kitti crop=eigen|garg|none, "
                         "kb_crop=true|false; nyuv2 eigen_crop=true|false; diode subset=all|indoor|outdoor.",
                         kind=Optional[list[str]])
@@ -152,12 +153,14 @@ SavePredictionsOpt = _opt("--save-predictions", "Write the raw predictions (floa
                           "alignment, and the 16-bit PNG + sidecar refine writes) to DIR/<variant>/<sample id>.",
                           kind=Optional[Path])
 OutputOpt = _opt("--output", "Write the results (config, versions, means, seconds per image by stage) to this JSON "
-                 "file.", "-o", kind=Optional[Path])
+                 "file (an existing file is replaced only if it is an earlier eval result).", "-o",
+                 kind=Optional[Path])
 CsvOpt = _opt("--csv", "Per-sample metrics CSV (default with --output: <output stem>_per_sample.csv).",
               kind=Optional[Path])
 ScoreWorkersOpt = _opt("--score-workers", "1: score on a worker thread while the next images infer; 0: score inline. "
                        "Default: the thread, except on a CPU of <= 2 cores that torch already fills.", kind=Optional[int])
-ContinueOpt = _opt("--continue-on-error", "Skip samples that miss a file (warned, counted in the results) instead of "
+ContinueOpt = _opt("--continue-on-error", "Skip samples that miss a file or whose file is unusable (unreadable, a "
+                   "file: map missing or without a valid pixel): warned, counted in the results, exit 3; instead of "
                    "exit 65.", kind=Optional[bool])
 
 
@@ -183,8 +186,6 @@ def eval_command(
     depth range and scored; metrics are averaged over images. Prints a table;
     --output writes JSON and a per-sample CSV.
     """
-    from betterdepth_cli.evaluation.runner import run_evaluation
-
     flags = {
         "dataset": dataset, "data_root": data_root, "split_file": split_file, "limit": limit,
         "dataset_option": dataset_option or None, "conditioner": conditioner, "model": model,
@@ -196,8 +197,30 @@ def eval_command(
         "output": output, "csv": csv_path, "score_workers": score_workers, "continue_on_error": continue_on_error,
     }  # fmt: skip
     o = _options(flags, config)
+    _stopping_cleanly(_evaluate, o, bool(quiet))
+
+
+def _stopping_cleanly(fn, *args) -> None:
+    """``fn(*args)`` with SIGTERM (farm preemption) a clean stop like Ctrl-C, as in ``refine``: one line
+    ("terminated" or "interrupted") and exit 143 or 130."""
+    from betterdepth_cli.cli.app import error_line
+    from betterdepth_cli.cli.refine import _on_sigterm
+    from betterdepth_cli.core.exit_codes import EXIT_INTERRUPTED, EXIT_TERMINATED
+
+    terminated: list = []
+    try:
+        with _on_sigterm(terminated):
+            fn(*args)
+    except KeyboardInterrupt:
+        error_line("terminated" if terminated else "interrupted")
+        raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
+
+
+def _evaluate(o: dict, quiet: bool) -> None:
+    from betterdepth_cli.evaluation.runner import run_evaluation
+
     if _is_sequence_dataset(o["dataset"]):  # clips: TAE, flicker, clip-aligned AbsRel (cli/eval_temporal.py)
-        return _eval_sequences(o, bool(quiet))
+        return _eval_sequences(o, quiet)
     ev = _eval_config(o)
     out_json, out_csv = _output_files(o)
     result = run_evaluation(ev, progress=_progress_printer(quiet))
@@ -259,7 +282,7 @@ def _eval_sequences(o: dict, quiet: bool) -> None:
     from betterdepth_cli.cli.eval_temporal import eval_sequences
 
     dev, dt = _device_and_dtype(o)
-    out_json, _ = _output_files(o)
+    out_json, _ = _output_files(o, with_csv=False)
     eval_sequences(o, dev, dt, out_json, quiet, _parse_dataset_options(list(o.get("dataset_option") or [])))
 
 
@@ -289,16 +312,45 @@ def _eval_config(o: dict):
     return ev
 
 
-def _output_files(o: dict) -> tuple[Path | None, Path | None]:
-    """``--output`` and ``--csv`` (its default beside the JSON); their folders must exist."""
-    from betterdepth_cli.core.types import OutputError
-
+def _output_files(o: dict, with_csv: bool = True) -> tuple[Path | None, Path | None]:
+    """``--output`` and ``--csv`` (its default beside the JSON), checked (:func:`_check_outputs`)."""
     out_json = Path(o["output"]) if o.get("output") else None
     out_csv = Path(o["csv"]) if o.get("csv") else (default_csv_path(out_json) if out_json else None)
-    for path, what in ((out_json, "--output"), (out_csv, "--csv")):
-        if path is not None and path.parent and not path.parent.exists():
-            raise OutputError(f"{what} {path}: folder {path.parent} does not exist")
+    if not with_csv:
+        out_csv = None
+    _check_outputs(out_json, out_csv)
     return out_json, out_csv
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    import os
+
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def _check_outputs(out_json: Path | None, out_csv: Path | None) -> None:
+    """The results may be written: their folders exist, -o and --csv differ (exit 64), and a file there is a
+    result of an earlier ``eval`` (a rerun replaces its own results), never a file of the user's (exit 64,
+    as an output that would overwrite an input; checked again just before writing)."""
+    from betterdepth_cli.core.types import OutputError, UsageError
+    from betterdepth_cli.evaluation.runner import is_own_result
+
+    if out_json is not None and out_csv is not None and _same_file(out_json, out_csv):
+        raise UsageError(f"--output and --csv are the same file {out_json}; give --csv another path")
+    for path, what, kind in ((out_json, "--output", "json"), (out_csv, "--csv", "csv")):
+        desc = "a results JSON" if kind == "json" else "a per-sample CSV"
+        if path is None:
+            continue
+        if path.parent and not path.parent.exists():
+            raise OutputError(f"{what} {path}: folder {path.parent} does not exist")
+        if path.is_dir():
+            raise OutputError(f"{what} {path}: is a folder; give a file name")
+        if path.exists() and not is_own_result(path, kind):
+            raise UsageError(f"{what} {path}: exists and is not {desc} of betterdepth eval (refusing to overwrite "
+                             "it); choose another path")
 
 
 def _progress_printer(quiet: bool):
@@ -320,13 +372,22 @@ def _progress_printer(quiet: bool):
 
 def _report(result, out_json: Path | None, out_csv: Path | None, quiet: bool) -> None:
     """Warnings for skipped samples, the files, and the table: the table is the result (stdout), so
-    ``quiet`` hides only the notes on stderr about the files written."""
+    ``quiet`` hides only the notes on stderr about the files written. Exit 3 when samples were skipped
+    (--continue-on-error), 65 when every one was."""
+    from betterdepth_cli.core.exit_codes import EXIT_PARTIAL
+    from betterdepth_cli.core.types import InputDataError
+
     skipped = result.dataset.get("incomplete") or []
     for line in skipped:
         print(f"eval: warning: skipped {line}", file=sys.stderr, flush=True)
+    for line in result.notes:
+        print(f"eval: warning: {line}", file=sys.stderr, flush=True)
+    if skipped and not result.dataset["samples"]:
+        raise InputDataError(f"{result.dataset['name']}: every sample failed ({len(skipped)} skipped), none scored")
     if skipped:
-        print(f"eval: {len(skipped)} incomplete sample(s) skipped, {result.dataset['samples']} scored",
+        print(f"eval: {len(skipped)} sample(s) skipped, {result.dataset['samples']} scored",
               file=sys.stderr, flush=True)
+    _check_outputs(out_json, out_csv)  # again: a file may have appeared there while the evaluation ran
     if out_json is not None:
         result.write_json(out_json)
     if out_csv is not None:
@@ -338,3 +399,5 @@ def _report(result, out_json: Path | None, out_csv: Path | None, quiet: bool) ->
         for path, what in ((out_json, "results"), (out_csv, "per-sample metrics")):
             if path is not None:
                 print(f"eval: wrote {what} to {path}", file=sys.stderr, flush=True)
+    if skipped:
+        raise typer.Exit(EXIT_PARTIAL)

@@ -273,7 +273,7 @@ class MiddleburyDataset(DatasetLoader):
             else:
                 missing = f"{m[1]}calib.txt" if any(f"{m[1]}{d}" in present for d in ("disp0GT.pfm", "disp0.pfm")) \
                     else f"{m[1]}disp0GT.pfm"
-                self.incomplete.append(f"{self.root.where(missing)}: missing (needed by {rel})")
+                self._lacks(rel, missing)
         return sorted(old + new, key=lambda e: natural_key(e.id))
 
     def entry_from_line(self, cols: list[str]) -> Entry:

@@ -51,10 +51,14 @@ class Sample:
 
 @dataclass(frozen=True)
 class Entry:
-    """A sample to load: its id and its files (relative to the root)."""
+    """A sample to load: its id and its files (relative to the root).
+
+    ``problem`` (a one-line reason naming the file) marks a sample found without all its files:
+    it is never loaded (an error, or skipped and counted with ``skip_incomplete``)."""
 
     id: str
     files: tuple[str, ...]
+    problem: str | None = None
 
 
 def natural_key(s: str) -> list:
@@ -63,6 +67,14 @@ def natural_key(s: str) -> list:
 
 def path_stem(rel: str) -> str:
     return str(PurePosixPath(rel).with_suffix(""))
+
+
+def in_order(entries: list[Entry], lacking: list[Entry]) -> list[Entry]:
+    """The samples found and those lacking a file in one natural order of their images' paths
+    (the order discovery gives the samples found); ``entries`` as they are when nothing lacks."""
+    if not lacking:
+        return list(entries)
+    return sorted([*entries, *lacking], key=lambda e: natural_key(path_stem(e.files[0])))
 
 
 # --------------------------------------------------------------------------- roots
@@ -211,16 +223,21 @@ class DatasetLoader:
         self.opts = self._check_options(options)
         self.root = DataRoot(root, self.name)
         self.split_file = None if split_file is None else Path(split_file)
-        #: samples found without all their files: "<missing file>: missing (needed by <image>)"
-        self.incomplete: list[str] = []
-        entries = self._entries_from_split(self.split_file) if self.split_file else self.discover()
+        self._lacking: list[Entry] = []  # images discovered without all their files (:meth:`_lacks`)
+        found = self._entries_from_split(self.split_file) if self.split_file else self.discover()
+        candidates = in_order(found, self._lacking)
+        #: the first ``limit`` samples found, in order, those lacking a file included (marked ``problem``)
+        self.candidates: list[Entry] = candidates[:limit] if limit else candidates
+        #: the samples among them found without all their files: "<missing file>: missing (needed by <image>)"
+        self.incomplete: list[str] = [e.problem for e in self.candidates if e.problem]
         if self.incomplete and not skip_incomplete:
             more = f" (and {len(self.incomplete) - 1} more incomplete)" if len(self.incomplete) > 1 else ""
             raise InputDataError(f"{self.name}: {self.incomplete[0]}{more}; use --continue-on-error to skip them")
-        if not entries:
+        if not any(e.problem is None for e in candidates):
             where = f"listed in {self.split_file}" if self.split_file else f"found in {self.root.path}"
             raise NoInputError(f"{self.name}: no samples {where}; expected {self.layout}")
-        self.entries: list[Entry] = entries[:limit] if limit else entries
+        #: the samples to load (the candidates with all their files)
+        self.entries: list[Entry] = [e for e in self.candidates if e.problem is None]
 
     def _check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         out = dict(self.options)
@@ -256,13 +273,18 @@ class DatasetLoader:
             entry = self.entry_from_line(cols)
             if entry is None:
                 continue
-            for rel in entry.files:
-                if not self.root.exists(rel):
-                    raise InputDataError(
-                        f"{self.name}: {rel} (line {n} of {split}) not found, expected {self.root.where(rel)}"
-                    )
+            missing = next((rel for rel in entry.files if not self.root.exists(rel)), None)
+            if missing is not None:  # an error, or skipped and counted (skip_incomplete)
+                problem = f"{missing} (line {n} of {split}) not found, expected {self.root.where(missing)}"
+                entry = Entry(entry.id, entry.files, problem=problem)
             entries.append(entry)
         return entries
+
+    def _lacks(self, image_rel: str, missing_rel: str, sample_id: str | None = None) -> None:
+        """Note an image discovered without one of its files (``missing_rel``): an error, or skipped and
+        counted with ``skip_incomplete``; it keeps its place among the samples (``limit``)."""
+        problem = f"{self.root.where(missing_rel)}: missing (needed by {image_rel})"
+        self._lacking.append(Entry(sample_id or path_stem(image_rel), (image_rel,), problem=problem))
 
     # -- to implement
     def discover(self) -> list[Entry]:
@@ -316,7 +338,7 @@ class DatasetLoader:
             "min_depth": self.min_depth,
             "max_depth": self.max_depth if math.isfinite(self.max_depth) else "inf",
             "options": dict(self.opts),
-            "incomplete": list(self.incomplete),  # samples skipped for a missing file (--continue-on-error)
+            "incomplete": list(self.incomplete),  # samples lacking a file (eval adds those it could not use)
         }
 
     def _pair_by_pattern(self, rgb_re: str, gt_fmt) -> list[Entry]:
@@ -334,6 +356,5 @@ class DatasetLoader:
             if all(g in present for g in gts):
                 out.append(Entry(path_stem(rel), (rel, *gts)))
             elif self.incomplete_is_error:
-                missing = next(g for g in gts if g not in present)
-                self.incomplete.append(f"{self.root.where(missing)}: missing (needed by {rel})")
+                self._lacks(rel, next(g for g in gts if g not in present))
         return out

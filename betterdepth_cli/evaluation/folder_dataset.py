@@ -147,8 +147,7 @@ class FolderDataset(DatasetLoader):
             )
             return out
         for rel, files in lacking:  # reported as the other loaders do (exit 65, or skipped and counted)
-            missing = self._expected(rel, files, out)
-            self.incomplete.append(f"{self.root.where(missing)}: missing (needed by {rel})")
+            self._lacks(rel, self._expected(rel, files, out), path_stem(rel[len(img_dir):]))
         return out
 
     def _expected(self, rgb_rel: str, files: tuple[str | None, ...], found: list[Entry]) -> str:

@@ -14,8 +14,11 @@ import numpy as np
 
 
 def shard_entries(dataset, i: int, n: int) -> None:
-    """Keep shard ``i`` of ``n`` (1-based) of a dataset's samples: every n-th from the (i-1)-th, in order."""
-    dataset.entries = dataset.entries[i - 1 :: n]
+    """Keep shard ``i`` of ``n`` (1-based) of a dataset's samples: every n-th from the (i-1)-th, in order
+    (those lacking a file included: each is reported by the one rank whose shard holds it)."""
+    dataset.candidates = dataset.candidates[i - 1 :: n]
+    dataset.entries = [e for e in dataset.candidates if e.problem is None]
+    dataset.incomplete = [e.problem for e in dataset.candidates if e.problem]
 
 
 def mean_scores(rows: list[dict[str, Any]], variants, metrics) -> tuple[dict, dict]:
@@ -60,5 +63,7 @@ def merge_results(results: list):
     dataset = dict(first.dataset)
     dataset["samples"] = sum(res.dataset.get("samples", 0) for res in results)
     dataset["incomplete"] = [x for res in results for x in res.dataset.get("incomplete", [])]
+    notes = [x for res in results for x in res.notes]
     return replace(first, config=replace(first.config, shard=None), dataset=dataset, rows=rows, means=means,
-                   counts=counts, seconds_per_image=spi, wall_seconds=max(res.wall_seconds for res in results))
+                   counts=counts, seconds_per_image=spi, wall_seconds=max(res.wall_seconds for res in results),
+                   notes=notes)

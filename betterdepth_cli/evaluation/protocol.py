@@ -123,19 +123,38 @@ class Alignment:
     space: str
 
 
-def fit_scale_shift_values(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+def degenerate_fit(n: int, sp: float, spp: float) -> str | None:
+    """Why a least-squares fit over ``n`` pixels (sum of the prediction ``sp``, of its squares ``spp``)
+    is degenerate, as :func:`betterdepth_cli.core.align.scale_shift_from_moments` decides; None if not."""
+    if n < 2:
+        return f"{n} valid pixel{'' if n == 1 else 's'} to fit"
+    var = spp - sp * (sp / n)
+    return "constant prediction" if var <= 1e-12 * max(spp, 1e-300) else None
+
+
+def fit_scale_shift_values(pred: np.ndarray, target: np.ndarray, on_degenerate=None) -> tuple[float, float]:
     """Least-squares ``s * pred + b ~ target`` over 1-D float64 arrays of the fitted pixels.
 
     The sums are taken in numpy on one thread (no BLAS or torch threads that
     would spin beside inference) and solved by the core aligner's closed form
     (:func:`betterdepth_cli.core.align.scale_shift_from_moments`), degenerate
-    cases included.
+    cases included: they raise its ``DegenerateAlignmentWarning``, or, with
+    ``on_degenerate``, call ``on_degenerate(reason)`` instead (no Python warning:
+    warnings filters are not thread-safe) and take the same fallback (fewer than
+    two pixels: s = 1 and the offset of the one pixel, or 0; a constant
+    prediction: s = 0, b = the mean target).
     """
     import torch
 
     from betterdepth_cli.core.align import scale_shift_from_moments
 
     moments = (float(pred.size), pred.sum(), target.sum(), M.dot(pred, pred), M.dot(pred, target))
+    reason = None if on_degenerate is None else degenerate_fit(pred.size, float(moments[1]), float(moments[3]))
+    if reason is not None:
+        on_degenerate(reason)
+        if pred.size < 2:
+            return 1.0, float(target[0] - pred[0]) if pred.size == 1 else 0.0
+        return 0.0, float(moments[2]) / pred.size
     s, b = scale_shift_from_moments(*(torch.tensor([float(m)], dtype=torch.float64) for m in moments), stacklevel=2)
     return float(s[0]), float(b[0])
 
@@ -150,6 +169,7 @@ def align_prediction(
     min_depth: float = 0.0,
     max_depth: float = float("inf"),
     min_disparity: float = MIN_DISPARITY,
+    on_degenerate=None,
 ) -> Alignment:
     """Align a raw prediction to the ground truth and return depth, clipped to the dataset range.
 
@@ -159,6 +179,8 @@ def align_prediction(
         gt_depth: (H,W) ground-truth depth; valid: (H,W) bool.
         alignment: "auto" (least squares in the prediction's space) or "none"
             (a metric prediction used as it is; disparity is inverted).
+        on_degenerate: ``on_degenerate(reason)`` for a degenerate fit instead of the Python warning
+            (:func:`fit_scale_shift_values`).
     """
     if pred_kind not in ("disparity", "depth"):
         raise ValueError(f"pred_kind must be 'disparity' or 'depth', got {pred_kind!r}")
@@ -178,7 +200,7 @@ def align_prediction(
             fit_mask = gt_ok & (p > 0) & (p < np.inf) if pred_kind == "disparity" else gt_ok & np.isfinite(p)
         pf, gf = p[fit_mask], g[fit_mask].astype(np.float64, copy=False)
         target = np.divide(1.0, gf, out=gf) if pred_kind == "disparity" else gf
-        scale, shift = fit_scale_shift_values(pf, target)
+        scale, shift = fit_scale_shift_values(pf, target, on_degenerate)
         space = pred_kind
         aligned = p * scale
         aligned += shift
@@ -218,6 +240,7 @@ def evaluate_sample(
     alignment: str = "auto",
     gt_edges: np.ndarray | None = None,
     target_edges: M.TargetEdges | None = None,
+    on_degenerate=None,
     **metric_options,
 ) -> SampleScore:
     """Align one (H,W) prediction to the ground truth, clip it to the range and score it.
@@ -226,10 +249,12 @@ def evaluate_sample(
     that); ``metric_options`` go to :func:`betterdepth_cli.evaluation.metrics.compute_metrics`
     (edge thresholds and the like); ``gt_edges`` are annotated GT boundaries;
     ``target_edges`` (:func:`~betterdepth_cli.evaluation.metrics.prepare_target_edges`)
-    reuse the GT's edge maps across predictions of the same sample.
+    reuse the GT's edge maps across predictions of the same sample; ``on_degenerate(reason)`` hears of a
+    degenerate alignment instead of a Python warning (:func:`align_prediction`).
     """
     al = align_prediction(
-        pred, pred_kind, gt_depth, valid, alignment=alignment, min_depth=min_depth, max_depth=max_depth
+        pred, pred_kind, gt_depth, valid, alignment=alignment, min_depth=min_depth, max_depth=max_depth,
+        on_degenerate=on_degenerate,
     )
     scores = M.compute_metrics(
         al.depth, gt_depth, valid, metrics, gt_edges=gt_edges, target_edges=target_edges, **metric_options

@@ -48,7 +48,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from betterdepth_cli.core.types import UsageError
+from betterdepth_cli.core.types import InputDataError, UsageError
 from betterdepth_cli.evaluation import metrics as M
 from betterdepth_cli.evaluation import protocol as P
 from betterdepth_cli.evaluation.dataset_base import DatasetLoader, Sample
@@ -56,6 +56,7 @@ from betterdepth_cli.evaluation.datasets import get_dataset
 from betterdepth_cli.evaluation.merge import mean_scores, shard_entries
 
 RESULTS_FORMAT = "betterdepth-eval/1"
+MAX_RESULT_BYTES = 64 << 20  # a results JSON is kilobytes: a larger file is not one
 VARIANTS = ("conditioner", "guided", "refined")
 STAGES = ("load", "conditioner", "encode", "sample", "decode", "score", "score_wait", "total")
 # scored samples in flight on the scoring thread before the main loop waits for the oldest
@@ -156,6 +157,7 @@ class EvalResult:
     seconds_per_image: dict[str, float]
     versions: dict[str, str]
     wall_seconds: float
+    notes: list[str] = field(default_factory=list)  # one-line warnings about scored samples (degenerate fits)
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -201,6 +203,7 @@ class EvalResult:
                 "seconds_per_image": self.seconds_per_image,
                 "wall_seconds": self.wall_seconds,
                 "versions": self.versions,
+                "notes": list(self.notes),
             }
         )
 
@@ -223,6 +226,31 @@ class EvalResult:
         from betterdepth_cli.io.files import atomic_write_text
 
         return atomic_write_text(path, self.csv_text())
+
+
+def is_own_result(path: str | Path, what: str) -> bool:
+    """Whether the file ``path`` holds a result ``eval`` wrote, by its content: ``what`` "json", results
+    whose ``format`` is ``betterdepth-eval/...`` (``betterdepth-eval-temporal/...`` too); "csv", the
+    per-sample CSV (its header ``id,variant,... seconds_total``). Anything else is the user's (or the
+    other kind of result), never to be overwritten."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+            if head.lstrip().startswith(b"{"):  # JSON: all of it (a results file is kilobytes)
+                head += fh.read(MAX_RESULT_BYTES + 1 - len(head))
+    except OSError:
+        return False
+    text = head.decode("utf-8", errors="replace")
+    header = text.split("\n", 1)[0].rstrip("\r")
+    if what == "csv":
+        return header.startswith("id,variant,") and header.endswith(",seconds_total")
+    if not text.lstrip().startswith("{") or len(head) > MAX_RESULT_BYTES:
+        return False
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and str(data.get("format", "")).startswith("betterdepth-eval")
 
 
 def _fmt(v: Any) -> Any:
@@ -264,16 +292,43 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _batches(dataset: DatasetLoader, batch_size: int, timings: dict[str, float]):
-    """Consecutive samples of one size, at most ``batch_size`` at a time; records load time per id."""
+class _Skips:
+    """Samples that fail on their input (a missing or unreadable file, a prediction without a valid pixel):
+    without ``continue_on_error`` the first one stops the evaluation (exit 65); with it each is skipped
+    with its one-line reason, reported in the dataset's order."""
+
+    def __init__(self, dataset: DatasetLoader, keep_going: bool, progress):
+        self.keep_going, self.progress = keep_going, progress
+        self.order = {e.id: k for k, e in enumerate(dataset.candidates)}
+        self.total = len(dataset.candidates)
+        self.found: list[tuple[int, str]] = []
+        self.scored = 0  # kept by the scorer, for the progress
+
+    def __call__(self, sample_id: str, reason: str, error: Exception | None = None) -> None:
+        if not self.keep_going:
+            raise error if error is not None else InputDataError(reason)
+        self.found.append((self.order.get(sample_id, len(self.order)), reason))
+        if self.progress is not None:
+            self.progress(self.scored + len(self.found), self.total, sample_id)
+
+    def reasons(self) -> list[str]:
+        return [reason for _, reason in sorted(self.found, key=lambda item: item[0])]
+
+
+def _batches(dataset: DatasetLoader, batch_size: int, timings: dict[str, float], skip: _Skips):
+    """Consecutive samples of one size, at most ``batch_size`` at a time; records load time per id.
+    A sample lacking a file, or whose file cannot be read, goes to ``skip``."""
     batch: list[Sample] = []
-    it = iter(dataset)
-    while True:
+    for entry in dataset.candidates:
+        if entry.problem is not None:
+            skip(entry.id, entry.problem)
+            continue
         t0 = time.perf_counter()
         try:
-            s = next(it)
-        except StopIteration:
-            break
+            s = dataset.load(entry)
+        except InputDataError as exc:
+            skip(entry.id, str(exc), exc)
+            continue
         timings[s.id] = time.perf_counter() - t0
         if batch and (s.rgb.shape != batch[0].rgb.shape or len(batch) >= batch_size):
             yield batch
@@ -369,6 +424,35 @@ def _save_root(config: EvalConfig) -> Path | None:
     return root
 
 
+def _infer_each(batch: list[Sample], models: _Models, config: EvalConfig, variants: tuple[str, ...], skip: _Skips):
+    """[(samples, :func:`_infer` of them)]: the batch at once; when one sample's input fails it (a ``file:``
+    map missing or unreadable) under ``continue_on_error``, sample by sample (each image's noise is its
+    own, so the numbers are the same), the failing ones skipped."""
+    try:
+        return [(batch, _infer(batch, models, config, variants))]
+    except InputDataError as exc:
+        if len(batch) == 1 or not skip.keep_going:
+            skip(batch[0].id, str(exc), exc)
+            return []
+    parts = []
+    for sample in batch:
+        try:
+            parts.append(([sample], _infer([sample], models, config, variants)))
+        except InputDataError as exc:
+            skip(sample.id, str(exc), exc)
+    return parts
+
+
+def _empty_prediction(sample: Sample, preds: dict[str, np.ndarray], models: _Models, image: str) -> str | None:
+    """Why a sample's prediction cannot be scored (no valid pixel: an all-NaN map), naming the map (a
+    ``file:`` conditioner's) or the ``image``; or None."""
+    if all(np.isfinite(p).any() for p in preds.values()):
+        return None
+    path_for = getattr(models.conditioner, "path_for", None)  # the file: conditioner's map of the sample
+    where = f"{path_for(sample.id)}: the precomputed map" if path_for else f"{image}: the conditioner's prediction"
+    return f"{where} has no valid pixel (every value NaN, infinite or masked)"
+
+
 def _infer(batch: list[Sample], models: _Models, config: EvalConfig, variants: tuple[str, ...]):
     """One batch through the pipeline: (result, {variant: (B,H,W) maps}, valid (B,H,W), per-image stage seconds)."""
     import torch
@@ -385,7 +469,8 @@ def _infer(batch: list[Sample], models: _Models, config: EvalConfig, variants: t
                "conditioner": res.conditioning.detach().float().cpu().numpy()[:, 0]}
     if "guided" in variants:
         images = torch.from_numpy(np.stack([s.rgb for s in batch])).permute(0, 3, 1, 2)  # [B,3,H,W]
-        outputs["guided"] = guided_refine(res.conditioning.detach().float().cpu(), images.float()).numpy()[:, 0]
+        outputs["guided"] = guided_refine(res.conditioning.detach().float().cpu(), images.float(),
+                                          valid=res.valid.detach().cpu()).numpy()[:, 0]  # holes left out
     valid = res.valid.detach().cpu().numpy()[:, 0]
     per_image = {s: res.timings.get(s, 0.0) / len(batch) for s in ("conditioner", "encode", "sample", "decode")}
     return res, outputs, valid, per_image
@@ -400,6 +485,8 @@ class _Scorer:
         self.rows: list[dict[str, Any]] = []
         self.stage_sums = dict.fromkeys(STAGES, 0.0)
         self.done = 0
+        self.notes: list[str] = []  # degenerate alignments, one line each (appended on the scoring thread)
+        self.skips: _Skips | None = None
         workers = default_score_workers(config.device) if config.score_workers is None else config.score_workers
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="betterdepth-score") if workers else None
         self.pending: deque = deque()
@@ -411,11 +498,19 @@ class _Scorer:
         scores = {
             variant: P.evaluate_sample(
                 pred, kind, gt, sample.valid, min_depth=self.dataset.min_depth, max_depth=self.dataset.max_depth,
-                metrics=c.metrics, alignment=c.alignment, target_edges=target_edges, **self.metric_opts,
+                metrics=c.metrics, alignment=c.alignment, target_edges=target_edges,
+                on_degenerate=self._note(sample.id, variant), **self.metric_opts,
             )
             for variant, pred in preds.items()
         }  # fmt: skip
         return scores, time.perf_counter() - t0
+
+    def _note(self, sample_id: str, variant: str):
+        def note(reason: str) -> None:
+            self.notes.append(f"{sample_id} ({variant}): degenerate alignment ({reason}), scored with the defined "
+                              "fallback")
+
+        return note
 
     def submit(self, sample: Sample, timing: dict, kind: str, preds: dict[str, np.ndarray]) -> None:
         if self.pool is None:
@@ -445,8 +540,11 @@ class _Scorer:
             row.update({f"seconds_{k}": v for k, v in timing.items()})
             self.rows.append(row)
         self.done += 1
+        skipped = 0 if self.skips is None else len(self.skips.found)
+        if self.skips is not None:
+            self.skips.scored = self.done
         if self.progress is not None:
-            self.progress(self.done, len(self.dataset), sample.id)
+            self.progress(self.done + skipped, len(self.dataset.candidates), sample.id)
 
     def close(self) -> None:
         if self.pool is not None:
@@ -463,7 +561,10 @@ def run_evaluation(
 ) -> EvalResult:
     """Evaluate ``config`` and return the per-sample rows and the means.
 
-    ``progress(done, total, sample_id)`` is called after every scored sample.
+    ``progress(done, total, sample_id)`` is called after every scored or skipped sample. A sample
+    that fails on its input (a missing or unreadable file, a ``file:`` map missing or without a
+    valid pixel) raises :class:`InputDataError`, or with ``continue_on_error`` is skipped: the result's
+    ``dataset["incomplete"]`` lists why, ``dataset["samples"]`` counts the samples scored.
     """
     import torch
 
@@ -480,35 +581,48 @@ def run_evaluation(
     save_root = _save_root(config)
     variants = config.variants()
     scorer = _Scorer(config, dataset, variants, progress)
+    scorer.skips = skip = _Skips(dataset, config.continue_on_error, progress)
     load_times: dict[str, float] = {}
     kind = metric_flag = None
     torch_threads = torch.get_num_threads()
     if scorer.pool is not None and str(config.device).startswith("cpu") and 1 < torch_threads >= (os.cpu_count() or 1):
         torch.set_num_threads(torch_threads - 1)  # leave a core to the scoring thread: oversubscribed OpenMP stalls
     try:
-        for batch in _batches(dataset, config.batch_size, load_times):
-            res, outputs, valid, per_image = _infer(batch, models, config, variants)
-            kind, metric_flag = res.kind, bool(res.metric)
-            for i, sample in enumerate(batch):
-                if save_root is not None:
-                    _save_sample(save_root, sample, {v: outputs[v][i] for v in variants}, valid[i], res, i, models,
-                                 config)
-                preds = {v: np.where(valid[i], outputs[v][i], np.nan) for v in variants}
-                scorer.submit(sample, {"load": load_times.pop(sample.id, 0.0), **per_image}, res.kind, preds)
+        for batch in _batches(dataset, config.batch_size, load_times, skip):
+            for part, (res, outputs, valid, per_image) in _infer_each(batch, models, config, variants, skip):
+                kind, metric_flag = res.kind, bool(res.metric)
+                for i, sample in enumerate(part):
+                    timing = {"load": load_times.pop(sample.id, 0.0), **per_image}
+                    preds = {v: np.where(valid[i], outputs[v][i], np.nan) for v in variants}
+                    image = dataset.root.where((sample.meta.get("files") or [sample.id])[0])
+                    empty = _empty_prediction(sample, preds, models, image)
+                    if empty is not None:
+                        skip(sample.id, empty)
+                        continue
+                    if save_root is not None:
+                        _save_sample(save_root, sample, {v: outputs[v][i] for v in variants}, valid[i], res, i,
+                                     models, config)
+                    scorer.submit(sample, timing, res.kind, preds)
         scorer.drain(0)
     finally:
         scorer.close()
         torch.set_num_threads(torch_threads)
     dataset.root.close()
+    return _result(config, dataset, models, scorer, skip.reasons(), (kind, metric_flag), t_wall)
+
+
+def _result(config: EvalConfig, dataset: DatasetLoader, models: _Models, scorer: _Scorer, skipped: list[str],
+            prediction: tuple, t_wall: float) -> EvalResult:
     means, counts = scorer.means()
-    cond_info, model_info = models.info(kind, metric_flag)
+    cond_info, model_info = models.info(*prediction)
+    described = {**dataset.describe(), "samples": scorer.done, "incomplete": skipped}
     return EvalResult(
-        config=config, dataset=dataset.describe(), conditioner=cond_info, model=model_info,
+        config=config, dataset=described, conditioner=cond_info, model=model_info,
         settings={**models.settings, "seed": config.seed, "device": str(config.device), "dtype": config.dtype,
                   "batch_size": config.batch_size},
         rows=scorer.rows, means=means, counts=counts,
         seconds_per_image={k: v / max(scorer.done, 1) for k, v in scorer.stage_sums.items()},
-        versions=versions(), wall_seconds=time.perf_counter() - t_wall,
+        versions=versions(), wall_seconds=time.perf_counter() - t_wall, notes=list(scorer.notes),
     )  # fmt: skip
 
 
