@@ -259,6 +259,31 @@ def test_an_interrupted_shot_resumes_where_it_stopped(tmp_path, models, fmt):
         assert cut == whole and "shot_range" in cut
 
 
+def test_a_preview_video_asked_for_later_is_made_from_the_saved_frames(tmp_path, models):
+    """--preview-video added to a refined shot (or its mp4 deleted): the mp4 is made from the frames'
+    files, nothing refined again; a file of the user's where it would go is never overwritten."""
+    import imageio.v2 as iio
+
+    for f in range(1001, 1004):
+        _write_png(tmp_path / "seq" / f"shot.{f:04d}.png", 32, 40, seed=f)
+    args = [tmp_path / "seq" / "shot.%04d.png", *models, "-o", tmp_path / "o"]
+    assert refine(args).exit_code == 0
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "o").glob("shot.*.png")}
+    res = refine([*args, "--preview-video"])
+    assert res.exit_code == 0 and "1 preview mp4(s) made from the shots' saved frames" in res.stderr, res.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "o").glob("shot.*.png")} == before  # not redone
+    reader = iio.get_reader(str(tmp_path / "o" / "shot_preview.mp4"))
+    assert reader.count_frames() == 3
+    reader.close()
+    assert "nothing to do" in refine([*args, "--preview-video"]).stderr
+    # a user's own file where the preview goes (no sidecar of the shot names it): refused, kept
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "shot_preview.mp4").write_bytes(b"mine")
+    res = refine([*args[:-1], tmp_path / "mine", "--preview-video"])
+    assert res.exit_code == 65 and "shot_preview.mp4: exists and was not written by betterdepth" in res.stderr
+    assert (tmp_path / "mine" / "shot_preview.mp4").read_bytes() == b"mine"
+
+
 def test_missing_frames_are_not_a_success_unless_allowed(tmp_path, models):
     for f in (1, 2, 3, 5, 6):  # frame 4 is missing
         _write_png(tmp_path / "seq" / f"shot.{f:04d}.png", 32, 40, seed=f)

@@ -296,7 +296,8 @@ def _run(job, report: _Reporter) -> int:
 
     report.info(f"refine: {job.summary_line}")
     if job.plan.todo == 0:
-        report.info("nothing to do: every output exists (use --overwrite to redo them)")
+        if not refine_job.write_missing_previews(job, report.info):
+            report.info("nothing to do: every output exists (use --overwrite to redo them)")
         done = refine_job.nothing_to_do(job)
         ranks.record(done, job.settings.continue_on_error)
         return refine_job.finish(job, done, report.info)

@@ -391,6 +391,7 @@ class _Engine:
             writer.join()
             if self.error is not None:
                 raise self.error
+            self.out.write_missing_previews()
             remove_stale_temps(self.plan, before=started)
         except BaseException as exc:
             self.abort.set()

@@ -69,6 +69,7 @@ class Group:
     todo: list[Item]
     extra_outputs: dict[str, Path] = field(default_factory=dict)  # preview mp4
     resumed: list[Item] = field(default_factory=list)  # a shot's frames an interrupted run finished (see resume_shot)
+    preview_only: bool = False  # every frame done, its preview mp4 missing: made from the frames' files
 
     @property
     def is_shot(self) -> bool:
@@ -269,15 +270,36 @@ def plan_run(sources: Sequence[Any], settings: RefineSettings) -> Plan:
         if group.is_shot:
             # one range per shot: a shot with anything missing is redone whole, one blocked frame blocks it
             reason = next((it.blocked for it in group.items if it.blocked), None)
+            missing = any(s != "done" for s in states)
+            if reason is None and (missing or not outputs_exist(group.extra_outputs)):
+                reason = foreign_preview(group)  # a file of the user's where the preview mp4 would go
             for it in group.items:
                 it.blocked = reason
-            missing = any(s != "done" for s in states) or not outputs_exist(group.extra_outputs)
-            group.todo = list(group.items) if missing else []
+            group.preview_only = reason is None and not missing and not outputs_exist(group.extra_outputs)
+            group.todo = list(group.items) if missing or (reason and not outputs_exist(group.extra_outputs)) else []
             if missing and reason is None:
                 resume_shot(group, states, settings)
         else:
             group.todo = [it for it, s in zip(group.items, states) if s != "done"]
     return Plan(groups=list(groups.values()), out_dir=out_dir, formats=settings.formats, excluded=excluded)
+
+
+def foreign_preview(group: Group) -> str | None:
+    """Why a shot's preview mp4 must not be written: a file is there that no frame sidecar of the shot
+    records as its preview (``preview_video``, written with it); None when free or ours."""
+    from betterdepth_cli.io.depth_files import read_sidecar
+
+    path = group.extra_outputs.get("preview_video")
+    if path is None or not Path(path).exists():
+        return None
+    for it in group.items:
+        try:
+            if read_sidecar(it.outputs["sidecar"]).get("preview_video") == Path(path).name:
+                return None
+        except (InputDataError, OSError):
+            continue
+    return (f"{path}: exists and was not written by betterdepth (no sidecar of the shot names it); "
+            "choose another -o folder, or --overwrite to replace it")
 
 
 #: Outputs a shot writes frame by frame (a shot's png16 and previews wait for its end: its one range).

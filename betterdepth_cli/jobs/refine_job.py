@@ -246,6 +246,19 @@ def check_device(job: RefineJob) -> None:
     check_dtype_for_device(job.dtype, job.device)
 
 
+def write_missing_previews(job: RefineJob, info: Say) -> int:
+    """The preview mp4s of shots refined before (``plan.Group.preview_only``), from their saved frames."""
+    import threading
+
+    from betterdepth_cli.jobs.writers import OutputWriter
+
+    if not any(g.preview_only for g in job.plan.groups):
+        return 0
+    written = OutputWriter(job.plan, job.settings, threading.Event(), info).write_missing_previews()
+    info(f"{written} preview mp4(s) made from the shots' saved frames (nothing refined again)")
+    return written
+
+
 def fail_blocked(job: RefineJob, error: Say) -> Summary | None:
     """When every input to process would fail before it is read (its outputs exist from other
     settings, or files not ours are in the way): their failures, without loading a model or writing

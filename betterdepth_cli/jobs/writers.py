@@ -143,14 +143,36 @@ class OutputWriter:
         if "preview" in outs:
             bo.write_preview(outs["preview"], values, valid, kind=kind)
 
+    def write_missing_previews(self) -> int:
+        """The preview mp4 of each shot whose frames were all done (``Group.preview_only``: asked for
+        after the shot was refined, or deleted), made from the frames' files with the range their
+        sidecars record; nothing is refined again. Returns how many were written."""
+        written = 0
+        for group in self.groups.values():
+            if not group.preview_only or self.abort.is_set():
+                continue
+            shot = ShotBuffer(self)
+            try:
+                for item in group.items:
+                    values, meta = _saved_map(item)
+                    shot.add(item, values, np.isfinite(values), meta["kind"], bool(meta.get("metric")), {})
+                crange = depth_files.read_sidecar(group.items[0].outputs["sidecar"]).get("shot_range")
+                self._write_preview_video(group, shot, tuple(crange) if crange else shot.range.robust())
+                mark = {"preview_video": Path(group.extra_outputs["preview_video"]).name}
+                for item in group.items:
+                    side = item.outputs["sidecar"]
+                    depth_files.write_sidecar(side, {**depth_files.read_sidecar(side), **mark})
+                written += 1
+            finally:
+                shot.release()
+        return written
+
     @staticmethod
     def _add_resumed(shot: ShotBuffer, group: Group) -> None:
         """The frames an interrupted run finished (``plan.resume_shot``): their maps, read back, join the
         shot's range, and their sidecars gain it at the shot's end."""
         for item in group.resumed:
-            outs = item.outputs
-            values = np.load(outs["npy"]) if "npy" in outs else depth_files.read_exr(outs["exr"])[0]
-            meta = depth_files.read_sidecar(outs["sidecar"])
+            values, meta = _saved_map(item)
             shot.add(item, values, np.isfinite(values), meta["kind"], bool(meta.get("metric")),
                      {k: meta.get(k) for k in ("cascade", "tiles", "refined_size") if k in meta}, keep=False)
 
@@ -171,12 +193,14 @@ class OutputWriter:
         if not shot.frames:
             return
         vrange, crange = shot.range.full(), shot.range.robust()
+        video = group.extra_outputs.get("preview_video")
+        mark = {} if video is None else {"preview_video": Path(video).name}  # the shot's own, a rerun knows it
         for item, arr, route in shot.arrays():
             if self.abort.is_set():
                 return
             if "png16" not in item.outputs:  # EXR, NPY: the sidecar written with the frame gains the range
                 side = item.outputs["sidecar"]
-                depth_files.write_sidecar(side, {**depth_files.read_sidecar(side), "shot_range": list(crange)})
+                depth_files.write_sidecar(side, {**depth_files.read_sidecar(side), "shot_range": list(crange), **mark})
             if arr is None:
                 continue
             valid = np.isfinite(arr)
@@ -184,6 +208,7 @@ class OutputWriter:
                 meta = self.meta(item, shot.kind, shot.metric, route)
                 meta["range"] = "shot"
                 meta["shot_range"] = list(crange)  # the shot's robust 2-98 % range (export-ply maps every frame by it)
+                meta.update(mark)
                 depth_files.write_png16(item.outputs["png16"], arr, valid, meta=meta, vrange=vrange)
             if "preview" in item.outputs:
                 bo.write_preview(item.outputs["preview"], arr, valid, kind=shot.kind, vrange=crange)
@@ -216,3 +241,14 @@ class OutputWriter:
                 writer.close()
 
         files.atomic_write(group.extra_outputs["preview_video"], write)
+
+
+def _saved_map(item: Item) -> tuple[np.ndarray, dict]:
+    """A done frame's map read back (NPY, else EXR, else the png16 decoded by its sidecar) and its sidecar."""
+    outs = item.outputs
+    meta = depth_files.read_sidecar(outs["sidecar"])
+    if "npy" in outs:
+        return np.load(outs["npy"]), meta
+    if "exr" in outs:
+        return depth_files.read_exr(outs["exr"])[0], meta
+    return depth_files.load_depth_output(outs["png16"])[0], meta
