@@ -55,6 +55,8 @@ DEFAULTS = {
 
 
 ARCHS = ("depth-anything", "dpt-hybrid", "dpt")
+#: [model] keys besides those of DEFAULTS: the architectures' own (see build_model).
+MODEL_KEYS = ("arch", "patch_size", "bit_hidden_sizes", "bit_depths", "bit_embedding_size", "bit_groups")
 
 
 def build_model(cfg: dict):
@@ -407,13 +409,53 @@ def train(recipe: dict, output: Path, resume: bool = False, log=print,
     return final
 
 
+def load_recipe(path: str | os.PathLike) -> dict:
+    """Read a conditioner recipe as ``betterdepth train`` reads its own: a missing or unreadable file,
+    bad TOML, a table other than [data], [model], [train] or a key they do not take (a typo such as
+    ``lrr``) is a UsageError naming the file and the key, in ``betterdepth train``'s words."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UsageError(f"--recipe {p}: file not found")
+    try:
+        recipe = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--recipe {p}: cannot read ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"--recipe {p}: not valid TOML ({exc})") from None
+    for key, value in recipe.items():
+        if key not in DEFAULTS:
+            raise UsageError(f"{p}: unknown key {key!r} (valid: {', '.join(f'[{s}]' for s in DEFAULTS)})")
+        if not isinstance(value, dict):
+            raise UsageError(f"{p}: `{key}` must be a table [{key}]")
+        names = {*DEFAULTS[key], *(MODEL_KEYS if key == "model" else ())}
+        for k in value:
+            if k not in names:
+                raise UsageError(f"{p}: unknown key [{key}] {k!r} (valid: {', '.join(sorted(names))})")
+    return recipe
+
+
 def main(argv: list[str] | None = None) -> None:
+    """``python -m training.conditioner``: errors are one line with ``betterdepth``'s exit codes
+    (64 usage, a bad recipe key included; 66 no input; 73 cannot write)."""
+    import typer
+
+    from betterdepth_cli.cli.app import handle_errors
+
+    try:
+        handle_errors(_main)(argv)
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except SystemExit as exc:
+        raise SystemExit(64 if exc.code == 2 else exc.code) from None  # argparse's usage errors
+
+
+def _main(argv: list[str] | None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", required=True)
     ap.add_argument("--output", required=True)
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args(argv)
-    recipe = tomllib.loads(Path(args.recipe).read_text())
+    recipe = load_recipe(args.recipe)
     train(recipe, Path(args.output), args.resume, log=lambda m: print(m, file=sys.stderr, flush=True))
 
 

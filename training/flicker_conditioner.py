@@ -71,6 +71,7 @@ def apply_jitter(disp: np.ndarray, scale: float, shift_fraction: float) -> np.nd
 def write_flicker_maps(dataset: str, root: str, out: str, seed: int = 0, scale_jitter: float = SCALE_JITTER,
                        shift_jitter: float = SHIFT_JITTER, **options) -> int:
     """One ``<out>/<clip>/<frame>.npy`` per frame of a sequence dataset; returns the count."""
+    from betterdepth_cli.core.types import OutputError
     from betterdepth_cli.evaluation.sequences import get_sequence_dataset
     from betterdepth_cli.io.depth_files import write_npy
 
@@ -83,13 +84,34 @@ def write_flicker_maps(dataset: str, root: str, out: str, seed: int = 0, scale_j
                 n += 1
                 continue
             s = clip.frame(i)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_npy(path, cond.predict(s.depth(), s.valid, ci, i))
+            disp = cond.predict(s.depth(), s.valid, ci, i)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_npy(path, disp)
+            except OSError as exc:
+                raise OutputError(f"{out}: cannot write {path.name} ({exc.strerror or exc})") from None
             n += 1
     return n
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``python -m training.flicker_conditioner``: errors are one line with ``betterdepth``'s exit codes
+    (64 usage, 66 no input such as a missing folder or one without clips, 73 cannot write)."""
+    import typer
+
+    from betterdepth_cli.cli.app import handle_errors
+
+    try:
+        handle_errors(_main)(argv)
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except SystemExit as exc:
+        raise SystemExit(64 if exc.code == 2 else exc.code) from None  # argparse's usage errors
+
+
+def _main(argv: list[str] | None) -> None:
+    from betterdepth_cli.core.types import UsageError
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dataset", help="a sequence dataset: synth-seq or tum")
     ap.add_argument("root")
@@ -98,6 +120,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--scale-jitter", type=float, default=SCALE_JITTER, help="per-frame scale: 1 +- this")
     ap.add_argument("--shift-jitter", type=float, default=SHIFT_JITTER, help="per-frame shift: +- this x range")
     a = ap.parse_args(argv)
+    if not 0 <= a.scale_jitter < 1:
+        raise UsageError(f"--scale-jitter must be in [0, 1), got {a.scale_jitter}")
+    if not a.shift_jitter >= 0:
+        raise UsageError(f"--shift-jitter must be >= 0, got {a.shift_jitter}")
     n = write_flicker_maps(a.dataset, a.root, a.out, a.seed, a.scale_jitter, a.shift_jitter)
     print(f"{n} maps -> {a.out} (use --conditioner 'file:{a.out}?kind=disparity')")
 

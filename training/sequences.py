@@ -170,33 +170,62 @@ def write_sequences(out_dir: str | os.PathLike, n_clips: int, n_frames: int, see
     """Render clips ``seed0 .. seed0 + n_clips - 1`` in the layout of the module doc; returns the folder.
 
     Complete clips (their ``camera.json`` written) are kept, so an interrupted run resumes; a
-    folder written with other settings is refused.
+    folder written with other settings, or holding more than ``n_clips`` clips, is refused
+    (OutputError). Every argument is checked before anything is written (ValueError naming it;
+    limits of :func:`training.synthetic.settings.check_request`). ``progress(done, n_clips)`` after
+    each clip rendered (``done`` counts the kept ones too).
     """
-    from betterdepth_cli.core.types import OutputError
     from betterdepth_cli.io.files import atomic_write_bytes
+    from training.synthetic.settings import check_request
 
-    if n_clips < 0 or n_frames < 1:
-        raise ValueError(f"need n_clips >= 0 and n_frames >= 1, got {n_clips}, {n_frames}")
     if kind not in SCENE_KINDS:
         raise ValueError(f"`kind` must be one of {', '.join(SCENE_KINDS)}, got {kind!r}")
     if motion not in MOTIONS:
         raise ValueError(f"`motion` must be one of {', '.join(MOTIONS)}, got {motion!r}")
+    size = check_request(n_clips, seed0, size, frames=n_frames, names={"n": "`n_clips`"})
     out = Path(out_dir)
     settings = {"generator": "betterdepth training.sequences", "seed0": int(seed0), "frames": int(n_frames),
                 "size": [int(size[0]), int(size[1])], "kind": kind, "motion": motion,
                 "amplitude": "auto" if amplitude is None else float(amplitude)}
     text = "# betterdepth synthetic sequences: <clip>/rgb, <clip>/depth, <clip>/camera.json\n[source]\n" + "".join(
         f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
-    toml = out / SEQUENCES_TOML
-    if toml.exists():
-        if toml.read_text() != text:
-            raise OutputError(f"{out}: was written with other sequence settings; use another folder or the same ones")
-    elif out.is_dir() and any(out.iterdir()):
-        raise OutputError(f"{out}: folder is not empty and has no {SEQUENCES_TOML}; use an empty or new folder")
+    _check_sequence_folder(out, settings, n_clips)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(toml, text.encode())
-    for i in range(n_clips):
+    atomic_write_bytes(out / SEQUENCES_TOML, text.encode())
+    there = complete_clips(out, n_clips)
+    for done, i in enumerate((i for i in range(n_clips) if i not in there), len(there) + 1):
         _write_clip(out, f"clip{i:04d}", int(seed0) + i, n_frames, size, kind, motion, amplitude, 0)
         if progress:
-            progress(i + 1, n_clips)
+            progress(done, n_clips)
     return out
+
+
+def complete_clips(out: Path, n_clips: int) -> set[int]:
+    """The indices below ``n_clips`` of the clips of ``out`` with their ``camera.json`` (written last)."""
+    from training.synthetic.settings import indices
+
+    return {i for i in indices(out, prefix="clip", digits=4)
+            if i < n_clips and (out / f"clip{i:04d}" / CAMERA_FILE).is_file()}
+
+
+def _check_sequence_folder(out: Path, settings: dict, n_clips: int) -> None:
+    """Refuse a folder whose clips would mix with these: not empty without ``sequences.toml``, of
+    another generator, other settings (each named), more clips than ``n_clips``."""
+    import tomllib
+
+    from betterdepth_cli.core.types import OutputError
+    from training.synthetic.settings import indices, refuse_fewer, refuse_other_settings
+
+    toml = out / SEQUENCES_TOML
+    if toml.exists():
+        try:
+            old = tomllib.loads(toml.read_text()).get("source", {})
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+            raise OutputError(f"{toml}: exists but is not a sequences description; use another folder") from None
+        if old.get("generator") != settings["generator"]:
+            raise OutputError(f"{out}: holds clips not written by `betterdepth synth --sequence`; use another folder")
+        refuse_other_settings(out, old, {k: v for k, v in settings.items() if k != "generator"},
+                              what="sequence settings")
+    elif out.is_dir() and any(out.iterdir()):
+        raise OutputError(f"{out}: folder is not empty and has no {SEQUENCES_TOML}; use an empty or new folder")
+    refuse_fewer(out, max(indices(out, prefix="clip", digits=4), default=-1) + 1, n_clips, unit="clips")

@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -101,41 +101,6 @@ def _write_one(args: tuple) -> str:
     return sid
 
 
-def _check_same_recipe(out: Path, source: dict, depth_format: str) -> None:
-    """Refuse to resume into a folder written with other settings (stale samples would mix in)."""
-    import tomllib
-
-    from betterdepth_cli.core.types import OutputError
-
-    path = out / "dataset.toml"
-    if not path.exists():
-        if out.is_dir() and any(out.iterdir()):
-            raise OutputError(f"{out}: folder is not empty and has no dataset.toml; use an empty or new folder")
-        return
-    try:
-        cfg = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
-        raise OutputError(f"{path}: exists but is not a synthetic dataset description; use another folder") from None
-    old = cfg.get("source", {})
-    old_format = cfg.get("depth", {}).get("format")
-    if old.get("generator") != source["generator"]:
-        raise OutputError(f"{out}: holds a dataset not written by `betterdepth synth`; use another folder")
-    old_digest = old.get("generator_digest")
-    if old_digest is not None and old_digest != source["generator_digest"]:  # folders written before 2026-12-06 have none
-        raise OutputError(f"{out}: was written by another version of the scene generator (digest {old_digest}, this one "
-                          f"{source['generator_digest']}): new samples would not match its others; use another folder")
-    diff = [k for k in ("seed0", "size", "kind", "supersample") if old.get(k, 1 if k == "supersample" else None)
-            != source[k]]
-    if old_format != depth_format:
-        diff.append("depth_format")
-    if diff:
-        asked = {**source, "depth_format": depth_format}
-        stored = {**old, "depth_format": old_format}
-        raise OutputError(f"{out}: was written with other settings ("
-                          + ", ".join(f"{k} {stored.get(k)!r} there, {asked[k]!r} asked" for k in diff)
-                          + "); use another folder or the same settings")
-
-
 def write_dataset(out_dir: str | os.PathLike, n: int, seed0: int = 0, size: tuple[int, int] | int = (256, 256),
                   kind: str = "mixed", workers: int = 1, depth_format: str = "npy", supersample: int = 1,
                   progress: Callable[[int, int], None] | None = None) -> Path:
@@ -146,30 +111,28 @@ def write_dataset(out_dir: str | os.PathLike, n: int, seed0: int = 0, size: tupl
     0.001 m for indoor, 0.002 m otherwise, 0 = invalid), ``meta/<id>.json``
     (seed, K, extrinsic, scene kind). ids are ``%06d`` of the index. Existing
     complete samples are kept (an interrupted run resumes; a folder written with
-    other settings is refused). ``workers`` > 1 renders in processes (each ray
+    other settings, or holding more than ``n`` scenes, is refused: OutputError). Every
+    argument is checked before anything is written (ValueError naming it; limits in
+    :mod:`training.synthetic.settings`: n <= 10,000,000, 8 .. 16384 pixels a side, W x H x
+    supersample² <= 4096²). ``workers`` > 1 renders in processes (each ray
     caster single-threaded); the files are the same whatever ``workers`` is. ``supersample`` (odd)
     anti-aliases RGB with s x s rays per pixel (depth unchanged). ``progress(done, n)``
-    is called after each sample. Returns the output folder.
+    is called after each sample rendered (``done`` counts the kept ones too). Returns the output folder.
 
     NPY is the default: 256 KiB per 256x256 sample, exact; png16 is ~3x smaller.
     """
-    if n < 0:
-        raise ValueError(f"`n` must be >= 0, got {n}")
+    from training.synthetic.settings import check_request, check_scene_folder, complete_scenes
+
     if kind not in SCENE_KINDS:
         raise ValueError(f"`kind` must be one of {', '.join(SCENE_KINDS)}, got {kind!r}")
     if depth_format not in DEPTH_FORMATS:
         raise ValueError(f"`depth_format` must be one of {', '.join(DEPTH_FORMATS)}, got {depth_format!r}")
-    if workers < 1:
-        raise ValueError(f"`workers` must be >= 1, got {workers}")
-    if supersample < 1 or supersample % 2 == 0:
-        raise ValueError(f"`supersample` must be an odd integer >= 1, got {supersample}")
-    if isinstance(size, int):
-        size = (size, size)
+    size = check_request(n, seed0, size, supersample, workers=workers)  # all before anything is written
     out = Path(out_dir)
     source = {"generator": "betterdepth training.synthetic", "seed0": int(seed0), "n": int(n),
               "size": [int(size[0]), int(size[1])], "kind": kind, "supersample": int(supersample),
               "generator_digest": generator_digest()}
-    _check_same_recipe(out, source, depth_format)
+    check_scene_folder(out, source, depth_format)
     for sub in ("rgb", "depth", "meta"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     scale = 1.0 if depth_format == "npy" else (0.001 if kind == "indoor" else 0.002)
@@ -177,22 +140,29 @@ def write_dataset(out_dir: str | os.PathLike, n: int, seed0: int = 0, size: tupl
                         max_depth=INDOOR_MAX_DEPTH if kind == "indoor" else OUTDOOR_MAX_DEPTH)
     _atomic_write_bytes(out / "dataset.toml", toml.encode())
     nthreads = 0 if workers == 1 else 1  # one process: all cores for ray casting; else one each
-    jobs = [(str(out), i, int(seed0) + i, tuple(size), kind, depth_format, scale, int(supersample), nthreads)
-            for i in range(n)]
+    there = complete_scenes(out, n, depth_format)  # a rerun resumes: kept
+    jobs = ((str(out), i, int(seed0) + i, tuple(size), kind, depth_format, scale, int(supersample), nthreads)
+            for i in range(n) if i not in there)
+    _run_jobs(jobs, n - len(there), workers, lambda done: progress and progress(len(there) + done, n))
+    return out
+
+
+def _run_jobs(jobs: Iterator[tuple], count: int, workers: int, after: Callable[[int], None]) -> None:
+    """Render the ``count`` samples of ``jobs`` (lazily: a batch at a time in ``workers`` processes);
+    ``after(done)`` after each."""
     done = 0
-    if workers == 1:
+    if workers == 1 or count <= 1:
         for j in jobs:
             _write_one(j)
             done += 1
-            if progress:
-                progress(done, n)
-    else:
-        import multiprocessing as mp
+            after(done)
+        return
+    import itertools
+    import multiprocessing as mp
 
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(workers) as pool:
-            for _ in pool.imap_unordered(_write_one, jobs, chunksize=4):
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(min(workers, count)) as pool:
+        while batch := list(itertools.islice(jobs, 4096)):
+            for _ in pool.imap_unordered(_write_one, batch, chunksize=4):
                 done += 1
-                if progress:
-                    progress(done, n)
-    return out
+                after(done)
