@@ -27,7 +27,6 @@ import os
 import pickle
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Callable
 
@@ -413,15 +412,9 @@ def load_recipe(path: str | os.PathLike) -> dict:
     """Read a conditioner recipe as ``betterdepth train`` reads its own: a missing or unreadable file,
     bad TOML, a table other than [data], [model], [train] or a key they do not take (a typo such as
     ``lrr``) is a UsageError naming the file and the key, in ``betterdepth train``'s words."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise UsageError(f"--recipe {p}: file not found")
-    try:
-        recipe = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--recipe {p}: cannot read ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"--recipe {p}: not valid TOML ({exc})") from None
+    from training.config import read_recipe_toml
+
+    p, recipe = read_recipe_toml(path)
     for key, value in recipe.items():
         if key not in DEFAULTS:
             raise UsageError(f"{p}: unknown key {key!r} (valid: {', '.join(f'[{s}]' for s in DEFAULTS)})")
@@ -437,16 +430,9 @@ def load_recipe(path: str | os.PathLike) -> dict:
 def main(argv: list[str] | None = None) -> None:
     """``python -m training.conditioner``: errors are one line with ``betterdepth``'s exit codes
     (64 usage, a bad recipe key included; 66 no input; 73 cannot write)."""
-    import typer
+    from betterdepth_cli.cli.app import script_main
 
-    from betterdepth_cli.cli.app import handle_errors
-
-    try:
-        handle_errors(_main)(argv)
-    except typer.Exit as exc:
-        raise SystemExit(exc.exit_code) from None
-    except SystemExit as exc:
-        raise SystemExit(64 if exc.code == 2 else exc.code) from None  # argparse's usage errors
+    script_main(_main, argv)
 
 
 def _main(argv: list[str] | None) -> None:

@@ -427,17 +427,22 @@ def apply_overrides(data: dict, overrides: dict[str, Any] | list[str] | None, wh
     return out
 
 
-def load_recipe(path: str | os.PathLike, overrides: dict[str, Any] | list[str] | None = None) -> Recipe:
-    """Read a recipe TOML, apply overrides, check it. Errors name the file and the key."""
+def read_recipe_toml(path: str | os.PathLike) -> tuple[Path, dict]:
+    """A recipe file's path and its TOML table; a missing, unreadable or invalid file is a UsageError."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise UsageError(f"--recipe {p}: file not found")
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
+        return p, tomllib.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"--recipe {p}: cannot read ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"--recipe {p}: not valid TOML ({exc})") from None
+
+
+def load_recipe(path: str | os.PathLike, overrides: dict[str, Any] | list[str] | None = None) -> Recipe:
+    """Read a recipe TOML, apply overrides, check it. Errors name the file and the key."""
+    p, data = read_recipe_toml(path)
     if overrides:
         data = apply_overrides(data, overrides)
     return recipe_from_dict(data, where=str(p))

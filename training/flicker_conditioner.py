@@ -97,16 +97,9 @@ def write_flicker_maps(dataset: str, root: str, out: str, seed: int = 0, scale_j
 def main(argv: list[str] | None = None) -> None:
     """``python -m training.flicker_conditioner``: errors are one line with ``betterdepth``'s exit codes
     (64 usage, 66 no input such as a missing folder or one without clips, 73 cannot write)."""
-    import typer
+    from betterdepth_cli.cli.app import script_main
 
-    from betterdepth_cli.cli.app import handle_errors
-
-    try:
-        handle_errors(_main)(argv)
-    except typer.Exit as exc:
-        raise SystemExit(exc.exit_code) from None
-    except SystemExit as exc:
-        raise SystemExit(64 if exc.code == 2 else exc.code) from None  # argparse's usage errors
+    script_main(_main, argv)
 
 
 def _main(argv: list[str] | None) -> None:

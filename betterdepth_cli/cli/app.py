@@ -119,3 +119,14 @@ def main() -> None:
 
 
 _register()
+
+
+def script_main(main, argv: list[str] | None = None) -> None:
+    """Run an argparse ``main(argv)`` of a ``python -m`` script as the commands run: errors are one
+    line with ``betterdepth``'s exit codes (argparse's usage errors, its exit 2, become 64)."""
+    try:
+        handle_errors(main)(argv)
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except SystemExit as exc:
+        raise SystemExit(64 if exc.code == 2 else exc.code) from None
