@@ -252,3 +252,122 @@ def test_a_frame_of_a_chunked_shot_maps_as_the_whole_runs(tmp_path):
         res = run(tmp_path / d / "shot.1002.exr", "-o", tmp_path / f"{d}.ply", "--edge-threshold", "0")
         assert res.exit_code == 0, res.output
     np.testing.assert_array_equal(read_points(tmp_path / "chunks.ply")[0], read_points(tmp_path / "whole.ply")[0])
+
+
+# --------------------------------------------------------------------------- QA round 20: signals, temporaries, EXR, scale, sidecars
+_SIGTERM_WHILE_WRITING = """
+import os, signal, sys
+import open3d as o3d
+
+real = o3d.t.io.write_point_cloud
+
+
+def write(path, pcd, **kw):  # the farm's SIGTERM arrives while the file is being written
+    ok = real(path, pcd, **kw)
+    os.kill(os.getpid(), signal.SIGTERM)
+    return ok
+
+
+o3d.t.io.write_point_cloud = write
+from betterdepth_cli.cli.app import main
+
+sys.argv = ["betterdepth", *sys.argv[1:]]
+main()
+"""
+
+
+def test_sigterm_while_writing_exits_143_and_leaves_no_temporary(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    src = plane_map(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "img.ply").write_bytes(b"the user's earlier file")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-c", _SIGTERM_WHILE_WRITING, "export-ply", str(src), "-o", str(out)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr == "betterdepth: error: terminated\n"
+    assert sorted(p.name for p in out.iterdir()) == ["img.ply"]  # no temporary folder beside it
+    assert (out / "img.ply").read_bytes() == b"the user's earlier file"  # untouched
+
+
+def test_a_later_run_removes_the_temporaries_a_killed_run_left(tmp_path):
+    import os
+    import time
+
+    src = plane_map(tmp_path)
+    out = tmp_path / "out"
+    old = time.time() - 3600
+
+    def leave(rel: str, files=("img.ply",), when: float = old) -> Path:
+        folder = out / rel
+        folder.mkdir(parents=True)
+        for name in files:
+            (folder / name).write_bytes(b"partial")
+            os.utime(folder / name, (when, when))
+        os.utime(folder, (when, when))
+        return folder
+
+    killed = leave(".img.ply.tmp-k1ll3d00")  # a SIGKILLed run's, for this target: removed
+    legacy = leave(".betterdepth-ab12cd34")  # the folder name earlier versions used: removed
+    live = leave(".img.ply.tmp-l1ve0000", when=time.time() + 600)  # still being written by a live run: kept
+    other = leave(".other.ply.tmp-k1ll3d00", files=("other.ply",))  # another target's: kept
+    spill = leave(".betterdepth-spill-ab12cd34", files=("0.npy",))  # refine's: kept
+    mine = leave(".betterdepth-zz99yy88", files=("notes.txt",))  # a folder with other files: kept
+    res = run(src, "-o", out / "img.ply")
+    assert res.exit_code == 0, res.stderr
+    assert not killed.exists() and not legacy.exists()
+    assert live.exists() and other.exists() and spill.exists() and mine.exists()
+    assert len(read_points(out / "img.ply")[0]) == H * W
+
+
+def test_truncated_exr_gives_one_line_and_nothing_from_the_library(tmp_path, capfd):
+    rng = np.random.default_rng(0)
+    whole = depth_files.write_exr(tmp_path / "w.exr", rng.random((64, 64), np.float32) + 1, kind="disparity",
+                                  metric=False)
+    data = whole.read_bytes()
+    (tmp_path / "t.exr").write_bytes(data[: len(data) // 2])  # the second half of the chunks is gone
+    res = run(tmp_path / "t.exr", "-o", tmp_path / "t.ply")
+    assert res.exit_code == 65
+    assert res.stderr == (f"betterdepth: error: {tmp_path / 't.exr'}: not a readable EXR "
+                          "(truncated or corrupt: EXR_ERR_BAD_CHUNK_LEADER)\n")
+    assert res.stdout == ""  # OpenEXR's "Warning: Exception raised reading pixel data" (on sys.stdout) is gone
+    assert capfd.readouterr().err == ""  # and its "(EXR_ERR_BAD_CHUNK_LEADER)" lines on file descriptor 2
+    assert not (tmp_path / "t.ply").exists()
+
+
+def test_a_scale_that_leaves_no_usable_depth_is_one_line_without_numpy_warnings(tmp_path):
+    import warnings
+
+    src = plane_map(tmp_path)  # metric disparity 0.5 everywhere
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        # disparity 1e-30 * 0.5 -> depth 2e30: beyond what float32 normals can hold
+        res = run(src, "-o", tmp_path / "x.ply", "--scale", "1e-30")
+        # 1e-50 is 0 in float32 (the map's type): refused before the map is read
+        tiny = run(src, "-o", tmp_path / "x.ply", "--scale", "1e-50")
+    assert not [w for w in seen if issubclass(w.category, RuntimeWarning)]
+    assert res.exit_code == 64
+    assert res.stderr == (f"betterdepth: error: {src}: `disparity = 1e-30 * value + 0` gives depths 2e+30..2e+30, "
+                          "none within the 1e-06..1e+08 that float32 points and normals can hold; "
+                          "choose a `--scale`/`--shift` that gives depths in scene units\n")
+    assert tiny.exit_code == 64
+    assert tiny.stderr == ("betterdepth: error: `--scale` must be non-zero and finite, within float32 "
+                           "(1.18e-38 to 3.4e+38 in size: the maps are float32), got 1e-50\n")
+    assert not (tmp_path / "x.ply").exists()
+
+
+def test_a_sidecar_of_another_map_is_refused(tmp_path):
+    src = plane_map(tmp_path, "small")  # 12x16
+    big = tmp_path / "big.png"  # a 24x32 map given small's sidecar
+    depth_files.write_png16(big, np.full((2 * H, 2 * W), 0.5, np.float32),
+                            meta=depth_files.make_sidecar(kind="disparity", metric=True))
+    (tmp_path / "big.json").write_text(src.with_suffix(".json").read_text())
+    res = run(big, "-o", tmp_path / "big.ply")
+    assert res.exit_code == 65
+    assert res.stderr == (f"betterdepth: error: {tmp_path / 'big.json'}: the sidecar is for a {W}x{H} map, "
+                          f"but {big} is {2 * W}x{2 * H} (a sidecar of another map?)\n")
+    assert not (tmp_path / "big.ply").exists()

@@ -588,3 +588,135 @@ def test_banded_normals_equal_one_piece(band, workers):
     np.testing.assert_array_equal(bok, rok)
     for r, b in ((rx, bx), (ry, by), (rz, bz)):
         np.testing.assert_array_equal(b[rok], r[rok])
+
+
+# --------------------------------------------------------------------------- QA round 20: limits, sidecars, temporaries, EXR
+
+
+def test_depths_beyond_float32_geometry_are_left_out_and_counted(tmp_path):
+    import warnings
+
+    depth = np.full((4, 4), 2.0, np.float32)
+    depth[0, 0] = 1e12  # its normal would overflow float32: (1e12)^4
+    np.save(tmp_path / "m.npy", depth)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        s = pc.export_depth_file(tmp_path / "m.npy", tmp_path / "m.ply", assume="depth", fov=90.0)
+    assert not [w for w in seen if issubclass(w.category, RuntimeWarning)]
+    # the 15 others: each keeps a row and a column neighbour, so a normal
+    assert s["out_of_range"] == 1 and s["points"] == 15
+    np.save(tmp_path / "tiny.npy", np.full((4, 4), 1e-7, np.float32))  # below 1e-6 everywhere: nothing to build
+    with pytest.raises(InputDataError, match=r"tiny\.npy: `relative depth used as is` gives depths 1e-07\.\.1e-07, "
+                                             r"none within the 1e-06\.\.1e\+08 that float32 .* `--scale`/`--shift`"):
+        pc.export_depth_file(tmp_path / "tiny.npy", tmp_path / "tiny.ply", assume="depth")
+    with pytest.raises(UsageError, match=r"m\.npy: `depth = 1e\+20 \* value \+ 0` gives depths 2e\+20\.\.1e\+32"):
+        pc.export_depth_file(tmp_path / "m.npy", tmp_path / "m.ply", assume="depth", scale=1e20)
+
+
+def test_scale_and_shift_must_fit_float32():
+    pc.check_scale_shift(1e-30, -5.0)  # fine: 1e-30 is a (normal) float32
+    pc.check_scale_shift(None, None)
+    for scale, shift in ((1e-50, None), (0.0, None), (1e39, None), (float("nan"), None)):
+        with pytest.raises(UsageError, match="`--scale` must be non-zero and finite, within float32"):
+            pc.check_scale_shift(scale, shift)
+    with pytest.raises(UsageError, match="`--shift` must be finite, at most 3.4e\\+38"):
+        pc.check_scale_shift(2.0, 1e39)
+
+
+def test_a_sidecar_whose_size_is_not_the_maps_is_refused(tmp_path):
+    a = write_disparity_png(tmp_path, "a", np.linspace(1, 2, 48, dtype=np.float32).reshape(6, 8))
+    b = write_disparity_png(tmp_path, "b", np.linspace(1, 2, 20, dtype=np.float32).reshape(4, 5))
+    (tmp_path / "b.json").write_text((tmp_path / "a.json").read_text())  # a's sidecar (8x6) beside b (5x4)
+    with pytest.raises(InputDataError, match=r"b\.json: the sidecar is for a 8x6 map, but .*b\.png is 5x4 "):
+        pc.load_map(b)
+    assert pc.load_map(a)[0].shape == (6, 8)
+    # a .npy's sidecar says its size too
+    np.save(tmp_path / "c.npy", np.ones((4, 5), np.float32))
+    (tmp_path / "c.json").write_text((tmp_path / "a.json").read_text())
+    with pytest.raises(InputDataError, match=r"c\.json: the sidecar is for a 8x6 map, but .*c\.npy is 5x4 "):
+        pc.load_map(tmp_path / "c.npy")
+    side = depth_files.read_sidecar(tmp_path / "a.json")
+    (tmp_path / "c.json").write_text(__import__("json").dumps({**side, "width": "5", "height": 4.0}))
+    assert pc.load_map(tmp_path / "c.npy")[0].shape == (4, 5)  # "5" and 4.0 are whole numbers
+    (tmp_path / "c.json").write_text(__import__("json").dumps({**side, "width": "five", "height": 4}))
+    with pytest.raises(InputDataError, match=r"c\.json: sidecar width/height must be whole numbers, got 'five', 4"):
+        pc.load_map(tmp_path / "c.npy")
+
+
+def test_remove_stale_temps_only_takes_this_targets_old_ones(tmp_path):
+    import time
+
+    old = time.time() - 60
+    stale_file = tmp_path / ".x.ply.tmp-ab12.ply"  # a refine-style temporary file of x.ply
+    stale_file.write_bytes(b"partial")
+    folder = tmp_path / ".x.ply.tmp-cd34"
+    folder.mkdir()
+    (folder / "x.ply").write_bytes(b"partial")
+    for p in (stale_file, folder / "x.ply", folder):
+        os.utime(p, (old, old))
+    (tmp_path / "elsewhere").mkdir()
+    link = tmp_path / ".x.ply.tmp-link"
+    link.symlink_to(tmp_path / "elsewhere")  # never followed nor removed
+    fresh = tmp_path / ".x.ply.tmp-ef56"
+    fresh.mkdir()
+    (fresh / "x.ply").write_bytes(b"being written")  # written to after `before`: a live run's
+    assert pc.remove_stale_temps(tmp_path / "x.ply", before=time.time() - 1) == 2
+    assert not stale_file.exists() and not folder.exists()
+    assert link.is_symlink() and fresh.exists() and (tmp_path / "elsewhere").is_dir()
+
+
+def test_write_geometry_names_its_temporary_after_the_target(tmp_path, monkeypatch):
+    seen = []
+    real = o3d.t.io.write_point_cloud
+
+    def spy(path, pcd, **kw):
+        seen.append(Path(path))
+        return real(path, pcd, **kw)
+
+    monkeypatch.setattr(o3d.t.io, "write_point_cloud", spy)
+    pc.write_geometry(tmp_path / "p.ply", plane_geometry())
+    assert seen[0].parent.parent == tmp_path and seen[0].name == "p.ply"
+    assert seen[0].parent.name.startswith(".p.ply.tmp-")  # what remove_stale_temps looks for
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.ply"]
+
+
+def test_truncated_exr_is_one_error_without_the_librarys_lines(tmp_path, capfd):
+    rng = np.random.default_rng(0)
+    whole = depth_files.write_exr(tmp_path / "w.exr", rng.random((64, 64), np.float32) + 1, kind="depth", metric=True)
+    data = whole.read_bytes()
+    (tmp_path / "t.exr").write_bytes(data[: len(data) // 2])
+    capfd.readouterr()
+    with pytest.raises(InputDataError, match=r"t\.exr: not a readable EXR \(truncated or corrupt: EXR_ERR_BAD_CHUNK_LEADER\)$"):
+        pc.load_map(tmp_path / "t.exr")
+    assert capfd.readouterr() == ("", "")  # neither OpenEXR's fd-2 lines nor its py::print on sys.stdout
+    values, meta = pc.load_map(whole)  # a whole file still reads, and stderr works again afterwards
+    assert values.shape == (64, 64) and meta["kind"] == "depth"
+    print("after", file=__import__("sys").stderr)
+    assert capfd.readouterr().err == "after\n"
+
+
+def test_exr_reads_on_many_threads_leave_stdout_and_stderr_as_they_were(tmp_path, capfd):
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(1)
+    whole = depth_files.write_exr(tmp_path / "w.exr", rng.random((64, 64), np.float32) + 1, kind="depth", metric=True)
+    data = whole.read_bytes()
+    (tmp_path / "t.exr").write_bytes(data[: len(data) // 2])
+    stdout, stderr = sys.stdout, sys.stderr
+
+    def read(i: int) -> str:
+        try:
+            pc.load_map(tmp_path / ("t.exr" if i % 2 else "w.exr"))
+            return "read"
+        except InputDataError as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(read, range(24)))
+    assert got[0::2] == ["read"] * 12 and all("not a readable EXR" in g for g in got[1::2])
+    assert sys.stdout is stdout and sys.stderr is stderr  # no capture restored out of order
+    capfd.readouterr()
+    print("out")
+    print("err", file=sys.stderr)
+    assert capfd.readouterr() == ("out\n", "err\n")  # file descriptors 1 and 2 where they were

@@ -13,6 +13,8 @@ from typing import Annotated, Optional
 import typer
 
 from betterdepth_cli.cli.app import app, error_line, handle_errors
+from betterdepth_cli.cli.refine import _on_sigterm  # the one SIGTERM handling: refine's
+from betterdepth_cli.core.exit_codes import EXIT_INTERRUPTED, EXIT_TERMINATED
 
 HELP = """Turn refined depth maps into normal-coloured point clouds (binary PLY) or meshes.
 
@@ -59,17 +61,33 @@ def export_ply(
     continue_on_error: Annotated[bool, typer.Option("--continue-on-error", help="In a batch, report a bad map and go on (exit code 3 if some failed).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-file lines on stderr.")] = False,
 ) -> None:
+    params = dict(locals())  # the options, as given
+    terminated: list = []
+    try:
+        with _on_sigterm(terminated):  # SIGTERM stops like Ctrl-C: the file being written is not left half-done
+            _export(**params)
+    except KeyboardInterrupt:
+        error_line("terminated" if terminated else "interrupted")
+        raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
+
+
+def _export(input, output, image, fov, focal, cx, cy, sensor_width, depth_range, scale, shift, assume, color, axes,
+            mesh, fmt, stride, edge_threshold, skip_existing, continue_on_error, quiet) -> None:
+    """The command's work (see :func:`export_ply`)."""
+    import time
+
     from betterdepth_cli.io import pointcloud as pc
     from betterdepth_cli.jobs import export_plan as ep
     from betterdepth_cli.core import geometry as geo
 
+    started = time.time()  # the temporaries of a killed run beside our targets are older
     if edge_threshold is None:
         edge_threshold = geo.DEFAULT_EDGE_THRESHOLD
     opts = geo.ExportOptions(stride=stride, edge_threshold=edge_threshold, color=color, axes=axes, mesh=mesh).check()
     rng = _check_options(depth_range, scale, shift, assume, fov, focal)
     jobs = _plan(input, output, image, _format_ext(fmt), fmt, assume, quiet)
     kwargs = dict(fov=fov, focal=focal, cx=cx, cy=cy, sensor_width=sensor_width,
-                  depth_range=rng, scale=scale, shift=shift, assume=assume, options=opts)
+                  depth_range=rng, scale=scale, shift=shift, assume=assume, options=opts, stale_before=started)
     from betterdepth_cli.jobs import exit_code
     from betterdepth_cli.jobs.sequential import run_each
 
@@ -85,6 +103,9 @@ def export_ply(
             error_line(detail)
         elif status == "done" and not quiet:
             what = f"{detail['points']:,} points" + (f", {detail['triangles']:,} triangles" if mesh else "")
+            if detail.get("out_of_range"):
+                lo, hi = pc.DEPTH_LIMITS
+                what += f", {detail['out_of_range']:,} pixels with depths outside {lo:g}..{hi:g} left out"
             print(f"wrote {detail['output']} ({what}; {detail['intrinsics']}; {detail['depth']})", file=sys.stderr,
                   flush=True)
 
@@ -107,6 +128,7 @@ def _check_options(depth_range, scale, shift, assume, fov, focal):
     rng = dv.parse_depth_range(depth_range) if depth_range is not None else None
     if rng is not None and (scale is not None or shift is not None):
         raise UsageError("`--depth-range` and `--scale`/`--shift` exclude each other; give one")
+    pc.check_scale_shift(scale, shift)
     if assume is not None and assume not in pc.ASSUME_KINDS:
         raise UsageError(f"`--assume` must be one of {', '.join(pc.ASSUME_KINDS)}, got {assume!r}")
     if fov is not None and focal is not None:

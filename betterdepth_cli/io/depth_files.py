@@ -12,10 +12,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
-from collections.abc import Mapping
+import re
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -461,12 +466,19 @@ def read_exr(path: PathLike, channel: str | None = None) -> tuple[np.ndarray, di
 
     path = Path(path)
     check_file(path, allow_empty=True)
-    try:
-        exr = OpenEXR.File(str(path), separate_channels=True)
-        header = exr.header()
-        channels = exr.channels()
-    except Exception as exc:  # OpenEXR raises RuntimeError / ValueError on bad data
-        raise InputDataError(f"{path}: not a readable EXR ({one_line(exc)})") from exc
+    error: Exception | None = None
+    with _library_output_captured() as said:  # OpenEXR prints its complaints, one per chunk
+        try:
+            exr = OpenEXR.File(str(path), separate_channels=True)
+            header = exr.header()
+            channels = exr.channels()
+        except Exception as exc:  # OpenEXR raises RuntimeError / ValueError on bad data
+            error = exc
+    drop = _EXR_LIBRARY_LINE if error is not None else None  # its lines are summed up in the one error line
+    _pass_on(said["stdout"], sys.stdout, drop)
+    _pass_on(said["stderr"], sys.stderr, drop)
+    if error is not None:
+        raise InputDataError(f"{path}: not a readable EXR ({_exr_reason(error, said['stderr'])})") from error
     if not channels:
         raise InputDataError(f"{path}: EXR has no channels")
     name = _pick_depth_channel(list(channels), channel)
@@ -481,6 +493,95 @@ def read_exr(path: PathLike, channel: str | None = None) -> tuple[np.ndarray, di
         if key.startswith(EXR_ATTR_PREFIX) and isinstance(val, str)
     }
     return values.astype(np.float32), meta
+
+
+#: What OpenEXR itself prints about a bad file: ``<file>: (EXR_ERR_...) ...`` and ``Warning: Exception raised ...``.
+_EXR_LIBRARY_LINE = re.compile(r"\(EXR_ERR_[A-Z_]+\)|^Warning: Exception raised reading")
+
+
+def _exr_reason(error: Exception, said: str) -> str:
+    """Why OpenEXR could not read a file, in a few words: its error codes when it printed any (its
+    exception then only says "file has 0 parts"), else its exception's first line."""
+    codes = list(dict.fromkeys(re.findall(r"\((EXR_ERR_[A-Z_]+)\)", said)))
+    if codes:
+        return f"truncated or corrupt: {', '.join(codes)}"
+    return one_line(error)
+
+
+_CAPTURING = threading.Lock()  # held while _library_output_captured redirects the process's output
+
+
+@contextlib.contextmanager
+def _library_output_captured() -> Iterator[dict[str, str]]:
+    """Keep aside what a library prints while the block runs: on file descriptor 2 (C++ ``std::cerr``)
+    and on Python's ``sys.stdout`` (pybind11's ``py::print``).
+
+    Yields a dict whose ``"stdout"`` and ``"stderr"`` hold the captured text once the block has
+    ended. Where fd 2 cannot be redirected (no such descriptor, no temporary file), only
+    ``sys.stdout`` is captured. One capture at a time: both are process-wide, and two threads'
+    overlapping captures would restore them out of order, so while one runs (a loader thread
+    reading another EXR) the block runs without one.
+    """
+    said = {"stdout": "", "stderr": ""}
+    if not _CAPTURING.acquire(blocking=False):
+        yield said
+        return
+    out = io.StringIO()
+    with contextlib.ExitStack() as stack:
+        stack.callback(_CAPTURING.release)
+        sink = stack.enter_context(_fd2_redirected())
+        stack.enter_context(contextlib.redirect_stdout(out))
+        try:
+            yield said
+        finally:
+            stack.close()
+            said["stdout"] = out.getvalue()
+            if sink is not None:
+                sink.seek(0)
+                said["stderr"] = sink.read().decode("utf-8", "replace")
+                sink.close()
+
+
+@contextlib.contextmanager
+def _fd2_redirected():
+    """File descriptor 2 pointed at a temporary file while the block runs (yielded; None when that
+    cannot be done), then restored."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield None
+        return
+    try:
+        sink = tempfile.TemporaryFile()
+    except OSError:
+        os.close(saved)
+        yield None
+        return
+    try:
+        os.dup2(sink.fileno(), 2)
+    except OSError:
+        os.close(saved)
+        sink.close()
+        yield None
+        return
+    try:
+        yield sink
+    finally:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _pass_on(text: str, stream, drop: re.Pattern | None = None) -> None:
+    """Write captured ``text`` on to ``stream``, without the lines ``drop`` finds (so another
+    thread's lines written while it was captured are not lost)."""
+    lines = [ln for ln in text.splitlines(keepends=True) if drop is None or not drop.search(ln)]
+    if lines:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            stream.write("".join(lines))
+            stream.flush()
 
 
 def _pick_depth_channel(names: list[str], wanted: str | None) -> str | None:

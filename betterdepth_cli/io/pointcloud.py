@@ -12,8 +12,10 @@ import glob
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ import numpy as np
 from betterdepth_cli.core.depth_values import to_depth
 from betterdepth_cli.core.geometry import ExportOptions, Geometry, depth_to_geometry
 from betterdepth_cli.core.types import InputDataError, OutputError, UsageError
+from betterdepth_cli.io.files import TEMP_MARK, temporary_target
 from betterdepth_cli.io.images import IMAGE_EXTENSIONS
 from betterdepth_cli.io.intrinsics import resolve_intrinsics
 
@@ -30,6 +33,15 @@ IMAGE_EXTS = tuple("." + e for e in IMAGE_EXTENSIONS)  # what io.images.read_ima
 POINT_EXTS = (".ply",)
 MESH_EXTS = (".ply", ".obj", ".glb")
 ASSUME_KINDS = ("disparity", "depth")
+
+#: Depths (map units, after the mapping) whose points and normals float32 holds without overflow or
+#: underflow (both fail around 1e10 and 1e-9); pixels outside are left out like invalid ones.
+DEPTH_LIMITS = (1e-6, 1e8)
+_F32_TINY, _F32_MAX = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)  # Python floats
+
+#: The temporary folders :func:`write_geometry` used before it named them like atomic_write's.
+_OLD_TEMP_DIR = re.compile(r"\.betterdepth-[a-z0-9_]{8}")
+_STARTED = time.time()  # write_geometry's default: temporaries untouched since the process began are a killed run's
 
 
 # --------------------------------------------------------------------------- images
@@ -70,41 +82,37 @@ def output_kind(path: str | Path, mesh: bool) -> str:
     return ext
 
 
-def write_geometry(path: str | Path, geom: Geometry) -> Path:
+def write_geometry(path: str | Path, geom: Geometry, *, stale_before: float | None = None) -> Path:
     """Write ``geom`` atomically: binary PLY point cloud, or a mesh (PLY/OBJ/GLB).
 
     Point clouds go through ``open3d.t.io.write_point_cloud`` (float32 x, y, z,
     nx, ny, nz and uchar red, green, blue); meshes through
     ``open3d.t.io.write_triangle_mesh`` (vertex normals and colours). The file
-    (and an OBJ's .mtl) is written in a temporary folder next to the target and
-    moved into place.
+    (and an OBJ's .mtl) is written in a hidden temporary folder next to the target
+    (``.<name>.tmp-XXXX``, named like :func:`betterdepth_cli.io.files.atomic_write`'s
+    temporaries) and moved into place; the folder is removed whatever happens
+    (an error, Ctrl-C, SIGTERM). The temporaries a killed run left for this target
+    (:func:`remove_stale_temps`; untouched since ``stale_before``, default: since
+    this module was loaded) are removed first.
     """
     import open3d as o3d
 
     out = Path(path)
     mesh = geom.triangles is not None
     output_kind(out, mesh)
+    data = _o3d_geometry(geom)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmpdir = Path(tempfile.mkdtemp(prefix=".betterdepth-", dir=out.parent))
+        remove_stale_temps(out, _STARTED if stale_before is None else stale_before)
+        tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.name}{TEMP_MARK}", dir=out.parent))
     except OSError as exc:
         raise OutputError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
     try:
         target = tmpdir / out.name
-        T = o3d.core.Tensor.from_numpy
         if mesh:
-            m = o3d.t.geometry.TriangleMesh()
-            m.vertex.positions = T(np.ascontiguousarray(geom.points, dtype=np.float32))
-            m.vertex.normals = T(np.ascontiguousarray(geom.normals, dtype=np.float32))
-            m.vertex.colors = T(np.ascontiguousarray(geom.colors, dtype=np.float32) / np.float32(255.0))
-            m.triangle.indices = T(np.ascontiguousarray(geom.triangles, dtype=np.int64))
-            ok = o3d.t.io.write_triangle_mesh(str(target), m, write_ascii=False)
+            ok = o3d.t.io.write_triangle_mesh(str(target), data, write_ascii=False)
         else:
-            pc = o3d.t.geometry.PointCloud()
-            pc.point.positions = T(np.ascontiguousarray(geom.points, dtype=np.float32))
-            pc.point.normals = T(np.ascontiguousarray(geom.normals, dtype=np.float32))
-            pc.point.colors = T(np.ascontiguousarray(geom.colors, dtype=np.uint8))
-            ok = o3d.t.io.write_point_cloud(str(target), pc, write_ascii=False)
+            ok = o3d.t.io.write_point_cloud(str(target), data, write_ascii=False)
         if not ok or not target.exists():
             raise OutputError(f"{out}: open3d could not write the file")
         for f in sorted(tmpdir.iterdir()):  # the file, and an OBJ's .mtl
@@ -114,6 +122,74 @@ def write_geometry(path: str | Path, geom: Geometry) -> Path:
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     return out
+
+
+def _o3d_geometry(geom: Geometry):
+    """``geom`` as an open3d tensor PointCloud, or a TriangleMesh when it has triangles."""
+    import open3d as o3d
+
+    T = o3d.core.Tensor.from_numpy
+    if geom.triangles is not None:
+        m = o3d.t.geometry.TriangleMesh()
+        m.vertex.positions = T(np.ascontiguousarray(geom.points, dtype=np.float32))
+        m.vertex.normals = T(np.ascontiguousarray(geom.normals, dtype=np.float32))
+        m.vertex.colors = T(np.ascontiguousarray(geom.colors, dtype=np.float32) / np.float32(255.0))
+        m.triangle.indices = T(np.ascontiguousarray(geom.triangles, dtype=np.int64))
+        return m
+    pc = o3d.t.geometry.PointCloud()
+    pc.point.positions = T(np.ascontiguousarray(geom.points, dtype=np.float32))
+    pc.point.normals = T(np.ascontiguousarray(geom.normals, dtype=np.float32))
+    pc.point.colors = T(np.ascontiguousarray(geom.colors, dtype=np.uint8))
+    return pc
+
+
+def remove_stale_temps(out: str | Path, before: float) -> int:
+    """Delete what a killed run (SIGKILL, a crash) left beside ``out`` while writing it, if nothing
+    has written to it since ``before`` (a live run's temporaries are fresh). Returns how many.
+
+    Only this tool's temporaries of this very target count: hidden ``.<name>.tmp-*`` folders or
+    files (:func:`betterdepth_cli.io.files.temporary_target`, as ``refine``'s
+    :func:`betterdepth_cli.jobs.plan.remove_stale_temps` finds them), and the ``.betterdepth-XXXXXXXX``
+    folders earlier versions of :func:`write_geometry` used, when they hold only this target's files.
+    """
+    out = Path(out)
+    try:
+        entries = list(os.scandir(out.parent))
+    except OSError:
+        return 0
+    removed = 0
+    for e in entries:
+        try:
+            if not _is_temp_of(e, out) or _last_written(e) >= before:
+                continue
+            if e.is_dir(follow_symlinks=False):
+                shutil.rmtree(e.path)
+            else:
+                os.remove(e.path)
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def _is_temp_of(entry: os.DirEntry, out: Path) -> bool:
+    if entry.is_symlink():
+        return False
+    if temporary_target(entry.name) == out.name:
+        return True
+    if not (_OLD_TEMP_DIR.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)):
+        return False
+    names = set(os.listdir(entry.path))
+    return bool(names) and names <= {out.name, Path(out.name).stem + ".mtl"}
+
+
+def _last_written(entry: os.DirEntry) -> float:
+    """The newest modification time of ``entry`` and (a folder) of what it holds."""
+    newest = entry.stat(follow_symlinks=False).st_mtime
+    if entry.is_dir(follow_symlinks=False):
+        for f in os.scandir(entry.path):
+            newest = max(newest, f.stat(follow_symlinks=False).st_mtime)
+    return newest
 
 
 # --------------------------------------------------------------------------- one file, end to end
@@ -155,6 +231,7 @@ def load_map(path: str | Path, assume: str | None = None) -> tuple[np.ndarray, d
     else:
         values, meta = depth_files.load_depth_output(p)
         meta = dict(meta)
+        _check_sidecar_size(p, side, values, meta)
     if meta.get("kind") not in ASSUME_KINDS:
         if assume is None:
             raise InputDataError(
@@ -166,6 +243,34 @@ def load_map(path: str | Path, assume: str | None = None) -> tuple[np.ndarray, d
     metric = meta.get("metric", False)
     meta["metric"] = metric is True or str(metric).lower() == "true"
     return values, meta
+
+
+def _check_sidecar_size(path: Path, side: Path, values: np.ndarray, meta: dict) -> None:
+    """A sidecar's ``width``/``height`` (refine writes the map's) must be the map's own: one copied from
+    another map would decode it with that map's range and source image."""
+    h, w = values.shape[:2]
+    given = meta.get("width"), meta.get("height")
+    if given == (None, None) or not side.is_file():
+        return
+    sw, sh = (_whole_number(v) for v in given)
+    if sw is None or sh is None:
+        raise InputDataError(f"{side}: sidecar width/height must be whole numbers, got {given[0]!r}, {given[1]!r}")
+    if (sw, sh) != (w, h):
+        raise InputDataError(f"{side}: the sidecar is for a {sw}x{sh} map, but {path} is {w}x{h} "
+                             "(a sidecar of another map?)")
+
+
+def _whole_number(value: Any) -> int | None:
+    """``451``, ``451.0`` or ``"451"`` as 451; anything else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
 
 
 def source_image(meta: dict, cwd: str | Path | None = None, sidecar_dir: str | Path | None = None) -> Path | None:
@@ -249,15 +354,19 @@ def export_depth_file(
     shift: float | None = None,
     assume: str | None = None,
     options: ExportOptions | None = None,
+    stale_before: float | None = None,
 ) -> dict[str, Any]:
     """Read a map, build its point cloud (or mesh) and write it; returns a summary.
 
     ``image`` (the source RGB) serves EXIF intrinsics and ``color="rgb"``; when
-    it is ``None`` the sidecar's ``source`` is used if that file exists.
+    it is ``None`` the sidecar's ``source`` is used if that file exists. Depths
+    outside :data:`DEPTH_LIMITS` are left out (``out_of_range`` counts them);
+    ``stale_before``: see :func:`write_geometry`.
     """
     opts = (options or ExportOptions()).check()
     out = Path(out_path)
     output_kind(out, opts.mesh)
+    check_scale_shift(scale, shift)
     values, meta = load_map(map_path, assume)
     h, w = values.shape
     img_path = Path(image) if image is not None else source_image(meta, sidecar_dir=Path(map_path).parent)
@@ -272,15 +381,44 @@ def export_depth_file(
             values, meta["kind"], metric=meta["metric"], depth_range=depth_range, scale=scale, shift=shift,
             value_range=shot_range_of(map_path, meta),
         )
+        valid, n_out = _within_limits(map_path, depth, valid, conv)
         geom = depth_to_geometry(depth, valid, K, opts, rgb)
     except InputDataError as exc:  # the math does not know the file name
         raise InputDataError(f"{map_path}: {exc}") from None
-    write_geometry(out, geom)
+    write_geometry(out, geom, stale_before=stale_before)
     return {
         "input": str(map_path),
         "output": str(out),
         "image": None if img_path is None else str(img_path),
         "intrinsics": k_desc,
         "depth": conv.description,
+        "out_of_range": n_out,
         **geom.info,
     }
+
+
+def check_scale_shift(scale: float | None, shift: float | None) -> None:
+    """``--scale``/``--shift`` a float32 map can take: a finite, non-zero scale and a finite shift,
+    neither beyond float32 (nor a scale that is 0 in it); UsageError otherwise."""
+    if scale is not None and not (math.isfinite(scale) and _F32_TINY <= abs(scale) <= _F32_MAX):
+        raise UsageError(f"`--scale` must be non-zero and finite, within float32 ({_F32_TINY:.3g} to "
+                         f"{_F32_MAX:.3g} in size: the maps are float32), got {scale:g}")
+    if shift is not None and not (math.isfinite(shift) and abs(shift) <= _F32_MAX):
+        raise UsageError(f"`--shift` must be finite, at most {_F32_MAX:.3g} in size (the maps are float32), "
+                         f"got {shift:g}")
+
+
+def _within_limits(map_path, depth: np.ndarray, valid: np.ndarray, conv) -> tuple[np.ndarray, int]:
+    """``valid`` without the depths outside :data:`DEPTH_LIMITS`, and how many those were; an error
+    (naming what the mapping gave) when no depth is left: UsageError naming ``map_path`` when
+    ``--scale``/``--shift`` made them, else InputDataError (the caller adds the file name)."""
+    lo, hi = DEPTH_LIMITS
+    inside = valid & (depth >= lo) & (depth <= hi)
+    if inside.any():
+        return inside, int(valid.sum() - inside.sum())
+    z = depth[valid]
+    said = (f"`{conv.description}` gives depths {z.min():.3g}..{z.max():.3g}, none within the {lo:g}..{hi:g} "
+            "that float32 points and normals can hold")
+    if conv.method == "scale-shift":
+        raise UsageError(f"{map_path}: {said}; choose a `--scale`/`--shift` that gives depths in scene units")
+    raise InputDataError(said + "; rescale it with `--scale`/`--shift` or `--depth-range`")
