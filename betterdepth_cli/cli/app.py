@@ -8,8 +8,11 @@ code they carry; Ctrl-C exits 130.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
 import sys
+import threading
 from typing import Callable, TypeVar
 
 import typer
@@ -67,6 +70,24 @@ def handle_errors(fn: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def on_sigterm(flag: list):
+    """Turn SIGTERM (farm preemption) into the same clean stop as Ctrl-C while the batch runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        flag.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _register() -> None:

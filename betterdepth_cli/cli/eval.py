@@ -204,12 +204,12 @@ def _stopping_cleanly(fn, *args) -> None:
     """``fn(*args)`` with SIGTERM (farm preemption) a clean stop like Ctrl-C, as in ``refine``: one line
     ("terminated" or "interrupted") and exit 143 or 130."""
     from betterdepth_cli.cli.app import error_line
-    from betterdepth_cli.cli.refine import _on_sigterm
+    from betterdepth_cli.cli.app import on_sigterm
     from betterdepth_cli.core.exit_codes import EXIT_INTERRUPTED, EXIT_TERMINATED
 
     terminated: list = []
     try:
-        with _on_sigterm(terminated):
+        with on_sigterm(terminated):
             fn(*args)
     except KeyboardInterrupt:
         error_line("terminated" if terminated else "interrupted")

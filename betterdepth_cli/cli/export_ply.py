@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from betterdepth_cli.cli.app import app, error_line, handle_errors
-from betterdepth_cli.cli.refine import _on_sigterm  # the one SIGTERM handling: refine's
+from betterdepth_cli.cli.app import on_sigterm  # the one SIGTERM handling (refine's too)
 from betterdepth_cli.core.exit_codes import EXIT_INTERRUPTED, EXIT_TERMINATED
 
 HELP = """Turn refined depth maps into normal-coloured point clouds (binary PLY) or meshes.
@@ -64,7 +64,7 @@ def export_ply(
     params = dict(locals())  # the options, as given
     terminated: list = []
     try:
-        with _on_sigterm(terminated):  # SIGTERM stops like Ctrl-C: the file being written is not left half-done
+        with on_sigterm(terminated):  # SIGTERM stops like Ctrl-C: the file being written is not left half-done
             _export(**params)
     except KeyboardInterrupt:
         error_line("terminated" if terminated else "interrupted")

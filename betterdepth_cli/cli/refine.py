@@ -13,17 +13,14 @@ conditioner not found; 70 a model failed while running; 73 output not writable;
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-from betterdepth_cli.cli.app import app, error_line, handle_errors
+from betterdepth_cli.cli.app import app, error_line, handle_errors, on_sigterm
 from betterdepth_cli.jobs.refine_job import DEFAULT_OPTIONS
 from betterdepth_cli.cli.ranks import ranked
 from betterdepth_cli.cli.options import (
@@ -171,24 +168,6 @@ def _usage(message: str):
 from betterdepth_cli.core.exit_codes import EXIT_TERMINATED  # noqa: E402
 
 
-@contextlib.contextmanager
-def _on_sigterm(flag: list):
-    """Turn SIGTERM (farm preemption) into the same clean stop as Ctrl-C while the batch runs."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        flag.append(signum)
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 EPILOG = (
     "Exit codes: 0 all done; 3 some inputs failed (--continue-on-error); 64 usage error; 65 bad input "
     "(or every input failed); 66 no input found; 69 model or conditioner not found; 70 a model failed while "
@@ -310,7 +289,7 @@ def _run(job, report: _Reporter) -> int:
     runner = Runner(job.plan, job.settings, cond, model, on_item=report.item, log=report.info)
     terminated: list = []
     try:
-        with report, _on_sigterm(terminated):
+        with report, on_sigterm(terminated):
             runner.run()
     except KeyboardInterrupt:
         report.info(runner.summary.line())
