@@ -268,7 +268,8 @@ def plan_run(sources: Sequence[Any], settings: RefineSettings) -> Plan:
         for it, state in zip(group.items, states):
             it.blocked = None if state in ("new", "done", "partial") else state
         if group.is_shot:
-            # one range per shot: a shot with anything missing is redone whole, one blocked frame blocks it
+            # one range per shot: a shot with anything missing is redone whole (but a shot written frame by
+            # frame resumes, resume_shot), one blocked frame blocks it
             reason = next((it.blocked for it in group.items if it.blocked), None)
             missing = any(s != "done" for s in states)
             if reason is None and (missing or not outputs_exist(group.extra_outputs)):
@@ -278,7 +279,7 @@ def plan_run(sources: Sequence[Any], settings: RefineSettings) -> Plan:
             group.preview_only = reason is None and not missing and not outputs_exist(group.extra_outputs)
             group.todo = list(group.items) if missing or (reason and not outputs_exist(group.extra_outputs)) else []
             if missing and reason is None:
-                resume_shot(group, states, settings)
+                resume_shot(group, states)
         else:
             group.todo = [it for it, s in zip(group.items, states) if s != "done"]
     return Plan(groups=list(groups.values()), out_dir=out_dir, formats=settings.formats, excluded=excluded)
@@ -306,7 +307,7 @@ def foreign_preview(group: Group) -> str | None:
 FRAME_BY_FRAME = {"exr", "npy", "uncertainty", "sidecar"}
 
 
-def resume_shot(group: Group, states: list[str], settings: RefineSettings) -> None:
+def resume_shot(group: Group, states: list[str]) -> None:
     """A shot an interrupted run wrote in part: when only frame-by-frame outputs are asked for (EXR, NPY)
     and its first frames are done, only the rest is refined, as a ``--frames`` chunk that starts there is
     (the conditioner runs on the done frames first, so the alignment and the maps are a whole run's);
