@@ -508,3 +508,24 @@ def test_misspelt_conditioner_fails_first_with_a_suggestion_and_writes_nothing(t
     assert res.exit_code == 64
     assert "unknown conditioner 'depth-anything-v2-larg'; did you mean 'depth-anything-v2-large'?" in res.stderr
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_a_rotated_video_is_refined_upright_without_a_library_line(tmp_path):
+    """A phone video (a display-rotation tag): its frames upright, and stderr quiet under -q (imageio's
+    "frame size for reading is different" line is the rotation we want, not the user's concern)."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    _write_mp4(tmp_path / "v.mp4", n=2, h=48, w=64)
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    made = subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-display_rotation", "90", "-i",
+                           str(tmp_path / "v.mp4"), "-c", "copy", str(tmp_path / "rot.mp4")], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"this ffmpeg cannot tag a rotation: {made.stderr.decode()[:200]}")
+    res = subprocess.run([sys.executable, "-m", "betterdepth_cli", "refine", str(tmp_path / "rot.mp4"), "-o",
+                          str(tmp_path / "o"), "--model", "guided", "--conditioner", "builtin", "-f", "npy", "-q"],
+                         capture_output=True, text=True)  # a process of its own: pytest's log capture off
+    assert res.returncode == 0, res.stderr
+    assert "frame size for reading" not in res.stderr and res.stderr.strip() == "", res.stderr
+    assert np.load(tmp_path / "o" / "rot" / "rot.0000.npy").shape == (64, 48)  # upright: 48 wide, 64 high

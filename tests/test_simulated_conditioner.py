@@ -131,3 +131,14 @@ def test_the_command_fills_holes_with_the_background_when_asked(tmp_path, capsys
         main(["folder", str(root), str(out), "--sigma", "0", "--warp", "0", "--fill", fill])
         np.testing.assert_allclose(np.load(out / "s0.npy")[:, 3:5], want)
     assert "1 maps" in capsys.readouterr().out
+
+
+def test_the_script_gives_one_line_and_the_exit_code(tmp_path):
+    """`python -m training.simulated_conditioner` on a missing data root: betterdepth's one line, exit 66."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "training.simulated_conditioner", "folder", str(tmp_path / "nope"),
+                          str(tmp_path / "out")], capture_output=True, text=True)
+    assert res.returncode == 66 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines() == [f"betterdepth: error: folder: data root {tmp_path / 'nope'} does not exist"]

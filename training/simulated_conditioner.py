@@ -185,6 +185,13 @@ def write_maps(dataset: str, root: str, out: str, sigma: float = 2.5, warp: floa
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``python -m training.simulated_conditioner``: errors are one line with ``betterdepth``'s exit codes."""
+    from betterdepth_cli.cli.app import script_main
+
+    script_main(_main, argv)
+
+
+def _main(argv: list[str] | None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dataset", help="an eval dataset name: folder, middlebury, nyuv2, ...")
     ap.add_argument("root")

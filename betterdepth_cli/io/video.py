@@ -70,8 +70,13 @@ def count_frames(path: str | os.PathLike) -> int:
 
 
 def _open(path: Path) -> tuple[Iterator[bytes], dict]:
+    import logging
+
     import imageio_ffmpeg
 
+    # its "frame size for reading is different from the source frame size" is a rotated video's, which
+    # ffmpeg turns upright as we want: not a line for the user's stderr
+    logging.getLogger("imageio_ffmpeg").setLevel(logging.ERROR)
     gen = imageio_ffmpeg.read_frames(str(path), output_params=list(_READ_PARAMS))
     try:
         meta = next(gen)
