@@ -139,3 +139,28 @@ def test_eval_under_torchrun_writes_one_merged_result(tmp_path, tiny_dpt_dir, ti
     rows = [[line.split(",")[:-8] for line in (tmp_path / f"{n}_per_sample.csv").read_text().splitlines()]
             for n in ("one", "two")]  # without the 8 seconds_* columns
     assert rows[0] == rows[1] and len(rows[0]) == 5  # the header and 4 samples, in order
+
+
+@pytest.mark.slow
+def test_eval_under_torchrun_every_rank_exits_with_the_merged_code(tmp_path, tiny_dpt_dir, tiny_model_dir):
+    """A sample skipped under --continue-on-error: rank 0's merged end says exit 3, and so does every
+    rank (before, the other ranks exited 0), while the one merged result is written."""
+    import json
+
+    from test_cli_eval import make_nyu
+
+    make_nyu(tmp_path / "nyu", n=4)
+    (tmp_path / "nyu" / "test" / "room_0004" / "depth_0004.png").unlink()
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "betterdepth_cli", "eval", "--dataset", "nyuv2", "--data-root", str(tmp_path / "nyu"), "--conditioner",
+           f"hf:{tiny_dpt_dir}", "--model", str(tiny_model_dir), "--processing-res", "32", "--device", "cpu", "-q",
+           "--continue-on-error", "--output", str(tmp_path / "r.json")]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode != 0  # torchrun's own code for ranks that exit non-zero (docs/farm.md)
+    # torchrun's table has a row per rank that exited non-zero (a rank exiting 0 has none); once one rank
+    # has exited, the launcher may stop the other (SIGTERM, -15) before it exits by itself
+    rows = dict(re.findall(r"rank\s+:\s+(\d) \(local_rank.*?\n.*?exitcode\s+:\s+(-?\d+) \(pid", p.stderr))
+    assert rows.get("0") in ("3", "-15") and rows.get("1") in ("3", "-15") and "3" in rows.values(), p.stderr[-2000:]
+    assert json.loads((tmp_path / "r.json").read_text())["dataset"]["samples"] == 3

@@ -116,8 +116,12 @@ def ranked(fn: Callable) -> Callable:
         dist.all_gather_object(reports, {"rank": info.rank, "code": code, "summary": dict(_recorded),
                                          "payload": _deferred.get("payload")})
         merged, merged_code = merge(reports)
-        if info.rank == 0 and merged_code == 0 and "finish" in _deferred:
-            merged_code = _run_one(_deferred["finish"], info, ([r["payload"] for r in reports],), {})
+        if merged_code == 0 and "finish" in _deferred:
+            if info.rank == 0:
+                merged_code = _run_one(_deferred["finish"], info, ([r["payload"] for r in reports],), {})
+            shared = [merged_code]  # the merged end's code (eval: 3 when samples were skipped), on every rank
+            dist.broadcast_object_list(shared, src=0)
+            merged_code = int(shared[0])
         if info.rank == 0 and _recorded:
             print(f"all {info.world} ranks: {merged['line']}", file=sys.stderr, flush=True)
             for r in reports:
