@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -91,6 +92,38 @@ def temporary_target(name: str) -> str | None:
     if not name.startswith(".") or TEMP_MARK not in name:
         return None
     return name[1:].split(TEMP_MARK, 1)[0]
+
+
+def remove_temporaries(folder: PathLike, names: set[str], before: float) -> int:
+    """Delete the temporaries (:func:`temporary_target`: ``.<name>.tmp-*`` files, or folders such as
+    ``export-ply``'s) of the outputs ``names`` in ``folder`` that nothing has written to since ``before``
+    (a killed run's; a live run's are fresh). Symlinks are never followed nor removed. Returns how many."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    removed = 0
+    for e in entries:
+        try:
+            if e.is_symlink() or temporary_target(e.name) not in names or last_written(e) >= before:
+                continue
+            if e.is_dir(follow_symlinks=False):
+                shutil.rmtree(e.path)
+            else:
+                os.remove(e.path)
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def last_written(entry: os.DirEntry) -> float:
+    """The newest modification time of ``entry`` and (a folder) of what it holds."""
+    newest = entry.stat(follow_symlinks=False).st_mtime
+    if entry.is_dir(follow_symlinks=False):
+        for f in os.scandir(entry.path):
+            newest = max(newest, f.stat(follow_symlinks=False).st_mtime)
+    return newest
 
 
 def atomic_write(path: PathLike, writer: Callable[[str], Any]) -> Path:

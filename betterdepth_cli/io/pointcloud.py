@@ -24,7 +24,7 @@ import numpy as np
 from betterdepth_cli.core.depth_values import to_depth
 from betterdepth_cli.core.geometry import ExportOptions, Geometry, depth_to_geometry
 from betterdepth_cli.core.types import InputDataError, OutputError, UsageError
-from betterdepth_cli.io.files import TEMP_MARK, temporary_target
+from betterdepth_cli.io.files import TEMP_MARK, last_written, remove_temporaries
 from betterdepth_cli.io.images import IMAGE_EXTENSIONS
 from betterdepth_cli.io.intrinsics import resolve_intrinsics
 
@@ -148,48 +148,32 @@ def remove_stale_temps(out: str | Path, before: float) -> int:
     has written to it since ``before`` (a live run's temporaries are fresh). Returns how many.
 
     Only this tool's temporaries of this very target count: hidden ``.<name>.tmp-*`` folders or
-    files (:func:`betterdepth_cli.io.files.temporary_target`, as ``refine``'s
-    :func:`betterdepth_cli.jobs.plan.remove_stale_temps` finds them), and the ``.betterdepth-XXXXXXXX``
-    folders earlier versions of :func:`write_geometry` used, when they hold only this target's files.
+    files (:func:`betterdepth_cli.io.files.remove_temporaries`, which ``refine`` uses too), and the
+    ``.betterdepth-XXXXXXXX`` folders earlier versions of :func:`write_geometry` used, when they hold
+    only this target's files.
     """
     out = Path(out)
+    removed = remove_temporaries(out.parent, {out.name}, before)
     try:
         entries = list(os.scandir(out.parent))
     except OSError:
-        return 0
-    removed = 0
+        return removed
     for e in entries:
         try:
-            if not _is_temp_of(e, out) or _last_written(e) >= before:
-                continue
-            if e.is_dir(follow_symlinks=False):
+            if _is_old_temp_of(e, out) and last_written(e) < before:
                 shutil.rmtree(e.path)
-            else:
-                os.remove(e.path)
-            removed += 1
+                removed += 1
         except OSError:
             pass
     return removed
 
 
-def _is_temp_of(entry: os.DirEntry, out: Path) -> bool:
-    if entry.is_symlink():
-        return False
-    if temporary_target(entry.name) == out.name:
-        return True
-    if not (_OLD_TEMP_DIR.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)):
+def _is_old_temp_of(entry: os.DirEntry, out: Path) -> bool:
+    """A ``.betterdepth-XXXXXXXX`` folder of an earlier version holding only this target's files."""
+    if entry.is_symlink() or not (_OLD_TEMP_DIR.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)):
         return False
     names = set(os.listdir(entry.path))
     return bool(names) and names <= {out.name, Path(out.name).stem + ".mtl"}
-
-
-def _last_written(entry: os.DirEntry) -> float:
-    """The newest modification time of ``entry`` and (a folder) of what it holds."""
-    newest = entry.stat(follow_symlinks=False).st_mtime
-    if entry.is_dir(follow_symlinks=False):
-        for f in os.scandir(entry.path):
-            newest = max(newest, f.stat(follow_symlinks=False).st_mtime)
-    return newest
 
 
 # --------------------------------------------------------------------------- one file, end to end

@@ -326,9 +326,8 @@ def remove_stale_temps(plan: Plan, before: float) -> int:
     """Delete the temporaries of an earlier, killed run (``.<output name>.tmp-*``, see
     ``io.outputs.atomic_write``) beside this plan's outputs, if last written before ``before``
     (a run still writing has fresh ones). Returns how many were removed."""
-    from betterdepth_cli.io.files import temporary_target
+    from betterdepth_cli.io.files import remove_temporaries
 
-    removed = 0
     folders: dict[Path, set[str]] = {}
     for group in plan.groups:
         for item in group.items:
@@ -336,21 +335,7 @@ def remove_stale_temps(plan: Plan, before: float) -> int:
                 folders.setdefault(Path(p).parent, set()).add(Path(p).name)
         for p in group.extra_outputs.values():
             folders.setdefault(Path(p).parent, set()).add(Path(p).name)
-    for folder, names in folders.items():
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue
-        for e in entries:
-            if temporary_target(e.name) not in names:
-                continue
-            try:
-                if e.is_file(follow_symlinks=False) and e.stat(follow_symlinks=False).st_mtime < before:
-                    os.remove(e.path)
-                    removed += 1
-            except OSError:
-                pass
-    return removed
+    return sum(remove_temporaries(folder, names, before) for folder, names in folders.items())
 
 
 def check_output_dir(out_dir: Path) -> None:
