@@ -272,14 +272,13 @@ class BetterDepthPipeline:
             warnings.warn(note[len("note: "):], stacklevel=2)
         chosen = {"steps": steps, "ensemble": ensemble, "reduction": reduction,
                   "processing_res": 0 if size else processing_res}  # tiles work at the image's own scale
-        run = self.settings(**chosen) if self._samples() else None
         plates = as_image_list(_read_paths(images))
         gens = generator if generator is not None else seeded_generators(seed, len(plates))
         names = _keys(keys, len(plates))
         res = refine_images(plates, model=self.model, conditioner=self.conditioner, tile=size, overlap=overlap,
                             generator=gens, keys=names, **chosen)  # fmt: skip
         settings = self._record(chosen, None if generator is not None else seed)
-        if run is not None and size is not None:  # as refine's sidecar: recorded when asked for (else the card decides)
+        if self._samples() and size is not None:  # as refine's sidecar: recorded when asked for (else the card decides)
             settings.update(tile=size, tile_overlap=overlap)
         return _output(res, settings, {"call": time.perf_counter() - t0})
 
@@ -328,7 +327,7 @@ class BetterDepthPipeline:
                                 model_card=self.model_card, refine=self.model is not None, steps=run.steps,
                                 ensemble=run.ensemble, reduction=run.reduction, processing_res=run.processing_res,
                                 seed=0 if seed is None else seed).sidecar_fields()  # fmt: skip
-        if seed is None and self.model is not None:
+        if seed is None:
             fields["seed"] = None
         return fields
 
@@ -355,10 +354,10 @@ def _keys(keys: "str | list[str] | None", count: int) -> list[str] | None:
     """The images' names, one per image (a single name for a single image)."""
     if keys is None:
         return None
-    names = [keys] if isinstance(keys, (str, Path)) else [str(k) for k in keys]
+    names = [str(k) for k in ([keys] if isinstance(keys, (str, Path)) else keys)]
     if len(names) != count:
         raise UsageError(f"`keys`: {len(names)} names for {count} images; pass one per image")
-    return [str(k) for k in names]
+    return names
 
 
 def _frames(frames: Iterable[Any], keys: Iterable[str] | None) -> Iterator[tuple[Any, str | None]]:
@@ -385,7 +384,7 @@ def _parse_tile(tile: int | str | None) -> tuple[int | None, int | None]:
     try:
         return parse_tile(str(tile))
     except ValueError as exc:
-        raise UsageError(str(exc).replace("`--tile`", "`tile`")) from None
+        raise UsageError(str(exc)) from None  # in the library's words by _library_errors (`tile`)
 
 
 def _output(res, settings: dict[str, Any], timings: dict[str, float]) -> DepthOutput:

@@ -99,7 +99,7 @@ def as_image_batch(images: Any) -> torch.Tensor:
     if isinstance(images, np.ndarray):
         return _from_numpy(images, "numpy array")[None]
     if _is_pil(images):
-        return torch.from_numpy(np.ascontiguousarray(as_image_list(images)[0].transpose(2, 0, 1)))[None]
+        return _from_numpy(_pil_rgb(images), "PIL image")[None]
     raise _unsupported(images)
 
 
