@@ -151,17 +151,17 @@ class OutputWriter:
         for group in self.groups.values():
             if not group.preview_only or self.abort.is_set():
                 continue
-            shot = ShotBuffer(self)
+            shot, metas = ShotBuffer(self), []
             try:
                 for item in group.items:
                     values, meta = _saved_map(item)
+                    metas.append(meta)
                     shot.add(item, values, np.isfinite(values), meta["kind"], bool(meta.get("metric")), {})
-                crange = depth_files.read_sidecar(group.items[0].outputs["sidecar"]).get("shot_range")
+                crange = metas[0].get("shot_range")
                 self._write_preview_video(group, shot, tuple(crange) if crange else shot.range.robust())
                 mark = {"preview_video": Path(group.extra_outputs["preview_video"]).name}
-                for item in group.items:
-                    side = item.outputs["sidecar"]
-                    depth_files.write_sidecar(side, {**depth_files.read_sidecar(side), **mark})
+                for item, meta in zip(group.items, metas):
+                    depth_files.write_sidecar(item.outputs["sidecar"], {**meta, **mark})
                 written += 1
             finally:
                 shot.release()
