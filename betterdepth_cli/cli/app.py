@@ -72,6 +72,21 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def stopping_cleanly(fn: Callable, *args, **kwargs) -> None:
+    """``fn(*args, **kwargs)`` with SIGTERM (farm preemption) a clean stop like Ctrl-C: one line
+    ("terminated" or "interrupted") and exit 143 or 130 (``eval``, ``export-ply``; ``refine`` adds its
+    summary and how to resume)."""
+    from betterdepth_cli.core.exit_codes import EXIT_INTERRUPTED, EXIT_TERMINATED
+
+    terminated: list = []
+    try:
+        with on_sigterm(terminated):
+            fn(*args, **kwargs)
+    except KeyboardInterrupt:
+        error_line("terminated" if terminated else "interrupted")
+        raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
+
+
 @contextlib.contextmanager
 def on_sigterm(flag: list):
     """Turn SIGTERM (farm preemption) into the same clean stop as Ctrl-C while the batch runs."""

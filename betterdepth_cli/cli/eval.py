@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from betterdepth_cli.cli.app import app, handle_errors
+from betterdepth_cli.cli.app import app, handle_errors, stopping_cleanly
 from betterdepth_cli.cli.ranks import defer, ranked
 from betterdepth_cli.cli.options import (
     BatchSizeOpt,
@@ -197,23 +197,7 @@ def eval_command(
         "output": output, "csv": csv_path, "score_workers": score_workers, "continue_on_error": continue_on_error,
     }  # fmt: skip
     o = _options(flags, config)
-    _stopping_cleanly(_evaluate, o, bool(quiet))
-
-
-def _stopping_cleanly(fn, *args) -> None:
-    """``fn(*args)`` with SIGTERM (farm preemption) a clean stop like Ctrl-C, as in ``refine``: one line
-    ("terminated" or "interrupted") and exit 143 or 130."""
-    from betterdepth_cli.cli.app import error_line
-    from betterdepth_cli.cli.app import on_sigterm
-    from betterdepth_cli.core.exit_codes import EXIT_INTERRUPTED, EXIT_TERMINATED
-
-    terminated: list = []
-    try:
-        with on_sigterm(terminated):
-            fn(*args)
-    except KeyboardInterrupt:
-        error_line("terminated" if terminated else "interrupted")
-        raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
+    stopping_cleanly(_evaluate, o, bool(quiet))
 
 
 def _evaluate(o: dict, quiet: bool) -> None:

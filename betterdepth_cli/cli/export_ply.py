@@ -12,9 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from betterdepth_cli.cli.app import app, error_line, handle_errors
-from betterdepth_cli.cli.app import on_sigterm  # the one SIGTERM handling (refine's too)
-from betterdepth_cli.core.exit_codes import EXIT_INTERRUPTED, EXIT_TERMINATED
+from betterdepth_cli.cli.app import app, error_line, handle_errors, stopping_cleanly
 
 HELP = """Turn refined depth maps into normal-coloured point clouds (binary PLY) or meshes.
 
@@ -61,14 +59,7 @@ def export_ply(
     continue_on_error: Annotated[bool, typer.Option("--continue-on-error", help="In a batch, report a bad map and go on (exit code 3 if some failed).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-file lines on stderr.")] = False,
 ) -> None:
-    params = dict(locals())  # the options, as given
-    terminated: list = []
-    try:
-        with on_sigterm(terminated):  # SIGTERM stops like Ctrl-C: the file being written is not left half-done
-            _export(**params)
-    except KeyboardInterrupt:
-        error_line("terminated" if terminated else "interrupted")
-        raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
+    stopping_cleanly(_export, **locals())  # SIGTERM stops like Ctrl-C: the file being written is not left half-done
 
 
 def _export(input, output, image, fov, focal, cx, cy, sensor_width, depth_range, scale, shift, assume, color, axes,
