@@ -200,8 +200,7 @@ class HFConditioner(Conditioner):
         values = self.values(images.float())
         if pad > 0:
             values = values[..., pad : pad + h, pad : pad + w].contiguous()
-        valid = torch.isfinite(values)
-        if self.kind == "depth":
-            valid &= values > 0
+        valid = values > 0 if self.kind == "depth" else torch.ones_like(values, dtype=torch.bool)
+        # non-finite values are made invalid holes by DepthPrediction itself
         return DepthPrediction(values=values, valid=valid, kind=self.kind, metric=self.metric, source=self.name)
 

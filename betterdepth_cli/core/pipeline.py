@@ -108,7 +108,7 @@ def _predict_bounded(conditioner, images: torch.Tensor, keys) -> DepthPrediction
     small = resize(images, processing_size(h, w, CONDITIONER_MAX_SIDE))
     pred = conditioner.predict(small, keys=keys)
     values = F.interpolate(pred.values, size=(h, w), mode="bicubic", align_corners=False)
-    valid = resize(pred.valid, (h, w), mode="nearest").bool() & torch.isfinite(values)
+    valid = resize(pred.valid, (h, w), mode="nearest").bool()  # DepthPrediction makes non-finite values holes
     return DepthPrediction(values=values, valid=valid, kind=pred.kind, metric=pred.metric, source=pred.source)
 
 

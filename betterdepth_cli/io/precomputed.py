@@ -257,7 +257,7 @@ class FileConditioner(Conditioner):
             vals.append(v)
             masks.append(m)
         values = torch.cat(vals).to(self.device)
-        valid = torch.cat(masks).to(self.device) & torch.isfinite(values)
+        valid = torch.cat(masks).to(self.device)  # non-finite values: holes, made so by DepthPrediction
         return DepthPrediction(values=values, valid=valid, kind=self.kind, metric=self.metric, source=self.name)
 
 
