@@ -210,3 +210,24 @@ def test_conditioner_recipe_typos_are_refused_like_betterdepth_train(tmp_path, c
     recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
     for name in ("default-conditioner.toml", "gpu-conditioner.toml"):  # the shipped recipes still load
         assert set(load_recipe(recipes / name)) == {"data", "model", "train"}
+
+
+def test_reproduce_conditioner_recipe_alone_says_how_to_render_its_scenes(tmp_path, capsys):
+    """The plug-and-play DPT recipe describes scenes (kind, scenes, seed0, size) that training.reproduce
+    renders; `python -m training.conditioner` on it said "unknown key [data] 'kind'"."""
+    from pathlib import Path
+
+    from training.conditioner import load_recipe, main
+
+    shipped = Path(__file__).resolve().parent.parent / "training" / "recipes" / "reproduce-dpt-conditioner.toml"
+    with pytest.raises(SystemExit) as exc:
+        main(["--recipe", str(shipped), "--output", str(tmp_path / "out")])
+    assert exc.value.code == 64
+    assert capsys.readouterr().err == (
+        f"betterdepth: error: {shipped}: [data] describes scenes to render, not a folder (python -m "
+        "training.reproduce renders them): render them with `betterdepth synth --kind indoor -n 2000 --seed "
+        '5000000 --size 192 -o DIR` and set [data] train = "DIR"\n')
+    assert not (tmp_path / "out").exists()
+    recipe = tmp_path / "r.toml"  # with the folder set, the scene keys are a description and load
+    recipe.write_text(shipped.read_text().replace('kind = "indoor"', 'kind = "indoor"\ntrain = "scenes"'))
+    assert load_recipe(recipe)["data"]["train"] == "scenes"

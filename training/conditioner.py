@@ -56,6 +56,9 @@ DEFAULTS = {
 ARCHS = ("depth-anything", "dpt-hybrid", "dpt")
 #: [model] keys besides those of DEFAULTS: the architectures' own (see build_model).
 MODEL_KEYS = ("arch", "patch_size", "bit_hidden_sizes", "bit_depths", "bit_embedding_size", "bit_groups")
+#: [data] keys that describe scenes to render (``betterdepth synth``'s flags) rather than a folder:
+#: training.reproduce renders them and sets ``train``/``val``; alone, they need a rendered ``train``.
+RENDER_KEYS = ("kind", "scenes", "seed0", "size")
 
 
 def build_model(cfg: dict):
@@ -420,10 +423,16 @@ def load_recipe(path: str | os.PathLike) -> dict:
             raise UsageError(f"{p}: unknown key {key!r} (valid: {', '.join(f'[{s}]' for s in DEFAULTS)})")
         if not isinstance(value, dict):
             raise UsageError(f"{p}: `{key}` must be a table [{key}]")
-        names = {*DEFAULTS[key], *(MODEL_KEYS if key == "model" else ())}
+        names = {*DEFAULTS[key], *(MODEL_KEYS if key == "model" else ()), *(RENDER_KEYS if key == "data" else ())}
         for k in value:
             if k not in names:
                 raise UsageError(f"{p}: unknown key [{key}] {k!r} (valid: {', '.join(sorted(names))})")
+    data = recipe.get("data", {})
+    if not data.get("train") and any(k in data for k in RENDER_KEYS):
+        d = {"kind": "mixed", "scenes": 3000, "seed0": 0, "size": 192, **data}
+        raise UsageError(f"{p}: [data] describes scenes to render, not a folder (python -m training.reproduce renders "
+                         f"them): render them with `betterdepth synth --kind {d['kind']} -n {d['scenes']} --seed "
+                         f"{d['seed0']} --size {d['size']} -o DIR` and set [data] train = \"DIR\"")
     return recipe
 
 
