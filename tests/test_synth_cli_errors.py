@@ -231,3 +231,26 @@ def test_reproduce_conditioner_recipe_alone_says_how_to_render_its_scenes(tmp_pa
     recipe = tmp_path / "r.toml"  # with the folder set, the scene keys are a description and load
     recipe.write_text(shipped.read_text().replace('kind = "indoor"', 'kind = "indoor"\ntrain = "scenes"'))
     assert load_recipe(recipe)["data"]["train"] == "scenes"
+
+
+def test_flags_the_chosen_mode_would_ignore_are_refused(tmp_path):
+    """--supersample, --depth-format and --workers were ignored with --sequence (clips came out at one ray
+    per pixel, npy depth, one process); --frames and --motion without --sequence were ignored too."""
+    out = tmp_path / "M"
+    for args, message in (
+            (["--sequence", "--supersample", "3"], "`--supersample` does not apply with --sequence (clips: one ray "
+                                                   "per pixel, npy depth, one process)"),
+            (["--sequence", "--depth-format", "png16"], "`--depth-format` does not apply with --sequence (clips: one "
+                                                        "ray per pixel, npy depth, one process)"),
+            (["--sequence", "--workers", "2"], "`--workers` does not apply with --sequence (clips: one ray per "
+                                               "pixel, npy depth, one process)"),
+            (["--frames", "4"], "`--frames` applies only with --sequence (clips)"),
+            (["--motion", "orbit"], "`--motion` applies only with --sequence (clips)")):
+        res = synth("-n", "1", "--size", "16", "-o", str(out), *args)
+        assert res.exit_code == 64 and error_of(res) == message, res.output
+    assert not out.exists()
+    # the defaults given explicitly are what the mode does, and pass
+    res = synth("-n", "1", "--size", "8", "--supersample", "1", "--depth-format", "npy", "--workers", "1",
+                "--sequence", "--frames", "1", "--motion", "static", "-o", str(out), "-q")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.glob("*/rgb/*.png")) == ["frame.000000.png"]

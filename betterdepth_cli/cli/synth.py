@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -52,10 +52,10 @@ def synth(
     ] = 1,
     sequence: Annotated[bool, typer.Option("--sequence", help="Render camera paths (clips): -n clips of "
                         "--frames frames each, with per-frame depth, intrinsics and pose (README: video).")] = False,
-    frames: Annotated[int, typer.Option("--frames", min=1, help="Frames per clip (with --sequence), "
-                                                                "at most 100,000.")] = 48,
-    motion: Annotated[str, typer.Option("--motion", help="Camera motion of the clips: orbit, dolly, truck, static or "
-                      "mixed (with --sequence).")] = "mixed",
+    frames: Annotated[Optional[int], typer.Option("--frames", min=1, help="Frames per clip (with --sequence), "
+                                                                          "at most 100,000.  [default: 48]")] = None,
+    motion: Annotated[Optional[str], typer.Option("--motion", help="Camera motion of the clips: orbit, dolly, truck, "
+                      "static or mixed (with --sequence).  [default: mixed]")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
     """Render procedural RGB-D scenes (open3d ray casting) in the generic folder format.
@@ -81,6 +81,9 @@ def synth(
         raise UsageError(f"`--depth-format` must be npy or png16, got {depth_format!r}")
     if supersample % 2 == 0:
         raise UsageError(f"`--supersample` must be odd (1, 3, 5), got {supersample}")
+    _check_mode_flags(sequence, supersample=supersample, depth_format=depth_format, workers=workers, frames=frames,
+                      motion=motion)
+    frames, motion = frames or 48, motion or "mixed"
     if sequence:
         from training.sequences import MOTIONS
 
@@ -97,6 +100,24 @@ def synth(
         _synth_sequences(n, out, seed, hw, kind, frames, motion, quiet)
     else:
         _synth_scenes(n, out, seed, hw, kind, workers, depth_format, supersample, quiet)
+
+
+def _check_mode_flags(sequence: bool, **given) -> None:
+    """Refuse a flag that the chosen mode would ignore: clips (``--sequence``) are rendered at one ray
+    per pixel with float depth by one process; ``--frames``/``--motion`` describe clips only."""
+    from betterdepth_cli.core.types import UsageError
+
+    if sequence:
+        ignored = {"supersample": given["supersample"] != 1, "depth-format": given["depth_format"] != "npy",
+                   "workers": given["workers"] != 1}
+        for flag, set_ in ignored.items():
+            if set_:
+                raise UsageError(f"`--{flag}` does not apply with --sequence (clips: one ray per pixel, npy depth, "
+                                 "one process)")
+    else:
+        for flag in ("frames", "motion"):
+            if given[flag] is not None:
+                raise UsageError(f"`--{flag}` applies only with --sequence (clips)")
 
 
 def _synth_scenes(n: int, out: Path, seed: int, hw: tuple[int, int], kind: str, workers: int, depth_format: str,
