@@ -369,3 +369,27 @@ def test_eval_of_a_sequence_dataset_refuses_per_sample_options(seq_root, tmp_pat
     r = runner.invoke(app, ["eval", "--dataset", "synth-seq", "--data-root", str(seq_root), "--no-refine",
                             "--csv", str(tmp_path / "x.csv")])
     assert r.exit_code == 64 and "--csv: not available for the sequence dataset synth-seq" in r.output
+
+
+def test_eval_synth_seq_never_overwrites_a_file_that_appeared_while_it_ran(seq_root, tmp_path, monkeypatch):
+    """-o of a sequence dataset was checked when eval started, not again before writing (as the image
+    datasets' is): a user's file written there meanwhile was replaced by the results."""
+    import betterdepth_cli.evaluation.temporal_runner as temporal_runner
+    from training.flicker_conditioner import write_flicker_maps
+
+    write_flicker_maps("synth-seq", str(seq_root), str(tmp_path / "maps"))
+    out = tmp_path / "notes.json"
+    real = temporal_runner.run_temporal_evaluation
+
+    def user_saves_meanwhile(cfg, progress=None):
+        result = real(cfg, progress=progress)
+        out.write_text('{"mine": 1}')
+        return result
+
+    monkeypatch.setattr(temporal_runner, "run_temporal_evaluation", user_saves_meanwhile)
+    r = runner.invoke(app, ["eval", "--dataset", "synth-seq", "--data-root", str(seq_root), "--no-refine",
+                            "--conditioner", f"file:{tmp_path / 'maps'}?kind=disparity", "-o", str(out), "-q"])
+    assert r.exit_code == 64
+    assert r.stderr.strip().endswith(f"--output {out}: exists and is not a results JSON of betterdepth eval "
+                                     "(refusing to overwrite it); choose another path")
+    assert out.read_text() == '{"mine": 1}'

@@ -297,12 +297,12 @@ def _eval_config(o: dict):
 
 
 def _output_files(o: dict, with_csv: bool = True) -> tuple[Path | None, Path | None]:
-    """``--output`` and ``--csv`` (its default beside the JSON), checked (:func:`_check_outputs`)."""
+    """``--output`` and ``--csv`` (its default beside the JSON), checked (:func:`check_outputs`)."""
     out_json = Path(o["output"]) if o.get("output") else None
     out_csv = Path(o["csv"]) if o.get("csv") else (default_csv_path(out_json) if out_json else None)
     if not with_csv:
         out_csv = None
-    _check_outputs(out_json, out_csv)
+    check_outputs(out_json, out_csv)
     return out_json, out_csv
 
 
@@ -315,7 +315,7 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _check_outputs(out_json: Path | None, out_csv: Path | None) -> None:
+def check_outputs(out_json: Path | None, out_csv: Path | None) -> None:
     """The results may be written: their folders exist, -o and --csv differ (exit 64), and a file there is a
     result of an earlier ``eval`` (a rerun replaces its own results), never a file of the user's (exit 64,
     as an output that would overwrite an input; checked again just before writing)."""
@@ -371,7 +371,7 @@ def _report(result, out_json: Path | None, out_csv: Path | None, quiet: bool) ->
     if skipped:
         print(f"eval: {len(skipped)} sample(s) skipped, {result.dataset['samples']} scored",
               file=sys.stderr, flush=True)
-    _check_outputs(out_json, out_csv)  # again: a file may have appeared there while the evaluation ran
+    check_outputs(out_json, out_csv)  # again: a file may have appeared there while the evaluation ran
     if out_json is not None:
         result.write_json(out_json)
     if out_csv is not None:

@@ -34,6 +34,9 @@ def eval_sequences(o: dict, device: str, dtype: str, out_json: Path | None, quie
 
     result = run_temporal_evaluation(cfg, progress=progress)
     if out_json is not None:
+        from betterdepth_cli.cli.eval import check_outputs
+
+        check_outputs(out_json, None)  # again: a file may have appeared there while the evaluation ran
         text = json.dumps(jsonable(result.to_json()), indent=2)
         atomic_write_bytes(out_json, text.encode())
     # the table is the result (stdout): -q silences only the progress on stderr
