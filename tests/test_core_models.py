@@ -23,7 +23,7 @@ from betterdepth_cli.core.sampler import (
 from betterdepth_cli.core.types import DepthPrediction, InputDataError, ModelNotFoundError, UsageError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_models import save_depth_anything, save_dpt, save_fake_stable_diffusion, tiny_dpt  # noqa: E402
+from tiny_models import save_depth_anything, save_dpt, save_fake_stable_diffusion  # noqa: E402
 
 
 @pytest.fixture(scope="module")

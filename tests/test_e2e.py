@@ -73,7 +73,7 @@ def test_e2e_mode_trains_and_saves_a_zero_noise_one_step_model(tmp_path):
         '[objective]\nmode = "e2e"\n[train]\nbatch_size = 2\nmax_steps = 3\ncheckpoint_every = 0\nlog_every = 1\n'
         "[optim]\nlr = 1e-3\n"
     )
-    result = train(load_recipe(recipe_path), tmp_path / "out", log=lambda m: None)
+    train(load_recipe(recipe_path), tmp_path / "out", log=lambda m: None)
     model = load_model(tmp_path / "out" / "model")
     assert model.zero_noise and model.defaults["steps"] == 1
     assert model.card["trained_with"]["flags"]["mode"] == "e2e"
