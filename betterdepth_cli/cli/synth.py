@@ -83,7 +83,7 @@ def synth(
         raise UsageError(f"`--supersample` must be odd (1, 3, 5), got {supersample}")
     _check_mode_flags(sequence, supersample=supersample, depth_format=depth_format, workers=workers, frames=frames,
                       motion=motion)
-    frames, motion = frames or 48, motion or "mixed"
+    frames, motion = 48 if frames is None else frames, "mixed" if motion is None else motion
     if sequence:
         from training.sequences import MOTIONS
 
