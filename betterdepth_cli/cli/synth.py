@@ -69,7 +69,8 @@ def synth(
     73; nothing is deleted). Limits (exit 64, checked before anything is written): -n at most
     10,000,000; --seed >= 0; each side of --size 8 to 16384 pixels and W x H x supersample^2 at
     most 16,777,216 rays (4096x4096 at --supersample 1: about 4 GB of memory); --frames at most
-    100,000; --workers at most 256.
+    100,000; --workers at most 256. A flag the mode would ignore is refused too (exit 64):
+    --supersample, --depth-format, --workers with --sequence; --frames, --motion without it.
     """
     from betterdepth_cli.core.types import OutputError, UsageError
     from training.synthetic.settings import check_request
