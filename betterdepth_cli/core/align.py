@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Callable
 
 import torch
 
@@ -53,7 +54,8 @@ def fit_scale_shift(
 
 
 def scale_shift_from_moments(
-    n: torch.Tensor, sp: torch.Tensor, st: torch.Tensor, spp: torch.Tensor, spt: torch.Tensor, stacklevel: int = 1
+    n: torch.Tensor, sp: torch.Tensor, st: torch.Tensor, spp: torch.Tensor, spt: torch.Tensor, stacklevel: int = 1,
+    on_degenerate: Callable[[str], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The closed form of :func:`fit_scale_shift` from the per-sample sums over valid pixels.
 
@@ -61,6 +63,9 @@ def scale_shift_from_moments(
         n: pixel count; sp, st: sums of pred and target; spp: sum of pred^2;
             spt: sum of pred * target. All (B,) float64.
         stacklevel: the frame the degenerate-case warning names, counted from the caller (1).
+        on_degenerate: called with the reason of each degenerate sample, in order ("constant
+            prediction", "1 valid pixel to fit"), instead of the Python warning (whose filters are
+            not thread-safe: a scoring thread hears of it this way).
     Returns:
         scale, shift: (B,) float64, with the degenerate cases of :func:`fit_scale_shift`.
     """
@@ -78,6 +83,12 @@ def scale_shift_from_moments(
     shift = torch.where(few, torch.where(one, mt - mp, torch.zeros_like(shift)), shift)
     if bool((constant | few).any()):
         idx = torch.nonzero(constant | few).flatten().tolist()
+        if on_degenerate is not None:
+            for i in idx:
+                count = int(n[i])
+                on_degenerate(f"{count} valid pixel{'' if count == 1 else 's'} to fit" if bool(few[i])
+                              else "constant prediction")
+            return scale, shift
         warnings.warn(
             f"degenerate alignment for sample(s) {idx}: constant prediction or fewer than "
             "2 valid pixels; using a defined fallback",

@@ -123,15 +123,6 @@ class Alignment:
     space: str
 
 
-def degenerate_fit(n: int, sp: float, spp: float) -> str | None:
-    """Why a least-squares fit over ``n`` pixels (sum of the prediction ``sp``, of its squares ``spp``)
-    is degenerate, as :func:`betterdepth_cli.core.align.scale_shift_from_moments` decides; None if not."""
-    if n < 2:
-        return f"{n} valid pixel{'' if n == 1 else 's'} to fit"
-    var = spp - sp * (sp / n)
-    return "constant prediction" if var <= 1e-12 * max(spp, 1e-300) else None
-
-
 def fit_scale_shift_values(pred: np.ndarray, target: np.ndarray, on_degenerate=None) -> tuple[float, float]:
     """Least-squares ``s * pred + b ~ target`` over 1-D float64 arrays of the fitted pixels.
 
@@ -140,8 +131,8 @@ def fit_scale_shift_values(pred: np.ndarray, target: np.ndarray, on_degenerate=N
     (:func:`betterdepth_cli.core.align.scale_shift_from_moments`), degenerate
     cases included: they raise its ``DegenerateAlignmentWarning``, or, with
     ``on_degenerate``, call ``on_degenerate(reason)`` instead (no Python warning:
-    warnings filters are not thread-safe) and take the same fallback (fewer than
-    two pixels: s = 1 and the offset of the one pixel, or 0; a constant
+    warnings filters are not thread-safe); either way the same fallback (fewer
+    than two pixels: s = 1 and the offset of the one pixel, or 0; a constant
     prediction: s = 0, b = the mean target).
     """
     import torch
@@ -149,13 +140,8 @@ def fit_scale_shift_values(pred: np.ndarray, target: np.ndarray, on_degenerate=N
     from betterdepth_cli.core.align import scale_shift_from_moments
 
     moments = (float(pred.size), pred.sum(), target.sum(), M.dot(pred, pred), M.dot(pred, target))
-    reason = None if on_degenerate is None else degenerate_fit(pred.size, float(moments[1]), float(moments[3]))
-    if reason is not None:
-        on_degenerate(reason)
-        if pred.size < 2:
-            return 1.0, float(target[0] - pred[0]) if pred.size == 1 else 0.0
-        return 0.0, float(moments[2]) / pred.size
-    s, b = scale_shift_from_moments(*(torch.tensor([float(m)], dtype=torch.float64) for m in moments), stacklevel=2)
+    s, b = scale_shift_from_moments(*(torch.tensor([float(m)], dtype=torch.float64) for m in moments), stacklevel=2,
+                                    on_degenerate=on_degenerate)
     return float(s[0]), float(b[0])
 
 
