@@ -443,13 +443,16 @@ def _infer_each(batch: list[Sample], models: _Models, config: EvalConfig, varian
     return parts
 
 
-def _empty_prediction(sample: Sample, preds: dict[str, np.ndarray], models: _Models, image: str) -> str | None:
+def _empty_prediction(sample: Sample, preds: dict[str, np.ndarray], models: _Models, root) -> str | None:
     """Why a sample's prediction cannot be scored (no valid pixel: an all-NaN map), naming the map (a
-    ``file:`` conditioner's) or the ``image``; or None."""
+    ``file:`` conditioner's) or the sample's image under the dataset's ``root``; or None."""
     if all(np.isfinite(p).any() for p in preds.values()):
         return None
     path_for = getattr(models.conditioner, "path_for", None)  # the file: conditioner's map of the sample
-    where = f"{path_for(sample.id)}: the precomputed map" if path_for else f"{image}: the conditioner's prediction"
+    if path_for:
+        where = f"{path_for(sample.id)}: the precomputed map"
+    else:
+        where = f"{root.where((sample.meta.get('files') or [sample.id])[0])}: the conditioner's prediction"
     return f"{where} has no valid pixel (every value NaN, infinite or masked)"
 
 
@@ -594,8 +597,7 @@ def run_evaluation(
                 for i, sample in enumerate(part):
                     timing = {"load": load_times.pop(sample.id, 0.0), **per_image}
                     preds = {v: np.where(valid[i], outputs[v][i], np.nan) for v in variants}
-                    image = dataset.root.where((sample.meta.get("files") or [sample.id])[0])
-                    empty = _empty_prediction(sample, preds, models, image)
+                    empty = _empty_prediction(sample, preds, models, dataset.root)
                     if empty is not None:
                         skip(sample.id, empty)
                         continue
