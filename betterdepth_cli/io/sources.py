@@ -216,7 +216,8 @@ class SequenceSource(Source):
 
     def select(self, frames: list[int]) -> None:
         """Refine only ``frames`` (a resumed shot's rest); the frames before them lead in."""
-        self.selected = [n for n in self.selected if n in set(frames)]
+        keep = set(frames)
+        self.selected = [n for n in self.selected if n in keep]
 
     @property
     def where(self) -> str:
@@ -279,7 +280,8 @@ class VideoSource(Source):
 
     def select(self, frames: list[int]) -> None:
         """Refine only ``frames`` (a resumed shot's rest); the frames before them lead in."""
-        self.frames = [f for f in self._indices() if f in set(frames)]
+        keep = set(frames)
+        self.frames = [f for f in self._indices() if f in keep]
 
     def lead_in(self, on_error: OnError | None = None) -> Iterator[tuple[Entry, np.ndarray]]:
         """A video's frames before the first selected one (a broken stream raises: no frame after it decodes)."""
