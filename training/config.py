@@ -328,12 +328,8 @@ def check_source(spec: Any, where: str) -> None:
     if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
         raise UsageError(f"{where} {kind}: `weight` must be a number >= 0, got {w!r}")
     if kind == "synthetic":
-        for key, lo in (("n", 1), ("size", 8)):
-            val = spec.get(key)
-            if isinstance(val, bool) or not isinstance(val, int) or val < lo:
-                raise UsageError(f"{where} synthetic: `{key}` must be an integer >= {lo}, got {val!r}")
-        for key, lo in (("seed", 0), ("workers", 1)):
-            val = spec.get(key, lo)
+        for key, lo, default in (("n", 1, None), ("size", 8, None), ("seed", 0, 0), ("workers", 1, 1)):
+            val = spec.get(key, default)  # n and size are required
             if isinstance(val, bool) or not isinstance(val, int) or val < lo:
                 raise UsageError(f"{where} synthetic: `{key}` must be an integer >= {lo}, got {val!r}")
         if spec.get("kind", "mixed") not in SCENE_KINDS:
