@@ -256,5 +256,4 @@ class TarFolderDataset(_ArchiveRoots, _Base):
                                      f"{depth.shape}")
             valid &= mask > 0
         data = self.root()
-        return to_sample(decode_rgb(data.read(rgb_rel), data.where(rgb_rel)), depth, valid, sid,
-                         self.root().where(depth_rel))
+        return to_sample(decode_rgb(data.read(rgb_rel), data.where(rgb_rel)), depth, valid, sid, data.where(depth_rel))

@@ -80,8 +80,6 @@ def synth(
         raise UsageError(f"`--kind` must be one of indoor, outdoor, mixed, got {kind!r}")
     if depth_format not in ("npy", "png16"):
         raise UsageError(f"`--depth-format` must be npy or png16, got {depth_format!r}")
-    if supersample % 2 == 0:
-        raise UsageError(f"`--supersample` must be odd (1, 3, 5), got {supersample}")
     _check_mode_flags(sequence, supersample=supersample, depth_format=depth_format, workers=workers, frames=frames,
                       motion=motion)
     frames, motion = 48 if frames is None else frames, "mixed" if motion is None else motion
@@ -91,8 +89,7 @@ def synth(
         if motion not in MOTIONS:
             raise UsageError(f"`--motion` must be one of {', '.join(MOTIONS)}, got {motion!r}")
     try:  # every flag before anything is written
-        hw = check_request(n, seed, hw, 1 if sequence else supersample, frames if sequence else None, workers,
-                           names=FLAG_NAMES)
+        hw = check_request(n, seed, hw, supersample, frames if sequence else None, workers, names=FLAG_NAMES)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if out.exists() and not out.is_dir():
