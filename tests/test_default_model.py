@@ -33,6 +33,22 @@ def test_default_model_reproduces_its_card_on_the_fixed_test_set():
             assert measured[variant][key] == pytest.approx(expected[variant][key], rel=0.02, abs=2e-3), (variant, key)
 
 
+def test_shipped_model_card_is_what_training_renders_from_its_json():
+    """MODEL_CARD.md is rendered by training.model_card from the card's JSON (its measured metrics and
+    the observations kept in training/model_card.py): an edit made to the Markdown alone would be lost
+    at the next `python -m training.model_card`."""
+    from training.model_card import WEIGHTS, render_card
+
+    card = json.loads(CARD.read_text())
+    rendered = render_card(card, card["metrics"]).splitlines()
+    shipped = (WEIGHTS / "MODEL_CARD.md").read_text().splitlines()
+    differ = [i + 1 for i, (a, b) in enumerate(zip(rendered, shipped)) if a != b]
+    first = differ[0] if differ else min(len(rendered), len(shipped)) + 1
+    assert len(rendered) == len(shipped) and not differ, (
+        f"MODEL_CARD.md differs from the rendered card from line {first}: edit training/model_card.py "
+        "(OBSERVATIONS or the section writers), then re-render")
+
+
 def test_refine_runs_offline_on_the_default_model(tmp_path):
     from PIL import Image
 
