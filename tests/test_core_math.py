@@ -60,6 +60,17 @@ def test_aligner_too_few_pixels_defined_and_finite():
     assert b.tolist() == [pytest.approx(1.0), 0.0]
 
 
+def test_aligner_reports_degenerate_samples_to_a_callback_instead_of_warning():
+    pred = torch.stack([torch.full((1, 2, 2), 7.0), torch.arange(4.0).reshape(1, 2, 2)])  # constant, then fine
+    target = torch.arange(8.0).reshape(2, 1, 2, 2)
+    reasons: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s, b = fit_scale_shift(pred, target, on_degenerate=reasons.append)
+    assert reasons == ["constant prediction"]
+    assert s.tolist() == [0.0, pytest.approx(1.0)] and b.tolist() == [pytest.approx(1.5), pytest.approx(4.0)]
+
+
 def test_aligner_no_warning_when_well_posed():
     x = torch.rand(2, 1, 5, 5, generator=torch.Generator().manual_seed(1))
     with warnings.catch_warnings():

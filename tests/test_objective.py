@@ -129,6 +129,25 @@ def test_prealignment_maps_scaled_and_shifted_conditioning_onto_gt_exactly():
     assert no.scale.item() == 1.0 and no.shift.item() == 0.0
 
 
+def test_prealignment_counts_fallbacks_per_batch_without_a_warning():
+    """A crop whose conditioning is constant (a blurred flat wall) falls back to scale 0 and the GT's
+    mean: counted in ``degenerate`` for the trainer's step line, not a Python warning per step."""
+    import warnings
+
+    depth, valid = _banded_scene()
+    gt, ok = gt_to_space(depth, valid, "disparity")
+    cond = torch.cat([3.0 * gt + 5.0, torch.full_like(gt, 2.0)])  # sample 1: constant
+    gt2, ok2 = torch.cat([gt, gt]), torch.cat([ok, ok])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        maps = prepare_maps(cond, torch.ones_like(ok2), gt2, ok2, prealign=True)
+        none = prepare_maps(cond[:1], torch.ones_like(ok), gt, ok, prealign=True)
+    assert maps.degenerate == 1 and none.degenerate == 0
+    assert maps.scale[1].item() == 0.0
+    sel = ok[0]
+    torch.testing.assert_close(maps.cond[1][sel], torch.full_like(maps.cond[1][sel], maps.gt[1][sel].mean().item()))
+
+
 def test_prealignment_is_least_squares_over_gt_valid_pixels():
     g = torch.Generator().manual_seed(3)
     depth = 1 + 4 * torch.rand(2, 1, 12, 12, generator=g)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from betterdepth_cli.core.align import DegenerateAlignmentWarning
 from betterdepth_cli.core.types import UsageError
 from training.config import apply_overrides, dump_recipe, load_recipe, parse_value, recipe_from_dict
 from training.batches import BatchPlan, transform_sample
@@ -341,6 +342,31 @@ def test_short_run_lowers_the_training_loss(tiny_dpt_dir, scenes, tmp_path):
     losses = np.array(result.losses)
     assert after < 0.8 * before, (before, after)
     assert losses[-6:].mean() < losses[:6].mean(), losses
+
+
+def test_step_lines_count_prealignment_fallbacks_instead_of_warning(tiny_dpt_dir, tmp_path):
+    """Scenes of a fronto-parallel wall give a constant conditioning: every sample's pre-alignment
+    falls back. The trainer counts them in its step lines and metrics, with no Python warning."""
+    import warnings
+
+    from training.synthetic import write_dataset
+    from training.trainer import train
+
+    walls = write_dataset(tmp_path / "walls", 4, seed0=0, size=32)
+    for f in (walls / "depth").glob("*.npy"):
+        np.save(f, np.full(np.load(f).shape, 3.0, np.float32))
+    # the simulated conditioner without its warps: a blurred constant stays constant
+    flat = {"warp": 0.0, "thin": 0.0, "gamma_min": 1.0, "gamma_max": 1.0}
+    raw = tiny_recipe(tiny_dpt_dir, walls, tmp_path / "cache", conditioner={"name": "simulated", "simulated": flat},
+                      train={"max_steps": 2, "checkpoint_every": 0}, validation={"holdout": 0, "every": 0})
+    lines: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateAlignmentWarning)
+        train(recipe_from_dict(raw), tmp_path / "out", log=lines.append)
+    steps = [line for line in lines if line.startswith("step ")]
+    assert len(steps) == 2 and all(line.endswith("prealign fallbacks 2") for line in steps), steps
+    records = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["prealign_fallbacks"] for r in records if r.get("type") == "train"] == [2, 2]
 
 
 def test_ablation_switches_reach_the_model_and_the_card(tiny_dpt_dir, scenes, tmp_path):

@@ -112,4 +112,4 @@ def e2e_loss(
         value = value + gradient_weight * gradient_matching_loss(pred, maps.gt, maps.valid, gradient_scales)
     t = torch.full((rgb.shape[0],), model.scheduler.config.num_train_timesteps - 1, dtype=torch.long)
     kept = float(gamma / maps.valid.float().sum().clamp_min(1.0))
-    return LossOutput(loss=value, mask=mask, gamma=gamma, t=t, kept=kept)
+    return LossOutput(loss=value, mask=mask, gamma=gamma, t=t, kept=kept, degenerate=maps.degenerate)

@@ -70,7 +70,10 @@ class PreparedMaps:
     valid: bool, GT valid in the conditioner's space;
     scale, shift: (B,) the pre-alignment parameters (1 and 0 without it);
     cond_raw: the unfiltered conditioning on ``cond``'s normalisation and alignment
-        (models with ``raw_conditioning``), else ``None``.
+        (models with ``raw_conditioning``), else ``None``;
+    degenerate: how many samples' pre-alignment fell back (a constant conditioning or fewer than two
+        valid pixels in the crop: scale 0 and the GT's mean, or the identity); counted, not warned,
+        so that the trainer reports them in its step lines.
     """
 
     gt: torch.Tensor
@@ -79,6 +82,7 @@ class PreparedMaps:
     scale: torch.Tensor
     shift: torch.Tensor
     cond_raw: torch.Tensor | None = None
+    degenerate: int = 0
 
 
 @dataclass
@@ -87,7 +91,8 @@ class LossOutput:
 
     loss: scalar; mask: bool (B,1,h,w) on the latent grid; gamma: scalar number
     of valid latent elements; t: (B,) timesteps; kept: share of GT-valid latent
-    cells the patch mask kept (a diagnostic).
+    cells the patch mask kept (a diagnostic); degenerate: samples whose pre-alignment fell back
+    (:class:`PreparedMaps`).
     """
 
     loss: torch.Tensor
@@ -95,6 +100,7 @@ class LossOutput:
     gamma: torch.Tensor
     t: torch.Tensor
     kept: float
+    degenerate: int = 0
 
 
 def gt_to_space(depth: torch.Tensor, valid: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,14 +152,16 @@ def prepare_maps(
     cond_n, lo, hi = normalize(cond, cond_valid)
     raw_n = None if cond_raw is None else normalize_with(torch.nan_to_num(cond_raw.float()), lo, hi)
     b = cond.shape[0]
+    fallbacks: list[str] = []
     if prealign:
-        s, sh = fit_scale_shift(cond_n, gt_n, gt_valid & cond_valid)  # (B,), (B,)
+        s, sh = fit_scale_shift(cond_n, gt_n, gt_valid & cond_valid, on_degenerate=fallbacks.append)  # (B,), (B,)
         cond_n = apply_scale_shift(cond_n, s, sh).clamp(-1.0, 1.0)
         raw_n = None if raw_n is None else apply_scale_shift(raw_n, s, sh).clamp(-1.0, 1.0)
     else:
         s = torch.ones(b, dtype=cond_n.dtype, device=cond_n.device)
         sh = torch.zeros(b, dtype=cond_n.dtype, device=cond_n.device)
-    return PreparedMaps(gt=gt_n, cond=cond_n, valid=gt_valid, scale=s, shift=sh, cond_raw=raw_n)
+    return PreparedMaps(gt=gt_n, cond=cond_n, valid=gt_valid, scale=s, shift=sh, cond_raw=raw_n,
+                        degenerate=len(fallbacks))
 
 
 def loss_mask(maps: PreparedMaps, latent_factor: int, settings: ObjectiveSettings = ObjectiveSettings()) -> torch.Tensor:
@@ -321,7 +329,7 @@ def training_loss(
     loss, gamma = masked_v_loss(v_hat, v, mask)
     valid_cells = to_latent_grid(maps.valid, model.codec.factor, reduce="all").sum().float()
     kept = float(mask.sum().float() / valid_cells.clamp_min(1.0))
-    return LossOutput(loss=loss, mask=mask, gamma=gamma, t=t, kept=kept)
+    return LossOutput(loss=loss, mask=mask, gamma=gamma, t=t, kept=kept, degenerate=maps.degenerate)
 
 
 __all__ = [

@@ -473,7 +473,7 @@ class Trainer:
         acc, t = self.accelerator, self.recipe.train
         timing: dict[str, float] = {}
         t_start = time.perf_counter()
-        losses, kept = [], []
+        losses, kept, degenerate = [], [], 0
         for micro in range(t.gradient_accumulation_steps):
             g = self.step * t.gradient_accumulation_steps + micro
             t0 = time.perf_counter()
@@ -494,12 +494,13 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
             losses.append(out.loss.detach())
             kept.append(out.kept)
+            degenerate += out.degenerate
         self.step += 1
         if self.ema is not None:
             self.ema.step(self.unet.parameters())
         loss = acc.reduce(torch.stack(losses).mean().to(self.device), reduction="mean")
         timing["total"] = time.perf_counter() - t_start
-        return float(loss), {"kept": float(np.mean(kept)), **timing}
+        return float(loss), {"kept": float(np.mean(kept)), "degenerate": degenerate, **timing}
 
     def run(self) -> TrainResult:
         r, acc = self.recipe, self.accelerator
@@ -523,19 +524,23 @@ class Trainer:
         )
         loader = self._loader(self.step * t.gradient_accumulation_steps) if self.step < t.max_steps else None
         window: list[float] = []
+        fallbacks = 0  # pre-alignments that fell back since the last step line
         while self.step < t.max_steps:
             lr = float(self.lr_scheduler.get_last_lr()[0])  # this step's (the scheduler steps after it)
             loss, info = self.train_step(loader)
             self.result.losses.append(loss)
             self.result.timings.append({k: info[k] for k in ("total", "data", "unet") if k in info})
             window.append(loss)
+            fallbacks += info["degenerate"]
             self._metrics({"type": "train", "step": self.step, "loss": loss, "lr": lr, "kept": round(info["kept"], 4),
+                           "prealign_fallbacks": info["degenerate"],
                            "seconds": round(info["total"], 4), "data_seconds": round(info.get("data", 0.0), 4),
                            "unet_seconds": round(info.get("unet", 0.0), 4)})
             if self.step % t.log_every == 0 or self.step == t.max_steps:
                 self.log(f"step {self.step}/{t.max_steps} loss {np.mean(window):.4f} lr {lr:.2e} "
-                         f"{info['total']:.2f} s/step kept {info['kept']:.2f}")
-                window = []
+                         f"{info['total']:.2f} s/step kept {info['kept']:.2f}"
+                         + (f" prealign fallbacks {fallbacks}" if fallbacks else ""))
+                window, fallbacks = [], 0
             if t.checkpoint_every and self.step % t.checkpoint_every == 0:
                 self.save_checkpoint()
             if r.validation.every and self.step % r.validation.every == 0 and self.step < t.max_steps:

@@ -17,7 +17,8 @@ class DegenerateAlignmentWarning(UserWarning):
 
 
 def fit_scale_shift(
-    pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None
+    pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None,
+    on_degenerate: Callable[[str], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Closed-form least squares of ``s * pred + b`` to ``target`` over ``valid``.
 
@@ -30,7 +31,8 @@ def fit_scale_shift(
     Degenerate samples never give NaN: with fewer than two valid pixels the
     result is s = 1, b = 0 (or b = target - pred for one pixel); with a constant
     prediction it is s = 0, b = mean(target). Both raise a
-    :class:`DegenerateAlignmentWarning`.
+    :class:`DegenerateAlignmentWarning`, or call ``on_degenerate`` with the reason of each such
+    sample instead (as :func:`scale_shift_from_moments`).
     """
     b = pred.shape[0]
     p = pred.reshape(b, -1).double()
@@ -49,7 +51,7 @@ def fit_scale_shift(
         sp, st = p.sum(1), t.sum(1)
     # the second moments as dot products (no temporaries)
     spp, spt = torch.linalg.vecdot(p, p), torch.linalg.vecdot(p, t)
-    scale, shift = scale_shift_from_moments(n, sp, st, spp, spt, stacklevel=2)
+    scale, shift = scale_shift_from_moments(n, sp, st, spp, spt, stacklevel=2, on_degenerate=on_degenerate)
     return scale.to(pred.dtype), shift.to(pred.dtype)
 
 
