@@ -524,7 +524,7 @@ class Trainer:
         )
         loader = self._loader(self.step * t.gradient_accumulation_steps) if self.step < t.max_steps else None
         window: list[float] = []
-        fallbacks = 0  # pre-alignments that fell back since the last step line
+        fallbacks = 0  # this process's pre-alignments that fell back since the last step line
         while self.step < t.max_steps:
             lr = float(self.lr_scheduler.get_last_lr()[0])  # this step's (the scheduler steps after it)
             loss, info = self.train_step(loader)
