@@ -281,3 +281,37 @@ def test_the_quantile_by_selection_equals_torch_quantile():
         v = torch.rand(n, dtype=torch.float64, generator=torch.Generator().manual_seed(n))
         for q in (0.0, 0.5, 0.995, 1.0):
             assert float(_quantile(v, q)) == float(torch.quantile(v, q))
+
+
+def test_local_blur_measures_each_edge_where_it_is_and_is_inf_where_there_is_none():
+    # two lone steps, 1 px and 6 px soft, 110 px apart on one map: each is measured within LOCAL_RADIUS
+    # of itself as sqrt(s^2 + 1/3) (as the global estimate, central differences), far from both there is
+    # no gradient at all (float64's erf is exactly flat there) and the blur is inf
+    from betterdepth_cli.core.blur import LOCAL_RADIUS, local_blur
+
+    both = blurred_step(1.0, 32, 256, at=40.0) + 2.0 * blurred_step(6.0, 32, 256, at=150.0)
+    b = local_blur(both)[0, 0, 16]
+    r = LOCAL_RADIUS
+    assert b.shape == (256,) and b.dtype == torch.float32
+    for at, s in ((40, 1.0), (150, 6.0)):
+        want = math.sqrt(s**2 + 1 / 3)
+        assert float(b[at - r : at + r + 1].min()) == pytest.approx(want, rel=0.03)
+        assert float(b[at - r : at + r + 1].max()) == pytest.approx(want, rel=0.03)
+    assert torch.isinf(b[75:100]).all()  # 35 px from the sharp step, 50 from the soft one's centre
+    assert float(b[40 + r + 2]) > 2.0  # past the reach the sharp step is no longer the one measured
+    # scale and shift invariant, per image
+    twice = local_blur(torch.cat([both, 5.0 * both - 7.0]))
+    torch.testing.assert_close(twice[1], twice[0], rtol=1e-4, atol=0)
+
+
+def test_local_blur_ignores_invalid_pixels():
+    from betterdepth_cli.core.blur import local_blur
+
+    step = blurred_step(3.0, 32, 128)
+    holed = step.clone()
+    valid = torch.ones_like(step, dtype=torch.bool)
+    valid[..., :, 100:] = False
+    holed[..., :, 100:] = 40.0  # garbage where the mask says invalid: its border is no edge
+    b = local_blur(holed, valid)[0, 0, 16]
+    torch.testing.assert_close(b[50:78], local_blur(step)[0, 0, 16, 50:78], rtol=1e-4, atol=0)
+    assert torch.isinf(b[100:]).all()

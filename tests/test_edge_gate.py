@@ -121,3 +121,55 @@ def test_members_stacked_over_one_conditioning_are_gated_as_each_alone():
                                                 gate_changes(b, cond, None, 2.0, 4.0)]), rtol=0, atol=0)
     with pytest.raises(ValueError):
         gate_changes(torch.cat([a, b, a])[..., :-1], cond, None, 2.0, 4.0)
+
+
+def test_keep_sharp_returns_a_sharp_edge_as_drawn_and_refines_a_soft_one():
+    # a 1 px soft step (measured 1.15 px) and a 6 px one (6.03 px), 110 px apart; keep_sharp [1.5, 2]:
+    # weight 0 within reach of the first, 1 within reach of the second, whatever the edge gate says
+    from betterdepth_cli.core.blur import LOCAL_RADIUS
+    from betterdepth_cli.core.edge_gate import softness
+
+    r = LOCAL_RADIUS
+    cond = _soft_step(32, 256, 1.0, 40.0) + 2.0 * _soft_step(32, 256, 6.0, 150.0)
+    w = softness(cond, None, 1.5, 2.0)[0, 0, 16]
+    assert (w[40 - r : 40 + r + 1] == 0).all() and (w[150 - r : 150 + r + 1] == 1).all()
+    refined = cond + 0.3 * torch.sin(torch.arange(256, dtype=torch.float64) / 3.0)
+    out = gate_changes(refined, cond, None, None, None, sharp=(1.5, 2.0))
+    torch.testing.assert_close(out[..., 40 - r : 40 + r + 1], cond[..., 40 - r : 40 + r + 1], rtol=0, atol=0)
+    torch.testing.assert_close(out[..., 150 - r : 150 + r + 1], refined[..., 150 - r : 150 + r + 1], rtol=0, atol=0)
+    # with the edge gate too: the product (the gate alone keeps changes around both edges)
+    both = gate_changes(refined, cond, None, 2.0, 4.0, sharp=(1.5, 2.0))
+    alone = gate_changes(refined, cond, None, 2.0, 4.0)
+    torch.testing.assert_close(both[..., 150 - r : 150 + r + 1], alone[..., 150 - r : 150 + r + 1], rtol=0, atol=0)
+    torch.testing.assert_close(both[..., 40 - r : 40 + r + 1], cond[..., 40 - r : 40 + r + 1], rtol=0, atol=0)
+    assert not torch.equal(alone[..., 40 - r : 40 + r + 1], cond[..., 40 - r : 40 + r + 1])
+    with pytest.raises(ValueError):
+        softness(cond, None, 2.0, 1.5)
+
+
+def test_a_card_with_keep_sharp_leaves_the_sharp_edge_to_the_conditioner():
+    # at initialisation a residual model over guided conditioning returns the guided filter of its
+    # conditioning exactly: with keep_sharp, the sharp step comes back as the conditioner drew it
+    from betterdepth_cli.core.blur import LOCAL_RADIUS
+    from betterdepth_cli.core.guided import guided_refine
+    from betterdepth_cli.core.pipeline import refine_batch
+    from betterdepth_cli.core.refiner import BetterDepthModel
+    from betterdepth_cli.core.types import DepthPrediction
+
+    r = LOCAL_RADIUS
+    model = BetterDepthModel.tiny(seed=0, residual=True, conditioning_filter={"type": "guided", "radius": 0.05,
+                                                                                "eps": 1e-3})
+    model.card.update(zero_noise=True, keep_sharp=[1.5, 2.0])
+    assert model.keep_sharp == (1.5, 2.0)
+    cond = (1.0 + _soft_step(32, 256, 1.0, 40.0) + 2.0 * _soft_step(32, 256, 6.0, 150.0)).float()
+    images = torch.rand(1, 3, 32, 256, generator=torch.Generator().manual_seed(4))
+    pred = DepthPrediction(cond, torch.ones_like(cond, dtype=torch.bool), "disparity")
+    out = refine_batch(images, prediction=pred, model=model, steps=1, ensemble=1, processing_res=0).refined
+    guided = guided_refine(cond, images, 0.05, 1e-3)
+    torch.testing.assert_close(out[..., 40 - r : 40 + r + 1], cond[..., 40 - r : 40 + r + 1], rtol=0, atol=1e-6)
+    torch.testing.assert_close(out[..., 150 - r : 150 + r + 1], guided[..., 150 - r : 150 + r + 1], rtol=0, atol=1e-5)
+    assert float((guided - cond)[..., 40 - r : 40 + r + 1].abs().max()) > 0.05  # the filter would have moved it
+    for bad in ([2.0, 1.5], [-1.0, 1.0]):
+        model.card["keep_sharp"] = bad
+        with pytest.raises(ValueError):
+            model.keep_sharp

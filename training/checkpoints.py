@@ -18,7 +18,7 @@ RESUME_MUTABLE = (
     "name", "output", "train.max_steps", "train.log_every", "train.checkpoint_every",
     "train.checkpoints_total_limit", "data.num_workers", "data.cache_dir", "data.cache_predictions",
     "data.cache_latents", "conditioner.device", "model.max_processing_res", "model.residual_smoothing",
-    "model.layout_lowpass", "model.edge_gate", "model.cascade", "model.ensemble",
+    "model.layout_lowpass", "model.edge_gate", "model.keep_sharp", "model.cascade", "model.ensemble",
 )
 
 

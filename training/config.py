@@ -67,6 +67,7 @@ class ModelSection:
     residual_base: str = ""  # residual models with raw_conditioning: "raw" adds the unfiltered map's latent ("" = filtered)
     residual_smoothing: int = 0  # inference only (the card's): box width over the decoded residual (no codec grid)
     edge_gate: list[float] = field(default_factory=list)  # inference only (the card's): [low, high] evidence thresholds (core.edge_gate)
+    keep_sharp: list[float] = field(default_factory=list)  # inference only (the card's): [low, high] px: edges sharper than low are kept as the conditioner drew them (core.edge_gate)
     cascade: dict = field(default_factory=dict)  # inference only (the card's): {blur_above = px, scale = 0.5}: a first pass at lower resolution for soft conditionings
     layout_lowpass: float = 0.0  # inference only (the card's): below this share of the longest side the output is the conditioner's map
     ensemble: int = 0  # inference only (the card's default; 0 = 1): a zero-noise model's 2 = the photo and its mirror image

@@ -115,6 +115,8 @@ def trained_card(card: dict, r: Recipe, kind: str, metric: bool, steps: int, num
         card["layout_lowpass"] = float(r.model.layout_lowpass)
     if r.model.edge_gate:
         card["edge_gate"] = [float(v) for v in r.model.edge_gate]
+    if r.model.keep_sharp:
+        card["keep_sharp"] = [float(v) for v in r.model.keep_sharp]
     if r.model.cascade:
         card["cascade"] = {"blur_above": float(r.model.cascade["blur_above"]), "scale": float(r.model.cascade["scale"])}
     card["defaults"] = defaults

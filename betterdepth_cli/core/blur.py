@@ -11,8 +11,12 @@ value (a gradient no blur can lower), which only matters to a caller that sharpe
 there is none to sharpen; a constant map gives 0.
 
 The card's ``cascade`` (:func:`~betterdepth_cli.core.pipeline.refine_batch`) uses it to decide
-whether a conditioning map is softer than the refiner was trained to sharpen in one pass. Pure
-torch, (B,1,H,W), any units (the estimate is scale and shift invariant).
+whether a conditioning map is softer than the refiner was trained to sharpen in one pass.
+:func:`local_blur` is the same ratio taken per pixel, of the steepest gradients within
+:data:`LOCAL_RADIUS` px before and after the probe: the blur of the nearest strong edge, which the
+card's ``keep_sharp`` (:mod:`~betterdepth_cli.core.edge_gate`) reads to leave edges that are already
+sharp as the conditioner drew them. Pure torch, (B,1,H,W), any units (the estimates are scale and
+shift invariant).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from betterdepth_cli.core.normalize import float64_map, strided_subset
 PROBE = 4.0
 #: The quantile of the gradient magnitude taken as a map's steepest gradient.
 QUANTILE = 0.995
+#: :func:`local_blur`'s reach in pixels: the steepest edge within it is the one measured (3 x the probe).
+LOCAL_RADIUS = 12
 #: Above this many valid pixels the quantile is taken over an evenly strided subset of at most this many.
 MAX_SAMPLES = 1 << 20
 
@@ -44,10 +50,15 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, r, r), mode=mode), k.reshape(1, 1, -1, 1))
 
 
+def _magnitude(x: torch.Tensor) -> torch.Tensor:
+    """|grad x| by central differences (one-sided at the border), (B,1,H,W)."""
+    gy, gx = torch.gradient(x, dim=(-2, -1))
+    return torch.hypot(gy, gx)
+
+
 def _steepest(x: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
     """(B,) the :data:`QUANTILE` quantile of |grad x| over the pixels of ``ok`` (0 where none)."""
-    gy, gx = torch.gradient(x, dim=(-2, -1))
-    mag = torch.hypot(gy, gx)
+    mag = _magnitude(x)
     out = []
     for m, k in zip(mag, ok):
         values = m[k]
@@ -66,13 +77,10 @@ def _quantile(values: torch.Tensor, q: float) -> torch.Tensor:
     return below + (pos - lo) * (torch.kthvalue(values, lo + 2).values - below)
 
 
-def estimate_blur(cond: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """(B,1,H,W) depth or disparity -> (B,) float64: the Gaussian blur of its edges in pixels (module doc).
-
-    Invalid pixels (``valid`` False or non-finite) take no part: the map is filled there by a
-    normalised blur of its valid neighbours before the probe, and gradients are read only on valid
-    pixels whose neighbours are valid. A map without valid gradient gives 0.
-    """
+def _probed(cond: torch.Tensor, valid: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The map scaled to [0, 1] over its valid pixels (float32, 0 where invalid), the same after the
+    probe (invalid pixels filled by a normalised blur of their valid neighbours), and the valid pixels
+    whose neighbours are valid (where gradients are read)."""
     c, ok = float64_map(cond, valid)
     # float32 from here (its convolutions are ten times faster than float64's on CPUs): the map is
     # first shifted and scaled to [0, 1] over its valid pixels, so a large offset costs no precision
@@ -83,7 +91,37 @@ def estimate_blur(cond: torch.Tensor, valid: torch.Tensor | None = None) -> torc
     okf = ok.float()
     probed = gaussian_blur(c, PROBE) / gaussian_blur(okf, PROBE).clamp_min(1e-6)
     inner = -F.max_pool2d(-okf, kernel_size=3, stride=1, padding=1) > 0.5  # valid with valid neighbours
+    return c, probed, inner
+
+
+def _sigma(rho: torch.Tensor) -> torch.Tensor:
+    """The blur ``s`` of a Gaussian step from the gradient ratio ``rho = s / sqrt(s^2 + PROBE^2)``."""
+    rho = rho.clamp(0.0, 1.0 - 1e-9)
+    return PROBE * rho / torch.sqrt(1.0 - rho**2)
+
+
+def estimate_blur(cond: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,1,H,W) depth or disparity -> (B,) float64: the Gaussian blur of its edges in pixels (module doc).
+
+    Invalid pixels (``valid`` False or non-finite) take no part: the map is filled there by a
+    normalised blur of its valid neighbours before the probe, and gradients are read only on valid
+    pixels whose neighbours are valid. A map without valid gradient gives 0.
+    """
+    c, probed, inner = _probed(cond, valid)
     before, after = _steepest(c, inner), _steepest(probed, inner)
-    rho = (after / before.clamp_min(1e-300)).clamp(0.0, 1.0 - 1e-9)
-    sigma = PROBE * rho / torch.sqrt(1.0 - rho**2)
+    sigma = _sigma(after / before.clamp_min(1e-300))
     return torch.where(before > 0, sigma, torch.zeros_like(sigma))
+
+
+def local_blur(cond: torch.Tensor, valid: torch.Tensor | None = None, radius: int = LOCAL_RADIUS) -> torch.Tensor:
+    """(B,1,H,W) depth or disparity -> (B,1,H,W) float32: at each pixel, the blur in pixels of the
+    steepest edge within ``radius`` px (the ratio of the largest gradients there after and before the
+    probe; module doc). Exact for a lone blurred step; where two edges share the window the steeper
+    one speaks. ``inf`` where there is no gradient within reach (no edge: nothing is sharp). Invalid
+    pixels as in :func:`estimate_blur`.
+    """
+    c, probed, inner = _probed(cond, valid)
+    reach = lambda x: F.max_pool2d(_magnitude(x) * inner, kernel_size=2 * radius + 1, stride=1, padding=radius)  # noqa: E731
+    before, after = reach(c), reach(probed)
+    sigma = _sigma(after / before.clamp_min(torch.finfo(before.dtype).tiny))
+    return torch.where(before > 0, sigma, torch.full_like(sigma, torch.inf))

@@ -1,4 +1,4 @@
-"""Refine only where the conditioner shows a depth transition: the card's ``edge_gate``.
+"""Refine only where the conditioner shows a soft depth transition: the card's ``edge_gate`` and ``keep_sharp``.
 
 A refiner's job is to make the conditioner's soft depth edges sharp and put them where the photo
 says. Where the conditioner shows no transition at all (a floor, a wall, a weak model's smooth
@@ -21,8 +21,14 @@ returns the conditioner elsewhere:
 - **output** ``c + g * (refined - c)``.
 
 So it is 0 on any plane (no texture printed, by construction) and over a conditioner with no
-edges, and 1 around the edges of a strong conditioner, which is where refining pays. Pure torch,
-(B,1,H,W), any units (the evidence is scale and shift invariant).
+edges, and 1 around the edges of a strong conditioner, which is where refining pays.
+
+A card's ``keep_sharp`` ``[low, high]`` (pixels at the processing size) multiplies the gate by
+``clip((b - low) / (high - low), 0, 1)``, ``b`` the blur of the conditioner's nearest strong edge
+(:func:`~betterdepth_cli.core.blur.local_blur`): an edge the conditioner already drew sharper than
+``low`` px is returned as it drew it (the refiner, which starts from a guided filter of the map,
+would only soften it and move it), one softer than ``high`` px is refined in full. Pure torch,
+(B,1,H,W), any units (the evidence and the blur are scale and shift invariant).
 """
 
 from __future__ import annotations
@@ -105,9 +111,22 @@ def edge_gate(cond: torch.Tensor, valid: torch.Tensor | None, low: float, high: 
     return F.max_pool2d(g, kernel_size=2 * r + 1, stride=1, padding=r)
 
 
-def gate_changes(refined: torch.Tensor, cond: torch.Tensor, valid: torch.Tensor | None, low: float, high: float,
-                 side: float | None = None, span: tuple[float, float] | None = None) -> torch.Tensor:
-    """``cond + g * (refined - cond)`` with ``g`` = :func:`edge_gate`; ``refined`` where ``cond`` is invalid.
+def softness(cond: torch.Tensor, valid: torch.Tensor | None, low: float, high: float) -> torch.Tensor:
+    """``clip((b - low) / (high - low), 0, 1)`` (B,1,H,W), ``b`` the local blur of ``cond`` in pixels
+    (:func:`~betterdepth_cli.core.blur.local_blur`): 0 beside edges sharper than ``low`` px, 1 beside
+    edges softer than ``high`` px and where there is no edge (module doc)."""
+    from betterdepth_cli.core.blur import local_blur
+
+    if not 0 <= low < high:
+        raise ValueError(f"keep_sharp needs 0 <= low < high, got {low}, {high}")
+    return ((local_blur(cond, valid) - low) / (high - low)).clamp_(0.0, 1.0)
+
+
+def gate_changes(refined: torch.Tensor, cond: torch.Tensor, valid: torch.Tensor | None, low: float | None,
+                 high: float | None, side: float | None = None, span: tuple[float, float] | None = None,
+                 sharp: tuple[float, float] | None = None) -> torch.Tensor:
+    """``cond + g * (refined - cond)`` with ``g`` = :func:`edge_gate` (1 when ``low`` is None) times
+    :func:`softness` when ``sharp`` (a card's ``keep_sharp``) is given; ``refined`` where ``cond`` is invalid.
 
     ``refined`` may hold several maps per conditioning map, stacked member-major ((M*B,1,H,W) over a
     (B,1,H,W) ``cond``: an ensemble's members); the gate is computed once and serves them all.
@@ -118,7 +137,10 @@ def gate_changes(refined: torch.Tensor, cond: torch.Tensor, valid: torch.Tensor 
     members = refined.shape[0] // b
     c = cond.to(device=refined.device, dtype=torch.float64)
     v = None if valid is None else valid.to(refined.device).bool()
-    g = edge_gate(c, v, low, high, side, span).repeat(members, 1, 1, 1)
+    g = torch.ones_like(c) if low is None else edge_gate(c, v, low, high, side, span)
+    if sharp is not None:
+        g = g * softness(c, v, *sharp).to(g.dtype)
+    g = g.repeat(members, 1, 1, 1)
     c = c.repeat(members, 1, 1, 1)
     r = refined.to(torch.float64)
     out = torch.where(torch.isfinite(c), c + g * (r - c), r)

@@ -185,6 +185,19 @@ class BetterDepthModel(nn.Module):
         return low, high
 
     @property
+    def keep_sharp(self) -> tuple[float, float] | None:
+        """Inference only: the card's ``keep_sharp`` ``[low, high]`` (pixels at the processing size), or
+        None: edges the conditioner drew sharper than ``low`` px are returned as it drew them, softer
+        than ``high`` px refined in full (:func:`~betterdepth_cli.core.edge_gate.softness`)."""
+        spec = self.card.get("keep_sharp")
+        if not spec:
+            return None
+        low, high = (float(v) for v in spec)
+        if not 0 <= low < high:
+            raise ValueError(f"model card: keep_sharp must be [low, high] pixels with 0 <= low < high, got {spec}")
+        return low, high
+
+    @property
     def cascade(self) -> tuple[float, float] | None:
         """Inference only: the card's ``cascade`` ``{blur_above, scale}`` as (blur_above px, scale), or None:
         a conditioning whose edges are softer than ``blur_above`` px is refined at ``scale`` x the
