@@ -169,6 +169,15 @@ def test_a_card_with_keep_sharp_leaves_the_sharp_edge_to_the_conditioner():
     torch.testing.assert_close(out[..., 40 - r : 40 + r + 1], cond[..., 40 - r : 40 + r + 1], rtol=0, atol=1e-6)
     torch.testing.assert_close(out[..., 150 - r : 150 + r + 1], guided[..., 150 - r : 150 + r + 1], rtol=0, atol=1e-5)
     assert float((guided - cond)[..., 40 - r : 40 + r + 1].abs().max()) > 0.05  # the filter would have moved it
+    # a tile (refined as a crop of a frame) is conditioned on the anchor's refined map: keep_sharp is not
+    # applied there (the anchor took it against the conditioner)
+    from betterdepth_cli.core.types import Frame
+
+    tile = lambda: refine_batch(images, prediction=pred, model=model, steps=1, ensemble=1, processing_res=0,  # noqa: E731
+                                frame=Frame(side=512.0)).refined
+    with_keep = tile()
+    model.card.pop("keep_sharp")
+    torch.testing.assert_close(with_keep, tile(), rtol=0, atol=0)
     for bad in ([2.0, 1.5], [-1.0, 1.0]):
         model.card["keep_sharp"] = bad
         with pytest.raises(ValueError):

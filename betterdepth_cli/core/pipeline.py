@@ -470,8 +470,9 @@ def _finish(model, maps: torch.Tensor, enc: _Encoded, members: int, restore_tail
     ``restore_tails`` adds back the tails the normalisation clipped; a card with ``layout_lowpass``
     takes the frequencies below that share of the longest side from the conditioner's map
     (:func:`~betterdepth_cli.core.layout.keep_layout`), and one with ``edge_gate`` keeps the changes
-    only where the conditioner has edges, ``keep_sharp`` only where they are soft
-    (:mod:`~betterdepth_cli.core.edge_gate`; its gate computed once for all members). ``side``, ``span``: a frame's longest side at the processing scale and its
+    only where the conditioner has edges, ``keep_sharp`` only where they are soft (not in a tile, whose
+    conditioning is the anchor's refined map) (:mod:`~betterdepth_cli.core.edge_gate`; its gate computed
+    once for all members). ``side``, ``span``: a frame's longest side at the processing scale and its
     conditioning range (:class:`~betterdepth_cli.core.types.Frame`), None for the image's own.
     """
     rep = lambda x: x.repeat(members, 1, 1, 1)  # noqa: E731 - the conditioner's maps, once per member
@@ -483,7 +484,10 @@ def _finish(model, maps: torch.Tensor, enc: _Encoded, members: int, restore_tail
     if model.layout_lowpass:
         sigma = layout_sigma(side or max(enc.size), model.layout_lowpass)
         maps = keep_layout(maps, rep(enc.raw), rep(enc.valid), sigma)
-    if model.edge_gate is not None or model.keep_sharp is not None:
+    # keep_sharp reads the conditioner's edges; a tile's conditioning is the anchor's refined map, whose
+    # sharp edges are the refiner's own work (the anchor took keep_sharp against the conditioner)
+    sharp = model.keep_sharp if side is None else None
+    if model.edge_gate is not None or sharp is not None:
         maps = gate_changes(maps, enc.raw, enc.valid, *(model.edge_gate or (None, None)), side=side, span=span,
-                            sharp=model.keep_sharp)
+                            sharp=sharp)
     return maps
