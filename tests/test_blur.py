@@ -315,3 +315,19 @@ def test_local_blur_ignores_invalid_pixels():
     b = local_blur(holed, valid)[0, 0, 16]
     torch.testing.assert_close(b[50:78], local_blur(step)[0, 0, 16, 50:78], rtol=1e-4, atol=0)
     assert torch.isinf(b[100:]).all()
+
+
+@pytest.mark.parametrize("radius", [0, 1, 2, 5, 12])
+def test_window_max_equals_max_pooling(radius):
+    import torch.nn.functional as F
+
+    from betterdepth_cli.core.blur import window_max
+
+    x = torch.rand(2, 1, 37, 53, generator=torch.Generator().manual_seed(radius))
+    torch.testing.assert_close(window_max(x, radius), F.max_pool2d(x, 2 * radius + 1, 1, radius), rtol=0, atol=0)
+    # by hand: one bright pixel spreads to the square around it, clipped at the border
+    one = torch.zeros(1, 1, 9, 9)
+    one[..., 1, 6] = 1.0
+    want = torch.zeros_like(one)
+    want[..., max(0, 1 - radius) : 2 + radius, max(0, 6 - radius) : 7 + radius] = 1.0
+    torch.testing.assert_close(window_max(one, radius), want, rtol=0, atol=0)

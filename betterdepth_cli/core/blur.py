@@ -113,6 +113,26 @@ def estimate_blur(cond: torch.Tensor, valid: torch.Tensor | None = None) -> torc
     return torch.where(before > 0, sigma, torch.zeros_like(sigma))
 
 
+def _axis_max(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
+    """The maximum over a window of ``2 radius + 1`` centred on each element along ``dim`` (-1 or -2),
+    -inf beyond the borders: windows of 1, 2, 4 ... elements by doubling, then two of them overlapping
+    (log2 of the window in passes instead of the window's length)."""
+    k, n = 2 * radius + 1, x.shape[dim]
+    m = F.pad(x, (radius, radius) if dim == -1 else (0, 0, radius, radius), value=-torch.inf)
+    w = 1
+    while 2 * w <= k:  # m[i] = max of [i, i + 2w)
+        m = torch.maximum(m.narrow(dim, 0, m.shape[dim] - w), m.narrow(dim, w, m.shape[dim] - w))
+        w *= 2
+    return torch.maximum(m.narrow(dim, 0, n), m.narrow(dim, k - w, n))  # [i, i + w) and [i + k - w, i + k)
+
+
+def window_max(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """(B,C,H,W) -> the maximum over the square of side ``2 radius + 1`` centred on each pixel: equal to
+    ``F.max_pool2d(x, 2 radius + 1, 1, radius)``, separable and by doubling (about 100 x faster at
+    radius 12 on a CPU)."""
+    return _axis_max(_axis_max(x, radius, -1), radius, -2)
+
+
 def local_blur(cond: torch.Tensor, valid: torch.Tensor | None = None, radius: int = LOCAL_RADIUS) -> torch.Tensor:
     """(B,1,H,W) depth or disparity -> (B,1,H,W) float32: at each pixel, the blur in pixels of the
     steepest edge within ``radius`` px (the ratio of the largest gradients there after and before the
@@ -121,7 +141,7 @@ def local_blur(cond: torch.Tensor, valid: torch.Tensor | None = None, radius: in
     pixels as in :func:`estimate_blur`.
     """
     c, probed, inner = _probed(cond, valid)
-    reach = lambda x: F.max_pool2d(_magnitude(x) * inner, kernel_size=2 * radius + 1, stride=1, padding=radius)  # noqa: E731
+    reach = lambda x: window_max(_magnitude(x) * inner, radius)  # noqa: E731
     before, after = reach(c), reach(probed)
     sigma = _sigma(after / before.clamp_min(torch.finfo(before.dtype).tiny))
     return torch.where(before > 0, sigma, torch.full_like(sigma, torch.inf))
