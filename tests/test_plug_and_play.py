@@ -26,3 +26,22 @@ def test_scores_round_trip_through_json():
     old = pp.to_json(s)
     del old["grid_strong"]  # records written before the strong-conditioner grid
     assert pp.from_json(old).grid_strong == {}
+
+
+def test_the_sharp_conditionings_by_hand():
+    import cv2
+
+    rng = np.random.default_rng(0)
+    disp = rng.uniform(0.5, 2.0, (20, 31)).astype(np.float32)
+    # at its own size the round trip is exact; a constant stays constant at any size
+    np.testing.assert_array_equal(pp.low_resolution(disp, side=31), disp)
+    np.testing.assert_allclose(pp.low_resolution(np.full((40, 62), 1.5, np.float32), side=20), 1.5, rtol=1e-6)
+    # mixed blur: columns 0, 10, 20, 30 of 31 take the first, second, third, fourth blur exactly
+    shares = (0.02, 0.05, 0.1, 0.2)
+    out = pp.mixed_blur(disp, shares)
+    for col, share in zip((0, 10, 20, 30), shares):
+        want = cv2.GaussianBlur(disp, (0, 0), share * 31, borderType=cv2.BORDER_REFLECT)[:, col]
+        np.testing.assert_allclose(out[:, col], want, rtol=1e-6)
+    blurs = [cv2.GaussianBlur(disp, (0, 0), s * 31, borderType=cv2.BORDER_REFLECT) for s in shares]
+    np.testing.assert_allclose(out[:, 5], 0.5 * (blurs[0][:, 5] + blurs[1][:, 5]), rtol=1e-6)  # halfway between
+    assert out.shape == disp.shape and out.dtype == np.float32

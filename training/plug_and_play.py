@@ -21,6 +21,12 @@ background's disparity before the blur (``background_fill``); until
 2026-12-06 they took half the smallest disparity, which drew a far hole at
 every occlusion and a far frame around every NYUv2 image.
 
+Two sharper conditionings, where the refiner must do no harm: ``sharp 384``, the ground truth's
+disparity at a public model's output resolution (area-resized to :data:`SHARP_SIDE` px on the
+longest side and back, bicubic: edges of 1-2.5 px), and ``mixed blur``, a blur that grows across
+the frame (:data:`MIXED_SHARES` of the longest side, from the left edge to the right: a
+conditioner whose edges are sharp in places and soft in others).
+
 Scenes are split in two named halves: settings are chosen on ``dev`` and
 reported on ``report`` (:data:`SPLITS`). Two artefact figures complete it:
 
@@ -47,6 +53,10 @@ SIGMAS = (0.005, 0.01, 0.02)
 VARIANTS = ("conditioner", "guided", "refined", "control")
 METRICS = ("abs_rel", "dbe_comp", "dbe_acc", "ep", "er", "edge_f1")
 CONTROL_WEIGHT = 0.3
+#: ``sharp 384``: the longest side the ground truth is resized to and back.
+SHARP_SIDE = 384
+#: ``mixed blur``: the blurs (shares of the longest side) at evenly spaced columns, left to right.
+MIXED_SHARES = (0.001, 0.0025, 0.005, 0.01)
 #: Development scenes (settings chosen on these) and report scenes (never used to choose).
 SPLITS = {
     "middlebury": {"dev": ("Art", "Books", "Dolls"), "report": ("Laundry", "Moebius", "Reindeer")},
@@ -167,6 +177,37 @@ def simulated_strong(sample, sigma: float) -> np.ndarray:
                                fill="background")
 
 
+def ground_truth_disparity(sample) -> np.ndarray:
+    """The ground truth's disparity, its invalid pixels given the background's (as :func:`simulated_strong`)."""
+    from training.simulated_conditioner import simulated_disparity
+
+    return simulated_disparity(sample.depth(), sample.valid, 0.0, 0.0, np.random.default_rng(0), fill="background")
+
+
+def low_resolution(disp: np.ndarray, side: int = SHARP_SIDE) -> np.ndarray:
+    """``disp`` area-resized to ``side`` px on its longest side and back (bicubic): a sharp conditioning."""
+    import cv2
+
+    h, w = disp.shape
+    scale = side / max(h, w)
+    small = cv2.resize(disp, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+
+
+def mixed_blur(disp: np.ndarray, shares: tuple[float, ...] = MIXED_SHARES) -> np.ndarray:
+    """``disp`` blurred by ``shares[k]`` x its longest side at ``len(shares)`` evenly spaced columns from
+    the left edge to the right, linearly between (each column a blend of the two nearest blurs)."""
+    import cv2
+
+    h, w = disp.shape
+    maps = np.stack([cv2.GaussianBlur(disp, (0, 0), s * max(h, w), borderType=cv2.BORDER_REFLECT) for s in shares])
+    x = np.linspace(0.0, len(shares) - 1, w)
+    i = np.minimum(np.floor(x).astype(int), len(shares) - 2)
+    f = (x - i)[None, :]
+    cols = np.arange(w)
+    return (maps[i, :, cols].T * (1 - f) + maps[i + 1, :, cols].T * f).astype(np.float32)
+
+
 def measure(model, real_root: str | Path, datasets: Iterable[str] = ("middlebury", "nyuv2"),
             sigmas: Iterable[float] = SIGMAS, photos: Iterable[str | Path] = ()) -> Scores:
     """Score every split scene of ``real_root`` (the layout of ``../shared/data/real``); see the module doc."""
@@ -195,13 +236,15 @@ def measure(model, real_root: str | Path, datasets: Iterable[str] = ("middlebury
             target = M.prepare_target_edges(gt, sample.valid, METRICS)
             with torch.no_grad():
                 b = builtin.predict(_torch_images(sample.rgb)).values[0, 0].float().numpy()
-            conds = {"builtin": b, **{f"sigma {s:g}": simulated_strong(sample, s) for s in sigmas}}
+            truth = ground_truth_disparity(sample)
+            conds = {"builtin": b, **{f"sigma {s:g}": simulated_strong(sample, s) for s in sigmas},
+                     f"sharp {SHARP_SIDE}": low_resolution(truth), "mixed blur": mixed_blur(truth)}
             for cname, cond in conds.items():
                 for variant, pred in variant_maps(model, sample.rgb, cond).items():
                     sc = P.evaluate_sample(pred, "disparity", gt, sample.valid, min_depth=ds.min_depth,
                                            max_depth=ds.max_depth, metrics=METRICS, target_edges=target)
                     per.setdefault(f"{name}|{half}|{cname}|{variant}", []).append(sc.metrics)
-                    if cname != "builtin":
+                    if cname.startswith("sigma"):
                         strong_grid.setdefault(variant, []).append(grid_ratio(pred, cell))
     out = Scores()
     for key, rows in per.items():
