@@ -152,26 +152,7 @@ def render_card(card: dict, metrics: dict) -> str:
         "",
     ]
     if pnp:
-        out += [
-            "## Plug-and-play on real scenes (`python bench/plug_and_play.py`)",
-            "",
-            "Conditioner alone, the guided filter (`--model guided`), the refiner, and a control that cheats",
-            "(conditioner + 0.3 x the photo's luminance). Conditionings: `builtin`, and a simulated strong",
-            "conditioner (the ground truth's disparity blurred by sigma x the longest side; pixels without",
-            "ground truth first take the background's disparity: occlusions and NYUv2's cropped border);",
-            "then two sharper ones, where the refiner should do no harm (added 2026-12-07, no gate):",
-            f"`sharp {pp.SHARP_SIDE}` (the ground truth area-resized to {pp.SHARP_SIDE} px on the longest side and"
-            " back, bicubic:",
-            "a public model's output resolution) and `mixed blur` (a blur growing from 0.1 % of the side at the",
-            "left edge to 1 % at the right: sharp edges and soft ones in one map).",
-            "Eval protocol: least-squares alignment in disparity; AbsRel, EP, ER, edge F1 as fractions, DBE in pixels.",
-            *pp.render(pp.from_json(pnp)),
-            "",
-            "Grid ratio: mean |gradient| across the codec's 4-pixel cell borders over that inside cells (1 = no",
-            "grid). Plane leakage: photos as the texture of a tilted plane whose exact disparity is the",
-            "conditioning; RMS distance of the output from a plane, in % of the plane's range.",
-            "",
-        ]
+        out += _plug_and_play_lines(pnp)
     out += ["## The eval command's view (`betterdepth eval --compare`, all scenes of each set)", ""]
     for name, title in (("synthetic", f"Held-out synthetic scenes ({metrics.get('synthetic', {}).get('samples', 0)})"),
                         ("middlebury", "Middlebury 2005 (6 real scenes, half size)"), ("nyuv2", "NYUv2 (5 real images)")):
@@ -196,6 +177,32 @@ def render_card(card: dict, metrics: dict) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def _plug_and_play_lines(pnp: dict) -> list[str]:
+    """The card's plug-and-play section from ``metrics["plug_and_play"]``."""
+    from training import plug_and_play as pp
+
+    return [
+        "## Plug-and-play on real scenes (`python bench/plug_and_play.py`)",
+        "",
+        "Conditioner alone, the guided filter (`--model guided`), the refiner, and a control that cheats",
+        "(conditioner + 0.3 x the photo's luminance). Conditionings: `builtin`, and a simulated strong",
+        "conditioner (the ground truth's disparity blurred by sigma x the longest side; pixels without",
+        "ground truth first take the background's disparity: occlusions and NYUv2's cropped border);",
+        "then two sharper ones, where the refiner should do no harm (added 2026-12-07, no gate):",
+        f"`sharp {pp.SHARP_SIDE}` (the ground truth area-resized to {pp.SHARP_SIDE} px on the longest side and"
+        " back, bicubic:",
+        "a public model's output resolution) and `mixed blur` (a blur growing from 0.1 % of the side at the",
+        "left edge to 1 % at the right: sharp edges and soft ones in one map).",
+        "Eval protocol: least-squares alignment in disparity; AbsRel, EP, ER, edge F1 as fractions, DBE in pixels.",
+        *pp.render(pp.from_json(pnp)),
+        "",
+        "Grid ratio: mean |gradient| across the codec's 4-pixel cell borders over that inside cells (1 = no",
+        "grid). Plane leakage: photos as the texture of a tilted plane whose exact disparity is the",
+        "conditioning; RMS distance of the output from a plane, in % of the plane's range.",
+        "",
+    ]
 
 
 def _design_lines(card: dict) -> list[str]:

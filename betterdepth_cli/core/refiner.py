@@ -172,30 +172,28 @@ class BetterDepthModel(nn.Module):
             raise ValueError(f"model card: layout_lowpass must be >= 0, got {share}")
         return share
 
-    @property
-    def edge_gate(self) -> tuple[float, float] | None:
-        """Inference only: the card's ``edge_gate`` ``[low, high]`` (evidence thresholds of
-        :mod:`betterdepth_cli.core.edge_gate`), or None: changes kept only where the conditioner has edges."""
-        spec = self.card.get("edge_gate")
+    def _ramp(self, key: str) -> tuple[float, float] | None:
+        """The card's ``key`` as ``(low, high)`` with ``0 <= low < high``, or None where the card has none."""
+        spec = self.card.get(key)
         if not spec:
             return None
         low, high = (float(v) for v in spec)
         if not 0 <= low < high:
-            raise ValueError(f"model card: edge_gate must be [low, high] with 0 <= low < high, got {spec}")
+            raise ValueError(f"model card: {key} must be [low, high] with 0 <= low < high, got {spec}")
         return low, high
+
+    @property
+    def edge_gate(self) -> tuple[float, float] | None:
+        """Inference only: the card's ``edge_gate`` ``[low, high]`` (evidence thresholds of
+        :mod:`betterdepth_cli.core.edge_gate`), or None: changes kept only where the conditioner has edges."""
+        return self._ramp("edge_gate")
 
     @property
     def keep_sharp(self) -> tuple[float, float] | None:
         """Inference only: the card's ``keep_sharp`` ``[low, high]`` (pixels at the processing size), or
         None: edges the conditioner drew sharper than ``low`` px are returned as it drew them, softer
         than ``high`` px refined in full (:func:`~betterdepth_cli.core.edge_gate.softness`)."""
-        spec = self.card.get("keep_sharp")
-        if not spec:
-            return None
-        low, high = (float(v) for v in spec)
-        if not 0 <= low < high:
-            raise ValueError(f"model card: keep_sharp must be [low, high] pixels with 0 <= low < high, got {spec}")
-        return low, high
+        return self._ramp("keep_sharp")
 
     @property
     def cascade(self) -> tuple[float, float] | None:
