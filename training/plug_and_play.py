@@ -23,7 +23,8 @@ every occlusion and a far frame around every NYUv2 image.
 
 Two sharper conditionings, where the refiner must do no harm: ``sharp 384``, the ground truth's
 disparity at a public model's output resolution (area-resized to :data:`SHARP_SIDE` px on the
-longest side and back, bicubic: edges of 1-2.5 px), and ``mixed blur``, a blur that grows across
+longest side and back, bicubic: edges of 1-1.5 px on Middlebury, 1.7-4 px on NYUv2, whose ground
+truth is itself soft), and ``mixed blur``, a blur that grows across
 the frame (:data:`MIXED_SHARES` of the longest side, from the left edge to the right: a
 conditioner whose edges are sharp in places and soft in others).
 
