@@ -36,6 +36,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from betterdepth_cli.core.blur import local_blur, window_max
 from betterdepth_cli.core.layout import masked_lowpass
 from betterdepth_cli.core.normalize import float64_map, masked_quantiles
 
@@ -108,15 +109,13 @@ def edge_gate(cond: torch.Tensor, valid: torch.Tensor | None, low: float, high: 
         raise ValueError(f"edge gate needs 0 <= low < high, got {low}, {high}")
     g = ((edge_evidence(cond, valid, side, span) - low) / (high - low)).clamp_(0.0, 1.0)
     r = dilation_radius(*((side, side) if side else cond.shape[-2:]))
-    return F.max_pool2d(g, kernel_size=2 * r + 1, stride=1, padding=r)
+    return window_max(g, r)
 
 
 def softness(cond: torch.Tensor, valid: torch.Tensor | None, low: float, high: float) -> torch.Tensor:
     """``clip((b - low) / (high - low), 0, 1)`` (B,1,H,W), ``b`` the local blur of ``cond`` in pixels
     (:func:`~betterdepth_cli.core.blur.local_blur`): 0 beside edges sharper than ``low`` px, 1 beside
     edges softer than ``high`` px and where there is no edge (module doc)."""
-    from betterdepth_cli.core.blur import local_blur
-
     if not 0 <= low < high:
         raise ValueError(f"keep_sharp needs 0 <= low < high, got {low}, {high}")
     return ((local_blur(cond, valid) - low) / (high - low)).clamp_(0.0, 1.0)
