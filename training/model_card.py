@@ -307,10 +307,13 @@ def _sharp_lines(card: dict) -> list[str]:
     spec = card.get("keep_sharp")
     if not spec:
         return []
+    from betterdepth_cli.core.blur import LOCAL_RADIUS
+
     low, high = spec
     return [
         f"- **Leave sharp edges as the conditioner drew them** (card `keep_sharp` [{low:g}, {high:g}] px). The",
-        "  blur of the conditioner's steepest edge within 12 px of each pixel is estimated at the processing",
+        f"  blur of the conditioner's steepest edge within {LOCAL_RADIUS} px of each pixel is estimated at the"
+        " processing",
         "  size (`betterdepth_cli.core.blur.local_blur`: the cascade's scale-space ratio, taken per pixel);",
         f"  the refiner's changes are dropped beside edges sharper than {low:g} px, kept in full beside edges",
         f"  softer than {high:g} px, blended between (a factor on the edge gate). The refiner starts from a",
