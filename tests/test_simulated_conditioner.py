@@ -142,3 +142,42 @@ def test_the_script_gives_one_line_and_the_exit_code(tmp_path):
                           str(tmp_path / "out")], capture_output=True, text=True)
     assert res.returncode == 66 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines() == [f"betterdepth: error: folder: data root {tmp_path / 'nope'} does not exist"]
+
+
+def test_shift_edges_moves_a_near_square_by_the_radius_either_way():
+    from training.simulated_conditioner import shift_edges
+
+    disp = np.full((21, 21), 0.25, np.float32)
+    disp[8:13, 8:13] = 1.0  # a 5 x 5 near square on a far wall
+    fat = shift_edges(disp, 2, fatter=True)
+    thin = shift_edges(disp, 1, fatter=False)
+    # a disc of radius 2 grows the square's straight sides by 2 px: rows 6..14 at its middle column
+    assert np.flatnonzero(fat[:, 10] == 1.0).tolist() == list(range(6, 15))
+    assert fat[6, 6] == 0.25  # its corners round off: (2, 2) from the corner is outside a radius-2 disc
+    # radius 1 shrinks it to the middle 3 x 3
+    assert np.argwhere(thin == 1.0).tolist() == [[r, c] for r in range(9, 12) for c in range(9, 12)]
+    assert set(np.unique(fat)) == set(np.unique(thin)) == {np.float32(0.25), np.float32(1.0)}
+
+
+def test_simulated_conditioner_shifts_edges_only_when_asked_and_replays_older_draws():
+    from training.simulated_conditioner import SimulatedConditioner
+
+    depth = np.full((64, 64), 4.0, np.float32)
+    depth[20:44, 20:44] = 1.0
+    valid = np.ones_like(depth, bool)
+    plain = dict(sigma_min=0.0, sigma_max=0.0, warp=0.0, gamma_min=1, gamma_max=1, thin=0.0)
+    same = SimulatedConditioner(**plain).degrade(depth, valid, np.random.default_rng(3))
+    np.testing.assert_allclose(same, 1.0 / depth)  # nothing asked, nothing moved
+    off = SimulatedConditioner(sigma_min=0.01, sigma_max=0.03).degrade(depth, valid, np.random.default_rng(4))
+    zero = SimulatedConditioner(sigma_min=0.01, sigma_max=0.03, shift=0.0).degrade(depth, valid, np.random.default_rng(4))
+    np.testing.assert_array_equal(off, zero)  # shift = 0 draws nothing: the recipes before it replay exactly
+    moved = SimulatedConditioner(**plain, shift=1.0, shift_max=0.05)  # radius 1..3 px at 64 px
+    sizes = set()
+    for seed in range(40):
+        out = moved.degrade(depth, valid, np.random.default_rng(seed))
+        side = int((out[32] == 1.0).sum())  # the square's width along its middle row
+        assert side != 24 and abs(side - 24) <= 6
+        sizes.add(side)
+    assert min(sizes) < 24 < max(sizes)  # both fatter and thinner drawn
+    with pytest.raises(ValueError, match="shift"):
+        SimulatedConditioner(shift=1.5)

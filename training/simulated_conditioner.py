@@ -84,6 +84,17 @@ def simulated_disparity(depth: np.ndarray, valid: np.ndarray, sigma: float, warp
     return disp.astype(np.float32)
 
 
+def shift_edges(disp: np.ndarray, radius: int, fatter: bool) -> np.ndarray:
+    """(H,W) disparity -> (H,W) float32 with every depth edge moved ``radius`` px towards the far side
+    (``fatter``: a grey dilation by a disc, near objects grow) or towards the near side (an erosion,
+    they shrink). A disc, not a square, so diagonal edges move as far as straight ones."""
+    import cv2
+
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    op = cv2.dilate if fatter else cv2.erode
+    return op(np.asarray(disp, np.float32), disc, borderType=cv2.BORDER_REPLICATE)
+
+
 class SimulatedConditioner:
     """A training-time conditioner: each sample's ground truth degraded afresh at every step.
 
@@ -92,6 +103,10 @@ class SimulatedConditioner:
     - thin structures removed (probability ``thin``): a grey opening of the
       disparity with a square window of 3 px up to ``thin_max`` x the longest side,
       so rods, wires and leaves nearer than their background vanish;
+    - edges moved (probability ``shift``): a grey dilation or erosion (either, equally
+      likely) of the disparity by a disc of radius 1 px up to ``shift_max`` x the longest
+      side, so near objects come out fatter or thinner than they are (a public model's
+      outlines sit a few pixels off the photo's);
     - a Gaussian blur of ``sigma`` x the longest side, ``sigma`` log-uniform in
       ``[sigma_min, sigma_max]`` (soft edges, as Depth Anything and DPT give);
     - a smooth monotone warp of the disparity range, ``d' = d^gamma`` on the
@@ -108,14 +123,18 @@ class SimulatedConditioner:
     name = "simulated"
 
     def __init__(self, sigma_min: float = 0.002, sigma_max: float = 0.04, warp: float = 0.1,
-                 gamma_min: float = 0.7, gamma_max: float = 1.4, thin: float = 0.3, thin_max: float = 0.01):
+                 gamma_min: float = 0.7, gamma_max: float = 1.4, thin: float = 0.3, thin_max: float = 0.01,
+                 shift: float = 0.0, shift_max: float = 0.008):
         if not 0 <= sigma_min <= sigma_max:
             raise ValueError(f"need 0 <= sigma_min <= sigma_max, got {sigma_min}, {sigma_max}")
         if not 0 < gamma_min <= gamma_max:
             raise ValueError(f"need 0 < gamma_min <= gamma_max, got {gamma_min}, {gamma_max}")
         self.sigma = (float(sigma_min), float(sigma_max))
         self.gamma = (float(gamma_min), float(gamma_max))
+        if not (0 <= shift <= 1 and shift_max >= 0):
+            raise ValueError(f"need 0 <= shift <= 1 and shift_max >= 0, got {shift}, {shift_max}")
         self.warp, self.thin, self.thin_max = float(warp), float(thin), float(thin_max)
+        self.shift, self.shift_max = float(shift), float(shift_max)
 
     def degrade(self, depth: np.ndarray, valid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """(H,W) depth and valid -> (H,W) float32 degraded disparity (class doc)."""
@@ -131,6 +150,9 @@ class SimulatedConditioner:
         if rng.uniform() < self.thin:
             k = int(rng.integers(1, max(2, round(self.thin_max * side / 2) + 1))) * 2 + 1
             disp = cv2.morphologyEx(disp, cv2.MORPH_OPEN, np.ones((k, k), np.uint8), borderType=cv2.BORDER_REFLECT)
+        if self.shift and rng.uniform() < self.shift:  # no draw at all without shifts (older recipes replay)
+            disp = shift_edges(disp, int(rng.integers(1, max(1, round(self.shift_max * side)) + 1)),
+                               fatter=bool(rng.uniform() < 0.5))
         if sigma > 0.3:
             disp = cv2.GaussianBlur(disp, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
         lo, hi = float(disp.min()), float(disp.max())
