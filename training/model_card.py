@@ -427,6 +427,14 @@ OBSERVATIONS = [
     "  about one anchor pixel; the upsampled map has the same wave, too soft to be found (2026-12-07).",
     "  A fine-tune on scenes of 384 and 1024 px (training/recipes/default-refiner-multiscale.toml)",
     "  removed neither and was not shipped.",
+    "- Near objects drawn thinner than the photo's. Over NYUv2's ground truth eroded by 2 px then",
+    "  blurred by 0.5 %, the refiner is worse than the conditioner (report half AbsRel 0.0102 -> 0.0119,",
+    "  edge F1 0.494 -> 0.454; dev 0.0062 -> 0.0068, 0.493 -> 0.439; on Middlebury it helps, F1",
+    "  0.33 -> 0.38 report). What a user sees: the outline is sharpened where the map put it, not",
+    "  where the photo has it, with a thin rim farther than the background just outside it (the top of",
+    "  a box on a desk, NYUv2 image_2). Outlines drawn fatter it corrects on both sets (NYUv2 report F1",
+    "  0.522 -> 0.593). A fine-tune with such maps in training (training/recipes/",
+    "  default-refiner-shifts.toml, 2026-12-07) did not remove it and was not shipped.",
     "- Relative (affine-invariant) disparity only; no metric scale. Trained on procedural scenes only.",
 ]
 
