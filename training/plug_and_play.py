@@ -179,10 +179,9 @@ def simulated_strong(sample, sigma: float) -> np.ndarray:
 
 
 def ground_truth_disparity(sample) -> np.ndarray:
-    """The ground truth's disparity, its invalid pixels given the background's (as :func:`simulated_strong`)."""
-    from training.simulated_conditioner import simulated_disparity
-
-    return simulated_disparity(sample.depth(), sample.valid, 0.0, 0.0, np.random.default_rng(0), fill="background")
+    """The ground truth's disparity, its invalid pixels given the background's: :func:`simulated_strong`
+    without the blur."""
+    return simulated_strong(sample, 0.0)
 
 
 def low_resolution(disp: np.ndarray, side: int = SHARP_SIDE) -> np.ndarray:
