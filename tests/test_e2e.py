@@ -118,3 +118,48 @@ def test_e2e_loss_adds_the_weighted_gradient_term():
     pred = model.codec.decode_depth(-(1 - a).sqrt() * v)
     expected = gradient_matching_loss(pred, maps.gt, maps.valid, 4)
     torch.testing.assert_close(with_grad - base, 0.5 * expected)
+
+
+def test_excursion_loss_by_hand():
+    from training.e2e import excursion_loss
+
+    gt = torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 1.0]).reshape(1, 1, 1, 6)
+    valid = torch.ones_like(gt, dtype=torch.bool)
+    # a dip of 0.2 below the far side and an overshoot of 0.3 above the near side: (0.2 + 0.3) / 6
+    ringing = torch.tensor([0.0, -0.2, 0.0, 1.0, 1.3, 1.0]).reshape(1, 1, 1, 6)
+    assert abs(excursion_loss(ringing, gt, valid, radius=1).item() - 0.5 / 6) < 1e-7
+    # the edge moved by one pixel is within the truth's range at radius 1, not at radius 0
+    moved = torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0, 1.0]).reshape(1, 1, 1, 6)
+    assert excursion_loss(moved, gt, valid, radius=1).item() == 0.0
+    assert abs(excursion_loss(moved, gt, valid, radius=0).item() - 1.0 / 6) < 1e-7
+    # an invalid pixel neither sets the range nor counts: its value 5 does not widen the window
+    hole_gt, hole = gt.clone(), valid.clone()
+    hole_gt[..., 5], hole[..., 5] = 5.0, False
+    high = torch.tensor([0.0, 0.0, 0.0, 1.0, 2.0, 9.0]).reshape(1, 1, 1, 6)
+    assert abs(excursion_loss(high, hole_gt, hole, radius=1).item() - 1.0 / 5) < 1e-7
+    # a hole wider than the window: finite, and its pixels count nothing
+    wide = torch.zeros(1, 1, 1, 6, dtype=torch.bool)
+    wide[..., 0] = True
+    assert excursion_loss(high, hole_gt, wide, radius=1).item() == 0.0
+
+
+def test_e2e_loss_adds_the_weighted_excursion_term():
+    model = BetterDepthModel.tiny(seed=0)
+    depth = torch.linspace(1, 4, 32 * 32).reshape(1, 1, 32, 32)
+    valid = torch.ones_like(depth, dtype=torch.bool)
+    rgb = torch.rand(1, 3, 32, 32)
+    v = torch.randn(1, 16, 8, 8)
+    kw = dict(denoise=lambda zx, zc, zt, t: v)
+    base = e2e_loss(model, rgb, 1.0 / depth, valid, depth, valid, "disparity", **kw).loss
+    with_exc = e2e_loss(model, rgb, 1.0 / depth, valid, depth, valid, "disparity", excursion_weight=2.0,
+                        excursion_radius=3, **kw).loss
+    from training.e2e import excursion_loss
+    from training.objective import gt_to_space, prepare_maps
+
+    gt, gv = gt_to_space(depth, valid, "disparity")
+    maps = prepare_maps(1.0 / depth, valid, gt, gv)
+    a = model.scheduler.alphas_cumprod[999]
+    pred = model.codec.decode_depth(-(1 - a).sqrt() * v)
+    expected = excursion_loss(pred, maps.gt, maps.valid, 3)
+    assert expected.item() > 0
+    torch.testing.assert_close(with_exc - base, 2.0 * expected)

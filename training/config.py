@@ -119,6 +119,8 @@ class ObjectiveSection:
     e2e_loss: str = "l1"  # e2e only: l1 | mse
     e2e_gradient_weight: float = 0.0  # e2e only: weight of a multi-scale gradient-matching term (not in the paper)
     e2e_gradient_scales: int = 4  # e2e only: dyadic scales of that term
+    e2e_excursion_weight: float = 0.0  # e2e only: weight of a term on leaving the GT's local range (ringing; not in the paper)
+    e2e_excursion_radius: int = 2  # e2e only: that range's window radius in pixels
 
 
 @dataclass
@@ -295,6 +297,8 @@ def _check_values(r: Recipe, where: str) -> None:
     need(ob.e2e_loss in ("l1", "mse"), "objective.e2e_loss", "l1 or mse", ob.e2e_loss)
     need(ob.e2e_gradient_weight >= 0, "objective.e2e_gradient_weight", "a number >= 0", ob.e2e_gradient_weight)
     need(ob.e2e_gradient_scales >= 1, "objective.e2e_gradient_scales", "an integer >= 1", ob.e2e_gradient_scales)
+    need(ob.e2e_excursion_weight >= 0, "objective.e2e_excursion_weight", "a number >= 0", ob.e2e_excursion_weight)
+    need(ob.e2e_excursion_radius >= 0, "objective.e2e_excursion_radius", "an integer >= 0", ob.e2e_excursion_radius)
     need(d.processing_res >= 0, "data.processing_res", ">= 0", d.processing_res)
     need(d.crop == [] or (len(d.crop) == 2 and all(isinstance(c, int) and c >= 1 for c in d.crop)),
          "data.crop", "[] or [height, width] in pixels", d.crop)

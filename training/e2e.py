@@ -17,6 +17,14 @@ purpose: the patch mask drops exactly the patches where the conditioner blurs
 a depth edge, so a term restricted to it could not reward sharp edges. This is
 a departure from the paper (whose refiner gets its detail from Stable
 Diffusion's prior), off by default.
+
+Optionally (``excursion_weight > 0``) an excursion term penalises the
+prediction where it leaves the ground truth's local range: at each GT-valid
+pixel, ``max(0, pred - max_N gt) + max(0, min_N gt - pred)`` with N the valid
+pixels of the (2r+1) x (2r+1) window around it (``excursion_radius`` = r),
+averaged over the GT-valid pixels. An edge put up to r pixels away from the
+truth's costs nothing extra; ringing (a band beyond the far side's depth, an
+overshoot on the near side) does. Not in the paper, off by default.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 from betterdepth_cli.core.mask import patch_mask
 from training.objective import LossOutput, ObjectiveSettings, prepare_batch
@@ -71,6 +80,23 @@ def gradient_matching_loss(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Te
     return total / max(used, 1)
 
 
+def excursion_loss(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor, radius: int = 2) -> torch.Tensor:
+    """Mean over GT-valid pixels of how far ``pred`` leaves ``gt``'s valid min/max within ``radius`` px.
+
+    ``pred``, ``gt``: (B,1,H,W); ``valid``: bool, same shape. Zero when no pixel is valid.
+    """
+    if radius < 0:
+        raise ValueError(f"`radius` must be >= 0, got {radius}")
+    k = 2 * radius + 1
+    big = torch.finfo(gt.dtype).max
+    hi = F.max_pool2d(gt.masked_fill(~valid, -big), k, stride=1, padding=radius)
+    lo = -F.max_pool2d((-gt).masked_fill(~valid, -big), k, stride=1, padding=radius)
+    hi, lo = torch.where(valid, hi, gt), torch.where(valid, lo, gt)  # no window is empty at a valid pixel
+    out = (pred - hi).clamp_min(0) + (lo - pred).clamp_min(0)
+    m = valid.to(pred.dtype)
+    return (out * m).sum() / m.sum().clamp_min(1.0)
+
+
 def e2e_loss(
     model,
     rgb: torch.Tensor,
@@ -86,6 +112,8 @@ def e2e_loss(
     loss: str = "l1",
     gradient_weight: float = 0.0,
     gradient_scales: int = 4,
+    excursion_weight: float = 0.0,
+    excursion_radius: int = 2,
     cond_raw: torch.Tensor | None = None,
 ) -> LossOutput:
     """Pixel-space loss of the one-step zero-noise prediction against the normalised GT.
@@ -93,7 +121,8 @@ def e2e_loss(
     Shapes as :func:`training.objective.training_loss`. The mask is the local
     patch mask (w, eta) AND the GT-valid mask at pixel resolution (only the
     GT-valid mask when ``settings.patch_mask`` is off). ``gradient_weight``
-    adds :func:`gradient_matching_loss` over the GT-valid mask.
+    adds :func:`gradient_matching_loss` over the GT-valid mask, ``excursion_weight``
+    :func:`excursion_loss` over the same.
     """
     if loss not in LOSSES:
         raise ValueError(f"`loss` must be one of {', '.join(LOSSES)}, got {loss!r}")
@@ -110,6 +139,8 @@ def e2e_loss(
     value = (err * m).sum() / gamma.clamp_min(1.0)
     if gradient_weight > 0:
         value = value + gradient_weight * gradient_matching_loss(pred, maps.gt, maps.valid, gradient_scales)
+    if excursion_weight > 0:
+        value = value + excursion_weight * excursion_loss(pred, maps.gt, maps.valid, excursion_radius)
     t = torch.full((rgb.shape[0],), model.scheduler.config.num_train_timesteps - 1, dtype=torch.long)
     kept = float(gamma / maps.valid.float().sum().clamp_min(1.0))
     return LossOutput(loss=value, mask=mask, gamma=gamma, t=t, kept=kept, degenerate=maps.degenerate)

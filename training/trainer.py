@@ -398,7 +398,9 @@ class Trainer:
                 self.model, batch["rgb"], batch["cond"], batch["cond_valid"], batch["depth"], batch["valid"],
                 self.kind, self.settings, denoise=timed_denoise, z_image=z_image, codec_dtype=self.codec_dtype,
                 loss=self.recipe.objective.e2e_loss, gradient_weight=self.recipe.objective.e2e_gradient_weight,
-                gradient_scales=self.recipe.objective.e2e_gradient_scales, cond_raw=batch.get("cond_raw"),
+                gradient_scales=self.recipe.objective.e2e_gradient_scales,
+                excursion_weight=self.recipe.objective.e2e_excursion_weight,
+                excursion_radius=self.recipe.objective.e2e_excursion_radius, cond_raw=batch.get("cond_raw"),
             )
         return training_loss(
             self.model, batch["rgb"], batch["cond"], batch["cond_valid"], batch["depth"], batch["valid"],
