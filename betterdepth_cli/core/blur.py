@@ -89,7 +89,9 @@ def _probed(cond: torch.Tensor, valid: torch.Tensor | None) -> tuple[torch.Tenso
     span = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
     c = torch.where(ok, (c - lo) / span, torch.zeros_like(c)).float()
     okf = ok.float()
-    probed = gaussian_blur(c, PROBE) / gaussian_blur(okf, PROBE).clamp_min(1e-6)
+    probed = gaussian_blur(c, PROBE)
+    if not bool(ok.all()):  # a normalised blur: only the valid neighbours count (all valid: the weights sum to 1)
+        probed = probed / gaussian_blur(okf, PROBE).clamp_min(1e-6)
     inner = -F.max_pool2d(-okf, kernel_size=3, stride=1, padding=1) > 0.5  # valid with valid neighbours
     return c, probed, inner
 

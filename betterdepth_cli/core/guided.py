@@ -42,14 +42,17 @@ def luminance(images: torch.Tensor) -> torch.Tensor:
 def _box_sum_1d(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
     """Sum over [i - r, i + r] along ``dim`` (clipped at the ends), by a cumulative sum.
 
-    With ``c`` the cumulative sum preceded by 0 and padded to ``[0] * r + c + [c[-1]] * r``,
-    the window sum at ``i`` is ``c[i + 2r + 1] - c[i]`` (two views, no gather).
+    With ``c`` the inclusive cumulative sum, the window sum at ``i`` is ``c[min(i + r, n - 1)]``
+    minus ``c[i - r - 1]`` where ``i - r - 1 >= 0``: two shifted slices, no padding or gather.
     """
     n = x.shape[dim]
-    x = x.movedim(dim, -1)
-    c = torch.nn.functional.pad(torch.cumsum(x, dim=-1), (1, 0))  # c[k] = sum of x[:k]
-    c = torch.cat([torch.zeros_like(c[..., :1]).expand(*c.shape[:-1], r), c, c[..., -1:].expand(*c.shape[:-1], r)], -1)
-    return (c[..., 2 * r + 1 : 2 * r + 1 + n] - c[..., :n]).movedim(-1, dim)
+    c = torch.cumsum(x.movedim(dim, -1), dim=-1)
+    out = c[..., -1:].expand_as(c).clone()  # windows reaching past the end: the whole prefix
+    m = max(n - r, 0)
+    out[..., :m] = c[..., r : r + m]
+    if n - r - 1 > 0:
+        out[..., r + 1 :] -= c[..., : n - r - 1]
+    return out.movedim(-1, dim)
 
 
 def _window_counts(h: int, w: int, r: int, device) -> torch.Tensor:

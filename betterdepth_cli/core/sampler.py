@@ -106,7 +106,7 @@ def align_members(members: torch.Tensor, iterations: int = 2) -> torch.Tensor:
     e, b = members.shape[:2]
     if e == 1:
         return members
-    ref = members.median(dim=0).values  # [B,1,H,W]
+    ref = lower_median(members)  # [B,1,H,W]
     aligned = members
     for _ in range(max(1, iterations)):
         flat = members.reshape(e * b, *members.shape[2:])
@@ -115,6 +115,14 @@ def align_members(members: torch.Tensor, iterations: int = 2) -> torch.Tensor:
         aligned = apply_scale_shift(flat, s, t).reshape(members.shape)
         ref = aligned.mean(dim=0)
     return aligned
+
+
+def lower_median(members: torch.Tensor) -> torch.Tensor:
+    """``members.median(0).values`` (the lower of the two middle values for an even count); for two
+    members their elementwise minimum, the same values 60 x faster on the CPU."""
+    if members.shape[0] == 2:
+        return torch.minimum(members[0], members[1])
+    return members.median(0).values
 
 
 def reduce_members(members: torch.Tensor, reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -128,6 +136,7 @@ def reduce_members(members: torch.Tensor, reduction: str = "mean") -> tuple[torc
     if members.shape[0] == 1:
         return members[0], None
     if reduction == "mean":
-        return members.mean(0), members.std(0, unbiased=False)
-    med = members.median(0).values
-    return med, (members - med).abs().median(0).values
+        mean = members.mean(0)  # the population deviation by hand: Tensor.std over dim 0 is 10 x slower on the CPU
+        return mean, (members - mean).square().mean(0).sqrt()
+    med = lower_median(members)
+    return med, lower_median((members - med).abs())
