@@ -10,12 +10,13 @@ from betterdepth_cli.core.refiner import BetterDepthModel, load_model
 from betterdepth_cli.core.types import DepthPrediction
 
 
-def test_box_mean_equals_the_clipped_window_mean_at_every_pixel():
+@pytest.mark.parametrize("r", [0, 2, 4, 6, 9])  # 4: the window spans the rows; 6, 9: both sides
+def test_box_mean_equals_the_clipped_window_mean_at_every_pixel(r):
     x = torch.arange(5 * 7, dtype=torch.float64).reshape(1, 1, 5, 7) ** 1.5
-    got = box_mean(x, 2)[0, 0]
+    got = box_mean(x, r)[0, 0]
     for i in range(5):
         for j in range(7):
-            want = x[0, 0, max(0, i - 2): i + 3, max(0, j - 2): j + 3].mean()
+            want = x[0, 0, max(0, i - r): i + r + 1, max(0, j - r): j + r + 1].mean()
             assert float(got[i, j]) == pytest.approx(float(want), rel=1e-12)
 
 

@@ -82,11 +82,12 @@ def _gradients(c: torch.Tensor, ok: torch.Tensor) -> list[tuple[torch.Tensor, to
     c0 = torch.where(ok, c, torch.zeros_like(c))
     okf = ok.to(c.dtype)
     out = []
+    every = bool(ok.all())
     for dim, grad in zip((-2, -1), torch.gradient(c0, dim=(-2, -1))):
         kernel = (3, 1) if dim == -2 else (1, 3)
         pad = (0, 0, 1, 1) if dim == -2 else (1, 1, 0, 0)
         # a min filter over the pixels the difference reads (replicated border = the one-sided case)
-        reads = -F.max_pool2d(-F.pad(okf, pad, mode="replicate"), kernel_size=kernel, stride=1)
+        reads = okf if every else -F.max_pool2d(-F.pad(okf, pad, mode="replicate"), kernel_size=kernel, stride=1)
         out.append((grad, reads))
     return out
 

@@ -47,9 +47,10 @@ def _box_sum_1d(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
     """
     n = x.shape[dim]
     c = torch.cumsum(x.movedim(dim, -1), dim=-1)
-    out = c[..., -1:].expand_as(c).clone()  # windows reaching past the end: the whole prefix
+    out = torch.empty_like(c)
     m = max(n - r, 0)
     out[..., :m] = c[..., r : r + m]
+    out[..., m:] = c[..., -1:]  # windows reaching past the end: the whole prefix
     if n - r - 1 > 0:
         out[..., r + 1 :] -= c[..., : n - r - 1]
     return out.movedim(-1, dim)
