@@ -1,5 +1,6 @@
 """The end-to-end fine-tuning objective on hand-built tensors."""
 
+import pytest
 import torch
 
 from betterdepth_cli.core.refiner import BetterDepthModel
@@ -100,24 +101,29 @@ def test_gradient_matching_loss_by_hand():
     assert gradient_matching_loss(spike, gt, valid, scales=1).item() > 1.0
 
 
-def test_e2e_loss_adds_the_weighted_gradient_term():
+@pytest.mark.parametrize("term", ["gradient", "excursion"])
+def test_e2e_loss_adds_the_weighted_term(term):
+    from training.e2e import excursion_loss, gradient_matching_loss
+    from training.objective import gt_to_space, prepare_maps
+
     model = BetterDepthModel.tiny(seed=0)
     depth = torch.linspace(1, 4, 32 * 32).reshape(1, 1, 32, 32)
     valid = torch.ones_like(depth, dtype=torch.bool)
     rgb = torch.rand(1, 3, 32, 32)
     v = torch.randn(1, 16, 8, 8)
     kw = dict(denoise=lambda zx, zc, zt, t: v)
+    weight, extra = {"gradient": (0.5, dict(gradient_weight=0.5)),
+                     "excursion": (2.0, dict(excursion_weight=2.0, excursion_radius=3))}[term]
     base = e2e_loss(model, rgb, 1.0 / depth, valid, depth, valid, "disparity", **kw).loss
-    with_grad = e2e_loss(model, rgb, 1.0 / depth, valid, depth, valid, "disparity", gradient_weight=0.5, **kw).loss
-    from training.e2e import gradient_matching_loss
-    from training.objective import gt_to_space, prepare_maps
-
+    with_term = e2e_loss(model, rgb, 1.0 / depth, valid, depth, valid, "disparity", **extra, **kw).loss
     gt, gv = gt_to_space(depth, valid, "disparity")
     maps = prepare_maps(1.0 / depth, valid, gt, gv)
     a = model.scheduler.alphas_cumprod[999]
     pred = model.codec.decode_depth(-(1 - a).sqrt() * v)
-    expected = gradient_matching_loss(pred, maps.gt, maps.valid, 4)
-    torch.testing.assert_close(with_grad - base, 0.5 * expected)
+    expected = (gradient_matching_loss(pred, maps.gt, maps.valid, 4) if term == "gradient"
+                else excursion_loss(pred, maps.gt, maps.valid, 3))
+    assert expected.item() > 0
+    torch.testing.assert_close(with_term - base, weight * expected)
 
 
 def test_excursion_loss_by_hand():
@@ -141,25 +147,3 @@ def test_excursion_loss_by_hand():
     wide = torch.zeros(1, 1, 1, 6, dtype=torch.bool)
     wide[..., 0] = True
     assert excursion_loss(high, hole_gt, wide, radius=1).item() == 0.0
-
-
-def test_e2e_loss_adds_the_weighted_excursion_term():
-    model = BetterDepthModel.tiny(seed=0)
-    depth = torch.linspace(1, 4, 32 * 32).reshape(1, 1, 32, 32)
-    valid = torch.ones_like(depth, dtype=torch.bool)
-    rgb = torch.rand(1, 3, 32, 32)
-    v = torch.randn(1, 16, 8, 8)
-    kw = dict(denoise=lambda zx, zc, zt, t: v)
-    base = e2e_loss(model, rgb, 1.0 / depth, valid, depth, valid, "disparity", **kw).loss
-    with_exc = e2e_loss(model, rgb, 1.0 / depth, valid, depth, valid, "disparity", excursion_weight=2.0,
-                        excursion_radius=3, **kw).loss
-    from training.e2e import excursion_loss
-    from training.objective import gt_to_space, prepare_maps
-
-    gt, gv = gt_to_space(depth, valid, "disparity")
-    maps = prepare_maps(1.0 / depth, valid, gt, gv)
-    a = model.scheduler.alphas_cumprod[999]
-    pred = model.codec.decode_depth(-(1 - a).sqrt() * v)
-    expected = excursion_loss(pred, maps.gt, maps.valid, 3)
-    assert expected.item() > 0
-    torch.testing.assert_close(with_exc - base, 2.0 * expected)
