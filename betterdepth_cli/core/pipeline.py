@@ -429,9 +429,8 @@ def _sample_latents(model, enc: _Encoded, run, generator, noise) -> torch.Tensor
         if tuple(noise.shape) != (b, ensemble, *latent):
             raise UsageError(f"`noise` has shape {tuple(noise.shape)}; expected {(b, ensemble, *latent)}")
         z_noise = noise.transpose(0, 1).reshape(shape)  # member-major, like z_image_e
-    with model.channels_last_on_cpu():
-        z0 = sample(lambda z, t: model.denoise(z_image_e, z_cond_e, z, t), model.scheduler, shape, run.steps,
-                    device=model.device, dtype=model.dtype, zero_noise=model.zero_noise, noise=z_noise)
+    z0 = sample(lambda z, t: model.denoise(z_image_e, z_cond_e, z, t), model.scheduler, shape, run.steps,
+                device=model.device, dtype=model.dtype, zero_noise=model.zero_noise, noise=z_noise)
     z0 = model.clean_latent(model.smooth_residual(z0), z_cond_e)
     _sync(model.device)
     return z0

@@ -14,7 +14,6 @@ Local folders and Hugging Face hub ids load through :func:`load_model`.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -104,7 +103,6 @@ class BetterDepthModel(nn.Module):
         self.scheduler = scheduler if scheduler is not None else make_scheduler()
         self.card = new_card() if card is None else card
         self.card.setdefault("defaults", dict(DEFAULTS))
-        self._channels_last = False  # the UNet's weights in channels-last order (inference on the CPU only)
         if text_embedding is not None:
             self.register_buffer("text_embedding", text_embedding, persistent=False)
         else:
@@ -261,29 +259,11 @@ class BetterDepthModel(nn.Module):
             return torch.cat([z_image, z_cond, z_t], dim=1)  # [B,Ci+2Cd,h,w]
         return torch.cat([z_image, z_t], dim=1)
 
-    @contextlib.contextmanager
-    def channels_last_on_cpu(self):
-        """Inference on the CPU with the UNet's weights and input in channels-last order, restored after:
-        the same weights, oneDNN's faster convolutions (the embedded UNet at 640 x 480: about a fifth
-        faster, outputs equal within 1e-5). Elsewhere, or with gradients on, nothing changes."""
-        if self.device.type != "cpu" or self._channels_last or torch.is_grad_enabled():
-            yield
-            return
-        self.unet.to(memory_format=torch.channels_last)
-        self._channels_last = True
-        try:
-            yield
-        finally:
-            self.unet.to(memory_format=torch.contiguous_format)
-            self._channels_last = False
-
     def denoise(
         self, z_image: torch.Tensor, z_cond: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor | int
     ) -> torch.Tensor:
         """The UNet's v-prediction for the noisy depth latent ``z_t`` at timestep ``t``."""
         x = self.unet_input(z_image, z_cond, z_t)
-        if self._channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         ehs = None
         if self.text_embedding is not None:
             ehs = self.text_embedding.to(x.dtype).expand(x.shape[0], -1, -1)
