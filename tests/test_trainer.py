@@ -177,6 +177,9 @@ def test_recipe_overrides_round_trip_and_errors(tmp_path):
         load_recipe(RECIPES / "tiny-cpu.toml", ["optim.lrr=1"])
     with pytest.raises(UsageError, match="`train.batch_size` must be an integer"):
         load_recipe(RECIPES / "tiny-cpu.toml", ["train.batch_size=1.5"])
+    for key in ("objective.e2e_excursion_weight", "objective.e2e_excursion_radius"):
+        with pytest.raises(UsageError, match=f"`{key}` must be"):
+            load_recipe(RECIPES / "tiny-cpu.toml", [f"{key}=-1"])
     with pytest.raises(UsageError, match="`optim.schedule` must be"):
         load_recipe(RECIPES / "tiny-cpu.toml", ["optim.schedule=step"])
     with pytest.raises(UsageError, match="expected section.key=value"):
