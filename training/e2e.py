@@ -32,8 +32,8 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
+from betterdepth_cli.core.blur import window_max
 from betterdepth_cli.core.mask import patch_mask
 from training.objective import LossOutput, ObjectiveSettings, prepare_batch
 
@@ -87,10 +87,8 @@ def excursion_loss(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor, ra
     """
     if radius < 0:
         raise ValueError(f"`radius` must be >= 0, got {radius}")
-    k = 2 * radius + 1
-    big = torch.finfo(gt.dtype).max
-    hi = F.max_pool2d(gt.masked_fill(~valid, -big), k, stride=1, padding=radius)
-    lo = -F.max_pool2d((-gt).masked_fill(~valid, -big), k, stride=1, padding=radius)
+    hi = window_max(gt.masked_fill(~valid, -torch.inf), radius)
+    lo = -window_max((-gt).masked_fill(~valid, -torch.inf), radius)
     hi, lo = torch.where(valid, hi, gt), torch.where(valid, lo, gt)  # no window is empty at a valid pixel
     out = (pred - hi).clamp_min(0) + (lo - pred).clamp_min(0)
     m = valid.to(pred.dtype)
