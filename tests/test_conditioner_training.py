@@ -239,3 +239,24 @@ def test_plain_dpt_trains_and_its_folder_loads_as_a_conditioner(tmp_path):
     trained = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["model"]
     loaded = DPTForDepthEstimation.from_pretrained(final).state_dict()
     assert all(torch.equal(trained[k], loaded[k]) for k in trained)
+
+
+def test_photometric_jitter_by_hand_and_off_at_zero():
+    from training.conditioner import photometric_jitter
+
+    rgb = torch.rand(2, 3, 5, 6, generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(7)
+    state = g.get_state()
+    assert photometric_jitter(rgb, 0.0, g) is rgb
+    assert torch.equal(g.get_state(), state)  # strength 0 draws nothing: old runs resume bit-identical
+    # a uniform grey image: saturation and contrast leave it alone, brightness scales it, gamma bends it
+    grey = torch.full((2, 3, 4, 4), 0.5)
+    u = torch.rand(4, 2, generator=torch.Generator().manual_seed(3))
+    f = 1 + 0.3 * (2 * u - 1)
+    out = photometric_jitter(grey, 0.3, torch.Generator().manual_seed(3))
+    for i in range(2):
+        want = (0.5 * f[2, i]).clamp(0, 1) ** (2 ** (f[3, i] - 1))
+        torch.testing.assert_close(out[i], torch.full((3, 4, 4), want.item()))
+    # a coloured image stays in [0, 1]
+    out = photometric_jitter(rgb, 0.5, torch.Generator().manual_seed(4))
+    assert out.shape == rgb.shape and out.min() >= 0 and out.max() <= 1

@@ -49,7 +49,8 @@ DEFAULTS = {
               "neck_hidden_sizes": [24, 48, 96, 96], "fusion_hidden_size": 32, "head_hidden_size": 16,
               "input_size": 140},
     "train": {"steps": 3000, "batch_size": 16, "lr": 3e-4, "weight_decay": 1e-4, "warmup": 100, "seed": 0,
-              "checkpoint_every": 250, "log_every": 25, "threads": 0, "device": "auto", "max_minutes": 0},
+              "checkpoint_every": 250, "log_every": 25, "threads": 0, "device": "auto", "max_minutes": 0,
+              "photometric": 0.0},
 }
 
 
@@ -261,6 +262,27 @@ def random_batch(data, batch: int, crop: int, g: torch.Generator):
     return torch.stack(out[0]).float() / 255.0, torch.stack(out[1]), torch.stack(out[2])
 
 
+def photometric_jitter(rgb: torch.Tensor, strength: float, g: torch.Generator) -> torch.Tensor:
+    """Per-image brightness, contrast, saturation and gamma of (B,3,H,W) [0,1] images, each factor
+    drawn uniformly in [1 - ``strength``, 1 + ``strength``] from ``g`` (the gamma as ``2 ** u``, u in
+    that range less 1); ``strength`` 0 returns ``rgb`` unchanged and draws nothing.
+
+    The procedural scenes are flat-shaded in a narrow range of exposures and colours; photos are
+    not. The depth target is untouched: these change how a surface looks, never where it is.
+    """
+    if strength <= 0:
+        return rgb
+    b = rgb.shape[0]
+    f = 1 + strength * (2 * torch.rand(4, b, 1, 1, 1, generator=g) - 1)
+    f = f.to(rgb.device)
+    grey = (0.299 * rgb[:, :1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:3])
+    x = grey + f[0] * (rgb - grey)  # saturation
+    mean = grey.mean(dim=(2, 3), keepdim=True)
+    x = mean + f[1] * (x - mean)  # contrast
+    x = (x * f[2]).clamp(0, 1)  # brightness
+    return x ** (2 ** (f[3] - 1))  # gamma
+
+
 def evaluate(model, data, input_size: int, batch: int = 16) -> dict:
     """AbsRel and delta1 with the eval protocol (``evaluation.protocol.evaluate_sample``:
     least squares in disparity space, 1e-3..80 m), plus the share of images whose
@@ -381,7 +403,8 @@ def train(recipe: dict, output: Path, resume: bool = False, log=print,
     t0 = time.time()
     model.train()
     while step < total:
-        batch = random_batch(train_data, tr["batch_size"], cfg["data"]["crop"], g)
+        rgb, depth, valid = random_batch(train_data, tr["batch_size"], cfg["data"]["crop"], g)
+        batch = (photometric_jitter(rgb, float(tr["photometric"]), g), depth, valid)
         loss = train_step(model, opt, sched, captured, batch, mc["input_size"])
         step += 1
         if on_step is not None:
