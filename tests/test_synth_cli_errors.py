@@ -194,8 +194,15 @@ def test_conditioner_recipe_typos_are_refused_like_betterdepth_train(tmp_path, c
     assert exc.value.code == 64
     assert capsys.readouterr().err == (
         f"betterdepth: error: {recipe}: unknown key [train] 'lrr' (valid: batch_size, checkpoint_every, device, "
-        "log_every, lr, max_minutes, seed, steps, threads, warmup, weight_decay)\n")
+        "log_every, lr, max_minutes, photometric, seed, steps, threads, warmup, weight_decay)\n")
     assert not (tmp_path / "out").exists()
+    for text, shown in (("1.0", "1.0"), ("-0.1", "-0.1"), ('"0.3"', "'0.3'")):
+        recipe.write_text(f'[data]\ntrain = "x"\n[train]\nphotometric = {text}\n')
+        with pytest.raises(SystemExit) as exc:
+            main(["--recipe", str(recipe), "--output", str(tmp_path / "out")])
+        assert exc.value.code == 64
+        assert capsys.readouterr().err == (f"betterdepth: error: {recipe}: [train] photometric must be a number in "
+                                           f"[0, 1) (the jitter's half-range), got {shown}\n")
     recipe.write_text("[optim]\nlr = 1e-3\n")
     with pytest.raises(SystemExit) as exc:
         main(["--recipe", str(recipe), "--output", str(tmp_path / "out")])

@@ -450,6 +450,9 @@ def load_recipe(path: str | os.PathLike) -> dict:
         for k in value:
             if k not in names:
                 raise UsageError(f"{p}: unknown key [{key}] {k!r} (valid: {', '.join(sorted(names))})")
+    jitter = recipe.get("train", {}).get("photometric", 0.0)
+    if not isinstance(jitter, (int, float)) or isinstance(jitter, bool) or not 0 <= jitter < 1:
+        raise UsageError(f"{p}: [train] photometric must be a number in [0, 1) (the jitter's half-range), got {jitter!r}")
     data = recipe.get("data", {})
     if not data.get("train") and any(k in data for k in RENDER_KEYS):
         d = {"kind": "mixed", "scenes": 3000, "seed0": 0, "size": 192, **data}
