@@ -215,7 +215,8 @@ def test_conditioner_recipe_typos_are_refused_like_betterdepth_train(tmp_path, c
     from pathlib import Path
 
     recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
-    for name in ("default-conditioner.toml", "gpu-conditioner.toml"):  # the shipped recipes still load
+    for name in ("default-conditioner.toml", "gpu-conditioner.toml", "default-conditioner-photometric.toml"):
+        # the shipped recipes and the experiment still load
         assert set(load_recipe(recipes / name)) == {"data", "model", "train"}
 
 
