@@ -137,7 +137,7 @@ def _load_hf(target: str, name: str, device, dtype, options: dict[str, str]) -> 
         path = resolve_model_path(target, what=f"conditioner '{name}'")
     except ModelNotFoundError as exc:
         raise ModelNotFoundError(
-            f"{exc}; or pass --conditioner hf:/path/to/{target.split('/')[-1]}."
+            f"{str(exc).rstrip('.')} (--conditioner hf:/path/to/{target.split('/')[-1]})."
         ) from None
     try:
         return HFConditioner(path, name, device=device, dtype=dtype, kind=kind,

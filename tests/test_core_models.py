@@ -265,7 +265,9 @@ def test_missing_hub_model_error_says_what_to_download(tmp_path):
     )
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert "Intel/dpt-large" in out.stdout and "HF_HOME" in out.stdout and "hf:" in out.stdout
+    assert "Intel/dpt-large" in out.stdout and "HF_HOME" in out.stdout
+    # one sentence ends it, naming the flag's local form (no "id.; or")
+    assert out.stdout.strip().endswith("instead of the id (--conditioner hf:/path/to/dpt-large)."), out.stdout
 
 
 def test_reflect_pad_runs_the_model_on_the_mirrored_image_and_crops_back(dpt_dir):
