@@ -320,7 +320,9 @@ def test_quiet_prints_the_results_table_on_stdout_and_nothing_on_stderr(tmp_path
         assert lines[-1].startswith("seconds per image: load ")
     assert json.loads((tmp_path / "r.json").read_text())["metrics"]["conditioner"]["rmse"] == pytest.approx(0.75)
     res = run(*folder_args(tmp_path / "data", tmp_path / "preds", "--output", tmp_path / "r.json"))
-    assert res.exit_code == 0 and "eval: 2/2 samples" in res.stderr and "eval: wrote results to" in res.stderr
+    # the quiet run above wrote r.json: this one says it replaced it
+    assert res.exit_code == 0 and "eval: 2/2 samples" in res.stderr
+    assert "eval: replaced the earlier results in" in res.stderr
 
 
 def test_folder_image_without_ground_truth_exit_65_or_skipped_and_counted(tmp_path):

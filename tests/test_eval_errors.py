@@ -49,9 +49,13 @@ def test_output_refuses_a_file_that_is_not_an_eval_result(tmp_path):
     assert res.exit_code == 64 and f"--csv {notes}: exists and is not a per-sample CSV" in one_error_line(res)
     assert notes.read_text() == "id,comment\n1,mine\n" and not (tmp_path / "r.json").exists()
     # an earlier result of eval (JSON by its format, CSV by its header) is replaced by a rerun
-    for _ in range(2):
-        res = run(*folder_args(root, preds, "-o", tmp_path / "r.json", "-q"))
+    for k in range(2):
+        res = run(*folder_args(root, preds, "-o", tmp_path / "r.json"))
         assert res.exit_code == 0, res.output
+        says = ("replaced the earlier results in", "replaced the earlier per-sample metrics in") if k else \
+            ("wrote results to", "wrote per-sample metrics to")
+        assert f"eval: {says[0]} {tmp_path / 'r.json'}" in res.stderr
+        assert f"eval: {says[1]} {tmp_path / 'r_per_sample.csv'}" in res.stderr
     assert json.loads((tmp_path / "r.json").read_text())["format"] == "betterdepth-eval/1"
     assert [r["id"] for r in read_csv(tmp_path / "r_per_sample.csv")] == ["000000", "000001", "000002"]
     res = run(*folder_args(root, preds, "-o", tmp_path / "r2.json", "--csv", tmp_path / "r_per_sample.csv", "-q"))

@@ -372,6 +372,7 @@ def _report(result, out_json: Path | None, out_csv: Path | None, quiet: bool) ->
         print(f"eval: {len(skipped)} sample(s) skipped, {result.dataset['samples']} scored",
               file=sys.stderr, flush=True)
     check_outputs(out_json, out_csv)  # again: a file may have appeared there while the evaluation ran
+    earlier = {p for p in (out_json, out_csv) if p is not None and p.exists()}  # own results, checked
     if out_json is not None:
         result.write_json(out_json)
     if out_csv is not None:
@@ -382,6 +383,7 @@ def _report(result, out_json: Path | None, out_csv: Path | None, quiet: bool) ->
     if not quiet:
         for path, what in ((out_json, "results"), (out_csv, "per-sample metrics")):
             if path is not None:
-                print(f"eval: wrote {what} to {path}", file=sys.stderr, flush=True)
+                done = f"replaced the earlier {what} in" if path in earlier else f"wrote {what} to"
+                print(f"eval: {done} {path}", file=sys.stderr, flush=True)
     if skipped:
         raise typer.Exit(EXIT_PARTIAL)
