@@ -128,6 +128,7 @@ def parse_bool(text: str | None, name: str) -> bool | None:
 
 
 def _load_hf(target: str, name: str, device, dtype, options: dict[str, str]) -> HFConditioner:
+    from betterdepth_cli.core.model_names import looks_like_hub_id
     from betterdepth_cli.core.refiner import resolve_model_path
 
     kind = options.get("kind")
@@ -136,6 +137,8 @@ def _load_hf(target: str, name: str, device, dtype, options: dict[str, str]) -> 
     try:
         path = resolve_model_path(target, what=f"conditioner '{name}'")
     except ModelNotFoundError as exc:
+        if not looks_like_hub_id(target):  # a local path that is not there: the error says so
+            raise
         raise ModelNotFoundError(
             f"{str(exc).rstrip('.')} (--conditioner hf:/path/to/{target.split('/')[-1]})."
         ) from None

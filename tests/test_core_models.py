@@ -270,6 +270,15 @@ def test_missing_hub_model_error_says_what_to_download(tmp_path):
     assert out.stdout.strip().endswith("instead of the id (--conditioner hf:/path/to/dpt-large)."), out.stdout
 
 
+def test_missing_local_conditioner_folder_names_the_path_and_no_hub_hint(tmp_path):
+    from betterdepth_cli.conditioner_registry import get_conditioner
+
+    gone = tmp_path / "gone"
+    with pytest.raises(ModelNotFoundError) as err:
+        get_conditioner(f"hf:{gone}")
+    assert str(err.value) == f"{gone}: conditioner 'hf:{gone}' folder not found"
+
+
 def test_reflect_pad_runs_the_model_on_the_mirrored_image_and_crops_back(dpt_dir):
     import torch.nn.functional as F
 
