@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from betterdepth_cli.core.align import fit_scale_shift
+from betterdepth_cli.core.guided import luminance
 from betterdepth_cli.core.types import UsageError
 
 POSITIVE_MARGIN = 0.05  # keep the head's pre-activation above this
@@ -275,7 +276,7 @@ def photometric_jitter(rgb: torch.Tensor, strength: float, g: torch.Generator) -
     b = rgb.shape[0]
     f = 1 + strength * (2 * torch.rand(4, b, 1, 1, 1, generator=g) - 1)
     f = f.to(rgb.device)
-    grey = (0.299 * rgb[:, :1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:3])
+    grey = luminance(rgb)
     x = grey + f[0] * (rgb - grey)  # saturation
     mean = grey.mean(dim=(2, 3), keepdim=True)
     x = mean + f[1] * (x - mean)  # contrast

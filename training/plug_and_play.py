@@ -73,8 +73,10 @@ def scene_of(sample_id: str) -> str:
 
 def luminance_control(cond: np.ndarray, rgb: np.ndarray, weight: float = CONTROL_WEIGHT) -> np.ndarray:
     """``cond`` (H,W) plus ``weight`` x luma of ``rgb`` (H,W,3 in [0,1]) x the 2-98 % range of ``cond``."""
+    from betterdepth_cli.core.guided import LUMA
+
     lo, hi = np.percentile(cond[np.isfinite(cond)], [2, 98])
-    luma = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+    luma = rgb[..., 0] * LUMA[0] + rgb[..., 1] * LUMA[1] + rgb[..., 2] * LUMA[2]
     return (cond + weight * (hi - lo) * luma).astype(np.float32)
 
 
