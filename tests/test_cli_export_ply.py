@@ -167,6 +167,27 @@ def test_exif_focal_from_image(tmp_path):
     assert np.abs(col * 255 - [200, 10, 10]).max() < 8
 
 
+def test_an_image_that_cannot_be_the_maps_photo_is_refused_whatever_the_colour(tmp_path):
+    """--image serves EXIF intrinsics even with normal colours: an unreadable file, or a photo of
+    another aspect, would silently give the default camera or another photo's focal length."""
+    from PIL import Image
+
+    src = plane_map(tmp_path, "photo")
+    (tmp_path / "junk.png").write_bytes(b"x")
+    Image.new("RGB", (H * 2, W * 2)).save(tmp_path / "tall.png")  # 24x32: portrait, the map is 16x12
+    Image.new("RGB", (W * 3, H * 3)).save(tmp_path / "big.png")  # the map's aspect at 3x: used
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees: stored 24x32 (portrait), shown 32x24 like the map
+    Image.new("RGB", (H * 2, W * 2)).save(tmp_path / "rotated.jpg", exif=exif)
+    for name, code, message in (("junk.png", 65, "junk.png: not an image (unrecognised file content)"),
+                                ("tall.png", 65, "tall.png: the image is 24x32, the depth map 16x12 (different aspect)"),
+                                ("big.png", 0, "wrote"), ("rotated.jpg", 0, "wrote")):
+        res = run(src, "--image", tmp_path / name, "-o", tmp_path / f"{name}.ply")
+        assert res.exit_code == code, (name, res.stderr)
+        assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1
+        assert (tmp_path / f"{name}.ply").exists() == (code == 0)
+
+
 def test_batch_mirrors_names_matches_images_and_continues(tmp_path):
     from PIL import Image
 

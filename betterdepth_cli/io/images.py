@@ -305,6 +305,23 @@ def check_pixels(path: Path, width: int, height: int, max_pixels: int | None = N
         )
 
 
+def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of an image file as :func:`read_image` would return it (EXIF orientation
+    applied), from its header where the header says, else by decoding it; InputDataError naming the
+    file when it is not a readable image."""
+    path = Path(path)
+    check_extension(path, IMAGE_EXTENSIONS)
+    head = read_head(path, 24)
+    fmt = sniff_format(head)
+    if fmt is None:
+        raise InputDataError(f"{path}: not an image (unrecognised file content)")
+    size = header_size(path, fmt, head)
+    if size is None or min(size) < 1:
+        h, w = read_image(path).shape[:2]
+        return w, h
+    return (size[1], size[0]) if _exif_orientation(path, fmt) in (5, 6, 7, 8) else size
+
+
 def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
     """Read an image as float32 (H,W,3) RGB in [0,1] (see the module docstring for the rules).
 

@@ -56,15 +56,24 @@ def load_rgb(path: str | Path, width: int, height: int) -> np.ndarray:
     from betterdepth_cli.io.images import read_image
 
     p = Path(path)
+    check_source_image(p, width, height)
     img = read_image(p)  # (h,w,3) float32 in [0,1]
     h, w = img.shape[:2]
-    if _aspect_differs((w, h), (width, height)):
-        raise InputDataError(f"{p}: the image is {w}x{h}, the depth map {width}x{height} (different aspect)")
     if (w, h) != (width, height):
         import cv2
 
         img = cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
     return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def check_source_image(path: str | Path, width: int, height: int) -> None:
+    """InputDataError naming ``path`` unless it is a readable image with the aspect of a ``width`` x
+    ``height`` map (within 1 %): the photo the map was made from, whose EXIF and colours export uses."""
+    from betterdepth_cli.io.images import read_image_size
+
+    w, h = read_image_size(path)
+    if _aspect_differs((w, h), (width, height)):
+        raise InputDataError(f"{path}: the image is {w}x{h}, the depth map {width}x{height} (different aspect)")
 
 
 def _aspect_differs(a: tuple[int, int], b: tuple[int, int]) -> bool:
@@ -354,6 +363,8 @@ def export_depth_file(
     values, meta = load_map(map_path, assume)
     h, w = values.shape
     img_path = Path(image) if image is not None else source_image(meta, sidecar_dir=Path(map_path).parent)
+    if img_path is not None:
+        check_source_image(img_path, w, h)
     K, k_desc = resolve_intrinsics(
         w, h, fov=fov, focal=focal, cx=cx, cy=cy, image=img_path, sensor_width=sensor_width
     )
