@@ -86,6 +86,25 @@ def test_model_guided_writes_the_guided_filter_of_the_conditioner(tmp_path, tiny
     assert meta["model"] == "guided"
 
 
+def test_model_guided_says_which_options_it_does_not_use_and_records_what_ran(tmp_path, tiny_dpt_dir):
+    """The guided filter has no steps, members or tiles: the run says so once, writes the same map as a
+    plain run and records its own settings; an uncertainty map is refused (there is no spread)."""
+    img = _write_png(tmp_path / "a.png", 40, 56)
+    cond = ["--conditioner", f"hf:{tiny_dpt_dir}", "--model", "guided", "--format", "npy"]
+    plain = refine([img, "-o", tmp_path / "plain", *cond, "-q"])
+    asked = refine([img, "-o", tmp_path / "asked", *cond, "--steps", "4", "--ensemble", "3", "--tile", "64"])
+    assert plain.exit_code == 0 and asked.exit_code == 0, asked.stderr
+    assert ("note: the guided filter (--model guided) runs one classical filter at native resolution, without "
+            "sampling or tiles; not applied: --steps, --ensemble, --tile") in asked.stderr
+    assert "zero-noise" not in asked.stderr  # not the diffusion models' note about mirrored members
+    np.testing.assert_array_equal(np.load(tmp_path / "asked" / "a.npy"), np.load(tmp_path / "plain" / "a.npy"))
+    meta = json.loads((tmp_path / "asked" / "a.json").read_text())
+    assert (meta["steps"], meta["ensemble"]) == (1, 1) and "tiles" not in meta
+    res = refine([img, "-o", tmp_path / "u", *cond[:4], "--format", "png16,uncertainty", "--ensemble", "2"])
+    assert res.exit_code == 64 and "the guided filter (--model guided) is one deterministic filter" in res.stderr
+    assert not (tmp_path / "u").exists() or not any((tmp_path / "u").glob("a*"))
+
+
 def test_every_output_format(tmp_path, models):
     import cv2
 

@@ -7,7 +7,7 @@ import torch
 from betterdepth_cli.core.guided import box_mean, guided_filter, guided_radius, guided_refine, luminance
 from betterdepth_cli.core.pipeline import refine_batch
 from betterdepth_cli.core.refiner import BetterDepthModel, load_model
-from betterdepth_cli.core.types import DepthPrediction
+from betterdepth_cli.core.types import DepthPrediction, UsageError
 
 
 @pytest.mark.parametrize("r", [0, 2, 4, 6, 9])  # 4: the window spans the rows; 6, 9: both sides
@@ -353,3 +353,18 @@ def test_the_guided_model_leaves_a_maps_holes_out(tmp_path):
     values[..., 10:20, 20:30], valid[..., 10:20, 20:30] = 0.0, False
     out = refine_batch(images, prediction=DepthPrediction(values, valid, "depth"), model=GuidedFilterRefiner())
     torch.testing.assert_close(out.refined[valid], torch.full_like(out.refined[valid], 3.0), rtol=0, atol=1e-5)
+
+
+def test_the_classical_card_keeps_its_own_settings_and_names_what_it_ignores():
+    from betterdepth_cli.core.guided import guided_card
+    from betterdepth_cli.core.settings import classical_ignores, resolve_settings
+
+    card = guided_card()
+    own = resolve_settings(card)
+    assert (own.steps, own.ensemble, own.processing_res) == (1, 1, 0)
+    assert resolve_settings(card, steps=4, ensemble=3, reduction="median", processing_res=32) == own
+    with pytest.raises(UsageError, match="ensemble"):  # still checked: a wrong value is a usage error
+        resolve_settings(card, ensemble=0)
+    assert classical_ignores(card) is None and classical_ignores(card, steps=None) is None
+    assert classical_ignores(card, steps=4, tile="64").endswith("not applied: --steps, --tile")
+    assert classical_ignores({"defaults": {}}, steps=4) is None  # a diffusion model's card uses them

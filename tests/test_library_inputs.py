@@ -101,6 +101,20 @@ def test_holes_in_a_callers_map_stay_holes_and_its_size_is_fitted(guided):
         DepthPrediction(values[0, 0], np.ones((48, 64), bool), "disparity")
 
 
+def test_the_guided_filter_warns_that_sampling_settings_do_not_apply_and_records_its_own(guided):
+    photo = _photo()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asked = guided(photo, steps=4, ensemble=3, processing_res=32)
+        plain = guided(photo)
+    said = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    assert said == ["the guided filter (model=guided) runs one classical filter at native resolution, without "
+                    "sampling or tiles; not applied: steps, ensemble, processing_res"]
+    assert (asked.settings["steps"], asked.settings["ensemble"], asked.settings["processing_res"]) == (1, 1, 0)
+    assert asked.settings == plain.settings
+    np.testing.assert_array_equal(np.asarray(asked.depth), np.asarray(plain.depth))
+
+
 def test_sidecars_of_the_guided_filter_and_the_conditioner_alone_are_refines(tmp_path, tiny_dpt_dir):
     """A rerun of refine over the library's outputs skips them (same settings), for --model guided and
     --no-refine alike."""

@@ -124,6 +124,18 @@ def deterministic_ensemble_note(asked: Any) -> str | None:
             "(--seed has no effect either)")
 
 
+def classical_ignores(card: Mapping | None, **asked: Any) -> str | None:
+    """The note for a user who gave a classical refiner (the card's ``classical``: the guided filter)
+    options it has no use for (``asked``: option name -> value, ``None`` = not given); None when none."""
+    if not (card or {}).get("classical"):
+        return None
+    given = [f"--{k.replace('_', '-')}" for k, v in asked.items() if v is not None]
+    if not given:
+        return None
+    return ("note: the guided filter (--model guided) runs one classical filter at native resolution, without "
+            f"sampling or tiles; not applied: {', '.join(given)}")
+
+
 def resolve_settings(
     card: Mapping | None = None,
     *,
@@ -136,8 +148,10 @@ def resolve_settings(
 
     A deterministic model (the card's ``zero_noise``: every member starts from zeros) runs at most
     :data:`DETERMINISTIC_MEMBERS` members, the photo and its mirror image
-    (:func:`~betterdepth_cli.core.pipeline.mirrored_members`): more would repeat them. Raises
-    :class:`UsageError` naming the option when a value is out of range.
+    (:func:`~betterdepth_cli.core.pipeline.mirrored_members`): more would repeat them. A classical
+    card's (the guided filter: one filter, native resolution) are its own whatever is asked
+    (:func:`classical_ignores` says what to tell the user). Raises :class:`UsageError` naming the
+    option when a value is out of range.
     """
     base = card_defaults(card)
     chosen = {"steps": steps, "ensemble": ensemble, "reduction": reduction, "processing_res": processing_res}
@@ -145,10 +159,13 @@ def resolve_settings(
     if merged["reduction"] not in REDUCTIONS:
         raise UsageError(f"`--reduction` must be mean or median, got {merged['reduction']!r}")
     ensemble = _check_int("ensemble", merged["ensemble"], 1)
-    return InferenceSettings(
+    run = InferenceSettings(
         steps=_check_int("steps", merged["steps"], 1),
         ensemble=min(ensemble, DETERMINISTIC_MEMBERS) if (card or {}).get("zero_noise") else ensemble,
         reduction=str(merged["reduction"]),
         processing_res=_check_int("processing_res", merged["processing_res"], 0, " (0 = native)"),
         max_processing_res=int(base.get("max_processing_res") or 0),
     )
+    if (card or {}).get("classical") and any(v is not None for v in chosen.values()):
+        return resolve_settings(card)  # the guided filter runs once at native resolution: what ran is its card's
+    return run

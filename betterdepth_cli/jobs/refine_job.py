@@ -112,6 +112,9 @@ def _settings(options: dict[str, Any], info: Say) -> RefineSettings:
     check_conditioner_name(conditioner)  # a misspelt name fails now, not after discovery and setup
     run = resolve_settings(card, **{k: options.get(k) for k in ("steps", "ensemble", "reduction", "processing_res")})
     tiles = _tile_settings(options.get("tile"))
+    if refine and card.get("classical"):
+        _classical_notes(card, options, info)
+        tiles = {}
     if tiles.get("tile"):  # tiles work at the plate's own scale: the record says so, a rerun of it agrees
         from betterdepth_cli.core.tiling import tile_resolution_note
 
@@ -119,7 +122,7 @@ def _settings(options: dict[str, Any], info: Say) -> RefineSettings:
         if note:
             info(note)
         run = replace(run, processing_res=0)
-    if refine and card.get("zero_noise"):
+    if refine and card.get("zero_noise") and not card.get("classical"):
         _deterministic_model_notes(options.get("ensemble"), run.ensemble, options["format"], info)
     if conditioner == "builtin":
         info(BUILTIN_NOTICE)
@@ -132,6 +135,20 @@ def _settings(options: dict[str, Any], info: Say) -> RefineSettings:
         continue_on_error=bool(options["continue_on_error"]), preview_video=bool(options["preview_video"]),
         per_frame=bool(options.get("per_frame")), **tiles,
     )  # fmt: skip
+
+
+def _classical_notes(card: dict, options: dict[str, Any], info: Say) -> None:
+    """The guided filter has no ensemble to spread (no uncertainty map) and no steps, members, processing
+    size or tiles: refuse the first, say the others do not apply."""
+    from betterdepth_cli.core.settings import classical_ignores
+
+    if "uncertainty" in options["format"]:
+        raise UsageError("`--format uncertainty`: the guided filter (--model guided) is one deterministic filter, "
+                         "with no ensemble members to spread; the diffusion refiner (the default --model) writes one")
+    note = classical_ignores(card, **{k: options.get(k) for k in ("steps", "ensemble", "reduction", "processing_res",
+                                                                   "tile")})
+    if note:
+        info(note)
 
 
 def _tile_settings(spec) -> dict:
