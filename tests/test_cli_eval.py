@@ -345,3 +345,14 @@ def test_folder_image_without_ground_truth_exit_65_or_skipped_and_counted(tmp_pa
     assert data["metrics"]["conditioner"]["abs_rel"] == pytest.approx(0.25)
     assert data["metrics"]["conditioner"]["rmse"] == pytest.approx((0.5 + 1.5) / 2)  # samples 0 and 2
     assert [r["id"] for r in read_csv(tmp_path / "r_per_sample.csv")] == ["000000", "000002"]
+
+
+def test_the_guided_filter_warns_that_steps_do_not_apply_and_records_its_own(tmp_path, tiny_dpt_dir):
+    make_nyu(tmp_path / "nyu", 1)
+    res = run("--dataset", "nyuv2", "--data-root", tmp_path / "nyu", "--conditioner", f"hf:{tiny_dpt_dir}",
+              "--model", "guided", "--steps", "3", "--ensemble", "2", "-o", tmp_path / "r.json")
+    assert res.exit_code == 0, res.stderr
+    assert ("eval: warning: the guided filter (--model guided) runs one classical filter at native resolution, "
+            "without sampling or tiles; not applied: --steps, --ensemble") in res.stderr
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert (data["config"]["steps"], data["settings"]["steps"], data["settings"]["ensemble"]) == (3, 1, 1)

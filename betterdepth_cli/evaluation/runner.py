@@ -157,7 +157,7 @@ class EvalResult:
     seconds_per_image: dict[str, float]
     versions: dict[str, str]
     wall_seconds: float
-    notes: list[str] = field(default_factory=list)  # one-line warnings about scored samples (degenerate fits)
+    notes: list[str] = field(default_factory=list)  # one-line warnings: options not applied, scored samples (degenerate fits)
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -379,6 +379,7 @@ class _Models:
     spec: str  # the conditioner as asked
     settings: dict[str, Any]
     record: dict[str, Any] = field(default_factory=dict)  # the refiner as refine's sidecars name it (model, model_card)
+    notes: list[str] = field(default_factory=list)  # options the refiner does not use (the guided filter's)
 
     def info(self, kind, metric) -> tuple[dict, dict | None]:
         cond = {"spec": self.spec, "name": getattr(self.conditioner, "name", self.spec), "kind": kind, "metric": metric}
@@ -393,7 +394,7 @@ def _load_models(config: EvalConfig) -> _Models:
     from betterdepth_cli.conditioner_registry import get_conditioner
     from betterdepth_cli.core.devices import torch_dtype
     from betterdepth_cli.core.refiner import load_model
-    from betterdepth_cli.core.settings import card_defaults, resolve_settings
+    from betterdepth_cli.core.settings import card_defaults, classical_ignores, resolve_settings
 
     dtype = torch_dtype(config.dtype)
     model = load_model(config.model, device=config.device, dtype=dtype) if config.refine else None
@@ -401,14 +402,18 @@ def _load_models(config: EvalConfig) -> _Models:
     conditioner = get_conditioner(spec, device=config.device, dtype=dtype)
     settings: dict[str, Any] = {"conditioner": spec}
     record: dict[str, Any] = {"model": None}
+    notes: list[str] = []
     if model is not None:
-        run = resolve_settings(model.card, steps=config.steps, ensemble=config.ensemble,
-                               reduction=config.reduction, processing_res=config.processing_res)
+        asked = {"steps": config.steps, "ensemble": config.ensemble, "reduction": config.reduction,
+                 "processing_res": config.processing_res}
+        run = resolve_settings(model.card, **asked)
         settings.update({k: v for k, v in run.as_dict().items() if k != "max_processing_res"})
         from betterdepth_cli.core.model_names import model_record
 
         record = model_record(config.model)
-    return _Models(conditioner, model, spec, settings, record)
+        note = classical_ignores(model.card, **asked)
+        notes = [note[len("note: "):]] if note else []
+    return _Models(conditioner, model, spec, settings, record, notes)
 
 
 def _save_root(config: EvalConfig) -> Path | None:
@@ -585,6 +590,7 @@ def run_evaluation(
     variants = config.variants()
     scorer = _Scorer(config, dataset, variants, progress)
     scorer.skips = skip = _Skips(dataset, config.continue_on_error, progress)
+    scorer.notes.extend(models.notes)
     load_times: dict[str, float] = {}
     kind = metric_flag = None
     torch_threads = torch.get_num_threads()
