@@ -105,6 +105,22 @@ def test_model_guided_says_which_options_it_does_not_use_and_records_what_ran(tm
     assert not (tmp_path / "u").exists() or not any((tmp_path / "u").glob("a*"))
 
 
+def test_options_a_run_does_not_use_are_named_once(tmp_path, tiny_dpt_dir):
+    """--no-refine has no sampling; stills have no frames to pick and no preview video: one note each,
+    and the same map as without them."""
+    img = _write_png(tmp_path / "a.png", 40, 56)
+    base = [img, "--conditioner", f"hf:{tiny_dpt_dir}", "--no-refine", "--format", "npy"]
+    plain = refine([*base, "-o", tmp_path / "plain", "-q"])
+    asked = refine([*base, "-o", tmp_path / "asked", "--steps", "3", "--processing-res", "32", "--frames", "1-3",
+                    "--preview-video"])
+    assert plain.exit_code == 0 and asked.exit_code == 0, asked.stderr
+    notes = [line for line in asked.stderr.splitlines() if line.startswith("note:")]
+    assert notes == ["note: --no-refine writes the conditioner's map alone; not applied: --steps, --processing-res",
+                     "note: no video or image sequence among the inputs; not applied: --frames, --preview-video"]
+    np.testing.assert_array_equal(np.load(tmp_path / "asked" / "a.npy"), np.load(tmp_path / "plain" / "a.npy"))
+    assert not list((tmp_path / "asked").glob("*.mp4"))
+
+
 def test_every_output_format(tmp_path, models):
     import cv2
 

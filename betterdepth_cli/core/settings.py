@@ -124,16 +124,20 @@ def deterministic_ensemble_note(asked: Any) -> str | None:
             "(--seed has no effect either)")
 
 
+def not_applied_note(reason: str, **asked: Any) -> str | None:
+    """``note: <reason>; not applied: --a, --b`` for the options of ``asked`` that were given (option name
+    -> value; ``None`` or ``False`` = not given), None when none was."""
+    given = [f"--{k.replace('_', '-')}" for k, v in asked.items() if v is not None and v is not False]
+    return f"note: {reason}; not applied: {', '.join(given)}" if given else None
+
+
 def classical_ignores(card: Mapping | None, **asked: Any) -> str | None:
     """The note for a user who gave a classical refiner (the card's ``classical``: the guided filter)
     options it has no use for (``asked``: option name -> value, ``None`` = not given); None when none."""
     if not (card or {}).get("classical"):
         return None
-    given = [f"--{k.replace('_', '-')}" for k, v in asked.items() if v is not None]
-    if not given:
-        return None
-    return ("note: the guided filter (--model guided) runs one classical filter at native resolution, without "
-            f"sampling or tiles; not applied: {', '.join(given)}")
+    return not_applied_note("the guided filter (--model guided) runs one classical filter at native resolution, "
+                            "without sampling or tiles", **asked)
 
 
 def resolve_settings(

@@ -98,6 +98,12 @@ def _absolute_input(spec: str) -> str:
     return str(Path(spec).expanduser().absolute())
 
 
+#: The options a diffusion refiner uses and the guided filter and the conditioner alone do not.
+SAMPLING_OPTIONS = ("steps", "ensemble", "reduction", "processing_res", "tile")
+#: The options that apply to videos and image sequences only.
+SHOT_OPTIONS = ("frames", "preview_video", "per_frame")
+
+
 def _settings(options: dict[str, Any], info: Say) -> RefineSettings:
     """The job's settings: the options over the model card's defaults, checked once."""
     from betterdepth_cli.conditioner_registry import check_conditioner_name
@@ -114,6 +120,14 @@ def _settings(options: dict[str, Any], info: Say) -> RefineSettings:
     tiles = _tile_settings(options.get("tile"))
     if refine and card.get("classical"):
         _classical_notes(card, options, info)
+        tiles = {}
+    if not refine:
+        from betterdepth_cli.core.settings import not_applied_note
+
+        note = not_applied_note("--no-refine writes the conditioner's map alone",
+                                **{k: options.get(k) for k in SAMPLING_OPTIONS})
+        if note:
+            info(note)
         tiles = {}
     if tiles.get("tile"):  # tiles work at the plate's own scale: the record says so, a rerun of it agrees
         from betterdepth_cli.core.tiling import tile_resolution_note
@@ -145,8 +159,7 @@ def _classical_notes(card: dict, options: dict[str, Any], info: Say) -> None:
     if "uncertainty" in options["format"]:
         raise UsageError("`--format uncertainty`: the guided filter (--model guided) is one deterministic filter, "
                          "with no ensemble members to spread; the diffusion refiner (the default --model) writes one")
-    note = classical_ignores(card, **{k: options.get(k) for k in ("steps", "ensemble", "reduction", "processing_res",
-                                                                   "tile")})
+    note = classical_ignores(card, **{k: options.get(k) for k in SAMPLING_OPTIONS})
     if note:
         info(note)
 
@@ -241,6 +254,12 @@ def prepare(options: dict[str, Any], *, info: Say, error: Say) -> RefineJob | No
     shard = parse_shard(options["shard"]) if options.get("shard") else None
     sources, failures = _discover(options, settings.continue_on_error, error)
     found, rank = len(sources), rank_info()  # under torchrun / accelerate launch: this rank's share
+    if not any(getattr(s, "is_shot", False) for s in sources):
+        from betterdepth_cli.core.settings import not_applied_note
+
+        note = not_applied_note("no video or image sequence among the inputs", **{k: options.get(k) for k in SHOT_OPTIONS})
+        if note:
+            info(note)
     sources = take_share(sources, shard, rank)
     failures += _missing_frames(sources, bool(options.get("allow_missing")), settings.continue_on_error, info, error)
     if not sources:
