@@ -101,7 +101,7 @@ def _absolute_input(spec: str) -> str:
 #: The options a diffusion refiner uses and the guided filter and the conditioner alone do not.
 SAMPLING_OPTIONS = ("steps", "ensemble", "reduction", "processing_res", "tile")
 #: The options that apply to videos and image sequences only.
-SHOT_OPTIONS = ("frames", "preview_video", "per_frame")
+SHOT_OPTIONS = ("frames", "allow_missing", "preview_video", "per_frame")
 
 
 def _settings(options: dict[str, Any], info: Say) -> RefineSettings:
