@@ -157,7 +157,7 @@ class EvalResult:
     seconds_per_image: dict[str, float]
     versions: dict[str, str]
     wall_seconds: float
-    notes: list[str] = field(default_factory=list)  # one-line warnings: options not applied, scored samples (degenerate fits)
+    notes: list[str] = field(default_factory=list)  # one-line warnings: options not applied, degenerate fits
 
     @property
     def variants(self) -> tuple[str, ...]:

@@ -257,7 +257,8 @@ def prepare(options: dict[str, Any], *, info: Say, error: Say) -> RefineJob | No
     if not any(getattr(s, "is_shot", False) for s in sources):
         from betterdepth_cli.core.settings import not_applied_note
 
-        note = not_applied_note("no video or image sequence among the inputs", **{k: options.get(k) for k in SHOT_OPTIONS})
+        note = not_applied_note("no video or image sequence among the inputs",
+                                **{k: options.get(k) for k in SHOT_OPTIONS})
         if note:
             info(note)
     sources = take_share(sources, shard, rank)
