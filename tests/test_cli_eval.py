@@ -356,3 +356,14 @@ def test_the_guided_filter_warns_that_steps_do_not_apply_and_records_its_own(tmp
             "without sampling or tiles; not applied: --steps, --ensemble") in res.stderr
     data = json.loads((tmp_path / "r.json").read_text())
     assert (data["config"]["steps"], data["settings"]["steps"], data["settings"]["ensemble"]) == (3, 1, 1)
+
+
+def test_no_refine_warns_that_the_sampling_options_do_not_apply(tmp_path, tiny_dpt_dir):
+    make_nyu(tmp_path / "nyu", 1)
+    res = run("--dataset", "nyuv2", "--data-root", tmp_path / "nyu", "--conditioner", f"hf:{tiny_dpt_dir}",
+              "--no-refine", "--ensemble", "3", "-o", tmp_path / "r.json")
+    assert res.exit_code == 0, res.stderr
+    assert ("eval: warning: --no-refine scores the conditioner's map alone; not applied: --ensemble"
+            in res.stderr)
+    assert json.loads((tmp_path / "r.json").read_text())["notes"] == [
+        "--no-refine scores the conditioner's map alone; not applied: --ensemble"]

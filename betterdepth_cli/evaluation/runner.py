@@ -394,7 +394,7 @@ def _load_models(config: EvalConfig) -> _Models:
     from betterdepth_cli.conditioner_registry import get_conditioner
     from betterdepth_cli.core.devices import torch_dtype
     from betterdepth_cli.core.refiner import load_model
-    from betterdepth_cli.core.settings import card_defaults, classical_ignores, resolve_settings
+    from betterdepth_cli.core.settings import card_defaults, classical_ignores, not_applied_note, resolve_settings
 
     dtype = torch_dtype(config.dtype)
     model = load_model(config.model, device=config.device, dtype=dtype) if config.refine else None
@@ -402,18 +402,17 @@ def _load_models(config: EvalConfig) -> _Models:
     conditioner = get_conditioner(spec, device=config.device, dtype=dtype)
     settings: dict[str, Any] = {"conditioner": spec}
     record: dict[str, Any] = {"model": None}
-    notes: list[str] = []
+    asked = {"steps": config.steps, "ensemble": config.ensemble, "reduction": config.reduction,
+             "processing_res": config.processing_res}
+    note = None if config.refine else not_applied_note("--no-refine scores the conditioner's map alone", **asked)
     if model is not None:
-        asked = {"steps": config.steps, "ensemble": config.ensemble, "reduction": config.reduction,
-                 "processing_res": config.processing_res}
         run = resolve_settings(model.card, **asked)
         settings.update({k: v for k, v in run.as_dict().items() if k != "max_processing_res"})
         from betterdepth_cli.core.model_names import model_record
 
         record = model_record(config.model)
         note = classical_ignores(model.card, **asked)
-        notes = [note[len("note: "):]] if note else []
-    return _Models(conditioner, model, spec, settings, record, notes)
+    return _Models(conditioner, model, spec, settings, record, [note[len("note: "):]] if note else [])
 
 
 def _save_root(config: EvalConfig) -> Path | None:
