@@ -305,17 +305,23 @@ def check_pixels(path: Path, width: int, height: int, max_pixels: int | None = N
         )
 
 
+def _format_and_size(path: Path) -> tuple[str, tuple[int, int] | None]:
+    """An image file's format from its signature and its (width, height) from its header (None when the
+    header cannot say); InputDataError for an unsupported extension or content that is no image."""
+    check_extension(path, IMAGE_EXTENSIONS)
+    head = read_head(path, 24)  # the signature, and a PNG's IHDR size
+    fmt = sniff_format(head)
+    if fmt is None:
+        raise InputDataError(f"{path}: not an image (unrecognised file content)")
+    return fmt, header_size(path, fmt, head)
+
+
 def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) of an image file as :func:`read_image` would return it (EXIF orientation
     applied), from its header where the header says, else by decoding it; InputDataError naming the
     file when it is not a readable image."""
     path = Path(path)
-    check_extension(path, IMAGE_EXTENSIONS)
-    head = read_head(path, 24)
-    fmt = sniff_format(head)
-    if fmt is None:
-        raise InputDataError(f"{path}: not an image (unrecognised file content)")
-    size = header_size(path, fmt, head)
+    fmt, size = _format_and_size(path)
     if size is None or min(size) < 1:
         h, w = read_image(path).shape[:2]
         return w, h
@@ -328,12 +334,7 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
     ``max_pixels``: refuse larger images from their header (default :func:`pixel_limit`).
     """
     path = Path(path)
-    check_extension(path, IMAGE_EXTENSIONS)
-    head = read_head(path, 24)  # the signature, and a PNG's IHDR size
-    fmt = sniff_format(head)
-    if fmt is None:
-        raise InputDataError(f"{path}: not an image (unrecognised file content)")
-    size = header_size(path, fmt, head)
+    fmt, size = _format_and_size(path)
     if size is not None:
         if min(size) < 1:
             raise InputDataError(f"{path}: corrupt image header ({size[0]} x {size[1]} pixels)")
