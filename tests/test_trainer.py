@@ -487,6 +487,22 @@ def test_cli_train_end_to_end(tiny_dpt_dir, scenes, tmp_path):
     assert missing.exit_code == 64 and "file not found" in missing.output
 
 
+def test_cli_train_says_the_patch_masks_settings_do_not_apply_without_it(tiny_dpt_dir, scenes, tmp_path):
+    from typer.testing import CliRunner
+
+    from betterdepth_cli.cli.app import app
+
+    recipe = tmp_path / "r.toml"
+    raw = tiny_recipe(tiny_dpt_dir, scenes, tmp_path / "cache", validation={"holdout": 0, "every": 0})
+    recipe.write_text(dump_recipe(recipe_from_dict(raw)))
+    res = CliRunner().invoke(app, ["train", "--recipe", str(recipe), "--output", str(tmp_path / "run"), "--max-steps",
+                                   "1", "--no-patch-mask", "--eta", "0.3", "--set", "train.batch_size=1"])
+    assert res.exit_code == 0, res.output
+    assert ("note: the patch mask is off (--no-patch-mask or the recipe); not applied: --eta"
+            in res.stderr.splitlines())
+    assert load_recipe(tmp_path / "run" / "config.toml").objective.eta == 0.3  # recorded as asked
+
+
 # --------------------------------------------------------------------------- distributed
 
 

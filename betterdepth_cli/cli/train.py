@@ -83,6 +83,13 @@ def train(
     base = load_recipe(recipe, overrides)  # checks the file and --set
     cfg = recipe_from_dict(apply_overrides(base.to_dict(), flags, where="flag"), where=str(recipe)) if flags else base
     out = output or Path(cfg.output or Path("runs") / cfg.name)
+    if not cfg.objective.patch_mask:
+        from betterdepth_cli.core.settings import not_applied_note
+
+        note = not_applied_note("the patch mask is off (--no-patch-mask or the recipe)", patch_size=patch_size,
+                                eta=eta)
+        if note:
+            typer.echo(note, err=True)
 
     from training.trainer import train as run_training
 
