@@ -56,9 +56,9 @@ def load_rgb(path: str | Path, width: int, height: int) -> np.ndarray:
     from betterdepth_cli.io.images import read_image
 
     p = Path(path)
-    check_source_image(p, width, height)
     img = read_image(p)  # (h,w,3) float32 in [0,1]
     h, w = img.shape[:2]
+    _check_aspect(p, (w, h), width, height)
     if (w, h) != (width, height):
         import cv2
 
@@ -71,13 +71,15 @@ def check_source_image(path: str | Path, width: int, height: int) -> None:
     ``height`` map (within 1 %): the photo the map was made from, whose EXIF and colours export uses."""
     from betterdepth_cli.io.images import read_image_size
 
-    w, h = read_image_size(path)
-    if _aspect_differs((w, h), (width, height)):
+    _check_aspect(path, read_image_size(path), width, height)
+
+
+def _check_aspect(path: str | Path, size: tuple[int, int], width: int, height: int) -> None:
+    """InputDataError naming ``path`` when an image of ``size`` (w, h) is not of a ``width`` x ``height``
+    map's aspect (within 1 %)."""
+    w, h = size
+    if abs(w / h - width / height) > 0.01 * (width / height):
         raise InputDataError(f"{path}: the image is {w}x{h}, the depth map {width}x{height} (different aspect)")
-
-
-def _aspect_differs(a: tuple[int, int], b: tuple[int, int]) -> bool:
-    return abs(a[0] / a[1] - b[0] / b[1]) > 0.01 * (b[0] / b[1])
 
 
 # --------------------------------------------------------------------------- writing
