@@ -313,7 +313,8 @@ class BetterDepthPipeline:
     def _record(self, chosen: dict[str, Any], seed: int | None) -> dict[str, Any]:
         """The settings a sidecar records for a call, as ``refine``'s (``jobs.settings.RefineSettings``)
         with the same flags; ``seed`` None: the caller's own generators (no seed to record)."""
-        from betterdepth_cli.core.settings import check_seed, classical_ignores, deterministic_ensemble_note
+        from betterdepth_cli.core.settings import (check_seed, classical_ignores, deterministic_ensemble_note,
+                                                   one_member_note)
         from betterdepth_cli.jobs.settings import RefineSettings
 
         if seed is not None:
@@ -321,8 +322,10 @@ class BetterDepthPipeline:
         run = self.settings(**chosen)
         card = getattr(self.model, "card", {})
         note = None
-        if self._samples() and card.get("zero_noise"):
-            note = deterministic_ensemble_note(chosen.get("ensemble"))
+        if self._samples():
+            if card.get("zero_noise"):
+                note = deterministic_ensemble_note(chosen.get("ensemble"))
+            note = note or one_member_note(card, chosen.get("reduction"), run.ensemble)
         elif self.model is not None:  # the guided filter: the sampling settings do not apply
             note = classical_ignores(card, **{k: v for k, v in chosen.items() if v})
         if note:

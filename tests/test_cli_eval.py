@@ -358,6 +358,16 @@ def test_the_guided_filter_warns_that_steps_do_not_apply_and_records_its_own(tmp
     assert (data["config"]["steps"], data["settings"]["steps"], data["settings"]["ensemble"]) == (3, 1, 1)
 
 
+def test_reduction_with_one_member_warns(tmp_path, tiny_dpt_dir, tiny_model_dir):
+    make_nyu(tmp_path / "nyu", 1)
+    res = run("--dataset", "nyuv2", "--data-root", tmp_path / "nyu", "--conditioner", f"hf:{tiny_dpt_dir}",
+              "--model", tiny_model_dir, "--ensemble", "1", "--reduction", "median", "-o", tmp_path / "r.json")
+    assert res.exit_code == 0, res.stderr
+    assert "eval: warning: one ensemble member, nothing to combine; not applied: --reduction" in res.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["notes"] == [
+        "one ensemble member, nothing to combine; not applied: --reduction"]
+
+
 def test_no_refine_warns_that_the_sampling_options_do_not_apply(tmp_path, tiny_dpt_dir):
     make_nyu(tmp_path / "nyu", 1)
     res = run("--dataset", "nyuv2", "--data-root", tmp_path / "nyu", "--conditioner", f"hf:{tiny_dpt_dir}",

@@ -121,6 +121,20 @@ def test_options_a_run_does_not_use_are_named_once(tmp_path, tiny_dpt_dir):
     assert not list((tmp_path / "asked").glob("*.mp4"))
 
 
+def test_reduction_with_one_member_is_named_and_changes_nothing(tmp_path, models):
+    """One ensemble member has nothing to combine: --reduction median gets one note, the same map."""
+    img = _write_png(tmp_path / "a.png", 32, 48)
+    base = [img, *models, "--ensemble", "1", "--format", "npy"]
+    plain = refine([*base, "-o", tmp_path / "plain", "-q"])
+    asked = refine([*base, "-o", tmp_path / "asked", "--reduction", "median"])
+    assert plain.exit_code == 0 and asked.exit_code == 0, asked.stderr
+    assert [line for line in asked.stderr.splitlines() if line.startswith("note:")] == [
+        "note: one ensemble member, nothing to combine; not applied: --reduction"]
+    np.testing.assert_array_equal(np.load(tmp_path / "asked" / "a.npy"), np.load(tmp_path / "plain" / "a.npy"))
+    two = refine([img, *models, "--ensemble", "2", "--format", "npy", "-o", tmp_path / "two", "--reduction", "median"])
+    assert two.exit_code == 0 and "nothing to combine" not in two.stderr
+
+
 def test_every_output_format(tmp_path, models):
     import cv2
 

@@ -122,6 +122,19 @@ def test_settings_come_from_the_card_and_are_checked_once(pipe):
         pipe(_images(1), processing_res=-1)
 
 
+def test_reduction_with_one_member_warns_and_changes_nothing(pipe):
+    import warnings
+
+    img = _images(1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asked = pipe(img, ensemble=1, reduction="median", seed=0)
+        plain = pipe(img, ensemble=1, seed=0)
+    said = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    assert said == ["one ensemble member, nothing to combine; not applied: reduction"]
+    np.testing.assert_array_equal(asked.depth_np, plain.depth_np)
+
+
 def test_readme_library_example_pil_in_png16_out(tmp_path):
     """The README's library example, run as written (embedded model, builtin conditioner)."""
     from PIL import Image

@@ -140,6 +140,14 @@ def classical_ignores(card: Mapping | None, **asked: Any) -> str | None:
                             "without sampling or tiles", **asked)
 
 
+def one_member_note(card: Mapping | None, reduction: Any, members: int) -> str | None:
+    """The note for a user who gave ``--reduction`` to a diffusion refiner that runs one ensemble member
+    (nothing to combine); None otherwise (a classical card's note already names it)."""
+    if reduction is None or members != 1 or (card or {}).get("classical"):
+        return None
+    return not_applied_note("one ensemble member, nothing to combine", reduction=reduction)
+
+
 def resolve_settings(
     card: Mapping | None = None,
     *,

@@ -394,7 +394,8 @@ def _load_models(config: EvalConfig) -> _Models:
     from betterdepth_cli.conditioner_registry import get_conditioner
     from betterdepth_cli.core.devices import torch_dtype
     from betterdepth_cli.core.refiner import load_model
-    from betterdepth_cli.core.settings import card_defaults, classical_ignores, not_applied_note, resolve_settings
+    from betterdepth_cli.core.settings import (card_defaults, classical_ignores, not_applied_note, one_member_note,
+                                               resolve_settings)
 
     dtype = torch_dtype(config.dtype)
     model = load_model(config.model, device=config.device, dtype=dtype) if config.refine else None
@@ -411,7 +412,7 @@ def _load_models(config: EvalConfig) -> _Models:
         from betterdepth_cli.core.model_names import model_record
 
         record = model_record(config.model)
-        note = classical_ignores(model.card, **asked)
+        note = classical_ignores(model.card, **asked) or one_member_note(model.card, config.reduction, run.ensemble)
     return _Models(conditioner, model, spec, settings, record, [note[len("note: "):]] if note else [])
 
 

@@ -121,6 +121,12 @@ def _settings(options: dict[str, Any], info: Say) -> RefineSettings:
     if refine and card.get("classical"):
         _classical_notes(card, options, info)
         tiles = {}
+    elif refine:
+        from betterdepth_cli.core.settings import one_member_note
+
+        note = one_member_note(card, options.get("reduction"), run.ensemble)
+        if note:
+            info(note)
     if not refine:
         from betterdepth_cli.core.settings import not_applied_note
 
