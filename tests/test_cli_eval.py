@@ -368,6 +368,24 @@ def test_reduction_with_one_member_warns(tmp_path, tiny_dpt_dir, tiny_model_dir)
         "one ensemble member, nothing to combine; not applied: --reduction"]
 
 
+def test_a_deterministic_model_warns_of_members_and_seed_as_refine_notes(tmp_path, tiny_dpt_dir):
+    """The embedded model starts from zero noise: --ensemble 5 runs 2, --seed changes nothing; both said."""
+    make_nyu(tmp_path / "nyu", 1)
+    base = ["--dataset", "nyuv2", "--data-root", tmp_path / "nyu", "--conditioner", f"hf:{tiny_dpt_dir}",
+            "--metrics", "abs_rel"]
+    res = run(*base, "--ensemble", "5", "-o", tmp_path / "r.json")
+    assert res.exit_code == 0, res.stderr
+    assert ("eval: warning: this model is deterministic (zero-noise start): --ensemble 5 would repeat its 2 members"
+            in res.stderr)
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert (data["config"]["ensemble"], data["settings"]["ensemble"], data["settings"]["seed"]) == (5, 2, 0)
+    seeded = run(*base, "--seed", "3", "-o", tmp_path / "s.json")
+    assert "eval: warning: this model is deterministic (zero-noise start): --seed has no effect" in seeded.stderr
+    assert json.loads((tmp_path / "s.json").read_text())["settings"]["seed"] == 3
+    plain = run(*base, "-o", tmp_path / "p.json")
+    assert plain.exit_code == 0 and "warning" not in plain.stderr and "--seed" not in plain.stderr
+
+
 def test_no_refine_warns_that_the_sampling_options_do_not_apply(tmp_path, tiny_dpt_dir):
     make_nyu(tmp_path / "nyu", 1)
     res = run("--dataset", "nyuv2", "--data-root", tmp_path / "nyu", "--conditioner", f"hf:{tiny_dpt_dir}",

@@ -532,6 +532,13 @@ def test_deterministic_model_runs_at_most_two_members_and_says_so_and_builtin_no
     res = refine([img, "-o", tmp_path / "v", "--format", "uncertainty", "--ensemble", "2"])  # the two members' spread
     assert res.exit_code == 0, res.stderr
     assert (tmp_path / "v" / "a_uncertainty.exr").is_file()
+    assert "--seed" not in res.stderr  # not given: nothing to say
+    seeded = refine([img, "-o", tmp_path / "s", "--format", "npy", "--seed", "7"])
+    plain = refine([img, "-o", tmp_path / "p", "--format", "npy"])
+    assert seeded.exit_code == 0 and plain.exit_code == 0, seeded.stderr
+    assert "note: this model is deterministic (zero-noise start): --seed has no effect" in seeded.stderr
+    assert "--seed" not in plain.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "s" / "a.npy"), np.load(tmp_path / "p" / "a.npy"))
 
 
 @pytest.mark.parametrize("command", ["", "refine", "train", "synth", "eval", "export-ply", "info"])

@@ -228,7 +228,7 @@ def _options(flags: dict, config: Path | None) -> dict:
 
         cfg = config_relative_paths(cfg, config, ("data_root", "split_file", "save_predictions", "output", "csv"))
     defaults = {
-        "no_refine": False, "compare": False, "seed": 0, "device": "auto", "dtype": "fp32", "batch_size": 1,
+        "no_refine": False, "compare": False, "seed": None, "device": "auto", "dtype": "fp32", "batch_size": 1,
         "alignment": "auto", "metrics": list(M.ALL_METRICS), "edge_threshold": M.EDGE_THRESHOLD,
         "edge_tolerance": M.EDGE_TOLERANCE, "canny_sigma": M.CANNY_SIGMA, "canny_low": M.CANNY_LOW,
         "canny_high": M.CANNY_HIGH, "dbe_max_dist": M.DBE_MAX_DIST,
@@ -284,7 +284,7 @@ def _eval_config(o: dict):
         limit=o.get("limit"), dataset_options=_parse_dataset_options(list(o.get("dataset_option") or [])),
         conditioner=o.get("conditioner"), model=o.get("model"), refine=not o["no_refine"], compare=o["compare"],
         steps=o.get("steps"), ensemble=o.get("ensemble"), reduction=o.get("reduction"),
-        processing_res=o.get("processing_res"), seed=int(o["seed"]), device=dev, dtype=dt,
+        processing_res=o.get("processing_res"), seed=optional("seed", int), device=dev, dtype=dt,
         batch_size=int(o["batch_size"]), alignment=o["alignment"], metrics=tuple(split_list(o["metrics"], "--metrics")),
         canny_sigma=float(o["canny_sigma"]), canny_low=float(o["canny_low"]), canny_high=float(o["canny_high"]),
         dbe_max_dist=float(o["dbe_max_dist"]), edge_threshold=float(o["edge_threshold"]),

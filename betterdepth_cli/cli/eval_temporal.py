@@ -25,7 +25,7 @@ def eval_sequences(o: dict, device: str, dtype: str, out_json: Path | None, quie
         dataset=o["dataset"], data_root=str(o["data_root"]), dataset_options=dataset_options,
         conditioner=o.get("conditioner"), model=o.get("model"), refine=not o["no_refine"], steps=o.get("steps"),
         ensemble=o.get("ensemble"), reduction=o.get("reduction"), processing_res=o.get("processing_res"),
-        seed=int(o["seed"]), device=device, dtype=dtype, batch_size=int(o["batch_size"]),
+        seed=int(o["seed"] or 0), device=device, dtype=dtype, batch_size=int(o["batch_size"]),
     )
 
     def progress(done: int, total: int, clip: str) -> None:

@@ -114,11 +114,11 @@ def check_seed(seed: Any) -> int:
 DETERMINISTIC_MEMBERS = 2
 
 
-def deterministic_ensemble_note(asked: Any) -> str | None:
+def deterministic_ensemble_note(asked: Any, seed: Any = None) -> str | None:
     """What to tell a user who asked a zero-noise model (its card's ``zero_noise``) for ``asked`` members
-    (None when not more than it runs)."""
+    and gave ``seed`` (None: not given); None when neither matters (not more members than it runs, no seed)."""
     if asked is None or int(asked) <= DETERMINISTIC_MEMBERS:
-        return None
+        return None if seed is None else "note: this model is deterministic (zero-noise start): --seed has no effect"
     return (f"note: this model is deterministic (zero-noise start): --ensemble {asked} would repeat its "
             f"{DETERMINISTIC_MEMBERS} members (the photo and its mirror image); running {DETERMINISTIC_MEMBERS} "
             "(--seed has no effect either)")

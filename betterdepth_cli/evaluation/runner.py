@@ -86,7 +86,7 @@ class EvalConfig:
     ensemble: int | None = None
     reduction: str | None = None
     processing_res: int | None = None
-    seed: int = 0
+    seed: int | None = None  # None: 0, not given (a deterministic model then has no seed to warn about)
     device: str = "cpu"
     dtype: str = "fp32"
     batch_size: int = 1
@@ -121,7 +121,8 @@ class EvalConfig:
     def validate(self) -> None:
         from betterdepth_cli.core.settings import check_seed
 
-        check_seed(self.seed)
+        if self.seed is not None:
+            check_seed(self.seed)
         if self.compare and not self.refine:
             raise UsageError("`--compare` scores the conditioner and the refined output: it needs a refiner, not --no-refine")
         if self.batch_size < 1:
@@ -412,8 +413,19 @@ def _load_models(config: EvalConfig) -> _Models:
         from betterdepth_cli.core.model_names import model_record
 
         record = model_record(config.model)
-        note = classical_ignores(model.card, **asked) or one_member_note(model.card, config.reduction, run.ensemble)
+        note = (classical_ignores(model.card, **asked) or one_member_note(model.card, config.reduction, run.ensemble)
+                or _deterministic_note(model.card, config))
     return _Models(conditioner, model, spec, settings, record, [note[len("note: "):]] if note else [])
+
+
+def _deterministic_note(card: dict, config: EvalConfig) -> str | None:
+    """A zero-noise model (its card's ``zero_noise``) runs at most two members whatever the seed: what
+    ``refine`` notes, for the members asked and the seed given."""
+    from betterdepth_cli.core.settings import deterministic_ensemble_note
+
+    if not card.get("zero_noise") or card.get("classical"):
+        return None
+    return deterministic_ensemble_note(config.ensemble, config.seed)
 
 
 def _save_root(config: EvalConfig) -> Path | None:
@@ -470,7 +482,7 @@ def _infer(batch: list[Sample], models: _Models, config: EvalConfig, variants: t
     from betterdepth_cli.core.tiled import refine_images
 
     chosen = {k: models.settings.get(k) for k in ("steps", "ensemble", "reduction", "processing_res")}
-    keys, gens = [s.id for s in batch], seeded_generators(config.seed, len(batch))  # like `refine`: per image
+    keys, gens = [s.id for s in batch], seeded_generators(config.seed or 0, len(batch))  # like `refine`: per image
     res = refine_images([s.rgb for s in batch], model=models.model, conditioner=models.conditioner, keys=keys,
                         generator=gens, **chosen)  # plates above the card's tile_above in tiles, as `refine` does
     outputs = {"refined": res.refined.detach().float().cpu().numpy()[:, 0],
@@ -626,7 +638,7 @@ def _result(config: EvalConfig, dataset: DatasetLoader, models: _Models, scorer:
     described = {**dataset.describe(), "samples": scorer.done, "incomplete": skipped}
     return EvalResult(
         config=config, dataset=described, conditioner=cond_info, model=model_info,
-        settings={**models.settings, "seed": config.seed, "device": str(config.device), "dtype": config.dtype,
+        settings={**models.settings, "seed": config.seed or 0, "device": str(config.device), "dtype": config.dtype,
                   "batch_size": config.batch_size},
         rows=scorer.rows, means=means, counts=counts,
         seconds_per_image={k: v / max(scorer.done, 1) for k, v in scorer.stage_sums.items()},
@@ -642,7 +654,7 @@ def _save_sample(root: Path, sample: Sample, maps: dict, valid, res, index: int,
         _save_prediction(root, variant, sample.id, values, valid, {
             "kind": res.kind, "metric": bool(res.metric), "variant": variant, "sample": sample.id,
             "conditioner": models.spec, **models.record,
-            **{k: v for k, v in models.settings.items() if k != "conditioner"}, "seed": config.seed,
+            **{k: v for k, v in models.settings.items() if k != "conditioner"}, "seed": config.seed or 0,
             **(res.route(index) if variant == "refined" else {}),
             "note": "raw prediction at the image's size, before alignment",
         })

@@ -38,9 +38,10 @@ BUILTIN_NOTICE = ("note: the builtin conditioner is a small offline model traine
                   "--conditioner depth-anything-v2-large (downloaded once, then offline).")
 
 
-#: The defaults of ``betterdepth refine``'s flags that the job reads (the CLI's too).
+#: The defaults of ``betterdepth refine``'s flags that the job reads (the CLI's too); ``seed`` None: 0,
+#: not given (a deterministic model's run names a given one as of no effect).
 DEFAULT_OPTIONS: dict[str, Any] = {
-    "seed": 0, "device": "auto", "dtype": "fp32", "batch_size": 1, "no_refine": False, "format": ["png16"],
+    "seed": None, "device": "auto", "dtype": "fp32", "batch_size": 1, "no_refine": False, "format": ["png16"],
     "overwrite": False, "continue_on_error": False, "recursive": False, "preview_video": False, "quiet": False,
     "per_frame": False,
 }  # fmt: skip
@@ -143,14 +144,14 @@ def _settings(options: dict[str, Any], info: Say) -> RefineSettings:
             info(note)
         run = replace(run, processing_res=0)
     if refine and card.get("zero_noise") and not card.get("classical"):
-        _deterministic_model_notes(options.get("ensemble"), run.ensemble, options["format"], info)
+        _deterministic_model_notes(options.get("ensemble"), run.ensemble, options["format"], info, options.get("seed"))
     if conditioner == "builtin":
         info(BUILTIN_NOTICE)
     return RefineSettings(
         out_dir=Path(options["output"]).expanduser(), formats=tuple(options["format"]), conditioner=conditioner,
         model=model_record_name(options.get("model")), model_card=card_digest(card) if refine else None, refine=refine,
         steps=run.steps, ensemble=run.ensemble,
-        reduction=run.reduction, processing_res=run.processing_res, seed=int(options["seed"]),
+        reduction=run.reduction, processing_res=run.processing_res, seed=int(options["seed"] or 0),
         batch_size=int(options["batch_size"]), overwrite=bool(options["overwrite"]),
         continue_on_error=bool(options["continue_on_error"]), preview_video=bool(options["preview_video"]),
         per_frame=bool(options.get("per_frame")), **tiles,
@@ -183,17 +184,17 @@ def _tile_settings(spec) -> dict:
     return {"tile": size, "tile_overlap": overlap}
 
 
-def _deterministic_model_notes(asked: int | None, members: int, formats, info: Say) -> None:
+def _deterministic_model_notes(asked: int | None, members: int, formats, info: Say, seed: int | None = None) -> None:
     """A model that starts from zero noise (its card's ``zero_noise``) gives one result per input whatever
     the seed: its ensemble members are the photo and its mirror image, at most two (resolve_settings).
-    Say so when more were asked; an uncertainty map needs the two (the spread between them)."""
+    Say so when more were asked or a seed was given; an uncertainty map needs the two (the spread between them)."""
     from betterdepth_cli.core.settings import deterministic_ensemble_note
 
     if "uncertainty" in formats and members < 2:
         raise UsageError("`--format uncertainty`: this model is deterministic (zero-noise start, its card's "
                          "zero_noise) and runs one member here, so there is no spread; use --ensemble 2 "
                          "(the photo and its mirror image)")
-    note = deterministic_ensemble_note(asked)
+    note = deterministic_ensemble_note(asked, seed)
     if note:
         info(note)
 
