@@ -84,6 +84,15 @@ def test_default_output_next_to_the_map_and_stride(tmp_path):
     assert len(pts) == (H // 2) * (W // 2)
 
 
+def test_output_folder_that_is_a_file_exit_73(tmp_path):
+    src = plane_map(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    res = run(src, "-o", tmp_path / "afile")  # no suffix: a folder for img.ply
+    assert res.exit_code == 73
+    assert res.stderr == f"betterdepth: error: {tmp_path / 'afile'}: a file, not a folder (where img.ply would go)\n"
+    assert (tmp_path / "afile").read_text() == "x"
+
+
 def test_png_without_sidecar(tmp_path):
     src = plane_map(tmp_path, "nosc")
     (tmp_path / "nosc.json").unlink()

@@ -112,6 +112,8 @@ def write_geometry(path: str | Path, geom: Geometry, *, stale_before: float | No
     mesh = geom.triangles is not None
     output_kind(out, mesh)
     data = _o3d_geometry(geom)
+    if out.parent.exists() and not out.parent.is_dir():
+        raise OutputError(f"{out.parent}: a file, not a folder (where {out.name} would go)")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(out, _STARTED if stale_before is None else stale_before)

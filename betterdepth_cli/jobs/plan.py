@@ -341,6 +341,8 @@ def remove_stale_temps(plan: Plan, before: float) -> int:
 def check_output_dir(out_dir: Path) -> None:
     """Create the output folder and prove it is writable (OutputError, exit 73, otherwise)."""
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir}: a file, not a folder (the output is a folder of results)")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".betterdepth-probe-", dir=out_dir)
