@@ -170,7 +170,8 @@ def test_output_not_writable_exit_73(tmp_path, models):
     assert res.exit_code == 73 and "afile" in _one_line(res)
     res = refine([img, "-o", tmp_path / "afile", *models])  # -o names a file: said so, the file kept
     assert res.exit_code == 73
-    assert _one_line(res) == f"betterdepth: error: {tmp_path / 'afile'}: a file, not a folder (the output is a folder of results)"
+    said = f"betterdepth: error: {tmp_path / 'afile'}: a file, not a folder (the output is a folder of results)"
+    assert _one_line(res) == said
     assert (tmp_path / "afile").read_text() == "x"
 
 
