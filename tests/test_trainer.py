@@ -300,6 +300,23 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(run_a, tmp_path):
         train(other, out, resume=True, log=lambda m: None)
 
 
+def test_the_last_step_is_a_checkpoint_so_a_longer_rerun_continues(run_a, tmp_path):
+    """max_steps 4 with checkpoints every 3: the run also keeps step 4, and the same run asked for 5
+    steps resumes there instead of starting over."""
+    from training.trainer import train
+
+    recipe = run_a[0]
+    short = recipe_from_dict(apply_overrides(recipe.to_dict(), {"train.max_steps": 4, "validation.every": 0}))
+    first = train(short, tmp_path / "out", log=lambda m: None)
+    assert first.step == 4 and [s for s, _ in list_checkpoints(tmp_path / "out")] == [3, 4]
+    longer = recipe_from_dict(apply_overrides(short.to_dict(), {"train.max_steps": 5}))
+    lines: list[str] = []
+    second = train(longer, tmp_path / "out", log=lines.append)  # a rerun with a larger --max-steps
+    assert (second.resumed_from, second.step, len(second.losses)) == (4, 5, 1)
+    assert [s for s, _ in list_checkpoints(tmp_path / "out")] == [3, 4, 5]
+    assert any(line.startswith("resumed from") and line.endswith("(step 4)") for line in lines)
+
+
 def test_final_bundle_loads_and_refines(run_a, tiny_dpt_dir):
     from betterdepth_cli.conditioner_registry import get_conditioner
     from betterdepth_cli.core.pipeline import refine_batch

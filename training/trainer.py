@@ -548,6 +548,8 @@ class Trainer:
             if r.validation.every and self.step % r.validation.every == 0 and self.step < t.max_steps:
                 self.validate()
         del loader
+        if t.checkpoint_every and self.step % t.checkpoint_every and self.step > self.resumed_from:
+            self.save_checkpoint()  # the last step too, so a rerun with a larger --max-steps continues from it
         self.validate()
         self.result.model_path = self.save_model()
         self.result.step = self.step
