@@ -173,9 +173,9 @@ def test_recipe_overrides_round_trip_and_errors(tmp_path):
     path.write_text(dump_recipe(r, "resolved"))
     assert load_recipe(path) == r
     assert parse_value("{n = 8, size = 32}") == {"n": 8, "size": 32} and parse_value("abc") == "abc"
-    with pytest.raises(UsageError, match=r"unknown key \[optim\] 'lrr'"):
-        load_recipe(RECIPES / "tiny-cpu.toml", ["optim.lrr=1"])
-    with pytest.raises(UsageError, match="`train.batch_size` must be an integer"):
+    with pytest.raises(UsageError, match=r"^--set 'optim.lrr': unknown key \[optim\] 'lrr' \(valid: betas, eps, lr, "):
+        load_recipe(RECIPES / "tiny-cpu.toml", ["optim.lrr=1"])  # the override named, not the file
+    with pytest.raises(UsageError, match="tiny-cpu.toml with --set: `train.batch_size` must be an integer"):
         load_recipe(RECIPES / "tiny-cpu.toml", ["train.batch_size=1.5"])
     for key in ("objective.e2e_excursion_weight", "objective.e2e_excursion_radius"):
         with pytest.raises(UsageError, match=f"`{key}` must be"):

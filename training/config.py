@@ -424,6 +424,9 @@ def apply_overrides(data: dict, overrides: dict[str, Any] | list[str] | None, wh
             raise UsageError(
                 f"{where} {key!r}: expected section.key with a section of {', '.join(_SECTION_CLASSES)} (or name, output)"
             )
+        names = {f.name for f in dataclasses.fields(_SECTION_CLASSES[parts[0]])}
+        if parts[1] not in names:
+            raise UsageError(f"{where} {key!r}: unknown key [{parts[0]}] {parts[1]!r} (valid: {', '.join(sorted(names))})")
         out.setdefault(parts[0], {})[parts[1]] = value
     return out
 
@@ -444,8 +447,8 @@ def read_recipe_toml(path: str | os.PathLike) -> tuple[Path, dict]:
 def load_recipe(path: str | os.PathLike, overrides: dict[str, Any] | list[str] | None = None) -> Recipe:
     """Read a recipe TOML, apply overrides, check it. Errors name the file and the key."""
     p, data = read_recipe_toml(path)
-    if overrides:
-        data = apply_overrides(data, overrides)
+    if overrides:  # a bad value may be the file's or an override's: the message says both were read
+        return recipe_from_dict(apply_overrides(data, overrides), where=f"{p} with --set")
     return recipe_from_dict(data, where=str(p))
 
 
