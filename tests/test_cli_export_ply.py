@@ -105,6 +105,24 @@ def test_png_without_sidecar(tmp_path):
     assert not (tmp_path / "x.ply").exists()
 
 
+def test_a_photo_or_a_file_that_is_no_png_says_so_before_the_sidecar(tmp_path):
+    """The likely mistakes, a photo passed for its map and a JPEG named .png: the first reason is named."""
+    import cv2
+
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), np.full((8, 12, 3), 128, np.uint8))
+    res = run(photo, "-o", tmp_path / "x.ply")
+    assert res.exit_code == 65
+    assert res.stderr == (f"betterdepth: error: {photo}: a colour image, not a depth map (refine writes 16-bit "
+                          "grey PNGs with a .json sidecar)\n")
+    jpeg = tmp_path / "named.png"
+    cv2.imwrite(str(tmp_path / "j.jpg"), np.full((8, 12, 3), 128, np.uint8))
+    (tmp_path / "j.jpg").rename(jpeg)
+    res = run(jpeg, "-o", tmp_path / "x.ply")
+    assert res.exit_code == 65 and res.stderr == f"betterdepth: error: {jpeg}: not a PNG (unrecognised file content)\n"
+    assert not (tmp_path / "x.ply").exists()
+
+
 def test_png_without_sidecar_with_assume(tmp_path):
     src = tmp_path / "nosc.png"  # a 16-bit PNG from another tool: raw codes, no sidecar
     codes = (np.arange(H * W).reshape(H, W) * 100 + 100).astype(np.uint16)

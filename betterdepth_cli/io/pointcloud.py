@@ -192,6 +192,24 @@ def _is_old_temp_of(entry: os.DirEntry, out: Path) -> bool:
 # --------------------------------------------------------------------------- one file, end to end
 
 
+#: PNG colour types (the IHDR byte after the bit depth) of colour images: RGB, palette, RGB + alpha.
+PNG_COLOUR_TYPES = (2, 3, 6)
+
+
+def _check_png_map(path: Path) -> None:
+    """A ``.png`` without its sidecar that is no PNG, or a colour PNG (a photo, not a map), gets the
+    reason that comes first (InputDataError), before the missing sidecar would be named."""
+    from betterdepth_cli.io.files import read_head
+    from betterdepth_cli.io.images import sniff_format
+
+    head = read_head(path, 26)  # signature, IHDR: size, bit depth, colour type
+    if sniff_format(head) != "png":
+        raise InputDataError(f"{path}: not a PNG (unrecognised file content)")
+    if len(head) == 26 and head[25] in PNG_COLOUR_TYPES:
+        raise InputDataError(f"{path}: a colour image, not a depth map (refine writes 16-bit grey PNGs "
+                             "with a .json sidecar)")
+
+
 def load_map(path: str | Path, assume: str | None = None) -> tuple[np.ndarray, dict]:
     """A ``refine`` output (.png + sidecar, .exr, .npy) as (values (H,W) float32, meta).
 
@@ -212,6 +230,7 @@ def load_map(path: str | Path, assume: str | None = None) -> tuple[np.ndarray, d
     if (ext == ".png" and not side.is_file()) or ext not in (".png", ".exr", ".npy"):
         if assume is None:
             if ext == ".png":
+                _check_png_map(p)
                 raise InputDataError(
                     f"{p}: sidecar {side.name} is missing (needed to decode the 16-bit PNG); "
                     "pass --assume disparity|depth to use the raw PNG values"
