@@ -169,89 +169,118 @@ def test_tiled_refine_is_seamless_where_tiles_disagree_by_an_offset():
     assert float(steps.max()) < 4 * float(steps.median())  # and no jump at a hand-over
 
 
-def test_refine_tiles_above_the_cards_size_and_tile_flag(tmp_path, tiny_dpt_dir):
-    import cv2
+def _run_refine(root, tiny_dpt_dir, name: str, *flags: str) -> np.ndarray:
+    """``refine`` of the tiled plate's folder with its model into ``root/name``: the NPY map."""
     from typer.testing import CliRunner
 
     from betterdepth_cli.cli.app import app
 
+    res = CliRunner().invoke(app, ["refine", str(root / "in"), "-o", str(root / name), "--conditioner",
+                                   f"hf:{tiny_dpt_dir}", "--model", str(root / "m"), "-f", "npy", "-q", *flags])
+    assert res.exit_code == 0, res.output
+    return np.load(root / name / "plate.npy")
+
+
+@pytest.fixture(scope="module")
+def tiled_plate(tmp_path_factory, tiny_dpt_dir):
+    """A model whose card tiles above 64 px (tiles 64:16), a 160 x 96 plate in ``in/``, and refine's maps
+    of it: automatic, ``--tile 64:16`` and ``--tile 0`` (in the folders of those names)."""
+    import cv2
+
+    root = tmp_path_factory.mktemp("tiled-plate")
     model = _identity_model(True)
     model.card["defaults"] = {**model.card.get("defaults", {}), "processing_res": 0, "max_processing_res": 64,
                               "tile_above": 64, "tile": 64, "tile_overlap": 16}
-    model.save(tmp_path / "m")
+    model.save(root / "m")
     rng = np.random.default_rng(3)
-    (tmp_path / "in").mkdir()
-    assert cv2.imwrite(str(tmp_path / "in" / "plate.png"), (rng.random((96, 160, 3)) * 255).astype(np.uint8))
+    (root / "in").mkdir()
+    assert cv2.imwrite(str(root / "in" / "plate.png"), (rng.random((96, 160, 3)) * 255).astype(np.uint8))
+    maps = {"auto": _run_refine(root, tiny_dpt_dir, "auto"),
+            "forced": _run_refine(root, tiny_dpt_dir, "forced", "--tile", "64:16"),
+            "whole": _run_refine(root, tiny_dpt_dir, "whole", "--tile", "0")}
+    return root, maps
 
-    def run(name, *flags):
-        res = CliRunner().invoke(app, ["refine", str(tmp_path / "in"), "-o", str(tmp_path / name), "--conditioner",
-                                       f"hf:{tiny_dpt_dir}", "--model", str(tmp_path / "m"), "-f", "npy", "-q", *flags])
-        assert res.exit_code == 0, res.output
-        return np.load(tmp_path / name / "plate.npy")
 
-    def tiles(name):  # how the plate was refined, as its sidecar says (automatic tiles too)
-        return json.loads((tmp_path / name / "plate.json").read_text())["tiles"]
+def test_refine_tiles_above_the_cards_size_and_tile_flag(tiled_plate, tiny_dpt_dir):
+    from typer.testing import CliRunner
 
-    def refined_size(name):  # the size the refiner ran at: the plate's in tiles, else capped by the card
-        return json.loads((tmp_path / name / "plate.json").read_text())["refined_size"]
+    from betterdepth_cli.cli.app import app
 
-    auto, forced, whole = run("auto"), run("forced", "--tile", "64:16"), run("whole", "--tile", "0")
-    assert (tiles("auto"), tiles("forced"), tiles("whole")) == ([64, 16], [64, 16], None)
-    assert (refined_size("auto"), refined_size("whole")) == ([160, 96], [64, 38])  # 96 x 64 / 160 = 38.4
+    root, maps = tiled_plate
+    auto, forced, whole = maps["auto"], maps["forced"], maps["whole"]
+
+    def sidecar(name):  # how the plate was refined, as its sidecar says (automatic tiles too)
+        return json.loads((root / name / "plate.json").read_text())
+
+    assert [sidecar(n)["tiles"] for n in ("auto", "forced", "whole")] == [[64, 16], [64, 16], None]
+    # the size the refiner ran at: the plate's in tiles, else capped by the card (96 x 64 / 160 = 38.4)
+    assert (sidecar("auto")["refined_size"], sidecar("whole")["refined_size"]) == ([160, 96], [64, 38])
     assert auto.shape == whole.shape == (96, 160)
     np.testing.assert_array_equal(auto, forced)  # the card's tiles are the flag's
     assert not np.array_equal(auto, whole)  # 160 px > tile_above: tiled unless --tile 0
-    res = CliRunner().invoke(app, ["refine", str(tmp_path / "in"), "-o", str(tmp_path / "x"), "--tile", "64:40"])
+    res = CliRunner().invoke(app, ["refine", str(root / "in"), "-o", str(root / "x"), "--tile", "64:40"])
     assert res.exit_code == 64 and "overlap" in res.output
     # tiles work at the plate's pixel scale: a resolution beside them is not used, and the run says so
-    res = CliRunner().invoke(app, ["refine", str(tmp_path / "in"), "-o", str(tmp_path / "x"), "--tile", "64:16",
+    res = CliRunner().invoke(app, ["refine", str(root / "in"), "-o", str(root / "x"), "--tile", "64:16",
                                    "--processing-res", "48", "-f", "npy", "--conditioner", f"hf:{tiny_dpt_dir}",
-                                   "--model", str(tmp_path / "m")])
+                                   "--model", str(root / "m")])
     assert res.exit_code == 0 and "processing resolution 48 is not used" in res.output
-    np.testing.assert_array_equal(np.load(tmp_path / "x" / "plate.npy"), forced)
-    assert json.loads((tmp_path / "x" / "plate.json").read_text())["processing_res"] == 0  # what ran
-    rerun = CliRunner().invoke(app, ["refine", "--config", str(tmp_path / "x" / "betterdepth-run.toml")])
+    np.testing.assert_array_equal(np.load(root / "x" / "plate.npy"), forced)
+    assert sidecar("x")["processing_res"] == 0  # what ran
+    rerun = CliRunner().invoke(app, ["refine", "--config", str(root / "x" / "betterdepth-run.toml")])
     assert rerun.exit_code == 0 and "1 skipped" in rerun.output  # its record reruns it
-    assert run("low", "--tile", "0", "--processing-res", "48").shape == (96, 160)  # whole at 48 px
+    assert _run_refine(root, tiny_dpt_dir, "low", "--tile", "0", "--processing-res", "48").shape == (96, 160)
 
-    from PIL import Image  # the library decides as refine does and gives the same maps (PNG opened with PIL)
+
+def test_the_library_tiles_a_plate_as_refine_does(tiled_plate, tiny_dpt_dir):
+    """The library decides as refine does and gives the same maps (the PNG opened with PIL)."""
+    from PIL import Image
 
     from betterdepth_cli import BetterDepthPipeline
     from betterdepth_cli.core.types import UsageError
 
-    pipe = BetterDepthPipeline.from_pretrained(str(tmp_path / "m"), f"hf:{tiny_dpt_dir}")
-    photo = Image.open(tmp_path / "in" / "plate.png")
+    root, maps = tiled_plate
+    pipe = BetterDepthPipeline.from_pretrained(str(root / "m"), f"hf:{tiny_dpt_dir}")
+    photo = Image.open(root / "in" / "plate.png")
     lib_auto = pipe(photo)
-    np.testing.assert_array_equal(lib_auto.depth_np[0], auto)
+    np.testing.assert_array_equal(lib_auto.depth_np[0], maps["auto"])
     assert lib_auto.conditioning.shape == lib_auto.depth.shape == (1, 1, 96, 160)  # the anchor's, at input size
     assert "tile" not in lib_auto.settings  # the card decided, as in refine's sidecar
-    assert lib_auto.routes == [{"cascade": False, "tiles": [64, 16], "refined_size": [160, 96]}] and lib_auto.sidecar()["tiles"] == [64, 16]
+    assert lib_auto.routes == [{"cascade": False, "tiles": [64, 16], "refined_size": [160, 96]}]
+    assert lib_auto.sidecar()["tiles"] == [64, 16]
     lib_whole = pipe(np.asarray(photo), tile=0)
-    np.testing.assert_array_equal(lib_whole.depth_np[0], whole)
+    np.testing.assert_array_equal(lib_whole.depth_np[0], maps["whole"])
     assert lib_whole.settings["tile"] == 0
     two = pipe([photo, np.asarray(photo)], tile="64:16")  # a batch of plates: one by one, each as alone
-    np.testing.assert_array_equal(two.depth_np[0], forced)
-    np.testing.assert_array_equal(two.depth_np[1], forced)
+    np.testing.assert_array_equal(two.depth_np[0], maps["forced"])
+    np.testing.assert_array_equal(two.depth_np[1], maps["forced"])
     assert (two.settings["tile"], two.settings["tile_overlap"]) == (64, 16)
     with pytest.raises(UsageError, match="`tile` overlap"):
         pipe(photo, tile="64:40")
     with pytest.warns(UserWarning, match="processing resolution 48 is not used"):
         beside = pipe(photo, tile="64:16", processing_res=48)
-    np.testing.assert_array_equal(beside.depth_np[0], forced)
+    np.testing.assert_array_equal(beside.depth_np[0], maps["forced"])
     assert beside.settings["processing_res"] == 0
 
-    # and eval refines a plate above tile_above in tiles too: its saved prediction is refine's map
+
+def test_eval_tiles_a_plate_as_refine_does(tiled_plate, tiny_dpt_dir, tmp_path):
+    """eval refines a plate above tile_above in tiles too: its saved prediction is refine's map."""
+    from typer.testing import CliRunner
+
+    from betterdepth_cli.cli.app import app
+
+    root, maps = tiled_plate
     data = tmp_path / "data"
     for sub in ("depth", "rgb"):
         (data / sub).mkdir(parents=True)
-    (data / "rgb" / "plate.png").write_bytes((tmp_path / "in" / "plate.png").read_bytes())
+    (data / "rgb" / "plate.png").write_bytes((root / "in" / "plate.png").read_bytes())
     np.save(data / "depth" / "plate.npy", np.linspace(1.0, 3.0, 96 * 160, dtype=np.float32).reshape(96, 160))
     (data / "dataset.toml").write_text('images = "rgb"\nground_truth = "depth"\nkind = "depth"\nunits = "m"\n')
     res = CliRunner().invoke(app, ["eval", "--dataset", "folder", "--data-root", str(data), "--conditioner",
-                                   f"hf:{tiny_dpt_dir}", "--model", str(tmp_path / "m"), "--save-predictions",
+                                   f"hf:{tiny_dpt_dir}", "--model", str(root / "m"), "--save-predictions",
                                    str(tmp_path / "preds"), "--output", str(tmp_path / "r.json"), "--device", "cpu"])
     assert res.exit_code == 0, res.output
-    np.testing.assert_array_equal(np.load(tmp_path / "preds" / "refined" / "plate.npy"), auto)
+    np.testing.assert_array_equal(np.load(tmp_path / "preds" / "refined" / "plate.npy"), maps["auto"])
     assert json.loads((tmp_path / "preds" / "refined" / "plate.json").read_text())["tiles"] == [64, 16]
 
 
