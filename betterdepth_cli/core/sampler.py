@@ -13,8 +13,8 @@ from typing import Callable
 import torch
 
 from betterdepth_cli.core.align import apply_scale_shift, fit_scale_shift
+from betterdepth_cli.core.settings import REDUCTIONS
 
-REDUCTIONS = ("mean", "median")
 
 #: Stable Diffusion 2's noise schedule with the settings BetterDepth inference uses.
 SCHEDULER_CONFIG = {
