@@ -386,6 +386,15 @@ def test_a_deterministic_model_warns_of_members_and_seed_as_refine_notes(tmp_pat
     assert plain.exit_code == 0 and "warning" not in plain.stderr and "--seed" not in plain.stderr
 
 
+def test_the_change_column_has_its_metrics_precision():
+    from betterdepth_cli.cli.eval import fmt_change
+
+    assert fmt_change("abs_rel", 1.236e-5) == "+0.00"  # percent points, 2 decimals as the AbsRel column
+    assert fmt_change("abs_rel", -0.0123) == "-1.23"
+    assert fmt_change("dbe_acc", -0.5) == "-0.50" and fmt_change("rmse", 0.01234) == "+0.0123"
+    assert fmt_change("edge_f1", float("nan")) == "n/a"
+
+
 def test_no_refine_warns_that_the_sampling_options_do_not_apply(tmp_path, tiny_dpt_dir):
     make_nyu(tmp_path / "nyu", 1)
     res = run("--dataset", "nyuv2", "--data-root", tmp_path / "nyu", "--conditioner", f"hf:{tiny_dpt_dir}",

@@ -69,6 +69,13 @@ def _fmt_metric(name: str, value: float) -> str:
     return f"{value:.2f}" if name.startswith("dbe") else f"{value:.4f}"
 
 
+def fmt_change(name: str, delta: float) -> str:
+    """A change of a metric with its sign, at the precision its column shows (percent metrics in points)."""
+    if delta is None or math.isnan(delta):
+        return "n/a"
+    return ("-" if delta < 0 else "+") + _fmt_metric(name, abs(delta))
+
+
 def _label(name: str) -> str:
     from betterdepth_cli.evaluation.metrics import HIGHER_IS_BETTER, PERCENT_METRICS
 
@@ -97,11 +104,8 @@ def render_table(result, console) -> None:
         cells = [_label(name)] + [_fmt_metric(name, result.means[v][name]) for v in result.variants]
         if imp:
             d, rel = imp[name]["delta"], imp[name]["relative"]
-            from betterdepth_cli.evaluation.metrics import PERCENT_METRICS
-
-            scale = 100 if name in PERCENT_METRICS else 1
             style = "green" if rel > 0 else "red" if rel < 0 else ""
-            cells.append("n/a" if math.isnan(d) else f"{scale * d:+.4g}")
+            cells.append(fmt_change(name, d))
             cells.append("n/a" if math.isnan(rel) else f"[{style}]{100 * rel:+.1f} %[/{style}]" if style else f"{100 * rel:+.1f} %")
         table.add_row(*cells)
     console.print(table)
