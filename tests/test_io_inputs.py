@@ -174,7 +174,7 @@ def shot(tmp_path):
     return folder
 
 
-@pytest.mark.parametrize("token", ["%04d", "####"])
+@pytest.mark.parametrize("token", ["%04d", "####", "$F4"])
 def test_sequence_all_frames_on_disk(shot, token):
     (source,) = bi.discover([str(shot / f"shot.{token}.png")])
     assert source.kind == "sequence" and source.is_shot
@@ -198,6 +198,8 @@ def test_sequence_unpadded_and_missing(shot, tmp_path):
     _img(shot / "plain.10.png")
     (source,) = bi.discover([str(shot / "plain.%d.png")])
     assert [e.frame for e in source.entries()] == [9, 10]
+    (houdini,) = bi.discover([str(shot / "plain.$F.png")])  # Houdini's unpadded token
+    assert [e.frame for e in houdini.entries()] == [9, 10]
     with pytest.raises(NoInputError, match="nope.%04d.png: no frames found"):
         bi.discover([str(shot / "nope.%04d.png")])
 

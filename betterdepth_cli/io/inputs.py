@@ -15,7 +15,7 @@
   lines and lines starting with ``#`` are ignored;
 - ``-``: specs read one per line from the ``stdin`` text stream, relative to the
   current folder;
-- an image sequence ``shot.%04d.png`` / ``shot.####.exr`` (``%d``: no padding):
+- an image sequence ``shot.%04d.png`` / ``shot.####.exr`` / ``shot.$F4.exr`` (``%d``, ``$F``: no padding):
   the frames on disk, or those of ``frames`` (``"1001-1100"``, ``"1001-1100x2"``,
   ``"1,5,10-12"``). Files named ``<name>.<digits>.<ext>`` found in a folder or
   glob are grouped into a sequence the same way (two or more frames).
@@ -60,7 +60,7 @@ from betterdepth_cli.io.sources import (
 from betterdepth_cli.io.video import VIDEO_EXTENSIONS
 
 SUPPORTED_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
-_SEQ_TOKEN = re.compile(r"%0?(\d*)d|#+")
+_SEQ_TOKEN = re.compile(r"%0?(\d*)d|#+|\$F(\d*)")  # printf, Nuke's ####, Houdini's $F4 ($F: no padding)
 _FRAME_NAME = re.compile(r"^(?P<prefix>.+)\.(?P<digits>\d+)$")
 _GLOB_MAGIC = re.compile(r"[*?\[]")
 _EXT_ALIAS = {"jpeg": "jpg", "tiff": "tif"}
@@ -455,13 +455,13 @@ def _sequence(pattern: str, reldir: PurePosixPath, files: dict[int, Path], wante
 
 
 def _sequence_regex(name: str) -> tuple[re.Pattern, int]:
-    """``shot.%04d.png`` / ``shot.####.png`` -> (regex with one digits group, padding)."""
+    """``shot.%04d.png`` / ``shot.####.png`` / ``shot.$F4.png`` -> (regex with one digits group, padding)."""
     tokens = list(_SEQ_TOKEN.finditer(name))
     if len(tokens) != 1:
-        raise UsageError(f"{name}: a sequence pattern needs exactly one %04d or #### frame token")
+        raise UsageError(f"{name}: a sequence pattern needs exactly one %04d, #### or $F4 frame token")
     token = tokens[0]
     text = token.group(0)
-    pad = len(text) if text.startswith("#") else int(token.group(1) or 0)
+    pad = len(text) if text.startswith("#") else int(token.group(1) or token.group(2) or 0)
     regex = re.compile(re.escape(name[: token.start()]) + r"(\d+)" + re.escape(name[token.end():]) + r"$")
     return regex, pad
 
