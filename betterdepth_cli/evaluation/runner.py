@@ -103,6 +103,11 @@ class EvalConfig:
     continue_on_error: bool = False  # skip samples that miss a file (counted in the results) instead of failing
     shard: tuple[int, int] | None = None  # (i, n): score every n-th sample from the (i-1)-th (ranks; evaluation.merge)
 
+    @property
+    def run_seed(self) -> int:
+        """The seed the run uses: the one given, else 0."""
+        return 0 if self.seed is None else self.seed
+
     def variants(self) -> tuple[str, ...]:
         if self.compare:
             return VARIANTS
@@ -482,7 +487,7 @@ def _infer(batch: list[Sample], models: _Models, config: EvalConfig, variants: t
     from betterdepth_cli.core.tiled import refine_images
 
     chosen = {k: models.settings.get(k) for k in ("steps", "ensemble", "reduction", "processing_res")}
-    keys, gens = [s.id for s in batch], seeded_generators(config.seed or 0, len(batch))  # like `refine`: per image
+    keys, gens = [s.id for s in batch], seeded_generators(config.run_seed, len(batch))  # like `refine`: per image
     res = refine_images([s.rgb for s in batch], model=models.model, conditioner=models.conditioner, keys=keys,
                         generator=gens, **chosen)  # plates above the card's tile_above in tiles, as `refine` does
     outputs = {"refined": res.refined.detach().float().cpu().numpy()[:, 0],
@@ -638,7 +643,7 @@ def _result(config: EvalConfig, dataset: DatasetLoader, models: _Models, scorer:
     described = {**dataset.describe(), "samples": scorer.done, "incomplete": skipped}
     return EvalResult(
         config=config, dataset=described, conditioner=cond_info, model=model_info,
-        settings={**models.settings, "seed": config.seed or 0, "device": str(config.device), "dtype": config.dtype,
+        settings={**models.settings, "seed": config.run_seed, "device": str(config.device), "dtype": config.dtype,
                   "batch_size": config.batch_size},
         rows=scorer.rows, means=means, counts=counts,
         seconds_per_image={k: v / max(scorer.done, 1) for k, v in scorer.stage_sums.items()},
@@ -654,7 +659,7 @@ def _save_sample(root: Path, sample: Sample, maps: dict, valid, res, index: int,
         _save_prediction(root, variant, sample.id, values, valid, {
             "kind": res.kind, "metric": bool(res.metric), "variant": variant, "sample": sample.id,
             "conditioner": models.spec, **models.record,
-            **{k: v for k, v in models.settings.items() if k != "conditioner"}, "seed": config.seed or 0,
+            **{k: v for k, v in models.settings.items() if k != "conditioner"}, "seed": config.run_seed,
             **(res.route(index) if variant == "refined" else {}),
             "note": "raw prediction at the image's size, before alignment",
         })
