@@ -313,23 +313,16 @@ class BetterDepthPipeline:
     def _record(self, chosen: dict[str, Any], seed: int | None) -> dict[str, Any]:
         """The settings a sidecar records for a call, as ``refine``'s (``jobs.settings.RefineSettings``)
         with the same flags; ``seed`` None: the caller's own generators (no seed to record)."""
-        from betterdepth_cli.core.settings import (check_seed, classical_ignores, deterministic_ensemble_note,
-                                                   one_member_note)
+        from betterdepth_cli.core.settings import check_seed, unused_option_notes
         from betterdepth_cli.jobs.settings import RefineSettings
 
         if seed is not None:
             seed = check_seed(seed)
         run = self.settings(**chosen)
-        card = getattr(self.model, "card", {})
-        note = None
-        if self._samples():
-            if card.get("zero_noise"):
-                note = deterministic_ensemble_note(chosen.get("ensemble"))
-            note = note or one_member_note(card, chosen.get("reduction"), run.ensemble)
-        elif self.model is not None:  # the guided filter: the sampling settings do not apply
-            note = classical_ignores(card, **{k: v for k, v in chosen.items() if v})
-        if note:
-            warnings.warn(_library_names(note[len("note: "):]), stacklevel=3)
+        if self.model is not None:  # the keywords the refiner does not apply (no seed: the library's default is 0)
+            card = getattr(self.model, "card", {})
+            for note in unused_option_notes(card, run.ensemble, **{k: v for k, v in chosen.items() if v}):
+                warnings.warn(_library_names(note[len("note: "):]), stacklevel=3)
         fields = RefineSettings(out_dir=Path("."), conditioner=self.conditioner_name, model=self.model_name,
                                 model_card=self.model_card, refine=self.model is not None, steps=run.steps,
                                 ensemble=run.ensemble, reduction=run.reduction, processing_res=run.processing_res,

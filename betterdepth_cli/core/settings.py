@@ -140,12 +140,22 @@ def classical_ignores(card: Mapping | None, **asked: Any) -> str | None:
                             "without sampling or tiles", **asked)
 
 
-def one_member_note(card: Mapping | None, reduction: Any, members: int) -> str | None:
-    """The note for a user who gave ``--reduction`` to a diffusion refiner that runs one ensemble member
-    (nothing to combine); None otherwise (a classical card's note already names it)."""
-    if reduction is None or members != 1 or (card or {}).get("classical"):
-        return None
-    return not_applied_note("one ensemble member, nothing to combine", reduction=reduction)
+def unused_option_notes(card: Mapping | None, members: int, seed: Any = None, **asked: Any) -> list[str]:
+    """The notes for a user who gave the refiner of ``card`` options it will not apply (``asked``: option
+    name -> value, ``None`` = not given; ``members``: the ensemble members it runs; ``seed``: the seed
+    given, ``None`` when not): a classical card's sampling options (:func:`classical_ignores`); a
+    diffusion refiner's ``--reduction`` over one member (nothing to combine); a zero-noise model's
+    members beyond two and its seed (:func:`deterministic_ensemble_note`)."""
+    card = card or {}
+    if card.get("classical"):
+        notes = [classical_ignores(card, **asked)]
+    else:
+        reduction = asked.get("reduction")
+        notes = [not_applied_note("one ensemble member, nothing to combine", reduction=reduction)
+                 if reduction is not None and members == 1 else None]
+        if card.get("zero_noise"):
+            notes.append(deterministic_ensemble_note(asked.get("ensemble"), seed))
+    return [n for n in notes if n]
 
 
 def resolve_settings(

@@ -400,8 +400,7 @@ def _load_models(config: EvalConfig) -> _Models:
     from betterdepth_cli.conditioner_registry import get_conditioner
     from betterdepth_cli.core.devices import torch_dtype
     from betterdepth_cli.core.refiner import load_model
-    from betterdepth_cli.core.settings import (card_defaults, classical_ignores, not_applied_note, one_member_note,
-                                               resolve_settings)
+    from betterdepth_cli.core.settings import card_defaults, not_applied_note, resolve_settings, unused_option_notes
 
     dtype = torch_dtype(config.dtype)
     model = load_model(config.model, device=config.device, dtype=dtype) if config.refine else None
@@ -411,26 +410,15 @@ def _load_models(config: EvalConfig) -> _Models:
     record: dict[str, Any] = {"model": None}
     asked = {"steps": config.steps, "ensemble": config.ensemble, "reduction": config.reduction,
              "processing_res": config.processing_res}
-    note = None if config.refine else not_applied_note("--no-refine scores the conditioner's map alone", **asked)
+    notes = [] if config.refine else [not_applied_note("--no-refine scores the conditioner's map alone", **asked)]
     if model is not None:
         run = resolve_settings(model.card, **asked)
         settings.update({k: v for k, v in run.as_dict().items() if k != "max_processing_res"})
         from betterdepth_cli.core.model_names import model_record
 
         record = model_record(config.model)
-        note = (classical_ignores(model.card, **asked) or one_member_note(model.card, config.reduction, run.ensemble)
-                or _deterministic_note(model.card, config))
-    return _Models(conditioner, model, spec, settings, record, [note[len("note: "):]] if note else [])
-
-
-def _deterministic_note(card: dict, config: EvalConfig) -> str | None:
-    """A zero-noise model (its card's ``zero_noise``) runs at most two members whatever the seed: what
-    ``refine`` notes, for the members asked and the seed given."""
-    from betterdepth_cli.core.settings import deterministic_ensemble_note
-
-    if not card.get("zero_noise") or card.get("classical"):
-        return None
-    return deterministic_ensemble_note(config.ensemble, config.seed)
+        notes = unused_option_notes(model.card, run.ensemble, config.seed, **asked)
+    return _Models(conditioner, model, spec, settings, record, [n[len("note: "):] for n in notes if n])
 
 
 def _save_root(config: EvalConfig) -> Path | None:

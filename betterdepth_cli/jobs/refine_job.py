@@ -119,15 +119,6 @@ def _settings(options: dict[str, Any], info: Say) -> RefineSettings:
     check_conditioner_name(conditioner)  # a misspelt name fails now, not after discovery and setup
     run = resolve_settings(card, **{k: options.get(k) for k in ("steps", "ensemble", "reduction", "processing_res")})
     tiles = _tile_settings(options.get("tile"))
-    if refine and card.get("classical"):
-        _classical_notes(card, options, info)
-        tiles = {}
-    elif refine:
-        from betterdepth_cli.core.settings import one_member_note
-
-        note = one_member_note(card, options.get("reduction"), run.ensemble)
-        if note:
-            info(note)
     if not refine:
         from betterdepth_cli.core.settings import not_applied_note
 
@@ -136,6 +127,8 @@ def _settings(options: dict[str, Any], info: Say) -> RefineSettings:
         if note:
             info(note)
         tiles = {}
+    elif card.get("classical"):  # the guided filter runs whole at any size
+        tiles = {}
     if tiles.get("tile"):  # tiles work at the plate's own scale: the record says so, a rerun of it agrees
         from betterdepth_cli.core.tiling import tile_resolution_note
 
@@ -143,8 +136,13 @@ def _settings(options: dict[str, Any], info: Say) -> RefineSettings:
         if note:
             info(note)
         run = replace(run, processing_res=0)
-    if refine and card.get("zero_noise") and not card.get("classical"):
-        _deterministic_model_notes(options.get("ensemble"), run.ensemble, options["format"], info, options.get("seed"))
+    if refine:
+        from betterdepth_cli.core.settings import unused_option_notes
+
+        _check_uncertainty(card, run.ensemble, options["format"])
+        for note in unused_option_notes(card, run.ensemble, options.get("seed"),
+                                        **{k: options.get(k) for k in SAMPLING_OPTIONS}):
+            info(note)
     if conditioner == "builtin":
         info(BUILTIN_NOTICE)
     return RefineSettings(
@@ -158,17 +156,19 @@ def _settings(options: dict[str, Any], info: Say) -> RefineSettings:
     )  # fmt: skip
 
 
-def _classical_notes(card: dict, options: dict[str, Any], info: Say) -> None:
-    """The guided filter has no ensemble to spread (no uncertainty map) and no steps, members, processing
-    size or tiles: refuse the first, say the others do not apply."""
-    from betterdepth_cli.core.settings import classical_ignores
-
-    if "uncertainty" in options["format"]:
+def _check_uncertainty(card: dict, members: int, formats) -> None:
+    """An uncertainty map is the spread of ensemble members: refused (UsageError) for the guided filter
+    (one deterministic filter) and for a zero-noise model (the photo and its mirror image, at most two:
+    resolve_settings) that runs one member."""
+    if "uncertainty" not in formats:
+        return
+    if card.get("classical"):
         raise UsageError("`--format uncertainty`: the guided filter (--model guided) is one deterministic filter, "
                          "with no ensemble members to spread; the diffusion refiner (the default --model) writes one")
-    note = classical_ignores(card, **{k: options.get(k) for k in SAMPLING_OPTIONS})
-    if note:
-        info(note)
+    if card.get("zero_noise") and members < 2:
+        raise UsageError("`--format uncertainty`: this model is deterministic (zero-noise start, its card's "
+                         "zero_noise) and runs one member here, so there is no spread; use --ensemble 2 "
+                         "(the photo and its mirror image)")
 
 
 def _tile_settings(spec) -> dict:
@@ -182,21 +182,6 @@ def _tile_settings(spec) -> dict:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return {"tile": size, "tile_overlap": overlap}
-
-
-def _deterministic_model_notes(asked: int | None, members: int, formats, info: Say, seed: int | None = None) -> None:
-    """A model that starts from zero noise (its card's ``zero_noise``) gives one result per input whatever
-    the seed: its ensemble members are the photo and its mirror image, at most two (resolve_settings).
-    Say so when more were asked or a seed was given; an uncertainty map needs the two (the spread between them)."""
-    from betterdepth_cli.core.settings import deterministic_ensemble_note
-
-    if "uncertainty" in formats and members < 2:
-        raise UsageError("`--format uncertainty`: this model is deterministic (zero-noise start, its card's "
-                         "zero_noise) and runs one member here, so there is no spread; use --ensemble 2 "
-                         "(the photo and its mirror image)")
-    note = deterministic_ensemble_note(asked, seed)
-    if note:
-        info(note)
 
 
 def _discover(options: dict[str, Any], continue_on_error: bool, error: Say) -> tuple[list, list[str]]:
