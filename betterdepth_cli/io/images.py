@@ -270,6 +270,19 @@ def pixel_limit(max_pixels: int | None = None) -> int:
     return DEFAULT_PIXEL_LIMIT
 
 
+#: The bytes of a PNG's start that hold its IHDR through the colour type (signature 8, chunk length and
+#: type 8, width and height 8, bit depth 1, colour type 1).
+PNG_IHDR_BYTES = 26
+
+
+def png_depth_and_colour(head: bytes) -> tuple[int, int] | None:
+    """A PNG's (bit depth, colour type) from its first :data:`PNG_IHDR_BYTES` bytes; None when they
+    are not a PNG's signature and IHDR."""
+    if len(head) >= PNG_IHDR_BYTES and sniff_format(head) == "png" and head[12:16] == b"IHDR":
+        return head[24], head[25]
+    return None
+
+
 def header_size(path: Path, fmt: str, head: bytes) -> tuple[int, int] | None:
     """(width, height) from the file's header without decoding pixels; None when the header cannot say.
 

@@ -200,12 +200,13 @@ def _check_png_map(path: Path) -> None:
     """A ``.png`` without its sidecar that is no PNG, or a colour PNG (a photo, not a map), gets the
     reason that comes first (InputDataError), before the missing sidecar would be named."""
     from betterdepth_cli.io.files import read_head
-    from betterdepth_cli.io.images import sniff_format
+    from betterdepth_cli.io.images import PNG_IHDR_BYTES, png_depth_and_colour, sniff_format
 
-    head = read_head(path, 26)  # signature, IHDR: size, bit depth, colour type
+    head = read_head(path, PNG_IHDR_BYTES)
     if sniff_format(head) != "png":
         raise InputDataError(f"{path}: not a PNG (unrecognised file content)")
-    if len(head) == 26 and head[25] in PNG_COLOUR_TYPES:
+    header = png_depth_and_colour(head)
+    if header is not None and header[1] in PNG_COLOUR_TYPES:
         raise InputDataError(f"{path}: a colour image, not a depth map (refine writes 16-bit grey PNGs "
                              "with a .json sidecar)")
 

@@ -85,9 +85,11 @@ def _float(text: str, name: str) -> float:
 
 
 def _png_bit_depth(path: Path) -> int | None:
+    from betterdepth_cli.io.images import PNG_IHDR_BYTES, png_depth_and_colour
+
     with open(path, "rb") as fh:
-        head = fh.read(25)
-    return head[24] if len(head) == 25 and head[:8] == b"\x89PNG\r\n\x1a\n" else None
+        header = png_depth_and_colour(fh.read(PNG_IHDR_BYTES))
+    return header[0] if header else None
 
 
 def _npz_names(path: Path) -> list[str]:
