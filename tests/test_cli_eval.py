@@ -379,9 +379,12 @@ def test_a_deterministic_model_warns_of_members_and_seed_as_refine_notes(tmp_pat
             in res.stderr)
     data = json.loads((tmp_path / "r.json").read_text())
     assert (data["config"]["ensemble"], data["settings"]["ensemble"], data["settings"]["seed"]) == (5, 2, 0)
-    seeded = run(*base, "--seed", "3", "-o", tmp_path / "s.json")
+    seeded = run(*base, "--seed", "3", "--ensemble", "1", "--reduction", "median", "-o", tmp_path / "s.json")
     assert "eval: warning: this model is deterministic (zero-noise start): --seed has no effect" in seeded.stderr
-    assert json.loads((tmp_path / "s.json").read_text())["settings"]["seed"] == 3
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert data["settings"]["seed"] == 3
+    assert data["notes"] == ["one ensemble member, nothing to combine; not applied: --reduction",
+                             "this model is deterministic (zero-noise start): --seed has no effect"]  # as refine's
     plain = run(*base, "-o", tmp_path / "p.json")
     assert plain.exit_code == 0 and "warning" not in plain.stderr and "--seed" not in plain.stderr
 
