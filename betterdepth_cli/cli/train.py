@@ -83,16 +83,21 @@ def train(
     base = load_recipe(recipe, overrides)  # checks the file and --set
     cfg = recipe_from_dict(apply_overrides(base.to_dict(), flags, where="flag"), where=str(recipe)) if flags else base
     out = output or Path(cfg.output or Path("runs") / cfg.name)
-    if not cfg.objective.patch_mask:
-        from betterdepth_cli.core.settings import not_applied_note
-
-        note = not_applied_note("the patch mask is off (--no-patch-mask or the recipe)", patch_size=patch_size,
-                                eta=eta)
-        if note:
-            typer.echo(note, err=True)
+    _patch_mask_note(cfg, patch_size, eta)
 
     from training.trainer import train as run_training
 
     result = run_training(cfg, out, resume=resume)
     if result.model_path is not None and result.main_process:
         typer.echo(str(result.model_path))
+
+
+def _patch_mask_note(cfg, patch_size: int | None, eta: float | None) -> None:
+    """With the patch mask off (the flag or the recipe), say that --patch-size and --eta do not apply."""
+    if cfg.objective.patch_mask:
+        return
+    from betterdepth_cli.core.settings import not_applied_note
+
+    note = not_applied_note("the patch mask is off (--no-patch-mask or the recipe)", patch_size=patch_size, eta=eta)
+    if note:
+        typer.echo(note, err=True)
